@@ -1,0 +1,1 @@
+"""deepmouse: benchmark deep vision models against mouse visual cortex."""
