@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine:
+#   make run   creates .venv and runs the pipeline (dvc repro on the embedded default, offline)
+#   make test  creates .venv and runs the tests
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DVC_NO_ANALYTICS := 1
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: env run test test-fast bench clean-env
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+env: $(STAMP)
+
+run: env
+	dvc repro
+	dvc metrics show
+
+test: env
+	python -m pytest
+
+test-fast: env
+	python -m pytest -m "not slow"
+
+bench: env
+	python benchmarks/feature_statistics.py
+
+clean-env:
+	rm -rf $(VENV)

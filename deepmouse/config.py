@@ -1,0 +1,288 @@
+"""Typed, validated parameters: the only place that reads ``params.yaml``.
+
+Each section of ``params.yaml`` maps onto a frozen dataclass below. Loading
+checks every key against the declared type and range and rejects unknown keys,
+so a typo or a wrong type stops the run with a message naming the key, e.g.
+``params.yaml: neurons.n_splits: expected an integer, got 'many'``.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from deepmouse.errors import ConfigError
+
+AREAS = ("VISp", "VISl", "VISal", "VISpm", "VISrl", "VISam")
+"""The six Brain Observatory areas, in the order used for tables and plots."""
+
+
+@dataclass(frozen=True)
+class SimulatedConfig:
+    """The embedded default source: Allen-layout NWB files with a planted generator."""
+
+    seed: int = 0
+    generator: str = "resnet18_random"
+    generator_seed: int = 0
+    planted_depths: Mapping[str, float] = field(
+        default_factory=lambda: {
+            "VISp": 0.15, "VISl": 0.3, "VISrl": 0.45, "VISal": 0.55, "VISpm": 0.7, "VISam": 0.85
+        }
+    )
+    experiments_per_area: int = 2
+    neurons_per_experiment: int = 30
+    n_repeats: int = 50
+    image_height: int = 230
+    image_width: int = 294
+    readout_sparsity: float = 0.02
+    noise_range: tuple[float, float] = (0.2, 2.0)
+
+    def _validate(self, where: str) -> None:
+        _check_positive(self, where, "experiments_per_area", "neurons_per_experiment",
+                        "n_repeats", "image_height", "image_width")
+        if not 0 < self.readout_sparsity <= 1:
+            raise ConfigError(f"{where}.readout_sparsity: must be in (0, 1], got {self.readout_sparsity}")
+        for area, depth in self.planted_depths.items():
+            if area not in AREAS:
+                raise ConfigError(f"{where}.planted_depths: unknown area {area!r}; known: {', '.join(AREAS)}")
+            if not 0 <= depth <= 1:
+                raise ConfigError(f"{where}.planted_depths.{area}: depth must be in [0, 1], got {depth}")
+        lo, hi = self.noise_range
+        if not 0 <= lo <= hi:
+            raise ConfigError(f"{where}.noise_range: need 0 <= low <= high, got {list(self.noise_range)}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["simulated", "nwb_dir"] = "simulated"
+    nwb_dir: str | None = None
+    simulated: SimulatedConfig = field(default_factory=SimulatedConfig)
+
+    def _validate(self, where: str) -> None:
+        if self.source == "nwb_dir" and not self.nwb_dir:
+            raise ConfigError(f"{where}.nwb_dir: required when {where}.source is 'nwb_dir'")
+
+
+@dataclass(frozen=True)
+class ResponsesConfig:
+    """Response window and baseline, in seconds relative to stimulus onset."""
+
+    window: tuple[float, float] = (0.0, 0.25)
+    baseline: tuple[float, float] = (-0.1, 0.0)
+
+    def _validate(self, where: str) -> None:
+        for name in ("window", "baseline"):
+            start, stop = getattr(self, name)
+            if not start < stop:
+                raise ConfigError(f"{where}.{name}: start must be before stop, got {[start, stop]}")
+
+
+@dataclass(frozen=True)
+class NeuronsConfig:
+    seed: int = 0
+    n_splits: int = 100
+    reliability_threshold: float = 0.75
+    selectivity_alpha: float = 0.05
+    require_selective: bool = False
+    max_per_area: int | None = None
+
+    def _validate(self, where: str) -> None:
+        _check_positive(self, where, "n_splits")
+        if not -1 <= self.reliability_threshold <= 1:
+            raise ConfigError(f"{where}.reliability_threshold: must be in [-1, 1], got {self.reliability_threshold}")
+        if not 0 < self.selectivity_alpha < 1:
+            raise ConfigError(f"{where}.selectivity_alpha: must be in (0, 1), got {self.selectivity_alpha}")
+        if self.max_per_area is not None and self.max_per_area <= 0:
+            raise ConfigError(f"{where}.max_per_area: must be positive or null, got {self.max_per_area}")
+
+
+@dataclass(frozen=True)
+class ZooConfig:
+    models: tuple[str, ...] = ("resnet18_random",)
+
+    def _validate(self, where: str) -> None:
+        if not self.models:
+            raise ConfigError(f"{where}.models: list at least one model id")
+        if len(set(self.models)) != len(self.models):
+            raise ConfigError(f"{where}.models: duplicate model ids in {list(self.models)}")
+        # Imported here: the registry is data shipped with the package, read on demand.
+        from deepmouse.models.registry import load_zoo
+
+        zoo = load_zoo()
+        for model_id in self.models:
+            zoo.get(model_id, key=f"{where}.models")
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    preprocessing: Literal["paper", "native"] = "paper"
+    init_seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    weights_dir: str | None = None
+    srp: bool = False
+    srp_seed: int = 0
+
+
+@dataclass(frozen=True)
+class RsaConfig:
+    sites: tuple[Literal["area", "area_layer", "area_cre"], ...] = ("area",)
+    comparison: Literal["pearson", "spearman", "kendall_tau_a"] = "pearson"
+
+
+@dataclass(frozen=True)
+class RegressionConfig:
+    """Ridge alphas are ``relative_alphas * trace(K) / n_stimuli`` (DESIGN §6)."""
+
+    alpha_mode: Literal["loo", "paper"] = "loo"
+    relative_alphas: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0, 30.0, 100.0)
+
+    def _validate(self, where: str) -> None:
+        if not self.relative_alphas or min(self.relative_alphas) <= 0:
+            raise ConfigError(f"{where}.relative_alphas: need at least one positive alpha")
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    n: int = 1000
+    seed: int = 0
+    level: float = 0.95
+
+    def _validate(self, where: str) -> None:
+        _check_positive(self, where, "n")
+        if not 0 < self.level < 1:
+            raise ConfigError(f"{where}.level: must be in (0, 1), got {self.level}")
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    layer_selection: tuple[Literal["max"], ...] = ("max",)
+    rsa: RsaConfig = field(default_factory=RsaConfig)
+    regression: RegressionConfig = field(default_factory=RegressionConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+
+
+@dataclass(frozen=True)
+class ChecksConfig:
+    min_selected_per_area: int = 5
+    max_nan_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataConfig = field(default_factory=DataConfig)
+    responses: ResponsesConfig = field(default_factory=ResponsesConfig)
+    neurons: NeuronsConfig = field(default_factory=NeuronsConfig)
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the dotted key of the first invalid value.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such params file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    try:
+        return parse_params(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def parse_params(raw: Mapping[str, Any]) -> Params:
+    """Build :class:`Params` from a parsed mapping (the content of params.yaml)."""
+    return _build(Params, raw, where="")
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where or 'params'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ConfigError(
+            f"{_join(where, unknown[0])}: unknown key; known keys here: {', '.join(sorted(fields))}"
+        )
+    values = {name: _coerce(hints[name], raw[name], _join(where, name)) for name in fields if name in raw}
+    obj = cls(**values)
+    validate = getattr(obj, "_validate", None)
+    if validate is not None:
+        validate(where)
+    return obj
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin in (collections.abc.Mapping, dict):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        key_type, value_type = args
+        return {_coerce(key_type, k, where): _coerce(value_type, v, f"{where}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported params type {hint!r} at {where}")
+
+
+def _check_positive(obj: Any, where: str, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value <= 0:
+            raise ConfigError(f"{where}.{name}: must be positive, got {value}")
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key

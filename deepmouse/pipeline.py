@@ -1,0 +1,278 @@
+"""One function per pipeline stage (DESIGN §2).
+
+The scripts in ``stages/`` and the ``deepmouse`` CLI both call these, so a stage run by
+``dvc repro`` and the same step run by hand do exactly the same work. Each returns the
+one-line summary the stage prints when it ends. Paths always come from the caller
+(``dvc.yaml`` arguments); nothing here hard-codes where outputs live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from deepmouse.config import Params
+from deepmouse.errors import DataError, SourceError
+
+Progress = Callable[[str], None]
+MANIFEST = "manifest.json"
+
+
+# --------------------------------------------------------------------------- pull
+def run_pull(params: Params, out_dir: str | Path, *, progress: Progress = print) -> str:
+    """Fill ``out_dir`` with Brain Observatory NWB files and ``manifest.json``."""
+    out_dir = Path(out_dir)
+    source = params.data.source
+    if source == "simulated":
+        manifest = _pull_simulated(params, out_dir, progress)
+    elif source == "nwb_dir":
+        manifest = _pull_nwb_dir(Path(params.data.nwb_dir), out_dir, progress)
+    else:  # config validation admits only the sources above
+        raise SourceError(f"data.source: unsupported source {source!r}")
+    n_bytes = sum(e["bytes"] for e in manifest["experiments"])
+    areas = sorted({e["area"] for e in manifest["experiments"]})
+    return f"pull: {len(manifest['experiments'])} experiments ({', '.join(areas)}), {n_bytes / 1e6:.1f} MB in {out_dir}"
+
+
+def _pull_simulated(params: Params, out_dir: Path, progress: Progress) -> dict:
+    from deepmouse.data.simulated import generate_scenes, simulate_dataset
+    from deepmouse.data.stimuli import with_blank
+    from deepmouse.features.layers import capture_layer_outputs, list_layers
+    from deepmouse.models.build import build_model
+    from deepmouse.models.preprocess import preprocess_stimuli
+    from deepmouse.models.registry import load_zoo
+
+    cfg = params.data.simulated
+    entry = load_zoo().get(cfg.generator, key="data.simulated.generator")
+    if not entry.is_random:
+        raise SourceError(f"data.simulated.generator: {cfg.generator!r} is trained; the planted generator must be a *_random model")
+    scenes = generate_scenes(118, cfg.image_height, cfg.image_width, np.random.default_rng(cfg.seed))
+    model = build_model(entry, init_seed=cfg.generator_seed)
+    inputs = preprocess_stimuli(with_blank(scenes), params.features.preprocessing, entry, model=model)
+    layers = list_layers(model, inputs)
+    planted = {area: _nearest_layer(layers, depth) for area, depth in cfg.planted_depths.items()}
+    progress("planted layers: " + ", ".join(f"{a}={p['name']} (depth {p['depth']:.2f})" for a, p in planted.items()))
+    outputs = capture_layer_outputs(model, inputs, sorted({p["name"] for p in planted.values()}))
+    features = {area: outputs[p["name"]] for area, p in planted.items()}
+    _fresh_dir(out_dir)
+    return simulate_dataset(out_dir, cfg, features, planted, scenes=scenes)
+
+
+def _nearest_layer(layers: list, depth: float) -> dict:
+    best = min(layers, key=lambda layer: (abs(layer.depth - depth), layer.index))
+    return {"name": best.name, "index": int(best.index), "depth": float(best.depth), "module_type": best.module_type}
+
+
+def _pull_nwb_dir(source_dir: Path, out_dir: Path, progress: Progress) -> dict:
+    """Link (or copy) every NWB file of a folder and describe it in a manifest."""
+    from deepmouse.data.nwb import read_session_metadata
+
+    files = sorted(source_dir.glob("**/*.nwb")) if source_dir.is_dir() else []
+    if not files:
+        raise SourceError(f"data.nwb_dir: no .nwb files in {source_dir}")
+    _fresh_dir(out_dir)
+    experiments = []
+    for i, path in enumerate(files, start=1):
+        meta = read_session_metadata(path)
+        target = out_dir / f"{meta.experiment_id}.nwb"
+        if target.exists():
+            raise SourceError(f"data.nwb_dir: two files hold experiment {meta.experiment_id}: {path} and another")
+        try:
+            target.hardlink_to(path)
+        except OSError:  # another filesystem: a copy is the only way
+            shutil.copy2(path, target)
+        experiments.append({**_describe_experiment(meta), "file": target.name, "source_file": str(path),
+                            "sha256": _sha256(target), "bytes": target.stat().st_size})
+        progress(f"[{i}/{len(files)}] {path.name}: experiment {meta.experiment_id}, {meta.area}")
+    manifest = {"source": "nwb_dir", "nwb_dir": str(source_dir), "experiments": experiments}
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _describe_experiment(meta) -> dict:
+    return {"experiment_id": int(meta.experiment_id), "container_id": int(meta.container_id), "area": meta.area,
+            "cre_line": meta.cre_line, "imaging_depth": int(meta.imaging_depth)}
+
+
+def read_manifest(raw_dir: str | Path) -> tuple[dict, list[Path]]:
+    """The manifest of a pulled source and its NWB files, checked to exist."""
+    raw_dir = Path(raw_dir)
+    try:
+        manifest = json.loads((raw_dir / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{raw_dir / MANIFEST}: missing; run the pull stage first") from None
+    paths = [raw_dir / e["file"] for e in manifest["experiments"]]
+    absent = [str(p) for p in paths if not p.exists()]
+    if absent:
+        raise DataError(f"{raw_dir / MANIFEST}: lists file(s) that are not there: {', '.join(absent[:3])}")
+    return manifest, paths
+
+
+# ------------------------------------------------------------------------ stimuli
+def run_stimuli(raw_dir: str | Path, out_dir: str | Path) -> str:
+    """``stimuli.npy`` (119 × H × W uint8, blank last) and ``stimuli.parquet``."""
+    from deepmouse.data.stimuli import stimuli_from_sessions, stimulus_table
+
+    _, paths = read_manifest(raw_dir)
+    stimuli = stimuli_from_sessions(paths)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.save(out_dir / "stimuli.npy", stimuli)
+    stimulus_table().to_parquet(out_dir / "stimuli.parquet", index=False)
+    return f"stimuli: {stimuli.shape[0]} stimuli of {stimuli.shape[1]}x{stimuli.shape[2]} px (blank last), checked identical in {len(paths)} files"
+
+
+# ---------------------------------------------------------------------- responses
+def run_responses(params: Params, raw_dir: str | Path, out_dir: str | Path, *, progress: Progress = print) -> str:
+    """Per-trial responses, per-condition means and the experiments table."""
+    from deepmouse.data.nwb import read_session
+    from deepmouse.data.responses import mean_responses, trial_responses
+
+    _, paths = read_manifest(raw_dir)
+    cfg = params.responses
+    frames, experiments = [], []
+    for i, path in enumerate(paths, start=1):
+        session = read_session(path)
+        frames.append(trial_responses(session, cfg.window, cfg.baseline))
+        experiments.append(_describe_experiment(session.metadata) | {"file": path.name})
+        progress(f"[{i}/{len(paths)}] {path.name}: {len(session.cell_specimen_ids)} neurons")
+    trials = pd.concat(frames, ignore_index=True)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trials.to_parquet(out_dir / "trials.parquet", index=False)
+    mean_responses(trials).to_parquet(out_dir / "means.parquet", index=False)
+    pd.DataFrame(experiments).to_parquet(out_dir / "experiments.parquet", index=False)
+    return f"responses: {trials['neuron_id'].nunique()} neurons x {len(trials) // max(trials['neuron_id'].nunique(), 1)} trials from {len(paths)} experiments"
+
+
+# ------------------------------------------------------------------------ neurons
+def run_neurons(params: Params, responses_dir: str | Path, out_path: str | Path, counts_path: str | Path) -> str:
+    """``neurons.parquet`` (every neuron with flags) and per-area counts for ``dvc metrics``."""
+    from deepmouse.data.nwb import SessionMetadata
+    from deepmouse.data.selection import annotate_neurons
+
+    responses_dir = Path(responses_dir)
+    trials = pd.read_parquet(responses_dir / "trials.parquet")
+    experiments = pd.read_parquet(responses_dir / "experiments.parquet")
+    metas = [SessionMetadata.from_record(row) for row in experiments.to_dict("records")]
+    neurons = annotate_neurons(trials, metas, params.neurons)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    neurons.to_parquet(out_path, index=False)
+    counts = {
+        area: {"recorded": int(len(rows)), "selected": int(rows["selected"].sum()),
+               "median_reliability": round(float(rows["reliability"].median()), 4)}
+        for area, rows in neurons.groupby("area")
+    }
+    summary = {"recorded": int(len(neurons)), "selected": int(neurons["selected"].sum()), "areas": counts}
+    Path(counts_path).write_text(json.dumps(summary, indent=2) + "\n")
+    return (f"neurons: {summary['selected']} of {summary['recorded']} neurons selected "
+            f"(reliability >= {params.neurons.reliability_threshold}) in {len(counts)} areas")
+
+
+# ----------------------------------------------------------------------- features
+def run_features(params: Params, model_id: str, stimuli_dir: str | Path, out_dir: str | Path, *, progress: Progress = print) -> str:
+    """Per-layer statistics of one model (DESIGN §5)."""
+    from deepmouse.features.extract import extract_features
+
+    params.zoo  # model ids were validated when params were loaded
+    stimuli = np.load(Path(stimuli_dir) / "stimuli.npy")
+    started = time.perf_counter()
+    extract_features(model_id, stimuli, params.features, Path(out_dir), progress=progress)
+    size = sum(f.stat().st_size for f in Path(out_dir).rglob("*") if f.is_file())
+    return f"features: {model_id} in {time.perf_counter() - started:.1f} s, {size / 1e6:.1f} MB at {out_dir}"
+
+
+# ------------------------------------------------------------------------- scores
+def run_scores(params: Params, features_root: str | Path, neurons_path: str | Path, responses_dir: str | Path,
+               out_dir: str | Path, *, progress: Progress = print) -> str:
+    from deepmouse.scoring import score_models
+
+    tables = score_models(params.zoo.models, features_root, neurons_path, responses_dir, params.scoring, out_dir,
+                          progress=progress)
+    best = tables["model_scores"].groupby(["method", "model_id"])["score"].mean().groupby("method").idxmax()
+    leaders = ", ".join(f"{method}: {model}" for method, (_, model) in best.items())
+    return f"scores: {len(params.zoo.models)} models, {len(tables['regression_scores'])} neuron x layer fits; best {leaders}"
+
+
+# -------------------------------------------------------------------------- store
+def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, features_root: str | Path,
+              sql_dir: str | Path, db_path: str | Path) -> str:
+    from deepmouse.features.cache import load_feature_entry
+    from deepmouse.models.registry import load_zoo
+    from deepmouse.store.build import build_store
+
+    zoo = load_zoo()
+    models, layers = [], []
+    for model_id in params.zoo.models:
+        entry = zoo.get(model_id)
+        stats, key = load_feature_entry(Path(features_root) / model_id)
+        models.append(_model_row(entry, key))
+        layers.append(stats.layers.assign(model_id=model_id))
+    scores_dir = Path(scores_dir)
+    tables = {
+        "models": pd.DataFrame(models),
+        "layers": pd.concat(layers, ignore_index=True),
+        "neurons": pd.read_parquet(neurons_path),
+        **{name: pd.read_parquet(scores_dir / f"{name}.parquet") for name in ("rsa_scores", "regression_scores", "model_scores")},
+    }
+    counts = build_store(db_path, tables, sql_dir)
+    return "store: " + ", ".join(f"{name} {n}" for name, n in counts.items()) + f" rows in {db_path}"
+
+
+def training_category(training: str) -> str:
+    """Collapse the registry's training column into the four groups the study compares."""
+    if training == "random":
+        return "random"
+    if training.startswith("taskonomy"):
+        return "taskonomy"
+    if training.startswith("self-supervised"):
+        return "self-supervised"
+    return "supervised"
+
+
+def _model_row(entry, key: dict) -> dict:
+    return {
+        "model_id": entry.model_id, "display_name": entry.display_name, "family": entry.family,
+        "source": entry.source, "architecture": entry.architecture, "training": entry.training,
+        "training_category": training_category(entry.training), "task_cluster": entry.task_cluster or None,
+        "n_params": key.get("n_params"), "weights_sha256": key.get("weights_sha256") or None,
+    }
+
+
+# ------------------------------------------------------------------- checks, report
+def run_checks_stage(params: Params, db_path: str | Path, means_path: str | Path, sql_checks_dir: str | Path,
+                     report_path: str | Path) -> str:
+    from deepmouse.quality.gate import run_checks
+
+    report = run_checks(db_path, means_path, sql_checks_dir, params.checks, report_path)
+    return f"checks: all passed on {sum(report['tables'].values())} rows in {len(report['tables'])} tables"
+
+
+def run_report(db_path: str | Path, out_dir: str | Path) -> str:
+    from deepmouse.report.plots import write_report
+
+    metrics = write_report(db_path, out_dir)
+    parts = [f"{m}: {metrics[m]['best_model']} ({metrics[m]['best_mean_score']:.3f})" for m in ("rsa", "regression") if m in metrics]
+    return "report: best " + "; ".join(parts) + f"; figures in {out_dir}"
+
+
+# ------------------------------------------------------------------------ helpers
+def _fresh_dir(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

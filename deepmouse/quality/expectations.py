@@ -1,0 +1,123 @@
+"""Great Expectations suites for the neuron, response and score tables.
+
+Each suite is a list of expectations built from what the run should contain (the known
+areas, the number of models and sites), validated on an in-memory DataFrame through an
+ephemeral Great Expectations context: no project folder, nothing written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import great_expectations as gx
+import pandas as pd
+from great_expectations.data_context.types.base import ProgressBarsConfig
+
+from deepmouse.config import AREAS
+
+N_CONDITIONS = 119
+"""118 natural scenes plus the blank."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One failed expectation or SQL check, with example offending rows."""
+
+    table: str
+    check: str
+    detail: str
+    n_violations: int
+    examples: list
+
+    def describe(self) -> str:
+        shown = ", ".join(map(str, self.examples[:5]))
+        return f"{self.table}: {self.check} ({self.detail}): {self.n_violations} violation(s), e.g. {shown}"
+
+
+def neurons_expectations() -> list:
+    return [
+        gx.expectations.ExpectColumnValuesToBeUnique(column="neuron_id"),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="area", value_set=list(AREAS)),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="reliability"),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="reliability", min_value=-1.0, max_value=1.0),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="cortical_layer"),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="selected", value_set=[True, False]),
+    ]
+
+
+def means_expectations() -> list:
+    return [
+        gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=["neuron_id", "stimulus_index"]),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="mean_response"),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="stimulus_index", min_value=0, max_value=N_CONDITIONS - 1),
+    ]
+
+
+def conditions_per_neuron_expectations() -> list:
+    """Validated on the per-neuron condition counts: every neuron has all 119."""
+    return [
+        gx.expectations.ExpectColumnValuesToBeBetween(column="n_conditions", min_value=N_CONDITIONS, max_value=N_CONDITIONS),
+    ]
+
+
+def model_scores_expectations(expected_rows: int) -> list:
+    return [
+        gx.expectations.ExpectTableRowCountToEqual(value=expected_rows),
+        gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=["model_id", "method", "layer_selection", "site_kind", "site"]),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="score"),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="score", min_value=-1.0, max_value=1.0),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="method", value_set=["rsa", "regression"]),
+    ]
+
+
+def layer_scores_expectations(key: Sequence[str]) -> list:
+    return [
+        gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=list(key)),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="score"),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="score", min_value=-1.0, max_value=1.0),
+    ]
+
+
+class Validator:
+    """Runs expectation lists on DataFrames in one ephemeral context."""
+
+    def __init__(self) -> None:
+        self._context = gx.get_context(mode="ephemeral")
+        self._context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self._source = self._context.data_sources.add_pandas("deepmouse")
+
+    def validate(self, table: str, frame: pd.DataFrame, expectations: list) -> list[Finding]:
+        """Validate ``frame`` and return one :class:`Finding` per failed expectation."""
+        batch = (
+            self._source.add_dataframe_asset(table)
+            .add_batch_definition_whole_dataframe(f"{table}_all")
+            .get_batch(batch_parameters={"dataframe": frame})
+        )
+        suite = gx.ExpectationSuite(name=table, expectations=expectations)
+        result = batch.validate(suite)
+        findings = []
+        for outcome in result.results:
+            if outcome.success:
+                continue
+            config = outcome.expectation_config
+            kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "value_set")}
+            detail = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+            observed = outcome.result or {}
+            examples = _examples(frame, observed)
+            count = observed.get("unexpected_count")
+            if count is None:
+                examples = [f"observed {observed.get('observed_value')}"]
+                count = 1
+            findings.append(Finding(table, config.type, detail, int(count), examples))
+        return findings
+
+
+def _examples(frame: pd.DataFrame, observed: dict) -> list:
+    """Name offending rows by their id columns where Great Expectations gives row indices."""
+    index = observed.get("partial_unexpected_index_list") or []
+    ids = [c for c in ("model_id", "neuron_id", "layer_index", "site", "stimulus_index") if c in frame.columns]
+    if index and ids:
+        rows = frame.loc[[i for i in index if i in frame.index], ids].head(5)
+        return [dict(zip(ids, row)) for row in rows.itertuples(index=False)]
+    return list(observed.get("partial_unexpected_list") or [])

@@ -1,0 +1,1 @@
+"""Plots and DVC metrics from the results store."""

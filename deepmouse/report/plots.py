@@ -1,0 +1,76 @@
+"""The ranking figure, the layer-profile plot data and the DVC metrics file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on the machines this runs on
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from deepmouse.config import AREAS
+from deepmouse.store.build import connect
+
+METHOD_LABELS = {"rsa": "RSA (Pearson r of RDMs)", "regression": "Ridge regression (mean LOO r)"}
+
+
+def write_report(db_path: str | Path, out_dir: str | Path) -> dict:
+    """Write ``ranking.png``, ``layer_profile.csv`` and ``metrics.json`` into ``out_dir``.
+
+    Returns the metrics written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    con = connect(db_path, read_only=True)
+    try:
+        ranking = con.execute("SELECT * FROM model_ranking WHERE site_kind = 'area' AND layer_selection = 'max'").fetchdf()
+        profile = con.execute("SELECT model_id, method, site, depth, score FROM layer_profile WHERE site_kind = 'area'").fetchdf()
+        neurons = con.execute("SELECT area, count(*) FILTER (WHERE selected) AS n FROM neurons GROUP BY area").fetchdf()
+    finally:
+        con.close()
+    plot_ranking(ranking, out_dir / "ranking.png")
+    profile.sort_values(["method", "site", "model_id", "depth"]).to_csv(out_dir / "layer_profile.csv", index=False)
+    metrics = summarise(ranking, neurons)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def summarise(ranking: pd.DataFrame, neurons: pd.DataFrame) -> dict:
+    """Headline numbers for ``dvc metrics show``: the best model per method and its score."""
+    metrics: dict = {"n_selected_neurons": int(neurons["n"].sum()), "n_models": int(ranking["model_id"].nunique())}
+    for method, rows in ranking.groupby("method"):
+        mean = rows.groupby("model_id")["score"].mean().sort_values(ascending=False)
+        metrics[method] = {
+            "best_model": mean.index[0],
+            "best_mean_score": round(float(mean.iloc[0]), 4),
+            "zoo_mean_score": round(float(mean.mean()), 4),
+        }
+    return metrics
+
+
+def plot_ranking(ranking: pd.DataFrame, path: str | Path) -> None:
+    """Grouped bars: each model's score in each area, one panel per method, best model first."""
+    methods = [m for m in ("rsa", "regression") if m in set(ranking["method"])]
+    fig, axes = plt.subplots(len(methods), 1, figsize=(11, 3.6 * len(methods)), squeeze=False)
+    for ax, method in zip(axes[:, 0], methods):
+        rows = ranking[ranking["method"] == method]
+        order = rows.groupby("display_name")["score"].mean().sort_values(ascending=False).index
+        areas = [a for a in AREAS if a in set(rows["site"])]
+        width = 0.8 / max(len(areas), 1)
+        x = np.arange(len(order))
+        for i, area in enumerate(areas):
+            sub = rows[rows["site"] == area].set_index("display_name").reindex(order)
+            err = np.vstack([sub["score"] - sub["ci_low"], sub["ci_high"] - sub["score"]]).clip(min=0)
+            ax.bar(x + (i - (len(areas) - 1) / 2) * width, sub["score"], width, yerr=err, label=area, capsize=1.5)
+        ax.set_xticks(x, order, rotation=30, ha="right")
+        ax.set_ylabel("score")
+        ax.set_title(METHOD_LABELS.get(method, method) + " — best layer per area (max selection)")
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.legend(ncol=len(areas), fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,11 @@
+-- Every model has a score for each method in every area that has selected neurons.
+WITH areas AS (SELECT DISTINCT area FROM neurons WHERE selected),
+     expected AS (
+        SELECT m.model_id, x.method, a.area
+        FROM models AS m, areas AS a, (VALUES ('rsa'), ('regression')) AS x(method)
+     )
+SELECT e.model_id, e.method, e.area, 'no model score' AS problem
+FROM expected AS e
+LEFT JOIN model_scores AS s
+  ON s.model_id = e.model_id AND s.method = e.method AND s.site_kind = 'area' AND s.site = e.area
+WHERE s.model_id IS NULL;

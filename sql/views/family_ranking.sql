@@ -1,0 +1,15 @@
+-- Architecture families (convolutional, transformer, MLP-mixer, hybrid) ranked by their
+-- models' mean score over the areas, per method and training category.
+CREATE OR REPLACE VIEW family_ranking AS
+SELECT
+    rank() OVER (PARTITION BY s.method, s.layer_selection, m.training_category ORDER BY avg(s.score) DESC) AS rank,
+    s.method, s.layer_selection, m.training_category, m.family,
+    count(DISTINCT s.model_id) AS n_models,
+    avg(s.score)   AS mean_score,
+    max(s.score)   AS best_score,
+    stddev_samp(s.score) AS sd_score
+FROM model_scores AS s
+JOIN models AS m USING (model_id)
+WHERE s.site_kind = 'area'
+GROUP BY s.method, s.layer_selection, m.training_category, m.family
+ORDER BY s.method, s.layer_selection, m.training_category, rank;

@@ -1,0 +1,6 @@
+"""Stage report: ranking figure, layer-profile plot data and DVC metrics."""
+from deepmouse.pipeline import run_report
+from deepmouse.stage import run_stage
+
+if __name__ == "__main__":
+    run_stage("report", lambda a: run_report(a.db, a.out), "db", "out")

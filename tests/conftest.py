@@ -1,0 +1,54 @@
+"""Fixtures shared across test folders."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def score_tables() -> dict[str, pd.DataFrame]:
+    """A small, internally consistent set of the store's tables (2 models, 2 areas)."""
+    rng = np.random.default_rng(0)
+    models = pd.DataFrame({
+        "model_id": ["alexnet", "alexnet_random"], "display_name": ["AlexNet", "AlexNet (random)"],
+        "family": "convolutional", "source": "torchvision", "architecture": "alexnet",
+        "training": ["supervised-imagenet", "random"], "training_category": ["supervised", "random"],
+        "task_cluster": None, "n_params": 61_100_840, "weights_sha256": None,
+    })
+    layers = pd.concat([
+        pd.DataFrame({"model_id": m, "layer_index": range(3), "layer_name": ["conv", "relu", "fc"],
+                      "module_type": ["Conv2d", "ReLU", "Linear"], "n_features": [100, 100, 10],
+                      "depth": [0.0, 0.5, 1.0]})
+        for m in models["model_id"]
+    ], ignore_index=True)
+    neurons = pd.DataFrame({
+        "neuron_id": np.arange(8) + 1000, "experiment_id": [1] * 4 + [2] * 4, "container_id": [11] * 4 + [12] * 4,
+        "area": ["VISp"] * 4 + ["VISl"] * 4, "cre_line": "Cux2-CreERT2", "imaging_depth": 175,
+        "cortical_layer": "L2/3", "reliability": rng.uniform(0.5, 0.95, 8), "image_selective": True,
+        "running_modulated": False,
+    })
+    neurons["selected"] = neurons["reliability"] >= 0.75
+    neurons.loc[[0, 4], "selected"] = True
+    rsa = pd.concat([
+        pd.DataFrame({"model_id": m, "layer_index": range(3), "site_kind": "area", "site": area,
+                      "metric": "pearson", "score": rng.uniform(0, 0.5, 3), "noise_ceiling": 0.8, "n_neurons": 2})
+        for m in models["model_id"] for area in ("VISp", "VISl")
+    ], ignore_index=True)
+    regression = pd.concat([
+        pd.DataFrame({"model_id": m, "layer_index": layer, "neuron_id": neurons["neuron_id"][neurons["selected"]],
+                      "alpha": 1.0, "score": rng.uniform(0, 0.6, int(neurons["selected"].sum()))})
+        for m in models["model_id"] for layer in range(3)
+    ], ignore_index=True)
+    model_scores = pd.DataFrame([
+        {"model_id": m, "method": method, "layer_selection": "max", "site_kind": "area", "site": area,
+         "score": s, "ci_low": s - 0.05, "ci_high": s + 0.05, "normalized_score": s / 0.8,
+         "best_layer_index": 1, "best_layer_depth": 0.5, "n_neurons": 2}
+        for m, base in (("alexnet", 0.4), ("alexnet_random", 0.3))
+        for method in ("rsa", "regression") for area, s in (("VISp", base), ("VISl", base - 0.1))
+    ])
+    return {"models": models, "layers": layers, "neurons": neurons, "rsa_scores": rsa,
+            "regression_scores": regression, "model_scores": model_scores}
