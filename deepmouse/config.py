@@ -60,10 +60,39 @@ class SimulatedConfig:
 
 
 @dataclass(frozen=True)
+class AllenConfig:
+    """The real pull through allensdk's ``BrainObservatoryCache`` (natural scenes, session B).
+
+    ``null`` filters mean "all": every area, Cre line and imaging depth, as in the
+    reference study. ``cache_dir`` holds allensdk's manifest and NWB files; an existing
+    allensdk cache folder can be named here and is reused as-is.
+    """
+
+    cache_dir: str = "data/allen_cache"
+    areas: tuple[str, ...] | None = None
+    cre_lines: tuple[str, ...] | None = None
+    imaging_depths: tuple[int, ...] | None = None
+    max_experiments: int | None = None
+    retries: int = 5
+    timeout_s: float = 60.0
+
+    def _validate(self, where: str) -> None:
+        for area in self.areas or ():
+            if area not in AREAS:
+                raise ConfigError(f"{where}.areas: unknown area {area!r}; known: {', '.join(AREAS)}")
+        if self.max_experiments is not None and self.max_experiments <= 0:
+            raise ConfigError(f"{where}.max_experiments: must be positive or null, got {self.max_experiments}")
+        _check_positive(self, where, "timeout_s")
+        if self.retries < 0:
+            raise ConfigError(f"{where}.retries: must be >= 0, got {self.retries}")
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    source: Literal["simulated", "nwb_dir"] = "simulated"
+    source: Literal["simulated", "nwb_dir", "allen"] = "simulated"
     nwb_dir: str | None = None
     simulated: SimulatedConfig = field(default_factory=SimulatedConfig)
+    allen: AllenConfig = field(default_factory=AllenConfig)
 
     def _validate(self, where: str) -> None:
         if self.source == "nwb_dir" and not self.nwb_dir:

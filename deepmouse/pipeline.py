@@ -34,6 +34,10 @@ def run_pull(params: Params, out_dir: str | Path, *, progress: Progress = print)
         manifest = _pull_simulated(params, out_dir, progress)
     elif source == "nwb_dir":
         manifest = _pull_nwb_dir(Path(params.data.nwb_dir), out_dir, progress)
+    elif source == "allen":
+        from deepmouse.data.allen import pull_allen
+
+        manifest = pull_allen(params.data.allen, out_dir, progress=progress)
     else:  # config validation admits only the sources above
         raise SourceError(f"data.source: unsupported source {source!r}")
     n_bytes = sum(e["bytes"] for e in manifest["experiments"])

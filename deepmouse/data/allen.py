@@ -1,0 +1,389 @@
+"""The real pull (``data.source: allen``): Brain Observatory sessions with natural scenes.
+
+The AllenSDK's ``BrainObservatoryCache`` does what it does well: list the ophys
+experiments (and filter them by area, Cre line and depth), say where in its
+cache folder each experiment's NWB file belongs
+(``<cache_dir>/ophys_experiment_data/<id>.nwb``), look up the file's download
+address (the ``ophys_experiment_data`` well-known-file query), and open the
+file. The transfer itself goes through :func:`deepmouse.data.download.download_file`
+instead of the AllenSDK's, because that one neither resumes nor verifies, and
+leaves nothing behind on failure only by deleting what it had.
+
+So a folder that already holds an AllenSDK cache works as it is: files found
+where the AllenSDK expects them are reused without any transfer. Listing the
+experiments always needs the Allen API (the AllenSDK queries it even when its
+own listing file is cached); without a connection the pull stops within
+seconds with a :class:`~deepmouse.errors.SourceError` that names the host and
+says how to use ``data.source: nwb_dir`` instead.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+from urllib.error import HTTPError, URLError
+
+from deepmouse.config import AllenConfig
+from deepmouse.data.download import OFFLINE_HINT, describe_network_error, download_file, host_of, sha256_file
+from deepmouse.data.nwb import check_session_layout
+from deepmouse.errors import ConfigError, NwbLayoutError, SourceError
+
+Progress = Callable[[str], None]
+
+MANIFEST = "manifest.json"
+"""Name of the manifest every source writes next to its NWB files."""
+
+CACHE_MANIFEST = "manifest.json"
+"""Name of the AllenSDK's own manifest inside ``data.allen.cache_dir``."""
+
+NATURAL_SCENES = "natural_scenes"
+"""The AllenSDK name of the stimulus; only session B experiments show it."""
+
+# The AllenSDK's query for an experiment's NWB file (a WellKnownFile row with a download_link).
+NWB_FILE_QUERY = ("brain_observatory_queries", "ophys_experiment_data")
+
+# Fields of an AllenSDK experiment listing row the manifest needs, with what they hold.
+_LISTING_FIELDS = {
+    "id": "ophys experiment id",
+    "experiment_container_id": "experiment container id",
+    "targeted_structure": "targeted area",
+    "cre_line": "Cre line",
+    "imaging_depth": "imaging depth",
+}
+# Answers that a later attempt may not get again.
+_RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def open_brain_observatory_cache(manifest_file: str | Path):
+    """The AllenSDK cache whose manifest (and downloads) live at ``manifest_file``'s folder.
+
+    Constructing it needs no network; the folder is created if absent.
+    """
+    # Imported here: allensdk takes seconds to import and only this source needs the cache.
+    from allensdk.core.brain_observatory_cache import BrainObservatoryCache
+
+    return BrainObservatoryCache(manifest_file=str(manifest_file))
+
+
+def pull_allen(
+    cfg: AllenConfig,
+    out_dir: str | Path,
+    *,
+    progress: Progress = print,
+    cache_factory: Callable[[Path], Any] | None = None,
+    backoff_s: float = 1.0,
+) -> dict:
+    """Fetch the natural scenes sessions that ``cfg`` selects and describe them in a manifest.
+
+    Each selected experiment's NWB file is taken from the AllenSDK cache in
+    ``cfg.cache_dir`` when it is already there and readable, downloaded into
+    that cache otherwise, checked to hold the experiment the listing names,
+    and hard-linked (copied across filesystems) to
+    ``<out_dir>/<experiment_id>.nwb``. ``out_dir`` is emptied first, once the
+    listing has succeeded.
+
+    Parameters
+    ----------
+    cfg : AllenConfig
+        ``data.allen`` params: cache folder, filters (None = all),
+        ``max_experiments`` (the lowest ids are kept), retries and timeout.
+    out_dir : str or Path
+        Output folder of the pull stage; must not contain ``cfg.cache_dir``.
+    progress : callable
+        Receives one line per experiment, ``[i/n] experiment <id> (<area>,
+        <cre line>, <depth> µm)``, and the download progress.
+    cache_factory : callable, optional
+        ``cache_factory(manifest_file)`` returns the cache object; the default
+        opens an AllenSDK ``BrainObservatoryCache``. A replacement must offer
+        what is used of it: ``get_ophys_experiments(stimuli=,
+        targeted_structures=, cre_lines=, imaging_depths=)``,
+        ``get_cache_path(None, EXPERIMENT_DATA_KEY, id)``,
+        ``get_ophys_experiment_data(id).get_metadata()``, and ``api`` with
+        ``api_url`` and ``template_query``.
+    backoff_s : float
+        Wait before the first retry of a failed query or transfer; doubles
+        with every further retry.
+
+    Returns
+    -------
+    dict
+        The manifest, also written to ``<out_dir>/manifest.json``:
+        ``{"source": "allen", "api_url", "cache_dir", "filters", "experiments":
+        [{experiment_id, container_id, area, cre_line, imaging_depth,
+        session_type, file, source_file, sha256, bytes}]}``, experiments in
+        ascending id order, ``source_file`` relative to ``cache_dir``.
+
+    Raises
+    ------
+    ConfigError
+        If ``cfg.cache_dir`` lies inside ``out_dir`` (emptying ``out_dir``
+        would delete the cache).
+    SourceError
+        If the Allen API cannot be reached or refuses a query, the listing is
+        empty or malformed, a download fails, or a file holds another
+        experiment than the listing says.
+    NwbLayoutError
+        If a downloaded file is not a readable session with natural scenes.
+    """
+    out_dir = Path(out_dir)
+    cache_dir = Path(cfg.cache_dir)
+    if _is_within(cache_dir, out_dir):
+        raise ConfigError(
+            f"data.allen.cache_dir: {cache_dir} lies inside the pull output folder {out_dir}, "
+            "which is emptied before every pull; choose a cache folder outside it"
+        )
+    cache = (cache_factory or open_brain_observatory_cache)(cache_dir / CACHE_MANIFEST)
+    host = host_of(cache.api.api_url)
+    experiments = list_natural_scenes_experiments(cache, cfg, backoff_s=backoff_s, progress=progress)
+    progress(f"{len(experiments)} experiments with natural scenes selected from {host}")
+
+    _fresh_dir(out_dir)
+    records = []
+    for i, row in enumerate(experiments, start=1):
+        experiment_id = int(row["id"])
+        progress(f"[{i}/{len(experiments)}] experiment {experiment_id} "
+                 f"({row['targeted_structure']}, {row['cre_line']}, {row['imaging_depth']} µm)")
+        path, sha256 = fetch_experiment_nwb(cache, experiment_id, cfg, backoff_s=backoff_s, progress=progress)
+        _check_file_holds_experiment(cache, experiment_id, path)
+        target = out_dir / f"{experiment_id}.nwb"
+        try:
+            target.hardlink_to(path)
+        except OSError:  # another filesystem, or links not allowed: a copy is the only way
+            shutil.copy2(path, target)
+        records.append({
+            "experiment_id": experiment_id,
+            "container_id": int(row["experiment_container_id"]),
+            "area": str(row["targeted_structure"]),
+            "cre_line": str(row["cre_line"]),
+            "imaging_depth": int(row["imaging_depth"]),
+            "session_type": row.get("session_type"),
+            "file": target.name,
+            "source_file": _relative_to_cache(path, cache_dir),
+            "sha256": sha256 or sha256_file(target),
+            "bytes": target.stat().st_size,
+        })
+    manifest = {
+        "source": "allen",
+        "api_url": cache.api.api_url,
+        "cache_dir": str(cfg.cache_dir),
+        "filters": {
+            "areas": _as_list(cfg.areas),
+            "cre_lines": _as_list(cfg.cre_lines),
+            "imaging_depths": _as_list(cfg.imaging_depths),
+            "max_experiments": cfg.max_experiments,
+        },
+        "experiments": records,
+    }
+    _write_json_atomically(out_dir / MANIFEST, manifest)
+    return manifest
+
+
+def list_natural_scenes_experiments(cache, cfg: AllenConfig, *, backoff_s: float = 1.0,
+                                    progress: Progress = print) -> list[Mapping[str, Any]]:
+    """The ophys experiments with natural scenes that ``cfg`` selects, in ascending id order.
+
+    Parameters
+    ----------
+    cache : BrainObservatoryCache or a stand-in (see :func:`pull_allen`)
+    cfg : AllenConfig
+        Filters (None = all) and ``max_experiments`` (the lowest ids are kept).
+
+    Returns
+    -------
+    list of dict
+        AllenSDK listing rows (``id``, ``experiment_container_id``,
+        ``targeted_structure``, ``cre_line``, ``imaging_depth``, ...).
+
+    Raises
+    ------
+    SourceError
+        If the API cannot be reached, nothing matches, or a row lacks a field.
+    """
+    filters = {
+        "targeted_structures": _as_list(cfg.areas),
+        "cre_lines": _as_list(cfg.cre_lines),
+        "imaging_depths": _as_list(cfg.imaging_depths),
+    }
+    rows = _query_allen(
+        cache, "the list of ophys experiments",
+        lambda: cache.get_ophys_experiments(stimuli=[NATURAL_SCENES], **filters),
+        cfg, backoff_s, progress,
+    )
+    if not isinstance(rows, list):
+        raise SourceError(f"{host_of(cache.api.api_url)} answered the experiment listing with "
+                          f"{type(rows).__name__} {str(rows)[:200]!r}, not a list of experiments")
+    if not rows:
+        described = ", ".join(f"{key}={value}" for key, value in (
+            ("areas", filters["targeted_structures"]), ("cre_lines", filters["cre_lines"]),
+            ("imaging_depths", filters["imaging_depths"])) if value is not None)
+        raise SourceError(
+            f"{host_of(cache.api.api_url)} lists no ophys experiments with {NATURAL_SCENES} matching "
+            f"data.allen filters ({described or 'none'})"
+        )
+    for row in rows:
+        missing = [f"{field} ({what})" for field, what in _LISTING_FIELDS.items() if row.get(field) is None]
+        if missing:
+            raise SourceError(
+                f"{host_of(cache.api.api_url)}: the experiment listing row for experiment "
+                f"{row.get('id', '<no id>')} lacks {', '.join(missing)}"
+            )
+    rows = sorted(rows, key=lambda row: int(row["id"]))
+    return rows[: cfg.max_experiments] if cfg.max_experiments is not None else rows
+
+
+def nwb_download_url(cache, experiment_id: int, cfg: AllenConfig, *, backoff_s: float = 1.0,
+                     progress: Progress = print) -> str:
+    """Download address of one experiment's NWB file, found by the AllenSDK's own query.
+
+    Raises
+    ------
+    SourceError
+        If the API cannot be reached, or lists no NWB file for the experiment.
+    """
+    rows = _query_allen(
+        cache, f"the NWB file of ophys experiment {experiment_id}",
+        lambda: cache.api.template_query(*NWB_FILE_QUERY, ophys_experiment_id=experiment_id),
+        cfg, backoff_s, progress,
+    )
+    link = rows[0].get("download_link") if isinstance(rows, list) and rows and isinstance(rows[0], dict) else None
+    if not link:
+        raise SourceError(f"{host_of(cache.api.api_url)} lists no NWB file for ophys experiment {experiment_id}")
+    # As the AllenSDK does: links are paths on the API host.
+    return cache.api.api_url + link
+
+
+def fetch_experiment_nwb(cache, experiment_id: int, cfg: AllenConfig, *, backoff_s: float = 1.0,
+                         progress: Progress = print) -> tuple[Path, str | None]:
+    """Make sure the AllenSDK cache holds a readable NWB file for one experiment.
+
+    A file already where the AllenSDK keeps it is reused if it reads as a
+    session (a layout check, no transfer); an unreadable one is downloaded
+    again, and replaced only once the new copy is complete.
+
+    Returns
+    -------
+    path : Path
+        The file in the cache.
+    sha256 : str or None
+        Its digest when it was downloaded now (None when reused).
+
+    Raises
+    ------
+    SourceError
+        If the download fails.
+    NwbLayoutError
+        If the freshly downloaded file is not a readable session.
+    """
+    path = Path(cache.get_cache_path(None, cache.EXPERIMENT_DATA_KEY, experiment_id))
+    if path.exists():
+        try:
+            check_session_layout(path)
+        except NwbLayoutError as err:
+            progress(f"{err}; downloading it again")
+        else:
+            progress(f"{path.name}: already in the cache, reused")
+            return path, None
+    url = nwb_download_url(cache, experiment_id, cfg, backoff_s=backoff_s, progress=progress)
+    progress(f"{path.name}: downloading {url}")
+    result = download_file(url, path, retries=cfg.retries, timeout_s=cfg.timeout_s, backoff_s=backoff_s,
+                           progress=progress)
+    check_session_layout(path)
+    return path, result.sha256
+
+
+def _check_file_holds_experiment(cache, experiment_id: int, path: Path) -> None:
+    # Opened through the cache, as any AllenSDK user would: it serves the file it holds.
+    try:
+        metadata = cache.get_ophys_experiment_data(experiment_id).get_metadata()
+    except (OSError, KeyError, ValueError) as err:
+        raise NwbLayoutError(f"{path}: the AllenSDK could not read the session metadata: {err}") from err
+    found = metadata.get("ophys_experiment_id")
+    if found != experiment_id:
+        raise SourceError(
+            f"{path}: holds ophys experiment {found} (general/session_id), but the cache keeps experiment "
+            f"{experiment_id} there; delete the file and pull again"
+        )
+
+
+def _query_allen(cache, what: str, query: Callable[[], Any], cfg: AllenConfig, backoff_s: float,
+                 progress: Progress):
+    """Run one AllenSDK metadata query, retrying what a later attempt may not repeat.
+
+    A host that cannot be reached at all (no network, unknown name, refused
+    connection) stops at once: waiting would only delay the message.
+    """
+    host = host_of(cache.api.api_url)
+    failure = ""
+    for attempt in range(cfg.retries + 1):
+        if attempt:
+            delay = backoff_s * 2 ** (attempt - 1)
+            progress(f"{host}: {failure} when asked for {what}; retry {attempt} of {cfg.retries} in {delay:.1f} s")
+            time.sleep(delay)
+        try:
+            with _socket_timeout(cfg.timeout_s):
+                return query()
+        except HTTPError as err:
+            if err.code not in _RETRYABLE_STATUS:
+                raise SourceError(f"{host} answered HTTP {err.code} {err.reason} when asked for {what}") from err
+            failure = f"HTTP {err.code} {err.reason}"
+        except URLError as err:
+            if not isinstance(err.reason, TimeoutError):
+                raise SourceError(
+                    f"could not reach {host} ({describe_network_error(err)}) to get {what}; {OFFLINE_HINT}"
+                ) from err
+            failure = f"no answer within {cfg.timeout_s:g} s"
+        except TimeoutError:
+            failure = f"no answer within {cfg.timeout_s:g} s"
+        except (ConnectionError, http.client.HTTPException) as err:
+            failure = f"connection lost ({describe_network_error(err)})"
+        except json.JSONDecodeError as err:
+            raise SourceError(f"{host} answered the request for {what} with something that is not JSON "
+                              f"({err}); is a proxy or login page in the way?") from err
+    raise SourceError(f"{host} did not answer the request for {what} after {cfg.retries + 1} attempts: {failure}")
+
+
+@contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    # The AllenSDK's queries go through urllib without a timeout, so a silent network
+    # would hang them; the process-wide default is the only handle, restored afterwards.
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _relative_to_cache(path: Path, cache_dir: Path) -> str:
+    try:
+        return path.resolve().relative_to(cache_dir.resolve()).as_posix()
+    except ValueError:  # a manifest of the user's may keep files elsewhere
+        return str(path)
+
+
+def _as_list(values) -> list | None:
+    return None if values is None else list(values)
+
+
+def _fresh_dir(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+def _write_json_atomically(path: Path, content: dict) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(partial, path)

@@ -1,0 +1,252 @@
+"""A local stand-in for the Allen servers, and tiny sessions to serve.
+
+:class:`LocalAllenServer` is an ``http.server`` on 127.0.0.1 (port chosen by
+the OS) that serves files with Range support and, on request, misbehaves: cuts
+the connection after some bytes, sends corrupted bytes, answers a given status,
+ignores Range headers. It also answers the three Allen API queries the AllenSDK
+makes for a pull (the experiment listing, the eye-tracking file list, an
+experiment's NWB file), so a real ``BrainObservatoryCache`` pointed at it runs
+its own code end to end without the internet.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+
+from deepmouse.data.nwb import SessionMetadata, write_session_nwb
+
+QUERY_PATH = "/api/v2/data/query.json"
+DOWNLOAD_PREFIX = "/api/v2/well_known_file_download/"
+
+
+class LocalAllenServer:
+    """Files and Allen API answers over HTTP on 127.0.0.1; use as a context manager.
+
+    Attributes
+    ----------
+    files : dict of str to bytes
+        URL path -> content.
+    requests : list of (str, str or None)
+        Every request's path and Range header, in arrival order.
+    drop_after : dict of str to int
+        URL path -> bytes sent before the connection is cut (next request only).
+    corrupt_next : dict of str to int
+        URL path -> how many of the next requests get corrupted bytes (same size).
+    status_next : dict of str to list of int
+        URL path -> statuses to answer instead of the file, one per request.
+    range_support : bool
+        False: ignore Range headers and always send the whole file (200).
+    experiments : list of dict
+        Rows the experiment listing query answers with (Allen API format).
+    nwb_links : dict of int to str
+        Experiment id -> download link its NWB file query answers with.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        self.drop_after: dict[str, int] = {}
+        self.corrupt_next: dict[str, int] = {}
+        self.status_next: dict[str, list[int]] = {}
+        self.range_support = True
+        self.experiments: list[dict] = []
+        self.nwb_links: dict[int, str] = {}
+        self.lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "LocalAllenServer":
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.owner = self
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def ranges_requested(self, path: str) -> list[str | None]:
+        """Range headers of the requests for one path (None: whole file asked for)."""
+        with self.lock:
+            return [rng for p, rng in self.requests if p == path]
+
+    def serve_experiment(self, experiment_id: int, content: bytes) -> str:
+        """Serve an NWB file where the Allen API's NWB query for ``experiment_id`` points."""
+        link = f"{DOWNLOAD_PREFIX}{900_000 + experiment_id}"
+        self.files[link] = content
+        self.nwb_links[experiment_id] = link
+        return link
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ThreadingHTTPServer
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
+        pass  # keep test output clean
+
+    def do_GET(self) -> None:
+        owner: LocalAllenServer = self.server.owner
+        parsed = urlsplit(self.path)
+        path = parsed.path
+        with owner.lock:
+            owner.requests.append((path, self.headers.get("Range")))
+            queued = owner.status_next.get(path)
+            status = queued.pop(0) if queued else None
+            drop_after = owner.drop_after.pop(path, None)
+            corrupt = owner.corrupt_next.get(path, 0) > 0
+            if corrupt:
+                owner.corrupt_next[path] -= 1
+        if status is not None:
+            self.send_error(status)
+            return
+        if path == QUERY_PATH:
+            self._answer_query(owner, unquote(parsed.query))
+            return
+        content = owner.files.get(path)
+        if content is None:
+            self.send_error(404)
+            return
+        if corrupt:
+            content = bytes(b ^ 0xFF for b in content[:64]) + content[64:]
+        start = self._range_start() if owner.range_support else None
+        if start is not None and start >= len(content):
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(content)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if start is not None:
+            body = content[start:]
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(content) - 1}/{len(content)}")
+        else:
+            body = content
+            self.send_response(200)
+            self.send_header("Accept-Ranges", "bytes" if owner.range_support else "none")
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if drop_after is None:
+            self.wfile.write(body)
+            return
+        self.wfile.write(body[:drop_after])
+        self.wfile.flush()
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _range_start(self) -> int | None:
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        return int(match.group(1)) if match else None
+
+    def _answer_query(self, owner: LocalAllenServer, query: str) -> None:
+        if "model::OphysExperiment" in query:
+            rows = owner.experiments
+        elif "EyeDlcScreenMapping" in query:
+            rows = []
+        elif "NWBOphys" in query and (match := re.search(r"attachable_id\$eq(\d+)", query)):
+            experiment_id = int(match.group(1))
+            link = owner.nwb_links.get(experiment_id)
+            rows = [] if link is None else [{"attachable_id": experiment_id, "download_link": link}]
+        else:
+            self.send_error(400, f"query not known to the test server: {query}")
+            return
+        body = json.dumps({"success": True, "id": 0, "start_row": 0, "num_rows": len(rows),
+                           "total_rows": len(rows), "msg": rows}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def refuse_non_local_addresses(monkeypatch) -> None:
+    """Make every name lookup but the loopback's fail, so that no test can reach the internet."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def local_only(host, *args, **kwargs):
+        if host not in ("127.0.0.1", "localhost"):
+            raise socket.gaierror(socket.EAI_NONAME, f"tests resolve only 127.0.0.1, not {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_only)
+
+
+def closed_port_url() -> str:
+    """``http://127.0.0.1:<port>`` where nothing listens (the OS just freed the port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def raw_experiment(experiment_id: int, area: str, cre_line: str, imaging_depth: int,
+                   session_type: str = "three_session_B") -> dict:
+    """One row of the Allen API's ophys experiment listing, with the fields the AllenSDK reads."""
+    return {
+        "id": experiment_id,
+        "imaging_depth": imaging_depth,
+        "targeted_structure": {"acronym": area},
+        "experiment_container_id": experiment_id + 10_000,
+        "experiment_container": {"id": experiment_id + 10_000, "failed": False},
+        "stimulus_name": session_type,
+        "date_of_acquisition": "2016-03-01T09:30:00Z",
+        "specimen": {
+            "name": f"{cre_line};Ai93-{experiment_id}",
+            "donor": {
+                "external_donor_name": str(experiment_id),
+                "date_of_birth": "2015-11-18T00:00:00Z",
+                "transgenic_lines": [
+                    {"name": cre_line, "transgenic_line_type_name": "driver"},
+                    {"name": "Ai93(TITL-GCaMP6f)", "transgenic_line_type_name": "reporter"},
+                ],
+            },
+        },
+    }
+
+
+def write_tiny_session(path: Path, experiment_id: int, area: str = "VISp", cre_line: str = "Cux2-CreERT2",
+                       imaging_depth: int = 175, seed: int = 0, n_repeats: int = 2) -> Path:
+    """A small but complete session file: 3 cells, 4 images of 6x8 px plus the blank, 8 frames each.
+
+    About 10 kB with the default 2 repeats; each further repeat adds about 1 kB.
+    """
+    rng = np.random.default_rng(seed)
+    n_images = 4
+    conditions = rng.permutation(np.repeat(np.arange(n_images + 1), n_repeats))
+    boundaries = 5 + 8 * np.arange(conditions.size + 1)
+    n_frames = int(boundaries[-1]) + 5
+    metadata = SessionMetadata(
+        experiment_id=experiment_id, container_id=experiment_id + 10_000, area=area, cre_line=cre_line,
+        imaging_depth=imaging_depth, session_type="three_session_B",
+        genotype=f"{cre_line}/wt;Camk2a-tTA/wt;Ai93(TITL-GCaMP6f)/wt",
+        # Every field the AllenSDK looks for, so that reading the file logs no warnings.
+        specimen_name=f"{cre_line};Ai93-{experiment_id}", sex="female", age_days=104,
+        session_start_time="2016-03-01T09:30:00", indicator="GCaMP6f", excitation_lambda="910 nanometers",
+        fov="400x400 microns (512 x 512 pixels)", device="test microscope", device_name="TEST2P.1",
+    )
+    return write_session_nwb(
+        path, metadata=metadata, cell_specimen_ids=np.arange(3) + 100 * experiment_id,
+        dff=rng.normal(0.0, 0.2, (3, n_frames)).astype(np.float32), timestamps=np.arange(n_frames) / 30.0,
+        scene_index=np.where(conditions == n_images, -1, conditions), frame_start=boundaries[:-1],
+        frame_end=boundaries[1:], templates=rng.integers(0, 256, (n_images, 6, 8), dtype=np.uint8),
+        running_speed=np.abs(rng.normal(0.0, 5.0, n_frames)).astype(np.float32),
+    )

@@ -1,0 +1,115 @@
+"""The whole pipeline on the embedded default: `dvc repro` in a fresh copy of the project.
+
+One run (module fixture) backs every test here: the store answers the ranking query for
+every model, area and method; the planted generator is recovered; a second `dvc repro`
+reruns nothing; changing one scoring parameter reruns only `scores` and what follows.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "sql", "deepmouse", ".dvc/config", ".dvcignore"]
+
+
+def _dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=3000)
+
+
+def _ran(result: subprocess.CompletedProcess) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", result.stdout))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    for name in PROJECT_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    result = _dvc(root, "repro")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return root
+
+
+@pytest.fixture(scope="module")
+def params(project) -> dict:
+    return yaml.safe_load((project / "params.yaml").read_text())
+
+
+def _query(project: Path, sql: str):
+    con = duckdb.connect(str(project / "data" / "deepmouse.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchdf()
+    finally:
+        con.close()
+
+
+def test_ranking_has_every_model_area_and_method(project, params):
+    ranking = _query(project, "select * from model_ranking where site_kind = 'area'")
+    manifest = json.loads((project / "data/raw/simulated/manifest.json").read_text())
+    areas = {e["area"] for e in manifest["experiments"]}
+    assert set(ranking["model_id"]) == set(params["zoo"]["models"])
+    assert set(ranking["site"]) == areas == set(params["data"]["simulated"]["planted_depths"])
+    assert set(ranking["method"]) == {"rsa", "regression"}
+    assert len(ranking) == len(params["zoo"]["models"]) * len(areas) * 2
+    assert ranking["score"].between(-1, 1).all()
+
+
+def test_planted_generator_is_recovered(project, params):
+    generator = params["data"]["simulated"]["generator"]
+    ranking = _query(project, "select * from model_ranking where method = 'regression' and site_kind = 'area'")
+    winners = ranking[ranking["rank"] == 1].set_index("site")["model_id"]
+    assert (winners == generator).all(), winners.to_dict()
+
+    planted = json.loads((project / "data/raw/simulated/manifest.json").read_text())["planted"]["layers"]
+    best = ranking[ranking["model_id"] == generator].set_index("site")["best_layer_depth"]
+    order = sorted(planted, key=lambda area: planted[area]["depth"])
+    recovered = [best[area] for area in order]
+    assert recovered == sorted(recovered), dict(zip(order, recovered))
+    # the best layer lands on or next to the planted one
+    for area in order:
+        assert abs(best[area] - planted[area]["depth"]) < 0.1, (area, best[area], planted[area])
+
+
+def test_quality_report_and_metrics(project):
+    report = json.loads((project / "reports/checks.json").read_text())
+    assert report["passed"] and not report["findings"]
+    metrics = json.loads((project / "reports/figures/metrics.json").read_text())
+    assert metrics["n_models"] >= 5 and metrics["n_selected_neurons"] > 0
+    assert (project / "reports/figures/ranking.png").stat().st_size > 10_000
+    shown = _dvc(project, "metrics", "show")
+    assert shown.returncode == 0 and "best_mean_score" in shown.stdout
+
+
+def test_second_repro_reruns_nothing(project):
+    result = _dvc(project, "repro")
+    assert result.returncode == 0, result.stderr
+    assert _ran(result) == set()
+
+
+def test_scoring_param_change_reruns_only_scores_onward(project, params):
+    changed = dict(params)
+    changed["scoring"] = dict(params["scoring"], bootstrap=dict(params["scoring"]["bootstrap"], n=200))
+    (project / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
+    result = _dvc(project, "repro")
+    assert result.returncode == 0, result.stderr
+    assert _ran(result) == {"scores", "store", "checks", "report"}
