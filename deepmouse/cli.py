@@ -42,9 +42,13 @@ def zoo_list(
     training: Optional[str] = typer.Option(None, help="e.g. random, supervised-imagenet, or a prefix such as taskonomy"),
 ) -> None:
     """List the zoo's models, optionally filtered."""
+    import dataclasses
+
+    import pandas as pd
+
     from deepmouse.models.registry import load_zoo
 
-    frame = load_zoo().to_frame()
+    frame = pd.DataFrame([dataclasses.asdict(entry) for entry in load_zoo()])
     if family:
         frame = frame[frame["family"] == family]
     if source:

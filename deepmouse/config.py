@@ -42,7 +42,7 @@ class SimulatedConfig:
     image_height: int = 230
     image_width: int = 294
     readout_sparsity: float = 0.02
-    noise_range: tuple[float, float] = (0.2, 2.0)
+    noise_range: tuple[float, float] = (0.1, 1.2)
 
     def _validate(self, where: str) -> None:
         _check_positive(self, where, "experiments_per_area", "neurons_per_experiment",

@@ -46,7 +46,7 @@ def run_pull(params: Params, out_dir: str | Path, *, progress: Progress = print)
 
 
 def _pull_simulated(params: Params, out_dir: Path, progress: Progress) -> dict:
-    from deepmouse.data.simulated import generate_scenes, simulate_dataset
+    from deepmouse.data.simulated import simulate_dataset, simulated_scenes
     from deepmouse.data.stimuli import with_blank
     from deepmouse.features.layers import capture_layer_outputs, list_layers
     from deepmouse.models.build import build_model
@@ -57,7 +57,7 @@ def _pull_simulated(params: Params, out_dir: Path, progress: Progress) -> dict:
     entry = load_zoo().get(cfg.generator, key="data.simulated.generator")
     if not entry.is_random:
         raise SourceError(f"data.simulated.generator: {cfg.generator!r} is trained; the planted generator must be a *_random model")
-    scenes = generate_scenes(118, cfg.image_height, cfg.image_width, np.random.default_rng(cfg.seed))
+    scenes = simulated_scenes(cfg)
     model = build_model(entry, init_seed=cfg.generator_seed)
     inputs = preprocess_stimuli(with_blank(scenes), params.features.preprocessing, entry, model=model)
     layers = list_layers(model, inputs)

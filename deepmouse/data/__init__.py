@@ -1,0 +1,1 @@
+"""Neural data: Brain Observatory NWB files, the simulated source, trial responses, neuron selection."""

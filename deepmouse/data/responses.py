@@ -1,0 +1,251 @@
+"""Trial responses to the natural scenes, and their per-stimulus means.
+
+A trial's response is the mean dF/F over the imaging frames whose timestamps
+lie in ``[onset + window[0], onset + window[1])`` minus the mean over the
+frames in ``[onset + baseline[0], onset + baseline[1])``, where the onset is the
+timestamp of the presentation's start frame (DESIGN §3, "Responses"). Frame
+times are compared with a tolerance of ``BOUNDARY_TOLERANCE_S`` so that a frame
+falling exactly on a window edge is classified the same way whatever the
+floating-point rounding of ``onset + offset``: included at the start edge,
+excluded at the stop edge.
+
+Trials are kept in long format, one row per neuron and presentation; the blank
+is stimulus index 118 (see :mod:`deepmouse.data.stimuli`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from deepmouse.data.nwb import Session
+from deepmouse.data.stimuli import N_STIMULI, stimulus_index_from_scene
+from deepmouse.errors import ConfigError, DataError
+
+BOUNDARY_TOLERANCE_S = 1e-6
+"""Frames within this many seconds of a window edge count as on the edge."""
+
+TRIAL_COLUMNS = ("experiment_id", "neuron_id", "stimulus_index", "trial", "presentation", "response",
+                 "running_speed")
+
+
+def trial_responses(
+    session: Session, window: tuple[float, float], baseline: tuple[float, float]
+) -> pd.DataFrame:
+    """Baseline-subtracted response of every neuron to every natural scenes presentation.
+
+    Parameters
+    ----------
+    session : Session
+    window : (start_s, stop_s)
+        Response window relative to onset, in seconds (e.g. ``(0.0, 0.25)``).
+    baseline : (start_s, stop_s)
+        Baseline window relative to onset (e.g. ``(-0.1, 0.0)``).
+
+    Returns
+    -------
+    DataFrame with one row per (neuron, kept presentation), neuron-major, columns
+        ``experiment_id``, ``neuron_id`` (cell specimen id), ``stimulus_index``
+        (0..117 images, 118 blank), ``trial`` (repeat number of that stimulus
+        among the kept presentations, from 0), ``presentation`` (row of the
+        session's stimulus table), ``response`` (float32 dF/F) and
+        ``running_speed`` (float32 cm/s, mean over the response window; NaN if
+        not recorded there). Presentations whose response or baseline window
+        reaches outside the recording, or holds no frame, are dropped.
+
+    Raises
+    ------
+    DataError
+        If a cell's dF/F trace holds NaN/infinite values or is constant (naming
+        the file and cell specimen id), or no presentation is left.
+    ConfigError
+        If a window does not start before it stops.
+    """
+    for name, (start, stop) in (("window", window), ("baseline", baseline)):
+        if not start < stop:
+            raise ConfigError(f"responses.{name}: start must be before stop, got {[start, stop]}")
+    _check_traces(session)
+    timestamps = session.timestamps
+    onset = timestamps[session.stimulus_table["start"].to_numpy()]
+    response_first, response_count = _frames_in_window(timestamps, onset + window[0], onset + window[1])
+    baseline_first, baseline_count = _frames_in_window(timestamps, onset + baseline[0], onset + baseline[1])
+    frame_period = float(np.median(np.diff(timestamps))) if timestamps.size > 1 else 0.0
+    earliest = onset + min(window[0], baseline[0])
+    latest = onset + max(window[1], baseline[1])
+    kept = np.flatnonzero(
+        (earliest >= timestamps[0] - BOUNDARY_TOLERANCE_S)
+        & (latest <= timestamps[-1] + frame_period + BOUNDARY_TOLERANCE_S)
+        & (response_count > 0)
+        & (baseline_count > 0)
+    )
+    if kept.size == 0:
+        raise DataError(
+            f"{session.path}: no natural scenes presentation has imaging frames in both the response "
+            f"window {list(window)} s and the baseline {list(baseline)} s"
+        )
+
+    response = _window_mean(session.dff, response_first[kept], response_count[kept]) - _window_mean(
+        session.dff, baseline_first[kept], baseline_count[kept]
+    )
+    speed = _window_nanmean(session.running_speed, response_first[kept], response_count[kept])
+    stimulus = stimulus_index_from_scene(session.stimulus_table["frame"].to_numpy()[kept], session.n_images)
+    trial = pd.Series(stimulus).groupby(stimulus).cumcount().to_numpy()
+
+    n_neurons, n_kept = response.shape
+    return pd.DataFrame({
+        "experiment_id": np.full(n_neurons * n_kept, session.metadata.experiment_id, dtype=np.int64),
+        "neuron_id": np.repeat(session.cell_specimen_ids.astype(np.int64), n_kept),
+        "stimulus_index": np.tile(stimulus.astype(np.int16), n_neurons),
+        "trial": np.tile(trial.astype(np.int16), n_neurons),
+        "presentation": np.tile(kept.astype(np.int32), n_neurons),
+        "response": response.astype(np.float32).ravel(),
+        "running_speed": np.tile(speed.astype(np.float32), n_neurons),
+    })
+
+
+def mean_responses(trials: pd.DataFrame, n_stimuli: int = N_STIMULI) -> pd.DataFrame:
+    """Mean response of every neuron to every stimulus, over its trials.
+
+    Parameters
+    ----------
+    trials : DataFrame
+        As returned by :func:`trial_responses` (one or several experiments).
+    n_stimuli : int, default 119
+
+    Returns
+    -------
+    DataFrame with ``n_stimuli`` rows per neuron (blank last), sorted by
+        experiment, neuron and stimulus; columns ``experiment_id``,
+        ``neuron_id``, ``stimulus_index``, ``mean_response`` (float64) and
+        ``n_trials``.
+
+    Raises
+    ------
+    DataError
+        If a neuron has no trial of some stimulus, or a stimulus index lies
+        outside ``[0, n_stimuli)``.
+    """
+    _check_stimulus_range(trials, n_stimuli)
+    grouped = trials.groupby(["experiment_id", "neuron_id", "stimulus_index"], sort=True)["response"]
+    means = grouped.agg(mean_response="mean", n_trials="count").reset_index()
+    means["mean_response"] = means["mean_response"].astype(np.float64)
+    per_neuron = means.groupby(["experiment_id", "neuron_id"])["stimulus_index"].count()
+    incomplete = per_neuron[per_neuron != n_stimuli]
+    if len(incomplete):
+        (experiment_id, neuron_id), n_seen = incomplete.index[0], incomplete.iloc[0]
+        of_neuron = (means["experiment_id"] == experiment_id) & (means["neuron_id"] == neuron_id)
+        seen = set(means.loc[of_neuron, "stimulus_index"])
+        missing = min(set(range(n_stimuli)) - seen)
+        raise DataError(
+            f"responses: experiment {experiment_id} neuron {neuron_id} has trials for {n_seen} of "
+            f"{n_stimuli} stimuli (none for stimulus {missing})"
+        )
+    means["stimulus_index"] = means["stimulus_index"].astype(np.int16)
+    means["n_trials"] = means["n_trials"].astype(np.int32)
+    return means
+
+
+def trials_array(
+    trials: pd.DataFrame, neuron_ids, n_stimuli: int = N_STIMULI, column: str = "response"
+) -> np.ndarray:
+    """Trial responses of one experiment's neurons as a NaN-padded array.
+
+    Parameters
+    ----------
+    trials : DataFrame
+        Trials of a single experiment, as from :func:`trial_responses`.
+    neuron_ids : sequence of int, length n_neurons
+        Neurons to take, in the order of the output rows.
+    n_stimuli : int, default 119
+    column : str, default "response"
+        The per-trial value to arrange (``"running_speed"`` for the running
+        speed of each trial).
+
+    Returns
+    -------
+    ndarray of float64, shape (n_neurons, n_stimuli, max_trials)
+        ``[i, s, k]`` is neuron ``neuron_ids[i]``'s value on trial ``k`` of
+        stimulus ``s``; NaN where stimulus ``s`` had fewer trials.
+
+    Raises
+    ------
+    DataError
+        If the trials span several experiments, a neuron id is absent, or a
+        (neuron, stimulus, trial) occurs twice.
+    """
+    experiments = trials["experiment_id"].unique()
+    if len(experiments) != 1:
+        raise DataError(f"responses: trials_array takes one experiment's trials, got experiments "
+                        f"{sorted(experiments.tolist())}")
+    _check_stimulus_range(trials, n_stimuli)
+    neuron_ids = np.asarray(neuron_ids, dtype=np.int64)
+    row = pd.Index(neuron_ids).get_indexer(trials["neuron_id"].to_numpy())
+    absent = np.setdiff1d(neuron_ids, trials["neuron_id"].to_numpy())
+    if absent.size:
+        raise DataError(f"responses: experiment {experiments[0]} has no trials for neuron {absent[0]}")
+    taken = row >= 0
+    row = row[taken]
+    stimulus = trials["stimulus_index"].to_numpy()[taken].astype(np.int64)
+    trial = trials["trial"].to_numpy()[taken].astype(np.int64)
+    max_trials = int(trial.max()) + 1
+    flat = np.ravel_multi_index((row, stimulus, trial), (neuron_ids.size, n_stimuli, max_trials))
+    if np.unique(flat).size != flat.size:
+        raise DataError(f"responses: experiment {experiments[0]} has duplicate (neuron, stimulus, trial) rows")
+    out = np.full((neuron_ids.size, n_stimuli, max_trials), np.nan)
+    out.ravel()[flat] = trials[column].to_numpy()[taken]
+    return out
+
+
+def _check_traces(session: Session) -> None:
+    dff = session.dff
+    not_finite = np.flatnonzero(~np.isfinite(dff).all(axis=1))
+    if not_finite.size:
+        cell = session.cell_specimen_ids[not_finite[0]]
+        raise DataError(f"{session.path}: cell {cell}: dF/F trace holds NaN or infinite values")
+    constant = np.flatnonzero(np.ptp(dff, axis=1) == 0) if dff.shape[1] else np.arange(dff.shape[0])
+    if constant.size:
+        cell = session.cell_specimen_ids[constant[0]]
+        raise DataError(f"{session.path}: cell {cell}: dF/F trace is constant")
+
+
+def _check_stimulus_range(trials: pd.DataFrame, n_stimuli: int) -> None:
+    stimulus = trials["stimulus_index"].to_numpy()
+    outside = np.flatnonzero((stimulus < 0) | (stimulus >= n_stimuli))
+    if outside.size:
+        raise DataError(f"responses: row {trials.index[outside[0]]} has stimulus_index "
+                        f"{stimulus[outside[0]]}, outside [0, {n_stimuli})")
+
+
+def _frames_in_window(timestamps: np.ndarray, start: np.ndarray, stop: np.ndarray):
+    """First frame index and number of frames with ``start <= t < stop`` (edges with tolerance)."""
+    first = np.searchsorted(timestamps, start - BOUNDARY_TOLERANCE_S, side="left")
+    end = np.searchsorted(timestamps, stop - BOUNDARY_TOLERANCE_S, side="left")
+    return first, np.maximum(end - first, 0)
+
+
+def _window_mean(traces: np.ndarray, first: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Mean of ``traces[:, first:first + count]`` per window -> (n_rows, n_windows).
+
+    One fancy-index per frame offset within the windows (a handful), each
+    vectorised over all rows and windows.
+    """
+    last_frame = traces.shape[1] - 1
+    total = np.zeros((traces.shape[0], first.size))
+    for offset in range(int(count.max())):
+        in_window = offset < count
+        total += np.where(in_window, traces[:, np.minimum(first + offset, last_frame)], 0.0)
+    return total / count
+
+
+def _window_nanmean(values: np.ndarray, first: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Mean of the finite ``values[first:first + count]`` per window; NaN where none is finite."""
+    last_frame = values.shape[0] - 1
+    total = np.zeros(first.size)
+    n_finite = np.zeros(first.size)
+    for offset in range(int(count.max())):
+        sample = values[np.minimum(first + offset, last_frame)]
+        use = (offset < count) & np.isfinite(sample)
+        total += np.where(use, sample, 0.0)
+        n_finite += use
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_finite > 0, total / n_finite, np.nan)

@@ -1,0 +1,521 @@
+"""The simulated source: Allen-layout NWB sessions whose neurons read out a planted model layer.
+
+The default data source, so that the whole pipeline runs on a fresh offline
+machine (DESIGN §3, "simulated"). Everything after ``pull`` treats these files
+exactly like Allen's, and the planted truth (which model layer drives each
+area) is written to the manifest so tests can check the pipeline recovers it.
+
+The generative model of one neuron ``j`` of one experiment:
+
+1. Mean response to stimulus ``s`` (``simulate_rates``): a rectified sparse
+   random readout of the planted layer's standardised features,
+   ``rate[s, j] = peak_j * softplus(beta * (drive[s, j] - theta_j)) / max_s(...)``,
+   with ``drive`` the Gaussian-weighted sum of a random ``sparsity`` fraction of
+   the features, standardised over stimuli.
+2. Trial amplitudes (``simulate_experiment_nwb``): on a presentation of ``s``
+   with running speed ``v``, ``a = rate[s, j] * gain_j(v) + noise``, where the
+   noise is Gaussian with s.d. ``noise_level_j * sd_s(rate[:, j]) * sqrt(n_repeats)``.
+   So ``noise_level`` is the noise-to-signal s.d. ratio of the mean over all
+   ``n_repeats`` trials, and before calcium filtering the expected reliability
+   of that mean is ``1 / (1 + noise_level**2)`` whatever ``n_repeats`` is
+   (a noise level of 0.58 gives 0.75). Calcium filtering and the carry-over of
+   the previous presentation lower the measured split-half reliability further.
+3. dF/F: the amplitudes held for each presentation's frames, filtered by an
+   exponential calcium kernel with time constant ``decay_s``, plus Gaussian
+   frame noise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import scipy.fft
+import scipy.signal
+
+from deepmouse.config import AREAS, SimulatedConfig
+from deepmouse.data.nwb import SessionMetadata, write_session_nwb
+from deepmouse.data.stimuli import BLANK_SCENE, N_IMAGES, N_STIMULI
+from deepmouse.errors import DataError
+
+# Scenes: amplitude spectra 1/f^alpha (natural images have alpha near 1;
+# slightly steeper backgrounds leave room for the objects to carry the fine detail).
+_BACKGROUND_ALPHA = (1.1, 1.6)
+_TEXTURE_ALPHA = (0.8, 2.0)
+_N_EDGES = 2
+_N_OBJECTS = 6
+_OBJECT_PROBABILITY = 0.7
+_CLIP_PERCENTILES = (0.5, 99.5)
+
+# Rates: softplus sharpness and per-neuron threshold / peak dF/F ranges.
+_SOFTPLUS_BETA = 3.0
+_THRESHOLD_RANGE = (0.0, 1.5)
+_PEAK_DFF_RANGE = (0.05, 0.3)
+
+# Sessions.
+_PRE_PERIOD_S = 5.0
+_POST_PERIOD_S = 1.0
+_FRAME_NOISE = 0.5  # frame noise s.d., relative to the s.d. of the neuron's rates
+_RUNNING_TIME_CONSTANT_S = 2.0
+_RUNNING_SCALE_CM_S = 12.0
+_RUNNING_MODULATED_FRACTION = 0.3
+_RUNNING_GAIN_RANGE = (0.1, 0.3)
+
+# Dataset: Allen-like id ranges, and the Cre lines with their typical imaging depths.
+_EXPERIMENT_ID_BASE = 800_000_000
+_CONTAINER_ID_BASE = 700_000_000
+_CELL_ID_BASE = 600_000_000
+_CRE_LINES = (
+    ("Cux2-CreERT2", 175, "Cux2-CreERT2/wt;Camk2a-tTA/wt;Ai93(TITL-GCaMP6f)/wt"),
+    ("Rorb-IRES2-Cre", 275, "Rorb-IRES2-Cre/wt;Camk2a-tTA/wt;Ai93(TITL-GCaMP6f)/wt"),
+    ("Rbp4-Cre_KL100", 375, "Rbp4-Cre_KL100/wt;Camk2a-tTA/wt;Ai93(TITL-GCaMP6f)/wt"),
+    ("Ntsr1-Cre_GN220", 550, "Ntsr1-Cre_GN220/wt;Ai148(TIT2L-GC6f-ICL-tTA2)/wt"),
+    ("Emx1-IRES-Cre", 175, "Emx1-IRES-Cre/wt;Camk2a-tTA/wt;Ai93(TITL-GCaMP6f)/wt"),
+    ("Scnn1a-Tg3-Cre", 350, "Scnn1a-Tg3-Cre/wt;Camk2a-tTA/wt;Ai93(TITL-GCaMP6f)/wt"),
+)
+_SESSION_TYPE = "three_session_B"
+_FIRST_SESSION = datetime(2016, 1, 4, 9, 0, 0)
+
+
+def generate_scenes(n_images: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """Natural-like grayscale scenes: 1/f noise, oriented edges and textured occluding objects.
+
+    Each image is a 1/f^alpha amplitude-spectrum background (alpha drawn per
+    image), crossed by soft oriented luminance edges, with up to a few
+    ellipses and rectangles painted over it in depth order, each filled with
+    its own 1/f texture, mean luminance and contrast (so objects occlude one
+    another with sharp, one-pixel anti-aliased borders). Each image is then
+    stretched so that its 0.5th and 99.5th luminance percentiles map to 0 and
+    255. All images are built at once; only the few edges and objects are
+    looped over.
+
+    Parameters
+    ----------
+    n_images, height, width : int
+    rng : numpy.random.Generator
+        The only source of randomness: the same generator state gives the same images.
+
+    Returns
+    -------
+    scenes : ndarray of uint8, shape (n_images, height, width)
+    """
+    if min(n_images, height, width) < 1:
+        raise ValueError(f"generate_scenes: need positive sizes, got {(n_images, height, width)}")
+    scale = float(max(height, width))
+    y = ((np.arange(height, dtype=np.float32) - height / 2) / scale)[:, None]
+    x = ((np.arange(width, dtype=np.float32) - width / 2) / scale)[None, :]
+    pixel = np.float32(1.0 / scale)
+
+    image = _power_law_noise(n_images, height, width, rng.uniform(*_BACKGROUND_ALPHA, n_images), rng)
+    for _ in range(_N_EDGES):
+        angle = _per_image(rng.uniform(0, np.pi, n_images))
+        offset = _per_image(rng.uniform(-0.3, 0.3, n_images))
+        contrast = _per_image(rng.uniform(0.2, 1.0, n_images) * rng.choice([-1.0, 1.0], n_images))
+        softness = _per_image(rng.uniform(1.0, 8.0, n_images)) * pixel
+        distance = np.cos(angle) * x + np.sin(angle) * y - offset
+        image += contrast * np.tanh(distance / softness)
+
+    textures = _power_law_noise(n_images, height, width, rng.uniform(*_TEXTURE_ALPHA, n_images), rng)
+    for _ in range(_N_OBJECTS):
+        # One shape per depth slot (images differ in size, place, texture and
+        # presence), so each slot computes one shape's geometry only.
+        is_ellipse = rng.random() < 0.5
+        present = rng.random(n_images) < _OBJECT_PROBABILITY
+        # An absent object is placed far outside the image rather than masked out.
+        center_x = np.where(present, rng.uniform(-0.45, 0.45, n_images) * width / scale, 10.0)
+        center_y = rng.uniform(-0.45, 0.45, n_images) * height / scale
+        half_a = rng.uniform(0.04, 0.3, n_images)
+        half_b = rng.uniform(0.04, 0.3, n_images)
+        rotation = rng.uniform(0, np.pi, n_images)
+        luminance = _per_image(rng.normal(0.0, 1.5, n_images))
+        contrast = _per_image(rng.uniform(0.2, 1.2, n_images))
+        texture = textures[rng.permutation(n_images)]
+        # Coordinates along the object's axes in units of its half-axes; each is
+        # a (n, 1, W) + (n, H, 1) sum, one pass over the images.
+        dx, dy = x - _per_image(center_x), y - _per_image(center_y)
+        cos, sin = np.cos(rotation), np.sin(rotation)
+        u = _per_image(cos / half_a) * dx + _per_image(sin / half_a) * dy
+        v = _per_image(-sin / half_b) * dx + _per_image(cos / half_b) * dy
+        if is_ellipse:
+            np.square(u, out=u)
+            u += np.square(v, out=v)
+            radius = np.sqrt(u, out=u)
+        else:
+            radius = np.maximum(np.abs(u, out=u), np.abs(v, out=v), out=u)
+        # (1 - radius) * smaller half-axis approximates the signed distance to
+        # the border: a one-pixel linear ramp anti-aliases the edge.
+        ramp = _per_image(np.minimum(half_a, half_b)) / pixel
+        coverage = radius
+        coverage *= -ramp
+        coverage += ramp + 0.5
+        np.clip(coverage, 0.0, 1.0, out=coverage)
+        texture *= contrast
+        texture += luminance
+        texture -= image
+        texture *= coverage
+        image += texture
+
+    low, high = np.percentile(image.reshape(n_images, -1), _CLIP_PERCENTILES, axis=1)
+    span = np.maximum(high - low, np.finfo(np.float32).eps)
+    stretched = (image - _per_image(low)) / _per_image(span)
+    return np.rint(np.clip(stretched, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def simulate_rates(features: np.ndarray, n_neurons: int, sparsity: float, rng: np.random.Generator) -> np.ndarray:
+    """Noiseless mean responses of simulated neurons reading out a layer's features.
+
+    Each neuron reads ``max(1, round(sparsity * n_varying))`` features drawn
+    at random (without replacement) among those that vary over stimuli, each
+    standardised over stimuli so the result does not depend on the layer's
+    scale, with i.i.d. Gaussian weights. Its drive (standardised over stimuli)
+    is rectified by a softplus after a per-neuron threshold and scaled to a
+    peak dF/F between 0.05 and 0.3.
+
+    Parameters
+    ----------
+    features : ndarray of shape (n_stimuli, n_features)
+        The planted layer's output per stimulus (119 rows, blank last).
+    n_neurons : int
+    sparsity : float
+        Fraction of the features each neuron reads, in (0, 1].
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    rates : ndarray of float64, shape (n_stimuli, n_neurons)
+        Non-negative mean dF/F responses, each column varying over stimuli.
+
+    Raises
+    ------
+    DataError
+        If no feature varies over stimuli, or a neuron's drive is constant.
+    """
+    features = np.asarray(features)
+    if features.ndim != 2:
+        raise DataError(f"simulate_rates: features must be (n_stimuli, n_features), got shape {features.shape}")
+    if not 0 < sparsity <= 1:
+        raise ValueError(f"simulate_rates: sparsity must be in (0, 1], got {sparsity}")
+    varying = np.flatnonzero(np.ptp(features, axis=0) > 0)
+    if varying.size == 0:
+        raise DataError("simulate_rates: no feature varies over stimuli")
+    n_read = max(1, int(round(sparsity * varying.size)))
+    drive = np.empty((features.shape[0], n_neurons))
+    # One neuron at a time: only its n_read columns are standardised, never the whole layer.
+    for neuron in range(n_neurons):
+        chosen = features[:, rng.choice(varying, size=n_read, replace=False)].astype(np.float64)
+        chosen = (chosen - chosen.mean(axis=0)) / chosen.std(axis=0)
+        drive[:, neuron] = chosen @ rng.standard_normal(n_read)
+    spread = drive.std(axis=0)
+    if np.any(spread <= 1e-12 * np.sqrt(n_read)):
+        raise DataError(f"simulate_rates: neuron {np.argmin(spread)} reads features whose weighted sum is constant")
+    drive = (drive - drive.mean(axis=0)) / spread
+    threshold = rng.uniform(*_THRESHOLD_RANGE, n_neurons)
+    peak = rng.uniform(*_PEAK_DFF_RANGE, n_neurons)
+    rectified = np.logaddexp(0.0, _SOFTPLUS_BETA * (drive - threshold)) / _SOFTPLUS_BETA
+    return rectified / rectified.max(axis=0) * peak
+
+
+def simulate_experiment_nwb(
+    path: str | Path,
+    *,
+    metadata: SessionMetadata,
+    rates: np.ndarray,
+    templates: np.ndarray,
+    n_repeats: int,
+    noise_levels: np.ndarray,
+    cell_specimen_ids: np.ndarray,
+    rng: np.random.Generator,
+    frame_rate: float = 30.0,
+    presentation_s: float = 0.25,
+    decay_s: float = 0.2,
+) -> Path:
+    """Simulate one natural scenes session and write it as a Brain Observatory NWB file.
+
+    Each of the ``n_images + 1`` conditions is shown ``n_repeats`` times in
+    random order, back to back for ``presentation_s`` each, after a 5 s gray
+    pre-period and followed by 1 s of gray. Imaging frames are sampled at
+    ``frame_rate``. See the module docstring for the response model. Running
+    speed is a smooth random process (an Ornstein-Uhlenbeck process with a
+    2 s time constant, passed through a softplus, in cm/s); 30 % of the
+    neurons have their stimulus response multiplied by
+    ``max(0, 1 + g * z)``, with ``z`` the standardised running speed of the
+    presentation and ``g`` between 0.1 and 0.3.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination NWB file.
+    metadata : SessionMetadata
+    rates : ndarray of shape (n_images + 1, n_neurons)
+        Mean response to each condition, the blank last.
+    templates : ndarray of uint8, shape (n_images, height, width)
+    n_repeats : int
+        Presentations per condition.
+    noise_levels : ndarray of shape (n_neurons,)
+        Trial-noise s.d. of the ``n_repeats``-trial mean, relative to the s.d.
+        of the neuron's rates.
+    cell_specimen_ids : ndarray of int, shape (n_neurons,)
+    rng : numpy.random.Generator
+    frame_rate : float, default 30.0
+        Imaging frames per second.
+    presentation_s : float, default 0.25
+    decay_s : float, default 0.2
+        Time constant of the calcium indicator's decay.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    DataError
+        If shapes disagree or a neuron's rates are constant over conditions.
+    """
+    rates = np.asarray(rates, dtype=np.float64)
+    noise_levels = np.asarray(noise_levels, dtype=np.float64)
+    n_conditions, n_neurons = rates.shape
+    n_images = templates.shape[0]
+    if n_conditions != n_images + 1:
+        raise DataError(f"{path}: rates have {n_conditions} rows; need {n_images} images + the blank")
+    if noise_levels.shape != (n_neurons,) or np.any(noise_levels < 0):
+        raise DataError(f"{path}: noise_levels must be {n_neurons} non-negative values, got {noise_levels.shape}")
+    constant = np.flatnonzero(np.ptp(rates, axis=0) == 0)
+    if constant.size:
+        raise DataError(f"{path}: neuron {constant[0]} has the same rate for every condition")
+    rate_sd = rates.std(axis=0)
+
+    condition = rng.permutation(np.repeat(np.arange(n_conditions), n_repeats))
+    n_presentations = condition.size
+    duration = _PRE_PERIOD_S + n_presentations * presentation_s + _POST_PERIOD_S
+    n_frames = int(np.ceil(duration * frame_rate))
+    timestamps = np.arange(n_frames) / frame_rate
+    onset = _PRE_PERIOD_S + presentation_s * np.arange(n_presentations + 1)
+    # First frame at or after each onset; the next onset's frame ends a presentation.
+    boundary = np.searchsorted(timestamps, onset - 1e-9, side="left")
+    frame_start, frame_end = boundary[:-1], boundary[1:]
+
+    running_speed = _running_speed(n_frames, frame_rate, rng)
+    presentation_of_frame = np.searchsorted(frame_start, np.arange(n_frames), side="right") - 1
+    shown = (presentation_of_frame >= 0) & (np.arange(n_frames) < frame_end[presentation_of_frame.clip(0)])
+    speed_per_presentation = np.bincount(presentation_of_frame[shown], running_speed[shown], n_presentations)
+    speed_per_presentation /= np.bincount(presentation_of_frame[shown], minlength=n_presentations)
+    speed_z = (speed_per_presentation - speed_per_presentation.mean()) / speed_per_presentation.std()
+
+    modulated = rng.random(n_neurons) < _RUNNING_MODULATED_FRACTION
+    running_gain = np.where(modulated, rng.uniform(*_RUNNING_GAIN_RANGE, n_neurons), 0.0)
+    gain = np.maximum(0.0, 1.0 + running_gain[:, None] * speed_z[None, :])
+    trial_sd = noise_levels * rate_sd * np.sqrt(n_repeats)
+    amplitude = rates[condition].T * gain + trial_sd[:, None] * rng.standard_normal((n_neurons, n_presentations))
+
+    drive = np.zeros((n_neurons, n_frames))
+    drive[:, shown] = amplitude[:, presentation_of_frame[shown]]
+    decay = np.exp(-1.0 / (frame_rate * decay_s))
+    dff = scipy.signal.lfilter([1.0 - decay], [1.0, -decay], drive, axis=1)
+    dff += (_FRAME_NOISE * rate_sd)[:, None] * rng.standard_normal((n_neurons, n_frames))
+
+    scene_index = np.where(condition == n_images, BLANK_SCENE, condition)
+    return write_session_nwb(
+        path, metadata=metadata, cell_specimen_ids=np.asarray(cell_specimen_ids), dff=dff.astype(np.float32),
+        timestamps=timestamps, scene_index=scene_index, frame_start=frame_start, frame_end=frame_end,
+        templates=templates, running_speed=running_speed.astype(np.float32),
+    )
+
+
+def simulate_dataset(
+    out_dir: str | Path,
+    cfg: SimulatedConfig,
+    planted_features: Mapping[str, np.ndarray],
+    planted_layers: Mapping[str, dict],
+    scenes: np.ndarray | None = None,
+) -> dict:
+    """Write the simulated source: one NWB file per experiment and a manifest.
+
+    For each area of ``cfg.planted_depths``, ``cfg.experiments_per_area``
+    experiments of ``cfg.neurons_per_experiment`` neurons reading out that
+    area's planted features. Experiments cycle through Cre lines with their
+    usual imaging depths; each neuron's noise level is taken from a uniform
+    grid over ``cfg.noise_range`` (shuffled), so reliabilities spread across
+    the usual selection threshold.
+
+    Randomness: the scenes come from ``default_rng(cfg.seed)``
+    (:func:`simulated_scenes`), each experiment from
+    ``default_rng(SeedSequence(cfg.seed, spawn_key=(area, experiment)))``
+    (``area`` its position in ``AREAS``), so an experiment's data do not
+    depend on which other areas are simulated, and the same ``cfg`` and
+    features give byte-identical files.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Folder to write ``<experiment_id>.nwb`` files and ``manifest.json`` into.
+    cfg : SimulatedConfig
+    planted_features : mapping of area -> ndarray of shape (119, n_features)
+        Output of the planted generator layer for each area, blank row last.
+    planted_layers : mapping of area -> dict
+        JSON-serialisable description of each area's planted layer (name,
+        index, depth), copied to the manifest.
+    scenes : ndarray of uint8, shape (118, cfg.image_height, cfg.image_width), optional
+        The images the planted features were computed from; by default
+        ``simulated_scenes(cfg)``, which is what a caller should have used.
+
+    Returns
+    -------
+    manifest : dict
+        ``{"source": "simulated", "experiments": [{experiment_id,
+        container_id, area, cre_line, imaging_depth, file, sha256, bytes,
+        n_neurons}], "planted": {"generator", "generator_seed", "layers"},
+        "seed", "n_repeats", "image_shape"}``; ``file`` is relative to ``out_dir``.
+
+    Raises
+    ------
+    DataError
+        If an area lacks planted features or layer, its features do not have
+        119 rows, or ``scenes`` has the wrong shape or type.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for area in cfg.planted_depths:
+        if area not in planted_features or area not in planted_layers:
+            raise DataError(f"simulated source: no planted features/layer given for area {area!r}")
+        if np.shape(planted_features[area])[0] != N_STIMULI:
+            raise DataError(f"simulated source: planted features of {area} have "
+                            f"{np.shape(planted_features[area])[0]} rows, expected {N_STIMULI}")
+
+    if scenes is None:
+        scenes = simulated_scenes(cfg)
+    expected_shape = (N_IMAGES, cfg.image_height, cfg.image_width)
+    if np.shape(scenes) != expected_shape or np.asarray(scenes).dtype != np.uint8:
+        raise DataError(f"simulated source: scenes must be uint8 of shape {expected_shape}, got "
+                        f"{np.asarray(scenes).dtype} {np.shape(scenes)}")
+    templates = np.asarray(scenes)
+    n_neurons = cfg.neurons_per_experiment
+    experiments = []
+    for area in cfg.planted_depths:
+        area_index = AREAS.index(area)
+        for index in range(cfg.experiments_per_area):
+            rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(area_index, index)))
+            serial = area_index * cfg.experiments_per_area + index
+            metadata = _experiment_metadata(serial, area, area_index + index, rng)
+            noise_levels = rng.permutation(np.linspace(*cfg.noise_range, n_neurons))
+            rates = simulate_rates(planted_features[area], n_neurons, cfg.readout_sparsity, rng)
+            cell_ids = _CELL_ID_BASE + serial * n_neurons + np.arange(n_neurons)
+            path = simulate_experiment_nwb(
+                out_dir / f"{metadata.experiment_id}.nwb", metadata=metadata, rates=rates, templates=templates,
+                n_repeats=cfg.n_repeats, noise_levels=noise_levels, cell_specimen_ids=cell_ids, rng=rng,
+            )
+            experiments.append({
+                "experiment_id": metadata.experiment_id,
+                "container_id": metadata.container_id,
+                "area": area,
+                "cre_line": metadata.cre_line,
+                "imaging_depth": metadata.imaging_depth,
+                "file": path.name,
+                "sha256": _file_sha256(path),
+                "bytes": path.stat().st_size,
+                "n_neurons": n_neurons,
+            })
+    manifest = {
+        "source": "simulated",
+        "experiments": experiments,
+        "planted": {
+            "generator": cfg.generator,
+            "generator_seed": cfg.generator_seed,
+            "layers": {area: planted_layers[area] for area in cfg.planted_depths},
+        },
+        "seed": cfg.seed,
+        "n_repeats": cfg.n_repeats,
+        "image_shape": [cfg.image_height, cfg.image_width],
+    }
+    _write_json_atomically(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def simulated_scenes(cfg: SimulatedConfig) -> np.ndarray:
+    """The 118 scenes of the simulated source: ``generate_scenes`` seeded with ``cfg.seed``.
+
+    Returns
+    -------
+    ndarray of uint8, shape (118, cfg.image_height, cfg.image_width)
+    """
+    return generate_scenes(N_IMAGES, cfg.image_height, cfg.image_width, np.random.default_rng(cfg.seed))
+
+
+def _per_image(values: np.ndarray) -> np.ndarray:
+    """Per-image parameters shaped to broadcast against (n_images, height, width) float32 arrays."""
+    return np.asarray(values, dtype=np.float32)[:, None, None]
+
+
+def _power_law_noise(n_images: int, height: int, width: int, alpha: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise images with amplitude spectrum 1/f^alpha, zero mean and unit s.d. each."""
+    white = rng.standard_normal((n_images, height, width), dtype=np.float32)
+    spectrum = scipy.fft.rfft2(white, workers=-1)
+    frequency = np.hypot(np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :])
+    frequency[0, 0] = 1.0  # the mean is removed below; avoid 0 ** -alpha
+    log_f = np.log(frequency).astype(np.float32)
+    spectrum *= np.exp(-_per_image(alpha) * log_f)
+    spectrum[:, 0, 0] = 0.0
+    noise = scipy.fft.irfft2(spectrum, s=(height, width), workers=-1)
+    noise /= noise.std(axis=(1, 2), keepdims=True)
+    return noise.astype(np.float32, copy=False)
+
+
+def _running_speed(n_frames: int, frame_rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Running speed in cm/s: a softplus of a stationary Ornstein-Uhlenbeck process, (n_frames,)."""
+    persistence = np.exp(-1.0 / (frame_rate * _RUNNING_TIME_CONSTANT_S))
+    burn_in = int(5 * frame_rate * _RUNNING_TIME_CONSTANT_S)
+    innovations = rng.standard_normal(n_frames + burn_in) * np.sqrt(1.0 - persistence**2)
+    process = scipy.signal.lfilter([1.0], [1.0, -persistence], innovations)[burn_in:]
+    return _RUNNING_SCALE_CM_S * np.logaddexp(0.0, 2.5 * process - 2.0)
+
+
+def _experiment_metadata(serial: int, area: str, cre_choice: int, rng: np.random.Generator) -> SessionMetadata:
+    cre_line, depth, genotype = _CRE_LINES[cre_choice % len(_CRE_LINES)]
+    container_id = _CONTAINER_ID_BASE + serial
+    return SessionMetadata(
+        experiment_id=_EXPERIMENT_ID_BASE + serial,
+        container_id=container_id,
+        area=area,
+        cre_line=cre_line,
+        imaging_depth=depth,
+        session_type=_SESSION_TYPE,
+        genotype=genotype,
+        specimen_name=f"{cre_line}-{container_id}",
+        sex=str(rng.choice(["male", "female"])),
+        age_days=int(rng.integers(90, 131)),
+        session_start_time=(_FIRST_SESSION + timedelta(days=serial)).isoformat(),
+        indicator="GCaMP6f",
+        excitation_lambda="910 nanometers",
+        fov="400x400 microns (512 x 512 pixels)",
+        device="deepmouse simulated two-photon microscope",
+        device_name="SIM2P.1",
+    )
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _json_value(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"manifest: cannot write {type(value).__name__} {value!r} as JSON")
+
+
+def _write_json_atomically(path: Path, payload: dict) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(json.dumps(payload, indent=2, default=_json_value) + "\n")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -1,0 +1,199 @@
+"""Neuron annotation and selection."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+import statsmodels.api as sm
+
+from deepmouse.config import NeuronsConfig
+from deepmouse.data.nwb import read_session
+from deepmouse.data.responses import trial_responses, trials_array
+from deepmouse.data.selection import (
+    NEURON_COLUMNS,
+    PREFERRED_FRACTION,
+    annotate_neurons,
+    anova_p_values,
+    cortical_layer,
+    running_correlation,
+)
+from deepmouse.errors import DataError
+from deepmouse.metrics.reliability import split_half_reliability
+from tests.data.conftest import make_metadata, write_simulated_session
+
+
+@pytest.mark.parametrize("cre_line, depth, layer", [
+    ("Cux2-CreERT2", 175, "L2/3"),
+    ("Cux2-CreERT2", 275, "L4"),
+    ("Cux2-CreERT2", 400, "L4"),
+    ("Rorb-IRES2-Cre", 175, "L4"),
+    ("Scnn1a-Tg3-Cre", 350, "L4"),
+    ("Nr5a1-Cre", 300, "L4"),
+    ("Rbp4-Cre_KL100", 275, "L5"),
+    ("Tlx3-Cre_PL56", 375, "L5"),
+    ("Fezf2-CreER", 300, "L5"),
+    ("Ntsr1-Cre_GN220", 300, "L6"),
+    ("Emx1-IRES-Cre", 175, "L2/3"),
+    ("Emx1-IRES-Cre", 249, "L2/3"),
+    ("Emx1-IRES-Cre", 250, "L4"),
+    ("Slc17a7-IRES2-Cre", 375, "L5"),
+    ("Sst-IRES-Cre", 500, "L6"),
+    ("Vip-IRES-Cre", 550, "L6"),
+])
+def test_cortical_layer(cre_line, depth, layer):
+    assert cortical_layer(cre_line, depth) == layer
+
+
+def _uneven_trials(rng, n_neurons=5, n_stimuli=7, n_trials=6):
+    trials = rng.normal(size=(n_neurons, n_stimuli, n_trials)) + rng.normal(size=(n_neurons, n_stimuli, 1))
+    trials[:, 2, 4:] = np.nan
+    trials[:, 5, 3:] = np.nan
+    return trials
+
+
+def test_anova_matches_scipy_f_oneway_per_neuron():
+    trials = _uneven_trials(np.random.default_rng(0))
+    expected = [scipy.stats.f_oneway(*[row[np.isfinite(row)] for row in neuron]).pvalue for neuron in trials]
+    np.testing.assert_allclose(anova_p_values(trials), expected, rtol=1e-10)
+
+
+def test_anova_of_noiseless_tuning_is_zero():
+    trials = np.repeat(np.arange(6.0)[None, :, None], 4, axis=2)
+    assert anova_p_values(trials)[0] == 0.0
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.3, None])
+def test_running_correlation_matches_regression_on_stimulus_and_speed(fraction):
+    # The within-stimulus correlation is the partial correlation given stimulus
+    # identity; its test is the t-test of the speed coefficient in
+    # response ~ stimulus dummies + speed, fitted on the preferred stimuli.
+    rng = np.random.default_rng(1)
+    responses = _uneven_trials(rng, n_neurons=3, n_stimuli=12)
+    speed = rng.gamma(2.0, 3.0, size=responses.shape[1:])
+    speed[0, 1] = np.nan
+    responses[1] += 0.4 * speed
+    r, p = running_correlation(responses, speed, fraction)
+    n_preferred = max(1, round((fraction or PREFERRED_FRACTION) * 12))
+    for neuron in range(responses.shape[0]):
+        means = [np.nanmean(row) for row in responses[neuron]]
+        preferred = sorted(range(12), key=lambda s: (-means[s], s))[:n_preferred]
+        stimulus, y, x = [], [], []
+        for s in preferred:
+            for k in range(responses.shape[2]):
+                if np.isfinite(responses[neuron, s, k]) and np.isfinite(speed[s, k]):
+                    stimulus.append(s)
+                    y.append(responses[neuron, s, k])
+                    x.append(speed[s, k])
+        stimulus, y, x = map(np.array, (stimulus, y, x))
+        dummies = (stimulus[:, None] == np.unique(stimulus)[None, :]).astype(float)
+        fit = sm.OLS(y, np.column_stack([dummies, x])).fit()
+        assert p[neuron] == pytest.approx(fit.pvalues[-1], rel=1e-8)
+        residual_y = y - np.array([y[stimulus == s].mean() for s in stimulus])
+        residual_x = x - np.array([x[stimulus == s].mean() for s in stimulus])
+        assert r[neuron] == pytest.approx(np.corrcoef(residual_y, residual_x)[0, 1], rel=1e-10)
+    if fraction == 1.0:
+        assert p[1] < 0.01
+
+
+def test_running_correlation_undefined_without_speed_variation():
+    responses = _uneven_trials(np.random.default_rng(2))
+    r, p = running_correlation(responses, np.full(responses.shape[1:], 4.0))
+    assert np.isnan(r).all() and np.isnan(p).all()
+
+
+@pytest.fixture(scope="module")
+def two_experiments(tmp_path_factory):
+    """Two simulated experiments (8 neurons each, 10 repeats) and their trials."""
+    folder = tmp_path_factory.mktemp("selection")
+    sessions = [read_session(write_simulated_session(folder / f"{i}.nwb", seed=10 + i, experiment_id=i))
+                for i in (701, 702)]
+    trials = pd.concat([trial_responses(s, (0.0, 0.25), (-0.1, 0.0)) for s in sessions], ignore_index=True)
+    return trials, [s.metadata for s in sessions]
+
+
+def test_annotation_columns_and_metadata(two_experiments):
+    trials, metas = two_experiments
+    neurons = annotate_neurons(trials, metas, NeuronsConfig(n_splits=20))
+    assert tuple(neurons.columns) == NEURON_COLUMNS
+    assert len(neurons) == 16
+    assert neurons["neuron_id"].is_unique
+    assert neurons["experiment_id"].tolist() == [701] * 8 + [702] * 8
+    assert set(neurons["container_id"]) == {10_701, 10_702}
+    assert (neurons["cortical_layer"] == "L2/3").all()
+    assert neurons["reliability"].between(-1, 1).all()
+    assert neurons["anova_p"].between(0, 1).all()
+    assert (neurons["image_selective"] == (neurons["anova_p"] < 0.05)).all()
+
+
+def test_reliability_uses_a_generator_per_experiment(two_experiments):
+    trials, metas = two_experiments
+    cfg = NeuronsConfig(seed=3, n_splits=20)
+    neurons = annotate_neurons(trials, metas, cfg)
+    one = trials[trials["experiment_id"] == 702]
+    ids = pd.unique(one["neuron_id"])
+    rng = np.random.default_rng(np.random.SeedSequence(3, spawn_key=(702,)))
+    expected = split_half_reliability(trials_array(one, ids), 20, rng)
+    np.testing.assert_allclose(neurons.loc[neurons["experiment_id"] == 702, "reliability"], expected, rtol=1e-12)
+    alone = annotate_neurons(one, metas, cfg)
+    np.testing.assert_array_equal(alone["reliability"], expected)
+    again = annotate_neurons(trials, metas, cfg)
+    pd.testing.assert_frame_equal(neurons, again)
+
+
+def test_simulated_noise_spreads_reliability_across_the_threshold(two_experiments):
+    trials, metas = two_experiments
+    reliability = annotate_neurons(trials, metas, NeuronsConfig(n_splits=20))["reliability"]
+    assert (reliability >= 0.75).any() and (reliability < 0.75).any()
+
+
+@pytest.mark.parametrize("threshold", [-1.0, 0.3, 0.75, 0.9])
+def test_selection_follows_the_reliability_threshold(two_experiments, threshold):
+    trials, metas = two_experiments
+    neurons = annotate_neurons(trials, metas, NeuronsConfig(n_splits=20, reliability_threshold=threshold))
+    assert (neurons["selected"] == (neurons["reliability"] >= threshold)).all()
+
+
+def test_selection_can_require_selectivity(two_experiments):
+    trials, metas = two_experiments
+    cfg = NeuronsConfig(n_splits=20, reliability_threshold=-1.0, require_selective=True, selectivity_alpha=1e-6)
+    neurons = annotate_neurons(trials, metas, cfg)
+    assert (neurons["selected"] == neurons["image_selective"]).all()
+    assert neurons["selected"].sum() < len(neurons)
+
+
+def test_per_area_cap_keeps_the_most_reliable(two_experiments):
+    trials, metas = two_experiments
+    metas = [metas[0], dataclasses.replace(metas[1], area="VISl")]
+    cfg = NeuronsConfig(n_splits=20, reliability_threshold=0.0, max_per_area=3)
+    neurons = annotate_neurons(trials, metas, cfg)
+    for area, group in neurons.groupby("area"):
+        passing = group[group["reliability"] >= 0.0]
+        assert group["selected"].sum() == min(3, len(passing))
+        top = passing.sort_values("reliability", ascending=False)["neuron_id"].iloc[:3]
+        assert set(group.loc[group["selected"], "neuron_id"]) == set(top)
+
+
+def test_missing_metadata_is_an_error(two_experiments):
+    trials, metas = two_experiments
+    with pytest.raises(DataError, match="experiment 702 has trials but no session metadata"):
+        annotate_neurons(trials, metas[:1], NeuronsConfig(n_splits=2))
+
+
+def test_neuron_in_two_experiments_is_an_error(two_experiments):
+    trials, metas = two_experiments
+    first = trials[trials["experiment_id"] == 701]
+    copied = first.assign(experiment_id=703)
+    metas = metas + [make_metadata(703)]
+    with pytest.raises(DataError, match=r"occurs in experiments \[701, 703\]"):
+        annotate_neurons(pd.concat([first, copied]), metas, NeuronsConfig(n_splits=2))
+
+
+def test_constant_responses_are_an_error(two_experiments):
+    trials, metas = two_experiments
+    one = trials[trials["experiment_id"] == 701].copy()
+    neuron = one["neuron_id"].iloc[0]
+    one.loc[one["neuron_id"] == neuron, "response"] = 0.1
+    with pytest.raises(DataError, match=f"experiment 701 neuron {neuron} has the same response on every trial"):
+        annotate_neurons(one, metas, NeuronsConfig(n_splits=2))

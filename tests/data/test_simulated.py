@@ -1,0 +1,244 @@
+"""The simulated source: scenes, rates, sessions and the dataset with its manifest."""
+
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from deepmouse.config import NeuronsConfig, SimulatedConfig
+from deepmouse.data.nwb import read_session
+from deepmouse.data.responses import mean_responses, trial_responses
+from deepmouse.data.selection import annotate_neurons
+from deepmouse.data.simulated import generate_scenes, simulate_dataset, simulate_rates, simulated_scenes
+from deepmouse.data.stimuli import stimuli_from_sessions
+from deepmouse.errors import DataError
+from tests.data.conftest import make_metadata, write_simulated_session
+
+
+def _radial_power_slope(images):
+    """Slope of log power against log spatial frequency, averaged over images."""
+    n, height, width = images.shape
+    power = np.abs(np.fft.fft2(images - images.mean(axis=(1, 2), keepdims=True))) ** 2
+    frequency = np.hypot(np.fft.fftfreq(height)[:, None], np.fft.fftfreq(width)[None, :])
+    band = (frequency > 2.0 / min(height, width)) & (frequency < 0.25)
+    return np.polyfit(np.log(frequency[band]), np.log(power.mean(axis=0)[band]), 1)[0]
+
+
+def test_scenes_are_deterministic_full_range_and_distinct():
+    scenes = generate_scenes(20, 48, 64, np.random.default_rng(0))
+    assert scenes.dtype == np.uint8 and scenes.shape == (20, 48, 64)
+    np.testing.assert_array_equal(scenes, generate_scenes(20, 48, 64, np.random.default_rng(0)))
+    assert not np.array_equal(scenes, generate_scenes(20, 48, 64, np.random.default_rng(1)))
+    assert (scenes.min(axis=(1, 2)) == 0).all() and (scenes.max(axis=(1, 2)) == 255).all()
+    flat = scenes.reshape(20, -1).astype(float)
+    correlation = np.corrcoef(flat)[np.triu_indices(20, 1)]
+    assert np.abs(correlation).max() < 0.9
+
+
+def test_scenes_have_a_natural_power_spectrum():
+    # Natural images: power ~ 1/f^2 (amplitude ~ 1/f); white noise would give 0.
+    slope = _radial_power_slope(generate_scenes(30, 96, 128, np.random.default_rng(2)).astype(float))
+    assert -4.0 < slope < -1.5
+
+
+def test_scenes_hold_sharp_edges():
+    # Occluding objects leave large one-pixel luminance steps, which smooth 1/f noise alone rarely has.
+    scenes = generate_scenes(10, 96, 128, np.random.default_rng(3)).astype(float)
+    steps = np.abs(np.diff(scenes, axis=2))
+    assert (steps > 60).any(axis=(1, 2)).mean() >= 0.5
+
+
+def test_rates_are_rectified_scaled_and_deterministic():
+    rng_features = np.random.default_rng(0)
+    features = rng_features.standard_normal((119, 300))
+    rates = simulate_rates(features, 25, 0.02, np.random.default_rng(5))
+    assert rates.shape == (119, 25)
+    assert (rates >= 0).all()
+    np.testing.assert_allclose(rates.max(axis=0).clip(0.05, 0.3), rates.max(axis=0))
+    assert (rates.std(axis=0) > 0).all()
+    np.testing.assert_array_equal(rates, simulate_rates(features, 25, 0.02, np.random.default_rng(5)))
+
+
+def test_rates_do_not_depend_on_feature_scale():
+    features = np.random.default_rng(0).standard_normal((119, 50))
+    rates = simulate_rates(features, 6, 0.2, np.random.default_rng(1))
+    rescaled = simulate_rates(features * 1000.0 + 7.0, 6, 0.2, np.random.default_rng(1))
+    np.testing.assert_allclose(rates, rescaled, rtol=1e-9, atol=1e-12)
+
+
+def test_each_neuron_reads_its_sparse_subset():
+    # With one feature per neuron, each rate is a monotone function of one feature.
+    rng = np.random.default_rng(4)
+    features = rng.standard_normal((119, 40))
+    features[:, 7] = 1.0  # constant features are never read
+    rates = simulate_rates(features, 10, 1 / 39, rng)
+    for neuron in range(10):
+        rho = [abs(scipy.stats.spearmanr(rates[:, neuron], features[:, j])[0]) if j != 7 else 0.0
+               for j in range(40)]
+        assert max(rho) == pytest.approx(1.0)
+
+
+def test_rates_need_varying_features():
+    with pytest.raises(DataError, match="no feature varies over stimuli"):
+        simulate_rates(np.ones((119, 5)), 3, 0.5, np.random.default_rng(0))
+
+
+def test_session_follows_the_brain_observatory_protocol(simulated_session_path):
+    session = read_session(simulated_session_path)
+    table = session.stimulus_table
+    assert len(table) == 119 * 10
+    counts = table["frame"].value_counts()
+    assert set(counts.index) == set(range(-1, 118)) and (counts == 10).all()
+    assert (table["start"].to_numpy()[1:] == table["end"].to_numpy()[:-1]).all()  # back to back
+    durations = set(np.diff(session.timestamps[np.r_[table["start"], table["end"].iloc[-1]]]).round(4))
+    assert durations <= {0.2333, 0.2667}  # 0.25 s on a 30 Hz frame clock
+    np.testing.assert_allclose(np.diff(session.timestamps), 1 / 30)
+    assert session.timestamps[table["start"].iloc[0]] >= 5.0  # gray pre-period
+    assert session.running_speed.min() >= 0 and session.running_speed.std() > 0
+    assert session.dff.dtype == np.float32
+
+
+def test_mean_responses_track_the_rates_better_at_low_noise(tmp_path):
+    noise = np.array([0.05, 0.05, 3.0, 3.0])
+    path = write_simulated_session(tmp_path / "1.nwb", seed=9, n_neurons=4, noise_levels=noise)
+    # Recompute the rates exactly as the fixture drew them.
+    rng = np.random.default_rng(9)
+    rates = simulate_rates(rng.standard_normal((119, 200)), 4, 0.05, rng)
+    means = mean_responses(trial_responses(read_session(path), (0.0, 0.25), (-0.1, 0.0)))
+    r = [np.corrcoef(rates[:, j], group["mean_response"])[0, 1]
+         for j, (_, group) in enumerate(means.groupby("neuron_id", sort=False))]
+    assert min(r[:2]) > 0.9
+    assert max(r[2:]) < min(r[:2])
+
+
+def test_same_seed_same_session_bytes(tmp_path):
+    first = write_simulated_session(tmp_path / "a" / "1.nwb", seed=4)
+    second = write_simulated_session(tmp_path / "b" / "1.nwb", seed=4)
+    other = write_simulated_session(tmp_path / "c" / "1.nwb", seed=5)
+    assert first.read_bytes() == second.read_bytes()
+    assert first.read_bytes() != other.read_bytes()
+
+
+def test_rates_and_protocol_must_agree(tmp_path):
+    from deepmouse.data.simulated import simulate_experiment_nwb
+
+    rng = np.random.default_rng(0)
+    kwargs = dict(metadata=make_metadata(), templates=np.zeros((118, 4, 4), np.uint8), n_repeats=2,
+                  noise_levels=np.ones(3), cell_specimen_ids=np.arange(3), rng=rng)
+    with pytest.raises(DataError, match="rates have 118 rows; need 118 images"):
+        simulate_experiment_nwb(tmp_path / "x.nwb", rates=rng.random((118, 3)), **kwargs)
+    flat = rng.random((119, 3))
+    flat[:, 1] = 0.2
+    with pytest.raises(DataError, match="neuron 1 has the same rate for every condition"):
+        simulate_experiment_nwb(tmp_path / "x.nwb", rates=flat, **kwargs)
+
+
+TINY = SimulatedConfig(seed=11, planted_depths={"VISp": 0.2, "VISam": 0.8}, experiments_per_area=1,
+                       neurons_per_experiment=8, n_repeats=10, image_height=48, image_width=64,
+                       readout_sparsity=0.05)
+
+
+def _planted(seed=0):
+    rng = np.random.default_rng(seed)
+    features = {"VISp": rng.standard_normal((119, 120)), "VISam": rng.standard_normal((119, 60))}
+    layers = {"VISp": {"layer_name": "layer1.0", "layer_index": 4, "depth": 0.2},
+              "VISam": {"layer_name": "layer4.1", "layer_index": np.int64(40), "depth": np.float64(0.8)}}
+    return features, layers
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dataset")
+    return out, simulate_dataset(out, TINY, *_planted())
+
+
+def test_manifest_describes_every_file(tiny_dataset):
+    out, manifest = tiny_dataset
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    assert manifest["source"] == "simulated"
+    assert manifest["seed"] == 11
+    assert manifest["planted"] == {
+        "generator": "resnet18_random", "generator_seed": 0,
+        "layers": {"VISp": {"layer_name": "layer1.0", "layer_index": 4, "depth": 0.2},
+                   "VISam": {"layer_name": "layer4.1", "layer_index": 40, "depth": 0.8}},
+    }
+    experiments = pd.DataFrame(manifest["experiments"])
+    assert list(experiments["area"]) == ["VISp", "VISam"]
+    assert experiments["experiment_id"].is_unique and experiments["container_id"].is_unique
+    for entry in manifest["experiments"]:
+        path = out / entry["file"]
+        assert entry["file"] == f"{entry['experiment_id']}.nwb"
+        assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert entry["bytes"] == path.stat().st_size
+        meta = read_session(path).metadata
+        assert (meta.experiment_id, meta.container_id, meta.area, meta.cre_line, meta.imaging_depth) == (
+            entry["experiment_id"], entry["container_id"], entry["area"], entry["cre_line"], entry["imaging_depth"])
+        assert meta.session_type == "three_session_B"
+
+
+def test_dataset_ids_templates_and_neurons(tiny_dataset):
+    out, manifest = tiny_dataset
+    paths = [out / e["file"] for e in manifest["experiments"]]
+    sessions = [read_session(p) for p in paths]
+    ids = np.concatenate([s.cell_specimen_ids for s in sessions])
+    assert ids.size == 16 and np.unique(ids).size == 16
+    stimuli = stimuli_from_sessions(paths)  # same scenes in every file
+    np.testing.assert_array_equal(stimuli[:118], generate_scenes(118, 48, 64, np.random.default_rng(11)))
+    trials = pd.concat([trial_responses(s, (0.0, 0.25), (-0.1, 0.0)) for s in sessions])
+    reliability = annotate_neurons(trials, [s.metadata for s in sessions], NeuronsConfig(n_splits=20))["reliability"]
+    assert (reliability >= 0.75).any() and (reliability < 0.75).any()
+
+
+def test_dataset_is_deterministic_given_the_seed(tmp_path, tiny_dataset):
+    _, manifest = tiny_dataset
+    again = simulate_dataset(tmp_path / "again", TINY, *_planted())
+    assert again == manifest
+    other = simulate_dataset(tmp_path / "other", SimulatedConfig(**{**TINY.__dict__, "seed": 12}), *_planted())
+    assert [e["sha256"] for e in other["experiments"]] != [e["sha256"] for e in manifest["experiments"]]
+
+
+def test_an_experiment_does_not_depend_on_other_areas(tmp_path, tiny_dataset):
+    _, manifest = tiny_dataset
+    only_visam = SimulatedConfig(**{**TINY.__dict__, "planted_depths": {"VISam": 0.8}})
+    alone = simulate_dataset(tmp_path / "alone", only_visam, *_planted())
+    assert alone["experiments"][0] == manifest["experiments"][1]
+
+
+def test_dataset_writes_the_scenes_it_is_given(tmp_path):
+    scenes = simulated_scenes(TINY)[::-1].copy()
+    manifest = simulate_dataset(tmp_path, TINY, *_planted(), scenes=scenes)
+    stimuli = stimuli_from_sessions([tmp_path / e["file"] for e in manifest["experiments"]])
+    np.testing.assert_array_equal(stimuli[:118], scenes)
+    with pytest.raises(DataError, match=r"scenes must be uint8 of shape \(118, 48, 64\)"):
+        simulate_dataset(tmp_path, TINY, *_planted(), scenes=scenes[:, :40])
+
+
+def test_dataset_needs_planted_features_for_every_area(tmp_path):
+    features, layers = _planted()
+    del features["VISam"]
+    with pytest.raises(DataError, match="no planted features/layer given for area 'VISam'"):
+        simulate_dataset(tmp_path, TINY, features, layers)
+    features, layers = _planted()
+    features["VISp"] = features["VISp"][:118]
+    with pytest.raises(DataError, match="planted features of VISp have 118 rows, expected 119"):
+        simulate_dataset(tmp_path, TINY, features, layers)
+
+
+@pytest.mark.parametrize("modulated_fraction", [0.0, 1.0])
+def test_running_gain_is_detected_where_planted(tmp_path, monkeypatch, modulated_fraction):
+    from deepmouse.data import simulated
+
+    monkeypatch.setattr(simulated, "_RUNNING_MODULATED_FRACTION", modulated_fraction)
+    monkeypatch.setattr(simulated, "_RUNNING_GAIN_RANGE", (0.6, 0.6))
+    path = write_simulated_session(tmp_path / "1.nwb", seed=21, n_neurons=8, n_repeats=20,
+                                   noise_levels=np.full(8, 0.1))
+    session = read_session(path)
+    trials = trial_responses(session, (0.0, 0.25), (-0.1, 0.0))
+    neurons = annotate_neurons(trials, [session.metadata], NeuronsConfig(n_splits=5))
+    if modulated_fraction:
+        assert neurons["running_modulated"].sum() >= 6 and (neurons["running_r"] > 0).all()
+    else:
+        assert neurons["running_modulated"].sum() <= 2
