@@ -29,20 +29,20 @@ class SimulatedConfig:
     """The embedded default source: Allen-layout NWB files with a planted generator."""
 
     seed: int = 0
-    generator: str = "resnet18_random"
+    generator: str = "alexnet_random"
     generator_seed: int = 0
     planted_depths: Mapping[str, float] = field(
         default_factory=lambda: {
-            "VISp": 0.15, "VISl": 0.3, "VISrl": 0.45, "VISal": 0.55, "VISpm": 0.7, "VISam": 0.85
+            "VISp": 0.1, "VISl": 0.25, "VISrl": 0.4, "VISal": 0.55, "VISpm": 0.7, "VISam": 0.85
         }
     )
     experiments_per_area: int = 2
-    neurons_per_experiment: int = 30
+    neurons_per_experiment: int = 50
     n_repeats: int = 50
     image_height: int = 230
     image_width: int = 294
-    readout_sparsity: float = 0.02
-    noise_range: tuple[float, float] = (0.1, 1.2)
+    readout_sparsity: float = 0.1
+    noise_range: tuple[float, float] = (0.05, 1.0)
 
     def _validate(self, where: str) -> None:
         _check_positive(self, where, "experiments_per_area", "neurons_per_experiment",
@@ -134,7 +134,7 @@ class NeuronsConfig:
 
 @dataclass(frozen=True)
 class ZooConfig:
-    models: tuple[str, ...] = ("resnet18_random",)
+    models: tuple[str, ...] = ("alexnet_random",)
 
     def _validate(self, where: str) -> None:
         if not self.models:

@@ -1,0 +1,206 @@
+"""Hook every leaf module of a model and hand each of its outputs to a callback.
+
+A *layer* is one output of one call of a leaf module (a module without
+children), in execution order:
+
+- a module called several times in a forward pass (torchvision ResNet blocks
+  call one ReLU two or three times) gives one layer per call, named
+  ``name``, ``name:2``, ``name:3``, ...;
+- a tuple or list output is split into ``name[0]``, ``name[1]``, ...
+  (tensors only; nested sequences give ``name[0][1]``);
+- in-place operations are switched off while hooked, so an in-place ReLU does
+  not overwrite the output of the layer before it.
+
+Layers whose outputs repeat an earlier layer's (dropout in eval, identity,
+flatten) are removed by :mod:`deepmouse.features.stats`, which also assigns
+relative depths; :func:`list_layers` reports that same deduplicated list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from deepmouse.errors import DeepmouseError
+
+LayerCallback = Callable[[str, nn.Module, torch.Tensor], None]
+"""``callback(layer_name, module, output)`` called for every layer output."""
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One deduplicated layer of a model.
+
+    Attributes
+    ----------
+    index : int
+        Position among the deduplicated layers, from 0.
+    name : str
+        Hook name (``module.path``, ``module.path:2``, ``module.path[0]``).
+    module_type : str
+        Class name of the module.
+    n_features : int
+        Size of the flattened output per stimulus.
+    depth : float
+        Relative depth, ``index / (n_layers - 1)`` (0 for a single layer).
+    """
+
+    index: int
+    name: str
+    module_type: str
+    n_features: int
+    depth: float
+
+
+def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` for every module without children (each module once)."""
+    leaves = []
+    for name, module in model.named_modules():
+        if next(module.children(), None) is None:
+            leaves.append((name or type(model).__name__, module))
+    return leaves
+
+
+@contextlib.contextmanager
+def inplace_disabled(model: nn.Module) -> Iterator[None]:
+    """Set ``inplace=False`` on every module that has a boolean ``inplace``; restore on exit."""
+    changed = []
+    for module in model.modules():
+        if isinstance(getattr(module, "inplace", None), bool) and module.inplace:
+            module.inplace = False
+            changed.append(module)
+    try:
+        yield
+    finally:
+        for module in changed:
+            module.inplace = True
+
+
+@contextlib.contextmanager
+def hooked_leaf_outputs(model: nn.Module, callback: LayerCallback) -> Iterator[None]:
+    """Call ``callback(layer_name, module, tensor)`` for every leaf output while active.
+
+    Call counts restart at every forward pass of ``model``, so running two
+    forwards inside one ``with`` block names the layers the same way twice.
+    """
+    calls: dict[int, int] = {}
+
+    def reset_counts(module: nn.Module, inputs: Any) -> None:
+        calls.clear()
+
+    def make_hook(name: str) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            count = calls.get(id(module), 0) + 1
+            calls[id(module)] = count
+            layer_name = name if count == 1 else f"{name}:{count}"
+            for output_name, tensor in _named_tensors(layer_name, output):
+                callback(output_name, module, tensor)
+
+        return hook
+
+    handles = [model.register_forward_pre_hook(reset_counts)]
+    try:
+        with inplace_disabled(model):
+            for name, module in leaf_modules(model):
+                handles.append(module.register_forward_hook(make_hook(name)))
+            yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _named_tensors(name: str, output: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(output, torch.Tensor):
+        yield name, output
+    elif isinstance(output, (tuple, list)):
+        for position, item in enumerate(output):
+            yield from _named_tensors(f"{name}[{position}]", item)
+
+
+def flatten_per_stimulus(tensor: torch.Tensor, n_stimuli: int) -> torch.Tensor | None:
+    """``tensor`` as (n_stimuli, n_features), or None if it is not a per-stimulus output.
+
+    Outputs without the stimulus axis first (or without any features), and
+    outputs that are not real numbers, have no per-stimulus features.
+    """
+    if tensor.dim() == 0 or tensor.shape[0] != n_stimuli or tensor.numel() == 0:
+        return None
+    if tensor.is_complex():
+        return None
+    return tensor.reshape(n_stimuli, -1)
+
+
+def capture_layer_outputs(model: nn.Module, inputs: torch.Tensor,
+                          layer_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The flattened outputs of the named layers for a batch of inputs.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        In eval mode, on the device of ``inputs``.
+    inputs : torch.Tensor of shape (n_stimuli, 3, size, size)
+    layer_names : sequence of str
+        Names as :func:`list_layers` reports them.
+
+    Returns
+    -------
+    dict of str to ndarray of shape (n_stimuli, n_features), float32
+
+    Raises
+    ------
+    DeepmouseError
+        Naming a layer that the forward pass did not produce.
+    """
+    wanted = set(layer_names)
+    captured: dict[str, np.ndarray] = {}
+    seen: list[str] = []
+    n_stimuli = inputs.shape[0]
+
+    def keep(name: str, module: nn.Module, tensor: torch.Tensor) -> None:
+        seen.append(name)
+        if name in wanted:
+            flat = flatten_per_stimulus(tensor.detach(), n_stimuli)
+            if flat is None:
+                raise DeepmouseError(
+                    f"layer {name!r}: output of shape {tuple(tensor.shape)} has no per-stimulus features"
+                )
+            # A copy: later in-place operations in the model must not change what was captured.
+            captured[name] = flat.to(device="cpu", dtype=torch.float32).numpy().copy()
+
+    with torch.inference_mode(), hooked_leaf_outputs(model, keep):
+        model(inputs)
+    missing = [name for name in layer_names if name not in captured]
+    if missing:
+        close = difflib.get_close_matches(missing[0], seen, n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise DeepmouseError(f"{type(model).__name__}: no layer named {missing[0]!r}{hint}")
+    return {name: captured[name] for name in layer_names}
+
+
+def list_layers(model: nn.Module, inputs: torch.Tensor) -> list[LayerInfo]:
+    """The deduplicated layers of ``model`` for ``inputs``, with relative depths.
+
+    The same list, in the same order, that :func:`deepmouse.features.stats.compute_layer_statistics`
+    stores; it runs the same reduction without the standardised kernel.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    inputs : torch.Tensor of shape (n_stimuli, 3, size, size)
+        On the device the model should run on.
+    """
+    # Imported here: stats builds on this module's hooks.
+    from deepmouse.features.stats import enumerate_layers
+
+    table = enumerate_layers(model, inputs, inputs.device)
+    return [
+        LayerInfo(index=int(row.layer_index), name=row.layer_name, module_type=row.module_type,
+                  n_features=int(row.n_features), depth=float(row.depth))
+        for row in table.itertuples(index=False)
+    ]

@@ -1,0 +1,424 @@
+"""Per-layer sufficient statistics, reduced inside the forward hooks.
+
+With all n stimuli in one batch, every score needs a layer only through n x n
+matrices. For each layer output, flattened to X of shape (n, p), the hook keeps
+
+- ``G = X Xᵀ`` (raw Gram) and ``s = X 1`` (row sums), with ``p``: these give
+  the correlation, cosine and Euclidean RDMs exactly
+  (``mean_i = s_i / p``, ``cov_ij = G_ij / p - mean_i mean_j``);
+- ``K = Z Zᵀ`` where ``Z`` is X standardised per feature over the n stimuli
+  (mean 0, population variance 1, as scikit-learn's ``StandardScaler``);
+  features constant over the stimuli are dropped (``n_kept`` counts the rest).
+  Ridge regression on standardised features depends on them only through K.
+
+and then lets X go, so peak memory is the bare forward pass plus about one
+layer. Products are computed in float32 on the device over chunks of features
+(standardisation needs all n stimuli of a feature, so chunks split features,
+never stimuli) and accumulated in float64. An output whose ``p``, ``s`` and
+``G`` repeat an earlier layer's up to float rounding (dropout in eval, identity,
+flatten of the previous output, even with its features reordered) is dropped
+after the forward pass. Relative depth is ``position / (n_layers - 1)`` among
+the layers that remain.
+
+The reference study's sparse random projection (SRP) is available through
+``srp_seed`` for parity with it; it is not needed for exact scores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from deepmouse.errors import DataError
+from deepmouse.features.layers import flatten_per_stimulus, hooked_leaf_outputs
+
+LAYER_COLUMNS = ("layer_index", "layer_name", "module_type", "n_features", "n_kept", "depth")
+DEFAULT_CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 25}
+"""Elements (n_stimuli x chunk features) per float32 chunk: 16 MiB on the CPU (cache
+sized), 128 MiB on a GPU (fewer kernel launches; at most about one large layer)."""
+SRP_EPS = 0.1
+"""Johnson-Lindenstrauss distortion of the reference study's projection."""
+# A repeated output may come with its features reordered (timm's patch embedding
+# transposes the convolution's output before an identity norm). Row sums are
+# accumulated in float64 and so agree to ~1e-15 under any order; G, from float32
+# products, to ~1e-7. The closest genuinely different outputs seen, a batch norm at
+# initialisation (x / sqrt(1 + 1e-5)), differ by 5e-6 in s and 1e-5 in G.
+_DUPLICATE_ROW_SUMS_RTOL = 1e-9
+_DUPLICATE_GRAM_RTOL = 2e-6
+
+LayerProgress = Callable[[str], None]
+"""``on_layer(layer_name)`` after each hooked output is reduced (before deduplication)."""
+
+
+@dataclass(frozen=True)
+class LayerStatistics:
+    """Sufficient statistics of every deduplicated layer of one model.
+
+    Attributes
+    ----------
+    layers : DataFrame
+        One row per layer: layer_index (0..n_layers-1), layer_name,
+        module_type, n_features (p), n_kept (non-constant features in K),
+        depth (relative, 0-1).
+    gram : ndarray of shape (n_layers, n_stimuli, n_stimuli), float64
+        ``X Xᵀ``.
+    row_sums : ndarray of shape (n_layers, n_stimuli), float64
+        ``X 1``.
+    kernel : ndarray of shape (n_layers, n_stimuli, n_stimuli), float64
+        ``Z Zᵀ`` of the standardised features.
+    """
+
+    layers: pd.DataFrame
+    gram: np.ndarray
+    row_sums: np.ndarray
+    kernel: np.ndarray
+
+    def __post_init__(self) -> None:
+        columns = tuple(self.layers.columns)
+        if columns != LAYER_COLUMNS:
+            raise DataError(f"layer statistics: layer table columns must be {list(LAYER_COLUMNS)}, got {list(columns)}")
+        n_layers = len(self.layers)
+        if self.gram.ndim != 3 or self.gram.shape[0] != n_layers or self.gram.shape[1] != self.gram.shape[2]:
+            raise DataError(f"layer statistics: gram must have shape ({n_layers}, n, n), got {self.gram.shape}")
+        n_stimuli = self.gram.shape[1]
+        if self.row_sums.shape != (n_layers, n_stimuli):
+            raise DataError(
+                f"layer statistics: row_sums must have shape {(n_layers, n_stimuli)}, got {self.row_sums.shape}"
+            )
+        if self.kernel.shape != self.gram.shape:
+            raise DataError(f"layer statistics: kernel must have shape {self.gram.shape}, got {self.kernel.shape}")
+        for name in ("gram", "row_sums", "kernel"):
+            if getattr(self, name).dtype != np.float64:
+                raise DataError(f"layer statistics: {name} must be float64, got {getattr(self, name).dtype}")
+        if not np.array_equal(self.layers["layer_index"].to_numpy(), np.arange(n_layers)):
+            raise DataError("layer statistics: layer_index must run 0..n_layers-1 in order")
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def n_stimuli(self) -> int:
+        return self.gram.shape[1]
+
+    @property
+    def n_features(self) -> np.ndarray:
+        """ndarray of shape (n_layers,), int64: features per layer."""
+        return self.layers["n_features"].to_numpy(dtype=np.int64)
+
+
+def compute_layer_statistics(model: nn.Module, inputs: torch.Tensor, device: str | torch.device, *,
+                             srp_seed: int | None = None, chunk_features: int | None = None,
+                             on_layer: LayerProgress | None = None) -> LayerStatistics:
+    """Forward all stimuli in one batch and reduce every layer to G, s and K.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        In eval mode; moved to ``device``.
+    inputs : torch.Tensor of shape (n_stimuli, 3, size, size)
+    device : str or torch.device
+    srp_seed : int, optional
+        If given, each layer with more features than the Johnson-Lindenstrauss
+        dimension (eps 0.1; 4096 at n = 119) is first sparse-randomly projected
+        to it (see :func:`sparse_random_projection`), as the reference study did.
+    chunk_features : int, optional
+        Features per chunk; by default :data:`DEFAULT_CHUNK_ELEMENTS` / n_stimuli.
+    on_layer : callable, optional
+        Progress callback, see :data:`LayerProgress`.
+
+    Returns
+    -------
+    LayerStatistics
+
+    Raises
+    ------
+    DataError
+        If a layer output holds NaN or inf, or the model yields no layer.
+    """
+    layers, gram, row_sums, kernel = _run_reduction(model, inputs, device, with_kernel=True, srp_seed=srp_seed,
+                                                    chunk_features=chunk_features, on_layer=on_layer)
+    return LayerStatistics(layers=layers, gram=gram, row_sums=row_sums, kernel=kernel)
+
+
+def enumerate_layers(model: nn.Module, inputs: torch.Tensor, device: str | torch.device) -> pd.DataFrame:
+    """The deduplicated layer table of :func:`compute_layer_statistics`, without computing K.
+
+    Returns
+    -------
+    DataFrame
+        Columns layer_index, layer_name, module_type, n_features, depth.
+    """
+    layers, _, _, _ = _run_reduction(model, inputs, device, with_kernel=False, srp_seed=None,
+                                     chunk_features=None, on_layer=None)
+    return layers.drop(columns="n_kept")
+
+
+def gram_and_row_sums(x: torch.Tensor, chunk_features: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``X Xᵀ`` and ``X 1``: float32 products over feature chunks, float64 sums.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (n_stimuli, n_features), float32
+    chunk_features : int, optional
+
+    Returns
+    -------
+    gram : torch.Tensor of shape (n_stimuli, n_stimuli), float64
+    row_sums : torch.Tensor of shape (n_stimuli,), float64
+    """
+    gram, _, _ = _chunked_products(x, chunk_features, with_gram=True, with_kernel=False)
+    return gram, x.sum(dim=1, dtype=torch.float64)
+
+
+def standardised_kernel(x: torch.Tensor, chunk_features: int | None = None) -> tuple[torch.Tensor, int]:
+    """``Z Zᵀ`` for X standardised per feature over stimuli, constant features dropped.
+
+    Per feature: mean and population variance over the stimuli, ``z = (x -
+    mean) / std`` in float32; the products are summed in float64. A constant
+    feature (maximum equal to minimum) is given weight 0, which is the same as
+    dropping it.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (n_stimuli, n_features), float32
+    chunk_features : int, optional
+
+    Returns
+    -------
+    kernel : torch.Tensor of shape (n_stimuli, n_stimuli), float64
+    n_kept : int
+        Number of non-constant features.
+    """
+    _, kernel, n_kept = _chunked_products(x, chunk_features, with_gram=False, with_kernel=True)
+    return kernel, int(n_kept)
+
+
+def layer_statistics(x: torch.Tensor, chunk_features: int | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """G, s and K of one layer, reading each feature chunk once.
+
+    Equal to :func:`gram_and_row_sums` followed by :func:`standardised_kernel`.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (n_stimuli, n_features), float32
+    chunk_features : int, optional
+
+    Returns
+    -------
+    gram : torch.Tensor of shape (n_stimuli, n_stimuli), float64
+    row_sums : torch.Tensor of shape (n_stimuli,), float64
+    kernel : torch.Tensor of shape (n_stimuli, n_stimuli), float64
+    n_kept : int
+    """
+    gram, kernel, n_kept = _chunked_products(x, chunk_features, with_gram=True, with_kernel=True)
+    return gram, x.sum(dim=1, dtype=torch.float64), kernel, int(n_kept)
+
+
+def _chunked_products(x: torch.Tensor, chunk_features: int | None, *, with_gram: bool, with_kernel: bool
+                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    n_stimuli, n_features = x.shape
+    step = _chunk_size(n_stimuli, chunk_features, x.device)
+    shape = (n_stimuli, n_stimuli)
+    gram = torch.zeros(shape, dtype=torch.float64, device=x.device) if with_gram else None
+    kernel = torch.zeros(shape, dtype=torch.float64, device=x.device) if with_kernel else None
+    n_kept = torch.zeros((), dtype=torch.int64, device=x.device)
+    for start in range(0, n_features, step):
+        block = x[:, start:start + step]
+        if gram is not None:
+            gram += (block @ block.T).to(torch.float64)
+        if kernel is not None:
+            z, kept = _standardise(block)
+            kernel += (z @ z.T).to(torch.float64)
+            n_kept += kept
+    return gram, kernel, n_kept
+
+
+def _standardise(block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n_stimuli, chunk) float32 -> standardised chunk (constant columns 0), count of the others."""
+    # Centre twice: the float32 mean of a feature with a large offset and a small spread
+    # (1000 +- 0.01) is off by a fair fraction of the spread; the second pass removes that.
+    centred = block - block.mean(dim=0)
+    centred -= centred.mean(dim=0)
+    variance = centred.square().mean(dim=0)
+    # max == min finds constant features exactly; the rounding residue of their mean
+    # must not be scaled up to unit variance.
+    varying = (block.amax(dim=0) != block.amin(dim=0)) & (variance > 0)
+    inverse_std = torch.where(varying, variance.rsqrt(), torch.zeros_like(variance))
+    return centred.mul_(inverse_std), varying.sum()
+
+
+def srp_dimension(n_stimuli: int, eps: float = SRP_EPS) -> int:
+    """Johnson-Lindenstrauss dimension for ``n_stimuli`` points (4096 at 119, eps 0.1)."""
+    from sklearn.random_projection import johnson_lindenstrauss_min_dim
+
+    return int(johnson_lindenstrauss_min_dim(n_samples=n_stimuli, eps=eps))
+
+
+def sparse_random_projection(x: torch.Tensor, n_components: int, seed: int) -> torch.Tensor:
+    """Project features with scikit-learn's sparse random matrix (density 1/sqrt(p)).
+
+    The matrix is scikit-learn's ``SparseRandomProjection(n_components,
+    density="auto", random_state=seed)``, so a layer is projected exactly as
+    the reference study's pipeline would with that seed; the product runs in
+    torch on the device of ``x``.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (n_stimuli, n_features), float32
+    n_components : int
+    seed : int
+
+    Returns
+    -------
+    torch.Tensor of shape (n_stimuli, n_components), float32
+    """
+    import scipy.sparse
+    from sklearn.random_projection import SparseRandomProjection
+
+    n_stimuli, n_features = x.shape
+    # fit() only reads the shape of its input: an empty sparse matrix avoids a copy of X.
+    projection = SparseRandomProjection(n_components=n_components, density="auto", random_state=seed)
+    projection.fit(scipy.sparse.csr_matrix((n_stimuli, n_features), dtype=np.float32))
+    components = projection.components_.tocoo()  # (n_components, n_features)
+    indices = np.vstack([components.row, components.col]).astype(np.int64)
+    matrix = torch.sparse_coo_tensor(
+        torch.from_numpy(indices), torch.from_numpy(components.data.astype(np.float32)),
+        size=components.shape, device=x.device, check_invariants=True,
+    )
+    return torch.sparse.mm(matrix, x.T.contiguous()).T.contiguous()
+
+
+def _chunk_size(n_stimuli: int, chunk_features: int | None, device: torch.device) -> int:
+    if chunk_features is not None:
+        if chunk_features <= 0:
+            raise ValueError(f"chunk_features must be positive, got {chunk_features}")
+        return chunk_features
+    elements = DEFAULT_CHUNK_ELEMENTS.get(device.type, DEFAULT_CHUNK_ELEMENTS["cpu"])
+    return max(1, elements // max(n_stimuli, 1))
+
+
+class _LayerReducer:
+    """The hook callback: reduces each output on the device; deduplicates after the forward.
+
+    Nothing is copied to the host during the forward pass, so a GPU never waits
+    for Python between layers; the n x n results come back in one transfer.
+    """
+
+    def __init__(self, n_stimuli: int, device: torch.device, with_kernel: bool,
+                 srp_seed: int | None, chunk_features: int | None, on_layer: LayerProgress | None):
+        self.n_stimuli = n_stimuli
+        self.device = device
+        self.with_kernel = with_kernel
+        self.srp_seed = srp_seed
+        self.srp_components = srp_dimension(n_stimuli) if srp_seed is not None else None
+        self.chunk_features = chunk_features
+        self.on_layer = on_layer
+        self.outputs: list[dict] = []
+        self.grams: list[torch.Tensor] = []
+        self.row_sums: list[torch.Tensor] = []
+        self.kernels: list[torch.Tensor] = []
+        self.n_kept: list[torch.Tensor] = []
+        self.skipped: list[str] = []
+
+    def __call__(self, name: str, module: nn.Module, output: torch.Tensor) -> None:
+        flat = flatten_per_stimulus(output.detach(), self.n_stimuli)
+        if flat is None:
+            self.skipped.append(name)
+            return
+        x = flat.to(device=self.device, dtype=torch.float32)
+        if self.srp_components is not None and x.shape[1] > self.srp_components:
+            x = sparse_random_projection(x, self.srp_components, self.srp_seed)
+        gram, kernel, n_kept = _chunked_products(x, self.chunk_features, with_gram=True, with_kernel=self.with_kernel)
+        self.outputs.append({"layer_name": name, "module_type": type(module).__name__, "n_features": x.shape[1]})
+        self.grams.append(gram)
+        self.row_sums.append(x.sum(dim=1, dtype=torch.float64))
+        if kernel is not None:
+            self.kernels.append(kernel)
+        self.n_kept.append(n_kept)
+        if self.on_layer is not None:
+            self.on_layer(name)
+
+    def finish(self) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Layer table, G, s and K (None without kernels) of the deduplicated layers."""
+        grams = torch.stack(self.grams).cpu().numpy()
+        row_sums = torch.stack(self.row_sums).cpu().numpy()
+        kernels = torch.stack(self.kernels).cpu().numpy() if self.kernels else None
+        n_kept = torch.stack(self.n_kept).cpu().numpy()
+        finite = np.isfinite(grams).all(axis=(1, 2)) & np.isfinite(row_sums).all(axis=1)
+        if not finite.all():
+            bad = self.outputs[int(np.argmin(finite))]
+            raise DataError(
+                f"layer {bad['layer_name']!r} ({bad['module_type']}): output holds NaN or inf values; "
+                "its statistics would be meaningless"
+            )
+        kept: list[int] = []
+        kept_by_size: dict[int, list[int]] = {}
+        for index, output in enumerate(self.outputs):
+            same_size = kept_by_size.setdefault(output["n_features"], [])
+            if any(_same_output(grams, row_sums, output["n_features"], index, earlier) for earlier in same_size):
+                continue
+            same_size.append(index)
+            kept.append(index)
+        n_layers = len(kept)
+        table = pd.DataFrame([self.outputs[i] for i in kept], columns=["layer_name", "module_type", "n_features"])
+        table.insert(0, "layer_index", np.arange(n_layers, dtype=np.int64))
+        table["n_features"] = table["n_features"].astype(np.int64)
+        table["n_kept"] = n_kept[kept].astype(np.int64)
+        table["depth"] = np.arange(n_layers) / (n_layers - 1) if n_layers > 1 else np.zeros(n_layers)
+        return table, grams[kept], row_sums[kept], None if kernels is None else kernels[kept]
+
+
+def _same_output(grams: np.ndarray, row_sums: np.ndarray, n_features: int, index: int, earlier: int) -> bool:
+    # |s_i| <= sqrt(p G_ii) bounds the rounding of s_i even where s_i itself is ~0.
+    scale = np.sqrt(n_features * np.diagonal(grams[earlier]))
+    if not np.all(np.abs(row_sums[index] - row_sums[earlier]) <= _DUPLICATE_ROW_SUMS_RTOL * scale):
+        return False
+    gram_scale = float(np.abs(grams[earlier]).max())
+    return bool(np.allclose(grams[index], grams[earlier], rtol=_DUPLICATE_GRAM_RTOL,
+                            atol=_DUPLICATE_GRAM_RTOL * gram_scale))
+
+
+@contextlib.contextmanager
+def _full_float32_precision() -> Iterator[None]:
+    """Switch off TF32 on CUDA while reducing; restore the caller's settings after.
+
+    TF32 keeps 10 mantissa bits: Gram products and convolutions would be off by
+    ~1e-3 and the statistics would depend on the device they were computed on.
+    """
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _run_reduction(model: nn.Module, inputs: torch.Tensor, device: str | torch.device, *, with_kernel: bool,
+                   srp_seed: int | None, chunk_features: int | None,
+                   on_layer: LayerProgress | None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray | None]:
+    if inputs.dim() < 2 or inputs.shape[0] == 0:
+        raise DataError(f"model inputs: expected a batch of shape (n_stimuli, ...), got {tuple(inputs.shape)}")
+    device = torch.device(device)
+    model.to(device)
+    reducer = _LayerReducer(inputs.shape[0], device, with_kernel, srp_seed, chunk_features, on_layer)
+    with torch.inference_mode(), _full_float32_precision(), hooked_leaf_outputs(model, reducer):
+        model(inputs.to(device))
+    if not reducer.outputs:
+        raise DataError(f"{type(model).__name__}: the forward pass produced no per-stimulus layer output")
+    if reducer.skipped:
+        warnings.warn(
+            f"{type(model).__name__}: {len(reducer.skipped)} outputs without a leading stimulus axis "
+            f"were not used as layers: {reducer.skipped[:5]}",
+            stacklevel=3,
+        )
+    return reducer.finish()

@@ -1,0 +1,297 @@
+"""Build zoo models: untrained ones from a seed, trained ones from checked checkpoints.
+
+Untrained models are initialised under their own forked torch RNG seeded with
+``init_seed``, so the same seed gives the same weights on any machine and the
+caller's global RNG is left untouched.
+
+Trained weights are looked up in this order:
+
+1. a local file ``<weights_dir>/<model_id>.safetensors``, ``.pt`` or ``.pth``
+   (the first that exists): a state_dict in the layout of the model this module
+   builds (``model.state_dict()``), optionally wrapped as ``{"state_dict": ...}``
+   or ``{"model": ...}``. The publishers' files for torchvision, timm (Hugging
+   Face hub), Taskonomy and the DINO ResNet-50 already have that layout;
+2. when downloads are allowed, the publisher's file through the library's own
+   cache (torch hub for torchvision and URLs, the Hugging Face cache for timm).
+
+Either file is checked against the registry's sha256 when it lists one, read
+with ``torch.load(weights_only=True)`` (or safetensors) and loaded strictly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import urllib.error
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from deepmouse.errors import CacheError, ConfigError, DeepmouseError
+from deepmouse.models.registry import ZooEntry
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
+"""Checkpoint file suffixes looked for in ``weights_dir``, in order."""
+
+# torchvision changes these constructor arguments when it loads its own weights;
+# building the trained model any other way would feed it differently scaled input.
+_TORCHVISION_TRAINED_KWARGS: dict[str, dict[str, Any]] = {
+    "googlenet": {"transform_input": True, "aux_logits": True, "init_weights": False},
+    "inception_v3": {"transform_input": True, "aux_logits": True, "init_weights": False},
+}
+# Explicit so torchvision does not warn that its default initialisation may change.
+_TORCHVISION_RANDOM_KWARGS: dict[str, dict[str, Any]] = {
+    "googlenet": {"init_weights": True},
+    "inception_v3": {"init_weights": True},
+}
+_TORCHVISION_AUX_HEADS = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
+
+
+def build_model(entry: ZooEntry, *, init_seed: int, weights_dir: str | Path | None = None,
+                allow_download: bool = False) -> nn.Module:
+    """Construct the model of a registry entry, in eval mode.
+
+    Parameters
+    ----------
+    entry : ZooEntry
+    init_seed : int
+        Seed of the initialisation (the weights of an untrained model; for a
+        trained one it only fixes the values that the checkpoint overwrites).
+    weights_dir : str or Path, optional
+        Folder of local checkpoints named ``<model_id>.<suffix>``.
+    allow_download : bool
+        Fetch missing trained weights from the publisher.
+
+    Returns
+    -------
+    torch.nn.Module
+        On the CPU, in eval mode.
+
+    Raises
+    ------
+    DeepmouseError
+        When trained weights are neither in ``weights_dir`` nor downloadable,
+        naming the file to provide, or when a checkpoint does not fit the model.
+    CacheError
+        When a weights file does not have the registry's sha256.
+    """
+    if entry.is_random:
+        model = _construct(entry, init_seed)
+    else:
+        path = find_local_weights(entry, weights_dir)
+        if path is None:
+            if not allow_download:
+                raise DeepmouseError(
+                    f"{entry.model_id}: trained weights not found; put the checkpoint "
+                    f"({entry.weights}) at {_expected_weights_path(entry, weights_dir)}"
+                )
+            path = _download_publisher_weights(entry, weights_dir)
+        verify_sha256(path, entry.weights_sha256)
+        state_dict = load_checkpoint(path)
+        model = _construct(entry, init_seed, trained=True)
+        _load_state_dict_strictly(model, state_dict, path)
+        _drop_unused_heads(entry, model)
+    return model.eval()
+
+
+def find_local_weights(entry: ZooEntry, weights_dir: str | Path | None) -> Path | None:
+    """The first ``<weights_dir>/<model_id><suffix>`` that exists, else None."""
+    if weights_dir is None:
+        return None
+    for suffix in WEIGHT_SUFFIXES:
+        candidate = Path(weights_dir) / f"{entry.model_id}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: str | Path, expected: str) -> None:
+    """Raise CacheError if ``path`` does not hash to ``expected`` (skipped when empty)."""
+    if not expected:
+        return
+    actual = file_sha256(path)
+    if actual != expected.lower():
+        raise CacheError(
+            f"{path}: sha256 is {actual}, the registry expects {expected}; "
+            "the file is truncated, corrupted or another checkpoint — replace it"
+        )
+
+
+def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state_dict from ``.safetensors`` or a torch file (``weights_only=True``).
+
+    A ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper is removed.
+
+    Raises
+    ------
+    DeepmouseError
+        If the file cannot be read or holds no state_dict of tensors.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            checkpoint: Any = load_file(str(path), device="cpu")
+        else:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch and safetensors raise many types for an unreadable file
+        raise DeepmouseError(f"{path}: cannot read checkpoint: {err}") from err
+    for wrapper in ("state_dict", "model"):
+        if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(wrapper), Mapping):
+            checkpoint = checkpoint[wrapper]
+            break
+    if not isinstance(checkpoint, Mapping) or not checkpoint or \
+            not all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
+        raise DeepmouseError(f"{path}: not a state_dict of tensors")
+    return dict(checkpoint)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (shared parameters counted once)."""
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def _construct(entry: ZooEntry, init_seed: int, trained: bool = False) -> nn.Module:
+    try:
+        constructor = _CONSTRUCTORS[_CONSTRUCTOR_OF_SOURCE[entry.source]]
+    except KeyError:
+        raise ConfigError(
+            f"{entry.model_id}: no constructor for source {entry.source!r}; "
+            f"known: {', '.join(sorted(_CONSTRUCTOR_OF_SOURCE))}"
+        ) from None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        return constructor(entry, trained)
+
+
+def _construct_torchvision(entry: ZooEntry, trained: bool) -> nn.Module:
+    import torchvision
+
+    kwargs = (_TORCHVISION_TRAINED_KWARGS if trained else _TORCHVISION_RANDOM_KWARGS).get(entry.architecture, {})
+    try:
+        return torchvision.models.get_model(entry.architecture, weights=None, **kwargs)
+    except ValueError as err:
+        raise ConfigError(f"{entry.model_id}: torchvision has no model {entry.architecture!r}: {err}") from None
+
+
+def _construct_timm(entry: ZooEntry, trained: bool) -> nn.Module:
+    import timm
+
+    # DINO publishes backbones: no classifier in the checkpoint, so none in the model.
+    kwargs = {"num_classes": 0} if entry.source == "dino" else {}
+    try:
+        return timm.create_model(entry.architecture, pretrained=False, **kwargs)
+    except RuntimeError as err:
+        raise ConfigError(f"{entry.model_id}: timm cannot build {entry.architecture!r}: {err}") from None
+
+
+def _construct_taskonomy(entry: ZooEntry, trained: bool) -> nn.Module:
+    from visualpriors.taskonomy_network import TaskonomyEncoder
+
+    return TaskonomyEncoder()
+
+
+_CONSTRUCTORS: dict[str, Callable[[ZooEntry, bool], nn.Module]] = {
+    "torchvision": _construct_torchvision,
+    "timm": _construct_timm,
+    "taskonomy": _construct_taskonomy,
+}
+# VISSL and DINO checkpoints are torchvision/timm architectures with other weights.
+_CONSTRUCTOR_OF_SOURCE = {
+    "torchvision": "torchvision", "vissl": "torchvision", "timm": "timm", "dino": "timm",
+    "taskonomy": "taskonomy",
+}
+
+
+def _load_state_dict_strictly(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: Path) -> None:
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(state_dict))
+    unexpected = sorted(set(state_dict) - expected)
+    if missing or unexpected:
+        raise DeepmouseError(
+            f"{path}: checkpoint does not fit the model: {len(missing)} missing keys {missing[:5]}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:5]}"
+        )
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:  # shape mismatches
+        raise DeepmouseError(f"{path}: checkpoint does not fit the model: {err}") from None
+
+
+def _drop_unused_heads(entry: ZooEntry, model: nn.Module) -> None:
+    # As torchvision does after loading: the auxiliary heads are untrained and unused in eval.
+    if entry.source == "torchvision" and entry.architecture in _TORCHVISION_AUX_HEADS:
+        model.aux_logits = False
+        for name in _TORCHVISION_AUX_HEADS[entry.architecture]:
+            setattr(model, name, None)
+
+
+def _expected_weights_path(entry: ZooEntry, weights_dir: str | Path | None) -> str:
+    folder = str(weights_dir) if weights_dir is not None else "<features.weights_dir>"
+    return f"{folder}/{entry.model_id}.pt (or .pth / .safetensors)"
+
+
+def _download_publisher_weights(entry: ZooEntry, weights_dir: str | Path | None) -> Path:
+    """Fetch the publisher's file into the library's cache and return its path."""
+    location = entry.weights
+    try:
+        if location.startswith("torchvision:"):
+            import torchvision
+
+            return _download_url_to_hub_cache(torchvision.models.get_weight(location.split(":", 1)[1]).url)
+        if location.startswith("timm:"):
+            return _download_timm_weights(location.split(":", 1)[1])
+        if re.match(r"https?://", location):
+            return _download_url_to_hub_cache(location)
+    except (OSError, urllib.error.URLError, RuntimeError, ValueError) as err:
+        raise DeepmouseError(
+            f"{entry.model_id}: downloading {location} failed ({type(err).__name__}: {err}); "
+            f"on a machine without network, put the checkpoint at {_expected_weights_path(entry, weights_dir)}"
+        ) from err
+    raise ConfigError(
+        f"{entry.model_id}: weights location {location!r} is not torchvision:<enum>, timm:<name> or a URL"
+    )
+
+
+def _download_url_to_hub_cache(url: str) -> Path:
+    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(url.split("?")[0]).name
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Publishers put a sha256 prefix in the file name (name-<hex>.pth): torch hub checks it.
+        prefix = re.search(r"-([a-f0-9]{6,})\.", target.name)
+        torch.hub.download_url_to_file(url, str(target), hash_prefix=prefix.group(1) if prefix else None)
+    return target
+
+
+def _download_timm_weights(name: str) -> Path:
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        raise ValueError(f"timm has no pretrained weights {name!r}")
+    if cfg.hf_hub_id:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        filenames = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        for filename in filenames[:-1]:
+            try:
+                return Path(hf_hub_download(repo_id=cfg.hf_hub_id, filename=filename))
+            except EntryNotFoundError:
+                continue
+        return Path(hf_hub_download(repo_id=cfg.hf_hub_id, filename=filenames[-1]))
+    if cfg.url:
+        return _download_url_to_hub_cache(cfg.url)
+    raise ValueError(f"timm lists no download location for {name!r}")

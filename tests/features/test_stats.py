@@ -1,0 +1,308 @@
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.preprocessing import StandardScaler
+from sklearn.random_projection import SparseRandomProjection, johnson_lindenstrauss_min_dim
+from torch import nn
+
+from deepmouse.errors import DataError
+from deepmouse.features.layers import hooked_leaf_outputs
+from deepmouse.features.stats import (
+    LAYER_COLUMNS,
+    LayerStatistics,
+    compute_layer_statistics,
+    enumerate_layers,
+    gram_and_row_sums,
+    layer_statistics,
+    sparse_random_projection,
+    srp_dimension,
+    standardised_kernel,
+)
+from deepmouse.models.build import build_model
+from deepmouse.models.registry import load_zoo
+
+
+def _inputs(n=8, size=64, seed=0):
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _reference_kernel(x):
+    """Z Zᵀ by an explicit loop over features, constant features skipped."""
+    kernel = np.zeros((x.shape[0], x.shape[0]))
+    for column in x.T:
+        if column.max() == column.min():
+            continue
+        z = (column - column.mean()) / column.std()
+        kernel += np.outer(z, z)
+    return kernel
+
+
+def _reference_statistics(model, inputs):
+    """Store every leaf output in float64, deduplicate exactly, compute G, s, K directly."""
+    outputs = []
+
+    def store(name, module, tensor):
+        flat = tensor.detach().reshape(len(inputs), -1).double().cpu().numpy().copy()
+        outputs.append((name, type(module).__name__, flat))
+
+    with torch.inference_mode(), hooked_leaf_outputs(model, store):
+        model(inputs)
+    kept = []
+    for name, module_type, x in outputs:
+        # A duplicate holds the same values for every stimulus, whatever the feature order.
+        if any(x.shape == other.shape and np.array_equal(np.sort(x, axis=1), np.sort(other, axis=1))
+               for _, _, other in kept):
+            continue
+        kept.append((name, module_type, x))
+    names = [name for name, _, _ in kept]
+    gram = np.stack([x @ x.T for _, _, x in kept])
+    row_sums = np.stack([x.sum(axis=1) for _, _, x in kept])
+    scaled = [StandardScaler().fit_transform(x) for _, _, x in kept]
+    kernel = np.stack([z @ z.T for z in scaled])
+    n_kept = [int((x.max(axis=0) != x.min(axis=0)).sum()) for _, _, x in kept]
+    return names, gram, row_sums, kernel, n_kept
+
+
+def _assert_close(actual, expected, rtol=1e-5):
+    scale = np.abs(expected).max(axis=(-2, -1), keepdims=True) if expected.ndim == 3 else np.abs(expected).max()
+    np.testing.assert_array_less(np.abs(actual - expected), rtol * np.abs(expected) + rtol * scale + 1e-300)
+
+
+@pytest.mark.parametrize("model_id", ["alexnet_random", "resnet18_random"])
+def test_hook_statistics_equal_direct_computation_on_stored_activations(model_id):
+    model = build_model(load_zoo().get(model_id), init_seed=0)
+    inputs = _inputs()
+    stats = compute_layer_statistics(model, inputs, "cpu")
+    names, gram, row_sums, kernel, n_kept = _reference_statistics(model, inputs)
+    assert stats.layers["layer_name"].tolist() == names
+    assert stats.layers["n_kept"].tolist() == n_kept
+    assert stats.gram.dtype == stats.kernel.dtype == stats.row_sums.dtype == np.float64
+    _assert_close(stats.gram, gram)
+    _assert_close(stats.kernel, kernel)
+    np.testing.assert_allclose(stats.row_sums, row_sums, rtol=1e-6, atol=1e-6 * np.abs(row_sums).max())
+    assert stats.n_stimuli == 8 and stats.n_layers == len(names)
+
+
+def test_dropout_and_flatten_of_alexnet_are_deduplicated():
+    model = build_model(load_zoo().get("alexnet_random"), init_seed=0)
+    names = compute_layer_statistics(model, _inputs(n=4), "cpu").layers["layer_name"].tolist()
+    assert "classifier.0" not in names  # dropout in eval repeats the pooled features
+    assert names[:3] == ["features.0", "features.1", "features.2"] and names[-1] == "classifier.6"
+
+
+def test_standardised_kernel_matches_a_feature_loop_and_standard_scaler():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(9, 12)).astype(np.float32)
+    x[:, 3] = 0.1                                  # constant whose float32 mean is not exactly 0.1
+    x[:, 5] = 0.0
+    x[:, 7] = 1000.0 + rng.normal(scale=0.01, size=9).astype(np.float32)  # large offset, small spread
+    kernel, n_kept = standardised_kernel(torch.from_numpy(x))
+    x64 = x.astype(np.float64)
+    assert n_kept == 10
+    np.testing.assert_allclose(kernel.numpy(), _reference_kernel(x64), rtol=1e-5, atol=1e-5)
+    scaled = StandardScaler().fit_transform(x64)
+    np.testing.assert_allclose(kernel.numpy(), scaled @ scaled.T, rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_of_only_constant_features_is_zero():
+    kernel, n_kept = standardised_kernel(torch.full((4, 6), 3.3))
+    assert n_kept == 0 and not kernel.any()
+
+
+@pytest.mark.parametrize("chunk_features", [1, 3, 7, 1000, None])
+def test_chunking_does_not_change_the_statistics(chunk_features):
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.normal(size=(6, 20)).astype(np.float32))
+    x[:, 4] = 2.0
+    x64 = x.double().numpy()
+    gram, row_sums = gram_and_row_sums(x, chunk_features)
+    np.testing.assert_allclose(gram.numpy(), x64 @ x64.T, rtol=1e-6)
+    np.testing.assert_allclose(row_sums.numpy(), x64.sum(axis=1), rtol=1e-12)
+    kernel, n_kept = standardised_kernel(x, chunk_features)
+    assert n_kept == 19
+    np.testing.assert_allclose(kernel.numpy(), _reference_kernel(x64), rtol=1e-5, atol=1e-5)
+    combined = layer_statistics(x, chunk_features)
+    np.testing.assert_array_equal(combined[0].numpy(), gram.numpy())
+    np.testing.assert_array_equal(combined[1].numpy(), row_sums.numpy())
+    np.testing.assert_array_equal(combined[2].numpy(), kernel.numpy())
+    assert combined[3] == n_kept
+
+
+def test_chunk_size_must_be_positive():
+    with pytest.raises(ValueError, match="chunk_features must be positive, got 0"):
+        gram_and_row_sums(torch.zeros(2, 3), 0)
+
+
+def test_kernel_is_invariant_to_feature_scale_and_offset():
+    rng = np.random.default_rng(2)
+    x = torch.from_numpy(rng.normal(size=(7, 30)).astype(np.float32))
+    scale = torch.from_numpy(rng.uniform(0.1, 10, size=30).astype(np.float32))
+    kernel, _ = standardised_kernel(x)
+    shifted, _ = standardised_kernel(x * scale + 5.0)
+    np.testing.assert_allclose(shifted.numpy(), kernel.numpy(), rtol=1e-4, atol=1e-4)
+    # Z has zero-mean columns, so K's rows sum to zero and its trace is n_kept * n_stimuli.
+    np.testing.assert_allclose(kernel.numpy().sum(axis=1), 0, atol=1e-4)
+    assert kernel.numpy().trace() == pytest.approx(30 * 7, rel=1e-5)
+
+
+class TransposedIdentity(nn.Module):
+    """A convolution whose output is reordered before an identity norm, as timm's patch embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Conv2d(3, 4, 2, stride=2)
+        self.norm = nn.Identity()
+
+    def forward(self, x):
+        return self.norm(self.proj(x).flatten(2).transpose(1, 2))
+
+
+def test_repeated_outputs_are_skipped_even_when_reordered():
+    torch.manual_seed(0)
+    model = nn.Sequential(TransposedIdentity(), nn.Dropout(0.2), nn.Flatten(), nn.ReLU(), nn.ReLU(),
+                          nn.Linear(64, 5)).eval()
+    reported = []
+    stats = compute_layer_statistics(model, _inputs(n=6, size=8), "cpu", on_layer=reported.append)
+    assert stats.layers["layer_name"].tolist() == ["0.proj", "3", "5"]
+    assert reported == ["0.proj", "0.norm", "1", "2", "3", "4", "5"]
+    np.testing.assert_allclose(stats.layers["depth"], [0.0, 0.5, 1.0])
+    assert stats.layers["layer_index"].tolist() == [0, 1, 2]
+
+
+def test_batch_norm_at_initialisation_is_a_layer_of_its_own():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    stats = compute_layer_statistics(model, _inputs(n=5, size=6), "cpu")
+    assert stats.layers["module_type"].tolist() == ["Conv2d", "BatchNorm2d"]
+
+
+def test_a_single_layer_has_depth_zero():
+    stats = compute_layer_statistics(nn.Linear(3, 2), torch.randn(4, 3), "cpu")
+    assert stats.layers.to_dict("records") == [{"layer_index": 0, "layer_name": "Linear", "module_type": "Linear",
+                                               "n_features": 2, "n_kept": 2, "depth": 0.0}]
+
+
+def test_non_finite_outputs_name_the_layer():
+    class Overflow(nn.Module):
+        def forward(self, x):
+            return x * float("inf")
+
+    model = nn.Sequential(nn.Linear(3, 3), Overflow())
+    with pytest.raises(DataError, match=r"layer '1' \(Overflow\): output holds NaN or inf"):
+        compute_layer_statistics(model, torch.randn(4, 3), "cpu")
+
+
+def test_outputs_without_a_stimulus_axis_are_skipped_with_a_warning():
+    class Summary(nn.Module):
+        def forward(self, x):
+            return x, x.mean(dim=0)
+
+    model = nn.Sequential(nn.Linear(3, 6), Summary())
+    with pytest.warns(UserWarning,
+                      match=r"1 outputs without a leading stimulus axis were not used as layers: \['1\[1\]'\]"):
+        stats = compute_layer_statistics(model, torch.randn(4, 3), "cpu")
+    assert stats.layers["layer_name"].tolist() == ["0"]
+
+
+def test_inputs_must_be_a_batch():
+    with pytest.raises(DataError, match=r"model inputs: expected a batch of shape \(n_stimuli, ...\), got \(3,\)"):
+        compute_layer_statistics(nn.Linear(3, 2), torch.zeros(3), "cpu")
+
+
+def test_enumerate_layers_is_the_statistics_table_without_n_kept():
+    model = build_model(load_zoo().get("alexnet_random"), init_seed=0)
+    inputs = _inputs(n=4)
+    expected = compute_layer_statistics(model, inputs, "cpu").layers.drop(columns="n_kept")
+    pd.testing.assert_frame_equal(enumerate_layers(model, inputs, "cpu"), expected)
+
+
+def test_srp_dimension_is_the_johnson_lindenstrauss_bound():
+    assert srp_dimension(119) == 4096
+    assert srp_dimension(8) == johnson_lindenstrauss_min_dim(8, eps=0.1)
+
+
+def test_sparse_random_projection_equals_scikit_learn():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(10, 3000)).astype(np.float32)
+    projected = sparse_random_projection(torch.from_numpy(x), 50, seed=7)
+    expected = SparseRandomProjection(n_components=50, random_state=7).fit_transform(x.astype(np.float64))
+    np.testing.assert_allclose(projected.numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert projected.shape == (10, 50) and projected.dtype == torch.float32
+
+
+def test_statistics_with_srp_are_those_of_the_projected_layers():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                          nn.Linear(128, 10)).eval()
+    inputs = _inputs(n=8, size=32)
+    k = srp_dimension(8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stats = compute_layer_statistics(model, inputs, "cpu", srp_seed=5)
+    assert stats.layers["n_features"].tolist() == [k, k, 128, 10]
+    with torch.no_grad():
+        conv = model[0](inputs).reshape(8, -1).numpy()
+    projected = SparseRandomProjection(n_components=k, random_state=5).fit_transform(conv.astype(np.float64))
+    _assert_close(stats.gram[0], projected @ projected.T, rtol=1e-4)
+    np.testing.assert_allclose(stats.row_sums[0], projected.sum(axis=1), rtol=1e-4, atol=1e-3)
+
+
+def _valid_parts(n_layers=2, n=3):
+    layers = pd.DataFrame({"layer_index": range(n_layers), "layer_name": ["a", "b"][:n_layers],
+                           "module_type": "Linear", "n_features": 4, "n_kept": 4,
+                           "depth": np.linspace(0, 1, n_layers)})
+    square = np.zeros((n_layers, n, n))
+    return dict(layers=layers, gram=square, row_sums=np.zeros((n_layers, n)), kernel=square.copy())
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p.update(layers=p["layers"].drop(columns="n_kept")), "layer table columns must be"),
+    (lambda p: p.update(gram=np.zeros((3, 3, 3))), r"gram must have shape \(2, n, n\)"),
+    (lambda p: p.update(row_sums=np.zeros((2, 4))), r"row_sums must have shape \(2, 3\)"),
+    (lambda p: p.update(kernel=np.zeros((2, 4, 4))), r"kernel must have shape \(2, 3, 3\)"),
+    (lambda p: p.update(kernel=np.zeros((2, 3, 3), dtype=np.float32)), "kernel must be float64"),
+    (lambda p: p.update(layers=p["layers"].assign(layer_index=[1, 0])), "layer_index must run 0..n_layers-1"),
+])
+def test_layer_statistics_validates_its_parts(change, message):
+    parts = _valid_parts()
+    LayerStatistics(**parts)
+    change(parts)
+    with pytest.raises(DataError, match=message):
+        LayerStatistics(**parts)
+
+
+def test_layer_statistics_columns_and_n_features():
+    stats = LayerStatistics(**_valid_parts())
+    assert tuple(stats.layers.columns) == LAYER_COLUMNS
+    np.testing.assert_array_equal(stats.n_features, [4, 4])
+
+
+def test_tf32_is_off_while_reducing_and_restored_after():
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+            return x
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    compute_layer_statistics(Probe(), torch.randn(3, 2), "cpu")
+    assert seen == [(False, False)]
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("model_id", ["alexnet_random", "resnet18_random"])
+def test_cuda_statistics_equal_direct_computation_and_cpu_statistics(model_id, monkeypatch):
+    model = build_model(load_zoo().get(model_id), init_seed=0)
+    inputs = _inputs()
+    on_cpu = compute_layer_statistics(model, inputs, "cpu")
+    on_cuda = compute_layer_statistics(model, inputs, "cuda")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    names, gram, row_sums, kernel, _ = _reference_statistics(model.cuda(), inputs.cuda())
+    assert on_cuda.layers["layer_name"].tolist() == names == on_cpu.layers["layer_name"].tolist()
+    _assert_close(on_cuda.gram, gram)
+    _assert_close(on_cuda.kernel, kernel)
+    _assert_close(on_cuda.gram, on_cpu.gram, rtol=1e-4)
+    _assert_close(on_cuda.kernel, on_cpu.kernel, rtol=1e-4)

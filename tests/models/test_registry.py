@@ -1,0 +1,196 @@
+import re
+from pathlib import Path
+
+import pytest
+
+from deepmouse.errors import ConfigError, UnknownModelError
+from deepmouse.models.registry import COLUMNS, FAMILIES, SOURCES, Zoo, ZooEntry, load_zoo
+
+REQUIRED_ARCHITECTURES = ["alexnet", "resnet18", "resnet34", "resnet50", "vgg11", "squeezenet1_1",
+                          "vit_small_patch16_224", "mixer_b16_224"]
+
+HEADER = ",".join(COLUMNS)
+GOOD_ROWS = [
+    "alexnet,AlexNet,convolutional,torchvision,alexnet,supervised-imagenet,,"
+    "torchvision:AlexNet_Weights.IMAGENET1K_V1,,224",
+    "alexnet_random,AlexNet (random),convolutional,torchvision,alexnet,random,,,,",
+]
+
+
+def _write_csv(tmp_path: Path, rows: list[str], header: str = HEADER) -> Path:
+    path = tmp_path / "zoo.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def test_packaged_zoo_holds_required_models_trained_and_random():
+    zoo = load_zoo()
+    for architecture in REQUIRED_ARCHITECTURES:
+        trained, random = zoo.get(architecture), zoo.get(f"{architecture}_random")
+        assert not trained.is_random and random.is_random
+        assert trained.architecture == random.architecture
+        assert random.display_name == f"{trained.display_name} (random)"
+        assert random.weights == "" and random.weights_sha256 == ""
+    assert zoo.get("alexnet_random").display_name == "AlexNet (random)"
+    dino = zoo.get("vit_small_patch16_224_dino")
+    assert (dino.source, dino.architecture, dino.training) == (
+        "dino", "vit_small_patch16_224.dino", "self-supervised:dino")
+    assert zoo.get("vit_small_patch16_224").source == "timm"
+    assert zoo.get("mixer_b16_224").family == "mlp-mixer"
+
+
+def test_every_torchvision_and_timm_architecture_has_its_untrained_variant():
+    zoo = load_zoo()
+    for entry in zoo.filter(training="supervised-imagenet"):
+        random = zoo.get(f"{entry.model_id}_random")
+        assert (random.architecture, random.family, random.source) == (entry.architecture, entry.family, entry.source)
+    assert zoo.get("taskonomy_random").architecture == "taskonomy_encoder"
+
+
+def test_every_row_is_well_formed():
+    zoo = load_zoo()
+    assert len(zoo) > 200
+    for entry in zoo:
+        assert entry.family in FAMILIES and entry.source in SOURCES
+        assert entry.input_size > 0
+        assert entry.is_random == (entry.weights == "")
+        if entry.weights_sha256:
+            assert re.fullmatch(r"[0-9a-f]{64}", entry.weights_sha256)
+
+
+def test_architectures_and_weights_resolve_in_their_libraries_without_building():
+    import timm
+    import torchvision
+    from visualpriors.taskonomy_network import TASKONOMY_PRETRAINED_URLS
+
+    torchvision_models = set(torchvision.models.list_models())
+    taskonomy_urls = set(TASKONOMY_PRETRAINED_URLS.values())
+    for entry in load_zoo():
+        if entry.source in ("torchvision", "vissl"):
+            assert entry.architecture in torchvision_models, entry.model_id
+        elif entry.source in ("timm", "dino"):
+            assert entry.architecture in timm.list_pretrained(entry.architecture), entry.model_id
+        else:
+            assert entry.architecture == "taskonomy_encoder", entry.model_id
+        if entry.weights.startswith("torchvision:"):
+            weights = torchvision.models.get_weight(entry.weights.split(":", 1)[1])
+            assert type(weights) is torchvision.models.get_model_weights(entry.architecture), entry.model_id
+        elif entry.weights.startswith("timm:"):
+            assert entry.weights == f"timm:{entry.architecture}", entry.model_id
+        elif entry.source == "taskonomy" and not entry.is_random:
+            assert entry.weights in taskonomy_urls
+            # visualpriors' files carry their full sha256 in the name.
+            assert entry.weights.endswith(f"-{entry.weights_sha256}.pth")
+            assert entry.training == f"taskonomy:{entry.weights.rsplit('/', 1)[1].split('_encoder')[0]}"
+
+
+def test_input_sizes_follow_the_publishers():
+    zoo = load_zoo()
+    assert zoo.get("inception_v3").input_size == 299
+    assert zoo.get("nasnetalarge").input_size == 331
+    assert zoo.get("tf_efficientnet_b7_random").input_size == 600
+    assert zoo.get("taskonomy_normal").input_size == 256
+    assert zoo.get("alexnet").input_size == 224
+
+
+def test_unknown_model_id_suggests_close_ids():
+    with pytest.raises(UnknownModelError) as info:
+        load_zoo().get("alexnett")
+    assert str(info.value) == (
+        "zoo.models: unknown model id 'alexnett'; did you mean 'alexnet', 'alexnet_random'? "
+        "(`deepmouse zoo list` shows all)"
+    )
+
+
+def test_unknown_model_id_names_the_given_key_and_needs_no_suggestion():
+    with pytest.raises(UnknownModelError, match=r"^data.simulated.generator: unknown model id 'zzzz' \(`deepmouse"):
+        load_zoo().get("zzzz", key="data.simulated.generator")
+
+
+def test_unknown_model_error_is_a_config_error():
+    assert issubclass(UnknownModelError, ConfigError)
+
+
+def test_filter_by_family_source_and_training():
+    zoo = load_zoo()
+    transformers = zoo.filter(family="transformer")
+    assert len(transformers) > 0 and all(e.family == "transformer" for e in transformers)
+    taskonomy = zoo.filter(training="taskonomy")
+    assert len(taskonomy) == 24 and all(e.training.startswith("taskonomy:") for e in taskonomy)
+    assert zoo.filter(training="taskonomy:normal").ids == ("taskonomy_normal",)
+    random_timm = zoo.filter(source="timm", training="random")
+    assert all(e.is_random and e.source == "timm" for e in random_timm)
+    assert "mixer_b16_224_random" in random_timm
+    self_supervised = {e.model_id for e in zoo.filter(training="self-supervised")}
+    assert self_supervised == {e.model_id for e in zoo.filter(source="dino")}
+    # Registry order is kept.
+    ids = zoo.ids
+    assert list(random_timm.ids) == [i for i in ids if i in set(random_timm.ids)]
+
+
+def test_zoo_iteration_entries_and_membership():
+    zoo = load_zoo()
+    assert list(zoo) == list(zoo.entries)
+    assert "alexnet" in zoo and "nope" not in zoo
+    assert zoo.ids[:2] == ("alexnet", "alexnet_random")
+
+
+def test_load_zoo_is_cached_per_path(tmp_path):
+    assert load_zoo() is load_zoo()
+    path = _write_csv(tmp_path, GOOD_ROWS)
+    zoo = load_zoo(path)
+    assert zoo is load_zoo(str(path))
+    assert zoo.ids == ("alexnet", "alexnet_random")
+    assert zoo.get("alexnet_random") == ZooEntry(
+        model_id="alexnet_random", display_name="AlexNet (random)", family="convolutional",
+        source="torchvision", architecture="alexnet", training="random", task_cluster="",
+        weights="", weights_sha256="", input_size=224)
+
+
+@pytest.mark.parametrize("rows, message", [
+    (GOOD_ROWS + [GOOD_ROWS[0]], r"line 4: duplicate model id 'alexnet' \(first on line 2\)"),
+    ([GOOD_ROWS[0].replace("convolutional", "recurrent")], r"line 2: alexnet: family 'recurrent' is not one of"),
+    ([GOOD_ROWS[0].replace(",torchvision,alexnet,", ",keras,alexnet,")], r"line 2: alexnet: source 'keras'"),
+    ([GOOD_ROWS[0].replace("supervised-imagenet", "imagenet")], r"line 2: alexnet: training 'imagenet' must be"),
+    ([GOOD_ROWS[1].replace("random,,,,", "random,,torchvision:AlexNet_Weights.IMAGENET1K_V1,,")],
+     r"line 2: alexnet_random: a random model lists no weights"),
+    ([GOOD_ROWS[0].replace("torchvision:AlexNet_Weights.IMAGENET1K_V1", "")],
+     r"line 2: alexnet: a trained model needs its weights location"),
+    ([GOOD_ROWS[0].replace("IMAGENET1K_V1,,224", "IMAGENET1K_V1,abc123,224")],
+     r"weights_sha256 'abc123' is not 64 hex"),
+    ([GOOD_ROWS[0].replace(",224", ",big")], r"line 2: alexnet: input_size 'big' is not an integer"),
+    ([GOOD_ROWS[0].replace(",224", ",0")], r"input_size must be positive"),
+    (["alex net" + GOOD_ROWS[0][7:]], r"line 2: model_id 'alex net' must be letters"),
+    ([GOOD_ROWS[0] + ",extra"], r"line 2: expected 10 fields"),
+    ([GOOD_ROWS[0].rsplit(",", 1)[0]], r"line 2: expected 10 fields"),
+    ([], r"the registry lists no models"),
+])
+def test_invalid_registry_rows_name_the_csv_line(tmp_path, rows, message):
+    path = _write_csv(tmp_path, rows)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_zoo(path)
+    assert str(path) in str(info.value)
+
+
+def test_invalid_header_lists_missing_and_unknown_columns(tmp_path):
+    path = _write_csv(tmp_path, GOOD_ROWS, header=HEADER.replace("family", "kind"))
+    with pytest.raises(ConfigError, match=r"line 1: header must be .*; missing family; unknown kind"):
+        load_zoo(path)
+
+
+def test_missing_registry_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nowhere.csv: model registry not found"):
+        load_zoo(tmp_path / "nowhere.csv")
+
+
+def test_zoo_rejects_duplicate_entries():
+    entry = load_zoo().get("alexnet")
+    with pytest.raises(ConfigError, match=r"duplicate model ids \['alexnet'\]"):
+        Zoo((entry, entry))
+
+
+def test_params_reject_unknown_zoo_model():
+    from deepmouse.config import parse_params
+
+    with pytest.raises(UnknownModelError, match=r"zoo.models: unknown model id 'resnet18_randum'; did you mean"):
+        parse_params({"zoo": {"models": ["resnet18_randum"]}})
