@@ -174,8 +174,8 @@ def gram_and_row_sums(x: torch.Tensor, chunk_features: int | None = None) -> tup
     gram : torch.Tensor of shape (n_stimuli, n_stimuli), float64
     row_sums : torch.Tensor of shape (n_stimuli,), float64
     """
-    gram, _, _ = _chunked_products(x, chunk_features, with_gram=True, with_kernel=False)
-    return gram, x.sum(dim=1, dtype=torch.float64)
+    gram, row_sums, _, _ = _chunked_products(x, chunk_features, with_gram=True, with_kernel=False)
+    return gram, row_sums
 
 
 def standardised_kernel(x: torch.Tensor, chunk_features: int | None = None) -> tuple[torch.Tensor, int]:
@@ -197,7 +197,7 @@ def standardised_kernel(x: torch.Tensor, chunk_features: int | None = None) -> t
     n_kept : int
         Number of non-constant features.
     """
-    _, kernel, n_kept = _chunked_products(x, chunk_features, with_gram=False, with_kernel=True)
+    _, _, kernel, n_kept = _chunked_products(x, chunk_features, with_gram=False, with_kernel=True)
     return kernel, int(n_kept)
 
 
@@ -219,41 +219,64 @@ def layer_statistics(x: torch.Tensor, chunk_features: int | None = None
     kernel : torch.Tensor of shape (n_stimuli, n_stimuli), float64
     n_kept : int
     """
-    gram, kernel, n_kept = _chunked_products(x, chunk_features, with_gram=True, with_kernel=True)
-    return gram, x.sum(dim=1, dtype=torch.float64), kernel, int(n_kept)
+    gram, row_sums, kernel, n_kept = _chunked_products(x, chunk_features, with_gram=True, with_kernel=True)
+    return gram, row_sums, kernel, int(n_kept)
 
 
 def _chunked_products(x: torch.Tensor, chunk_features: int | None, *, with_gram: bool, with_kernel: bool
-                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+                      ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """G, s and K over feature chunks, with as few passes over each chunk as possible.
+
+    K is computed from D = X - 1 x₀ᵀ (each feature shifted by its value on the first
+    stimulus), which leaves Z unchanged but brings every feature's offset down to the
+    scale of its spread, so that float32 arithmetic loses nothing to large offsets
+    (features at 1000 +- 0.01 come out to ~1e-7). With W = D diag(1/σ) and
+    ν = mean(D) / σ per feature,
+
+        K = Z Zᵀ = W Wᵀ - W ν 1ᵀ - 1 νᵀ Wᵀ + (ν·ν) 1 1ᵀ,
+
+    so a chunk costs one shift, two reductions, one scaling and one product; the
+    correction terms are rank one and summed in float64. A feature is constant over the
+    stimuli exactly when its shifted values are all 0, which the sum of squares detects
+    without a tolerance.
+
+    The per-feature moments over the n stimuli run in float32 (torch's float32
+    reductions sum pairwise, and a float64-typed reduction costs ten times more on the
+    CPU); chunk results accumulate in float64.
+    """
     n_stimuli, n_features = x.shape
     step = _chunk_size(n_stimuli, chunk_features, x.device)
     shape = (n_stimuli, n_stimuli)
     gram = torch.zeros(shape, dtype=torch.float64, device=x.device) if with_gram else None
     kernel = torch.zeros(shape, dtype=torch.float64, device=x.device) if with_kernel else None
+    row_sums = torch.zeros(n_stimuli, dtype=torch.float64, device=x.device)
+    cross = torch.zeros(n_stimuli, dtype=torch.float64, device=x.device)
+    offset = torch.zeros((), dtype=torch.float64, device=x.device)
     n_kept = torch.zeros((), dtype=torch.int64, device=x.device)
     for start in range(0, n_features, step):
         block = x[:, start:start + step]
+        # s exactly in float64 (it identifies repeated outputs under any feature order);
+        # converting the chunk first is twice as fast as a float64-typed reduction.
+        row_sums += block.to(torch.float64).sum(dim=1)
         if gram is not None:
             gram += (block @ block.T).to(torch.float64)
-        if kernel is not None:
-            z, kept = _standardise(block)
-            kernel += (z @ z.T).to(torch.float64)
-            n_kept += kept
-    return gram, kernel, n_kept
-
-
-def _standardise(block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n_stimuli, chunk) float32 -> standardised chunk (constant columns 0), count of the others."""
-    # Centre twice: the float32 mean of a feature with a large offset and a small spread
-    # (1000 +- 0.01) is off by a fair fraction of the spread; the second pass removes that.
-    centred = block - block.mean(dim=0)
-    centred -= centred.mean(dim=0)
-    variance = centred.square().mean(dim=0)
-    # max == min finds constant features exactly; the rounding residue of their mean
-    # must not be scaled up to unit variance.
-    varying = (block.amax(dim=0) != block.amin(dim=0)) & (variance > 0)
-    inverse_std = torch.where(varying, variance.rsqrt(), torch.zeros_like(variance))
-    return centred.mul_(inverse_std), varying.sum()
+        if kernel is None:
+            continue
+        shifted = block - block[:1]
+        mean = shifted.sum(dim=0).to(torch.float64) / n_stimuli
+        second = shifted.square().sum(dim=0).to(torch.float64) / n_stimuli
+        variance = (second - mean.square()).clamp_min(0.0)
+        varying = (second > 0) & (variance > 0)
+        inverse_std = torch.where(varying, variance.rsqrt(), torch.zeros_like(variance))
+        scaled = shifted.mul_(inverse_std.to(shifted.dtype))
+        nu = mean * inverse_std
+        kernel += (scaled @ scaled.T).to(torch.float64)
+        cross += (scaled @ nu.to(scaled.dtype)).to(torch.float64)
+        offset += nu.square().sum()
+        n_kept += varying.sum()
+    if kernel is not None:
+        kernel += offset - cross[:, None] - cross[None, :]
+    return gram, row_sums, kernel, n_kept
 
 
 def srp_dimension(n_stimuli: int, eps: float = SRP_EPS) -> int:
@@ -337,10 +360,11 @@ class _LayerReducer:
         x = flat.to(device=self.device, dtype=torch.float32)
         if self.srp_components is not None and x.shape[1] > self.srp_components:
             x = sparse_random_projection(x, self.srp_components, self.srp_seed)
-        gram, kernel, n_kept = _chunked_products(x, self.chunk_features, with_gram=True, with_kernel=self.with_kernel)
+        gram, row_sums, kernel, n_kept = _chunked_products(x, self.chunk_features, with_gram=True,
+                                                           with_kernel=self.with_kernel)
         self.outputs.append({"layer_name": name, "module_type": type(module).__name__, "n_features": x.shape[1]})
         self.grams.append(gram)
-        self.row_sums.append(x.sum(dim=1, dtype=torch.float64))
+        self.row_sums.append(row_sums)
         if kernel is not None:
             self.kernels.append(kernel)
         self.n_kept.append(n_kept)
