@@ -27,6 +27,7 @@ AllenSDK reads ``general/*`` strings only when they are fixed-length bytes
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -475,8 +476,11 @@ def cre_line_from_genotype(genotype: str) -> str:
 
 
 def _open_data_set(path: Path):
-    # Imported here: allensdk takes seconds to import and only the readers need it.
-    from allensdk.core.brain_observatory_nwb_data_set import BrainObservatoryNwbDataSet
+    # Imported here: allensdk takes seconds to import and only the readers need it. Its
+    # pkg_resources import warns on every run; the pin (setuptools<81) keeps it working.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        from allensdk.core.brain_observatory_nwb_data_set import BrainObservatoryNwbDataSet
 
     try:
         return BrainObservatoryNwbDataSet(str(path))

@@ -1,0 +1,163 @@
+"""Scoring joins neurons with layer statistics: checked against explicit computations
+from the raw features (numpy RDMs, scipy correlations, scikit-learn RidgeCV)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import pearsonr
+from sklearn.linear_model import RidgeCV
+from sklearn.metrics import make_scorer, mean_squared_error
+from sklearn.preprocessing import StandardScaler
+
+from deepmouse.config import ScoringConfig, parse_params
+from deepmouse.errors import DataError
+from deepmouse.features.stats import LayerStatistics
+from deepmouse.scoring import load_neural_data, score_model
+
+N_STIMULI, N_TRIALS = 24, 6
+AREAS = ("VISp", "VISl")
+
+
+def _statistics(features: list[np.ndarray]) -> LayerStatistics:
+    """Layer statistics computed directly (float64) from full activations."""
+    kernels = []
+    for x in features:
+        varying = np.ptp(x, axis=0) > 0
+        z = StandardScaler().fit_transform(x[:, varying]) if varying.any() else np.zeros((len(x), 0))
+        kernels.append(z @ z.T)
+    layers = pd.DataFrame({
+        "layer_index": np.arange(len(features)), "layer_name": [f"layer{i}" for i in range(len(features))],
+        "module_type": "Linear", "n_features": [x.shape[1] for x in features],
+        "n_kept": [int((np.ptp(x, axis=0) > 0).sum()) for x in features],
+        "depth": np.linspace(0, 1, len(features)),
+    })
+    return LayerStatistics(layers, np.stack([x @ x.T for x in features]), np.stack([x.sum(1) for x in features]),
+                           np.stack(kernels))
+
+
+@pytest.fixture
+def setting():
+    rng = np.random.default_rng(3)
+    features = [rng.normal(size=(N_STIMULI, p)) for p in (10, 40, 200)]
+    # VISp neurons read layer 0, VISl neurons read layer 2; trials add noise.
+    truth = {"VISp": features[0] @ rng.normal(size=(10, 5)), "VISl": features[2] @ rng.normal(size=(200, 5)) / 5}
+    rows, neurons = [], []
+    for a, area in enumerate(AREAS):
+        for k in range(5):
+            neuron_id = 100 * (a + 1) + k
+            signal = truth[area][:, k]
+            trials = signal[:, None] + rng.normal(scale=0.3 * signal.std(), size=(N_STIMULI, N_TRIALS))
+            for stimulus in range(N_STIMULI):
+                for trial in range(N_TRIALS):
+                    rows.append((neuron_id, stimulus, trial, trials[stimulus, trial]))
+            neurons.append({"neuron_id": neuron_id, "area": area, "cortical_layer": "L2/3", "cre_line": "Cux2-CreERT2",
+                            "reliability": 0.8 + 0.02 * k, "selected": True})
+    neurons.append({"neuron_id": 999, "area": "VISp", "cortical_layer": "L4", "cre_line": "Rorb-IRES2-Cre",
+                    "reliability": 0.1, "selected": False})
+    trials = pd.DataFrame(rows, columns=["neuron_id", "stimulus_index", "trial", "response"])
+    means = trials.groupby(["neuron_id", "stimulus_index"], as_index=False)["response"].mean()
+    means = means.rename(columns={"response": "mean_response"})
+    neural = load_neural_data(pd.DataFrame(neurons), means, trials)
+    return features, neural
+
+
+def _cfg(**scoring) -> ScoringConfig:
+    return parse_params({"scoring": {"bootstrap": {"n": 200}, **scoring}}).scoring
+
+
+def _upper(m):
+    return m[np.triu_indices_from(m, k=1)]
+
+
+def test_rsa_scores_equal_explicit_rdm_correlations(setting):
+    features, neural = setting
+    tables = score_model("toy", _statistics(features), neural, _cfg(), progress=lambda _: None)
+    rsa = tables["rsa_scores"].set_index(["site", "layer_index"])
+    for area in AREAS:
+        columns = neural.neurons.index[neural.neurons["area"] == area]
+        neural_rdm = 1 - np.corrcoef(neural.means[:, columns])
+        for layer, x in enumerate(features):
+            expected = pearsonr(_upper(1 - np.corrcoef(x)), _upper(neural_rdm))[0]
+            assert rsa.loc[(area, layer), "score"] == pytest.approx(expected, abs=1e-10)
+        # noise ceiling: even vs odd trial halves, Spearman-Brown corrected
+        a = 1 - np.corrcoef(neural.half_a[:, columns])
+        b = 1 - np.corrcoef(neural.half_b[:, columns])
+        r = pearsonr(_upper(a), _upper(b))[0]
+        assert rsa.loc[(area, 0), "noise_ceiling"] == pytest.approx(2 * r / (1 + r), abs=1e-10)
+
+
+def test_regression_scores_equal_scikit_learn_ridgecv_loo(setting):
+    features, neural = setting
+    cfg = _cfg()
+    tables = score_model("toy", _statistics(features), neural, cfg, progress=lambda _: None)
+    reg = tables["regression_scores"].set_index(["layer_index", "neuron_id"])
+    scorer = make_scorer(mean_squared_error, greater_is_better=False)
+    for layer, x in enumerate(features):
+        z = StandardScaler().fit_transform(x)
+        alphas = np.asarray(cfg.regression.relative_alphas) * np.trace(z @ z.T) / len(z)
+        model = RidgeCV(alphas=alphas, fit_intercept=True, alpha_per_target=True, store_cv_results=True,
+                        scoring=scorer).fit(z, neural.means)
+        chosen = np.searchsorted(alphas, model.alpha_)
+        for j, neuron_id in enumerate(neural.neurons["neuron_id"]):
+            loo = model.cv_results_[:, j, chosen[j]]
+            assert reg.loc[(layer, neuron_id), "alpha"] == pytest.approx(model.alpha_[j], rel=1e-9)
+            assert reg.loc[(layer, neuron_id), "score"] == pytest.approx(pearsonr(loo, neural.means[:, j])[0], abs=1e-6)
+
+
+def test_max_selection_recovers_the_layer_each_area_reads(setting):
+    features, neural = setting
+    tables = score_model("toy", _statistics(features), neural, _cfg(), progress=lambda _: None)
+    summary = tables["model_scores"].set_index(["method", "site"])
+    assert summary.loc[("regression", "VISp"), "best_layer_index"] == 0
+    assert summary.loc[("regression", "VISl"), "best_layer_index"] == 2
+    reg = tables["regression_scores"]
+    for area in AREAS:
+        ids = neural.neurons.loc[neural.neurons["area"] == area, "neuron_id"]
+        per_layer = reg[reg["neuron_id"].isin(ids)].groupby("layer_index")["score"].mean()
+        row = summary.loc[("regression", area)]
+        assert row["score"] == pytest.approx(per_layer.max())
+        assert row["ci_low"] <= row["score"] <= row["ci_high"]
+        at_best = reg[(reg["layer_index"] == per_layer.idxmax()) & reg["neuron_id"].isin(ids)].set_index("neuron_id")
+        reliability = neural.neurons.set_index("neuron_id").loc[ids, "reliability"]
+        expected = np.mean(at_best.loc[ids, "score"] / np.sqrt(reliability))
+        assert row["normalized_score"] == pytest.approx(expected)
+        rsa_rows = tables["rsa_scores"][tables["rsa_scores"]["site"] == area]
+        assert summary.loc[("rsa", area), "score"] == pytest.approx(rsa_rows["score"].max())
+    assert set(tables["model_scores"]["layer_selection"]) == {"max"}
+
+
+def test_scores_are_seeded_and_reproducible(setting):
+    features, neural = setting
+    first = score_model("toy", _statistics(features), neural, _cfg(), progress=lambda _: None)["model_scores"]
+    second = score_model("toy", _statistics(features), neural, _cfg(), progress=lambda _: None)["model_scores"]
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_constant_layer_is_skipped_and_all_constant_model_rejected(setting):
+    features, neural = setting
+    constant = np.ones((N_STIMULI, 7))
+    notes = []
+    tables = score_model("toy", _statistics([features[0], constant, features[2]]), neural, _cfg(), progress=notes.append)
+    assert set(tables["rsa_scores"]["layer_index"]) == {0, 2}
+    assert set(tables["regression_scores"]["layer_index"]) == {0, 2}
+    assert any("skipping 1 layers" in n for n in notes)
+    with pytest.raises(DataError, match="every layer is constant"):
+        score_model("flat", _statistics([constant]), neural, _cfg(), progress=lambda _: None)
+
+
+def test_paper_mode_uses_the_fixed_alpha(setting):
+    features, neural = setting
+    tables = score_model("toy", _statistics(features), neural, _cfg(regression={"alpha_mode": "paper"}),
+                         progress=lambda _: None)
+    assert (tables["regression_scores"]["alpha"] == 1.0).all()
+
+
+def test_missing_responses_for_a_selected_neuron_are_named(setting):
+    _, neural = setting
+    neurons = neural.neurons.assign(selected=True)
+    means = pd.DataFrame({"neuron_id": [100] * N_STIMULI, "stimulus_index": range(N_STIMULI), "mean_response": 1.0})
+    trials = pd.DataFrame({"neuron_id": [100], "stimulus_index": [0], "trial": [0], "response": [1.0]})
+    with pytest.raises(DataError, match=r"means\.parquet: no responses for selected neuron"):
+        load_neural_data(neurons, means, trials)
+    with pytest.raises(DataError, match="no neuron is selected"):
+        load_neural_data(neurons.assign(selected=False), means, trials)
