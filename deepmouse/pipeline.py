@@ -208,7 +208,7 @@ def run_scores(params: Params, features_root: str | Path, neurons_path: str | Pa
 # -------------------------------------------------------------------------- store
 def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, features_root: str | Path,
               sql_dir: str | Path, db_path: str | Path) -> str:
-    from deepmouse.features.cache import load_feature_entry
+    from deepmouse.features.cache import load_feature_entry, read_model_info
     from deepmouse.models.registry import load_zoo
     from deepmouse.store.build import build_store
 
@@ -217,7 +217,8 @@ def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, 
     for model_id in params.zoo.models:
         entry = zoo.get(model_id)
         stats, key = load_feature_entry(Path(features_root) / model_id)
-        models.append(_model_row(entry, key))
+        info = read_model_info(Path(features_root) / model_id)
+        models.append(_model_row(entry, key, info))
         layers.append(stats.layers.assign(model_id=model_id))
     scores_dir = Path(scores_dir)
     tables = {
@@ -241,12 +242,12 @@ def training_category(training: str) -> str:
     return "supervised"
 
 
-def _model_row(entry, key: dict) -> dict:
+def _model_row(entry, key: dict, info: dict) -> dict:
     return {
         "model_id": entry.model_id, "display_name": entry.display_name, "family": entry.family,
         "source": entry.source, "architecture": entry.architecture, "training": entry.training,
         "training_category": training_category(entry.training), "task_cluster": entry.task_cluster or None,
-        "n_params": key.get("n_params"), "weights_sha256": key.get("weights_sha256") or None,
+        "n_params": info.get("n_params"), "weights_sha256": key.get("weights_sha256") or None,
     }
 
 

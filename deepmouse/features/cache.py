@@ -208,6 +208,17 @@ def load_feature_entry(out_dir: str | Path, expected_digest: str | None = None) 
     return stats, record["key"]
 
 
+def read_model_info(out_dir: str | Path) -> dict:
+    """The model description stored with an entry: n_params, n_layers, device, seconds.
+
+    Raises
+    ------
+    CacheError
+        When the folder holds no complete entry.
+    """
+    return dict(_read_record(Path(out_dir))["model"])
+
+
 def entry_is_current(out_dir: str | Path, digest: str) -> bool:
     """True if ``out_dir`` holds a complete, intact entry for ``digest``."""
     out_dir = Path(out_dir)

@@ -72,6 +72,8 @@ def test_ranking_has_every_model_area_and_method(project, params):
     assert set(ranking["method"]) == {"rsa", "regression"}
     assert len(ranking) == len(params["zoo"]["models"]) * len(areas) * 2
     assert ranking["score"].between(-1, 1).all()
+    models = _query(project, "select * from models")
+    assert models["n_params"].notna().all() and (models["n_params"] > 0).all()
 
 
 def test_planted_generator_is_recovered(project, params):
