@@ -161,7 +161,7 @@ def test_manifest_describes_every_file(tiny_dataset):
     assert manifest["source"] == "simulated"
     assert manifest["seed"] == 11
     assert manifest["planted"] == {
-        "generator": "resnet18_random", "generator_seed": 0,
+        "generator": TINY.generator, "generator_seed": TINY.generator_seed,
         "layers": {"VISp": {"layer_name": "layer1.0", "layer_index": 4, "depth": 0.2},
                    "VISam": {"layer_name": "layer4.1", "layer_index": 40, "depth": 0.8}},
     }
