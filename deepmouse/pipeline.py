@@ -82,12 +82,14 @@ def _pull_nwb_dir(source_dir: Path, out_dir: Path, progress: Progress) -> dict:
     if not files:
         raise SourceError(f"data.nwb_dir: no .nwb files in {source_dir}")
     _fresh_dir(out_dir)
-    experiments = []
+    experiments, seen = [], {}
     for i, path in enumerate(files, start=1):
         meta = read_session_metadata(path)
+        if meta.experiment_id in seen:
+            raise SourceError(f"data.nwb_dir: two files hold experiment {meta.experiment_id}: "
+                              f"{seen[meta.experiment_id]} and {path}")
+        seen[meta.experiment_id] = path
         target = out_dir / f"{meta.experiment_id}.nwb"
-        if target.exists():
-            raise SourceError(f"data.nwb_dir: two files hold experiment {meta.experiment_id}: {path} and another")
         try:
             target.hardlink_to(path)
         except OSError:  # another filesystem: a copy is the only way
