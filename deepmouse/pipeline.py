@@ -8,7 +8,6 @@ one-line summary the stage prints when it ends. Paths always come from the calle
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -20,6 +19,7 @@ import pandas as pd
 
 from deepmouse.config import Params
 from deepmouse.errors import DataError, SourceError
+from deepmouse.hashing import file_sha256
 
 Progress = Callable[[str], None]
 MANIFEST = "manifest.json"
@@ -95,7 +95,7 @@ def _pull_nwb_dir(source_dir: Path, out_dir: Path, progress: Progress) -> dict:
         except OSError:  # another filesystem: a copy is the only way
             shutil.copy2(path, target)
         experiments.append({**_describe_experiment(meta), "file": target.name, "source_file": str(path),
-                            "sha256": _sha256(target), "bytes": target.stat().st_size})
+                            "sha256": file_sha256(target), "bytes": target.stat().st_size})
         progress(f"[{i}/{len(files)}] {path.name}: experiment {meta.experiment_id}, {meta.area}")
     manifest = {"source": "nwb_dir", "nwb_dir": str(source_dir), "experiments": experiments}
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -275,11 +275,3 @@ def _fresh_dir(path: Path) -> None:
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

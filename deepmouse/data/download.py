@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import requests
 
 from deepmouse.errors import SourceError
+from deepmouse.hashing import file_sha256 as sha256_file
 
 Progress = Callable[[str], None]
 
@@ -93,15 +94,6 @@ def part_path(dest: str | Path) -> Path:
     """Where :func:`download_file` keeps the unfinished bytes of ``dest``."""
     dest = Path(dest)
     return dest.with_name(dest.name + PART_SUFFIX)
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 digest of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def host_of(url: str) -> str:

@@ -27,7 +27,6 @@ The generative model of one neuron ``j`` of one experiment:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from datetime import datetime, timedelta
@@ -42,6 +41,7 @@ from deepmouse.config import AREAS, SimulatedConfig
 from deepmouse.data.nwb import SessionMetadata, write_session_nwb
 from deepmouse.data.stimuli import BLANK_SCENE, N_IMAGES, N_STIMULI
 from deepmouse.errors import DataError
+from deepmouse.hashing import file_sha256
 
 # Scenes: amplitude spectra 1/f^alpha (natural images have alpha near 1;
 # slightly steeper backgrounds leave room for the objects to carry the fine detail).
@@ -420,7 +420,7 @@ def simulate_dataset(
                 "cre_line": metadata.cre_line,
                 "imaging_depth": metadata.imaging_depth,
                 "file": path.name,
-                "sha256": _file_sha256(path),
+                "sha256": file_sha256(path),
                 "bytes": path.stat().st_size,
                 "n_neurons": n_neurons,
             })
@@ -500,14 +500,6 @@ def _experiment_metadata(serial: int, area: str, cre_choice: int, rng: np.random
         device="deepmouse simulated two-photon microscope",
         device_name="SIM2P.1",
     )
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _json_value(value):

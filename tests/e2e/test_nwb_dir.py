@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import subprocess
 
 import duckdb
 import pytest
@@ -12,7 +11,7 @@ from deepmouse.config import parse_params
 from deepmouse.errors import SourceError
 from deepmouse.pipeline import run_pull
 from tests.conftest import REPO
-from tests.e2e.test_pipeline import PROJECT_FILES, _dvc
+from tests.e2e.test_pipeline import _dvc, copy_project
 
 pytestmark = pytest.mark.slow
 
@@ -35,19 +34,11 @@ def nwb_folder(tmp_path_factory):
 
 
 def test_dvc_repro_runs_the_pipeline_on_a_folder_of_nwb_files(tmp_path, nwb_folder):
-    for name in PROJECT_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, tmp_path / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(source="nwb_dir", nwb_dir=str(nwb_folder))
     params["zoo"]["models"] = ["alexnet_random"]
     params["checks"]["min_selected_per_area"] = 2
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    copy_project(tmp_path, params)
 
     result = _dvc(tmp_path, "repro")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -34,9 +34,8 @@ def _ran(result: subprocess.CompletedProcess) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", result.stdout))
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
+def copy_project(root: Path, params: dict | None = None) -> Path:
+    """A fresh git repository holding the pipeline's files (and ``params`` if given)."""
     for name in PROJECT_FILES:
         source = REPO / name
         if source.is_dir():
@@ -44,7 +43,15 @@ def project(tmp_path_factory) -> Path:
         else:
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / name)
+    if params is not None:
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = copy_project(tmp_path_factory.mktemp("project"))
     result = _dvc(root, "repro")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return root

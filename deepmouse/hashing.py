@@ -1,0 +1,17 @@
+"""File digests shared by the sources, the model loader and the feature cache."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+_BLOCK_BYTES = 1 << 20
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_BLOCK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
