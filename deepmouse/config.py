@@ -101,10 +101,16 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ResponsesConfig:
-    """Response window and baseline, in seconds relative to stimulus onset."""
+    """Response window and baseline, in seconds relative to stimulus onset.
+
+    ``signal`` is the trace averaged: ``dff`` (dF/F, in every Brain Observatory NWB file)
+    or ``events`` (the L0-deconvolved event traces Allen publishes beside the NWB files,
+    used where the pulled source has them).
+    """
 
     window: tuple[float, float] = (0.0, 0.25)
     baseline: tuple[float, float] = (-0.1, 0.0)
+    signal: Literal["dff", "events"] = "dff"
 
     def _validate(self, where: str) -> None:
         for name in ("window", "baseline"):

@@ -187,7 +187,6 @@ def run_features(params: Params, model_id: str, stimuli_dir: str | Path, out_dir
     """Per-layer statistics of one model (DESIGN §5)."""
     from deepmouse.features.extract import extract_features
 
-    params.zoo  # model ids were validated when params were loaded
     stimuli = np.load(Path(stimuli_dir) / "stimuli.npy")
     started = time.perf_counter()
     extract_features(model_id, stimuli, params.features, Path(out_dir), progress=progress)
