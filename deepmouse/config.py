@@ -65,7 +65,8 @@ class AllenConfig:
 
     ``null`` filters mean "all": every area, Cre line and imaging depth, as in the
     reference study. ``cache_dir`` holds allensdk's manifest and NWB files; an existing
-    allensdk cache folder can be named here and is reused as-is.
+    allensdk cache folder can be named here and is reused as-is. ``events`` also fetches
+    each experiment's L0 event traces (for ``responses.signal: events``).
     """
 
     cache_dir: str = "data/allen_cache"
@@ -75,6 +76,7 @@ class AllenConfig:
     max_experiments: int | None = None
     retries: int = 5
     timeout_s: float = 60.0
+    events: bool = False
 
     def _validate(self, where: str) -> None:
         for area in self.areas or ():

@@ -75,8 +75,14 @@ def _nearest_layer(layers: list, depth: float) -> dict:
 
 
 def _pull_nwb_dir(source_dir: Path, out_dir: Path, progress: Progress) -> dict:
-    """Link (or copy) every NWB file of a folder and describe it in a manifest."""
-    from deepmouse.data.nwb import read_session_metadata
+    """Link (or copy) every NWB file of a folder, and its events file where found, and describe them.
+
+    An experiment's L0 events are taken from ``<experiment_id>_events.npz`` beside its NWB
+    file, or in ``ophys_experiment_events/`` beside the NWB file's folder (an AllenSDK
+    cache); the manifest's ``events_file`` is null where there is none.
+    """
+    from deepmouse.data.events import events_shape, find_events_file, place_events_file
+    from deepmouse.data.nwb import DFF_PATH, check_session_layout, read_session_metadata
 
     files = sorted(source_dir.glob("**/*.nwb")) if source_dir.is_dir() else []
     if not files:
@@ -94,9 +100,19 @@ def _pull_nwb_dir(source_dir: Path, out_dir: Path, progress: Progress) -> dict:
             target.hardlink_to(path)
         except OSError:  # another filesystem: a copy is the only way
             shutil.copy2(path, target)
+        events_source = find_events_file(path, meta.experiment_id)
+        events_file = None
+        if events_source is not None:
+            dff_shape, found_shape = check_session_layout(path)[DFF_PATH], events_shape(events_source)
+            if found_shape != dff_shape:
+                raise DataError(f"{events_source}: events of shape {found_shape} do not match "
+                                f"the dF/F traces {dff_shape} (cells, frames) of {path}")
+            events_file = place_events_file(events_source, out_dir, meta.experiment_id)
         experiments.append({**_describe_experiment(meta), "file": target.name, "source_file": str(path),
-                            "sha256": file_sha256(target), "bytes": target.stat().st_size})
-        progress(f"[{i}/{len(files)}] {path.name}: experiment {meta.experiment_id}, {meta.area}")
+                            "sha256": file_sha256(target), "bytes": target.stat().st_size,
+                            "events_file": events_file})
+        progress(f"[{i}/{len(files)}] {path.name}: experiment {meta.experiment_id}, {meta.area}"
+                 + (f", events from {events_source.name}" if events_source is not None else ", no events file"))
     manifest = {"source": "nwb_dir", "nwb_dir": str(source_dir), "experiments": experiments}
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -137,16 +153,29 @@ def run_stimuli(raw_dir: str | Path, out_dir: str | Path) -> str:
 
 # ---------------------------------------------------------------------- responses
 def run_responses(params: Params, raw_dir: str | Path, out_dir: str | Path, *, progress: Progress = print) -> str:
-    """Per-trial responses, per-condition means and the experiments table."""
+    """Per-trial responses, per-condition means and the experiments table.
+
+    With ``responses.signal: events`` every experiment's events file
+    (``<experiment_id>_events.npz`` beside its NWB file) must be there; the first one
+    missing stops the stage before any session is read.
+    """
+    from deepmouse.data.events import EVENTS_SOURCES_HINT, events_path
     from deepmouse.data.nwb import read_session
     from deepmouse.data.responses import mean_responses, trial_responses
 
-    _, paths = read_manifest(raw_dir)
+    manifest, paths = read_manifest(raw_dir)
     cfg = params.responses
+    if cfg.signal == "events":
+        absent = [events_path(path) for path in paths if not events_path(path).is_file()]
+        if absent:
+            raise DataError(
+                f"{absent[0]}: no events file for responses.signal: events ({len(absent)} of {len(paths)} "
+                f"experiments pulled from source {manifest.get('source')!r} lack one); {EVENTS_SOURCES_HINT}"
+            )
     frames, experiments = [], []
     for i, path in enumerate(paths, start=1):
         session = read_session(path)
-        frames.append(trial_responses(session, cfg.window, cfg.baseline))
+        frames.append(trial_responses(session, cfg.window, cfg.baseline, cfg.signal))
         experiments.append(_describe_experiment(session.metadata) | {"file": path.name})
         progress(f"[{i}/{len(paths)}] {path.name}: {len(session.cell_specimen_ids)} neurons")
     trials = pd.concat(frames, ignore_index=True)
@@ -155,7 +184,8 @@ def run_responses(params: Params, raw_dir: str | Path, out_dir: str | Path, *, p
     trials.to_parquet(out_dir / "trials.parquet", index=False)
     mean_responses(trials).to_parquet(out_dir / "means.parquet", index=False)
     pd.DataFrame(experiments).to_parquet(out_dir / "experiments.parquet", index=False)
-    return f"responses: {trials['neuron_id'].nunique()} neurons x {len(trials) // max(trials['neuron_id'].nunique(), 1)} trials from {len(paths)} experiments"
+    return (f"responses: {trials['neuron_id'].nunique()} neurons x {len(trials) // max(trials['neuron_id'].nunique(), 1)} "
+            f"trials ({cfg.signal}) from {len(paths)} experiments")
 
 
 # ------------------------------------------------------------------------ neurons

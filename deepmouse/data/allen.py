@@ -9,6 +9,11 @@ file. The transfer itself goes through :func:`deepmouse.data.download.download_f
 instead of the AllenSDK's, because that one neither resumes nor verifies, and
 leaves nothing behind on failure only by deleting what it had.
 
+With ``data.allen.events: true`` each experiment's L0 event traces come the
+same way: the AllenSDK's cache path
+(``<cache_dir>/ophys_experiment_events/<id>_events.npz``) and its
+``ophys_events_file`` query, transferred by ``download_file``.
+
 So a folder that already holds an AllenSDK cache works as it is: files found
 where the AllenSDK expects them are reused without any transfer. Listing the
 experiments always needs the Allen API (the AllenSDK queries it even when its
@@ -32,8 +37,9 @@ from urllib.error import HTTPError, URLError
 
 from deepmouse.config import AllenConfig
 from deepmouse.data.download import OFFLINE_HINT, describe_network_error, download_file, host_of, sha256_file
-from deepmouse.data.nwb import check_session_layout
-from deepmouse.errors import ConfigError, NwbLayoutError, SourceError
+from deepmouse.data.events import events_shape, place_events_file
+from deepmouse.data.nwb import DFF_PATH, check_session_layout
+from deepmouse.errors import ConfigError, DataError, NwbLayoutError, SourceError
 
 Progress = Callable[[str], None]
 
@@ -46,8 +52,9 @@ CACHE_MANIFEST = "manifest.json"
 NATURAL_SCENES = "natural_scenes"
 """The AllenSDK name of the stimulus; only session B experiments show it."""
 
-# The AllenSDK's query for an experiment's NWB file (a WellKnownFile row with a download_link).
+# The AllenSDK's queries for an experiment's NWB and events files (WellKnownFile rows with a download_link).
 NWB_FILE_QUERY = ("brain_observatory_queries", "ophys_experiment_data")
+EVENTS_FILE_QUERY = ("brain_observatory_queries", "ophys_events_file")
 
 # Fields of an AllenSDK experiment listing row the manifest needs, with what they hold.
 _LISTING_FIELDS = {
@@ -86,14 +93,17 @@ def pull_allen(
     ``cfg.cache_dir`` when it is already there and readable, downloaded into
     that cache otherwise, checked to hold the experiment the listing names,
     and hard-linked (copied across filesystems) to
-    ``<out_dir>/<experiment_id>.nwb``. ``out_dir`` is emptied first, once the
-    listing has succeeded.
+    ``<out_dir>/<experiment_id>.nwb``. With ``cfg.events``, its events file
+    is taken or downloaded the same way, checked to match the session's dF/F
+    traces in shape, and linked to ``<out_dir>/<experiment_id>_events.npz``.
+    ``out_dir`` is emptied first, once the listing has succeeded.
 
     Parameters
     ----------
     cfg : AllenConfig
         ``data.allen`` params: cache folder, filters (None = all),
-        ``max_experiments`` (the lowest ids are kept), retries and timeout.
+        ``max_experiments`` (the lowest ids are kept), retries, timeout and
+        whether to fetch events.
     out_dir : str or Path
         Output folder of the pull stage; must not contain ``cfg.cache_dir``.
     progress : callable
@@ -104,7 +114,8 @@ def pull_allen(
         opens an AllenSDK ``BrainObservatoryCache``. A replacement must offer
         what is used of it: ``get_ophys_experiments(stimuli=,
         targeted_structures=, cre_lines=, imaging_depths=)``,
-        ``get_cache_path(None, EXPERIMENT_DATA_KEY, id)``,
+        ``get_cache_path(None, EXPERIMENT_DATA_KEY, id)`` (and
+        ``EVENTS_DATA_KEY`` with ``cfg.events``),
         ``get_ophys_experiment_data(id).get_metadata()``, and ``api`` with
         ``api_url`` and ``template_query``.
     backoff_s : float
@@ -117,8 +128,9 @@ def pull_allen(
         The manifest, also written to ``<out_dir>/manifest.json``:
         ``{"source": "allen", "api_url", "cache_dir", "filters", "experiments":
         [{experiment_id, container_id, area, cre_line, imaging_depth,
-        session_type, file, source_file, sha256, bytes}]}``, experiments in
-        ascending id order, ``source_file`` relative to ``cache_dir``.
+        session_type, file, source_file, sha256, bytes, events_file}]}``,
+        experiments in ascending id order, ``source_file`` relative to
+        ``cache_dir``, ``events_file`` null unless ``cfg.events``.
 
     Raises
     ------
@@ -130,7 +142,10 @@ def pull_allen(
         empty or malformed, a download fails, or a file holds another
         experiment than the listing says.
     NwbLayoutError
-        If a downloaded file is not a readable session with natural scenes.
+        If a downloaded file is not a readable session with natural scenes,
+        or a downloaded events file is not a readable ``.npz`` with ``ev``.
+    DataError
+        If a downloaded events file does not match its session's shape.
     """
     out_dir = Path(out_dir)
     cache_dir = Path(cfg.cache_dir)
@@ -157,6 +172,11 @@ def pull_allen(
             target.hardlink_to(path)
         except OSError:  # another filesystem, or links not allowed: a copy is the only way
             shutil.copy2(path, target)
+        events_file = None
+        if cfg.events:
+            events = fetch_experiment_events(cache, experiment_id, cfg, check_session_layout(path)[DFF_PATH],
+                                             backoff_s=backoff_s, progress=progress)
+            events_file = place_events_file(events, out_dir, experiment_id)
         records.append({
             "experiment_id": experiment_id,
             "container_id": int(row["experiment_container_id"]),
@@ -168,6 +188,7 @@ def pull_allen(
             "source_file": _relative_to_cache(path, cache_dir),
             "sha256": sha256 or sha256_file(target),
             "bytes": target.stat().st_size,
+            "events_file": events_file,
         })
     manifest = {
         "source": "allen",
@@ -247,14 +268,31 @@ def nwb_download_url(cache, experiment_id: int, cfg: AllenConfig, *, backoff_s: 
     SourceError
         If the API cannot be reached, or lists no NWB file for the experiment.
     """
+    return _well_known_file_url(cache, experiment_id, NWB_FILE_QUERY, "NWB file", cfg, backoff_s, progress)
+
+
+def events_download_url(cache, experiment_id: int, cfg: AllenConfig, *, backoff_s: float = 1.0,
+                        progress: Progress = print) -> str:
+    """Download address of one experiment's events file, found by the AllenSDK's own query.
+
+    Raises
+    ------
+    SourceError
+        If the API cannot be reached, or lists no events file for the experiment.
+    """
+    return _well_known_file_url(cache, experiment_id, EVENTS_FILE_QUERY, "events file", cfg, backoff_s, progress)
+
+
+def _well_known_file_url(cache, experiment_id: int, query: tuple[str, str], what: str, cfg: AllenConfig,
+                         backoff_s: float, progress: Progress) -> str:
     rows = _query_allen(
-        cache, f"the NWB file of ophys experiment {experiment_id}",
-        lambda: cache.api.template_query(*NWB_FILE_QUERY, ophys_experiment_id=experiment_id),
+        cache, f"the {what} of ophys experiment {experiment_id}",
+        lambda: cache.api.template_query(*query, ophys_experiment_id=experiment_id),
         cfg, backoff_s, progress,
     )
     link = rows[0].get("download_link") if isinstance(rows, list) and rows and isinstance(rows[0], dict) else None
     if not link:
-        raise SourceError(f"{host_of(cache.api.api_url)} lists no NWB file for ophys experiment {experiment_id}")
+        raise SourceError(f"{host_of(cache.api.api_url)} lists no {what} for ophys experiment {experiment_id}")
     # As the AllenSDK does: links are paths on the API host.
     return cache.api.api_url + link
 
@@ -296,6 +334,59 @@ def fetch_experiment_nwb(cache, experiment_id: int, cfg: AllenConfig, *, backoff
                            progress=progress)
     check_session_layout(path)
     return path, result.sha256
+
+
+def fetch_experiment_events(cache, experiment_id: int, cfg: AllenConfig, dff_shape: tuple[int, ...], *,
+                            backoff_s: float = 1.0, progress: Progress = print) -> Path:
+    """Make sure the AllenSDK cache holds an events file that fits one experiment's session.
+
+    A file already where the AllenSDK keeps it
+    (``ophys_experiment_events/<id>_events.npz``) is reused if its ``ev``
+    array has the session's shape (read from its header, no transfer);
+    otherwise it is downloaded again, and replaced only once the new copy is
+    complete.
+
+    Parameters
+    ----------
+    dff_shape : (n_cells, n_frames)
+        Shape of the session's dF/F traces, which the events must have.
+
+    Returns
+    -------
+    Path
+        The file in the cache.
+
+    Raises
+    ------
+    SourceError
+        If the API lists no events file for the experiment, or the download fails.
+    NwbLayoutError
+        If the downloaded file is not a readable ``.npz`` with an ``ev`` array.
+    DataError
+        If the downloaded events do not have the session's shape.
+    """
+    path = Path(cache.get_cache_path(None, cache.EVENTS_DATA_KEY, experiment_id))
+    dff_shape = tuple(dff_shape)
+    if path.exists():
+        try:
+            _check_events_fit(path, dff_shape)
+        except (NwbLayoutError, DataError) as err:
+            progress(f"{err}; downloading it again")
+        else:
+            progress(f"{path.name}: already in the cache, reused")
+            return path
+    url = events_download_url(cache, experiment_id, cfg, backoff_s=backoff_s, progress=progress)
+    progress(f"{path.name}: downloading {url}")
+    download_file(url, path, retries=cfg.retries, timeout_s=cfg.timeout_s, backoff_s=backoff_s, progress=progress)
+    _check_events_fit(path, dff_shape)
+    return path
+
+
+def _check_events_fit(path: Path, dff_shape: tuple[int, ...]) -> None:
+    shape = events_shape(path)
+    if shape != dff_shape:
+        raise DataError(f"{path}: events of shape {shape} do not match the session's dF/F traces "
+                        f"{dff_shape} (cells, frames)")
 
 
 def _check_file_holds_experiment(cache, experiment_id: int, path: Path) -> None:

@@ -9,6 +9,14 @@ falling exactly on a window edge is classified the same way whatever the
 floating-point rounding of ``onset + offset``: included at the start edge,
 excluded at the stop edge.
 
+The averaged trace is the ``signal``: ``dff`` (the NWB file's dF/F) or
+``events`` (Allen's L0-deconvolved event traces, kept beside the NWB file, see
+:mod:`deepmouse.data.events`), with the same windows and the same baseline
+subtraction. Events are sparse and non-negative, so the baseline mean of events
+is 0 on most trials; where it is not, it holds events evoked by the previous
+scene (natural scenes are shown back to back), which the subtraction removes
+exactly as it does for dF/F.
+
 Trials are kept in long format, one row per neuron and presentation; the blank
 is stimulus index 118 (see :mod:`deepmouse.data.stimuli`).
 """
@@ -18,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from deepmouse.data.events import events_path, read_events
 from deepmouse.data.nwb import Session
 from deepmouse.data.stimuli import N_STIMULI, stimulus_index_from_scene
 from deepmouse.errors import ConfigError, DataError
@@ -30,7 +39,12 @@ TRIAL_COLUMNS = ("experiment_id", "neuron_id", "stimulus_index", "trial", "prese
 
 
 def trial_responses(
-    session: Session, window: tuple[float, float], baseline: tuple[float, float]
+    session: Session,
+    window: tuple[float, float],
+    baseline: tuple[float, float],
+    signal: str = "dff",
+    *,
+    events: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Baseline-subtracted response of every neuron to every natural scenes presentation.
 
@@ -41,6 +55,14 @@ def trial_responses(
         Response window relative to onset, in seconds (e.g. ``(0.0, 0.25)``).
     baseline : (start_s, stop_s)
         Baseline window relative to onset (e.g. ``(-0.1, 0.0)``).
+    signal : {"dff", "events"}, default "dff"
+        The trace averaged (``responses.signal``): the session's dF/F, or its
+        L0 event traces.
+    events : ndarray of shape (n_cells, n_frames), optional
+        With ``signal="events"``: the event traces, rows in the order of
+        ``session.cell_specimen_ids``. By default they are read from
+        ``events_path(session.path)``, the ``<experiment_id>_events.npz``
+        beside the NWB file.
 
     Returns
     -------
@@ -48,7 +70,7 @@ def trial_responses(
         ``experiment_id``, ``neuron_id`` (cell specimen id), ``stimulus_index``
         (0..117 images, 118 blank), ``trial`` (repeat number of that stimulus
         among the kept presentations, from 0), ``presentation`` (row of the
-        session's stimulus table), ``response`` (float32 dF/F) and
+        session's stimulus table), ``response`` (float32, dF/F or events) and
         ``running_speed`` (float32 cm/s, mean over the response window; NaN if
         not recorded there). Presentations whose response or baseline window
         reaches outside the recording, or holds no frame, are dropped.
@@ -56,15 +78,26 @@ def trial_responses(
     Raises
     ------
     DataError
-        If a cell's dF/F trace holds NaN/infinite values or is constant (naming
-        the file and cell specimen id), or no presentation is left.
+        If a cell's trace holds NaN/infinite values, or its dF/F trace is
+        constant (naming the file and cell specimen id); if no presentation is
+        left; with ``signal="events"``, if the events file is missing (naming
+        the expected path and the sources that provide events) or its shape
+        differs from the dF/F traces'. A cell without any event is kept: its
+        responses are all 0.
+    NwbLayoutError
+        If the events file is not a readable ``.npz`` with an ``ev`` array.
     ConfigError
-        If a window does not start before it stops.
+        If a window does not start before it stops, or ``signal`` is unknown.
+    ValueError
+        If ``events`` is given with ``signal="dff"``.
     """
     for name, (start, stop) in (("window", window), ("baseline", baseline)):
         if not start < stop:
             raise ConfigError(f"responses.{name}: start must be before stop, got {[start, stop]}")
-    _check_traces(session)
+    select_traces = _SIGNAL_TRACES.get(signal)
+    if select_traces is None:
+        raise ConfigError(f"responses.signal: unknown signal {signal!r}; known: {', '.join(_SIGNAL_TRACES)}")
+    traces = select_traces(session, events)
     timestamps = session.timestamps
     onset = timestamps[session.stimulus_table["start"].to_numpy()]
     response_first, response_count = _frames_in_window(timestamps, onset + window[0], onset + window[1])
@@ -84,8 +117,8 @@ def trial_responses(
             f"window {list(window)} s and the baseline {list(baseline)} s"
         )
 
-    response = _window_mean(session.dff, response_first[kept], response_count[kept]) - _window_mean(
-        session.dff, baseline_first[kept], baseline_count[kept]
+    response = _window_mean(traces, response_first[kept], response_count[kept]) - _window_mean(
+        traces, baseline_first[kept], baseline_count[kept]
     )
     speed = _window_nanmean(session.running_speed, response_first[kept], response_count[kept])
     stimulus = stimulus_index_from_scene(session.stimulus_table["frame"].to_numpy()[kept], session.n_images)
@@ -196,16 +229,48 @@ def trials_array(
     return out
 
 
-def _check_traces(session: Session) -> None:
+def _dff_traces(session: Session, events: np.ndarray | None) -> np.ndarray:
+    """The session's dF/F, checked: finite, and varying (a constant dF/F is a failed trace)."""
+    if events is not None:
+        raise ValueError(f"{session.path}: event traces were given, but the signal is 'dff'")
     dff = session.dff
-    not_finite = np.flatnonzero(~np.isfinite(dff).all(axis=1))
-    if not_finite.size:
-        cell = session.cell_specimen_ids[not_finite[0]]
-        raise DataError(f"{session.path}: cell {cell}: dF/F trace holds NaN or infinite values")
+    _check_finite(session, dff, session.path, "dF/F trace")
     constant = np.flatnonzero(np.ptp(dff, axis=1) == 0) if dff.shape[1] else np.arange(dff.shape[0])
     if constant.size:
         cell = session.cell_specimen_ids[constant[0]]
         raise DataError(f"{session.path}: cell {cell}: dF/F trace is constant")
+    return dff
+
+
+def _event_traces(session: Session, events: np.ndarray | None) -> np.ndarray:
+    """The session's L0 event traces, read from beside its NWB file unless given; checked finite.
+
+    Not checked for variation: a cell without any event in the session is a
+    silent cell, not a failed trace.
+    """
+    n_cells, n_frames = len(session.cell_specimen_ids), session.timestamps.size
+    if events is None:
+        source = events_path(session.path)
+        events = read_events(source, n_cells, n_frames)
+    else:
+        source = f"{session.path} (event traces given)"
+        events = np.asarray(events)
+        if events.shape != (n_cells, n_frames):
+            raise DataError(f"{source}: events have shape {events.shape}, but the session has "
+                            f"{(n_cells, n_frames)} (cells, frames)")
+    _check_finite(session, events, source, "events trace")
+    return events
+
+
+# Method choices for ``responses.signal``: each returns the (n_cells, n_frames) traces to average.
+_SIGNAL_TRACES = {"dff": _dff_traces, "events": _event_traces}
+
+
+def _check_finite(session: Session, traces: np.ndarray, source, what: str) -> None:
+    not_finite = np.flatnonzero(~np.isfinite(traces).all(axis=1))
+    if not_finite.size:
+        cell = session.cell_specimen_ids[not_finite[0]]
+        raise DataError(f"{source}: cell {cell}: {what} holds NaN or infinite values")
 
 
 def _check_stimulus_range(trials: pd.DataFrame, n_stimuli: int) -> None:

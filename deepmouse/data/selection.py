@@ -47,7 +47,7 @@ from deepmouse.metrics.reliability import split_half_reliability
 
 NEURON_COLUMNS = ("neuron_id", "experiment_id", "container_id", "area", "cre_line", "imaging_depth",
                   "cortical_layer", "reliability", "anova_p", "image_selective", "running_r",
-                  "running_modulated", "selected")
+                  "running_modulated", "responsive", "selected")
 
 # Cre lines whose expression is confined to one layer, by gene symbol (the part
 # of the line name before the first "-"). Cux2 labels L2/3 and L4 and is
@@ -233,19 +233,9 @@ def running_correlation(
 
 def _annotate_experiment(trials: pd.DataFrame, meta: SessionMetadata, cfg: NeuronsConfig) -> pd.DataFrame:
     neuron_ids = pd.unique(trials["neuron_id"])
-    extremes = trials.groupby("neuron_id", sort=False)["response"].agg(["min", "max"])
-    constant = extremes.index[(extremes["max"] == extremes["min"]).to_numpy()]
-    if len(constant):
-        raise DataError(f"neurons: experiment {meta.experiment_id} neuron {constant[0]} has the same "
-                        "response on every trial")
     responses = trials_array(trials, neuron_ids)
     speed = trials_array(trials, neuron_ids[:1], column="running_speed")[0]
-    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(int(meta.experiment_id),)))
-    try:
-        reliability = split_half_reliability(responses, cfg.n_splits, rng)
-    except DataError as err:
-        raise DataError(f"neurons: experiment {meta.experiment_id} (neuron index i is the i-th neuron "
-                        f"id in its trials): {err}") from err
+    reliability = _split_half_reliability(responses, meta, cfg)
     anova_p = anova_p_values(responses)
     running_r, running_p = running_correlation(responses, speed)
     n = neuron_ids.size
@@ -262,11 +252,38 @@ def _annotate_experiment(trials: pd.DataFrame, meta: SessionMetadata, cfg: Neuro
         "image_selective": anova_p < cfg.selectivity_alpha,
         "running_r": running_r,
         "running_modulated": running_p < cfg.selectivity_alpha,
+        # A neuron whose responses never vary carries no signal to score, whatever the threshold.
+        "responsive": np.nanmax(responses, axis=(1, 2)) > np.nanmin(responses, axis=(1, 2)),
     })
 
 
+def _split_half_reliability(responses: np.ndarray, meta: SessionMetadata, cfg: NeuronsConfig) -> np.ndarray:
+    """Split-half reliability of one experiment's neurons, 0 where it is undefined.
+
+    A neuron whose responses never vary (no events in any window, say) or whose half-means
+    are constant in some split has no measurable reliability; such a neuron is kept, with
+    reliability 0, and so never selected, instead of stopping the run. Every neuron sees the
+    same random halves: each is drawn from a fresh generator seeded by ``neurons.seed``
+    and the experiment id.
+    """
+    def rng() -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(int(meta.experiment_id),)))
+
+    try:
+        return split_half_reliability(responses, cfg.n_splits, rng())
+    except DataError:
+        pass
+    reliability = np.zeros(len(responses))
+    for i in range(len(responses)):
+        try:
+            reliability[i] = split_half_reliability(responses[i:i + 1], cfg.n_splits, rng())[0]
+        except DataError:
+            reliability[i] = 0.0
+    return reliability
+
+
 def _select(neurons: pd.DataFrame, cfg: NeuronsConfig) -> np.ndarray:
-    passes = (neurons["reliability"] >= cfg.reliability_threshold).to_numpy()
+    passes = ((neurons["reliability"] >= cfg.reliability_threshold) & neurons["responsive"]).to_numpy()
     if cfg.require_selective:
         passes &= neurons["image_selective"].to_numpy()
     if cfg.max_per_area is not None:

@@ -20,9 +20,22 @@ The generative model of one neuron ``j`` of one experiment:
    of that mean is ``1 / (1 + noise_level**2)`` whatever ``n_repeats`` is
    (a noise level of 0.58 gives 0.75). Calcium filtering and the carry-over of
    the previous presentation lower the measured split-half reliability further.
-3. dF/F: the amplitudes held for each presentation's frames, filtered by an
-   exponential calcium kernel with time constant ``decay_s``, plus Gaussian
-   frame noise.
+3. dF/F: the amplitudes held for each presentation's frames (the per-frame
+   drive ``d[t]``), filtered by an exponential calcium kernel with time
+   constant ``decay_s`` (``c[t] = g * c[t-1] + (1 - g) * d[t]``,
+   ``g = exp(-1 / (frame_rate * decay_s))``), plus Gaussian frame noise.
+4. Events (``<experiment_id>_events.npz`` beside the NWB file, in Allen's
+   format, see :mod:`deepmouse.data.events`): what an L0 deconvolution of the
+   dF/F recovers, the sparse non-negative jumps of the calcium trace. They are
+   the per-frame influx ``(1 - g) * d[t]`` before the kernel, rectified, and
+   kept only where it reaches 1.5 frame-noise s.d. (smaller jumps are lost
+   in the noise, as the L0 penalty loses them); 0 elsewhere, including every
+   gray frame (``calcium_events``). A neuron's threshold is capped at the
+   90th percentile of its positive influx, so that a low-noise neuron with
+   small rates keeps its strongest responses rather than falling silent
+   (Allen sets the L0 penalty per cell, from its own noise). About 18 % of
+   frames hold an event, and the per-image mean events correlate with the
+   per-image mean dF/F at r ~ 0.8 (median over neurons).
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ import scipy.fft
 import scipy.signal
 
 from deepmouse.config import AREAS, SimulatedConfig
+from deepmouse.data.events import events_path, write_events
 from deepmouse.data.nwb import SessionMetadata, write_session_nwb
 from deepmouse.data.stimuli import BLANK_SCENE, N_IMAGES, N_STIMULI
 from deepmouse.errors import DataError
@@ -65,6 +79,12 @@ _PEAK_DFF_RANGE = (0.05, 0.3)
 _PRE_PERIOD_S = 5.0
 _POST_PERIOD_S = 1.0
 _FRAME_NOISE = 0.5  # frame noise s.d., relative to the s.d. of the neuron's rates
+# Events: the smallest per-frame calcium jump kept, in frame-noise s.d., and the quantile of
+# a neuron's positive jumps that its threshold never exceeds. Measured on 50 neurons of 50
+# repeats: 1.0 keeps 28 % of frames, 1.5 keeps 18 % (r = 0.82 with dF/F means), 2.0 keeps 12 %
+# (r = 0.77); without the cap, 2.0 left a low-noise neuron without any event.
+_EVENT_THRESHOLD = 1.5
+_EVENT_KEPT_QUANTILE = 0.9
 _RUNNING_TIME_CONSTANT_S = 2.0
 _RUNNING_SCALE_CM_S = 12.0
 _RUNNING_MODULATED_FRACTION = 0.3
@@ -274,7 +294,7 @@ def simulate_experiment_nwb(
     Returns
     -------
     Path
-        ``path``.
+        ``path``. The events are written beside it, to ``events_path(path)``.
 
     Raises
     ------
@@ -321,14 +341,74 @@ def simulate_experiment_nwb(
     drive[:, shown] = amplitude[:, presentation_of_frame[shown]]
     decay = np.exp(-1.0 / (frame_rate * decay_s))
     dff = scipy.signal.lfilter([1.0 - decay], [1.0, -decay], drive, axis=1)
-    dff += (_FRAME_NOISE * rate_sd)[:, None] * rng.standard_normal((n_neurons, n_frames))
+    frame_noise_sd = _FRAME_NOISE * rate_sd
+    dff += frame_noise_sd[:, None] * rng.standard_normal((n_neurons, n_frames))
+    events = calcium_events(drive, decay, frame_noise_sd)
 
     scene_index = np.where(condition == n_images, BLANK_SCENE, condition)
-    return write_session_nwb(
+    path = write_session_nwb(
         path, metadata=metadata, cell_specimen_ids=np.asarray(cell_specimen_ids), dff=dff.astype(np.float32),
         timestamps=timestamps, scene_index=scene_index, frame_start=frame_start, frame_end=frame_end,
         templates=templates, running_speed=running_speed.astype(np.float32),
     )
+    write_events(events_path(path), events)
+    return path
+
+
+def calcium_events(
+    drive: np.ndarray,
+    decay: float,
+    noise_sd: np.ndarray,
+    threshold: float = _EVENT_THRESHOLD,
+    kept_quantile: float = _EVENT_KEPT_QUANTILE,
+) -> np.ndarray:
+    """Sparse non-negative events: the per-frame calcium influx that stands out of the noise.
+
+    With the calcium trace ``c[t] = decay * c[t-1] + (1 - decay) * drive[t]``,
+    the influx at frame ``t`` is ``u[t] = (1 - decay) * drive[t]``, the jump an
+    L0 deconvolution of ``c`` looks for. Neuron ``j`` keeps ``u[j, t]`` where
+    it is positive and at least ``min(threshold * noise_sd[j], q_j)``, with
+    ``q_j`` the ``kept_quantile`` quantile of its positive ``u``; events are
+    0 elsewhere.
+
+    Parameters
+    ----------
+    drive : ndarray of shape (n_neurons, n_frames)
+        Per-frame drive before the calcium kernel (any sign).
+    decay : float
+        Per-frame decay of the calcium kernel, in [0, 1).
+    noise_sd : ndarray of shape (n_neurons,)
+        S.d. of each neuron's frame noise, non-negative.
+    threshold : float, default 1.5
+        Smallest jump kept, in units of ``noise_sd``.
+    kept_quantile : float, default 0.9
+        Caps each threshold, so that every neuron with any positive influx
+        keeps at least its strongest ``1 - kept_quantile`` of it.
+
+    Returns
+    -------
+    events : ndarray of float64, shape (n_neurons, n_frames)
+
+    Raises
+    ------
+    ValueError
+        If ``decay``, ``noise_sd``, ``threshold`` or ``kept_quantile`` is out of range.
+    """
+    drive = np.asarray(drive, dtype=np.float64)
+    noise_sd = np.asarray(noise_sd, dtype=np.float64)
+    if not 0 <= decay < 1:
+        raise ValueError(f"calcium_events: decay must be in [0, 1), got {decay}")
+    if noise_sd.shape != (drive.shape[0],) or np.any(noise_sd < 0):
+        raise ValueError(f"calcium_events: need {drive.shape[0]} non-negative noise s.d., got shape {noise_sd.shape}")
+    if threshold < 0 or not 0 <= kept_quantile <= 1:
+        raise ValueError(f"calcium_events: need threshold >= 0 and kept_quantile in [0, 1], got "
+                         f"{threshold} and {kept_quantile}")
+    influx = (1.0 - decay) * drive
+    positive = influx > 0
+    cap = np.array([np.quantile(row[keep], kept_quantile) if keep.any() else 0.0
+                    for row, keep in zip(influx, positive)])
+    cutoff = np.minimum(threshold * noise_sd, cap)
+    return np.where(positive & (influx >= cutoff[:, None]), influx, 0.0)
 
 
 def simulate_dataset(
@@ -338,7 +418,7 @@ def simulate_dataset(
     planted_layers: Mapping[str, dict],
     scenes: np.ndarray | None = None,
 ) -> dict:
-    """Write the simulated source: one NWB file per experiment and a manifest.
+    """Write the simulated source: one NWB file and one events file per experiment, and a manifest.
 
     For each area of ``cfg.planted_depths``, ``cfg.experiments_per_area``
     experiments of ``cfg.neurons_per_experiment`` neurons reading out that
@@ -357,7 +437,7 @@ def simulate_dataset(
     Parameters
     ----------
     out_dir : str or Path
-        Folder to write ``<experiment_id>.nwb`` files and ``manifest.json`` into.
+        Folder to write ``<experiment_id>.nwb``, ``<experiment_id>_events.npz`` and ``manifest.json`` into.
     cfg : SimulatedConfig
     planted_features : mapping of area -> ndarray of shape (119, n_features)
         Output of the planted generator layer for each area, blank row last.
@@ -373,8 +453,9 @@ def simulate_dataset(
     manifest : dict
         ``{"source": "simulated", "experiments": [{experiment_id,
         container_id, area, cre_line, imaging_depth, file, sha256, bytes,
-        n_neurons}], "planted": {"generator", "generator_seed", "layers"},
-        "seed", "n_repeats", "image_shape"}``; ``file`` is relative to ``out_dir``.
+        events_file, n_neurons}], "planted": {"generator", "generator_seed",
+        "layers"}, "seed", "n_repeats", "image_shape"}``; ``file`` and
+        ``events_file`` are relative to ``out_dir``.
 
     Raises
     ------
@@ -422,6 +503,7 @@ def simulate_dataset(
                 "file": path.name,
                 "sha256": file_sha256(path),
                 "bytes": path.stat().st_size,
+                "events_file": events_path(path).name,
                 "n_neurons": n_neurons,
             })
     manifest = {

@@ -7,15 +7,22 @@ caller's global RNG is left untouched.
 Trained weights are looked up in this order:
 
 1. a local file ``<weights_dir>/<model_id>.safetensors``, ``.pt`` or ``.pth``
-   (the first that exists): a state_dict in the layout of the model this module
-   builds (``model.state_dict()``), optionally wrapped as ``{"state_dict": ...}``
-   or ``{"model": ...}``. The publishers' files for torchvision, timm (Hugging
-   Face hub), Taskonomy and the DINO ResNet-50 already have that layout;
+   (the first that exists);
 2. when downloads are allowed, the publisher's file through the library's own
    cache (torch hub for torchvision and URLs, the Hugging Face cache for timm).
 
 Either file is checked against the registry's sha256 when it lists one, read
-with ``torch.load(weights_only=True)`` (or safetensors) and loaded strictly.
+with ``torch.load(weights_only=True)`` (or safetensors), brought into the
+layout of the model this module builds, and loaded strictly. Accepted layouts:
+
+- torchvision, timm, Taskonomy, DINO: the model's ``state_dict()``, optionally
+  wrapped as ``{"state_dict": ...}`` or ``{"model": ...}`` (the publishers'
+  files have it). DINO's XCiT files use the layout of the original XCiT code
+  (``pos_embeder``, fused class-attention ``qkv``); timm's own XCiT checkpoint
+  filter maps them, as timm does when it loads XCiT weights.
+- VISSL: a ResNet-50 trunk in any of the layouts VISSL's model zoo publishes
+  (see :func:`vissl_trunk_state_dict`), mapped onto torchvision's ResNet-50
+  without its classifier. The pretext-task heads are dropped.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import re
 import urllib.error
+import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -89,9 +97,9 @@ def build_model(entry: ZooEntry, *, init_seed: int, weights_dir: str | Path | No
                 )
             path = _download_publisher_weights(entry, weights_dir)
         verify_sha256(path, entry.weights_sha256)
-        state_dict = load_checkpoint(path)
         model = _construct(entry, init_seed, trained=True)
-        _load_state_dict_strictly(model, state_dict, path)
+        read_state_dict = _CHECKPOINT_READERS.get(entry.source, _read_plain_checkpoint)
+        _load_state_dict_strictly(model, read_state_dict(path, entry, model), path)
         _drop_unused_heads(entry, model)
     return model.eval()
 
@@ -139,22 +147,120 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         If the file cannot be read or holds no state_dict of tensors.
     """
     path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            checkpoint: Any = load_file(str(path), device="cpu")
-        else:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch and safetensors raise many types for an unreadable file
-        raise DeepmouseError(f"{path}: cannot read checkpoint: {err}") from err
+    checkpoint = _read_checkpoint_file(path)
     for wrapper in ("state_dict", "model"):
         if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(wrapper), Mapping):
             checkpoint = checkpoint[wrapper]
             break
+    return _tensors_only(checkpoint, str(path))
+
+
+def load_vissl_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a VISSL ResNet checkpoint as a torchvision ResNet state_dict without ``fc``.
+
+    Parameters
+    ----------
+    path : str or Path
+        A file of VISSL's model zoo (any layout :func:`vissl_trunk_state_dict`
+        accepts), read with ``torch.load(weights_only=True)``.
+
+    Raises
+    ------
+    DeepmouseError
+        If the file cannot be read or holds no VISSL trunk.
+    """
+    path = Path(path)
+    try:
+        checkpoint = _read_checkpoint_file(path)
+    except DeepmouseError as err:
+        raise DeepmouseError(
+            f"{err}; a VISSL training checkpoint that holds more than tensors can be reduced to its "
+            "trunk with VISSL's extra_scripts/convert_vissl_to_torchvision.py and put here instead"
+        ) from err
+    return vissl_trunk_state_dict(checkpoint, where=str(path))
+
+
+def vissl_trunk_state_dict(checkpoint: Any, where: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Map a VISSL ResNe(X)t checkpoint onto torchvision's ResNet names, heads dropped.
+
+    As VISSL's ``extra_scripts/convert_vissl_to_torchvision.py`` does: take the
+    trunk and remove the ``_feature_blocks.`` prefix, under which VISSL keeps
+    torchvision's own module names (``conv1``, ``bn1``, ``layer1`` ...
+    ``layer4``; a trunk has no ``fc``). The layouts of VISSL's model zoo:
+
+    - training checkpoints:
+      ``{"classy_state_dict": {"base_model": {"model": {"trunk": ..., "heads": ...}}}}``;
+      trunks saved from a feature-extraction model add ``base_model.``;
+    - VISSL's conversions of older checkpoints (Goyal et al. 2019):
+      ``{"model_state_dict": {"_feature_blocks.conv1.weight": ...}}``;
+    - files of the SwAV / DeepCluster-v2 repositories: a flat state_dict with
+      ``module.`` prefixes and ``projection_head`` / ``prototypes`` heads;
+    - the output of the conversion script (torchvision names already).
+
+    Parameters
+    ----------
+    checkpoint : mapping
+        What ``torch.load`` returned.
+    where : str
+        Names the checkpoint in error messages.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Keys as in ``torchvision.models.resnet50().state_dict()`` without ``fc.*``.
+
+    Raises
+    ------
+    DeepmouseError
+        If the checkpoint holds no trunk of tensors.
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise DeepmouseError(f"{where}: not a VISSL checkpoint (a {type(checkpoint).__name__}, not a mapping)")
+    if "classy_state_dict" in checkpoint:
+        trunk: Any = checkpoint
+        for key in ("classy_state_dict", "base_model", "model", "trunk"):
+            if not isinstance(trunk, Mapping) or key not in trunk:
+                raise DeepmouseError(
+                    f"{where}: VISSL checkpoint has no classy_state_dict.base_model.model.trunk (missing {key!r})"
+                )
+            trunk = trunk[key]
+    elif "model_state_dict" in checkpoint:
+        trunk = checkpoint["model_state_dict"]
+    else:
+        trunk = checkpoint
+    trunk = _tensors_only(trunk, where)
+    mapped = {}
+    for name, tensor in trunk.items():
+        for prefix in _VISSL_TRUNK_PREFIXES:
+            name = name[len(prefix):] if name.startswith(prefix) else name
+        if not name.startswith(_VISSL_HEAD_PREFIXES):
+            mapped[name] = tensor
+    if not mapped:
+        raise DeepmouseError(f"{where}: VISSL checkpoint holds heads only, no trunk")
+    return mapped
+
+
+# In the order VISSL nests them: DistributedDataParallel, feature-extraction wrapper, trunk blocks.
+_VISSL_TRUNK_PREFIXES = ("module.", "base_model.", "_feature_blocks.")
+# The SwAV and DeepCluster-v2 repositories save their projection heads and prototypes with the trunk.
+_VISSL_HEAD_PREFIXES = ("projection_head.", "prototypes.")
+
+
+def _read_checkpoint_file(path: Path) -> Any:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch and safetensors raise many types for an unreadable file
+        raise DeepmouseError(f"{path}: cannot read checkpoint: {err}") from err
+
+
+def _tensors_only(checkpoint: Any, where: str) -> dict[str, torch.Tensor]:
     if not isinstance(checkpoint, Mapping) or not checkpoint or \
             not all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
-        raise DeepmouseError(f"{path}: not a state_dict of tensors")
+        raise DeepmouseError(f"{where}: not a state_dict of tensors")
     return dict(checkpoint)
 
 
@@ -181,9 +287,13 @@ def _construct_torchvision(entry: ZooEntry, trained: bool) -> nn.Module:
 
     kwargs = (_TORCHVISION_TRAINED_KWARGS if trained else _TORCHVISION_RANDOM_KWARGS).get(entry.architecture, {})
     try:
-        return torchvision.models.get_model(entry.architecture, weights=None, **kwargs)
+        model = torchvision.models.get_model(entry.architecture, weights=None, **kwargs)
     except ValueError as err:
         raise ConfigError(f"{entry.model_id}: torchvision has no model {entry.architecture!r}: {err}") from None
+    if entry.source == "vissl":
+        # VISSL publishes trunks: its heads solve the pretext task, not ImageNet classification.
+        model.fc = nn.Identity()
+    return model
 
 
 def _construct_timm(entry: ZooEntry, trained: bool) -> nn.Module:
@@ -213,6 +323,47 @@ _CONSTRUCTOR_OF_SOURCE = {
     "torchvision": "torchvision", "vissl": "torchvision", "timm": "timm", "dino": "timm",
     "taskonomy": "taskonomy",
 }
+
+
+def _read_plain_checkpoint(path: Path, entry: ZooEntry, model: nn.Module) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)
+
+
+def _read_timm_checkpoint(path: Path, entry: ZooEntry, model: nn.Module) -> dict[str, torch.Tensor]:
+    import timm.models
+
+    state_dict = load_checkpoint(path)
+    name = timm.models.split_model_name_tag(entry.architecture)[0]
+    for module, checkpoint_filter in _timm_checkpoint_filters().items():
+        if timm.models.is_model_in_modules(name, [module]):
+            # timm's filters edit the dict they are given; they leave a timm-layout one unchanged.
+            state_dict = checkpoint_filter(dict(state_dict), model)
+    return state_dict
+
+
+def _timm_checkpoint_filters() -> dict[str, Callable[[dict, nn.Module], dict]]:
+    """timm's filters for publishers' checkpoints in another layout, by timm module."""
+    from timm.models import xcit
+
+    return {"xcit": xcit.checkpoint_filter_fn}
+
+
+def _read_vissl_checkpoint(path: Path, entry: ZooEntry, model: nn.Module) -> dict[str, torch.Tensor]:
+    state_dict = load_vissl_checkpoint(path)
+    # Checkpoints converted from Caffe2 may lack the batch-norm step counters, which only
+    # training with momentum=None reads; the model's own (zero) counters stand in for them.
+    for name, buffer in model.state_dict().items():
+        if name.endswith(".num_batches_tracked"):
+            state_dict.setdefault(name, buffer)
+    return state_dict
+
+
+_CHECKPOINT_READERS: dict[str, Callable[[Path, ZooEntry, nn.Module], dict[str, torch.Tensor]]] = {
+    "timm": _read_timm_checkpoint,
+    "dino": _read_timm_checkpoint,
+    "vissl": _read_vissl_checkpoint,
+}
+"""State_dict readers by source (others: :func:`load_checkpoint`)."""
 
 
 def _load_state_dict_strictly(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: Path) -> None:
@@ -266,13 +417,35 @@ def _download_publisher_weights(entry: ZooEntry, weights_dir: str | Path | None)
 
 
 def _download_url_to_hub_cache(url: str) -> Path:
-    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(url.split("?")[0]).name
+    target = hub_cache_path(url)
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Publishers put a sha256 prefix in the file name (name-<hex>.pth): torch hub checks it.
-        prefix = re.search(r"-([a-f0-9]{6,})\.", target.name)
+        prefix = _HASH_PREFIX.search(target.name)
         torch.hub.download_url_to_file(url, str(target), hash_prefix=prefix.group(1) if prefix else None)
     return target
+
+
+# Publishers put a sha256 prefix in the file name (name-<hex>.pth): torch hub checks it.
+_HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")
+
+
+def hub_cache_path(url: str) -> Path:
+    """Where a downloaded checkpoint is cached under ``torch.hub.get_dir()/checkpoints``.
+
+    A file name with a hash prefix identifies its content and is kept as torch hub
+    keeps it (so the cache is shared with torchvision). Other names need not be
+    unique (VISSL names many different models ``model_final_checkpoint_phase799.torch``),
+    so those files are kept under their URL's host and path.
+    """
+    location = urllib.parse.urlsplit(url)
+    name = Path(location.path).name
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    if _HASH_PREFIX.search(name):
+        return checkpoints / name
+    parts = Path(location.path).parts[1:]
+    if not location.netloc or not parts or any(part in (".", "..") for part in parts):
+        raise ValueError(f"{url!r} is not a URL of a file")
+    return checkpoints.joinpath(location.netloc, *parts)
 
 
 def _download_timm_weights(name: str) -> Path:

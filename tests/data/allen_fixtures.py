@@ -6,7 +6,8 @@ the connection after some bytes, sends corrupted bytes, answers a given status,
 ignores Range headers. It also answers the three Allen API queries the AllenSDK
 makes for a pull (the experiment listing, the eye-tracking file list, an
 experiment's NWB file), so a real ``BrainObservatoryCache`` pointed at it runs
-its own code end to end without the internet.
+its own code end to end without the internet; and an experiment's events
+file query, for pulls with ``data.allen.events``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import h5py
 import numpy as np
 
-from deepmouse.data.nwb import SessionMetadata, write_session_nwb
+from deepmouse.data.events import events_path, write_events
+from deepmouse.data.nwb import DFF_PATH, SessionMetadata, write_session_nwb
 
 QUERY_PATH = "/api/v2/data/query.json"
 DOWNLOAD_PREFIX = "/api/v2/well_known_file_download/"
@@ -48,6 +51,8 @@ class LocalAllenServer:
         Rows the experiment listing query answers with (Allen API format).
     nwb_links : dict of int to str
         Experiment id -> download link its NWB file query answers with.
+    events_links : dict of int to str
+        Experiment id -> download link its events file query answers with.
     """
 
     def __init__(self) -> None:
@@ -59,6 +64,7 @@ class LocalAllenServer:
         self.range_support = True
         self.experiments: list[dict] = []
         self.nwb_links: dict[int, str] = {}
+        self.events_links: dict[int, str] = {}
         self.lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -94,6 +100,13 @@ class LocalAllenServer:
         link = f"{DOWNLOAD_PREFIX}{900_000 + experiment_id}"
         self.files[link] = content
         self.nwb_links[experiment_id] = link
+        return link
+
+    def serve_events(self, experiment_id: int, content: bytes) -> str:
+        """Serve an events file where the Allen API's events query for ``experiment_id`` points."""
+        link = f"{DOWNLOAD_PREFIX}{950_000 + experiment_id}"
+        self.files[link] = content
+        self.events_links[experiment_id] = link
         return link
 
 
@@ -162,9 +175,10 @@ class _Handler(BaseHTTPRequestHandler):
             rows = owner.experiments
         elif "EyeDlcScreenMapping" in query:
             rows = []
-        elif "NWBOphys" in query and (match := re.search(r"attachable_id\$eq(\d+)", query)):
+        elif (links := _well_known_file_links(owner, query)) is not None and (
+                match := re.search(r"attachable_id\$eq(\d+)", query)):
             experiment_id = int(match.group(1))
-            link = owner.nwb_links.get(experiment_id)
+            link = links.get(experiment_id)
             rows = [] if link is None else [{"attachable_id": experiment_id, "download_link": link}]
         else:
             self.send_error(400, f"query not known to the test server: {query}")
@@ -176,6 +190,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+def _well_known_file_links(owner: LocalAllenServer, query: str) -> dict[int, str] | None:
+    """The links that answer a well-known-file query, by the file type it names; None if another query."""
+    if "NWBOphys" in query:
+        return owner.nwb_links
+    if "ObservatoryEventsFile" in query:
+        return owner.events_links
+    return None
 
 
 def refuse_non_local_addresses(monkeypatch) -> None:
@@ -250,3 +273,15 @@ def write_tiny_session(path: Path, experiment_id: int, area: str = "VISp", cre_l
         frame_end=boundaries[1:], templates=rng.integers(0, 256, (n_images, 6, 8), dtype=np.uint8),
         running_speed=np.abs(rng.normal(0.0, 5.0, n_frames)).astype(np.float32),
     )
+
+
+def write_tiny_events(nwb_path: Path, seed: int = 0, dest: Path | None = None) -> Path:
+    """Sparse non-negative events fitting a session file's dF/F shape, in Allen's ``.npz`` format.
+
+    Written to ``dest``, by default ``<experiment_id>_events.npz`` beside ``nwb_path``.
+    """
+    with h5py.File(nwb_path, "r") as f:
+        n_cells, n_frames = f[DFF_PATH].shape
+    rng = np.random.default_rng(seed)
+    events = np.where(rng.random((n_cells, n_frames)) < 0.1, rng.exponential(0.2, (n_cells, n_frames)), 0.0)
+    return write_events(dest if dest is not None else events_path(nwb_path), events)

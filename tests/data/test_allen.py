@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from urllib.error import URLError
 
+import numpy as np
 import pytest
 from allensdk.core.brain_observatory_cache import BrainObservatoryCache
 
@@ -29,14 +30,16 @@ from deepmouse.config import AllenConfig, parse_params
 from deepmouse.data.allen import pull_allen
 from deepmouse.data.download import _CHUNK_BYTES as BLOCK
 from deepmouse.data.download import host_of
+from deepmouse.data.events import read_events, write_events
 from deepmouse.data.nwb import read_session
-from deepmouse.errors import ConfigError, NwbLayoutError, SourceError
+from deepmouse.errors import ConfigError, DataError, NwbLayoutError, SourceError
 from tests.data.allen_fixtures import (
     QUERY_PATH,
     LocalAllenServer,
     closed_port_url,
     refuse_non_local_addresses,
     raw_experiment,
+    write_tiny_events,
     write_tiny_session,
 )
 
@@ -77,6 +80,17 @@ def session_bytes(tmp_path_factory) -> dict[int, bytes]:
     }
 
 
+@pytest.fixture(scope="module")
+def events_bytes(tmp_path_factory) -> dict[int, bytes]:
+    """Events files that fit the sessions of ``session_bytes`` (same writer, same seeds)."""
+    folder = tmp_path_factory.mktemp("events")
+    contents = {}
+    for experiment_id, area, cre, depth in SESSIONS:
+        session = write_tiny_session(folder / f"{experiment_id}.nwb", experiment_id, area, cre, depth, seed=experiment_id)
+        contents[experiment_id] = write_tiny_events(session, seed=experiment_id).read_bytes()
+    return contents
+
+
 @pytest.fixture
 def raw_rows() -> list[dict]:
     return [raw_experiment(*session) for session in SESSIONS] + [
@@ -108,6 +122,18 @@ def place_in_cache(cfg: AllenConfig, experiment_id: int, content: bytes) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
     return path
+
+
+def place_events_in_cache(cfg: AllenConfig, experiment_id: int, content: bytes) -> Path:
+    path = Path(cfg.cache_dir) / "ophys_experiment_events" / f"{experiment_id}_events.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def misfit_events_bytes(tmp_path: Path) -> bytes:
+    """An events file of 2 cells x 5 frames, which fits no tiny session (3 cells x 90 frames)."""
+    return write_events(tmp_path / "misfit_events.npz", np.zeros((2, 5))).read_bytes()
 
 
 def sha256_of(content: bytes) -> str:
@@ -145,7 +171,7 @@ def test_files_already_in_an_allensdk_cache_are_reused_offline(tmp_path, raw_row
         "experiment_id": 501, "container_id": 10_501, "area": "VISp", "cre_line": "Cux2-CreERT2",
         "imaging_depth": 175, "session_type": "three_session_B", "file": "501.nwb",
         "source_file": "ophys_experiment_data/501.nwb", "sha256": sha256_of(session_bytes[501]),
-        "bytes": len(session_bytes[501]),
+        "bytes": len(session_bytes[501]), "events_file": None,
     }
     assert manifest["source"] == "allen" and manifest["cache_dir"] == cfg.cache_dir
     assert json.loads((out_dir / "manifest.json").read_text()) == manifest
@@ -417,3 +443,95 @@ def test_listing_that_is_not_a_list_is_reported(tmp_path):
     with pytest.raises(SourceError, match=r"answered the experiment listing with str 'Query failed"):
         pull_allen(make_cfg(tmp_path), tmp_path / "raw", progress=lambda line: None,
                    cache_factory=lambda manifest_file: FailedQueryCache(manifest_file, [], closed_port_url()))
+
+
+# ------------------------------------------------------------------ events (data.allen.events)
+def test_events_are_downloaded_through_the_allensdk_link_and_linked_beside_the_nwb(
+        tmp_path, raw_rows, session_bytes, events_bytes, server):
+    for experiment_id in session_bytes:
+        server.serve_experiment(experiment_id, session_bytes[experiment_id])
+        server.serve_events(experiment_id, events_bytes[experiment_id])
+    cfg = make_cfg(tmp_path, events=True)
+    lines, made = [], []
+    manifest = pull_allen(cfg, tmp_path / "raw", progress=lines.append, backoff_s=0.01,
+                          cache_factory=listing_factory(raw_rows, server.base_url, made))
+
+    out = tmp_path / "raw"
+    for record in manifest["experiments"]:
+        experiment_id = record["experiment_id"]
+        assert record["events_file"] == f"{experiment_id}_events.npz"
+        cached = Path(cfg.cache_dir) / "ophys_experiment_events" / record["events_file"]
+        assert cached.read_bytes() == events_bytes[experiment_id]
+        assert os.path.samefile(out / record["events_file"], cached)
+    assert any(line == "501_events.npz: downloading " + server.url(server.events_links[501]) for line in lines)
+    # The AllenSDK finds the events where it keeps them, and reads what we read.
+    session = read_session(out / "501.nwb")
+    np.testing.assert_array_equal(made[0].get_ophys_experiment_events(501),
+                                  read_events(out / "501_events.npz", *session.dff.shape))
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{i}.nwb" for i in (501, 502, 503)] + [f"{i}_events.npz" for i in (501, 502, 503)] + ["manifest.json"])
+
+
+def test_cached_events_are_reused_offline(tmp_path, raw_rows, session_bytes, events_bytes):
+    cfg = make_cfg(tmp_path, events=True, max_experiments=1)
+    place_in_cache(cfg, 501, session_bytes[501])
+    cached = place_events_in_cache(cfg, 501, events_bytes[501])
+    lines = []
+    # Any query or download would hit a closed port and fail.
+    manifest = pull_allen(cfg, tmp_path / "raw", progress=lines.append,
+                          cache_factory=listing_factory(raw_rows, closed_port_url()))
+
+    assert manifest["experiments"][0]["events_file"] == "501_events.npz"
+    assert os.path.samefile(tmp_path / "raw" / "501_events.npz", cached)
+    assert "501_events.npz: already in the cache, reused" in lines
+
+
+def test_events_are_not_fetched_unless_asked(tmp_path, raw_rows, session_bytes, events_bytes, server):
+    server.serve_experiment(501, session_bytes[501])
+    link = server.serve_events(501, events_bytes[501])
+    manifest = pull_allen(make_cfg(tmp_path, max_experiments=1), tmp_path / "raw", progress=lambda line: None,
+                          backoff_s=0.01, cache_factory=listing_factory(raw_rows, server.base_url))
+
+    assert manifest["experiments"][0]["events_file"] is None
+    assert server.ranges_requested(link) == []
+    assert not (tmp_path / "raw" / "501_events.npz").exists()
+
+
+def test_cached_events_that_do_not_fit_the_session_are_downloaded_again(
+        tmp_path, raw_rows, session_bytes, events_bytes, server):
+    cfg = make_cfg(tmp_path, events=True, max_experiments=1)
+    place_in_cache(cfg, 501, session_bytes[501])
+    cached = place_events_in_cache(cfg, 501, misfit_events_bytes(tmp_path))
+    server.serve_events(501, events_bytes[501])
+    lines = []
+    pull_allen(cfg, tmp_path / "raw", progress=lines.append, backoff_s=0.01,
+               cache_factory=listing_factory(raw_rows, server.base_url))
+
+    assert cached.read_bytes() == events_bytes[501]
+    assert any("events of shape" in line and "do not match" in line and "downloading it again" in line
+               for line in lines)
+
+
+def test_downloaded_events_that_do_not_fit_stop_the_pull(tmp_path, raw_rows, session_bytes, events_bytes, server):
+    cfg = make_cfg(tmp_path, events=True, max_experiments=1)
+    place_in_cache(cfg, 501, session_bytes[501])
+    server.serve_events(501, misfit_events_bytes(tmp_path))
+    with pytest.raises(DataError, match=r"501_events\.npz: events of shape \(2, 5\) do not match the session's "
+                                        r"dF/F traces \(3, 90\)"):
+        pull_allen(cfg, tmp_path / "raw", progress=lambda line: None, backoff_s=0.01,
+                   cache_factory=listing_factory(raw_rows, server.base_url))
+
+
+def test_experiment_without_an_events_file_is_named(tmp_path, raw_rows, session_bytes, server):
+    cfg = make_cfg(tmp_path, events=True, max_experiments=1)
+    place_in_cache(cfg, 501, session_bytes[501])
+    with pytest.raises(SourceError, match=r"127\.0\.0\.1:\d+ lists no events file for ophys experiment 501"):
+        pull_allen(cfg, tmp_path / "raw", progress=lambda line: None,
+                   cache_factory=listing_factory(raw_rows, server.base_url))
+
+
+def test_allen_events_key_is_a_validated_boolean():
+    assert parse_params({}).data.allen.events is False
+    assert parse_params({"data": {"allen": {"events": True}}}).data.allen.events is True
+    with pytest.raises(ConfigError, match=r"data\.allen\.events: expected true or false, got 'yes'"):
+        parse_params({"data": {"allen": {"events": "yes"}}})

@@ -190,10 +190,17 @@ def test_neuron_in_two_experiments_is_an_error(two_experiments):
         annotate_neurons(pd.concat([first, copied]), metas, NeuronsConfig(n_splits=2))
 
 
-def test_constant_responses_are_an_error(two_experiments):
+def test_silent_or_constant_neuron_is_kept_unreliable_and_others_unchanged(two_experiments):
     trials, metas = two_experiments
     one = trials[trials["experiment_id"] == 701].copy()
+    cfg = NeuronsConfig(n_splits=5, reliability_threshold=-1.0)
+    before = annotate_neurons(one, metas, cfg).set_index("neuron_id")
     neuron = one["neuron_id"].iloc[0]
-    one.loc[one["neuron_id"] == neuron, "response"] = 0.1
-    with pytest.raises(DataError, match=f"experiment 701 neuron {neuron} has the same response on every trial"):
-        annotate_neurons(one, metas, NeuronsConfig(n_splits=2))
+    one.loc[one["neuron_id"] == neuron, "response"] = 0.0  # e.g. no events in any window
+    after = annotate_neurons(one, metas, cfg).set_index("neuron_id")
+    assert after.loc[neuron, "reliability"] == 0.0
+    assert not after.loc[neuron, "image_selective"] and not after.loc[neuron, "running_modulated"]
+    assert not after.loc[neuron, "responsive"] and not after.loc[neuron, "selected"]
+    others = after.index != neuron
+    np.testing.assert_allclose(after.loc[others, "reliability"], before.loc[others, "reliability"], rtol=1e-12)
+    assert after.loc[others, "selected"].all()

@@ -9,10 +9,17 @@ import pytest
 import scipy.stats
 
 from deepmouse.config import NeuronsConfig, SimulatedConfig
+from deepmouse.data.events import events_path, read_events
 from deepmouse.data.nwb import read_session
 from deepmouse.data.responses import mean_responses, trial_responses
 from deepmouse.data.selection import annotate_neurons
-from deepmouse.data.simulated import generate_scenes, simulate_dataset, simulate_rates, simulated_scenes
+from deepmouse.data.simulated import (
+    calcium_events,
+    generate_scenes,
+    simulate_dataset,
+    simulate_rates,
+    simulated_scenes,
+)
 from deepmouse.data.stimuli import stimuli_from_sessions
 from deepmouse.errors import DataError
 from tests.data.conftest import make_metadata, write_simulated_session
@@ -120,6 +127,8 @@ def test_same_seed_same_session_bytes(tmp_path):
     other = write_simulated_session(tmp_path / "c" / "1.nwb", seed=5)
     assert first.read_bytes() == second.read_bytes()
     assert first.read_bytes() != other.read_bytes()
+    assert events_path(first).read_bytes() == events_path(second).read_bytes()
+    assert events_path(first).read_bytes() != events_path(other).read_bytes()
 
 
 def test_rates_and_protocol_must_agree(tmp_path):
@@ -171,6 +180,7 @@ def test_manifest_describes_every_file(tiny_dataset):
     for entry in manifest["experiments"]:
         path = out / entry["file"]
         assert entry["file"] == f"{entry['experiment_id']}.nwb"
+        assert entry["events_file"] == f"{entry['experiment_id']}_events.npz" and (out / entry["events_file"]).is_file()
         assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
         assert entry["bytes"] == path.stat().st_size
         meta = read_session(path).metadata
@@ -242,3 +252,62 @@ def test_running_gain_is_detected_where_planted(tmp_path, monkeypatch, modulated
         assert neurons["running_modulated"].sum() >= 6 and (neurons["running_r"] > 0).all()
     else:
         assert neurons["running_modulated"].sum() <= 2
+
+
+# ------------------------------------------------------------------ events
+def test_calcium_events_match_an_explicit_loop():
+    rng = np.random.default_rng(0)
+    drive = rng.normal(0.1, 1.0, (4, 60))
+    drive[3] = -1.0  # never driven: no event
+    noise_sd = np.array([0.0, 0.05, 0.2, 0.1])
+    decay, threshold, kept_quantile = 0.8, 1.5, 0.9
+    events = calcium_events(drive, decay, noise_sd, threshold, kept_quantile)
+    expected = np.zeros_like(drive)
+    for j in range(4):
+        positive = [(1 - decay) * d for d in drive[j] if d > 0]
+        cutoff = min(threshold * noise_sd[j], np.quantile(positive, kept_quantile)) if positive else 0.0
+        for t in range(60):
+            influx = (1 - decay) * drive[j, t]
+            if influx > 0 and influx >= cutoff:
+                expected[j, t] = influx
+    np.testing.assert_allclose(events, expected, rtol=1e-12)
+    assert (events[3] == 0).all()
+    # Noise-free: every positive influx is an event.
+    assert np.count_nonzero(events[0]) == np.count_nonzero(drive[0] > 0)
+    # However high the noise, each neuron keeps its strongest jumps.
+    loud = calcium_events(drive[:3], decay, np.full(3, 100.0), threshold, kept_quantile)
+    assert (np.count_nonzero(loud, axis=1) >= 0.1 * np.count_nonzero(drive[:3] > 0, axis=1) - 1).all()
+    with pytest.raises(ValueError, match=r"decay must be in \[0, 1\)"):
+        calcium_events(drive, 1.0, noise_sd)
+    with pytest.raises(ValueError, match="need 4 non-negative noise s.d."):
+        calcium_events(drive, decay, noise_sd[:3])
+
+
+def test_noise_free_events_are_the_deconvolved_dff(tmp_path, monkeypatch):
+    # Without frame noise the threshold is 0: the events are exactly the positive jumps
+    # c[t] - decay * c[t-1] of the written dF/F, the inverse of the calcium kernel.
+    from deepmouse.data import simulated
+
+    monkeypatch.setattr(simulated, "_FRAME_NOISE", 0.0)
+    path = write_simulated_session(tmp_path / "1.nwb", seed=5, n_repeats=2)
+    dff = read_session(path).dff.astype(np.float64)
+    decay = np.exp(-1.0 / (30.0 * 0.2))
+    jumps = dff - decay * np.concatenate([np.zeros((dff.shape[0], 1)), dff[:, :-1]], axis=1)
+    events = read_events(events_path(path), *dff.shape)
+    np.testing.assert_allclose(events, np.maximum(jumps, 0.0), atol=2e-6)
+
+
+def test_simulated_events_are_sparse_and_track_the_dff_responses(simulated_session_path):
+    session = read_session(simulated_session_path)
+    events = read_events(events_path(simulated_session_path), *session.dff.shape)
+    assert (events >= 0).all()
+    assert 0.05 < np.count_nonzero(events) / events.size < 0.35
+    first_onset = session.stimulus_table["start"].iloc[0]
+    assert (events[:, :first_onset] == 0).all()  # gray pre-period: no drive, no event
+    assert (np.count_nonzero(events, axis=1) > 0).all()
+    by_dff = mean_responses(trial_responses(session, (0.0, 0.25), (-0.1, 0.0)))
+    by_events = mean_responses(trial_responses(session, (0.0, 0.25), (-0.1, 0.0), "events"))
+    a = by_dff["mean_response"].to_numpy().reshape(-1, 119)
+    b = by_events["mean_response"].to_numpy().reshape(-1, 119)
+    r = np.array([np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)])
+    assert np.median(r) > 0.6 and r.min() > 0.3

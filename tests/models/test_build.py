@@ -251,3 +251,196 @@ def test_unknown_weights_location_is_a_config_error(tmp_path):
 def test_count_parameters_matches_torchvision():
     model = build_model(_entry("squeezenet1_1_random"), init_seed=0)
     assert count_parameters(model) == 1_235_496
+
+
+# VISSL: ResNet-50 trunks in each layout the VISSL model zoo publishes.
+
+def _vissl_source_trunk(seed=7):
+    """An untrained torchvision ResNet-50 without its classifier, as a VISSL trunk is."""
+    model = build_model(_entry("resnet50_random"), init_seed=seed)
+    return {name: value for name, value in model.state_dict().items() if not name.startswith("fc.")}
+
+
+def _vissl_layout(trunk, layout):
+    blocks = {f"_feature_blocks.{name}": value for name, value in trunk.items()}
+    heads = {"0.clf.0.weight": torch.ones(128, 2048), "0.clf.0.bias": torch.zeros(128)}
+    if layout == "classy":
+        return {"phase_idx": 104, "iteration": 10, "type": "consolidated",
+                "classy_state_dict": {"base_model": {"model": {"trunk": blocks, "heads": heads}}}}
+    if layout == "classy_feature_extractor":
+        extractor = {f"base_model.{name}": value for name, value in blocks.items()}
+        return {"classy_state_dict": {"base_model": {"model": {"trunk": extractor, "heads": heads}}}}
+    if layout == "model_state_dict":
+        return {"model_state_dict": blocks}
+    if layout == "swav_repository":
+        flat = {f"module.{name}": value for name, value in trunk.items()}
+        flat.update({"module.projection_head.0.weight": torch.ones(2048, 2048),
+                     "module.prototypes.prototypes0.weight": torch.ones(3000, 128)})
+        return flat
+    if layout == "torchvision_converted":
+        return dict(trunk)
+    raise AssertionError(layout)
+
+
+def _convert_vissl_as_its_script_does(checkpoint):
+    """VISSL's extra_scripts/convert_vissl_to_torchvision.py, written out (the reference)."""
+    if "classy_state_dict" in checkpoint:
+        trunk = checkpoint["classy_state_dict"]["base_model"]["model"]["trunk"]
+    elif "model_state_dict" in checkpoint:
+        trunk = checkpoint["model_state_dict"]
+    else:
+        trunk = checkpoint
+    prefix = "_feature_blocks."
+    return {(key[len(prefix):] if key.startswith(prefix) else key): value for key, value in trunk.items()}
+
+
+VISSL_LAYOUTS = ["classy", "classy_feature_extractor", "model_state_dict", "swav_repository",
+                 "torchvision_converted"]
+
+
+@pytest.mark.parametrize("layout", VISSL_LAYOUTS)
+def test_vissl_checkpoint_loads_onto_torchvision_resnet50(tmp_path, layout):
+    trunk = _vissl_source_trunk()
+    torch.save(_vissl_layout(trunk, layout), tmp_path / "resnet50_simclr.pth")
+    model = build_model(_entry("resnet50_simclr"), init_seed=0, weights_dir=tmp_path)
+    state = model.state_dict()
+    assert state.keys() == trunk.keys()
+    for name, value in trunk.items():
+        assert torch.equal(state[name], value), name
+    assert isinstance(model.fc, torch.nn.Identity) and not model.training
+    with torch.inference_mode():
+        assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 2048)
+
+
+@pytest.mark.parametrize("layout", ["classy", "model_state_dict", "torchvision_converted"])
+def test_vissl_mapping_equals_vissls_conversion_script(layout):
+    trunk = _vissl_source_trunk()
+    checkpoint = _vissl_layout(trunk, layout)
+    expected = _convert_vissl_as_its_script_does(checkpoint)
+    mapped = build.vissl_trunk_state_dict(checkpoint)
+    assert mapped.keys() == expected.keys() == trunk.keys()
+    assert all(mapped[name] is expected[name] for name in expected)
+
+
+def test_vissl_checkpoint_without_batchnorm_counters_loads(tmp_path):
+    trunk = {name: value for name, value in _vissl_source_trunk().items()
+             if not name.endswith("num_batches_tracked")}
+    torch.save(_vissl_layout(trunk, "model_state_dict"), tmp_path / "resnet50_jigsaw_goyal19.pt")
+    model = build_model(_entry("resnet50_jigsaw_goyal19"), init_seed=0, weights_dir=tmp_path)
+    state = model.state_dict()
+    for name, value in trunk.items():
+        assert torch.equal(state[name], value), name
+    assert all(int(state[name]) == 0 for name in state if name.endswith("num_batches_tracked"))
+
+
+def test_vissl_checkpoint_of_another_architecture_is_rejected(tmp_path):
+    resnet18 = build_model(_entry("resnet18_random"), init_seed=0).state_dict()
+    trunk = {name: value for name, value in resnet18.items() if not name.startswith("fc.")}
+    torch.save(_vissl_layout(trunk, "classy"), tmp_path / "resnet50_rotnet.pt")
+    with pytest.raises(DeepmouseError, match=r"resnet50_rotnet.pt: checkpoint does not fit the model: "
+                                             r"\d+ missing keys \['layer1.0.bn3.bias'"):
+        build_model(_entry("resnet50_rotnet"), init_seed=0, weights_dir=tmp_path)
+
+
+@pytest.mark.parametrize("checkpoint, message", [
+    ([1, 2], r"ckpt: not a VISSL checkpoint \(a list, not a mapping\)"),
+    ({"classy_state_dict": {"base_model": {"model": {"heads": {}}}}},
+     r"ckpt: VISSL checkpoint has no classy_state_dict.base_model.model.trunk \(missing 'trunk'\)"),
+    ({"classy_state_dict": {"loss": {}}}, r"missing 'base_model'"),
+    ({"model_state_dict": {"_feature_blocks.conv1.weight": [1.0]}}, r"ckpt: not a state_dict of tensors"),
+    ({"module.projection_head.0.weight": torch.ones(2)}, r"ckpt: VISSL checkpoint holds heads only, no trunk"),
+])
+def test_malformed_vissl_checkpoints_are_rejected(checkpoint, message):
+    with pytest.raises(DeepmouseError, match=message):
+        build.vissl_trunk_state_dict(checkpoint, where="ckpt")
+
+
+def test_vissl_checkpoint_needing_pickles_points_to_the_conversion_script(tmp_path):
+    path = tmp_path / "resnet50_pirl.pt"
+    torch.save({"classy_state_dict": {}, "config": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(DeepmouseError, match=r"(?s)resnet50_pirl.pt: cannot read checkpoint: .*"
+                                             r"extra_scripts/convert_vissl_to_torchvision.py"):
+        build_model(_entry("resnet50_pirl"), init_seed=0, weights_dir=tmp_path)
+
+
+def test_vissl_download_is_cached_under_its_url_path(tmp_path, monkeypatch):
+    trunk = _vissl_source_trunk(seed=3)
+    downloads = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        downloads.append((url, dst, hash_prefix))
+        torch.save(_vissl_layout(trunk, "classy"), dst)
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    entry = _entry("resnet50_pirl")
+    for _ in range(2):
+        model = build_model(entry, init_seed=0, allow_download=True)
+    assert len(downloads) == 1
+    url, dst, prefix = downloads[0]
+    assert url == entry.weights and prefix is None
+    assert dst == str(tmp_path / "hub" / "checkpoints" / "dl.fbaipublicfiles.com" / "vissl" / "model_zoo"
+                      / "pirl_jigsaw_4node_pirl_jigsaw_4node_resnet_22_07_20.34377f59"
+                      / "model_final_checkpoint_phase799.torch")
+    assert all(torch.equal(model.state_dict()[name], value) for name, value in trunk.items())
+
+
+def test_every_downloadable_url_has_its_own_cache_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    urls = sorted({entry.weights for entry in load_zoo() if entry.weights.startswith("https://")})
+    paths = [build.hub_cache_path(url) for url in urls]
+    assert len(set(paths)) == len(urls) > 30
+    assert all(path.is_relative_to(tmp_path / "checkpoints") for path in paths)
+    # Different VISSL models share file names: only the URL path tells them apart.
+    assert len({path.name for path in paths}) < len(urls)
+
+
+@pytest.mark.parametrize("url", ["https://example.org/", "https://example.org/a/../../b.pt", "b.pt"])
+def test_url_without_a_file_is_refused_by_the_cache(url):
+    with pytest.raises(ValueError, match="is not a URL of a file"):
+        build.hub_cache_path(url)
+
+
+# DINO XCiT: the publisher's files use the original XCiT code's names.
+
+def _original_xcit_layout(timm_state):
+    """timm's XCiT state_dict in the layout of facebookresearch/xcit (as DINO saves it)."""
+    original = {}
+    for name, value in timm_state.items():
+        if name.startswith("pos_embed."):
+            original[name.replace("pos_embed.", "pos_embeder.", 1)] = value
+        elif ".attn.q." in name and name.startswith("cls_attn_blocks."):
+            parts = [timm_state[name.replace(".attn.q.", f".attn.{part}.")] for part in "qkv"]
+            original[name.replace(".attn.q.", ".attn.qkv.")] = torch.cat(parts, dim=0)
+        elif ".attn.k." in name or ".attn.v." in name:
+            continue
+        else:
+            original[name] = value
+    return original
+
+
+def test_dino_xcit_checkpoint_in_the_original_layout_loads(tmp_path):
+    import timm
+
+    torch.manual_seed(5)
+    backbone = timm.create_model("xcit_small_12_p16_224.fb_in1k", pretrained=False, num_classes=0).eval()
+    original = _original_xcit_layout(backbone.state_dict())
+    assert "pos_embeder.token_projection.weight" in original
+    assert "cls_attn_blocks.1.attn.qkv.weight" in original and "cls_attn_blocks.1.attn.q.weight" not in original
+    torch.save(original, tmp_path / "xcit_small_12_p16_224_dino.pth")
+    model = build_model(_entry("xcit_small_12_p16_224_dino"), init_seed=0, weights_dir=tmp_path)
+    _assert_same_state(model, backbone)
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        output = model(images)
+        assert output.shape == (2, 384)
+        torch.testing.assert_close(output, backbone(images))
+
+
+def test_dino_xcit_checkpoint_in_timm_layout_loads_unchanged(tmp_path):
+    import timm
+
+    backbone = timm.create_model("xcit_small_12_p16_224.fb_in1k", pretrained=False, num_classes=0)
+    torch.save(backbone.state_dict(), tmp_path / "xcit_small_12_p16_224_dino.pt")
+    _assert_same_state(build_model(_entry("xcit_small_12_p16_224_dino"), init_seed=0, weights_dir=tmp_path),
+                       backbone)

@@ -77,6 +77,11 @@ def test_architectures_and_weights_resolve_in_their_libraries_without_building()
             assert type(weights) is torchvision.models.get_model_weights(entry.architecture), entry.model_id
         elif entry.weights.startswith("timm:"):
             assert entry.weights == f"timm:{entry.architecture}", entry.model_id
+        elif entry.source == "vissl":
+            assert entry.weights.startswith("https://dl.fbaipublicfiles.com/vissl/model_zoo/"), entry.model_id
+        elif entry.source == "dino" and not entry.weights.startswith("timm:"):
+            stem = entry.weights.rsplit("/", 1)[1].removesuffix("_pretrain.pth")
+            assert entry.weights == f"https://dl.fbaipublicfiles.com/dino/{stem}_pretrain/{stem}_pretrain.pth"
         elif entry.source == "taskonomy" and not entry.is_random:
             assert entry.weights in taskonomy_urls
             # visualpriors' files carry their full sha256 in the name.
@@ -122,7 +127,8 @@ def test_filter_by_family_source_and_training():
     assert all(e.is_random and e.source == "timm" for e in random_timm)
     assert "mixer_b16_224_random" in random_timm
     self_supervised = {e.model_id for e in zoo.filter(training="self-supervised")}
-    assert self_supervised == {e.model_id for e in zoo.filter(source="dino")}
+    assert self_supervised == {e.model_id for e in zoo.filter(source="dino")} | \
+        {e.model_id for e in zoo.filter(source="vissl")}
     # Registry order is kept.
     ids = zoo.ids
     assert list(random_timm.ids) == [i for i in ids if i in set(random_timm.ids)]
@@ -194,3 +200,40 @@ def test_params_reject_unknown_zoo_model():
 
     with pytest.raises(UnknownModelError, match=r"zoo.models: unknown model id 'resnet18_randum'; did you mean"):
         parse_params({"zoo": {"models": ["resnet18_randum"]}})
+
+
+SEED_SELF_SUPERVISED = [
+    "ResNet50-JigSaw-P100", "ResNet50-JigSaw-Goyal19", "ResNet50-RotNet", "ResNet50-ClusterFit-16K-RotNet",
+    "ResNet50-NPID-4KNegative", "ResNet50-PIRL", "ResNet50-SimCLR", "ResNet50-DeepClusterV2-2x224",
+    "ResNet50-DeepClusterV2-2x224+6x96", "ResNet50-SwAV-BS4096-2x224", "ResNet50-SwAV-BS4096-2x224+6x96",
+    "ResNet50-MoCoV2-BS256", "ResNet50-BarlowTwins-BS2048", "Dino-VIT-S16", "Dino-VIT-S8", "Dino-VIT-B16",
+    "Dino-VIT-B8", "Dino-XCIT-S12-P16", "Dino-XCIT-S12-P8", "Dino-XCIT-M24-P16", "Dino-XCIT-M24-P8",
+    "Dino-ResNet50",
+]
+
+
+def test_self_supervised_models_of_the_seed_table_are_listed():
+    zoo = load_zoo()
+    self_supervised = zoo.filter(training="self-supervised")
+    assert sorted(e.display_name for e in self_supervised) == sorted(SEED_SELF_SUPERVISED)
+    vissl = zoo.filter(source="vissl")
+    assert len(vissl) == 13
+    for entry in vissl:
+        assert (entry.architecture, entry.family, entry.input_size) == ("resnet50", "convolutional", 224)
+        assert entry.training.startswith("self-supervised:") and entry.weights_sha256 == ""
+    # Each VISSL model has its own checkpoint.
+    assert len({entry.weights for entry in vissl}) == len(vissl)
+    assert zoo.get("resnet50_swav_bs4096_2x224_6x96").training == "self-supervised:swav"
+    assert zoo.get("resnet50_barlowtwins_bs2048").weights.endswith("_1000ep_resnet50.torch")
+
+
+def test_dino_xcits_and_their_untrained_variants():
+    zoo = load_zoo()
+    for size, depth, patch in (("small", 12, 16), ("small", 12, 8), ("medium", 24, 16), ("medium", 24, 8)):
+        architecture = f"xcit_{size}_{depth}_p{patch}_224"
+        trained, random = zoo.get(f"{architecture}_dino"), zoo.get(f"{architecture}_random")
+        assert trained.display_name == f"Dino-XCIT-{size[0].upper()}{depth}-P{patch}"
+        assert random.display_name == f"XCiT-{size[0].upper()}{depth}-P{patch} (random)"
+        assert trained.architecture == random.architecture == f"{architecture}.fb_in1k"
+        assert (trained.source, random.source) == ("dino", "timm")
+        assert trained.weights.endswith(f"/dino_xcit_{size}_{depth}_p{patch}_pretrain.pth")

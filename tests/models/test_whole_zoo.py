@@ -1,0 +1,78 @@
+"""Every architecture of the zoo builds untrained and yields layer statistics.
+
+Trained rows share their architecture with an untrained row (checked below), and
+their weights path is tested with self-made checkpoints in test_build.py, so
+building every ``random`` row covers every architecture the pipeline can run.
+"""
+
+import gc
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from deepmouse.features.stats import compute_layer_statistics
+from deepmouse.models.build import build_model
+from deepmouse.models.preprocess import PAPER_SIZE, preprocess_stimuli
+from deepmouse.models.registry import load_zoo
+
+pytestmark = pytest.mark.slow
+
+N_SCENES = 3
+RANDOM_IDS = [entry.model_id for entry in load_zoo() if entry.is_random]
+
+
+def _architecture_name(entry):
+    """The constructor without its timm pretrained tag (``resnet50.tv_in1k`` -> ``resnet50``)."""
+    return entry.architecture.split(".", 1)[0]
+
+
+def _scenes_and_blank(seed):
+    """(N_SCENES + 1, 48, 64) uint8: random scenes, then the uniform mean-gray blank."""
+    rng = np.random.default_rng(seed)
+    scenes = rng.integers(0, 256, size=(N_SCENES, 48, 64), dtype=np.uint8)
+    blank = np.full((1, 48, 64), 127, dtype=np.uint8)
+    return np.concatenate([scenes, blank])
+
+
+def _paper_input_at_native_size(entry, stimuli):
+    inputs = preprocess_stimuli(stimuli, "paper", entry)
+    if entry.input_size != PAPER_SIZE:
+        inputs = F.interpolate(inputs, size=(entry.input_size, entry.input_size), mode="bilinear",
+                               align_corners=False, antialias=True)
+    return inputs
+
+
+def test_every_trained_architecture_has_an_untrained_row():
+    zoo = load_zoo()
+    untrained = {_architecture_name(entry) for entry in zoo if entry.is_random}
+    missing = sorted({entry.model_id for entry in zoo
+                      if not entry.is_random and _architecture_name(entry) not in untrained})
+    assert missing == []
+    assert len(RANDOM_IDS) == len(set(RANDOM_IDS)) > 90
+
+
+@pytest.mark.parametrize("model_id", RANDOM_IDS)
+def test_untrained_architecture_builds_and_yields_statistics(model_id):
+    entry = load_zoo().get(model_id)
+    model = build_model(entry, init_seed=0)
+    try:
+        inputs = _paper_input_at_native_size(entry, _scenes_and_blank(seed=len(model_id)))
+        stats = compute_layer_statistics(model, inputs, "cpu")
+    finally:
+        del model
+        gc.collect()
+    n_stimuli = N_SCENES + 1
+    assert stats.n_stimuli == n_stimuli and stats.n_layers >= 2
+    assert np.isfinite(stats.gram).all() and np.isfinite(stats.row_sums).all() and np.isfinite(stats.kernel).all()
+    depth = stats.layers["depth"].to_numpy()
+    assert depth[0] == 0.0 and depth[-1] == 1.0
+    assert ((depth >= 0.0) & (depth <= 1.0)).all() and (np.diff(depth) > 0).all()
+    assert (stats.n_features > 0).all()
+    # G is a Gram matrix: symmetric with a non-negative diagonal; K likewise, with its
+    # trace n_kept * n_stimuli because every kept feature is standardised to variance 1.
+    np.testing.assert_allclose(stats.gram, stats.gram.transpose(0, 2, 1), rtol=1e-6, atol=1e-6)
+    assert (np.diagonal(stats.gram, axis1=1, axis2=2) >= 0).all()
+    traces = np.trace(stats.kernel, axis1=1, axis2=2)
+    np.testing.assert_allclose(traces, stats.layers["n_kept"].to_numpy() * n_stimuli, rtol=1e-4, atol=1e-6)
