@@ -89,6 +89,19 @@ def test_architectures_and_weights_resolve_in_their_libraries_without_building()
             assert entry.training == f"taskonomy:{entry.weights.rsplit('/', 1)[1].split('_encoder')[0]}"
 
 
+def test_every_trained_architecture_has_an_untrained_row():
+    def architecture_name(entry):
+        # Without timm's pretrained tag: resnet50.tv_in1k (DINO) is torchvision's resnet50.
+        return entry.architecture.split(".", 1)[0]
+
+    zoo = load_zoo()
+    untrained = {architecture_name(entry) for entry in zoo if entry.is_random}
+    missing = sorted(entry.model_id for entry in zoo
+                     if not entry.is_random and architecture_name(entry) not in untrained)
+    assert missing == []
+    assert len(untrained) > 90
+
+
 def test_input_sizes_follow_the_publishers():
     zoo = load_zoo()
     assert zoo.get("inception_v3").input_size == 299

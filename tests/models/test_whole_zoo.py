@@ -1,15 +1,15 @@
 """Every architecture of the zoo builds untrained and yields layer statistics.
 
-Trained rows share their architecture with an untrained row (checked below), and
-their weights path is tested with self-made checkpoints in test_build.py, so
-building every ``random`` row covers every architecture the pipeline can run.
+Trained rows share their architecture with an untrained row (checked in
+test_registry.py) and their weights path is tested with self-made checkpoints in
+test_build.py, so building every ``random`` row covers every architecture the
+pipeline can run. About 5.5 minutes on 2 CPU cores: deselect with -m "not slow".
 """
 
 import gc
 
 import numpy as np
 import pytest
-import torch
 from torch.nn import functional as F
 
 from deepmouse.features.stats import compute_layer_statistics
@@ -23,11 +23,6 @@ N_SCENES = 3
 RANDOM_IDS = [entry.model_id for entry in load_zoo() if entry.is_random]
 
 
-def _architecture_name(entry):
-    """The constructor without its timm pretrained tag (``resnet50.tv_in1k`` -> ``resnet50``)."""
-    return entry.architecture.split(".", 1)[0]
-
-
 def _scenes_and_blank(seed):
     """(N_SCENES + 1, 48, 64) uint8: random scenes, then the uniform mean-gray blank."""
     rng = np.random.default_rng(seed)
@@ -37,20 +32,12 @@ def _scenes_and_blank(seed):
 
 
 def _paper_input_at_native_size(entry, stimuli):
+    """Paper preprocessing (gray to 3 channels, ImageNet norm), resized to the model's input size."""
     inputs = preprocess_stimuli(stimuli, "paper", entry)
     if entry.input_size != PAPER_SIZE:
         inputs = F.interpolate(inputs, size=(entry.input_size, entry.input_size), mode="bilinear",
                                align_corners=False, antialias=True)
     return inputs
-
-
-def test_every_trained_architecture_has_an_untrained_row():
-    zoo = load_zoo()
-    untrained = {_architecture_name(entry) for entry in zoo if entry.is_random}
-    missing = sorted({entry.model_id for entry in zoo
-                      if not entry.is_random and _architecture_name(entry) not in untrained})
-    assert missing == []
-    assert len(RANDOM_IDS) == len(set(RANDOM_IDS)) > 90
 
 
 @pytest.mark.parametrize("model_id", RANDOM_IDS)
@@ -71,8 +58,9 @@ def test_untrained_architecture_builds_and_yields_statistics(model_id):
     assert ((depth >= 0.0) & (depth <= 1.0)).all() and (np.diff(depth) > 0).all()
     assert (stats.n_features > 0).all()
     # G is a Gram matrix: symmetric with a non-negative diagonal; K likewise, with its
-    # trace n_kept * n_stimuli because every kept feature is standardised to variance 1.
+    # trace n_kept * n_stimuli because every kept feature is standardised to variance 1
+    # (to float32 accuracy: the products sum up to millions of features in float32).
     np.testing.assert_allclose(stats.gram, stats.gram.transpose(0, 2, 1), rtol=1e-6, atol=1e-6)
     assert (np.diagonal(stats.gram, axis1=1, axis2=2) >= 0).all()
     traces = np.trace(stats.kernel, axis1=1, axis2=2)
-    np.testing.assert_allclose(traces, stats.layers["n_kept"].to_numpy() * n_stimuli, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(traces, stats.layers["n_kept"].to_numpy() * n_stimuli, rtol=1e-3, atol=1e-6)
