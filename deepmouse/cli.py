@@ -49,6 +49,8 @@ def zoo_list(
     from deepmouse.models.registry import load_zoo
 
     frame = pd.DataFrame([dataclasses.asdict(entry) for entry in load_zoo()])
+    leading = ["model_id", "display_name", "family", "source", "training"]
+    frame = frame[leading + [c for c in frame.columns if c not in leading]]
     if family:
         frame = frame[frame["family"] == family]
     if source:
@@ -58,8 +60,7 @@ def zoo_list(
     if format is Format.csv:
         frame.to_csv(sys.stdout, index=False)
     else:
-        columns = ["model_id", "display_name", "family", "source", "training"]
-        typer.echo(frame[columns].to_string(index=False))
+        typer.echo(frame[leading].to_string(index=False))
         typer.echo(f"{len(frame)} models")
 
 
