@@ -15,6 +15,7 @@ aggregates.
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -231,8 +232,6 @@ def _area_key(column: pd.Series) -> pd.Series:
 
 def _stable_hash(*parts: str) -> int:
     """A seed component that is the same on every machine (``hash()`` is salted per process)."""
-    import zlib
-
     return zlib.crc32("/".join(parts).encode())
 
 

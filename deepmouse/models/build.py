@@ -27,7 +27,6 @@ layout of the model this module builds, and loaded strictly. Accepted layouts:
 
 from __future__ import annotations
 
-import hashlib
 import re
 import urllib.error
 import urllib.parse
@@ -38,6 +37,7 @@ import torch
 from torch import nn
 
 from deepmouse.errors import CacheError, ConfigError, DeepmouseError
+from deepmouse.hashing import file_sha256
 from deepmouse.models.registry import ZooEntry
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
@@ -113,15 +113,6 @@ def find_local_weights(entry: ZooEntry, weights_dir: str | Path | None) -> Path 
         if candidate.is_file():
             return candidate
     return None
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_sha256(path: str | Path, expected: str) -> None:

@@ -81,3 +81,37 @@ def write_simulated_session(path: Path, seed: int, experiment_id: int = 601, n_n
 @pytest.fixture(scope="module")
 def simulated_session_path(tmp_path_factory) -> Path:
     return write_simulated_session(tmp_path_factory.mktemp("simulated") / "601.nwb", seed=3)
+
+
+def assert_means_equal_explicit_loop(means, traces: np.ndarray, path: Path, window=(0.0, 0.25),
+                                     baseline=(-0.1, 0.0)) -> None:
+    """Check per-image means against a loop over presentations read straight from the file.
+
+    ``traces`` (n_cells, T) is the signal the means were computed from (dF/F or events),
+    in the file's cell order.
+    """
+    import h5py
+
+    from deepmouse.data import nwb
+
+    with h5py.File(path, "r") as f:
+        t = f[nwb.DFF_TIMESTAMPS_PATH][()]
+        scenes = f[f"{nwb.NATURAL_SCENES_PRESENTATION_PATH}/data"][()]
+        starts = f[f"{nwb.NATURAL_SCENES_PRESENTATION_PATH}/frame_duration"][()][:, 0]
+        ids = f[nwb.CELL_SPECIMEN_IDS_PATH][()]
+    traces = np.asarray(traces, dtype=np.float64)
+    assert len(means) == 119 * ids.size
+    for row, neuron in enumerate(ids):
+        of_neuron = means[means["neuron_id"] == neuron]
+        np.testing.assert_array_equal(of_neuron["stimulus_index"], np.arange(119))
+        for stimulus in range(119):
+            scene = -1 if stimulus == 118 else stimulus
+            responses = []
+            for start in starts[scenes == scene]:
+                onset = t[start]
+                in_window = (t >= onset + window[0] - 1e-6) & (t < onset + window[1] - 1e-6)
+                in_base = (t >= onset + baseline[0] - 1e-6) & (t < onset + baseline[1] - 1e-6)
+                responses.append(traces[row, in_window].mean() - traces[row, in_base].mean())
+            got = of_neuron[of_neuron["stimulus_index"] == stimulus].iloc[0]
+            assert got["n_trials"] == len(responses)
+            np.testing.assert_allclose(got["mean_response"], np.mean(responses), atol=1e-6)

@@ -27,7 +27,7 @@ from deepmouse.data.responses import mean_responses, trial_responses
 from deepmouse.errors import ConfigError, DataError, NwbLayoutError
 from deepmouse.pipeline import run_pull, run_responses
 from tests.data.allen_fixtures import write_tiny_events, write_tiny_session
-from tests.data.conftest import write_simulated_session
+from tests.data.conftest import assert_means_equal_explicit_loop, write_simulated_session
 
 WINDOW = (0.0, 0.25)
 BASELINE = (-0.1, 0.0)
@@ -141,26 +141,8 @@ def session_with_events(session_path) -> tuple[Path, np.ndarray]:
 
 def test_event_per_image_means_equal_a_direct_loop_over_the_events(session_with_events):
     path, events = session_with_events
-    with h5py.File(path, "r") as f:
-        t = f[nwb.DFF_TIMESTAMPS_PATH][()]
-        scenes = f[f"{nwb.NATURAL_SCENES_PRESENTATION_PATH}/data"][()]
-        starts = f[f"{nwb.NATURAL_SCENES_PRESENTATION_PATH}/frame_duration"][()][:, 0]
-        ids = f[nwb.CELL_SPECIMEN_IDS_PATH][()]
-    events = events.astype(np.float64)
     means = mean_responses(trial_responses(read_session(path), WINDOW, BASELINE, signal="events"))
-    assert len(means) == 119 * ids.size
-    for row, neuron in enumerate(ids):
-        of_neuron = means[means["neuron_id"] == neuron]
-        for stimulus in range(119):
-            scene = -1 if stimulus == 118 else stimulus
-            responses = []
-            for start in starts[scenes == scene]:
-                window = (t >= t[start] - 1e-6) & (t < t[start] + 0.25 - 1e-6)
-                base = (t >= t[start] - 0.1 - 1e-6) & (t < t[start] - 1e-6)
-                responses.append(events[row, window].mean() - events[row, base].mean())
-            got = of_neuron[of_neuron["stimulus_index"] == stimulus].iloc[0]
-            assert got["n_trials"] == len(responses)
-            np.testing.assert_allclose(got["mean_response"], np.mean(responses), atol=1e-6)
+    assert_means_equal_explicit_loop(means, events, path, WINDOW, BASELINE)
 
 
 def test_events_given_in_memory_equal_events_read_from_beside_the_file(session_with_events):

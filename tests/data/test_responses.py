@@ -12,7 +12,7 @@ from deepmouse.data import nwb
 from deepmouse.data.nwb import Session, read_session
 from deepmouse.data.responses import BOUNDARY_TOLERANCE_S, mean_responses, trial_responses, trials_array
 from deepmouse.errors import ConfigError, DataError
-from tests.data.conftest import make_metadata, make_session_arrays
+from tests.data.conftest import assert_means_equal_explicit_loop, make_metadata, make_session_arrays
 
 WINDOW = (0.0, 0.25)
 BASELINE = (-0.1, 0.0)
@@ -114,26 +114,9 @@ def test_frames_on_window_edges_count_once_on_a_regular_clock():
 
 def test_per_image_means_equal_direct_computation_from_the_file(session_path):
     with h5py.File(session_path, "r") as f:
-        dff = f[nwb.DFF_PATH][()].astype(np.float64)
-        t = f[nwb.DFF_TIMESTAMPS_PATH][()]
-        scenes = f[f"{nwb.NATURAL_SCENES_PRESENTATION_PATH}/data"][()]
-        starts = f[f"{nwb.NATURAL_SCENES_PRESENTATION_PATH}/frame_duration"][()][:, 0]
-        ids = f[nwb.CELL_SPECIMEN_IDS_PATH][()]
+        dff = f[nwb.DFF_PATH][()]
     means = mean_responses(trial_responses(read_session(session_path), WINDOW, BASELINE))
-    assert len(means) == 119 * ids.size
-    for row, neuron in enumerate(ids):
-        of_neuron = means[means["neuron_id"] == neuron]
-        np.testing.assert_array_equal(of_neuron["stimulus_index"], np.arange(119))
-        for stimulus in range(119):
-            scene = -1 if stimulus == 118 else stimulus
-            responses = []
-            for start in starts[scenes == scene]:
-                window = (t >= t[start] - 1e-6) & (t < t[start] + 0.25 - 1e-6)
-                base = (t >= t[start] - 0.1 - 1e-6) & (t < t[start] - 1e-6)
-                responses.append(dff[row, window].mean() - dff[row, base].mean())
-            got = of_neuron[of_neuron["stimulus_index"] == stimulus].iloc[0]
-            assert got["n_trials"] == len(responses)
-            np.testing.assert_allclose(got["mean_response"], np.mean(responses), atol=1e-6)
+    assert_means_equal_explicit_loop(means, dff, session_path, WINDOW, BASELINE)
 
 
 def test_nan_dff_names_file_and_cell():
