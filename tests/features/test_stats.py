@@ -120,7 +120,7 @@ def test_chunking_does_not_change_the_statistics(chunk_features):
     x64 = x.double().numpy()
     gram, row_sums = gram_and_row_sums(x, chunk_features)
     np.testing.assert_allclose(gram.numpy(), x64 @ x64.T, rtol=1e-6)
-    np.testing.assert_allclose(row_sums.numpy(), x64.sum(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(row_sums.numpy(), x64.sum(axis=1), rtol=1e-6, atol=1e-6 * np.abs(x64).sum(axis=1).max())
     kernel, n_kept = standardised_kernel(x, chunk_features)
     assert n_kept == 19
     np.testing.assert_allclose(kernel.numpy(), _reference_kernel(x64), rtol=1e-5, atol=1e-5)
