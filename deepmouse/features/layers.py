@@ -8,6 +8,9 @@ children), in execution order:
   ``name``, ``name:2``, ``name:3``, ...;
 - a tuple or list output is split into ``name[0]``, ``name[1]``, ...
   (tensors only; nested sequences give ``name[0][1]``);
+- an output whose leading axis folds the stimuli with windows or tokens
+  (``n_stimuli * k`` rows) is a layer when its rows are stimulus-major, which
+  :func:`stimulus_major_outputs` checks;
 - in-place operations are switched off while hooked, so an in-place ReLU does
   not overwrite the output of the layer before it.
 
@@ -126,14 +129,76 @@ def _named_tensors(name: str, output: Any) -> Iterator[tuple[str, torch.Tensor]]
 def flatten_per_stimulus(tensor: torch.Tensor, n_stimuli: int) -> torch.Tensor | None:
     """``tensor`` as (n_stimuli, n_features), or None if it is not a per-stimulus output.
 
-    Outputs without the stimulus axis first (or without any features), and
-    outputs that are not real numbers, have no per-stimulus features.
+    The leading axis holds the stimuli, or the stimuli folded with another axis
+    (``n_stimuli * k`` rows: Swin's window attention sees stimuli x windows, LeViT's
+    batch norms stimuli x tokens), taken stimulus-major, i.e. each stimulus's k rows
+    together. The shape cannot tell a stimulus-major fold from another order:
+    :func:`stimulus_major_outputs` checks folded outputs. Outputs without such a
+    leading axis (or without any features), and outputs that are not real numbers,
+    have no per-stimulus features.
     """
-    if tensor.dim() == 0 or tensor.shape[0] != n_stimuli or tensor.numel() == 0:
+    if tensor.dim() == 0 or tensor.numel() == 0 or tensor.is_complex():
         return None
-    if tensor.is_complex():
+    if tensor.shape[0] % n_stimuli:
         return None
     return tensor.reshape(n_stimuli, -1)
+
+
+def is_folded(tensor: torch.Tensor, n_stimuli: int) -> bool:
+    """Whether a per-stimulus output has the stimuli folded with another leading axis."""
+    return tensor.shape[0] != n_stimuli
+
+
+def stimulus_major_outputs(model: nn.Module, inputs: torch.Tensor, layer_names: Sequence[str]) -> set[str]:
+    """The named folded outputs whose rows are stimulus-major, as :func:`flatten_per_stimulus` takes them.
+
+    Forwards the first two stimuli alone and together: an output is stimulus-major
+    when each stimulus's features from the pair equal its features alone (to 1e-4 of
+    their norm; batch size may change the order of float32 sums). Any other order
+    mixes the two stimuli's rows and differs by the order of the values themselves.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        In eval mode, on the device of ``inputs``.
+    inputs : torch.Tensor of shape (n_stimuli, ...)
+        At least two stimuli; with fewer nothing can be checked and the empty set is returned.
+    layer_names : sequence of str
+        Hook names of folded outputs.
+    """
+    if inputs.shape[0] < 2 or not layer_names:
+        return set()
+    pair = _capture_flat(model, inputs[:2], layer_names)
+    alone = [_capture_flat(model, inputs[i:i + 1], layer_names) for i in range(2)]
+    verified = set()
+    for name in layer_names:
+        if name not in pair or any(name not in single for single in alone):
+            continue
+        together = pair[name]
+        if all(single[name].shape[1] == together.shape[1] and _close(together[i], single[name][0])
+               for i, single in enumerate(alone)):
+            verified.add(name)
+    return verified
+
+
+def _capture_flat(model: nn.Module, inputs: torch.Tensor, layer_names: Sequence[str]) -> dict[str, torch.Tensor]:
+    wanted = set(layer_names)
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(name: str, module: nn.Module, tensor: torch.Tensor) -> None:
+        if name in wanted:
+            flat = flatten_per_stimulus(tensor.detach(), inputs.shape[0])
+            if flat is not None:
+                captured[name] = flat.to(torch.float64, copy=True)
+
+    with torch.inference_mode(), hooked_leaf_outputs(model, keep):
+        model(inputs)
+    return captured
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> bool:
+    scale = max(float(torch.linalg.vector_norm(a)), float(torch.linalg.vector_norm(b)))
+    return float(torch.linalg.vector_norm(a - b)) <= rtol * scale
 
 
 def capture_layer_outputs(model: nn.Module, inputs: torch.Tensor,

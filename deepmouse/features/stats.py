@@ -37,12 +37,13 @@ import torch
 from torch import nn
 
 from deepmouse.errors import DataError
-from deepmouse.features.layers import flatten_per_stimulus, hooked_leaf_outputs
+from deepmouse.features.layers import flatten_per_stimulus, hooked_leaf_outputs, is_folded, stimulus_major_outputs
 
 LAYER_COLUMNS = ("layer_index", "layer_name", "module_type", "n_features", "n_kept", "depth")
-DEFAULT_CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 25}
+DEFAULT_CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 24}
 """Elements (n_stimuli x chunk features) per float32 chunk: 16 MiB on the CPU (cache
-sized), 128 MiB on a GPU (fewer kernel launches; at most about one large layer)."""
+sized), 64 MiB on a GPU (fewer kernel launches). The workspace holds two chunks of at
+most one layer each (the values and their squares): at most twice the largest layer."""
 SRP_EPS = 0.1
 """Johnson-Lindenstrauss distortion of the reference study's projection."""
 # A repeated output may come with its features reordered (timm's patch embedding
@@ -377,6 +378,7 @@ class _LayerReducer:
         self.kernels: list[torch.Tensor] = []
         self.n_kept: list[torch.Tensor] = []
         self.skipped: list[str] = []
+        self.folded: list[str] = []
         self.workspace = _Workspace()
 
     def __call__(self, name: str, module: nn.Module, output: torch.Tensor) -> None:
@@ -384,6 +386,8 @@ class _LayerReducer:
         if flat is None:
             self.skipped.append(name)
             return
+        if is_folded(output, self.n_stimuli):
+            self.folded.append(name)
         x = flat.to(device=self.device, dtype=torch.float32)
         if self.srp_components is not None and x.shape[1] > self.srp_components:
             x = sparse_random_projection(x, self.srp_components, self.srp_seed)
@@ -397,6 +401,15 @@ class _LayerReducer:
         self.n_kept.append(n_kept)
         if self.on_layer is not None:
             self.on_layer(name)
+
+    def drop(self, names: set[str]) -> None:
+        """Forget the reduced outputs of ``names`` (folded outputs that are not stimulus-major)."""
+        kept = [i for i, output in enumerate(self.outputs) if output["layer_name"] not in names]
+        self.skipped.extend(output["layer_name"] for output in self.outputs if output["layer_name"] in names)
+        for attribute in ("outputs", "grams", "row_sums", "kernels", "n_kept"):
+            values = getattr(self, attribute)
+            if values:
+                setattr(self, attribute, [values[i] for i in kept])
 
     def finish(self) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray | None]:
         """Layer table, G, s and K (None without kernels) of the deduplicated layers."""
@@ -462,14 +475,20 @@ def _run_reduction(model: nn.Module, inputs: torch.Tensor, device: str | torch.d
     device = torch.device(device)
     model.to(device)
     reducer = _LayerReducer(inputs.shape[0], device, with_kernel, srp_seed, chunk_features, on_layer)
+    on_device = inputs.to(device)
     with torch.inference_mode(), _full_float32_precision(), hooked_leaf_outputs(model, reducer):
-        model(inputs.to(device))
+        model(on_device)
+    if reducer.folded:
+        with _full_float32_precision():
+            verified = stimulus_major_outputs(model, on_device, reducer.folded)
+        reducer.drop(set(reducer.folded) - verified)
     if not reducer.outputs:
         raise DataError(f"{type(model).__name__}: the forward pass produced no per-stimulus layer output")
     if reducer.skipped:
         warnings.warn(
-            f"{type(model).__name__}: {len(reducer.skipped)} outputs without a leading stimulus axis "
-            f"were not used as layers: {reducer.skipped[:5]}",
+            f"{type(model).__name__}: {len(reducer.skipped)} outputs without per-stimulus rows (no leading "
+            f"stimulus axis, or stimuli folded with another axis not stimulus-major) were not used as layers: "
+            f"{reducer.skipped[:5]}",
             stacklevel=3,
         )
     return reducer.finish()

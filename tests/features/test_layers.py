@@ -155,6 +155,9 @@ def test_capture_of_an_unknown_layer_suggests_names():
 def test_flatten_per_stimulus():
     assert flatten_per_stimulus(torch.zeros(3, 2, 2), 3).shape == (3, 4)
     assert flatten_per_stimulus(torch.zeros(5, 3), 3) is None
+    # Stimuli folded with windows or tokens: stimulus-major rows, checked by stimulus_major_outputs.
+    assert flatten_per_stimulus(torch.arange(12.0).reshape(6, 2), 3).tolist() == [[0, 1, 2, 3], [4, 5, 6, 7],
+                                                                                   [8, 9, 10, 11]]
     assert flatten_per_stimulus(torch.zeros(()), 3) is None
     assert flatten_per_stimulus(torch.zeros(3, 0), 3) is None
     assert flatten_per_stimulus(torch.zeros(3, 2, dtype=torch.complex64), 3) is None

@@ -9,7 +9,7 @@ from sklearn.random_projection import SparseRandomProjection, johnson_lindenstra
 from torch import nn
 
 from deepmouse.errors import DataError
-from deepmouse.features.layers import hooked_leaf_outputs
+from deepmouse.features.layers import capture_layer_outputs, hooked_leaf_outputs
 from deepmouse.features.stats import (
     LAYER_COLUMNS,
     LayerStatistics,
@@ -201,8 +201,61 @@ def test_outputs_without_a_stimulus_axis_are_skipped_with_a_warning():
 
     model = nn.Sequential(nn.Linear(3, 6), Summary())
     with pytest.warns(UserWarning,
-                      match=r"1 outputs without a leading stimulus axis were not used as layers: \['1\[1\]'\]"):
+                      match=r"1 outputs without per-stimulus rows .* were not used as layers: \['1\[1\]'\]"):
         stats = compute_layer_statistics(model, torch.randn(4, 3), "cpu")
+    assert stats.layers["layer_name"].tolist() == ["0"]
+
+
+class Windows(nn.Module):
+    """A linear map on each 2 x 2 window of every stimulus, the windows folded into the batch (as Swin's attention).
+
+    ``stimulus_major`` folds (stimulus, window) as Swin does; otherwise window-major.
+    """
+
+    def __init__(self, stimulus_major):
+        super().__init__()
+        self.proj = nn.Linear(3, 5)
+        self.stimulus_major = stimulus_major
+
+    @staticmethod
+    def windows(x):
+        """(n, 3, 4, 4) to (n, 4 windows, 4 pixels, 3 channels)."""
+        n = x.shape[0]
+        return x.reshape(n, 3, 2, 2, 2, 2).permute(0, 2, 4, 3, 5, 1).reshape(n, 4, 4, 3)
+
+    def forward(self, x):
+        windows = self.windows(x)
+        if not self.stimulus_major:
+            windows = windows.transpose(0, 1)
+        return self.proj(windows.reshape(-1, 4, 3)).sum()
+
+
+def test_windows_folded_stimulus_major_are_layers_equal_to_a_per_stimulus_loop():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), Windows(stimulus_major=True)).eval()
+    inputs = _inputs(n=6, size=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stats = compute_layer_statistics(model, inputs, "cpu")
+    assert stats.layers["layer_name"].tolist() == ["0", "1.proj"]
+    assert stats.layers["n_features"].tolist() == [48, 80]
+    with torch.no_grad():
+        convolved = model[0](inputs)
+        rows = [model[1].proj(Windows.windows(convolved[i:i + 1])[0]).reshape(-1).double().numpy()
+                for i in range(len(inputs))]
+    x = np.stack(rows)
+    _assert_close(stats.gram[1], x @ x.T)
+    np.testing.assert_allclose(stats.row_sums[1], x.sum(axis=1), rtol=1e-5, atol=1e-5)
+    scaled = StandardScaler().fit_transform(x)
+    _assert_close(stats.kernel[1], scaled @ scaled.T)
+    np.testing.assert_allclose(capture_layer_outputs(model, inputs, ["1.proj"])["1.proj"], x, rtol=1e-5, atol=1e-6)
+
+
+def test_windows_folded_in_another_order_are_skipped_with_a_warning():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), Windows(stimulus_major=False)).eval()
+    with pytest.warns(UserWarning, match=r"1 outputs without per-stimulus rows .* not stimulus-major.*\['1.proj'\]"):
+        stats = compute_layer_statistics(model, _inputs(n=6, size=4), "cpu")
     assert stats.layers["layer_name"].tolist() == ["0"]
 
 

@@ -3,8 +3,11 @@ import dataclasses
 import hashlib
 import urllib.error
 
+import numpy as np
 import pytest
 import torch
+import torchvision
+from torch import nn
 
 from deepmouse.errors import CacheError, ConfigError, DeepmouseError
 from deepmouse.models import build
@@ -100,6 +103,20 @@ def test_dino_backbone_loads_a_headless_checkpoint(tmp_path):
     _assert_same_state(model, backbone)
     with torch.inference_mode():
         assert model(torch.zeros(1, 3, 224, 224)).shape == (1, 384)
+
+
+def test_dino_resnet50_checkpoint_in_the_published_layout_loads_strictly(tmp_path):
+    # DINO's ResNet-50 file is torchvision's resnet50 state_dict without fc.* (its
+    # backbone ran with fc = Identity); the zoo builds it as timm's torchvision-layout resnet50.
+    source = torchvision.models.resnet50(weights=None)
+    source.fc = nn.Identity()
+    source.eval()
+    torch.save(source.state_dict(), tmp_path / "resnet50_dino.pth")
+    model = build_model(_entry("resnet50_dino"), init_seed=0, weights_dir=tmp_path)
+    _assert_same_state(model, source)
+    inputs = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        np.testing.assert_allclose(model(inputs).numpy(), source(inputs).numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_trained_googlenet_is_built_as_torchvision_builds_its_weights(tmp_path):
