@@ -20,6 +20,7 @@ from deepmouse.features.stats import (
     sparse_random_projection,
     srp_dimension,
     standardised_kernel,
+    symmetric_product,
 )
 from deepmouse.models.build import build_model
 from deepmouse.models.registry import load_zoo
@@ -129,6 +130,16 @@ def test_chunking_does_not_change_the_statistics(chunk_features):
     np.testing.assert_array_equal(combined[1].numpy(), row_sums.numpy())
     np.testing.assert_array_equal(combined[2].numpy(), kernel.numpy())
     assert combined[3] == n_kept
+
+
+@pytest.mark.parametrize("n_rows", [5, 96, 120, 239])
+def test_symmetric_product_equals_the_full_product(n_rows):
+    rows = torch.randn(n_rows, 301, generator=torch.Generator().manual_seed(n_rows))
+    product = symmetric_product(rows)
+    assert product.dtype == torch.float64
+    expected = rows.double() @ rows.double().T
+    np.testing.assert_allclose(product.numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
+    assert torch.equal(product, product.T)
 
 
 def test_chunk_size_must_be_positive():
