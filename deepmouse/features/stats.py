@@ -231,11 +231,11 @@ def layer_statistics(x: torch.Tensor, chunk_features: int | None = None
 def _chunked_products(x: torch.Tensor, chunk_features: int | None, *, with_gram: bool, with_kernel: bool,
                       workspace: _Workspace | None = None
                       ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """G, s and K over feature chunks: one read of X, two products and four light passes per chunk.
+    """G, s and K over feature chunks: per chunk, two products and five memory-bound passes.
 
     Each chunk B (n x c) is copied into a workspace above a row of ones; one product
-    of those n + 1 rows with themselves gives B Bᵀ and B 1, i.e. this chunk's share
-    of G and s.
+    of those n + 1 rows with themselves (:func:`symmetric_product`) gives B Bᵀ and B 1,
+    i.e. this chunk's share of G and s.
 
     For K the same rows are then shifted in place by the chunk's values on the first
     stimulus, D = B - 1 x₀ᵀ, which leaves Z unchanged but is exact for features whose
