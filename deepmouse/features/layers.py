@@ -144,11 +144,6 @@ def flatten_per_stimulus(tensor: torch.Tensor, n_stimuli: int) -> torch.Tensor |
     return tensor.reshape(n_stimuli, -1)
 
 
-def is_folded(tensor: torch.Tensor, n_stimuli: int) -> bool:
-    """Whether a per-stimulus output has the stimuli folded with another leading axis."""
-    return tensor.shape[0] != n_stimuli
-
-
 def stimulus_major_outputs(model: nn.Module, inputs: torch.Tensor, layer_names: Sequence[str]) -> set[str]:
     """The named folded outputs whose rows are stimulus-major, as :func:`flatten_per_stimulus` takes them.
 
@@ -168,32 +163,40 @@ def stimulus_major_outputs(model: nn.Module, inputs: torch.Tensor, layer_names: 
     """
     if inputs.shape[0] < 2 or not layer_names:
         return set()
-    pair = _capture_flat(model, inputs[:2], layer_names)
-    alone = [_capture_flat(model, inputs[i:i + 1], layer_names) for i in range(2)]
+    pair, _ = _flat_outputs(model, inputs[:2], layer_names)
+    alone = [_flat_outputs(model, inputs[i:i + 1], layer_names)[0] for i in range(2)]
     verified = set()
     for name in layer_names:
-        if name not in pair or any(name not in single for single in alone):
+        outputs = [captured.get(name, ((), None))[1] for captured in (pair, *alone)]
+        if any(output is None for output in outputs):
             continue
-        together = pair[name]
-        if all(single[name].shape[1] == together.shape[1] and _close(together[i], single[name][0])
-               for i, single in enumerate(alone)):
+        together, first, second = (output.to(torch.float64) for output in outputs)
+        if (first.shape[1] == second.shape[1] == together.shape[1]
+                and _close(together[0], first[0]) and _close(together[1], second[0])):
             verified.add(name)
     return verified
 
 
-def _capture_flat(model: nn.Module, inputs: torch.Tensor, layer_names: Sequence[str]) -> dict[str, torch.Tensor]:
+def _flat_outputs(model: nn.Module, inputs: torch.Tensor, layer_names: Sequence[str]
+                  ) -> tuple[dict[str, tuple[tuple[int, ...], torch.Tensor | None]], list[str]]:
+    """Each named output's shape and a copy of it as (n_stimuli, n_features) (None if not per-stimulus).
+
+    Also returns the names of every output the forward pass produced, in order.
+    """
     wanted = set(layer_names)
-    captured: dict[str, torch.Tensor] = {}
+    captured: dict[str, tuple[tuple[int, ...], torch.Tensor | None]] = {}
+    seen: list[str] = []
 
     def keep(name: str, module: nn.Module, tensor: torch.Tensor) -> None:
+        seen.append(name)
         if name in wanted:
             flat = flatten_per_stimulus(tensor.detach(), inputs.shape[0])
-            if flat is not None:
-                captured[name] = flat.to(torch.float64, copy=True)
+            # A copy: later in-place operations in the model must not change what was captured.
+            captured[name] = (tuple(tensor.shape), None if flat is None else flat.clone())
 
     with torch.inference_mode(), hooked_leaf_outputs(model, keep):
         model(inputs)
-    return captured
+    return captured, seen
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> bool:
@@ -222,24 +225,12 @@ def capture_layer_outputs(model: nn.Module, inputs: torch.Tensor,
     DeepmouseError
         Naming a layer that the forward pass did not produce.
     """
-    wanted = set(layer_names)
+    outputs, seen = _flat_outputs(model, inputs, layer_names)
     captured: dict[str, np.ndarray] = {}
-    seen: list[str] = []
-    n_stimuli = inputs.shape[0]
-
-    def keep(name: str, module: nn.Module, tensor: torch.Tensor) -> None:
-        seen.append(name)
-        if name in wanted:
-            flat = flatten_per_stimulus(tensor.detach(), n_stimuli)
-            if flat is None:
-                raise DeepmouseError(
-                    f"layer {name!r}: output of shape {tuple(tensor.shape)} has no per-stimulus features"
-                )
-            # A copy: later in-place operations in the model must not change what was captured.
-            captured[name] = flat.to(device="cpu", dtype=torch.float32).numpy().copy()
-
-    with torch.inference_mode(), hooked_leaf_outputs(model, keep):
-        model(inputs)
+    for name, (shape, flat) in outputs.items():
+        if flat is None:
+            raise DeepmouseError(f"layer {name!r}: output of shape {shape} has no per-stimulus features")
+        captured[name] = flat.to(device="cpu", dtype=torch.float32).numpy()
     missing = [name for name in layer_names if name not in captured]
     if missing:
         close = difflib.get_close_matches(missing[0], seen, n=3)

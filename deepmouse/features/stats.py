@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from deepmouse.errors import DataError
-from deepmouse.features.layers import flatten_per_stimulus, hooked_leaf_outputs, is_folded, stimulus_major_outputs
+from deepmouse.features.layers import flatten_per_stimulus, hooked_leaf_outputs, stimulus_major_outputs
 
 LAYER_COLUMNS = ("layer_index", "layer_name", "module_type", "n_features", "n_kept", "depth")
 DEFAULT_CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 24}
@@ -179,7 +179,7 @@ def gram_and_row_sums(x: torch.Tensor, chunk_features: int | None = None) -> tup
     gram : torch.Tensor of shape (n_stimuli, n_stimuli), float64
     row_sums : torch.Tensor of shape (n_stimuli,), float64
     """
-    gram, row_sums, _, _ = _chunked_products(x, chunk_features, with_gram=True, with_kernel=False)
+    gram, row_sums, _, _ = _chunked_products(x, chunk_features, with_kernel=False)
     return gram, row_sums
 
 
@@ -202,7 +202,7 @@ def standardised_kernel(x: torch.Tensor, chunk_features: int | None = None) -> t
     n_kept : int
         Number of non-constant features.
     """
-    _, _, kernel, n_kept = _chunked_products(x, chunk_features, with_gram=False, with_kernel=True)
+    _, _, kernel, n_kept = _chunked_products(x, chunk_features, with_kernel=True)
     return kernel, int(n_kept)
 
 
@@ -224,13 +224,13 @@ def layer_statistics(x: torch.Tensor, chunk_features: int | None = None
     kernel : torch.Tensor of shape (n_stimuli, n_stimuli), float64
     n_kept : int
     """
-    gram, row_sums, kernel, n_kept = _chunked_products(x, chunk_features, with_gram=True, with_kernel=True)
+    gram, row_sums, kernel, n_kept = _chunked_products(x, chunk_features, with_kernel=True)
     return gram, row_sums, kernel, int(n_kept)
 
 
-def _chunked_products(x: torch.Tensor, chunk_features: int | None, *, with_gram: bool, with_kernel: bool,
+def _chunked_products(x: torch.Tensor, chunk_features: int | None, *, with_kernel: bool,
                       workspace: _Workspace | None = None
-                      ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """G, s and K over feature chunks: per chunk, two products and five memory-bound passes.
 
     Each chunk B (n x c) is copied into a workspace above a row of ones; one product
@@ -281,7 +281,7 @@ def _chunked_products(x: torch.Tensor, chunk_features: int | None, *, with_gram:
         chunk[n].copy_(mean * inverse_std)
         scaled += symmetric_product(chunk)
         n_kept += varying.sum()
-    gram = raw[:n, :n] if with_gram else None
+    gram = raw[:n, :n]
     row_sums = raw[:n, n].clone()
     kernel = None
     if scaled is not None:
@@ -417,13 +417,13 @@ class _LayerReducer:
         if flat is None:
             self.skipped.append(name)
             return
-        if is_folded(output, self.n_stimuli):
+        if output.shape[0] != self.n_stimuli:  # stimuli folded with windows or tokens
             self.folded.append(name)
         x = flat.to(device=self.device, dtype=torch.float32)
         if self.srp_components is not None and x.shape[1] > self.srp_components:
             x = sparse_random_projection(x, self.srp_components, self.srp_seed)
-        gram, row_sums, kernel, n_kept = _chunked_products(x, self.chunk_features, with_gram=True,
-                                                           with_kernel=self.with_kernel, workspace=self.workspace)
+        gram, row_sums, kernel, n_kept = _chunked_products(x, self.chunk_features, with_kernel=self.with_kernel,
+                                                           workspace=self.workspace)
         self.outputs.append({"layer_name": name, "module_type": type(module).__name__, "n_features": x.shape[1]})
         self.grams.append(gram)
         self.row_sums.append(row_sums)
