@@ -38,6 +38,7 @@ from torch import nn
 
 from deepmouse.errors import DataError
 from deepmouse.features.layers import flatten_per_stimulus, hooked_leaf_outputs, stimulus_major_outputs
+from deepmouse.metrics.rdm import rdm_from_gram
 
 LAYER_COLUMNS = ("layer_index", "layer_name", "module_type", "n_features", "n_kept", "depth")
 DEFAULT_CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 24}
@@ -117,6 +118,36 @@ class LayerStatistics:
     def n_features(self) -> np.ndarray:
         """ndarray of shape (n_layers,), int64: features per layer."""
         return self.layers["n_features"].to_numpy(dtype=np.int64)
+
+    def usable_layers(self) -> np.ndarray:
+        """Layers whose RDM and kernel are defined: every stimulus varies across features.
+
+        Returns
+        -------
+        ndarray of bool, shape (n_layers,)
+        """
+        p = self.n_features.astype(np.float64)
+        diag = np.diagonal(self.gram, axis1=1, axis2=2)
+        variance = diag / p[:, None] - (self.row_sums / p[:, None]) ** 2
+        scale = np.maximum(diag / p[:, None], np.finfo(float).tiny)
+        varies = (variance > 1e-12 * scale).all(axis=1)
+        has_kernel = np.trace(self.kernel, axis1=1, axis2=2) > 0
+        return varies & has_kernel
+
+    def correlation_rdms(self, layers: np.ndarray | None = None) -> np.ndarray:
+        """Correlation-distance RDMs (1 - Pearson r across features) of the chosen layers.
+
+        Parameters
+        ----------
+        layers : ndarray of bool (n_layers,) or of int, optional
+            Which layers; all by default.
+
+        Returns
+        -------
+        rdms : ndarray of shape (n_chosen, n_stimuli, n_stimuli), float64
+        """
+        chosen = slice(None) if layers is None else layers
+        return rdm_from_gram(self.gram[chosen], self.row_sums[chosen], self.n_features[chosen])
 
 
 def compute_layer_statistics(model: nn.Module, inputs: torch.Tensor, device: str | torch.device, *,
