@@ -26,9 +26,15 @@ AREAS = ("VISp", "VISl", "VISal", "VISpm", "VISrl", "VISam")
 
 @dataclass(frozen=True)
 class SimulatedConfig:
-    """The embedded default source: Allen-layout NWB files with a planted generator."""
+    """The embedded default source: Allen-layout NWB files with a planted generator.
+
+    ``tuning: planted`` neurons read out the generator's layer at each area's planted depth;
+    ``tuning: random`` neurons have image tuning drawn independently of the images and of
+    every model (null data for the scores), and ``planted_depths`` then only names the areas.
+    """
 
     seed: int = 0
+    tuning: Literal["planted", "random"] = "planted"
     generator: str = "alexnet_random"
     generator_seed: int = 0
     planted_depths: Mapping[str, float] = field(
@@ -103,13 +109,18 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ResponsesConfig:
-    """Response window and baseline, in seconds relative to stimulus onset.
+    """How a presentation's response is measured.
 
-    ``signal`` is the trace averaged: ``dff`` (dF/F, in every Brain Observatory NWB file)
-    or ``events`` (the L0-deconvolved event traces Allen publishes beside the NWB files,
-    used where the pulled source has them).
+    ``definition: window``: the mean of ``signal`` over ``window`` minus its mean over
+    ``baseline``, in seconds relative to stimulus onset. ``signal`` is the trace averaged:
+    ``dff`` (dF/F, in every Brain Observatory NWB file) or ``events`` (the L0-deconvolved
+    event traces Allen publishes beside the NWB files, used where the pulled source has them).
+    ``definition: allen_sweep``: the AllenSDK's mean sweep response, the reference study's
+    (percent change of the corrected fluorescence; fixed frame counts, so ``window``,
+    ``baseline`` and ``signal`` do not apply and ``signal`` must stay ``dff``).
     """
 
+    definition: Literal["window", "allen_sweep"] = "window"
     window: tuple[float, float] = (0.0, 0.25)
     baseline: tuple[float, float] = (-0.1, 0.0)
     signal: Literal["dff", "events"] = "dff"
@@ -119,6 +130,9 @@ class ResponsesConfig:
             start, stop = getattr(self, name)
             if not start < stop:
                 raise ConfigError(f"{where}.{name}: start must be before stop, got {[start, stop]}")
+        if self.definition == "allen_sweep" and self.signal != "dff":
+            raise ConfigError(f"{where}.signal: {self.signal!r} applies to definition 'window' only; "
+                              "'allen_sweep' takes the corrected fluorescence (leave signal: dff)")
 
 
 @dataclass(frozen=True)
@@ -128,14 +142,18 @@ class NeuronsConfig:
     reliability_threshold: float = 0.75
     selectivity_alpha: float = 0.05
     require_selective: bool = False
+    running_alpha: float = 0.05
+    exclude_running_modulated: bool = True
     max_per_area: int | None = None
 
     def _validate(self, where: str) -> None:
         _check_positive(self, where, "n_splits")
         if not -1 <= self.reliability_threshold <= 1:
             raise ConfigError(f"{where}.reliability_threshold: must be in [-1, 1], got {self.reliability_threshold}")
-        if not 0 < self.selectivity_alpha < 1:
-            raise ConfigError(f"{where}.selectivity_alpha: must be in (0, 1), got {self.selectivity_alpha}")
+        for name in ("selectivity_alpha", "running_alpha"):
+            alpha = getattr(self, name)
+            if not 0 < alpha < 1:
+                raise ConfigError(f"{where}.{name}: must be in (0, 1), got {alpha}")
         if self.max_per_area is not None and self.max_per_area <= 0:
             raise ConfigError(f"{where}.max_per_area: must be positive or null, got {self.max_per_area}")
 
@@ -175,7 +193,14 @@ class RsaConfig:
 
 @dataclass(frozen=True)
 class RegressionConfig:
-    """Ridge alphas are ``relative_alphas * trace(K) / n_stimuli`` (DESIGN §6)."""
+    """Ridge regression per neuron (DESIGN §6).
+
+    ``alpha_mode: loo`` (default): outer folds over the stimuli; in each training part
+    every neuron's alpha is chosen by exact LOO error over ``relative_alphas`` (times
+    trace(K)/n of that part); the score is Pearson r within each held-out fold, averaged.
+    ``paper``: the reference study's recipe for comparison — fixed alpha 1.0 on
+    standardised features, Pearson r of the LOO predictions.
+    """
 
     alpha_mode: Literal["loo", "paper"] = "loo"
     relative_alphas: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0, 30.0, 100.0)
@@ -183,6 +208,27 @@ class RegressionConfig:
     def _validate(self, where: str) -> None:
         if not self.relative_alphas or min(self.relative_alphas) <= 0:
             raise ConfigError(f"{where}.relative_alphas: need at least one positive alpha")
+
+
+@dataclass(frozen=True)
+class CrossValidationConfig:
+    """Seeded splits of the stimuli shared by every model and site.
+
+    Regression: ``n_folds`` outer folds, repeated ``n_repeats`` times with fresh
+    permutations. RSA ``cv`` layer selection: ``n_splits`` random halves, each used both
+    ways (choose the layer on one half's stimulus pairs, score it on the other's).
+    """
+
+    n_folds: int = 10
+    n_repeats: int = 1
+    n_splits: int = 10
+    seed: int = 0
+
+    def _validate(self, where: str) -> None:
+        _check_positive(self, where, "n_repeats", "n_splits")
+        if not 2 <= self.n_folds <= 39:
+            raise ConfigError(f"{where}.n_folds: must be in [2, 39] so every fold holds at least 3 of the 119 stimuli, "
+                              f"got {self.n_folds}")
 
 
 @dataclass(frozen=True)
@@ -198,11 +244,39 @@ class BootstrapConfig:
 
 
 @dataclass(frozen=True)
+class ComparisonsConfig:
+    """Paired model comparisons: Benjamini-Hochberg false discovery rate per site."""
+
+    fdr: float = 0.05
+
+    def _validate(self, where: str) -> None:
+        if not 0 < self.fdr < 1:
+            raise ConfigError(f"{where}.fdr: must be in (0, 1), got {self.fdr}")
+
+
+@dataclass(frozen=True)
 class ScoringConfig:
-    layer_selection: tuple[Literal["max"], ...] = ("max",)
+    """How models are scored (DESIGN §6).
+
+    ``layer_selection``: ``max`` (the reference study's best layer, optimistic) and/or
+    ``cv`` (the layer chosen on held-out-free data and scored on held-out data).
+    ``ceiling``: which per-neuron ceiling normalises regression scores — ``split_half``
+    (Spearman-Brown reliability) or ``cc_max`` (Schoppe et al. 2016, squared).
+    """
+
+    layer_selection: tuple[Literal["max", "cv"], ...] = ("max", "cv")
+    ceiling: Literal["split_half", "cc_max"] = "split_half"
     rsa: RsaConfig = field(default_factory=RsaConfig)
     regression: RegressionConfig = field(default_factory=RegressionConfig)
+    cv: CrossValidationConfig = field(default_factory=CrossValidationConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    comparisons: ComparisonsConfig = field(default_factory=ComparisonsConfig)
+
+    def _validate(self, where: str) -> None:
+        if not self.layer_selection:
+            raise ConfigError(f"{where}.layer_selection: list at least one of 'max', 'cv'")
+        if len(set(self.layer_selection)) != len(self.layer_selection):
+            raise ConfigError(f"{where}.layer_selection: duplicate entries in {list(self.layer_selection)}")
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,12 @@ def _pull_simulated(params: Params, out_dir: Path, progress: Progress) -> dict:
     from deepmouse.models.registry import load_zoo
 
     cfg = params.data.simulated
+    if cfg.tuning == "random":
+        # Null data: the neurons' tuning is drawn independently of every model, so none is built.
+        progress("tuning random: simulated neurons read out no model")
+        scenes = simulated_scenes(cfg)
+        _fresh_dir(out_dir)
+        return simulate_dataset(out_dir, cfg, scenes=scenes)
     entry = load_zoo().get(cfg.generator, key="data.simulated.generator")
     if not entry.is_random:
         raise SourceError(f"data.simulated.generator: {cfg.generator!r} is trained; the planted generator must be a *_random model")
@@ -156,16 +162,20 @@ def run_responses(params: Params, raw_dir: str | Path, out_dir: str | Path, *, p
     """Per-trial responses, per-condition means and the experiments table.
 
     With ``responses.signal: events`` every experiment's events file
-    (``<experiment_id>_events.npz`` beside its NWB file) must be there; the first one
-    missing stops the stage before any session is read.
+    (``<experiment_id>_events.npz`` beside its NWB file) must be there, and with
+    ``responses.definition: allen_sweep`` every NWB file must hold the fluorescence
+    datasets; the first one missing stops the stage before any session is read.
     """
     from deepmouse.data.events import EVENTS_SOURCES_HINT, events_path
-    from deepmouse.data.nwb import read_session
+    from deepmouse.data.nwb import check_fluorescence_layout, read_session
     from deepmouse.data.responses import mean_responses, trial_responses
 
     manifest, paths = read_manifest(raw_dir)
     cfg = params.responses
-    if cfg.signal == "events":
+    if cfg.definition == "allen_sweep":
+        for path in paths:
+            check_fluorescence_layout(path)
+    if cfg.definition == "window" and cfg.signal == "events":
         absent = [events_path(path) for path in paths if not events_path(path).is_file()]
         if absent:
             raise DataError(
@@ -175,7 +185,7 @@ def run_responses(params: Params, raw_dir: str | Path, out_dir: str | Path, *, p
     frames, experiments = [], []
     for i, path in enumerate(paths, start=1):
         session = read_session(path)
-        frames.append(trial_responses(session, cfg.window, cfg.baseline, cfg.signal))
+        frames.append(trial_responses(session, cfg.window, cfg.baseline, cfg.signal, definition=cfg.definition))
         experiments.append(_describe_experiment(session.metadata) | {"file": path.name})
         progress(f"[{i}/{len(paths)}] {path.name}: {len(session.cell_specimen_ids)} neurons")
     trials = pd.concat(frames, ignore_index=True)
@@ -184,8 +194,9 @@ def run_responses(params: Params, raw_dir: str | Path, out_dir: str | Path, *, p
     trials.to_parquet(out_dir / "trials.parquet", index=False)
     mean_responses(trials).to_parquet(out_dir / "means.parquet", index=False)
     pd.DataFrame(experiments).to_parquet(out_dir / "experiments.parquet", index=False)
+    measure = cfg.signal if cfg.definition == "window" else "allen_sweep: % change of corrected fluorescence"
     return (f"responses: {trials['neuron_id'].nunique()} neurons x {len(trials) // max(trials['neuron_id'].nunique(), 1)} "
-            f"trials ({cfg.signal}) from {len(paths)} experiments")
+            f"trials ({measure}) from {len(paths)} experiments")
 
 
 # ------------------------------------------------------------------------ neurons
@@ -203,13 +214,16 @@ def run_neurons(params: Params, responses_dir: str | Path, out_path: str | Path,
     neurons.to_parquet(out_path, index=False)
     counts = {
         area: {"recorded": int(len(rows)), "selected": int(rows["selected"].sum()),
-               "median_reliability": round(float(rows["reliability"].median()), 4)}
+               "running_modulated": int(rows["running_modulated"].sum()),
+               "median_reliability": round(float(rows["reliability"].median()), 4),
+               "median_cc_max": round(float(rows["cc_max"].median()), 4)}
         for area, rows in neurons.groupby("area")
     }
     summary = {"recorded": int(len(neurons)), "selected": int(neurons["selected"].sum()), "areas": counts}
     Path(counts_path).write_text(json.dumps(summary, indent=2) + "\n")
+    running = ", running-modulated excluded" if params.neurons.exclude_running_modulated else ""
     return (f"neurons: {summary['selected']} of {summary['recorded']} neurons selected "
-            f"(reliability >= {params.neurons.reliability_threshold}) in {len(counts)} areas")
+            f"(reliability >= {params.neurons.reliability_threshold}{running}) in {len(counts)} areas")
 
 
 # ----------------------------------------------------------------------- features
@@ -227,7 +241,7 @@ def run_features(params: Params, model_id: str, stimuli_dir: str | Path, out_dir
 # ------------------------------------------------------------------------- scores
 def run_scores(params: Params, features_root: str | Path, neurons_path: str | Path, responses_dir: str | Path,
                out_dir: str | Path, *, progress: Progress = print) -> str:
-    from deepmouse.scoring import score_models
+    from deepmouse.scoring.run import score_models
 
     tables = score_models(params.zoo.models, features_root, neurons_path, responses_dir, params.scoring, out_dir,
                           progress=progress)

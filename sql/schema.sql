@@ -32,7 +32,8 @@ CREATE OR REPLACE TABLE neurons (
     cre_line           VARCHAR NOT NULL,
     imaging_depth      INTEGER NOT NULL,
     cortical_layer     VARCHAR NOT NULL,
-    reliability        DOUBLE  NOT NULL,
+    reliability        DOUBLE  NOT NULL,    -- split-half, Spearman-Brown corrected
+    cc_max             DOUBLE  NOT NULL,    -- Schoppe et al. 2016; cc_max^2 ~ reliability
     image_selective    BOOLEAN NOT NULL,
     running_modulated  BOOLEAN NOT NULL,
     selected           BOOLEAN NOT NULL

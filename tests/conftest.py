@@ -31,6 +31,8 @@ def score_tables() -> dict[str, pd.DataFrame]:
         "cortical_layer": "L2/3", "reliability": rng.uniform(0.5, 0.95, 8), "image_selective": True,
         "running_modulated": False,
     })
+    # cc_max**2 and reliability estimate the same number.
+    neurons.insert(neurons.columns.get_loc("reliability") + 1, "cc_max", np.sqrt(neurons["reliability"]))
     neurons["selected"] = neurons["reliability"] >= 0.75
     neurons.loc[[0, 4], "selected"] = True
     rsa = pd.concat([

@@ -9,6 +9,10 @@ Every neuron is recorded with its metadata and flags, selected or not
   Each experiment draws its splits from its own generator,
   ``default_rng(SeedSequence(cfg.seed, spawn_key=(experiment_id,)))``, so a
   neuron's reliability does not depend on which other experiments are present.
+- ``cc_max``: CC_max of Schoppe et al. (2016), the largest correlation a model
+  can reach with the neuron's trial means (:func:`deepmouse.metrics.reliability.cc_max`);
+  ``cc_max**2`` and ``reliability`` both estimate the reliability of the trial
+  means. In [0, 1]; 0 where noise explains all of their variance.
 - ``anova_p`` / ``image_selective``: one-way ANOVA of the trial responses over
   the 119 conditions (as ``scipy.stats.f_oneway``), ``p < cfg.selectivity_alpha``.
 - ``running_r`` / ``running_modulated``: Pearson correlation between the
@@ -23,14 +27,20 @@ Every neuron is recorded with its metadata and flags, selected or not
   baseline (the tail of the previous presentation, seen in the same running
   state) is subtracted, the two cancel. Modulated when the two-sided test of
   that correlation (``n - k - 1`` degrees of freedom for ``n`` trials in ``k``
-  stimuli) gives ``p < cfg.selectivity_alpha``, the one significance level of
-  the ``neurons`` params. NaN and not modulated when the running speed does
-  not vary within stimuli.
+  stimuli) gives ``p < cfg.running_alpha``: a partial correlation given the
+  stimulus, the same test as the t-test of the speed coefficient in
+  ``response ~ stimulus + speed``. Like Allen's own running-modulation test
+  (a t-test of running against stationary trials at the preferred image) it
+  treats trials as independent. NaN and not modulated when the running speed
+  does not vary within stimuli.
 - ``cortical_layer``: from the Cre line where it labels one layer, else from
   the imaging depth (:func:`cortical_layer`).
-- ``selected``: ``reliability >= cfg.reliability_threshold`` (and image
-  selective if ``cfg.require_selective``); with ``cfg.max_per_area``, only the
-  most reliable neurons of each area are kept (ties broken by lower neuron id).
+- ``selected``: ``reliability >= cfg.reliability_threshold``, responsive, image
+  selective if ``cfg.require_selective``, and not running modulated if
+  ``cfg.exclude_running_modulated`` (the default: the reference study left out
+  neurons with significant running modulation); with ``cfg.max_per_area``, only
+  the most reliable of those in each area are kept (ties broken by lower neuron
+  id).
 """
 
 from __future__ import annotations
@@ -43,10 +53,10 @@ from deepmouse.config import NeuronsConfig
 from deepmouse.data.nwb import SessionMetadata
 from deepmouse.data.responses import trials_array
 from deepmouse.errors import DataError
-from deepmouse.metrics.reliability import split_half_reliability
+from deepmouse.metrics.reliability import cc_max, split_half_reliability
 
 NEURON_COLUMNS = ("neuron_id", "experiment_id", "container_id", "area", "cre_line", "imaging_depth",
-                  "cortical_layer", "reliability", "anova_p", "image_selective", "running_r",
+                  "cortical_layer", "reliability", "cc_max", "anova_p", "image_selective", "running_r",
                   "running_modulated", "responsive", "selected")
 
 # Cre lines whose expression is confined to one layer, by gene symbol (the part
@@ -236,6 +246,7 @@ def _annotate_experiment(trials: pd.DataFrame, meta: SessionMetadata, cfg: Neuro
     responses = trials_array(trials, neuron_ids)
     speed = trials_array(trials, neuron_ids[:1], column="running_speed")[0]
     reliability = _split_half_reliability(responses, meta, cfg)
+    ceiling = cc_max(responses)
     anova_p = anova_p_values(responses)
     running_r, running_p = running_correlation(responses, speed)
     n = neuron_ids.size
@@ -248,10 +259,11 @@ def _annotate_experiment(trials: pd.DataFrame, meta: SessionMetadata, cfg: Neuro
         "imaging_depth": np.full(n, meta.imaging_depth, dtype=np.int64),
         "cortical_layer": cortical_layer(meta.cre_line, meta.imaging_depth),
         "reliability": reliability,
+        "cc_max": ceiling,
         "anova_p": anova_p,
         "image_selective": anova_p < cfg.selectivity_alpha,
         "running_r": running_r,
-        "running_modulated": running_p < cfg.selectivity_alpha,
+        "running_modulated": running_p < cfg.running_alpha,
         # A neuron whose responses never vary carries no signal to score, whatever the threshold.
         "responsive": np.nanmax(responses, axis=(1, 2)) > np.nanmin(responses, axis=(1, 2)),
     })
@@ -286,6 +298,8 @@ def _select(neurons: pd.DataFrame, cfg: NeuronsConfig) -> np.ndarray:
     passes = ((neurons["reliability"] >= cfg.reliability_threshold) & neurons["responsive"]).to_numpy()
     if cfg.require_selective:
         passes &= neurons["image_selective"].to_numpy()
+    if cfg.exclude_running_modulated:
+        passes &= ~neurons["running_modulated"].to_numpy(dtype=bool)
     if cfg.max_per_area is not None:
         candidates = neurons[passes].sort_values(["area", "reliability", "neuron_id"],
                                                  ascending=[True, False, True])

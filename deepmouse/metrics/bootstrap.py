@@ -149,6 +149,66 @@ def bootstrap_rsa_ci(
     return float(low), float(high)
 
 
+def resample_counts(n_units: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """How often each unit is drawn in each bootstrap replicate.
+
+    The draw is ``rng.integers(0, n_units, size=(n_boot, n_units))``, the same as
+    ``bootstrap_mean_ci`` and ``bootstrap_rsa_ci``, so a seed gives the same resamples.
+
+    Returns
+    -------
+    counts : ndarray of shape (n_boot, n_units), float64
+        Each row sums to ``n_units``.
+    """
+    _check_bootstrap_args(n_boot, 0.5)
+    resampled = rng.integers(0, n_units, size=(n_boot, n_units))
+    flat_index = (np.arange(n_boot)[:, None] * n_units + resampled).ravel()
+    return np.bincount(flat_index, minlength=n_boot * n_units).reshape(n_boot, n_units).astype(np.float64)
+
+
+def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates (NaN replicates left out).
+
+    Parameters
+    ----------
+    replicates : ndarray of shape (n_boot,)
+    level : float in (0, 1)
+    """
+    _check_bootstrap_args(1, level)
+    low, high = np.nanpercentile(np.asarray(replicates, dtype=np.float64), [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
+
+
+def paired_bootstrap_difference(observed_a: float, observed_b: float, replicates_a: np.ndarray,
+                                replicates_b: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
+    """Difference of two scores measured on the same units, with its interval and p-value.
+
+    Both scores' replicates must come from the same resamples of the shared units
+    (neurons, or stimuli), so each replicate's difference keeps the pairing.
+
+    Parameters
+    ----------
+    observed_a, observed_b : float
+    replicates_a, replicates_b : ndarray of shape (n_boot,)
+    level : float in (0, 1)
+
+    Returns
+    -------
+    difference, ci_low, ci_high, p_value : float
+        ``p_value`` is two-sided, from the bootstrap distribution of the difference:
+        ``2 min(#(d* <= 0) + 1, #(d* >= 0) + 1) / (n_boot + 1)``, capped at 1 — the
+        smallest level at which the percentile interval would exclude 0.
+    """
+    difference = np.asarray(replicates_a, dtype=np.float64) - np.asarray(replicates_b, dtype=np.float64)
+    difference = difference[np.isfinite(difference)]
+    if difference.size == 0:
+        raise DataError("paired bootstrap: no finite replicate differences")
+    low, high = percentile_interval(difference, level)
+    below, above = np.sum(difference <= 0), np.sum(difference >= 0)
+    p_value = min(1.0, 2 * (min(below, above) + 1) / (difference.size + 1))
+    return float(observed_a - observed_b), low, high, float(p_value)
+
+
 def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     """Benjamini–Hochberg adjusted p-values (q-values).
 

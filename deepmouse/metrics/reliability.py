@@ -1,11 +1,52 @@
-"""Split-half reliability of neural responses.
+"""Per-neuron ceilings: split-half reliability and CC_max.
 
-A neuron's reliability is how well its stimulus tuning replicates across
-repeats: the trials of every stimulus are split at random into two halves, the
-half-means are correlated across stimuli (Pearson r), and the correlation is
-stepped up to the full number of trials with the Spearman–Brown formula
-``2r / (1 + r)``. The corrected values are averaged over ``n_splits`` random
-splits (DESIGN §3, "Neuron selection").
+Two estimates of how well a neuron's trial-mean tuning over the 119 conditions
+could be predicted by a perfect model, given its trial-to-trial noise. Both
+estimate the same quantity, the reliability of the trial mean
+``var(signal) / var(trial mean)``, and agree on average (tests check it); both
+are stored, so that scores can be normalised by either: a correlation ``r``
+with the trial means becomes ``r / sqrt(reliability)`` or ``r / CC_max``.
+
+Split-half reliability (DESIGN §3, "Neuron selection"): the trials of every
+stimulus are split at random into two halves, the half-means are correlated
+across stimuli (Pearson r), and the correlation is stepped up to the full
+number of trials with the Spearman–Brown formula ``2r / (1 + r)``. The
+corrected values are averaged over ``n_splits`` random splits.
+
+CC_max (Schoppe, Harper, Willmore, King & Schnupp 2016, "Measuring the
+performance of neural models", Front. Comput. Neurosci. 10:10) is the largest
+Pearson r any model can reach with the trial-mean response ``m``. With ``N``
+repeats ``r_1 .. r_N`` of the response over the stimuli, the signal power of
+Sahani & Linden (2003) is
+
+    SP = (Var(sum_n r_n) - sum_n Var(r_n)) / (N (N - 1)),
+
+variances taken over stimuli, and ``CC_max = sqrt(SP / Var(m))``. It needs no
+random splits, so it has no split noise and no seed.
+
+Schoppe's formula pairs trial ``n`` of one stimulus with trial ``n`` of every
+other, as repeats of one stimulus sequence are paired. Allen presentations are
+interleaved in random order, so that pairing is arbitrary, and some stimuli
+have more trials than others. Averaged over every relabelling of the trials
+within each stimulus, Schoppe's SP is exactly (a short computation, checked
+exhaustively in the tests)
+
+    SP = Var(m) - mean_s(v_s / n_s),
+
+with ``n_s`` the trials of stimulus ``s``, ``v_s`` their unbiased variance and
+``v_s / n_s`` the squared standard error of its mean: the variance of the
+trial means less the part the noise contributes to it (unbiased under
+independent trials, whatever each stimulus's noise variance and trial count).
+That form is what :func:`cc_max` computes, with ``Var`` over stimuli
+normalised by ``n_stimuli - 1`` throughout; so
+
+    CC_max**2 = 1 - mean_s(v_s / n_s) / Var(m).
+
+(Schoppe's published Matlab code divides SP by ``T - 1`` but ``Var(m)`` by
+``T``, which inflates CC_max by ``sqrt(T / (T - 1))``, 0.4 % at 119
+conditions.) Where noise dominates, the estimate of SP can be <= 0 (CC_max**2
+then has no meaning as a fraction); CC_max is 0 there, and it is 0 for a neuron
+whose trial means do not vary. It never exceeds 1, because ``v_s >= 0``.
 
 Trials arrive as an array of shape ``(n_neurons, n_stimuli, n_trials)`` padded
 with NaN where a stimulus was shown fewer times. All neurons of one experiment
@@ -66,6 +107,18 @@ def valid_trial_mask(trials: np.ndarray) -> np.ndarray:
         neuron's responses are all equal.
     """
     trials = np.asarray(trials, dtype=np.float64)
+    valid = _presented_trials(trials, purpose="split halves need at least 2")
+    constant = np.flatnonzero(np.ptp(trials[:, valid], axis=1) == 0)
+    if constant.size:
+        raise DataError(
+            f"trials: neuron index {constant[0]} has the same response on every trial; "
+            "its reliability is undefined"
+        )
+    return valid
+
+
+def _presented_trials(trials: np.ndarray, purpose: str) -> np.ndarray:
+    """``valid_trial_mask`` without the constant-neuron check; ``purpose`` ends the 2-trial message."""
     if trials.ndim != 3:
         raise ValueError(f"trials must be (n_neurons, n_stimuli, n_trials), got shape {trials.shape}")
     if trials.shape[0] == 0:
@@ -84,16 +137,7 @@ def valid_trial_mask(trials: np.ndarray) -> np.ndarray:
     counts = valid.sum(axis=1)
     too_few = np.flatnonzero(counts < 2)
     if too_few.size:
-        raise DataError(
-            f"trials: stimulus index {too_few[0]} has {counts[too_few[0]]} valid trial(s); "
-            "split halves need at least 2"
-        )
-    constant = np.flatnonzero(np.ptp(trials[:, valid], axis=1) == 0)
-    if constant.size:
-        raise DataError(
-            f"trials: neuron index {constant[0]} has the same response on every trial; "
-            "its reliability is undefined"
-        )
+        raise DataError(f"trials: stimulus index {too_few[0]} has {counts[too_few[0]]} valid trial(s); {purpose}")
     return valid
 
 
@@ -199,6 +243,53 @@ def split_half_reliability(trials: np.ndarray, n_splits: int, rng: np.random.Gen
         r = _pearson_over_stimuli(half_a, half_b, first_split=start)
         total += spearman_brown(r).sum(axis=1)
     return total / n_splits
+
+
+def cc_max(trials: np.ndarray) -> np.ndarray:
+    """CC_max of every neuron: the largest correlation a model can reach with its trial means.
+
+    ``CC_max = sqrt(SP / Var(m))`` with the signal power
+    ``SP = Var(m) - mean_s(v_s / n_s)`` (Schoppe et al. 2016 with Sahani &
+    Linden's SP, averaged over trial labellings; see the module docstring):
+    ``m`` the trial mean of each stimulus, ``v_s`` the unbiased variance of
+    stimulus ``s``'s ``n_s`` trials, variances over stimuli with ``ddof=1``.
+    ``CC_max**2`` estimates the reliability of the trial mean, as
+    :func:`split_half_reliability` does; a model score ``r`` is normalised
+    as ``r / CC_max``.
+
+    Parameters
+    ----------
+    trials : ndarray of shape (n_neurons, n_stimuli, n_trials)
+        NaN marks missing presentations (same pattern for every neuron);
+        stimuli may have different numbers of trials, at least 2 each.
+
+    Returns
+    -------
+    cc_max : ndarray of shape (n_neurons,)
+        In ``[0, 1]``, never NaN: 1 for noiseless responses; 0 where the
+        estimated signal power is <= 0 (noise explains all the variance of
+        the means) or the trial means do not vary.
+
+    Raises
+    ------
+    DataError
+        If the NaN pattern differs between neurons, a stimulus has fewer than
+        2 valid trials, a value is infinite, or there are fewer than 2 stimuli.
+    """
+    trials = np.asarray(trials, dtype=np.float64)
+    valid = _presented_trials(trials, purpose="the within-stimulus variance needs at least 2")
+    if trials.shape[1] < 2:
+        raise DataError(f"trials: {trials.shape[1]} stimulus; CC_max needs the variance over at least 2")
+    counts = valid.sum(axis=1)  # (n_stimuli,)
+    filled = np.where(valid, trials, 0.0)
+    means = filled.sum(axis=2) / counts  # (n_neurons, n_stimuli)
+    deviations = np.where(valid, trials - means[:, :, None], 0.0)
+    squared_errors = (deviations**2).sum(axis=2) / ((counts - 1) * counts)  # v_s / n_s
+    total_power = means.var(axis=1, ddof=1)
+    signal_power = total_power - squared_errors.mean(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        explainable = np.where(total_power > 0, signal_power / total_power, 0.0)
+    return np.sqrt(np.clip(explainable, 0.0, 1.0))
 
 
 def _pearson_over_stimuli(half_a: np.ndarray, half_b: np.ndarray, first_split: int) -> np.ndarray:

@@ -185,33 +185,122 @@ def fit_ridge_loo(kernel: np.ndarray, targets: np.ndarray, alphas: Sequence[floa
     alphas = np.asarray(alphas, dtype=np.float64).reshape(-1)
     _check_alphas(alphas, "alphas")
 
-    eigenvalues, eigenvectors = np.linalg.eigh(centre_kernel(kernel))
-    eigenvalues[eigenvalues < _rank_tolerance(eigenvalues)] = 0.0
-    projected = eigenvectors.T @ targets  # Qᵀ y, (n, n_targets)
-    squared_eigenvectors = eigenvectors**2
-    target_means = targets.mean(axis=0)
-
-    loo_mse = np.empty((alphas.size, targets.shape[1]))
-    best_residuals = None
-    best_index = np.zeros(targets.shape[1], dtype=np.intp)
-    for index, alpha in enumerate(alphas):
-        shrink = alpha / (eigenvalues + alpha)
-        residuals = eigenvectors @ (shrink[:, None] * projected) - target_means
-        leverage_complement = squared_eigenvectors @ shrink - 1.0 / n  # diag(I - S)
-        loo_residuals = residuals / leverage_complement[:, None]
-        loo_mse[index] = np.mean(loo_residuals**2, axis=0)
-        if best_residuals is None:
-            best_residuals = loo_residuals
-        else:
-            better = loo_mse[index] < loo_mse[best_index, np.arange(targets.shape[1])]
-            best_index[better] = index
-            best_residuals[:, better] = loo_residuals[:, better]
+    eigenvalues, eigenvectors = _centred_eigh(kernel)
+    loo_mse, best_index, best_residuals = _loo_sweep(eigenvalues, eigenvectors, targets, alphas)
     return RidgeLooResult(
         predictions=targets - best_residuals,
         alphas=alphas[best_index],
         alpha_index=best_index,
         loo_mse=loo_mse,
     )
+
+
+@dataclass(frozen=True)
+class RidgeFoldsResult:
+    """Held-out ridge fits over outer folds of the stimuli, alpha chosen inside each fold.
+
+    Attributes
+    ----------
+    fold_scores : ndarray of shape (n_folds, n_targets)
+        Pearson r between held-out predictions and responses, within each fold.
+    fold_alphas : ndarray of shape (n_folds, n_targets)
+        The alpha each target got in each fold (inner LOO on the training part).
+    fold_errors : ndarray of shape (n_folds, n_targets)
+        Inner LOO mean squared error at that alpha divided by the variance of the
+        training responses: a scale-free measure of fit on the training part only,
+        which layer selection may use without seeing the held-out stimuli.
+    """
+
+    fold_scores: np.ndarray
+    fold_alphas: np.ndarray
+    fold_errors: np.ndarray
+
+
+def fit_ridge_folds(
+    kernel: np.ndarray,
+    targets: np.ndarray,
+    folds: Sequence[np.ndarray],
+    *,
+    relative_alphas: Sequence[float] | None = None,
+    alphas: Sequence[float] | None = None,
+) -> RidgeFoldsResult:
+    """Outer-fold ridge scores with the alpha chosen by exact inner LOO per target.
+
+    For every fold, the kernel restricted to the training stimuli is centred with
+    the training means and decomposed once; each target's alpha minimises its LOO
+    error on the training part (``fit_ridge_loo``'s identity); the held-out stimuli
+    are predicted from the training part with that alpha,
+    ``ŷ_test = ȳ_train + K_c[test, train] (K_c[train, train] + α I)⁻¹ (y_train − ȳ_train)``,
+    where ``K_c`` is centred with the *training* feature means:
+    ``K_c[a, b] = K_ab − mean_j K_aj − mean_j K_jb + mean_jk K_jk`` (j, k training).
+
+    The score of a fold is the Pearson r between prediction and response over that
+    fold's stimuli. Within one fold every prediction comes from the same fit, so a
+    prediction that carries no information about the held-out responses correlates
+    with them at 0 on average; correlating predictions pooled across folds, or LOO
+    predictions, does not have that property (each carries the mean of the other
+    stimuli, which correlates negatively with the response).
+
+    Parameters
+    ----------
+    kernel : ndarray of shape (n_stimuli, n_stimuli)
+        Linear kernel ``X Xᵀ``.
+    targets : ndarray of shape (n_stimuli, n_targets)
+    folds : sequence of int ndarrays, length n_folds
+        The held-out stimuli of each fold (at least 3 each, and at least 3 training
+        stimuli); see ``deepmouse.metrics.folds.stimulus_folds``.
+    relative_alphas, alphas : sequence of float
+        Exactly one: an alpha grid relative to each training kernel's scale
+        (``relative_alpha_grid``), or absolute alphas (``paper`` mode: ``[1.0]``).
+
+    Returns
+    -------
+    RidgeFoldsResult
+
+    Raises
+    ------
+    DataError, ValueError
+        As ``fit_ridge_loo``.
+    """
+    if (relative_alphas is None) == (alphas is None):
+        raise ValueError("give exactly one of relative_alphas and alphas")
+    kernel = _check_kernel(kernel)
+    targets = np.asarray(targets, dtype=np.float64)
+    if targets.ndim != 2 or targets.shape[0] != kernel.shape[0]:
+        raise ValueError(f"targets must be (n_stimuli={kernel.shape[0]}, n_targets), got shape {targets.shape}")
+    if not np.all(np.isfinite(targets)):
+        where = tuple(np.argwhere(~np.isfinite(targets))[0])
+        raise DataError(f"targets: non-finite value at (stimulus, target) index {where}")
+    n = kernel.shape[0]
+    shape = (len(folds), targets.shape[1])
+    scores, chosen_alphas, errors = np.empty(shape), np.empty(shape), np.empty(shape)
+    for f, test in enumerate(folds):
+        test = np.asarray(test, dtype=np.intp)
+        train = np.setdiff1d(np.arange(n), test)
+        if test.size < 3 or train.size < 3:
+            raise ValueError(f"fold {f}: need at least 3 held-out and 3 training stimuli, got {test.size} and {train.size}")
+        train_kernel = kernel[np.ix_(train, train)]
+        cross = kernel[np.ix_(test, train)]
+        column_means = train_kernel.mean(axis=0)
+        cross_centred = cross - cross.mean(axis=1, keepdims=True) - column_means + column_means.mean()
+        grid = (np.asarray(alphas, dtype=np.float64).reshape(-1) if alphas is not None
+                else relative_alpha_grid(train_kernel, relative_alphas))
+        _check_alphas(grid, "alphas")
+        y = targets[train]
+        eigenvalues, eigenvectors = _centred_eigh(train_kernel)
+        loo_mse, best, _ = _loo_sweep(eigenvalues, eigenvectors, y, grid)
+        y_mean = y.mean(axis=0)
+        projected = eigenvectors.T @ (y - y_mean)
+        test_basis = cross_centred @ eigenvectors
+        predictions = np.empty((test.size, y.shape[1]))
+        for index in np.unique(best):
+            columns = best == index
+            predictions[:, columns] = y_mean[columns] + test_basis @ (projected[:, columns] / (eigenvalues + grid[index])[:, None])
+        scores[f] = _pearson_or_zero(predictions, targets[test])
+        chosen_alphas[f] = grid[best]
+        variance = np.maximum(y.var(axis=0), np.finfo(np.float64).tiny)
+        errors[f] = loo_mse[best, np.arange(y.shape[1])] / variance
+    return RidgeFoldsResult(fold_scores=scores, fold_alphas=chosen_alphas, fold_errors=errors)
 
 
 def fit_ridge_loo_layers(
@@ -287,6 +376,49 @@ def pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a - a.mean(axis=0)
     b = b - b.mean(axis=0)
     r = np.einsum("ij,ij->j", a, b) / np.sqrt(np.einsum("ij,ij->j", a, a) * np.einsum("ij,ij->j", b, b))
+    return np.clip(r, -1.0, 1.0)
+
+
+def _centred_eigh(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (rank-tolerance zeros set to 0) and eigenvectors of the centred kernel."""
+    eigenvalues, eigenvectors = np.linalg.eigh(centre_kernel(kernel))
+    eigenvalues[eigenvalues < _rank_tolerance(eigenvalues)] = 0.0
+    return eigenvalues, eigenvectors
+
+
+def _loo_sweep(eigenvalues: np.ndarray, eigenvectors: np.ndarray, targets: np.ndarray, alphas: np.ndarray):
+    """LOO error of every target at every alpha; the best alpha's index and LOO residuals per target."""
+    n = eigenvectors.shape[0]
+    projected = eigenvectors.T @ targets  # Qᵀ y, (n, n_targets)
+    squared_eigenvectors = eigenvectors**2
+    target_means = targets.mean(axis=0)
+    columns = np.arange(targets.shape[1])
+    loo_mse = np.empty((alphas.size, targets.shape[1]))
+    best_residuals = None
+    best_index = np.zeros(targets.shape[1], dtype=np.intp)
+    for index, alpha in enumerate(alphas):
+        shrink = alpha / (eigenvalues + alpha)
+        residuals = eigenvectors @ (shrink[:, None] * projected) - target_means
+        leverage_complement = squared_eigenvectors @ shrink - 1.0 / n  # diag(I - S)
+        loo_residuals = residuals / leverage_complement[:, None]
+        loo_mse[index] = np.mean(loo_residuals**2, axis=0)
+        if best_residuals is None:
+            best_residuals = loo_residuals
+        else:
+            better = loo_mse[index] < loo_mse[best_index, columns]
+            best_index[better] = index
+            best_residuals[:, better] = loo_residuals[:, better]
+    return loo_mse, best_index, best_residuals
+
+
+def _pearson_or_zero(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Column-wise Pearson r; 0 where either column is constant (a flat prediction carries no evidence)."""
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    defined = (np.ptp(a, axis=0) > 0) & (np.ptp(b, axis=0) > 0)
+    r = np.zeros(a.shape[1])
+    a, b = a[:, defined], b[:, defined]
+    r[defined] = np.einsum("ij,ij->j", a, b) / np.sqrt(np.einsum("ij,ij->j", a, a) * np.einsum("ij,ij->j", b, b))
     return np.clip(r, -1.0, 1.0)
 
 

@@ -139,8 +139,35 @@ def score_layers_rsa(model_rdms: np.ndarray, neural_rdm: np.ndarray, method: str
         raise ValueError(
             f"model_rdms must be (n_layers, n, n) matching neural_rdm {neural_rdm.shape}, got {model_rdms.shape}"
         )
-    model_entries = upper_triangle(model_rdms)
-    neural_entries = upper_triangle(neural_rdm)
+    return score_entries(upper_triangle(model_rdms), upper_triangle(neural_rdm), method)
+
+
+def score_entries(model_entries: np.ndarray, neural_entries: np.ndarray, method: str = "pearson") -> np.ndarray:
+    """Compare every layer's RDM entries with the neural RDM's, over the same pairs.
+
+    ``score_layers_rsa`` on upper triangles; also used on subsets of the stimulus pairs
+    (the halves of ``cv`` layer selection, bootstrap resamples).
+
+    Parameters
+    ----------
+    model_entries : ndarray of shape (n_layers, n_pairs)
+    neural_entries : ndarray of shape (n_pairs,)
+    method : {"pearson", "spearman", "kendall_tau_a"}
+
+    Returns
+    -------
+    scores : ndarray of shape (n_layers,)
+
+    Raises
+    ------
+    DataError
+        If a layer's or the neural entries are constant or not finite (naming the layer index).
+    """
+    compare = _comparison(method)
+    model_entries = np.asarray(model_entries, dtype=np.float64)
+    neural_entries = np.asarray(neural_entries, dtype=np.float64)
+    if model_entries.ndim != 2 or model_entries.shape[1:] != neural_entries.shape:
+        raise ValueError(f"model_entries must be (n_layers, {neural_entries.shape[0]}), got {model_entries.shape}")
     _check_entries(neural_entries, "neural RDM")
     for layer, entries in enumerate(model_entries):
         _check_entries(entries, f"model RDM of layer index {layer}")
@@ -155,6 +182,44 @@ def score_layers_rsa(model_rdms: np.ndarray, neural_rdm: np.ndarray, method: str
     r = (model_centred @ neural_centred) / np.sqrt(
         np.einsum("ij,ij->i", model_centred, model_centred) * (neural_centred @ neural_centred)
     )
+    return np.clip(r, -1.0, 1.0)
+
+
+def weighted_pearson_entries(model_entries: np.ndarray, neural_entries: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Pearson r of every layer's entries with the neural entries, under many weightings of the pairs.
+
+    A bootstrap resample of the stimuli, drawn with counts ``c``, holds the pair of
+    stimuli ``(i, j)`` ``c_i c_j`` times (pairs of two copies of one stimulus are not
+    dissimilarities and are dropped). The Pearson r over the resampled pairs is the
+    weighted Pearson r over the original pairs with those weights, so every replicate
+    and every layer come from three matrix products instead of one gather per replicate.
+
+    Parameters
+    ----------
+    model_entries : ndarray of shape (n_layers, n_pairs)
+    neural_entries : ndarray of shape (n_pairs,)
+    weights : ndarray of shape (n_weightings, n_pairs)
+        Non-negative; all-ones gives the plain Pearson r.
+
+    Returns
+    -------
+    r : ndarray of shape (n_weightings, n_layers)
+        NaN where a weighting leaves a layer's or the neural entries constant.
+    """
+    x = np.asarray(model_entries, dtype=np.float64)
+    y = np.asarray(neural_entries, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    # Centring first keeps the moment differences below free of cancellation.
+    x = x - x.mean(axis=1, keepdims=True)
+    y = y - y.mean()
+    total = w.sum(axis=1, keepdims=True)
+    mean_x = (w @ x.T) / total
+    mean_y = (w @ y)[:, None] / total
+    covariance = (w @ (x * y).T) / total - mean_x * mean_y
+    variance_x = (w @ (x * x).T) / total - mean_x**2
+    variance_y = (w @ (y * y))[:, None] / total - mean_y**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = covariance / np.sqrt(variance_x * variance_y)
     return np.clip(r, -1.0, 1.0)
 
 

@@ -41,6 +41,8 @@ def neurons_expectations() -> list:
         gx.expectations.ExpectColumnValuesToBeInSet(column="area", value_set=list(AREAS)),
         gx.expectations.ExpectColumnValuesToNotBeNull(column="reliability"),
         gx.expectations.ExpectColumnValuesToBeBetween(column="reliability", min_value=-1.0, max_value=1.0),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="cc_max"),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="cc_max", min_value=0.0, max_value=1.0),
         gx.expectations.ExpectColumnValuesToNotBeNull(column="cortical_layer"),
         gx.expectations.ExpectColumnValuesToBeInSet(column="selected", value_set=[True, False]),
     ]

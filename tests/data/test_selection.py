@@ -8,7 +8,7 @@ import pytest
 import scipy.stats
 import statsmodels.api as sm
 
-from deepmouse.config import NeuronsConfig
+from deepmouse.config import NeuronsConfig, parse_params
 from deepmouse.data.nwb import read_session
 from deepmouse.data.responses import trial_responses, trials_array
 from deepmouse.data.selection import (
@@ -19,8 +19,8 @@ from deepmouse.data.selection import (
     cortical_layer,
     running_correlation,
 )
-from deepmouse.errors import DataError
-from deepmouse.metrics.reliability import split_half_reliability
+from deepmouse.errors import ConfigError, DataError
+from deepmouse.metrics.reliability import cc_max, split_half_reliability
 from tests.data.conftest import make_metadata, write_simulated_session
 
 
@@ -123,6 +123,7 @@ def test_annotation_columns_and_metadata(two_experiments):
     assert set(neurons["container_id"]) == {10_701, 10_702}
     assert (neurons["cortical_layer"] == "L2/3").all()
     assert neurons["reliability"].between(-1, 1).all()
+    assert neurons["cc_max"].between(0, 1).all()
     assert neurons["anova_p"].between(0, 1).all()
     assert (neurons["image_selective"] == (neurons["anova_p"] < 0.05)).all()
 
@@ -148,16 +149,32 @@ def test_simulated_noise_spreads_reliability_across_the_threshold(two_experiment
     assert (reliability >= 0.75).any() and (reliability < 0.75).any()
 
 
-@pytest.mark.parametrize("threshold", [-1.0, 0.3, 0.75, 0.9])
-def test_selection_follows_the_reliability_threshold(two_experiments, threshold):
+def test_cc_max_column_is_the_metric_per_experiment_and_tracks_reliability(two_experiments):
     trials, metas = two_experiments
-    neurons = annotate_neurons(trials, metas, NeuronsConfig(n_splits=20, reliability_threshold=threshold))
-    assert (neurons["selected"] == (neurons["reliability"] >= threshold)).all()
+    neurons = annotate_neurons(trials, metas, NeuronsConfig(n_splits=20))
+    for experiment_id, rows in neurons.groupby("experiment_id"):
+        one = trials[trials["experiment_id"] == experiment_id]
+        expected = cc_max(trials_array(one, rows["neuron_id"].to_numpy()))
+        np.testing.assert_allclose(rows["cc_max"], expected, rtol=1e-12)
+    assert np.corrcoef(neurons["cc_max"] ** 2, neurons["reliability"])[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("exclude", [True, False])
+@pytest.mark.parametrize("threshold", [-1.0, 0.3, 0.75, 0.9])
+def test_selection_follows_the_reliability_threshold(two_experiments, threshold, exclude):
+    trials, metas = two_experiments
+    cfg = NeuronsConfig(n_splits=20, reliability_threshold=threshold, exclude_running_modulated=exclude)
+    neurons = annotate_neurons(trials, metas, cfg)
+    expected = neurons["reliability"] >= threshold
+    if exclude:
+        expected &= ~neurons["running_modulated"]
+    assert (neurons["selected"] == expected).all()
 
 
 def test_selection_can_require_selectivity(two_experiments):
     trials, metas = two_experiments
-    cfg = NeuronsConfig(n_splits=20, reliability_threshold=-1.0, require_selective=True, selectivity_alpha=1e-6)
+    cfg = NeuronsConfig(n_splits=20, reliability_threshold=-1.0, require_selective=True, selectivity_alpha=1e-6,
+                        exclude_running_modulated=False)
     neurons = annotate_neurons(trials, metas, cfg)
     assert (neurons["selected"] == neurons["image_selective"]).all()
     assert neurons["selected"].sum() < len(neurons)
@@ -166,7 +183,7 @@ def test_selection_can_require_selectivity(two_experiments):
 def test_per_area_cap_keeps_the_most_reliable(two_experiments):
     trials, metas = two_experiments
     metas = [metas[0], dataclasses.replace(metas[1], area="VISl")]
-    cfg = NeuronsConfig(n_splits=20, reliability_threshold=0.0, max_per_area=3)
+    cfg = NeuronsConfig(n_splits=20, reliability_threshold=0.0, max_per_area=3, exclude_running_modulated=False)
     neurons = annotate_neurons(trials, metas, cfg)
     for area, group in neurons.groupby("area"):
         passing = group[group["reliability"] >= 0.0]
@@ -193,14 +210,75 @@ def test_neuron_in_two_experiments_is_an_error(two_experiments):
 def test_silent_or_constant_neuron_is_kept_unreliable_and_others_unchanged(two_experiments):
     trials, metas = two_experiments
     one = trials[trials["experiment_id"] == 701].copy()
-    cfg = NeuronsConfig(n_splits=5, reliability_threshold=-1.0)
+    cfg = NeuronsConfig(n_splits=5, reliability_threshold=-1.0, exclude_running_modulated=False)
     before = annotate_neurons(one, metas, cfg).set_index("neuron_id")
     neuron = one["neuron_id"].iloc[0]
     one.loc[one["neuron_id"] == neuron, "response"] = 0.0  # e.g. no events in any window
     after = annotate_neurons(one, metas, cfg).set_index("neuron_id")
-    assert after.loc[neuron, "reliability"] == 0.0
+    assert after.loc[neuron, "reliability"] == 0.0 and after.loc[neuron, "cc_max"] == 0.0
     assert not after.loc[neuron, "image_selective"] and not after.loc[neuron, "running_modulated"]
     assert not after.loc[neuron, "responsive"] and not after.loc[neuron, "selected"]
     others = after.index != neuron
     np.testing.assert_allclose(after.loc[others, "reliability"], before.loc[others, "reliability"], rtol=1e-12)
     assert after.loc[others, "selected"].all()
+
+
+# ------------------------------------------------------------ running modulation
+@pytest.fixture(scope="module")
+def running_experiments(tmp_path_factory):
+    """Two reliable experiments in two areas, half of the neurons with a planted running gain."""
+    from deepmouse.data import simulated
+
+    folder = tmp_path_factory.mktemp("running")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(simulated, "_RUNNING_MODULATED_FRACTION", 0.5)
+        patch.setattr(simulated, "_RUNNING_GAIN_RANGE", (0.6, 0.6))
+        sessions = [read_session(write_simulated_session(folder / f"{i}.nwb", seed=30 + i, experiment_id=i,
+                                                         n_neurons=12, n_repeats=20,
+                                                         noise_levels=np.linspace(0.05, 0.6, 12)))
+                    for i in (801, 802)]
+    trials = pd.concat([trial_responses(s, (0.0, 0.25), (-0.1, 0.0)) for s in sessions], ignore_index=True)
+    metas = [sessions[0].metadata, dataclasses.replace(sessions[1].metadata, area="VISl")]
+    return trials, metas
+
+
+def test_running_modulated_neurons_are_left_out_by_default(running_experiments):
+    trials, metas = running_experiments
+    cfg = NeuronsConfig(n_splits=10, reliability_threshold=0.5)
+    assert cfg.exclude_running_modulated
+    kept = annotate_neurons(trials, metas, cfg)
+    every = annotate_neurons(trials, metas, dataclasses.replace(cfg, exclude_running_modulated=False))
+    pd.testing.assert_frame_equal(kept.drop(columns="selected"), every.drop(columns="selected"))
+    reliable = kept["reliability"] >= 0.5
+    modulated = kept["running_modulated"]
+    assert (reliable & modulated).any() and (reliable & ~modulated).any()  # both kinds to select from
+    assert not (kept["selected"] & modulated).any()
+    assert (kept["selected"] == (reliable & ~modulated)).all()
+    assert (every["selected"] == reliable).all() and (every["selected"] & modulated).any()
+    # Per area, the exclusion removes exactly the reliable running-modulated neurons.
+    removed = (reliable & modulated).groupby(kept["area"]).sum()
+    by_area = every.groupby("area")["selected"].sum() - kept.groupby("area")["selected"].sum()
+    pd.testing.assert_series_equal(by_area, removed, check_names=False)
+
+
+def test_running_modulation_uses_running_alpha(running_experiments):
+    trials, metas = running_experiments
+    one = trials[trials["experiment_id"] == 801]
+    ids = pd.unique(one["neuron_id"])
+    _, p = running_correlation(trials_array(one, ids), trials_array(one, ids[:1], column="running_speed")[0])
+    strict = np.sort(p[np.isfinite(p)])[1]  # the second-smallest p-value: only the smallest is below it
+    for alpha in (0.05, strict):
+        # selectivity_alpha has no say in running modulation.
+        cfg = NeuronsConfig(n_splits=2, running_alpha=alpha, selectivity_alpha=0.5)
+        neurons = annotate_neurons(one, metas, cfg)
+        np.testing.assert_array_equal(neurons["running_modulated"], p < alpha)
+    assert (p < strict).sum() == 1
+
+
+def test_neuron_params_are_validated():
+    neurons = parse_params({}).neurons
+    assert neurons.exclude_running_modulated is True and neurons.running_alpha == 0.05
+    with pytest.raises(ConfigError, match=r"neurons\.running_alpha: must be in \(0, 1\), got 0"):
+        parse_params({"neurons": {"running_alpha": 0}})
+    with pytest.raises(ConfigError, match=r"neurons\.exclude_running_modulated: expected true or false, got 'yes'"):
+        parse_params({"neurons": {"exclude_running_modulated": "yes"}})

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 from scipy.stats import pearsonr
@@ -5,6 +7,7 @@ from scipy.stats import pearsonr
 import deepmouse.metrics.reliability as reliability
 from deepmouse.errors import DataError
 from deepmouse.metrics.reliability import (
+    cc_max,
     spearman_brown,
     split_half_masks,
     split_half_means,
@@ -163,3 +166,161 @@ def test_bad_arguments_raise():
     trials[1, 2, 3] = np.inf
     with pytest.raises(DataError, match=r"infinite value at .* \(1, 2, 3\)"):
         split_half_reliability(trials, 2, np.random.default_rng(0))
+
+
+# ------------------------------------------------------------------------ CC_max
+def _schoppe_signal_power(repeats):
+    """Sahani & Linden's SP as Schoppe et al. write it; ``repeats`` is (N trials, T stimuli)."""
+    n = repeats.shape[0]
+    power_of_sum = np.var(repeats.sum(axis=0), ddof=1)
+    sum_of_powers = sum(np.var(repeats[k], ddof=1) for k in range(n))
+    return (power_of_sum - sum_of_powers) / (n * (n - 1))
+
+
+def _reference_cc_max_over_labellings(trials):
+    """Schoppe's CC_max with SP averaged over every relabelling of the trials within each stimulus.
+
+    Explicit loops; equal trial counts. ``sqrt(SP / Var(m))``, variances with ``ddof=1``.
+    """
+    n_neurons, n_stimuli, n_trials = trials.shape
+    result = np.zeros(n_neurons)
+    labellings = list(itertools.product(itertools.permutations(range(n_trials)), repeat=n_stimuli))
+    for neuron in range(n_neurons):
+        total = 0.0
+        for labelling in labellings:
+            repeats = np.array([[trials[neuron, s, labelling[s][k]] for s in range(n_stimuli)]
+                                for k in range(n_trials)])
+            total += _schoppe_signal_power(repeats)
+        signal_power = total / len(labellings)
+        means = [np.mean(trials[neuron, s]) for s in range(n_stimuli)]
+        result[neuron] = np.sqrt(max(signal_power, 0.0) / np.var(means, ddof=1))
+    return result
+
+
+def _reference_cc_max_per_stimulus(trials):
+    """Explicit loops over neurons and stimuli: SP = Var(m) - mean_s(v_s / n_s), any trial counts."""
+    n_neurons, n_stimuli, _ = trials.shape
+    result = np.zeros(n_neurons)
+    for neuron in range(n_neurons):
+        means, squared_errors = [], []
+        for s in range(n_stimuli):
+            values = trials[neuron, s][np.isfinite(trials[neuron, s])]
+            means.append(np.mean(values))
+            squared_errors.append(np.var(values, ddof=1) / len(values))
+        total_power = np.var(means, ddof=1)
+        signal_power = total_power - np.mean(squared_errors)
+        result[neuron] = np.sqrt(min(max(signal_power / total_power, 0.0), 1.0)) if total_power > 0 else 0.0
+    return result
+
+
+def _planted(seed, signal_sd, noise_sd, n_stimuli=119, n_trials=50, uneven=True):
+    """Neurons ``mu[s] + noise`` with per-stimulus noise sd and trial counts; returns trials and truth.
+
+    The truth is the explainable fraction of the variance of the trial means,
+    ``Var(mu) / (Var(mu) + mean_s(sigma_s**2 / n_s))``, the expected value of that variance being
+    the denominator.
+    """
+    rng = np.random.default_rng(seed)
+    signal_sd = np.asarray(signal_sd, dtype=float)
+    noise_sd = np.asarray(noise_sd, dtype=float)
+    mu = signal_sd[:, None] * rng.normal(size=(signal_sd.size, n_stimuli))
+    # Heteroscedastic: noise grows with the response, as calcium noise does.
+    sigma = noise_sd[:, None] * np.sqrt(0.5 + rng.uniform(size=(1, n_stimuli)))
+    trials = mu[:, :, None] + sigma[:, :, None] * rng.normal(size=(signal_sd.size, n_stimuli, n_trials))
+    counts = np.full(n_stimuli, n_trials)
+    if uneven:
+        counts = rng.integers(n_trials - 4, n_trials + 1, n_stimuli)
+        trials[:, np.arange(n_trials)[None, :] >= counts[:, None]] = np.nan
+    error = (sigma**2 / counts).mean(axis=1)
+    truth = mu.var(axis=1, ddof=1) / (mu.var(axis=1, ddof=1) + error)
+    return trials, truth
+
+
+def test_cc_max_is_schoppes_formula_averaged_over_trial_labellings():
+    rng = np.random.default_rng(20)
+    trials = rng.normal(size=(3, 4, 1)) + rng.normal(size=(3, 4, 3))  # 3 trials each: 6**4 labellings
+    np.testing.assert_allclose(cc_max(trials), _reference_cc_max_over_labellings(trials), atol=1e-12)
+
+
+def test_cc_max_matches_explicit_loop_with_unequal_trial_counts():
+    trials = _trials(21, n_neurons=6, n_stimuli=9)
+    trials[0] *= 0.0
+    trials[0, :, 0] = 1.0  # constant trial means: no signal
+    result = cc_max(trials)
+    assert result.shape == (6,)
+    np.testing.assert_allclose(result, _reference_cc_max_per_stimulus(trials), atol=1e-12)
+    assert result[0] == 0.0
+
+
+def test_cc_max_does_not_depend_on_the_order_of_trials_within_a_stimulus():
+    trials = _trials(22)
+    rng = np.random.default_rng(23)
+    shuffled = trials.copy()
+    for s in range(trials.shape[1]):
+        presented = np.flatnonzero(np.isfinite(trials[0, s]))
+        shuffled[:, s, presented] = trials[:, s, rng.permutation(presented)]
+    np.testing.assert_allclose(cc_max(shuffled), cc_max(trials), atol=1e-12)
+
+
+def test_cc_max_squared_estimates_the_explainable_variance_and_agrees_with_split_half():
+    # 100 neurons at each of four signal-to-noise levels, uneven trial counts, heteroscedastic noise.
+    levels = np.array([0.2, 0.6, 1.0, 1.5])
+    noise = np.repeat(levels * np.sqrt(50), 100)  # explainable fractions ~ 1 / (1 + levels**2)
+    trials, truth = _planted(24, np.ones(noise.size), noise)
+    ceiling = cc_max(trials)
+    split_half = split_half_reliability(trials, 20, np.random.default_rng(25))
+    assert np.all((ceiling >= 0) & (ceiling <= 1))
+    for level in range(levels.size):
+        block = slice(100 * level, 100 * (level + 1))
+        true_fraction = truth[block].mean()
+        # Both are ratios of noisy variances, biased low by about 2 / n_stimuli * (1 - fraction).
+        assert abs(np.mean(ceiling[block] ** 2) - true_fraction) < 0.03
+        assert abs(np.mean(ceiling[block] ** 2) - split_half[block].mean()) < 0.01
+    # Neuron by neuron too: both estimate the same number, from the same trials.
+    assert np.corrcoef(ceiling**2, split_half)[0, 1] > 0.95
+    assert np.median(np.abs(ceiling**2 - truth)) < 0.03
+
+
+def test_cc_max_of_noiseless_responses_is_one():
+    trials = _trials(26, noise=0.0)
+    np.testing.assert_allclose(cc_max(trials), 1.0, atol=1e-12)
+
+
+def test_cc_max_of_pure_noise_is_near_zero_and_never_nan():
+    trials, truth = _planted(27, np.zeros(200), np.ones(200))
+    assert np.all(truth == 0)
+    result = cc_max(trials)
+    assert np.all(np.isfinite(result)) and result.min() == 0.0
+    assert np.mean(result**2) < 0.08  # ~0.047 expected: max(0, estimate) of a zero signal power
+    assert np.mean(result == 0.0) > 0.3  # the signal power estimate is <= 0 about half the time
+
+
+def test_cc_max_is_zero_for_a_constant_neuron_and_invariant_to_gain_and_offset():
+    trials = _trials(28)
+    base = cc_max(trials)
+    order = np.array([3, 0, 4, 1, 2])
+    rescaled = trials[order] * np.array([2.0, 0.5, 7.0, 1.0, 3.0])[:, None, None] - 4.0
+    np.testing.assert_allclose(cc_max(rescaled), base[order], atol=1e-12)
+    trials[2] = np.where(np.isnan(trials[2]), np.nan, 0.25)
+    result = cc_max(trials)
+    assert result[2] == 0.0
+    np.testing.assert_allclose(np.delete(result, 2), np.delete(base, 2), atol=1e-12)
+
+
+def test_cc_max_bad_inputs_raise():
+    trials = _trials(29)
+    with pytest.raises(ValueError, match="n_neurons, n_stimuli, n_trials"):
+        cc_max(trials[0])
+    with pytest.raises(DataError, match="needs the variance over at least 2"):
+        cc_max(trials[:, :1])
+    uneven = trials.copy()
+    uneven[3, 6, 0] = np.nan
+    with pytest.raises(DataError, match="neuron index 3 has NaN at different trials"):
+        cc_max(uneven)
+    single = trials.copy()
+    single[:, 5, 1:] = np.nan
+    with pytest.raises(DataError, match="stimulus index 5 has 1 valid trial.*within-stimulus variance"):
+        cc_max(single)
+    trials[1, 2, 3] = np.inf
+    with pytest.raises(DataError, match=r"infinite value at .* \(1, 2, 3\)"):
+        cc_max(trials)

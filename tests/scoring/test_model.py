@@ -9,30 +9,14 @@ from sklearn.linear_model import RidgeCV
 from sklearn.metrics import make_scorer, mean_squared_error
 from sklearn.preprocessing import StandardScaler
 
-from deepmouse.config import ScoringConfig, parse_params
 from deepmouse.errors import DataError
-from deepmouse.features.stats import LayerStatistics
+from deepmouse.metrics.folds import stimulus_folds
 from deepmouse.scoring import load_neural_data, score_model
+from tests.scoring.conftest import scoring_cfg
+from tests.scoring.conftest import statistics_of as _statistics
 
 N_STIMULI, N_TRIALS = 24, 6
 AREAS = ("VISp", "VISl")
-
-
-def _statistics(features: list[np.ndarray]) -> LayerStatistics:
-    """Layer statistics computed directly (float64) from full activations."""
-    kernels = []
-    for x in features:
-        varying = np.ptp(x, axis=0) > 0
-        z = StandardScaler().fit_transform(x[:, varying]) if varying.any() else np.zeros((len(x), 0))
-        kernels.append(z @ z.T)
-    layers = pd.DataFrame({
-        "layer_index": np.arange(len(features)), "layer_name": [f"layer{i}" for i in range(len(features))],
-        "module_type": "Linear", "n_features": [x.shape[1] for x in features],
-        "n_kept": [int((np.ptp(x, axis=0) > 0).sum()) for x in features],
-        "depth": np.linspace(0, 1, len(features)),
-    })
-    return LayerStatistics(layers, np.stack([x @ x.T for x in features]), np.stack([x.sum(1) for x in features]),
-                           np.stack(kernels))
 
 
 @pytest.fixture
@@ -61,8 +45,8 @@ def setting():
     return features, neural
 
 
-def _cfg(**scoring) -> ScoringConfig:
-    return parse_params({"scoring": {"bootstrap": {"n": 200}, **scoring}}).scoring
+def _cfg(**scoring):
+    return scoring_cfg(**{"cv": {"n_folds": 4}, **scoring})
 
 
 def _upper(m):
@@ -86,35 +70,63 @@ def test_rsa_scores_equal_explicit_rdm_correlations(setting):
         assert rsa.loc[(area, 0), "noise_ceiling"] == pytest.approx(2 * r / (1 + r), abs=1e-10)
 
 
-def test_regression_scores_equal_scikit_learn_ridgecv_loo(setting):
+def _sklearn_fold_scores(z, targets, folds, relative_alphas):
+    """Outer folds by hand: RidgeCV (GCV, alpha per target) on each training part, r within each held-out fold."""
+    scorer = make_scorer(mean_squared_error, greater_is_better=False)
+    scores, alphas = [], []
+    for test in folds:
+        train = np.setdiff1d(np.arange(len(z)), test)
+        centred = z[train] - z[train].mean(axis=0)
+        grid = np.asarray(relative_alphas) * np.trace(centred @ centred.T) / len(train)
+        model = RidgeCV(alphas=grid, fit_intercept=True, alpha_per_target=True, scoring=scorer).fit(z[train], targets[train])
+        predicted = model.predict(z[test])
+        scores.append([pearsonr(predicted[:, j], targets[test, j])[0] for j in range(targets.shape[1])])
+        alphas.append(model.alpha_)
+    return np.array(scores), np.array(alphas)
+
+
+def test_regression_scores_equal_outer_folds_of_scikit_learn_ridgecv(setting):
     features, neural = setting
     cfg = _cfg()
     tables = score_model("toy", _statistics(features), neural, cfg, progress=lambda _: None)
     reg = tables["regression_scores"].set_index(["layer_index", "neuron_id"])
+    folds = stimulus_folds(N_STIMULI, cfg.cv.n_folds, cfg.cv.n_repeats, np.random.default_rng([cfg.cv.seed, 0]))
+    for layer, x in enumerate(features):
+        # K is standardised over all stimuli, as in the reference study; the folds refit on it.
+        scores, alphas = _sklearn_fold_scores(StandardScaler().fit_transform(x), neural.means, folds,
+                                              cfg.regression.relative_alphas)
+        for j, neuron_id in enumerate(neural.neurons["neuron_id"]):
+            assert reg.loc[(layer, neuron_id), "score"] == pytest.approx(scores[:, j].mean(), abs=1e-6)
+            assert reg.loc[(layer, neuron_id), "alpha"] == pytest.approx(np.sort(alphas[:, j])[(len(folds) - 1) // 2], rel=1e-6)
+
+
+def test_paper_mode_equals_scikit_learn_ridgecv_loo_at_alpha_one(setting):
+    features, neural = setting
+    tables = score_model("toy", _statistics(features), neural, _cfg(regression={"alpha_mode": "paper"}),
+                         progress=lambda _: None)
+    reg = tables["regression_scores"].set_index(["layer_index", "neuron_id"])
+    assert (tables["regression_scores"]["alpha"] == 1.0).all()
     scorer = make_scorer(mean_squared_error, greater_is_better=False)
     for layer, x in enumerate(features):
-        z = StandardScaler().fit_transform(x)
-        alphas = np.asarray(cfg.regression.relative_alphas) * np.trace(z @ z.T) / len(z)
-        model = RidgeCV(alphas=alphas, fit_intercept=True, alpha_per_target=True, store_cv_results=True,
-                        scoring=scorer).fit(z, neural.means)
-        chosen = np.searchsorted(alphas, model.alpha_)
+        model = RidgeCV(alphas=[1.0], fit_intercept=True, alpha_per_target=True, store_cv_results=True,
+                        scoring=scorer).fit(StandardScaler().fit_transform(x), neural.means)
         for j, neuron_id in enumerate(neural.neurons["neuron_id"]):
-            loo = model.cv_results_[:, j, chosen[j]]
-            assert reg.loc[(layer, neuron_id), "alpha"] == pytest.approx(model.alpha_[j], rel=1e-9)
+            loo = model.cv_results_[:, j, 0]
             assert reg.loc[(layer, neuron_id), "score"] == pytest.approx(pearsonr(loo, neural.means[:, j])[0], abs=1e-6)
 
 
-def test_max_selection_recovers_the_layer_each_area_reads(setting):
+def test_both_selections_recover_the_layer_each_area_reads(setting):
     features, neural = setting
     tables = score_model("toy", _statistics(features), neural, _cfg(), progress=lambda _: None)
-    summary = tables["model_scores"].set_index(["method", "site"])
-    assert summary.loc[("regression", "VISp"), "best_layer_index"] == 0
-    assert summary.loc[("regression", "VISl"), "best_layer_index"] == 2
+    summary = tables["model_scores"].set_index(["method", "layer_selection", "site"])
+    for rule in ("max", "cv"):
+        assert summary.loc[("regression", rule, "VISp"), "best_layer_index"] == 0
+    assert summary.loc[("regression", "max", "VISl"), "best_layer_index"] == 2
     reg = tables["regression_scores"]
     for area in AREAS:
         ids = neural.neurons.loc[neural.neurons["area"] == area, "neuron_id"]
         per_layer = reg[reg["neuron_id"].isin(ids)].groupby("layer_index")["score"].mean()
-        row = summary.loc[("regression", area)]
+        row = summary.loc[("regression", "max", area)]
         assert row["score"] == pytest.approx(per_layer.max())
         assert row["ci_low"] <= row["score"] <= row["ci_high"]
         at_best = reg[(reg["layer_index"] == per_layer.idxmax()) & reg["neuron_id"].isin(ids)].set_index("neuron_id")
@@ -122,8 +134,12 @@ def test_max_selection_recovers_the_layer_each_area_reads(setting):
         expected = np.mean(at_best.loc[ids, "score"] / np.sqrt(reliability))
         assert row["normalized_score"] == pytest.approx(expected)
         rsa_rows = tables["rsa_scores"][tables["rsa_scores"]["site"] == area]
-        assert summary.loc[("rsa", area), "score"] == pytest.approx(rsa_rows["score"].max())
-    assert set(tables["model_scores"]["layer_selection"]) == {"max"}
+        assert summary.loc[("rsa", "max", area), "score"] == pytest.approx(rsa_rows["score"].max())
+        ceiling = rsa_rows["noise_ceiling"].iloc[0]
+        assert summary.loc[("rsa", "max", area), "normalized_score"] == pytest.approx(rsa_rows["score"].max() / np.sqrt(ceiling))
+    assert set(tables["model_scores"]["layer_selection"]) == {"max", "cv"}
+    replicates = tables["bootstrap_replicates"]
+    assert len(replicates) == len(tables["model_scores"]) * 200
 
 
 def test_scores_are_seeded_and_reproducible(setting):
@@ -143,13 +159,6 @@ def test_constant_layer_is_skipped_and_all_constant_model_rejected(setting):
     assert any("skipping 1 layers" in n for n in notes)
     with pytest.raises(DataError, match="every layer is constant"):
         score_model("flat", _statistics([constant]), neural, _cfg(), progress=lambda _: None)
-
-
-def test_paper_mode_uses_the_fixed_alpha(setting):
-    features, neural = setting
-    tables = score_model("toy", _statistics(features), neural, _cfg(regression={"alpha_mode": "paper"}),
-                         progress=lambda _: None)
-    assert (tables["regression_scores"]["alpha"] == 1.0).all()
 
 
 def test_missing_responses_for_a_selected_neuron_are_named(setting):

@@ -1,0 +1,140 @@
+"""Score one model against the selected neurons: every layer, then one score per site and rule.
+
+Tables (DESIGN §7):
+
+- ``rsa_scores``: layer × site × metric, with the site's noise ceiling;
+- ``regression_scores``: layer × neuron, with the neuron's alpha;
+- ``model_scores``: method × layer selection × site, with its bootstrap interval (which
+  includes the layer selection), normalised score and selected layer;
+- ``bootstrap_replicates``: the replicates behind each interval, drawn with the same
+  resamples for every model, for paired model comparisons.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from deepmouse.config import ScoringConfig
+from deepmouse.errors import DataError
+from deepmouse.features.stats import LayerStatistics
+from deepmouse.metrics.bootstrap import percentile_interval, resample_counts
+from deepmouse.metrics.folds import stimulus_folds, stimulus_halves
+from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
+from deepmouse.metrics.rsa import rdm_noise_ceiling, score_entries
+from deepmouse.scoring.neural import NeuralData
+from deepmouse.scoring.regression import fit_regression_layers
+from deepmouse.scoring.selection import Selected, select_regression, select_rsa
+
+
+def score_model(
+    model_id: str,
+    stats: LayerStatistics,
+    neural: NeuralData,
+    cfg: ScoringConfig,
+    *,
+    progress: Callable[[str], None] = print,
+) -> dict[str, pd.DataFrame]:
+    """All score tables for one model.
+
+    Returns
+    -------
+    dict with DataFrames ``rsa_scores``, ``regression_scores``, ``model_scores`` and
+    ``bootstrap_replicates``.
+    """
+    usable = stats.usable_layers()
+    if not usable.any():
+        raise DataError(f"{model_id}: every layer is constant over the stimuli; nothing to score")
+    if (~usable).any():
+        progress(f"  {model_id}: skipping {int((~usable).sum())} layers constant over the stimuli")
+    layers = stats.layers[usable].reset_index(drop=True)
+    n_stimuli = neural.means.shape[0]
+    if stats.n_stimuli != n_stimuli:
+        raise DataError(f"{model_id}: features of {stats.n_stimuli} stimuli, responses to {n_stimuli}")
+
+    if n_stimuli // cfg.cv.n_folds < 3:
+        raise DataError(f"scoring.cv.n_folds: {cfg.cv.n_folds} folds of {n_stimuli} stimuli leave fewer than 3 per fold")
+    summary, replicates = [], []
+
+    def add(method, rule, kind, site, selected: Selected, normalised, ceiling, n_neurons):
+        low, high = percentile_interval(selected.values[1:], cfg.bootstrap.level)
+        position, stability = selected.modal_choice()
+        summary.append({
+            "model_id": model_id, "method": method, "layer_selection": rule, "site_kind": kind, "site": site,
+            "score": float(selected.values[0]), "ci_low": low, "ci_high": high,
+            "normalized_score": float(normalised), "noise_ceiling": float(ceiling),
+            "best_layer_index": int(layers["layer_index"].iloc[position]),
+            "best_layer_depth": float(layers["depth"].iloc[position]), "layer_stability": stability,
+            "n_neurons": int(n_neurons),
+        })
+        replicates.append(pd.DataFrame({
+            "model_id": model_id, "method": method, "layer_selection": rule, "site_kind": kind, "site": site,
+            "replicate": np.arange(selected.values.size - 1, dtype=np.int32), "value": selected.values[1:],
+        }))
+
+    rules = tuple(cfg.layer_selection)
+    halves = stimulus_halves(n_stimuli, cfg.cv.n_splits, np.random.default_rng([cfg.cv.seed, 1]))
+    pairs = np.triu_indices(n_stimuli, k=1)
+    model_entries = upper_triangle(stats.correlation_rdms(usable))
+    rsa_rows = []
+    for kind, site, columns in neural.sites(cfg.rsa.sites):
+        neural_entries = upper_triangle(rdm_from_responses(neural.means[:, columns]))
+        ceiling = rdm_noise_ceiling(neural.half_a[:, columns], neural.half_b[:, columns], method=cfg.rsa.comparison)
+        per_layer = score_entries(model_entries, neural_entries, cfg.rsa.comparison)
+        rsa_rows.append(pd.DataFrame({
+            "model_id": model_id, "layer_index": layers["layer_index"], "site_kind": kind, "site": site,
+            "metric": cfg.rsa.comparison, "score": per_layer, "noise_ceiling": ceiling, "n_neurons": len(columns),
+        }))
+        counts = resample_counts(n_stimuli, cfg.bootstrap.n, _site_rng(cfg, "rsa", kind, site))
+        pair_weights = np.vstack([np.ones(pairs[0].size), counts[:, pairs[0]] * counts[:, pairs[1]]])
+        selections = select_rsa(model_entries, neural_entries, pair_weights, halves, pairs, cfg.rsa.comparison, rules)
+        for rule, selected in selections.items():
+            normalised = selected.values[0] / np.sqrt(ceiling) if ceiling > 0 else np.nan
+            add("rsa", rule, kind, site, selected, normalised, ceiling, len(columns))
+
+    folds = stimulus_folds(n_stimuli, cfg.cv.n_folds, cfg.cv.n_repeats, np.random.default_rng([cfg.cv.seed, 0]))
+    fits = fit_regression_layers(stats.kernel[usable], neural.means, folds, cfg.regression)
+    progress(f"  {model_id}: ridge on {len(layers)} layers x {neural.means.shape[1]} neurons x {len(folds)} folds")
+    ceilings = neural.ceilings(cfg.ceiling)
+    for kind, site, columns in neural.sites(["area"]):
+        counts = resample_counts(len(columns), cfg.bootstrap.n, _site_rng(cfg, "regression", kind, site))
+        weights = np.vstack([np.ones(len(columns)), counts]) / len(columns)
+        selections = select_regression(fits.scores[:, columns], fits.fold_scores[:, :, columns],
+                                       fits.fold_errors[:, :, columns], weights, rules)
+        site_ceilings = ceilings[columns]
+        for rule, selected in selections.items():
+            add("regression", rule, kind, site, selected, _normalised_mean(selected.unit_scores, site_ceilings),
+                np.mean(site_ceilings), len(columns))
+
+    neuron_ids = neural.neurons["neuron_id"].to_numpy()
+    regression = pd.DataFrame({
+        "model_id": model_id,
+        "layer_index": np.repeat(layers["layer_index"].to_numpy(), len(neuron_ids)),
+        "neuron_id": np.tile(neuron_ids, len(layers)),
+        "alpha": fits.alphas.ravel(), "score": fits.scores.ravel(),
+    })
+    return {
+        "rsa_scores": pd.concat(rsa_rows, ignore_index=True),
+        "regression_scores": regression,
+        "model_scores": pd.DataFrame(summary),
+        "bootstrap_replicates": pd.concat(replicates, ignore_index=True),
+    }
+
+
+def _normalised_mean(scores: np.ndarray, ceilings: np.ndarray) -> float:
+    """Mean over neurons of r / sqrt(ceiling) (correction for attenuation), over neurons with a positive ceiling."""
+    positive = ceilings > 0
+    return float(np.mean(scores[positive] / np.sqrt(ceilings[positive]))) if positive.any() else np.nan
+
+
+def _site_rng(cfg: ScoringConfig, method: str, kind: str, site: str) -> np.random.Generator:
+    """The same resamples for every model at one site, so replicates pair across models."""
+    return np.random.default_rng([cfg.bootstrap.seed, _stable_hash(method, kind, site)])
+
+
+def _stable_hash(*parts: str) -> int:
+    """A seed component that is the same on every machine (``hash()`` is salted per process)."""
+    return zlib.crc32("/".join(parts).encode())

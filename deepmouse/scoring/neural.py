@@ -1,0 +1,105 @@
+"""The neural side of scoring: selected neurons lined up with their responses and ceilings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from deepmouse.config import AREAS
+from deepmouse.errors import DataError
+
+SITE_COLUMNS = {"area": ("area",), "area_layer": ("area", "cortical_layer"), "area_cre": ("area", "cre_line")}
+"""How each ``scoring.rsa.sites`` kind groups neurons into sites."""
+
+CEILINGS = {
+    "split_half": lambda neurons: neurons["reliability"].to_numpy(dtype=np.float64),
+    "cc_max": lambda neurons: neurons["cc_max"].to_numpy(dtype=np.float64) ** 2,
+}
+"""Per-neuron ceilings as reliabilities (fractions of variance): split-half Spearman-Brown
+reliability, or CC_max squared. A score r is normalised as r / sqrt(ceiling)."""
+
+
+@dataclass(frozen=True)
+class NeuralData:
+    """Selected neurons lined up with their responses.
+
+    Attributes
+    ----------
+    neurons : DataFrame with one row per selected neuron (``neurons.parquet`` columns), in
+        the column order of ``means``.
+    means : ndarray of shape (n_stimuli, n_neurons)
+        Mean response per stimulus (blank last).
+    half_a, half_b : ndarray of shape (n_stimuli, n_neurons)
+        Mean responses over even and odd trials, for the RSA noise ceiling.
+    """
+
+    neurons: pd.DataFrame
+    means: np.ndarray
+    half_a: np.ndarray
+    half_b: np.ndarray
+
+    def sites(self, kinds: Iterable[str]) -> list[tuple[str, str, np.ndarray]]:
+        """``(site_kind, site, column indices)`` for every site with at least one neuron."""
+        out = []
+        for kind in kinds:
+            columns = list(SITE_COLUMNS[kind])
+            groups = self.neurons.reset_index(drop=True).groupby(columns, sort=True).indices
+            for key, index in groups.items():
+                key = key if isinstance(key, tuple) else (key,)
+                out.append((kind, "|".join(str(k) for k in key), np.sort(index)))
+        return sorted(out, key=lambda s: (s[0], _area_order(s[1]), s[1]))
+
+    def ceilings(self, kind: str) -> np.ndarray:
+        """Per-neuron ceiling (a reliability) of ``kind`` in :data:`CEILINGS`, shape (n_neurons,)."""
+        if kind not in CEILINGS:
+            raise ValueError(f"unknown ceiling {kind!r}; valid: {', '.join(CEILINGS)}")
+        try:
+            return CEILINGS[kind](self.neurons)
+        except KeyError as err:
+            raise DataError(f"neurons.parquet: no column {err.args[0]!r} for scoring.ceiling: {kind}") from None
+
+
+def load_neural_data(neurons: pd.DataFrame, means: pd.DataFrame, trials: pd.DataFrame) -> NeuralData:
+    """Line up the selected neurons' mean and split-half responses.
+
+    Parameters
+    ----------
+    neurons : DataFrame from ``neurons.parquet`` (all neurons, with ``selected``).
+    means : DataFrame from ``means.parquet`` (neuron_id, stimulus_index, mean_response).
+    trials : DataFrame from ``trials.parquet`` (neuron_id, stimulus_index, trial, response).
+    """
+    selected = neurons[neurons["selected"]].sort_values(["area", "neuron_id"], key=_area_key)
+    if selected.empty:
+        raise DataError("neurons.parquet: no neuron is selected; lower neurons.reliability_threshold")
+    ids = selected["neuron_id"].to_numpy()
+    wide = _pivot(means[means["neuron_id"].isin(ids)], "mean_response", ids, "means.parquet")
+    chosen = trials[trials["neuron_id"].isin(ids)]
+    even = chosen[chosen["trial"] % 2 == 0].groupby(["neuron_id", "stimulus_index"], as_index=False)["response"].mean()
+    odd = chosen[chosen["trial"] % 2 == 1].groupby(["neuron_id", "stimulus_index"], as_index=False)["response"].mean()
+    half_a = _pivot(even, "response", ids, "trials.parquet (even trials)")
+    half_b = _pivot(odd, "response", ids, "trials.parquet (odd trials)")
+    return NeuralData(selected.reset_index(drop=True), wide, half_a, half_b)
+
+
+def _pivot(frame: pd.DataFrame, value: str, ids: np.ndarray, name: str) -> np.ndarray:
+    wide = frame.pivot(index="stimulus_index", columns="neuron_id", values=value)
+    missing = [i for i in ids if i not in wide.columns]
+    if missing:
+        raise DataError(f"{name}: no responses for selected neuron {missing[0]} ({len(missing)} missing)")
+    wide = wide.reindex(columns=ids)
+    if wide.isna().to_numpy().any():
+        row, col = np.argwhere(wide.isna().to_numpy())[0]
+        raise DataError(f"{name}: missing or NaN response for neuron {ids[col]}, stimulus {wide.index[row]}")
+    return wide.to_numpy(dtype=np.float64)
+
+
+def _area_order(site: str) -> int:
+    area = site.split("|")[0]
+    return AREAS.index(area) if area in AREAS else len(AREAS)
+
+
+def _area_key(column: pd.Series) -> pd.Series:
+    return column.map(_area_order) if column.name == "area" else column

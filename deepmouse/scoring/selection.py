@@ -1,0 +1,145 @@
+"""Layer selection for one site, on the observed data and inside every bootstrap replicate.
+
+Both methods are written the same way: a matrix of *weightings* of the shared units,
+whose first row weights every unit once (the observed data) and whose other rows are
+bootstrap resamples of the units (neurons for regression, stimuli for RSA). Each
+selection rule is applied to every row, so the interval of a selected score includes the
+variability of the selection itself (DESIGN §6), and the replicates of different models,
+drawn with the same weightings, can be compared pairwise.
+
+- ``max``: the layer with the best score on all the data; optimistic, because the same
+  data choose the layer and score it (the reference study's rule).
+- ``cv``: the layer is chosen on data the score never sees. Regression: in each outer
+  fold, the layer whose inner-LOO error on the training stimuli (normalised per neuron,
+  averaged over the site's neurons) is lowest is scored on the held-out stimuli.
+  RSA: in each random halving of the stimuli, the layer that best matches the neural
+  RDM on the pairs within one half is scored on the pairs within the other, both ways.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from deepmouse.metrics.rsa import score_entries, weighted_pearson_entries
+
+
+@dataclass(frozen=True)
+class Selected:
+    """One selection rule applied to every weighting.
+
+    Attributes
+    ----------
+    values : ndarray of shape (n_weightings,)
+        The selected score under each weighting; ``values[0]`` is the observed score.
+    choices : ndarray of int, shape (n_choices,)
+        Layer positions the rule chose on the observed data: one for ``max``, one per
+        fold or split direction for ``cv``.
+    unit_scores : ndarray of shape (n_units,) or None
+        Regression: each neuron's observed score under the rule (for normalisation).
+    """
+
+    values: np.ndarray
+    choices: np.ndarray
+    unit_scores: np.ndarray | None = None
+
+    def modal_choice(self) -> tuple[int, float]:
+        """The most frequent observed choice (lowest position on ties) and its frequency."""
+        positions, counts = np.unique(self.choices, return_counts=True)
+        best = int(np.argmax(counts))
+        return int(positions[best]), float(counts[best] / self.choices.size)
+
+
+def select_regression(scores: np.ndarray, fold_scores: np.ndarray, fold_errors: np.ndarray,
+                      weights: np.ndarray, rules: tuple[str, ...]) -> dict[str, Selected]:
+    """``max`` and ``cv`` selection of a site's regression scores.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_layers, n_units)
+        Each layer's score per neuron (of this site).
+    fold_scores, fold_errors : ndarray of shape (n_folds, n_layers, n_units)
+        Held-out Pearson r per fold, and the normalised inner-LOO error on that fold's
+        training stimuli (see ``deepmouse.metrics.ridge.fit_ridge_folds``).
+    weights : ndarray of shape (n_weightings, n_units)
+        Rows sum to 1; row 0 is uniform (the observed mean over neurons).
+    rules : subset of ("max", "cv")
+    """
+    out = {}
+    if "max" in rules:
+        per_layer = weights @ scores.T  # (n_weightings, n_layers)
+        choice = int(np.argmax(per_layer[0]))
+        out["max"] = Selected(per_layer.max(axis=1), np.array([choice]), scores[choice])
+    if "cv" in rules:
+        rows = np.arange(weights.shape[0])
+        values = np.zeros(weights.shape[0])
+        choices = np.empty(fold_scores.shape[0], dtype=np.intp)
+        unit_scores = np.zeros(scores.shape[1])
+        for fold, (held_out, training_error) in enumerate(zip(fold_scores, fold_errors)):
+            chosen = np.argmin(weights @ training_error.T, axis=1)
+            values += (weights @ held_out.T)[rows, chosen]
+            choices[fold] = chosen[0]
+            unit_scores += held_out[chosen[0]]
+        out["cv"] = Selected(values / fold_scores.shape[0], choices, unit_scores / fold_scores.shape[0])
+    return out
+
+
+def select_rsa(model_entries: np.ndarray, neural_entries: np.ndarray, pair_weights: np.ndarray,
+               halves: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], method: str,
+               rules: tuple[str, ...]) -> dict[str, Selected]:
+    """``max`` and ``cv`` selection of a site's RSA scores.
+
+    Parameters
+    ----------
+    model_entries : ndarray of shape (n_layers, n_pairs)
+        Upper-triangle RDM entries of every layer.
+    neural_entries : ndarray of shape (n_pairs,)
+    pair_weights : ndarray of shape (n_weightings, n_pairs)
+        How often each stimulus pair occurs in each weighting: ``c_i c_j`` for a
+        bootstrap resample with stimulus counts ``c``; row 0 all ones.
+    halves : ndarray of bool, shape (n_splits, n_stimuli)
+        First-half membership of each random halving (``stimulus_halves``).
+    pairs : (rows, cols) int ndarrays of shape (n_pairs,)
+        The stimuli of each upper-triangle pair.
+    method : {"pearson", "spearman", "kendall_tau_a"}
+    rules : subset of ("max", "cv")
+    """
+    score = _weighted_scorer(model_entries, neural_entries, pair_weights, method)
+    rows = np.arange(pair_weights.shape[0])
+    out = {}
+    if "max" in rules:
+        per_layer = score(np.ones(neural_entries.size, dtype=bool))
+        out["max"] = Selected(np.nanmax(per_layer, axis=1), np.array([int(np.nanargmax(per_layer[0]))]))
+    if "cv" in rules:
+        first, second = pairs
+        values = np.zeros(pair_weights.shape[0])
+        choices = []
+        for in_half in halves:
+            within_a = in_half[first] & in_half[second]
+            within_b = ~in_half[first] & ~in_half[second]
+            for choose_on, score_on in ((within_a, within_b), (within_b, within_a)):
+                chosen = np.argmax(np.nan_to_num(score(choose_on), nan=-np.inf), axis=1)
+                values += score(score_on)[rows, chosen]
+                choices.append(chosen[0])
+        out["cv"] = Selected(values / len(choices), np.array(choices))
+    return out
+
+
+def _weighted_scorer(model_entries, neural_entries, pair_weights, method):
+    """``score(pair_mask) -> (n_weightings, n_layers)``: every layer's comparison on the masked pairs."""
+    if method == "pearson":
+        return lambda mask: weighted_pearson_entries(model_entries[:, mask], neural_entries[mask], pair_weights[:, mask])
+
+    counts = pair_weights.astype(np.int64)
+
+    def score(mask):
+        # Rank comparisons are not weighted sums: expand each resample into its pairs.
+        kept = np.flatnonzero(mask)
+        replicates = []
+        for row in counts:
+            index = np.repeat(kept, row[kept])
+            replicates.append(score_entries(model_entries[:, index], neural_entries[index], method))
+        return np.stack(replicates)
+
+    return score
