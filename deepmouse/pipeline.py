@@ -245,9 +245,13 @@ def run_scores(params: Params, features_root: str | Path, neurons_path: str | Pa
 
     tables = score_models(params.zoo.models, features_root, neurons_path, responses_dir, params.scoring, out_dir,
                           progress=progress)
-    best = tables["model_scores"].groupby(["method", "model_id"])["score"].mean().groupby("method").idxmax()
+    scores = tables["model_scores"]
+    rule = "cv" if "cv" in params.scoring.layer_selection else params.scoring.layer_selection[0]
+    best = scores[scores["layer_selection"] == rule].groupby(["method", "model_id"])["score"].mean().groupby("method").idxmax()
     leaders = ", ".join(f"{method}: {model}" for method, (_, model) in best.items())
-    return f"scores: {len(params.zoo.models)} models, {len(tables['regression_scores'])} neuron x layer fits; best {leaders}"
+    n_distinct = int(tables["model_comparisons"]["distinguishable"].sum())
+    return (f"scores: {len(params.zoo.models)} models, {len(tables['regression_scores'])} neuron x layer fits; "
+            f"best ({rule}) {leaders}; {n_distinct} of {len(tables['model_comparisons'])} model pairs distinguishable")
 
 
 # -------------------------------------------------------------------------- store
@@ -270,7 +274,8 @@ def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, 
         "models": pd.DataFrame(models),
         "layers": pd.concat(layers, ignore_index=True),
         "neurons": pd.read_parquet(neurons_path),
-        **{name: pd.read_parquet(scores_dir / f"{name}.parquet") for name in ("rsa_scores", "regression_scores", "model_scores")},
+        **{name: pd.read_parquet(scores_dir / f"{name}.parquet")
+           for name in ("rsa_scores", "regression_scores", "model_scores", "model_comparisons")},
     }
     counts = build_store(db_path, tables, sql_dir)
     return "store: " + ", ".join(f"{name} {n}" for name, n in counts.items()) + f" rows in {db_path}"

@@ -61,14 +61,32 @@ CREATE OR REPLACE TABLE regression_scores (
 CREATE OR REPLACE TABLE model_scores (
     model_id           VARCHAR NOT NULL,
     method             VARCHAR NOT NULL,   -- rsa | regression
-    layer_selection    VARCHAR NOT NULL,   -- max | cv
+    layer_selection    VARCHAR NOT NULL,   -- max (best layer, optimistic) | cv (chosen and scored on disjoint data)
     site_kind          VARCHAR NOT NULL,
     site               VARCHAR NOT NULL,
     score              DOUBLE  NOT NULL,
-    ci_low             DOUBLE  NOT NULL,
+    ci_low             DOUBLE  NOT NULL,   -- bootstrap percentile interval, layer selection inside each replicate
     ci_high            DOUBLE  NOT NULL,
-    normalized_score   DOUBLE,
-    best_layer_index   INTEGER NOT NULL,
+    normalized_score   DOUBLE,             -- score / sqrt(noise_ceiling) (per neuron for regression)
+    noise_ceiling      DOUBLE,             -- RSA: split-half RDM reliability; regression: mean neuron ceiling
+    best_layer_index   INTEGER NOT NULL,   -- cv: the layer chosen most often over folds / splits
     best_layer_depth   DOUBLE  NOT NULL,
+    layer_stability    DOUBLE  NOT NULL,   -- fraction of folds / splits that chose best_layer_index
     n_neurons          INTEGER NOT NULL
+);
+
+CREATE OR REPLACE TABLE model_comparisons (
+    method           VARCHAR NOT NULL,
+    layer_selection  VARCHAR NOT NULL,
+    site_kind        VARCHAR NOT NULL,
+    site             VARCHAR NOT NULL,
+    model_a          VARCHAR NOT NULL,
+    model_b          VARCHAR NOT NULL,   -- each unordered pair once, model_a < model_b
+    difference       DOUBLE  NOT NULL,   -- score(model_a) - score(model_b)
+    ci_low           DOUBLE  NOT NULL,   -- paired bootstrap over neurons (regression) or stimuli (RSA)
+    ci_high          DOUBLE  NOT NULL,
+    p_value          DOUBLE  NOT NULL,
+    q_value          DOUBLE  NOT NULL,   -- Benjamini-Hochberg over the pairs of the site
+    distinguishable  BOOLEAN NOT NULL,   -- q_value < scoring.comparisons.fdr
+    PRIMARY KEY (method, layer_selection, site_kind, site, model_a, model_b)
 );

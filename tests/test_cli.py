@@ -38,7 +38,7 @@ def test_query_answers_and_reports_sql_errors(tmp_path, score_tables):
     db = tmp_path / "store.duckdb"
     build_store(db, score_tables, REPO / "sql")
     result = runner.invoke(app, ["query", "--db", str(db), "--format", "csv",
-                                 "select model_id from model_ranking where rank = 1 and method = 'rsa' order by site"])
+                                 "select model_id from model_ranking where rank = 1 and method = 'rsa' and layer_selection = 'cv' order by site"])
     assert result.exit_code == 0 and result.stdout.splitlines() == ["model_id", "alexnet", "alexnet"]
     failed = runner.invoke(app, ["query", "--db", str(db), "select * from nowhere"])
     assert failed.exit_code == 1 and "query failed" in failed.output

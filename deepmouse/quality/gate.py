@@ -58,7 +58,7 @@ def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str 
         con.close()
     means = pd.read_parquet(means_path)
 
-    n_sites = model_scores.groupby(["method", "site_kind", "site"]).ngroups
+    n_sites = model_scores.groupby(["method", "layer_selection", "site_kind", "site"]).ngroups
     validator = ex.Validator()
     conditions = means.groupby("neuron_id").size().rename("n_conditions").reset_index()
     findings = (

@@ -15,7 +15,8 @@ import pandas as pd
 from deepmouse.config import AREAS
 from deepmouse.store.build import connect
 
-METHOD_LABELS = {"rsa": "RSA (Pearson r of RDMs)", "regression": "Ridge regression (mean LOO r)"}
+METHOD_LABELS = {"rsa": "RSA (r of RDMs)", "regression": "Ridge regression (mean held-out r)"}
+SELECTION_LABELS = {"cv": "layer chosen and scored on disjoint data (cv)", "max": "best layer per area (max, optimistic)"}
 
 
 def write_report(db_path: str | Path, out_dir: str | Path) -> dict:
@@ -27,14 +28,16 @@ def write_report(db_path: str | Path, out_dir: str | Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     con = connect(db_path, read_only=True)
     try:
-        ranking = con.execute("SELECT * FROM model_ranking WHERE site_kind = 'area' AND layer_selection = 'max'").fetchdf()
+        rules = {row[0] for row in con.execute("SELECT DISTINCT layer_selection FROM model_scores").fetchall()}
+        rule = "cv" if "cv" in rules else "max"
+        ranking = con.execute("SELECT * FROM model_ranking WHERE site_kind = 'area' AND layer_selection = ?", [rule]).fetchdf()
         profile = con.execute("SELECT model_id, method, site, depth, score FROM layer_profile WHERE site_kind = 'area'").fetchdf()
         neurons = con.execute("SELECT area, count(*) FILTER (WHERE selected) AS n FROM neurons GROUP BY area").fetchdf()
     finally:
         con.close()
-    plot_ranking(ranking, out_dir / "ranking.png")
+    plot_ranking(ranking, out_dir / "ranking.png", rule)
     profile.sort_values(["method", "site", "model_id", "depth"]).to_csv(out_dir / "layer_profile.csv", index=False)
-    metrics = summarise(ranking, neurons)
+    metrics = {"layer_selection": rule, **summarise(ranking, neurons)}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -52,7 +55,7 @@ def summarise(ranking: pd.DataFrame, neurons: pd.DataFrame) -> dict:
     return metrics
 
 
-def plot_ranking(ranking: pd.DataFrame, path: str | Path) -> None:
+def plot_ranking(ranking: pd.DataFrame, path: str | Path, rule: str = "cv") -> None:
     """Grouped bars: each model's score in each area, one panel per method, best model first."""
     methods = [m for m in ("rsa", "regression") if m in set(ranking["method"])]
     fig, axes = plt.subplots(len(methods), 1, figsize=(11, 3.6 * len(methods)), squeeze=False)
@@ -68,7 +71,7 @@ def plot_ranking(ranking: pd.DataFrame, path: str | Path) -> None:
             ax.bar(x + (i - (len(areas) - 1) / 2) * width, sub["score"], width, yerr=err, label=area, capsize=1.5)
         ax.set_xticks(x, order, rotation=30, ha="right")
         ax.set_ylabel("score")
-        ax.set_title(METHOD_LABELS.get(method, method) + " — best layer per area (max selection)")
+        ax.set_title(f"{METHOD_LABELS.get(method, method)} — {SELECTION_LABELS.get(rule, rule)}")
         ax.axhline(0, color="black", linewidth=0.5)
         ax.legend(ncol=len(areas), fontsize=8, loc="upper right")
     fig.tight_layout()

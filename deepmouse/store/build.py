@@ -15,7 +15,7 @@ import pandas as pd
 
 from deepmouse.errors import StoreError
 
-TABLES = ("models", "layers", "neurons", "rsa_scores", "regression_scores", "model_scores")
+TABLES = ("models", "layers", "neurons", "rsa_scores", "regression_scores", "model_scores", "model_comparisons")
 """The stable tables of DESIGN §7, in load order."""
 
 

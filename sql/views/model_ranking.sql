@@ -1,12 +1,33 @@
 -- One row per model, method, layer selection and site, ranked within each method × site
--- (rank 1 = best). The per-area rows answer "which model predicts VISp best?".
+-- (rank 1 = best). The per-area rows answer "which model predicts VISp best?"; `standing`
+-- says whether a model is distinguishable from the best one there (paired bootstrap,
+-- Benjamini-Hochberg over the site's pairs), so ties read as ties.
 CREATE OR REPLACE VIEW model_ranking AS
+WITH ranked AS (
+    SELECT rank() OVER (PARTITION BY method, layer_selection, site_kind, site ORDER BY score DESC) AS rank,
+           row_number() OVER (PARTITION BY method, layer_selection, site_kind, site ORDER BY score DESC, model_id) AS position,
+           s.*
+    FROM model_scores AS s
+),
+best AS (
+    SELECT method, layer_selection, site_kind, site, model_id AS best_model_id
+    FROM ranked
+    WHERE position = 1
+)
 SELECT
-    rank() OVER (PARTITION BY s.method, s.layer_selection, s.site_kind, s.site ORDER BY s.score DESC) AS rank,
-    s.method, s.layer_selection, s.site_kind, s.site,
-    s.model_id, m.display_name, m.family, m.training_category, m.training,
-    s.score, s.ci_low, s.ci_high, s.normalized_score,
-    s.best_layer_index, s.best_layer_depth, s.n_neurons
-FROM model_scores AS s
+    r.rank, r.method, r.layer_selection, r.site_kind, r.site,
+    r.model_id, m.display_name, m.family, m.training_category, m.training,
+    r.score, r.ci_low, r.ci_high, r.normalized_score, r.noise_ceiling,
+    r.best_layer_index, r.best_layer_depth, r.layer_stability, r.n_neurons,
+    CASE WHEN r.model_id = b.best_model_id THEN NULL ELSE c.q_value END AS q_vs_best,
+    CASE WHEN r.model_id = b.best_model_id THEN 'best'
+         WHEN c.distinguishable THEN 'below best'
+         WHEN c.distinguishable IS NULL THEN 'not compared'
+         ELSE 'not distinguishable from best' END AS standing
+FROM ranked AS r
 JOIN models AS m USING (model_id)
-ORDER BY s.method, s.layer_selection, s.site_kind, s.site, rank;
+JOIN best AS b USING (method, layer_selection, site_kind, site)
+LEFT JOIN model_comparisons AS c
+  ON c.method = r.method AND c.layer_selection = r.layer_selection AND c.site_kind = r.site_kind AND c.site = r.site
+ AND ((c.model_a = r.model_id AND c.model_b = b.best_model_id) OR (c.model_b = r.model_id AND c.model_a = b.best_model_id))
+ORDER BY r.method, r.layer_selection, r.site_kind, r.site, r.rank, r.model_id;

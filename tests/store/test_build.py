@@ -13,7 +13,7 @@ from tests.conftest import REPO
 
 SQL = REPO / "sql"
 VIEWS = ["model_ranking", "family_ranking", "area_ranking", "training_ranking", "trained_vs_random",
-         "layer_profile", "taskonomy_ranking", "method_agreement"]
+         "layer_profile", "taskonomy_ranking", "method_agreement", "model_differences"]
 
 
 def test_build_is_idempotent_and_creates_every_view(tmp_path, score_tables):
@@ -30,8 +30,25 @@ def test_build_is_idempotent_and_creates_every_view(tmp_path, score_tables):
     assert pair[:2] == ("alexnet", "alexnet_random") and pair[2] == pytest.approx(0.1)
     agreement = con.execute("SELECT spearman_r FROM method_agreement WHERE site = 'VISp'").fetchone()[0]
     assert agreement == pytest.approx(1.0)
-    areas = con.execute("SELECT area, best_model_id FROM area_ranking WHERE method = 'rsa' ORDER BY rank").fetchall()
+    areas = con.execute("SELECT area, best_model_id FROM area_ranking WHERE method = 'rsa' AND layer_selection = 'cv' "
+                        "ORDER BY rank").fetchall()
     assert areas == [("VISp", "alexnet"), ("VISl", "alexnet")]
+    con.close()
+
+
+def test_ranking_marks_ties_and_differences_read_both_ways(tmp_path, score_tables):
+    db = tmp_path / "store.duckdb"
+    build_store(db, score_tables, SQL)
+    con = duckdb.connect(str(db), read_only=True)
+    standing = dict(con.execute("SELECT site, standing FROM model_ranking WHERE method = 'rsa' AND layer_selection = 'cv' "
+                                "AND model_id = 'alexnet_random'").fetchall())
+    assert standing == {"VISp": "below best", "VISl": "not distinguishable from best"}
+    best = con.execute("SELECT DISTINCT standing FROM model_ranking WHERE model_id = 'alexnet'").fetchall()
+    assert best == [("best",)]
+    rows = con.execute("SELECT model_a, difference, ci_low, ci_high, verdict FROM model_differences "
+                       "WHERE method = 'rsa' AND layer_selection = 'cv' AND site = 'VISp' ORDER BY model_a").fetchall()
+    assert rows[0] == ("alexnet", pytest.approx(0.1), pytest.approx(0.02), pytest.approx(0.18), "model_a better")
+    assert rows[1] == ("alexnet_random", pytest.approx(-0.1), pytest.approx(-0.18), pytest.approx(-0.02), "model_b better")
     con.close()
 
 
