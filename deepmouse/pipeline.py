@@ -275,7 +275,7 @@ def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, 
         "layers": pd.concat(layers, ignore_index=True),
         "neurons": pd.read_parquet(neurons_path),
         **{name: pd.read_parquet(scores_dir / f"{name}.parquet")
-           for name in ("rsa_scores", "regression_scores", "model_scores", "model_comparisons")},
+           for name in ("rsa_scores", "regression_scores", "model_scores", "neuron_scores", "model_comparisons")},
     }
     counts = build_store(db_path, tables, sql_dir)
     return "store: " + ", ".join(f"{name} {n}" for name, n in counts.items()) + f" rows in {db_path}"

@@ -75,6 +75,15 @@ CREATE OR REPLACE TABLE model_scores (
     n_neurons          INTEGER NOT NULL
 );
 
+CREATE OR REPLACE TABLE neuron_scores (
+    model_id          VARCHAR NOT NULL,
+    method            VARCHAR NOT NULL,   -- regression
+    layer_selection   VARCHAR NOT NULL,
+    neuron_id         BIGINT  NOT NULL,
+    score             DOUBLE  NOT NULL,   -- max: at the area's best layer; cv: held-out r averaged over folds
+    normalized_score  DOUBLE              -- score / sqrt(ceiling of scoring.ceiling); NULL where the ceiling is <= 0
+);
+
 CREATE OR REPLACE TABLE model_comparisons (
     method           VARCHAR NOT NULL,
     layer_selection  VARCHAR NOT NULL,

@@ -59,5 +59,13 @@ def score_tables() -> dict[str, pd.DataFrame]:
          "q_value": 0.01, "distinguishable": area == "VISp"}
         for method in ("rsa", "regression") for rule in ("max", "cv") for area in ("VISp", "VISl")
     ])
+    selected = neurons.loc[neurons["selected"], ["neuron_id", "area"]]
+    neuron_scores = pd.DataFrame([
+        {"model_id": m, "method": "regression", "layer_selection": rule, "neuron_id": neuron_id,
+         "score": base, "normalized_score": base / np.sqrt(0.8)}
+        for m, base in (("alexnet", 0.4), ("alexnet_random", 0.3)) for rule in ("max", "cv")
+        for neuron_id in selected["neuron_id"]
+    ])
     return {"models": models, "layers": layers, "neurons": neurons, "rsa_scores": rsa,
-            "regression_scores": regression, "model_scores": model_scores, "model_comparisons": model_comparisons}
+            "regression_scores": regression, "model_scores": model_scores, "neuron_scores": neuron_scores,
+            "model_comparisons": model_comparisons}

@@ -6,6 +6,9 @@ Tables (DESIGN §7):
 - ``regression_scores``: layer × neuron, with the neuron's alpha;
 - ``model_scores``: method × layer selection × site, with its bootstrap interval (which
   includes the layer selection), normalised score and selected layer;
+- ``neuron_scores``: each neuron's regression score under each layer selection (at the
+  area's selected layer, or held out over folds for ``cv``), raw and normalised
+  (``r / sqrt(ceiling)``, correction for attenuation);
 - ``bootstrap_replicates``: the replicates behind each interval, drawn with the same
   resamples for every model, for paired model comparisons.
 """
@@ -42,8 +45,8 @@ def score_model(
 
     Returns
     -------
-    dict with DataFrames ``rsa_scores``, ``regression_scores``, ``model_scores`` and
-    ``bootstrap_replicates``.
+    dict with DataFrames ``rsa_scores``, ``regression_scores``, ``model_scores``,
+    ``neuron_scores`` and ``bootstrap_replicates``.
     """
     usable = stats.usable_layers()
     if not usable.any():
@@ -57,7 +60,7 @@ def score_model(
 
     if n_stimuli // cfg.cv.n_folds < 3:
         raise DataError(f"scoring.cv.n_folds: {cfg.cv.n_folds} folds of {n_stimuli} stimuli leave fewer than 3 per fold")
-    summary, replicates = [], []
+    summary, replicates, neuron_rows = [], [], []
 
     def add(method, rule, kind, site, selected: Selected, normalised, ceiling, n_neurons):
         low, high = percentile_interval(selected.values[1:], cfg.bootstrap.level)
@@ -106,8 +109,15 @@ def score_model(
                                        fits.fold_errors[:, :, columns], weights, rules)
         site_ceilings = ceilings[columns]
         for rule, selected in selections.items():
-            add("regression", rule, kind, site, selected, _normalised_mean(selected.unit_scores, site_ceilings),
-                np.mean(site_ceilings), len(columns))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                normalised = np.where(site_ceilings > 0, selected.unit_scores / np.sqrt(site_ceilings), np.nan)
+            add("regression", rule, kind, site, selected, np.nanmean(normalised) if np.isfinite(normalised).any()
+                else np.nan, np.mean(site_ceilings), len(columns))
+            neuron_rows.append(pd.DataFrame({
+                "model_id": model_id, "method": "regression", "layer_selection": rule,
+                "neuron_id": neural.neurons["neuron_id"].to_numpy()[columns], "score": selected.unit_scores,
+                "normalized_score": normalised,
+            }))
 
     neuron_ids = neural.neurons["neuron_id"].to_numpy()
     regression = pd.DataFrame({
@@ -120,14 +130,9 @@ def score_model(
         "rsa_scores": pd.concat(rsa_rows, ignore_index=True),
         "regression_scores": regression,
         "model_scores": pd.DataFrame(summary),
+        "neuron_scores": pd.concat(neuron_rows, ignore_index=True),
         "bootstrap_replicates": pd.concat(replicates, ignore_index=True),
     }
-
-
-def _normalised_mean(scores: np.ndarray, ceilings: np.ndarray) -> float:
-    """Mean over neurons of r / sqrt(ceiling) (correction for attenuation), over neurons with a positive ceiling."""
-    positive = ceilings > 0
-    return float(np.mean(scores[positive] / np.sqrt(ceilings[positive]))) if positive.any() else np.nan
 
 
 def _site_rng(cfg: ScoringConfig, method: str, kind: str, site: str) -> np.random.Generator:

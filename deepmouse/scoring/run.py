@@ -13,7 +13,9 @@ from deepmouse.scoring.comparisons import compare_models
 from deepmouse.scoring.model import score_model
 from deepmouse.scoring.neural import load_neural_data
 
-SCORE_TABLES = ("rsa_scores", "regression_scores", "model_scores", "model_comparisons", "bootstrap_replicates")
+SCORE_TABLES = (
+    "rsa_scores", "regression_scores", "model_scores", "neuron_scores", "model_comparisons", "bootstrap_replicates"
+)
 """The Parquet files the stage writes, ``<name>.parquet``."""
 
 

@@ -15,7 +15,8 @@ import pandas as pd
 
 from deepmouse.errors import StoreError
 
-TABLES = ("models", "layers", "neurons", "rsa_scores", "regression_scores", "model_scores", "model_comparisons")
+TABLES = ("models", "layers", "neurons", "rsa_scores", "regression_scores", "model_scores", "neuron_scores",
+          "model_comparisons")
 """The stable tables of DESIGN §7, in load order."""
 
 
