@@ -11,6 +11,10 @@ Layout (paths relative to the file root; ``P`` =
     P/DfOverF/imaging_plane_1/data              float32 (n_cells, T)   dF/F traces
     P/DfOverF/imaging_plane_1/timestamps        float64 (T,)           imaging frame times (s)
     P/Fluorescence/imaging_plane_1/timestamps   hard link to the above (read by get_running_speed)
+    P/Fluorescence/imaging_plane_1/data         float32 (n_cells, T)   ROI fluorescence (optional)
+    P/Fluorescence/imaging_plane_1_demixed_signal/data     float32 (n_cells, T)  demixed ROI fluorescence
+    P/Fluorescence/imaging_plane_1_neuropil_response/data  float32 (n_cells, T)  neuropil fluorescence
+    P/Fluorescence/imaging_plane_1_neuropil_response/r     float64 (n_cells,)    neuropil contamination ratio
     P/ImageSegmentation/cell_specimen_ids       int (n_cells,)
     P/BehavioralTimeSeries/running_speed/data   float32 (T,)           cm/s
     P/BehavioralTimeSeries/running_speed/timestamps  hard link to the frame times
@@ -22,6 +26,13 @@ Layout (paths relative to the file root; ``P`` =
 
 AllenSDK reads ``general/*`` strings only when they are fixed-length bytes
 (``np.bytes_``); a variable-length str dataset makes ``get_metadata`` fail.
+
+The fluorescence datasets are needed only by :func:`read_corrected_fluorescence`
+(the Allen sweep response, ``responses.definition: allen_sweep``). From pipeline
+version 2.0 (the last element of ``general/generated_by``) the AllenSDK corrects
+the *demixed* ROI fluorescence, ``F_demixed - r * F_neuropil``; older files hold
+the neuropil trace and ``r`` under ``imaging_plane_1`` itself
+(``neuropil_traces``, ``r``) and correct the raw ROI fluorescence.
 """
 
 from __future__ import annotations
@@ -46,6 +57,14 @@ FLUORESCENCE_TIMESTAMPS_PATH = f"{PIPELINE_PATH}/Fluorescence/imaging_plane_1/ti
 CELL_SPECIMEN_IDS_PATH = f"{PIPELINE_PATH}/ImageSegmentation/cell_specimen_ids"
 RUNNING_SPEED_PATH = f"{PIPELINE_PATH}/BehavioralTimeSeries/running_speed/data"
 RUNNING_SPEED_TIMESTAMPS_PATH = f"{PIPELINE_PATH}/BehavioralTimeSeries/running_speed/timestamps"
+FLUORESCENCE_ROOT = f"{PIPELINE_PATH}/Fluorescence"
+FLUORESCENCE_PATH = f"{FLUORESCENCE_ROOT}/imaging_plane_1/data"
+DEMIXED_FLUORESCENCE_PATH = f"{FLUORESCENCE_ROOT}/imaging_plane_1_demixed_signal/data"
+NEUROPIL_PATH = f"{FLUORESCENCE_ROOT}/imaging_plane_1_neuropil_response/data"
+NEUROPIL_R_PATH = f"{FLUORESCENCE_ROOT}/imaging_plane_1_neuropil_response/r"
+# Where files of pipeline versions before 2.0 keep the neuropil trace and its ratio.
+LEGACY_NEUROPIL_PATH = f"{FLUORESCENCE_ROOT}/imaging_plane_1/neuropil_traces"
+LEGACY_NEUROPIL_R_PATH = f"{FLUORESCENCE_ROOT}/imaging_plane_1/r"
 
 PRESENTATION_ROOT = "stimulus/presentation"
 NATURAL_SCENES_PRESENTATION_PATH = f"{PRESENTATION_ROOT}/natural_scenes_stimulus"
@@ -98,6 +117,21 @@ _REQUIRED_DATASETS = {
     TEMPLATES_PATH: "natural scenes templates",
     **_METADATA_DATASETS,
 }
+# Datasets read_corrected_fluorescence needs, by whether the file's pipeline version is >= 2.0
+# (the AllenSDK's own switch in get_corrected_fluorescence_traces).
+_CORRECTED_FLUORESCENCE_DATASETS = {
+    True: {
+        DEMIXED_FLUORESCENCE_PATH: "demixed ROI fluorescence",
+        NEUROPIL_PATH: "neuropil fluorescence",
+        NEUROPIL_R_PATH: "neuropil contamination ratio r",
+    },
+    False: {
+        FLUORESCENCE_PATH: "ROI fluorescence",
+        LEGACY_NEUROPIL_PATH: "neuropil fluorescence",
+        LEGACY_NEUROPIL_R_PATH: "neuropil contamination ratio r",
+    },
+}
+_DEMIXING_PIPELINE_VERSION = (2, 0)
 _REQUIRED_PRESENTATION_DATASETS = {
     SCENE_INDEX_NAME: "natural scenes presentation order",
     FRAME_DURATION_NAME: "natural scenes presentation start/end frames",
@@ -244,6 +278,9 @@ def write_session_nwb(
     frame_end: np.ndarray,
     templates: np.ndarray,
     running_speed: np.ndarray,
+    fluorescence: np.ndarray | None = None,
+    neuropil: np.ndarray | None = None,
+    neuropil_r: np.ndarray | None = None,
 ) -> Path:
     """Write one session as a Brain Observatory NWB 1.x file readable by the AllenSDK.
 
@@ -268,6 +305,16 @@ def write_session_nwb(
     templates : ndarray of uint8, shape (n_images, height, width)
     running_speed : ndarray of shape (n_frames,)
         cm/s at each imaging frame (stored as float32).
+    fluorescence : ndarray of shape (n_cells, n_frames), optional
+        ROI fluorescence (stored as float32), written both as the raw and as
+        the demixed signal: the writer's ROIs do not overlap, so demixing
+        leaves them unchanged (one dataset, hard-linked).
+    neuropil : ndarray of shape (n_cells, n_frames), optional
+        Neuropil fluorescence around each ROI (stored as float32).
+    neuropil_r : ndarray of shape (n_cells,), optional
+        Neuropil contamination ratio of each ROI (float64): the AllenSDK's
+        corrected fluorescence is ``fluorescence - neuropil_r * neuropil``.
+        The three fluorescence arrays are given together or not at all.
 
     Returns
     -------
@@ -278,7 +325,8 @@ def write_session_nwb(
     ------
     DataError
         If the arrays disagree in shape, a scene index or frame lies outside
-        its range, or the genotype does not start with the Cre line.
+        its range, a fluorescence array is given without the others or is not
+        finite, or the genotype does not start with the Cre line.
     """
     path = Path(path)
     cell_specimen_ids = np.asarray(cell_specimen_ids)
@@ -294,6 +342,7 @@ def write_session_nwb(
     running_speed = np.asarray(running_speed, dtype=np.float32)
     _check_session_arrays(path, metadata, cell_specimen_ids, dff, timestamps, scene_index, frames,
                           templates, running_speed)
+    traces = _checked_fluorescence(path, dff.shape, fluorescence, neuropil, neuropil_r)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
@@ -301,6 +350,8 @@ def write_session_nwb(
         with h5py.File(partial, "w") as f:
             _write_metadata(f, metadata)
             _write_imaging(f, cell_specimen_ids, dff, timestamps, running_speed)
+            if traces is not None:
+                _write_fluorescence(f, *traces)
             _write_natural_scenes(f, scene_index, frames, timestamps, templates)
         os.replace(partial, path)
     finally:
@@ -361,6 +412,85 @@ def read_session(path: str | Path) -> Session:
         running_speed=np.asarray(running_speed, dtype=np.float64),
         n_images=int(n_images),
     )
+
+
+def read_corrected_fluorescence(path: str | Path) -> np.ndarray:
+    """Read every cell's neuropil-corrected fluorescence through the AllenSDK.
+
+    The AllenSDK's ``get_corrected_fluorescence_traces``: ``F - r * F_neuropil``
+    per cell, with ``F`` the demixed ROI fluorescence from pipeline version 2.0
+    on and the raw ROI fluorescence before (see the module docstring). This is
+    the trace the AllenSDK's stimulus analyses (``NaturalScenes``) take their
+    sweep responses from.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    traces : ndarray of float64, shape (n_cells, n_frames)
+        Rows in the order of the file's cell specimen ids, columns on the
+        frames of its dF/F traces.
+
+    Raises
+    ------
+    NwbLayoutError
+        If the file is missing or not HDF5, lacks a dataset the correction
+        needs for the file's pipeline version (naming the file, the dataset
+        and the version), or the traces' shapes differ from the dF/F traces'.
+    """
+    path = Path(path)
+    data_set, _ = _fluorescence_layout(path)
+    try:
+        _, traces = data_set.get_corrected_fluorescence_traces()
+    except (OSError, KeyError, ValueError) as err:
+        raise NwbLayoutError(f"{path}: the AllenSDK could not read the corrected fluorescence: {err}") from err
+    return np.asarray(traces, dtype=np.float64)
+
+
+def check_fluorescence_layout(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Check with h5py that a file holds the fluorescence datasets its pipeline version corrects.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    shapes : dict
+        HDF5 path -> dataset shape, for the dF/F traces and every dataset the
+        corrected fluorescence is read from.
+
+    Raises
+    ------
+    NwbLayoutError
+        As :func:`read_corrected_fluorescence`.
+    """
+    return _fluorescence_layout(Path(path))[1]
+
+
+def _fluorescence_layout(path: Path):
+    """The AllenSDK data set of a file and the shapes of its fluorescence datasets, checked."""
+    shapes = _check_datasets(path, {DFF_PATH: "dF/F traces",
+                                    FLUORESCENCE_TIMESTAMPS_PATH: "fluorescence timestamps"})
+    data_set = _open_data_set(path)
+    version = data_set.pipeline_version
+    demixed = version is not None and version.release >= _DEMIXING_PIPELINE_VERSION
+    required = {
+        dataset: f"{description}, for the corrected fluorescence of a pipeline version {version} file"
+        for dataset, description in _CORRECTED_FLUORESCENCE_DATASETS[demixed].items()
+    }
+    shapes |= _check_datasets(path, required)
+    n_cells, n_frames = _expect_ndim(path, shapes, DFF_PATH, 2, "dF/F traces")
+    for dataset in required:
+        expected = (n_cells,) if dataset in (NEUROPIL_R_PATH, LEGACY_NEUROPIL_R_PATH) else (n_cells, n_frames)
+        if shapes[dataset] != expected:
+            raise NwbLayoutError(
+                f"{path}: {dataset} ({_CORRECTED_FLUORESCENCE_DATASETS[demixed][dataset]}) has shape "
+                f"{shapes[dataset]}, expected {expected} to match {DFF_PATH} of shape {(n_cells, n_frames)}"
+            )
+    return data_set, shapes
 
 
 def read_session_metadata(path: str | Path) -> SessionMetadata:
@@ -672,6 +802,42 @@ def _write_imaging(f: h5py.File, cell_specimen_ids, dff, timestamps, running_spe
     speed = f.create_dataset(RUNNING_SPEED_PATH, data=running_speed, compression="gzip",
                              compression_opts=_GZIP_LEVEL, shuffle=True, track_times=False)
     speed.attrs["unit"] = np.bytes_(b"cm/s")
+
+
+def _checked_fluorescence(path: Path, dff_shape: tuple[int, int], fluorescence, neuropil, neuropil_r):
+    """The fluorescence arrays as (float32, float32, float64), or None when none is given."""
+    given = {"fluorescence": fluorescence, "neuropil": neuropil, "neuropil_r": neuropil_r}
+    if all(value is None for value in given.values()):
+        return None
+    where = f"{path}: cannot write session"
+    absent = [name for name, value in given.items() if value is None]
+    if absent:
+        raise DataError(f"{where}: fluorescence, neuropil and neuropil_r go together; {', '.join(absent)} missing")
+    fluorescence = np.asarray(fluorescence, dtype=np.float32)
+    neuropil = np.asarray(neuropil, dtype=np.float32)
+    neuropil_r = np.asarray(neuropil_r, dtype=np.float64)
+    expected = {"fluorescence": dff_shape, "neuropil": dff_shape, "neuropil_r": dff_shape[:1]}
+    for name, array in zip(expected, (fluorescence, neuropil, neuropil_r)):
+        if array.shape != expected[name]:
+            raise DataError(f"{where}: {name} must have shape {expected[name]} like dff, got {array.shape}")
+        if not np.isfinite(array).all():
+            raise DataError(f"{where}: {name} holds NaN or infinite values")
+    return fluorescence, neuropil, neuropil_r
+
+
+def _write_fluorescence(f: h5py.File, fluorescence, neuropil, neuropil_r) -> None:
+    n_cells, n_frames = fluorescence.shape
+    for dataset, traces in ((FLUORESCENCE_PATH, fluorescence), (NEUROPIL_PATH, neuropil)):
+        data = f.create_dataset(
+            dataset, data=traces, chunks=(1, n_frames) if n_cells else None, compression="gzip",
+            compression_opts=_GZIP_LEVEL, shuffle=True, track_times=False,
+        )
+        data.attrs["unit"] = np.bytes_(b"None")
+    f[DEMIXED_FLUORESCENCE_PATH] = f[FLUORESCENCE_PATH]
+    f.create_dataset(NEUROPIL_R_PATH, data=neuropil_r, track_times=False)
+    # Every Allen TimeSeries carries its timestamps; one copy of the frame times serves them all.
+    for group in (DEMIXED_FLUORESCENCE_PATH, NEUROPIL_PATH):
+        f[group.rsplit("/", 1)[0] + "/timestamps"] = f[DFF_TIMESTAMPS_PATH]
 
 
 def _write_natural_scenes(f: h5py.File, scene_index, frames, timestamps, templates) -> None:

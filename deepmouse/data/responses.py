@@ -17,6 +17,28 @@ is 0 on most trials; where it is not, it holds events evoked by the previous
 scene (natural scenes are shown back to back), which the subtraction removes
 exactly as it does for dF/F.
 
+That is ``responses.definition: window``. With ``allen_sweep`` the response is
+the AllenSDK's *mean sweep response*, from which the reference study built its
+per-image means (allensdk's ``StimulusAnalysis.get_sweep_response`` as used by
+``NaturalScenes``). With ``F`` the neuropil-corrected fluorescence
+(``get_corrected_fluorescence_traces``, see
+:func:`deepmouse.data.nwb.read_corrected_fluorescence`), ``s`` a presentation's
+start frame and ``L`` the *sweep length*, ``end - start`` of the session's
+second presentation (7 frames at Allen's 30 Hz), Allen's sweep is
+``100 * (F[t] / b - 1)`` for ``t`` in ``[s - 4L, s + 5L)``, with ``b`` the mean
+of ``F`` over the ``4L`` frames ``[s - 4L, s)`` before onset (``interlength``),
+and the response is the sweep's mean over ``[s, s + 2L)`` (``sweeplength`` plus
+``extralength``, 0.47 s)::
+
+    response = 100 * (mean(F[s:s + 2L]) / mean(F[s - 4L:s]) - 1)     (percent)
+
+which is the mean of the sweep over those frames, computed without forming the
+sweeps. Frames are counted, not timed, as the AllenSDK does; ``responses.window``,
+``baseline`` and ``signal`` do not apply. Presentations whose ``4L`` baseline
+frames or ``2L`` response frames reach outside the recording are dropped (the
+AllenSDK would wrap around or average fewer frames). Running speed is then the
+mean over the same ``2L`` response frames (the AllenSDK's ``dx`` column).
+
 Trials are kept in long format, one row per neuron and presentation; the blank
 is stimulus index 118 (see :mod:`deepmouse.data.stimuli`).
 """
@@ -27,12 +49,17 @@ import numpy as np
 import pandas as pd
 
 from deepmouse.data.events import events_path, read_events
-from deepmouse.data.nwb import Session
+from deepmouse.data.nwb import Session, read_corrected_fluorescence
 from deepmouse.data.stimuli import N_STIMULI, stimulus_index_from_scene
 from deepmouse.errors import ConfigError, DataError
 
 BOUNDARY_TOLERANCE_S = 1e-6
 """Frames within this many seconds of a window edge count as on the edge."""
+
+ALLEN_BASELINE_SWEEPS = 4
+"""The Allen sweep baseline spans this many sweep lengths before onset (``interlength``)."""
+ALLEN_RESPONSE_SWEEPS = 2
+"""The Allen sweep response spans this many sweep lengths from onset (``sweeplength + extralength``)."""
 
 TRIAL_COLUMNS = ("experiment_id", "neuron_id", "stimulus_index", "trial", "presentation", "response",
                  "running_speed")
@@ -44,25 +71,37 @@ def trial_responses(
     baseline: tuple[float, float],
     signal: str = "dff",
     *,
+    definition: str = "window",
     events: np.ndarray | None = None,
+    fluorescence: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Baseline-subtracted response of every neuron to every natural scenes presentation.
+    """Response of every neuron to every natural scenes presentation.
 
     Parameters
     ----------
     session : Session
     window : (start_s, stop_s)
-        Response window relative to onset, in seconds (e.g. ``(0.0, 0.25)``).
+        Response window relative to onset, in seconds (e.g. ``(0.0, 0.25)``);
+        ``definition="window"`` only.
     baseline : (start_s, stop_s)
-        Baseline window relative to onset (e.g. ``(-0.1, 0.0)``).
+        Baseline window relative to onset (e.g. ``(-0.1, 0.0)``);
+        ``definition="window"`` only.
     signal : {"dff", "events"}, default "dff"
         The trace averaged (``responses.signal``): the session's dF/F, or its
-        L0 event traces.
+        L0 event traces. ``definition="allen_sweep"`` takes the corrected
+        fluorescence and needs the default, ``"dff"``.
+    definition : {"window", "allen_sweep"}, default "window"
+        ``responses.definition``: the baseline-subtracted window mean, or the
+        AllenSDK's mean sweep response (see the module docstring).
     events : ndarray of shape (n_cells, n_frames), optional
         With ``signal="events"``: the event traces, rows in the order of
         ``session.cell_specimen_ids``. By default they are read from
         ``events_path(session.path)``, the ``<experiment_id>_events.npz``
         beside the NWB file.
+    fluorescence : ndarray of shape (n_cells, n_frames), optional
+        With ``definition="allen_sweep"``: the corrected fluorescence, rows in
+        the order of ``session.cell_specimen_ids``. By default it is read from
+        the session's NWB file (:func:`read_corrected_fluorescence`).
 
     Returns
     -------
@@ -70,10 +109,12 @@ def trial_responses(
         ``experiment_id``, ``neuron_id`` (cell specimen id), ``stimulus_index``
         (0..117 images, 118 blank), ``trial`` (repeat number of that stimulus
         among the kept presentations, from 0), ``presentation`` (row of the
-        session's stimulus table), ``response`` (float32, dF/F or events) and
-        ``running_speed`` (float32 cm/s, mean over the response window; NaN if
-        not recorded there). Presentations whose response or baseline window
-        reaches outside the recording, or holds no frame, are dropped.
+        session's stimulus table), ``response`` (float32: dF/F or events for
+        ``window``, percent change of the corrected fluorescence for
+        ``allen_sweep``) and ``running_speed`` (float32 cm/s, mean over the
+        response frames; NaN if not recorded there). Presentations whose
+        response or baseline reaches outside the recording, or holds no frame,
+        are dropped.
 
     Raises
     ------
@@ -83,14 +124,85 @@ def trial_responses(
         left; with ``signal="events"``, if the events file is missing (naming
         the expected path and the sources that provide events) or its shape
         differs from the dF/F traces'. A cell without any event is kept: its
-        responses are all 0.
+        responses are all 0. With ``allen_sweep``, if the session has fewer
+        than two presentations or a cell's baseline fluorescence is 0.
     NwbLayoutError
-        If the events file is not a readable ``.npz`` with an ``ev`` array.
+        If the events file is not a readable ``.npz`` with an ``ev`` array;
+        with ``allen_sweep``, if the NWB file lacks a fluorescence dataset
+        (naming the file and the dataset).
     ConfigError
-        If a window does not start before it stops, or ``signal`` is unknown.
+        If a window does not start before it stops, ``signal`` or
+        ``definition`` is unknown, or ``allen_sweep`` is asked with events.
     ValueError
-        If ``events`` is given with ``signal="dff"``.
+        If ``events`` is given with ``signal="dff"``, or ``fluorescence``
+        with ``definition="window"``.
     """
+    respond = _DEFINITIONS.get(definition)
+    if respond is None:
+        raise ConfigError(f"responses.definition: unknown definition {definition!r}; known: {', '.join(_DEFINITIONS)}")
+    response, kept, response_first, response_count = respond(session, window, baseline, signal, events, fluorescence)
+    speed = _window_nanmean(session.running_speed, response_first, response_count)
+    stimulus = stimulus_index_from_scene(session.stimulus_table["frame"].to_numpy()[kept], session.n_images)
+    trial = pd.Series(stimulus).groupby(stimulus).cumcount().to_numpy()
+
+    n_neurons, n_kept = response.shape
+    return pd.DataFrame({
+        "experiment_id": np.full(n_neurons * n_kept, session.metadata.experiment_id, dtype=np.int64),
+        "neuron_id": np.repeat(session.cell_specimen_ids.astype(np.int64), n_kept),
+        "stimulus_index": np.tile(stimulus.astype(np.int16), n_neurons),
+        "trial": np.tile(trial.astype(np.int16), n_neurons),
+        "presentation": np.tile(kept.astype(np.int32), n_neurons),
+        "response": response.astype(np.float32).ravel(),
+        "running_speed": np.tile(speed.astype(np.float32), n_neurons),
+    })
+
+
+def allen_sweep_responses(traces: np.ndarray, start: np.ndarray, sweep_length: int) -> np.ndarray:
+    """The AllenSDK's mean sweep response of every cell to every presentation, in percent.
+
+    ``100 * (mean(traces[:, s:s + 2L]) / mean(traces[:, s - 4L:s]) - 1)`` for
+    each start frame ``s``, with ``L = sweep_length`` (module docstring).
+
+    Parameters
+    ----------
+    traces : ndarray of shape (n_cells, n_frames)
+        Corrected fluorescence.
+    start : ndarray of int, shape (n_presentations,)
+        Start frame of each presentation, with ``start - 4L >= 0`` and
+        ``start + 2L <= n_frames``.
+    sweep_length : int
+        ``L``, in frames, at least 1.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_cells, n_presentations)
+
+    Raises
+    ------
+    ValueError
+        If ``sweep_length`` is below 1 or a presentation's frames reach
+        outside the traces.
+    """
+    if sweep_length < 1:
+        raise ValueError(f"allen_sweep_responses: sweep_length must be at least 1 frame, got {sweep_length}")
+    start = np.asarray(start, dtype=np.int64)
+    n_baseline, n_response = ALLEN_BASELINE_SWEEPS * sweep_length, ALLEN_RESPONSE_SWEEPS * sweep_length
+    outside = np.flatnonzero((start - n_baseline < 0) | (start + n_response > traces.shape[1]))
+    if outside.size:
+        raise ValueError(f"allen_sweep_responses: presentation {outside[0]} (start frame {start[outside[0]]}) "
+                         f"needs frames {start[outside[0]] - n_baseline}..{start[outside[0]] + n_response - 1}, "
+                         f"outside the {traces.shape[1]} frames")
+    traces = np.asarray(traces, dtype=np.float64)
+    base = _window_mean(traces, start - n_baseline, np.full(start.size, n_baseline))
+    evoked = _window_mean(traces, start, np.full(start.size, n_response))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 100.0 * (evoked / base - 1.0)
+
+
+def _window_trials(session: Session, window, baseline, signal: str, events, fluorescence):
+    """``responses.definition: window``: (response (n_cells, n_kept), kept, response first frame, frame count)."""
+    if fluorescence is not None:
+        raise ValueError(f"{session.path}: fluorescence was given, but the definition is 'window'")
     for name, (start, stop) in (("window", window), ("baseline", baseline)):
         if not start < stop:
             raise ConfigError(f"responses.{name}: start must be before stop, got {[start, stop]}")
@@ -116,24 +228,57 @@ def trial_responses(
             f"{session.path}: no natural scenes presentation has imaging frames in both the response "
             f"window {list(window)} s and the baseline {list(baseline)} s"
         )
-
     response = _window_mean(traces, response_first[kept], response_count[kept]) - _window_mean(
         traces, baseline_first[kept], baseline_count[kept]
     )
-    speed = _window_nanmean(session.running_speed, response_first[kept], response_count[kept])
-    stimulus = stimulus_index_from_scene(session.stimulus_table["frame"].to_numpy()[kept], session.n_images)
-    trial = pd.Series(stimulus).groupby(stimulus).cumcount().to_numpy()
+    return response, kept, response_first[kept], response_count[kept]
 
-    n_neurons, n_kept = response.shape
-    return pd.DataFrame({
-        "experiment_id": np.full(n_neurons * n_kept, session.metadata.experiment_id, dtype=np.int64),
-        "neuron_id": np.repeat(session.cell_specimen_ids.astype(np.int64), n_kept),
-        "stimulus_index": np.tile(stimulus.astype(np.int16), n_neurons),
-        "trial": np.tile(trial.astype(np.int16), n_neurons),
-        "presentation": np.tile(kept.astype(np.int32), n_neurons),
-        "response": response.astype(np.float32).ravel(),
-        "running_speed": np.tile(speed.astype(np.float32), n_neurons),
-    })
+
+def _allen_sweep_trials(session: Session, window, baseline, signal: str, events, fluorescence):
+    """``responses.definition: allen_sweep``: as :func:`_window_trials`; ``window`` and ``baseline`` unused."""
+    if signal != "dff":
+        raise ConfigError(f"responses.signal: {signal!r} applies to responses.definition 'window' only; "
+                          "'allen_sweep' takes the corrected fluorescence (leave responses.signal at 'dff')")
+    if events is not None:
+        raise ValueError(f"{session.path}: event traces were given, but the definition is 'allen_sweep'")
+    n_cells, n_frames = len(session.cell_specimen_ids), session.timestamps.size
+    if fluorescence is None:
+        source = session.path
+        traces = read_corrected_fluorescence(session.path)
+    else:
+        source = f"{session.path} (fluorescence given)"
+        traces = np.asarray(fluorescence, dtype=np.float64)
+    if traces.shape != (n_cells, n_frames):
+        raise DataError(f"{source}: corrected fluorescence has shape {traces.shape}, but the session has "
+                        f"{(n_cells, n_frames)} (cells, frames)")
+    _check_finite(session, traces, source, "corrected fluorescence trace")
+    table = session.stimulus_table
+    if len(table) < 2:
+        raise DataError(f"{session.path}: the Allen sweep length is the second natural scenes presentation's, "
+                        f"but the session has {len(table)} presentation(s)")
+    sweep_length = int(table["end"].iloc[1] - table["start"].iloc[1])
+    if sweep_length < 1:
+        raise DataError(f"{session.path}: the second natural scenes presentation spans {sweep_length} frames; "
+                        "the Allen sweep length must be at least 1")
+    start = table["start"].to_numpy()
+    n_response = ALLEN_RESPONSE_SWEEPS * sweep_length
+    kept = np.flatnonzero((start >= ALLEN_BASELINE_SWEEPS * sweep_length) & (start + n_response <= n_frames))
+    if kept.size == 0:
+        raise DataError(f"{session.path}: no natural scenes presentation has the {ALLEN_BASELINE_SWEEPS} x "
+                        f"{sweep_length} baseline frames and {n_response} response frames of an Allen sweep "
+                        f"within the {n_frames} frames")
+    response = allen_sweep_responses(traces, start[kept], sweep_length)
+    bad_cell, bad_presentation = np.nonzero(~np.isfinite(response))
+    if bad_cell.size:
+        raise DataError(f"{source}: cell {session.cell_specimen_ids[bad_cell[0]]}: presentation "
+                        f"{kept[bad_presentation[0]]}: the corrected fluorescence before onset averages 0, "
+                        "so the Allen sweep response (a percent change) is undefined")
+    return response, kept, start[kept], np.full(kept.size, n_response)
+
+
+# Method choices for ``responses.definition``: each returns the responses (n_cells, n_kept), the kept
+# presentations, and the first frame and frame count over which running speed is averaged.
+_DEFINITIONS = {"window": _window_trials, "allen_sweep": _allen_sweep_trials}
 
 
 def mean_responses(trials: pd.DataFrame, n_stimuli: int = N_STIMULI) -> pd.DataFrame:

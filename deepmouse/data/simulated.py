@@ -36,6 +36,23 @@ The generative model of one neuron ``j`` of one experiment:
    (Allen sets the L0 penalty per cell, from its own noise). About 18 % of
    frames hold an event, and the per-image mean events correlate with the
    per-image mean dF/F at r ~ 0.8 (median over neurons).
+5. Fluorescence (``simulated_fluorescence``), so that allensdk's own stimulus
+   analyses run on the files: the neuropil-corrected fluorescence is
+   ``F0_j * (1 + dff)``, with the float32 dF/F as written and a per-neuron
+   baseline ``F0_j`` in [100, 400] (Allen's traces are in the hundreds), so
+   the dF/F is exactly what a constant-baseline dF/F of the corrected trace
+   gives. The neuropil is a slow fluctuation shared by the field of view
+   plus frame noise, at 0.5-0.9 of ``F0_j``; the ROI fluorescence adds it back
+   with a contamination ratio ``r_j`` in [0.5, 0.9] (Allen's pipeline estimates
+   ``r`` per ROI, and keeps it only where the corrected trace's mean is positive,
+   as it always is here).
+
+Tuning (``cfg.tuning``): ``planted`` neurons read out the planted layer as in
+step 1; ``random`` neurons (``simulate_random_rates``) pass independent
+Gaussian drives, one per stimulus and neuron, through the same softplus and
+peak scaling, so they have no relation to the images or to any model but the
+same rate distribution, trial noise, calcium dynamics and reliability spread
+(null data for the scores).
 """
 
 from __future__ import annotations
@@ -85,6 +102,15 @@ _FRAME_NOISE = 0.5  # frame noise s.d., relative to the s.d. of the neuron's rat
 # (r = 0.77); without the cap, 2.0 left a low-noise neuron without any event.
 _EVENT_THRESHOLD = 1.5
 _EVENT_KEPT_QUANTILE = 0.9
+# Fluorescence: per-neuron baseline of the corrected trace, neuropil level relative to it,
+# neuropil contamination ratio r, and the neuropil's slow shared fluctuation and frame noise
+# (relative s.d.).
+_BASELINE_FLUORESCENCE_RANGE = (100.0, 400.0)
+_NEUROPIL_LEVEL_RANGE = (0.5, 0.9)
+_NEUROPIL_R_RANGE = (0.5, 0.9)
+_NEUROPIL_TIME_CONSTANT_S = 10.0
+_NEUROPIL_FLUCTUATION = 0.05
+_NEUROPIL_NOISE = 0.02
 _RUNNING_TIME_CONSTANT_S = 2.0
 _RUNNING_SCALE_CM_S = 12.0
 _RUNNING_MODULATED_FRACTION = 0.3
@@ -237,7 +263,39 @@ def simulate_rates(features: np.ndarray, n_neurons: int, sparsity: float, rng: n
     spread = drive.std(axis=0)
     if np.any(spread <= 1e-12 * np.sqrt(n_read)):
         raise DataError(f"simulate_rates: neuron {np.argmin(spread)} reads features whose weighted sum is constant")
-    drive = (drive - drive.mean(axis=0)) / spread
+    return _rectified_rates((drive - drive.mean(axis=0)) / spread, rng)
+
+
+def simulate_random_rates(n_stimuli: int, n_neurons: int, rng: np.random.Generator) -> np.ndarray:
+    """Noiseless mean responses unrelated to the stimuli: rectified independent Gaussian drives.
+
+    Each neuron's drive is ``n_stimuli`` independent standard normal values,
+    standardised over stimuli, then rectified and scaled exactly as in
+    :func:`simulate_rates`. A planted neuron's standardised drive is also
+    close to Gaussian (a weighted sum of many features), so both kinds have
+    the same distribution of rates; only the relation to the images differs.
+
+    Parameters
+    ----------
+    n_stimuli : int
+        Conditions, 119 (118 images and the blank, last).
+    n_neurons : int
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    rates : ndarray of float64, shape (n_stimuli, n_neurons)
+        Non-negative mean dF/F responses, each column varying over stimuli.
+    """
+    if n_stimuli < 2 or n_neurons < 1:
+        raise ValueError(f"simulate_random_rates: need >= 2 stimuli and >= 1 neuron, got {n_stimuli} and {n_neurons}")
+    drive = rng.standard_normal((n_stimuli, n_neurons))
+    return _rectified_rates((drive - drive.mean(axis=0)) / drive.std(axis=0), rng)
+
+
+def _rectified_rates(drive: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Softplus of standardised drives (n_stimuli, n_neurons) after per-neuron thresholds, scaled to peaks."""
+    n_neurons = drive.shape[1]
     threshold = rng.uniform(*_THRESHOLD_RANGE, n_neurons)
     peak = rng.uniform(*_PEAK_DFF_RANGE, n_neurons)
     rectified = np.logaddexp(0.0, _SOFTPLUS_BETA * (drive - threshold)) / _SOFTPLUS_BETA
@@ -344,15 +402,57 @@ def simulate_experiment_nwb(
     frame_noise_sd = _FRAME_NOISE * rate_sd
     dff += frame_noise_sd[:, None] * rng.standard_normal((n_neurons, n_frames))
     events = calcium_events(drive, decay, frame_noise_sd)
+    dff = dff.astype(np.float32)
+    # Drawn last, so that the dF/F, events and running speed do not depend on them.
+    fluorescence, neuropil, neuropil_r = simulated_fluorescence(dff, frame_rate, rng)
 
     scene_index = np.where(condition == n_images, BLANK_SCENE, condition)
     path = write_session_nwb(
-        path, metadata=metadata, cell_specimen_ids=np.asarray(cell_specimen_ids), dff=dff.astype(np.float32),
+        path, metadata=metadata, cell_specimen_ids=np.asarray(cell_specimen_ids), dff=dff,
         timestamps=timestamps, scene_index=scene_index, frame_start=frame_start, frame_end=frame_end,
         templates=templates, running_speed=running_speed.astype(np.float32),
+        fluorescence=fluorescence, neuropil=neuropil, neuropil_r=neuropil_r,
     )
     write_events(events_path(path), events)
     return path
+
+
+def simulated_fluorescence(
+    dff: np.ndarray, frame_rate: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROI fluorescence, neuropil and contamination ratio whose corrected fluorescence gives ``dff``.
+
+    The corrected fluorescence ``F - r * N`` (what the AllenSDK's
+    ``get_corrected_fluorescence_traces`` returns) is ``F0 * (1 + dff)``, with
+    ``F0`` a per-neuron baseline; the neuropil ``N`` is a slow
+    Ornstein-Uhlenbeck fluctuation shared by every neuron of the session
+    (10 s time constant) plus independent frame noise, around a per-neuron
+    level; ``F`` adds ``r * N`` back. See the module docstring for the ranges.
+
+    Parameters
+    ----------
+    dff : ndarray of shape (n_neurons, n_frames)
+        The dF/F traces as written to the file.
+    frame_rate : float
+        Imaging frames per second.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    fluorescence : ndarray of float64, shape (n_neurons, n_frames)
+    neuropil : ndarray of float64, shape (n_neurons, n_frames)
+    neuropil_r : ndarray of float64, shape (n_neurons,)
+    """
+    dff = np.asarray(dff, dtype=np.float64)
+    n_neurons, n_frames = dff.shape
+    baseline = rng.uniform(*_BASELINE_FLUORESCENCE_RANGE, n_neurons)
+    level = rng.uniform(*_NEUROPIL_LEVEL_RANGE, n_neurons) * baseline
+    neuropil_r = rng.uniform(*_NEUROPIL_R_RANGE, n_neurons)
+    shared = _ornstein_uhlenbeck(n_frames, frame_rate, _NEUROPIL_TIME_CONSTANT_S, rng)
+    neuropil = level[:, None] * (1.0 + _NEUROPIL_FLUCTUATION * shared[None, :]
+                                 + _NEUROPIL_NOISE * rng.standard_normal((n_neurons, n_frames)))
+    fluorescence = baseline[:, None] * (1.0 + dff) + neuropil_r[:, None] * neuropil
+    return fluorescence, neuropil, neuropil_r
 
 
 def calcium_events(
@@ -414,18 +514,20 @@ def calcium_events(
 def simulate_dataset(
     out_dir: str | Path,
     cfg: SimulatedConfig,
-    planted_features: Mapping[str, np.ndarray],
-    planted_layers: Mapping[str, dict],
+    planted_features: Mapping[str, np.ndarray] | None = None,
+    planted_layers: Mapping[str, dict] | None = None,
     scenes: np.ndarray | None = None,
 ) -> dict:
     """Write the simulated source: one NWB file and one events file per experiment, and a manifest.
 
     For each area of ``cfg.planted_depths``, ``cfg.experiments_per_area``
     experiments of ``cfg.neurons_per_experiment`` neurons reading out that
-    area's planted features. Experiments cycle through Cre lines with their
-    usual imaging depths; each neuron's noise level is taken from a uniform
-    grid over ``cfg.noise_range`` (shuffled), so reliabilities spread across
-    the usual selection threshold.
+    area's planted features (``cfg.tuning: planted``), or with random tuning
+    unrelated to any features (``random``: :func:`simulate_random_rates`).
+    Experiments cycle through Cre lines with their usual imaging depths; each
+    neuron's noise level is taken from a uniform grid over ``cfg.noise_range``
+    (shuffled), so reliabilities spread across the usual selection threshold
+    whatever the tuning.
 
     Randomness: the scenes come from ``default_rng(cfg.seed)``
     (:func:`simulated_scenes`), each experiment from
@@ -439,11 +541,13 @@ def simulate_dataset(
     out_dir : str or Path
         Folder to write ``<experiment_id>.nwb``, ``<experiment_id>_events.npz`` and ``manifest.json`` into.
     cfg : SimulatedConfig
-    planted_features : mapping of area -> ndarray of shape (119, n_features)
+    planted_features : mapping of area -> ndarray of shape (119, n_features), optional
         Output of the planted generator layer for each area, blank row last.
-    planted_layers : mapping of area -> dict
+        Required with ``cfg.tuning: planted``; not used with ``random``.
+    planted_layers : mapping of area -> dict, optional
         JSON-serialisable description of each area's planted layer (name,
-        index, depth), copied to the manifest.
+        index, depth), copied to the manifest. Required with
+        ``cfg.tuning: planted``; not used with ``random``.
     scenes : ndarray of uint8, shape (118, cfg.image_height, cfg.image_width), optional
         The images the planted features were computed from; by default
         ``simulated_scenes(cfg)``, which is what a caller should have used.
@@ -451,22 +555,25 @@ def simulate_dataset(
     Returns
     -------
     manifest : dict
-        ``{"source": "simulated", "experiments": [{experiment_id,
+        ``{"source": "simulated", "tuning", "experiments": [{experiment_id,
         container_id, area, cre_line, imaging_depth, file, sha256, bytes,
         events_file, n_neurons}], "planted": {"generator", "generator_seed",
         "layers"}, "seed", "n_repeats", "image_shape"}``; ``file`` and
-        ``events_file`` are relative to ``out_dir``.
+        ``events_file`` are relative to ``out_dir``. ``planted`` is None with
+        ``cfg.tuning: random``: no model drives the neurons.
 
     Raises
     ------
     DataError
-        If an area lacks planted features or layer, its features do not have
-        119 rows, or ``scenes`` has the wrong shape or type.
+        With ``cfg.tuning: planted``, if an area lacks planted features or
+        layer, or its features do not have 119 rows; if ``scenes`` has the
+        wrong shape or type.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for area in cfg.planted_depths:
-        if area not in planted_features or area not in planted_layers:
+    planted = cfg.tuning == "planted"
+    for area in cfg.planted_depths if planted else ():
+        if area not in (planted_features or {}) or area not in (planted_layers or {}):
             raise DataError(f"simulated source: no planted features/layer given for area {area!r}")
         if np.shape(planted_features[area])[0] != N_STIMULI:
             raise DataError(f"simulated source: planted features of {area} have "
@@ -488,7 +595,10 @@ def simulate_dataset(
             serial = area_index * cfg.experiments_per_area + index
             metadata = _experiment_metadata(serial, area, area_index + index, rng)
             noise_levels = rng.permutation(np.linspace(*cfg.noise_range, n_neurons))
-            rates = simulate_rates(planted_features[area], n_neurons, cfg.readout_sparsity, rng)
+            if planted:
+                rates = simulate_rates(planted_features[area], n_neurons, cfg.readout_sparsity, rng)
+            else:
+                rates = simulate_random_rates(N_STIMULI, n_neurons, rng)
             cell_ids = _CELL_ID_BASE + serial * n_neurons + np.arange(n_neurons)
             path = simulate_experiment_nwb(
                 out_dir / f"{metadata.experiment_id}.nwb", metadata=metadata, rates=rates, templates=templates,
@@ -508,12 +618,13 @@ def simulate_dataset(
             })
     manifest = {
         "source": "simulated",
+        "tuning": cfg.tuning,
         "experiments": experiments,
         "planted": {
             "generator": cfg.generator,
             "generator_seed": cfg.generator_seed,
             "layers": {area: planted_layers[area] for area in cfg.planted_depths},
-        },
+        } if planted else None,
         "seed": cfg.seed,
         "n_repeats": cfg.n_repeats,
         "image_shape": [cfg.image_height, cfg.image_width],
@@ -554,11 +665,17 @@ def _power_law_noise(n_images: int, height: int, width: int, alpha: np.ndarray,
 
 def _running_speed(n_frames: int, frame_rate: float, rng: np.random.Generator) -> np.ndarray:
     """Running speed in cm/s: a softplus of a stationary Ornstein-Uhlenbeck process, (n_frames,)."""
-    persistence = np.exp(-1.0 / (frame_rate * _RUNNING_TIME_CONSTANT_S))
-    burn_in = int(5 * frame_rate * _RUNNING_TIME_CONSTANT_S)
-    innovations = rng.standard_normal(n_frames + burn_in) * np.sqrt(1.0 - persistence**2)
-    process = scipy.signal.lfilter([1.0], [1.0, -persistence], innovations)[burn_in:]
+    process = _ornstein_uhlenbeck(n_frames, frame_rate, _RUNNING_TIME_CONSTANT_S, rng)
     return _RUNNING_SCALE_CM_S * np.logaddexp(0.0, 2.5 * process - 2.0)
+
+
+def _ornstein_uhlenbeck(n_frames: int, frame_rate: float, time_constant_s: float,
+                        rng: np.random.Generator) -> np.ndarray:
+    """A stationary Ornstein-Uhlenbeck process of unit variance sampled on frames, (n_frames,)."""
+    persistence = np.exp(-1.0 / (frame_rate * time_constant_s))
+    burn_in = int(5 * frame_rate * time_constant_s)
+    innovations = rng.standard_normal(n_frames + burn_in) * np.sqrt(1.0 - persistence**2)
+    return scipy.signal.lfilter([1.0], [1.0, -persistence], innovations)[burn_in:]
 
 
 def _experiment_metadata(serial: int, area: str, cre_choice: int, rng: np.random.Generator) -> SessionMetadata:

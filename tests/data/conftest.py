@@ -34,12 +34,14 @@ def make_session_arrays(rng: np.random.Generator, n_cells: int = 8, n_repeats: i
 
     Presentations are back to back, alternating 7 and 8 frames like 0.25 s at
     30 Hz, after 10 gray frames and followed by 10; the frame clock starts at 3 s.
+    Fluorescence and neuropil are positive random traces around 200 and 100,
+    with a neuropil ratio between 0.5 and 1.
     """
     conditions = rng.permutation(np.repeat(np.arange(N_IMAGES + 1), n_repeats))
     durations = np.where(np.arange(conditions.size) % 2 == 0, 8, 7)
     boundaries = 10 + np.concatenate([[0], np.cumsum(durations)])
     n_frames = int(boundaries[-1]) + 10
-    return dict(
+    arrays = dict(
         cell_specimen_ids=1000 + 7 * np.arange(n_cells),
         dff=rng.normal(0.0, 0.2, (n_cells, n_frames)).astype(np.float32),
         timestamps=3.0 + np.arange(n_frames) / frame_rate,
@@ -48,6 +50,12 @@ def make_session_arrays(rng: np.random.Generator, n_cells: int = 8, n_repeats: i
         frame_end=boundaries[1:],
         templates=rng.integers(0, 256, (N_IMAGES, HEIGHT, WIDTH), dtype=np.uint8),
         running_speed=np.abs(rng.normal(0.0, 5.0, n_frames)).astype(np.float32),
+    )
+    # Drawn after the others, so that adding them changed none of the arrays above.
+    return arrays | dict(
+        fluorescence=rng.normal(200.0, 10.0, (n_cells, n_frames)).astype(np.float32),
+        neuropil=rng.normal(100.0, 5.0, (n_cells, n_frames)).astype(np.float32),
+        neuropil_r=rng.uniform(0.5, 1.0, n_cells),
     )
 
 

@@ -18,6 +18,8 @@ from deepmouse.data.nwb import (
     NATURAL_SCENES_PRESENTATION_PATH,
     TEMPLATES_PATH,
     SessionMetadata,
+    check_fluorescence_layout,
+    read_corrected_fluorescence,
     read_session,
     read_session_metadata,
     read_stimulus_templates,
@@ -248,3 +250,94 @@ def test_writer_rejects_genotype_without_cre_line(tmp_path, session_arrays):
 ])
 def test_cre_line_from_genotype(genotype, cre_line):
     assert nwb.cre_line_from_genotype(genotype) == cre_line
+
+
+# ------------------------------------------------------------ fluorescence
+def _expected_corrected(arrays):
+    return (arrays["fluorescence"].astype(np.float64)
+            - arrays["neuropil_r"][:, None] * arrays["neuropil"].astype(np.float64))
+
+
+def test_corrected_fluorescence_round_trip_through_allensdk(session_path, session_arrays):
+    corrected = read_corrected_fluorescence(session_path)
+    assert corrected.dtype == np.float64
+    np.testing.assert_allclose(corrected, _expected_corrected(session_arrays), rtol=1e-12)
+    _, allensdk_traces = BrainObservatoryNwbDataSet(str(session_path)).get_corrected_fluorescence_traces()
+    np.testing.assert_array_equal(corrected, allensdk_traces)
+    with h5py.File(session_path, "r") as f:
+        # Simulated ROIs do not overlap: the demixed signal is the raw one, stored once.
+        assert f[nwb.DEMIXED_FLUORESCENCE_PATH] == f[nwb.FLUORESCENCE_PATH]
+        assert f[nwb.NEUROPIL_PATH].dtype == np.float32 and f[nwb.NEUROPIL_PATH].compression == "gzip"
+        assert f[nwb.NEUROPIL_R_PATH].shape == (8,)
+    assert check_fluorescence_layout(session_path)[nwb.NEUROPIL_PATH] == session_arrays["dff"].shape
+
+
+def test_fluorescence_is_optional_for_sessions(tmp_path, session_arrays):
+    arrays = {k: v for k, v in session_arrays.items() if k not in ("fluorescence", "neuropil", "neuropil_r")}
+    path = write_session_nwb(tmp_path / "1.nwb", metadata=make_metadata(), **arrays)
+    np.testing.assert_array_equal(read_session(path).dff, session_arrays["dff"])
+    with pytest.raises(NwbLayoutError, match=re.escape(
+            f"{path}: missing dataset {nwb.DEMIXED_FLUORESCENCE_PATH} (demixed ROI fluorescence, for the "
+            "corrected fluorescence of a pipeline version 2.0 file)")):
+        read_corrected_fluorescence(path)
+
+
+@pytest.mark.parametrize("dataset, description", [
+    (nwb.DEMIXED_FLUORESCENCE_PATH, "demixed ROI fluorescence"),
+    (nwb.NEUROPIL_PATH, "neuropil fluorescence"),
+    (nwb.NEUROPIL_R_PATH, "neuropil contamination ratio r"),
+    (nwb.FLUORESCENCE_TIMESTAMPS_PATH, "fluorescence timestamps"),
+])
+def test_missing_fluorescence_dataset_is_named(tmp_path, session_path, dataset, description):
+    broken = _copy_without(session_path, tmp_path / "broken.nwb", dataset)
+    with pytest.raises(NwbLayoutError, match=re.escape(f"{broken}: missing dataset {dataset} ({description}")):
+        read_corrected_fluorescence(broken)
+
+
+def test_fluorescence_shapes_must_match_the_dff(tmp_path, session_path):
+    broken = tmp_path / "broken.nwb"
+    shutil.copy(session_path, broken)
+    with h5py.File(broken, "a") as f:
+        r = f[nwb.NEUROPIL_R_PATH][()]
+        del f[nwb.NEUROPIL_R_PATH]
+        f[nwb.NEUROPIL_R_PATH] = r[:-1]
+    with pytest.raises(NwbLayoutError, match=re.escape(
+            f"{nwb.NEUROPIL_R_PATH} (neuropil contamination ratio r) has shape (7,), expected (8,)")):
+        read_corrected_fluorescence(broken)
+
+
+def test_files_before_pipeline_version_2_correct_the_raw_fluorescence(tmp_path, session_path, session_arrays):
+    # Before 2.0 the AllenSDK subtracts imaging_plane_1's own neuropil_traces and r from its raw data.
+    legacy = tmp_path / "legacy.nwb"
+    shutil.copy(session_path, legacy)
+    with h5py.File(legacy, "a") as f:
+        del f[nwb.GENERATED_BY_PATH]
+        f[nwb.GENERATED_BY_PATH] = np.array([b"test", b"1.0"])
+        f.move(nwb.NEUROPIL_PATH, nwb.LEGACY_NEUROPIL_PATH)
+        f.move(nwb.NEUROPIL_R_PATH, nwb.LEGACY_NEUROPIL_R_PATH)
+        del f[nwb.DEMIXED_FLUORESCENCE_PATH]
+    np.testing.assert_allclose(read_corrected_fluorescence(legacy), _expected_corrected(session_arrays), rtol=1e-12)
+    with h5py.File(legacy, "a") as f:
+        del f[nwb.LEGACY_NEUROPIL_R_PATH]
+    with pytest.raises(NwbLayoutError, match=re.escape(
+            f"missing dataset {nwb.LEGACY_NEUROPIL_R_PATH} (neuropil contamination ratio r, for the corrected "
+            "fluorescence of a pipeline version 1.0 file)")):
+        read_corrected_fluorescence(legacy)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(neuropil=None), "fluorescence, neuropil and neuropil_r go together; neuropil missing"),
+    (dict(neuropil_r=np.ones(7)), r"neuropil_r must have shape \(8,\) like dff, got \(7,\)"),
+    (dict(fluorescence=np.ones((8, 5), np.float32)), r"fluorescence must have shape \(8, \d+\) like dff"),
+    (dict(neuropil="nan"), "neuropil holds NaN or infinite values"),
+])
+def test_writer_rejects_inconsistent_fluorescence(tmp_path, session_arrays, change, message):
+    arrays = dict(session_arrays)
+    (name, value), = change.items()
+    if isinstance(value, str):
+        value = arrays[name].copy()
+        value[0, 0] = np.nan
+    arrays[name] = value
+    with pytest.raises(DataError, match=message):
+        write_session_nwb(tmp_path / "x.nwb", metadata=make_metadata(), **arrays)
+    assert not list(tmp_path.iterdir())

@@ -9,9 +9,18 @@ import pandas as pd
 import pytest
 
 from deepmouse.data import nwb
-from deepmouse.data.nwb import Session, read_session
-from deepmouse.data.responses import BOUNDARY_TOLERANCE_S, mean_responses, trial_responses, trials_array
-from deepmouse.errors import ConfigError, DataError
+from deepmouse.data.nwb import Session, read_corrected_fluorescence, read_session
+from deepmouse.data.responses import (
+    ALLEN_BASELINE_SWEEPS,
+    ALLEN_RESPONSE_SWEEPS,
+    BOUNDARY_TOLERANCE_S,
+    TRIAL_COLUMNS,
+    allen_sweep_responses,
+    mean_responses,
+    trial_responses,
+    trials_array,
+)
+from deepmouse.errors import ConfigError, DataError, NwbLayoutError
 from tests.data.conftest import assert_means_equal_explicit_loop, make_metadata, make_session_arrays
 
 WINDOW = (0.0, 0.25)
@@ -202,3 +211,169 @@ def test_trials_array_checks_its_input():
         trials_array(pd.concat([trials, trials.iloc[:1]]), [11])
     with pytest.raises(DataError, match=r"stimulus_index 119, outside \[0, 119\)"):
         trials_array(trials.assign(stimulus_index=trials["stimulus_index"] + 1), [11])
+
+
+# ------------------------------------------------------------ allen_sweep
+def _allensdk_natural_scenes(path):
+    from allensdk.brain_observatory.natural_scenes import NaturalScenes
+    from allensdk.core.brain_observatory_nwb_data_set import BrainObservatoryNwbDataSet
+
+    return NaturalScenes(BrainObservatoryNwbDataSet(str(path)))
+
+
+def _corrected_fluorescence_from_h5py(path) -> np.ndarray:
+    """demixed - r * neuropil, read without the AllenSDK."""
+    with h5py.File(path, "r") as f:
+        demixed = f[nwb.DEMIXED_FLUORESCENCE_PATH][()].astype(np.float64)
+        neuropil = f[nwb.NEUROPIL_PATH][()].astype(np.float64)
+        r = f[nwb.NEUROPIL_R_PATH][()]
+    return demixed - r[:, None] * neuropil
+
+
+def test_allen_sweep_equals_allensdk_natural_scenes(simulated_session_path):
+    # The reference study's per-trial responses: allensdk's own NaturalScenes analysis of the file.
+    analysis = _allensdk_natural_scenes(simulated_session_path)
+    session = read_session(simulated_session_path)
+    table = session.stimulus_table
+    sweep_length = int(table["end"][1] - table["start"][1])
+    assert (analysis.sweeplength, analysis.interlength, analysis.extralength) == (
+        sweep_length, ALLEN_BASELINE_SWEEPS * sweep_length, (ALLEN_RESPONSE_SWEEPS - 1) * sweep_length)
+    n_cells = len(session.cell_specimen_ids)
+    expected = analysis.mean_sweep_response[[str(i) for i in range(n_cells)]].to_numpy(np.float64).T
+    # The mean sweep response is the mean of the sweep over the response frames.
+    sweeps = analysis.sweep_response
+    response_frames = slice(analysis.interlength, analysis.interlength + ALLEN_RESPONSE_SWEEPS * sweep_length)
+    from_sweeps = np.array([[np.mean(sweeps[str(i)].iloc[p][response_frames]) for p in range(len(table))]
+                            for i in range(n_cells)])
+    np.testing.assert_allclose(from_sweeps, expected, rtol=1e-12)
+
+    fluorescence = read_corrected_fluorescence(simulated_session_path)
+    exact = allen_sweep_responses(fluorescence, table["start"].to_numpy(), sweep_length)
+    np.testing.assert_allclose(exact, expected, rtol=1e-9, atol=1e-12)
+
+    trials = trial_responses(session, WINDOW, BASELINE, definition="allen_sweep")
+    assert list(trials.columns) == list(TRIAL_COLUMNS)
+    assert trials["presentation"].nunique() == len(table)  # 5 s of gray before the first: none dropped
+    got = trials["response"].to_numpy().reshape(n_cells, -1)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)  # stored as float32
+    speed = trials["running_speed"].to_numpy()[: len(table)]
+    np.testing.assert_allclose(speed, analysis.mean_sweep_response["dx"].to_numpy(np.float64), rtol=1e-6)
+    # Per-image means: allensdk's response[:, :, 0] has the blank first, ours has it last.
+    means = mean_responses(trials)["mean_response"].to_numpy().reshape(n_cells, 119)
+    allensdk_means = analysis.response[:, :n_cells, 0].T
+    np.testing.assert_allclose(means, np.roll(allensdk_means, -1, axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_allen_sweep_matches_an_explicit_loop_and_drops_incomplete_sweeps(session_path):
+    # Presentations start 10 frames into this file: the first three (frames 10, 18, 25) lack
+    # the 4L = 28 baseline frames, which the AllenSDK would take from the end of the file.
+    session = read_session(session_path)
+    table = session.stimulus_table
+    length = int(table["end"][1] - table["start"][1])
+    fluorescence = _corrected_fluorescence_from_h5py(session_path)
+    n_frames = fluorescence.shape[1]
+    rows = []
+    for presentation, start in enumerate(table["start"]):
+        if start - 4 * length < 0 or start + 2 * length > n_frames:
+            continue
+        for row, neuron in enumerate(session.cell_specimen_ids):
+            sweep = fluorescence[row, start - 4 * length:start + 5 * length]
+            percent = 100 * (sweep / sweep[:4 * length].mean() - 1)
+            rows.append((neuron, presentation, percent[4 * length:6 * length].mean()))
+    expected = pd.DataFrame(rows, columns=["neuron_id", "presentation", "response"])
+    trials = trial_responses(session, WINDOW, BASELINE, definition="allen_sweep")
+    trials = trials.sort_values(["neuron_id", "presentation"]).reset_index(drop=True)
+    expected = expected.sort_values(["neuron_id", "presentation"]).reset_index(drop=True)
+    np.testing.assert_array_equal(trials["presentation"], expected["presentation"])
+    np.testing.assert_array_equal(trials["neuron_id"], expected["neuron_id"])
+    np.testing.assert_allclose(trials["response"], expected["response"], rtol=1e-5, atol=1e-5)
+    assert set(trials["presentation"]) == set(range(3, len(table)))
+
+
+def test_allen_sweep_takes_given_fluorescence_and_checks_it():
+    session = make_session(jitter_s=0.0)
+    n_cells, n_frames = session.dff.shape
+    # A trace that doubles from frame 100 on: 100 % for a presentation whose baseline lies before.
+    ramp = np.where(np.arange(n_frames) >= 100, 2.0, 1.0) * np.full((n_cells, 1), 150.0)
+    trials = trial_responses(session, WINDOW, BASELINE, definition="allen_sweep", fluorescence=ramp)
+    start = session.stimulus_table["start"].to_numpy()[trials["presentation"].to_numpy()]
+    length = int(session.stimulus_table["end"][1] - session.stimulus_table["start"][1])
+    stepped = (start == 100)
+    assert stepped.any()
+    np.testing.assert_allclose(trials["response"].to_numpy()[stepped], 100.0, rtol=1e-6)
+    unaffected = (start + 2 * length <= 100) | (start - 4 * length >= 100)
+    np.testing.assert_allclose(trials["response"].to_numpy()[unaffected], 0.0, atol=1e-6)
+    # The last presentation starts 3 frames before the end: too few for its 2L response frames.
+    last = len(session.stimulus_table) - 1
+    assert last not in set(trials["presentation"]) and last - 1 in set(trials["presentation"])
+
+    with pytest.raises(DataError, match=r"mem/501\.nwb \(fluorescence given\): corrected fluorescence has shape"):
+        trial_responses(session, WINDOW, BASELINE, definition="allen_sweep", fluorescence=ramp[:, :-1])
+    nan = ramp.copy()
+    nan[1, 50] = np.nan
+    with pytest.raises(DataError, match=f"cell {session.cell_specimen_ids[1]}: corrected fluorescence trace holds NaN"):
+        trial_responses(session, WINDOW, BASELINE, definition="allen_sweep", fluorescence=nan)
+    silent = ramp.copy()
+    silent[2, :] = 0.0
+    with pytest.raises(DataError, match=f"cell {session.cell_specimen_ids[2]}: presentation .* averages 0"):
+        trial_responses(session, WINDOW, BASELINE, definition="allen_sweep", fluorescence=silent)
+    one = Session(**{**vars(session), "stimulus_table": session.stimulus_table.iloc[:1]})
+    with pytest.raises(DataError, match=r"has 1 presentation\(s\)"):
+        trial_responses(one, WINDOW, BASELINE, definition="allen_sweep", fluorescence=ramp)
+
+
+def test_definition_and_signal_errors():
+    session = make_session()
+    with pytest.raises(ConfigError, match="responses.definition: unknown definition 'peak'; known: window, allen_sw"):
+        trial_responses(session, WINDOW, BASELINE, definition="peak")
+    with pytest.raises(ConfigError, match="responses.signal: 'events' applies to responses.definition 'window' only"):
+        trial_responses(session, WINDOW, BASELINE, "events", definition="allen_sweep")
+    with pytest.raises(ValueError, match="fluorescence was given, but the definition is 'window'"):
+        trial_responses(session, WINDOW, BASELINE, fluorescence=session.dff)
+    with pytest.raises(ValueError, match="sweep_length must be at least 1 frame"):
+        allen_sweep_responses(session.dff, np.array([50]), 0)
+    with pytest.raises(ValueError, match=r"presentation 0 \(start frame 5\) needs frames -23\.\.18"):
+        allen_sweep_responses(session.dff, np.array([5]), 7)
+
+
+def test_allen_sweep_names_a_file_without_fluorescence(tmp_path, session_path):
+    broken = tmp_path / "77.nwb"
+    broken.write_bytes(session_path.read_bytes())
+    with h5py.File(broken, "a") as f:
+        del f[nwb.NEUROPIL_R_PATH]
+    session = read_session(broken)  # dF/F reading does not need it
+    with pytest.raises(NwbLayoutError, match=re.escape(f"{broken}: missing dataset {nwb.NEUROPIL_R_PATH}")):
+        trial_responses(session, WINDOW, BASELINE, definition="allen_sweep")
+
+
+def test_params_reject_allen_sweep_with_events():
+    from deepmouse.config import parse_params
+
+    assert parse_params({}).responses.definition == "window"
+    assert parse_params({"responses": {"definition": "allen_sweep"}}).responses.definition == "allen_sweep"
+    with pytest.raises(ConfigError, match="responses.signal: 'events' applies to definition 'window' only"):
+        parse_params({"responses": {"definition": "allen_sweep", "signal": "events"}})
+    with pytest.raises(ConfigError, match="responses.definition: must be one of 'window', 'allen_sweep'"):
+        parse_params({"responses": {"definition": "sweep"}})
+
+
+def test_responses_stage_with_allen_sweep(tmp_path):
+    from deepmouse.config import SimulatedConfig, parse_params
+    from deepmouse.data.simulated import simulate_dataset
+    from deepmouse.pipeline import run_responses
+
+    cfg = SimulatedConfig(planted_depths={"VISp": 0.1}, experiments_per_area=2, neurons_per_experiment=3,
+                          n_repeats=2, image_height=24, image_width=32, tuning="random")
+    manifest = simulate_dataset(tmp_path / "raw", cfg)
+    params = parse_params({"responses": {"definition": "allen_sweep"}})
+    summary = run_responses(params, tmp_path / "raw", tmp_path / "out", progress=lambda _: None)
+    assert "(allen_sweep: % change of corrected fluorescence)" in summary
+    trials = pd.read_parquet(tmp_path / "out" / "trials.parquet")
+    first = read_session(tmp_path / "raw" / manifest["experiments"][0]["file"])
+    expected = trial_responses(first, WINDOW, BASELINE, definition="allen_sweep")
+    pd.testing.assert_frame_equal(trials.iloc[:len(expected)].reset_index(drop=True), expected)
+    # A file without fluorescence stops the stage before any session is read.
+    with h5py.File(tmp_path / "raw" / manifest["experiments"][1]["file"], "a") as f:
+        del f[nwb.NEUROPIL_PATH]
+    with pytest.raises(NwbLayoutError, match=f"missing dataset {nwb.NEUROPIL_PATH}"):
+        run_responses(params, tmp_path / "raw", tmp_path / "out2", progress=pytest.fail)

@@ -3,6 +3,7 @@
 import hashlib
 import json
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,13 +11,14 @@ import scipy.stats
 
 from deepmouse.config import NeuronsConfig, SimulatedConfig
 from deepmouse.data.events import events_path, read_events
-from deepmouse.data.nwb import read_session
+from deepmouse.data.nwb import NEUROPIL_PATH, NEUROPIL_R_PATH, read_corrected_fluorescence, read_session
 from deepmouse.data.responses import mean_responses, trial_responses
 from deepmouse.data.selection import annotate_neurons
 from deepmouse.data.simulated import (
     calcium_events,
     generate_scenes,
     simulate_dataset,
+    simulate_random_rates,
     simulate_rates,
     simulated_scenes,
 )
@@ -311,3 +313,141 @@ def test_simulated_events_are_sparse_and_track_the_dff_responses(simulated_sessi
     b = by_events["mean_response"].to_numpy().reshape(-1, 119)
     r = np.array([np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)])
     assert np.median(r) > 0.6 and r.min() > 0.3
+
+
+# ------------------------------------------------------------ fluorescence
+def test_corrected_fluorescence_is_a_constant_baseline_times_one_plus_dff(simulated_session_path):
+    # What allensdk's NaturalScenes analyses: F - r * neuropil, whose dF/F over a constant
+    # baseline is the dF/F written to the file.
+    session = read_session(simulated_session_path)
+    corrected = read_corrected_fluorescence(simulated_session_path)
+    baseline = corrected / (1.0 + session.dff.astype(np.float64))
+    np.testing.assert_allclose(baseline, np.broadcast_to(baseline.mean(axis=1, keepdims=True), baseline.shape),
+                               rtol=1e-6)  # float32 storage
+    assert ((baseline.mean(axis=1) >= 100) & (baseline.mean(axis=1) <= 400)).all()
+    with h5py.File(simulated_session_path, "r") as f:
+        neuropil = f[NEUROPIL_PATH][()]
+        r = f[NEUROPIL_R_PATH][()]
+    assert ((r >= 0.5) & (r <= 0.9)).all()
+    assert (neuropil > 0).all()
+    shared = np.corrcoef(neuropil)[np.triu_indices(len(r), 1)]
+    assert np.median(shared) > 0.5  # one field of view: the neuropil fluctuates together
+
+
+# ------------------------------------------------------------ random tuning
+def test_random_rates_are_distributed_like_planted_rates():
+    rng = np.random.default_rng(0)
+    random = simulate_random_rates(119, 400, rng)
+    planted = simulate_rates(rng.standard_normal((119, 2000)), 400, 0.1, rng)
+    assert random.shape == (119, 400) and (random >= 0).all()
+    np.testing.assert_array_equal(random, simulate_random_rates(119, 400, np.random.default_rng(0)))
+    peaks = random.max(axis=0)
+    assert peaks.min() >= 0.05 and peaks.max() <= 0.3
+    # The same shape of tuning once each neuron is scaled to its peak.
+    assert scipy.stats.ks_2samp((random / peaks).ravel(), (planted / planted.max(axis=0)).ravel()).statistic < 0.05
+    with pytest.raises(ValueError, match="need >= 2 stimuli"):
+        simulate_random_rates(1, 3, rng)
+
+
+def test_random_tuning_needs_no_planted_features(tmp_path, tiny_dataset):
+    _, planted = tiny_dataset
+    random_cfg = SimulatedConfig(**{**TINY.__dict__, "tuning": "random"})
+    manifest = simulate_dataset(tmp_path, random_cfg)
+    assert manifest["tuning"] == "random" and manifest["planted"] is None
+    assert planted["tuning"] == "planted" and planted["planted"]["layers"]
+    assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
+    # Same experiments, metadata and noise; only the tuning differs.
+    for random_entry, planted_entry in zip(manifest["experiments"], planted["experiments"]):
+        assert {k: v for k, v in random_entry.items() if k not in ("sha256", "bytes")} == {
+            k: v for k, v in planted_entry.items() if k not in ("sha256", "bytes")}
+        assert random_entry["sha256"] != planted_entry["sha256"]
+    assert simulate_dataset(tmp_path / "again", random_cfg, *_planted()) == manifest  # features ignored
+
+
+def test_random_tuning_pull_builds_no_model(tmp_path):
+    from deepmouse.config import parse_params
+    from deepmouse.pipeline import run_pull
+
+    small = {"tuning": "random", "planted_depths": {"VISl": 0.3}, "experiments_per_area": 1,
+             "neurons_per_experiment": 4, "n_repeats": 2, "image_height": 24, "image_width": 32}
+    messages = []
+    run_pull(parse_params({"data": {"simulated": small}}), tmp_path, progress=messages.append)
+    assert messages == ["tuning random: simulated neurons read out no model"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["tuning"] == "random" and manifest["planted"] is None
+    assert [e["area"] for e in manifest["experiments"]] == ["VISl"]
+
+
+# Two areas of the default simulated source at reduced size: 50 neurons with the default noise
+# spread each; reliability does not depend on n_repeats (module docstring), so 20 repeats do.
+NULL = SimulatedConfig(planted_depths={"VISp": 0.1, "VISam": 0.85}, experiments_per_area=1, n_repeats=20,
+                       image_height=92, image_width=118)
+# The generator's layers at those depths, as list_layers names them (enumerating every layer
+# would take longer than the rest of the test).
+NULL_LAYERS = {"VISp": "features.2", "VISam": "classifier.2"}
+
+
+@pytest.fixture(scope="module")
+def generator_features():
+    """The planted generator's outputs at NULL_LAYERS for the NULL scenes (119 rows, blank last)."""
+    from deepmouse.data.stimuli import with_blank
+    from deepmouse.features.layers import capture_layer_outputs
+    from deepmouse.models.build import build_model
+    from deepmouse.models.preprocess import preprocess_stimuli
+    from deepmouse.models.registry import load_zoo
+
+    entry = load_zoo().get(NULL.generator)
+    model = build_model(entry, init_seed=NULL.generator_seed)
+    inputs = preprocess_stimuli(with_blank(simulated_scenes(NULL)), "paper", entry, model=model)
+    outputs = capture_layer_outputs(model, inputs, list(NULL_LAYERS.values()))
+    return {area: outputs[name] for area, name in NULL_LAYERS.items()}
+
+
+def _reliable_means(out_dir, manifest):
+    """Per-image means (119, n) of the neurons with reliability >= 0.75, by area, and every reliability."""
+    sessions = [read_session(out_dir / e["file"]) for e in manifest["experiments"]]
+    trials = pd.concat([trial_responses(s, (0.0, 0.25), (-0.1, 0.0)) for s in sessions], ignore_index=True)
+    neurons = annotate_neurons(trials, [s.metadata for s in sessions], NeuronsConfig(n_splits=20))
+    means = mean_responses(trials)
+    reliable = {}
+    for area, rows in neurons.groupby("area"):
+        ids = rows.loc[rows["reliability"] >= 0.75, "neuron_id"]
+        table = means[means["neuron_id"].isin(ids)]
+        reliable[area] = table.pivot(index="stimulus_index", columns="neuron_id", values="mean_response").to_numpy()
+    return reliable, neurons["reliability"].to_numpy()
+
+
+def _correlations_with_readouts(means, readouts):
+    """Pearson r of every neuron's means (119, n) with every readout (119, m) -> (n, m)."""
+    def standardise(x):
+        return (x - x.mean(axis=0)) / x.std(axis=0)
+
+    return standardise(means).T @ standardise(readouts) / means.shape[0]
+
+
+def test_random_tuning_is_reliable_but_unrelated_to_the_generator(tmp_path, generator_features):
+    # Readouts of the generator's layers as planted neurons would be, without their noise.
+    rng = np.random.default_rng(1)
+    readouts = {area: simulate_rates(f, 200, NULL.readout_sparsity, rng) for area, f in generator_features.items()}
+    layers = {area: {"layer_name": name} for area, name in NULL_LAYERS.items()}
+    results = {}
+    for tuning in ("random", "planted"):
+        cfg = SimulatedConfig(**{**NULL.__dict__, "tuning": tuning})
+        manifest = simulate_dataset(tmp_path / tuning, cfg, generator_features, layers)
+        reliable, reliability = _reliable_means(tmp_path / tuning, manifest)
+        r = np.concatenate([_correlations_with_readouts(reliable[area], readouts[layer]).ravel()
+                            for area in reliable for layer in readouts])
+        results[tuning] = reliability, r
+
+    random_reliability, random_r = results["random"]
+    planted_reliability, planted_r = results["planted"]
+    # Many neurons pass the reference study's threshold, as many as with planted tuning.
+    assert (random_reliability >= 0.75).mean() >= 0.35
+    assert abs((random_reliability >= 0.75).mean() - (planted_reliability >= 0.75).mean()) <= 0.1
+    assert abs(np.median(random_reliability) - np.median(planted_reliability)) <= 0.1
+    # No more correlation with the generator than chance: mean r near 0 and mean r^2 at its
+    # null expectation 1 / (n - 1) for 119 stimuli, where planted neurons reach about twice that.
+    chance = 1.0 / 118
+    assert abs(random_r.mean()) < 0.05
+    assert np.mean(random_r**2) < 1.3 * chance
+    assert np.mean(planted_r**2) > 1.6 * chance

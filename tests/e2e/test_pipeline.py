@@ -77,15 +77,18 @@ def test_ranking_has_every_model_area_and_method(project, params):
     assert set(ranking["model_id"]) == set(params["zoo"]["models"])
     assert set(ranking["site"]) == areas == set(params["data"]["simulated"]["planted_depths"])
     assert set(ranking["method"]) == {"rsa", "regression"}
-    assert len(ranking) == len(params["zoo"]["models"]) * len(areas) * 2
+    assert set(ranking["layer_selection"]) == set(params["scoring"]["layer_selection"]) == {"max", "cv"}
+    assert len(ranking) == len(params["zoo"]["models"]) * len(areas) * 2 * 2
     assert ranking["score"].between(-1, 1).all()
     models = _query(project, "select * from models")
     assert models["n_params"].notna().all() and (models["n_params"] > 0).all()
 
 
-def test_planted_generator_is_recovered(project, params):
+@pytest.mark.parametrize("rule", ["cv", "max"])
+def test_planted_generator_is_recovered(project, params, rule):
     generator = params["data"]["simulated"]["generator"]
-    ranking = _query(project, "select * from model_ranking where method = 'regression' and site_kind = 'area'")
+    ranking = _query(project, "select * from model_ranking where method = 'regression' and site_kind = 'area' "
+                              f"and layer_selection = '{rule}'")
     winners = ranking[ranking["rank"] == 1].set_index("site")["model_id"]
     assert (winners == generator).all(), winners.to_dict()
 
@@ -97,6 +100,13 @@ def test_planted_generator_is_recovered(project, params):
     # the best layer lands on or next to the planted one
     for area in order:
         assert abs(best[area] - planted[area]["depth"]) < 0.1, (area, best[area], planted[area])
+
+
+def test_generator_normalises_near_one_where_noise_is_lowest(project, params):
+    generator = params["data"]["simulated"]["generator"]
+    rows = _query(project, "select site, normalized_score, noise_ceiling from model_scores where method = 'regression' "
+                           f"and layer_selection = 'cv' and model_id = '{generator}' order by noise_ceiling desc")
+    assert rows["normalized_score"].iloc[0] > 0.8, rows
 
 
 def test_quality_report_and_metrics(project):

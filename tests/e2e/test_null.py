@@ -1,0 +1,63 @@
+"""The whole pipeline on null data: reliable neurons whose tuning is unrelated to the images.
+
+An `nwb_dir` of Allen-layout files whose neurons have random tuning (`data.simulated.tuning:
+random`) goes through `dvc repro`; every model's `cv` score must sit at 0 for both methods,
+and the paired comparisons must find (almost) no model better than another.
+"""
+
+import shutil
+
+import duckdb
+import pytest
+import yaml
+
+from deepmouse.config import parse_params
+from deepmouse.pipeline import run_pull
+from tests.conftest import REPO
+from tests.e2e.test_pipeline import _dvc, copy_project
+
+pytestmark = pytest.mark.slow
+
+NULL = {"tuning": "random", "experiments_per_area": 2, "neurons_per_experiment": 60, "n_repeats": 20,
+        "image_height": 92, "image_width": 118}
+MODELS = ["alexnet_random", "squeezenet1_1_random", "resnet18_random"]
+
+
+@pytest.fixture(scope="module")
+def null_store(tmp_path_factory):
+    staging = tmp_path_factory.mktemp("null_staging")
+    run_pull(parse_params({"data": {"simulated": NULL}}), staging, progress=lambda _: None)
+    folder = tmp_path_factory.mktemp("null_nwb")
+    for nwb in staging.glob("*.nwb"):
+        shutil.copy2(nwb, folder / nwb.name)
+    project = tmp_path_factory.mktemp("null_project")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"].update(source="nwb_dir", nwb_dir=str(folder))
+    params["zoo"]["models"] = MODELS
+    params["scoring"]["bootstrap"]["n"] = 300
+    copy_project(project, params)
+    result = _dvc(project, "repro")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    con = duckdb.connect(str(project / "data/deepmouse.duckdb"), read_only=True)
+    yield con
+    con.close()
+
+
+def test_every_models_cv_score_is_zero_for_both_methods(null_store):
+    rows = null_store.execute(
+        "select model_id, method, avg(score) as mean, max(abs(score)) as worst, count(*) as n from model_scores "
+        "where layer_selection = 'cv' and site_kind = 'area' group by model_id, method order by model_id, method"
+    ).fetchall()
+    assert len(rows) == len(MODELS) * 2
+    for model_id, method, mean, worst, n_areas in rows:
+        assert n_areas == 6
+        assert abs(mean) < 0.03, (model_id, method, mean)
+        assert worst < 0.12, (model_id, method, worst)
+
+
+def test_no_model_is_distinguishable_from_another_beyond_chance(null_store):
+    n_pairs, n_distinct = null_store.execute(
+        "select count(*), count(*) filter (where distinguishable) from model_comparisons where layer_selection = 'cv'"
+    ).fetchone()
+    assert n_pairs == 2 * 6 * 3  # methods x areas x pairs of 3 models
+    assert n_distinct <= 2, n_distinct  # BH at 0.05 per area: a false discovery here and there at most
