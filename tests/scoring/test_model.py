@@ -170,3 +170,20 @@ def test_missing_responses_for_a_selected_neuron_are_named(setting):
         load_neural_data(neurons, means, trials)
     with pytest.raises(DataError, match="no neuron is selected"):
         load_neural_data(neurons.assign(selected=False), means, trials)
+
+
+def test_cc_max_ceiling_and_a_single_selection_rule():
+    from tests.scoring.conftest import neural_from_trials, random_layers
+
+    rng = np.random.default_rng(1)
+    layers = random_layers(rng, 40, sizes=(20, 60))
+    trials = {"VISp": layers[1][:, :6, None] + rng.normal(size=(40, 6, 4))}
+    neural = neural_from_trials(trials)  # cc_max 0.9 for every neuron
+    tables = score_model("toy", _statistics(layers), neural, _cfg(ceiling="cc_max", layer_selection=["max"]),
+                         progress=lambda _: None)
+    assert set(tables["model_scores"]["layer_selection"]) == {"max"}
+    neurons = tables["neuron_scores"]
+    assert neurons["normalized_score"].to_numpy() == pytest.approx(neurons["score"].to_numpy() / 0.9)
+    row = tables["model_scores"].query("method == 'regression'").iloc[0]
+    assert row["normalized_score"] == pytest.approx(neurons["score"].mean() / 0.9)
+    assert row["noise_ceiling"] == pytest.approx(0.81)
