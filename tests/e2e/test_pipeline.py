@@ -102,11 +102,14 @@ def test_planted_generator_is_recovered(project, params, rule):
         assert abs(best[area] - planted[area]["depth"]) < 0.1, (area, best[area], planted[area])
 
 
-def test_generator_normalises_near_one_where_noise_is_lowest(project, params):
+def test_generator_has_the_best_normalised_scores(project, params):
     generator = params["data"]["simulated"]["generator"]
-    rows = _query(project, "select site, normalized_score, noise_ceiling from model_scores where method = 'regression' "
-                           f"and layer_selection = 'cv' and model_id = '{generator}' order by noise_ceiling desc")
-    assert rows["normalized_score"].iloc[0] > 0.8, rows
+    rows = _query(project, "select site, model_id, score, normalized_score, noise_ceiling from model_scores "
+                           "where method = 'regression' and layer_selection = 'cv'")
+    best = rows.loc[rows.groupby("site")["normalized_score"].idxmax()]
+    assert (best["model_id"] == generator).all(), best
+    # ceilings below 1 raise every score by 1 / sqrt(ceiling), per neuron
+    assert (rows["normalized_score"] > rows["score"]).all()
 
 
 def test_quality_report_and_metrics(project):
