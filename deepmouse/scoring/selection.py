@@ -116,11 +116,11 @@ def select_rsa(model_entries: np.ndarray, neural_entries: np.ndarray, pair_weigh
         values = np.zeros(pair_weights.shape[0])
         choices = []
         for in_half in halves:
-            within_a = in_half[first] & in_half[second]
-            within_b = ~in_half[first] & ~in_half[second]
-            for choose_on, score_on in ((within_a, within_b), (within_b, within_a)):
-                chosen = np.argmax(np.nan_to_num(score(choose_on), nan=-np.inf), axis=1)
-                values += score(score_on)[rows, chosen]
+            on_a = score(in_half[first] & in_half[second])
+            on_b = score(~in_half[first] & ~in_half[second])
+            for choose_on, score_on in ((on_a, on_b), (on_b, on_a)):
+                chosen = np.argmax(np.nan_to_num(choose_on, nan=-np.inf), axis=1)
+                values += score_on[rows, chosen]
                 choices.append(chosen[0])
         out["cv"] = Selected(values / len(choices), np.array(choices))
     return out
