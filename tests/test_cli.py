@@ -3,6 +3,8 @@
 import csv
 import io
 
+import duckdb
+import pytest
 from typer.testing import CliRunner
 
 from deepmouse.cli import app
@@ -44,3 +46,76 @@ def test_query_answers_and_reports_sql_errors(tmp_path, score_tables):
     assert failed.exit_code == 1 and "query failed" in failed.output
     missing = runner.invoke(app, ["query", "--db", str(tmp_path / "none.duckdb"), "select 1"])
     assert missing.exit_code == 1 and "no results store yet" in missing.output
+
+
+def test_zoo_list_says_how_each_checkpoint_is_verified():
+    listed = runner.invoke(app, ["zoo", "list", "--format", "csv"]).stdout
+    rows = {r["model_id"]: r for r in csv.DictReader(io.StringIO(listed))}
+    assert rows["resnet18"]["verified"] == "prefix" and rows["resnet18"]["sha256_prefix"] == "f37072fd"
+    assert rows["taskonomy_normal"]["verified"] == "sha256"
+    assert rows["resnet50_simclr"]["verified"] == "no"
+    assert rows["resnet18_random"]["verified"] == ""
+    assert {r["verified"] for r in rows.values()} == {"sha256", "prefix", "no", ""}
+    table = runner.invoke(app, ["zoo", "list", "--source", "taskonomy"])
+    assert table.stdout.splitlines()[0].split()[-1] == "verified"
+
+
+# ------------------------------------------------------------------ query: the store, nothing else
+def _store(tmp_path, score_tables):
+    db = tmp_path / "store.duckdb"
+    build_store(db, score_tables, REPO / "sql")
+    return db
+
+
+def _error_line(result) -> str:
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("sql, named", [
+    ("COPY models TO '{tmp}/out.csv'", "out.csv"),
+    ("select * from read_csv('{tmp}/secret.csv')", "secret.csv"),
+    ("select * from '{tmp}/secret.csv'", "secret.csv"),
+    ("ATTACH '{tmp}/other.duckdb' AS other", "other.duckdb"),
+    ("INSTALL httpfs", "extensions"),
+    ("LOAD httpfs", "extensions"),
+    ("SET enable_external_access = true", "enable_external_access"),
+    ("create table notes (x int)", "read-only"),
+])
+def test_query_cannot_reach_files_databases_extensions_or_settings(tmp_path, score_tables, sql, named):
+    db = _store(tmp_path, score_tables)
+    (tmp_path / "secret.csv").write_text("secret\n42\n")
+    duckdb.connect(str(tmp_path / "other.duckdb")).close()
+    line = _error_line(runner.invoke(app, ["query", "--db", str(db), sql.format(tmp=tmp_path)]))
+    assert line.startswith("error: query refused: ") and named in line
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_query_out_writes_the_result_in_the_chosen_format(tmp_path, score_tables):
+    db = _store(tmp_path, score_tables)
+    out = tmp_path / "models.csv"
+    result = runner.invoke(app, ["query", "--db", str(db), "--format", "csv", "--out", str(out),
+                                 "select model_id, family from models order by model_id"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"2 rows written to {out}"
+    assert out.read_text() == "model_id,family\nalexnet,convolutional\nalexnet_random,convolutional\n"
+    table = tmp_path / "models.txt"
+    written = runner.invoke(app, ["query", "--db", str(db), "--out", str(table), "select model_id from models"])
+    assert written.exit_code == 0
+    assert table.read_text().split() == ["model_id", "alexnet", "alexnet_random"]
+    before = db.read_bytes()
+    line = _error_line(runner.invoke(app, ["query", "--db", str(db), "--out", str(db), "select 1"]))
+    assert "that is the results store itself" in line and db.read_bytes() == before
+
+
+@pytest.mark.parametrize("sql, message", [
+    ("", "error: empty query; give a SELECT statement"),
+    (" ;\n ; ", "error: empty query"),
+    ("/* only a comment */", "error: the query returned no table"),
+    ("selec model_id from models", 'error: query failed: Parser Error: syntax error at or near "selec"'),
+    ("select * from nowhere", "error: query failed: Catalog Error: Table with name nowhere does not exist!"),
+])
+def test_bad_or_empty_query_is_one_error_line(tmp_path, score_tables, sql, message):
+    db = _store(tmp_path, score_tables)
+    assert _error_line(runner.invoke(app, ["query", "--db", str(db), sql])).startswith(message)

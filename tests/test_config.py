@@ -28,7 +28,24 @@ def test_defaults_equal_an_empty_file():
         ({"neurons": {"n_splits": "many"}}, r"neurons\.n_splits: expected an integer, got 'many'"),
         ({"neurons": {"n_splits": 2.5}}, r"neurons\.n_splits: expected an integer"),
         ({"neurons": {"require_selective": "yes"}}, r"neurons\.require_selective: expected true or false"),
-        ({"neurons": {"reliability_threshold": 3}}, r"neurons\.reliability_threshold: must be in \[-1, 1\]"),
+        ({"neurons": {"reliability_threshold": 3}}, r"neurons\.reliability_threshold: must be in \[0, 1\]"),
+        ({"neurons": {"reliability_threshold": -0.5}},
+         r"neurons\.reliability_threshold: must be in \[0, 1\] \(below 0 it selects neurons whose split halves "
+         r"disagree\), got -0\.5"),
+        ({"responses": {"window": [0, 99]}},
+         r"responses\.window: must lie within the 2 s after onset \(0 <= start < stop <= 2; each scene shows for "
+         r"0\.25 s\), got \[0\.0, 99\.0\]"),
+        ({"responses": {"window": [-0.1, 0.25]}}, r"responses\.window: must lie within the 2 s after onset"),
+        ({"responses": {"baseline": [-0.1, 0.05]}},
+         r"responses\.baseline: must lie within the 2 s before onset \(-2 <= start < stop <= 0\), "
+         r"got \[-0\.1, 0\.05\]"),
+        ({"responses": {"baseline": [-5, -1]}}, r"responses\.baseline: must lie within the 2 s before onset"),
+        ({"checks": {"min_selected_per_area": -1}}, r"checks\.min_selected_per_area: must be >= 0, got -1"),
+        ({"checks": {"max_nan_fraction": -0.1}}, r"checks\.max_nan_fraction: must be in \[0, 1\], got -0\.1"),
+        ({"checks": {"max_nan_fraction": 1.5}}, r"checks\.max_nan_fraction: must be in \[0, 1\], got 1\.5"),
+        ({"checks": {"max_nan_fraction": "none"}}, r"checks\.max_nan_fraction: expected a number"),
+        ({"scorring": {"bootstrap": {"n": 10}}},
+         r"^scorring: unknown key; known keys here: checks, data, features, neurons, responses, scoring, zoo$"),
         ({"responses": {"window": [0.25, 0.0]}}, r"responses\.window: start must be before stop"),
         ({"responses": {"window": [0.0]}}, r"responses\.window: expected a list of 2 values"),
         ({"scoring": {"rsa": {"comparison": "cosine"}}}, r"scoring\.rsa\.comparison: must be one of 'pearson'"),
@@ -65,3 +82,46 @@ def test_load_params_names_the_file(tmp_path):
         load_params(path)
     with pytest.raises(ConfigError, match="no such params file"):
         load_params(tmp_path / "missing.yaml")
+
+
+def test_edges_of_the_ranges_are_accepted():
+    params = parse_params({"responses": {"window": [0, 2], "baseline": [-2, 0]},
+                           "neurons": {"reliability_threshold": 0},
+                           "checks": {"min_selected_per_area": 0, "max_nan_fraction": 1}})
+    assert params.responses.window == (0.0, 2.0) and params.responses.baseline == (-2.0, 0.0)
+    assert params.neurons.reliability_threshold == 0.0 and params.checks.max_nan_fraction == 1.0
+
+
+def test_nwb_dir_must_exist_when_it_is_the_source(tmp_path, monkeypatch):
+    missing = tmp_path / "allen_nwb"
+    with pytest.raises(ConfigError,
+                       match=rf"^data\.nwb_dir: no such folder '{missing}' \(data\.source is 'nwb_dir'\)$"):
+        parse_params({"data": {"source": "nwb_dir", "nwb_dir": str(missing)}})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=rf"data\.nwb_dir: no such folder 'allen_nwb' in {tmp_path} "):
+        parse_params({"data": {"source": "nwb_dir", "nwb_dir": "allen_nwb"}})
+    missing.mkdir()
+    assert parse_params({"data": {"source": "nwb_dir", "nwb_dir": "allen_nwb"}}).data.nwb_dir == "allen_nwb"
+    # Only the source that reads it needs it.
+    assert parse_params({"data": {"source": "simulated", "nwb_dir": "nowhere"}}).data.source == "simulated"
+
+
+def test_max_nan_fraction_is_what_the_checks_allow(tmp_path, score_tables):
+    """checks.max_nan_fraction bounds the NaN in the score tables' numeric columns (here 2 of 16 rows)."""
+    import numpy as np
+
+    from deepmouse.config import ChecksConfig
+    from deepmouse.errors import QualityGateError
+    from tests.quality.test_gate import _run
+
+    score_tables["model_scores"].loc[[0, 1], "normalized_score"] = np.nan
+    (tmp_path / "strict").mkdir()
+    with pytest.raises(QualityGateError, match=r"model_scores: expect_column_values_to_not_be_null "
+                                               r"\(column=normalized_score\): 2 violation\(s\)"):
+        _run(tmp_path / "strict", score_tables)
+    (tmp_path / "tolerant").mkdir()
+    tolerant = ChecksConfig(min_selected_per_area=1, max_nan_fraction=0.125)
+    assert _run(tmp_path / "tolerant", score_tables, cfg=tolerant)["passed"]
+    (tmp_path / "too_few").mkdir()
+    with pytest.raises(QualityGateError, match=r"column=normalized_score, mostly=0\.9"):
+        _run(tmp_path / "too_few", score_tables, cfg=ChecksConfig(min_selected_per_area=1, max_nan_fraction=0.1))

@@ -11,7 +11,8 @@ Trained weights are looked up in this order:
 2. when downloads are allowed, the publisher's file through the library's own
    cache (torch hub for torchvision and URLs, the Hugging Face cache for timm).
 
-Either file is checked against the registry's sha256 when it lists one, read
+Either file is checked against the registry's sha256 when it lists one, else
+against its sha256 prefix (the digits torchvision puts in its file names), read
 with ``torch.load(weights_only=True)`` (or safetensors), brought into the
 layout of the model this module builds, and loaded strictly. Accepted layouts:
 
@@ -83,7 +84,7 @@ def build_model(entry: ZooEntry, *, init_seed: int, weights_dir: str | Path | No
         When trained weights are neither in ``weights_dir`` nor downloadable,
         naming the file to provide, or when a checkpoint does not fit the model.
     CacheError
-        When a weights file does not have the registry's sha256.
+        When a weights file does not have the registry's sha256 or sha256 prefix.
     """
     if entry.is_random:
         model = _construct(entry, init_seed)
@@ -96,7 +97,7 @@ def build_model(entry: ZooEntry, *, init_seed: int, weights_dir: str | Path | No
                     f"({entry.weights}) at {_expected_weights_path(entry, weights_dir)}"
                 )
             path = _download_publisher_weights(entry, weights_dir)
-        verify_sha256(path, entry.weights_sha256)
+        verify_weights(path, entry)
         model = _construct(entry, init_seed, trained=True)
         read_state_dict = _CHECKPOINT_READERS.get(entry.source, _read_plain_checkpoint)
         _load_state_dict_strictly(model, read_state_dict(path, entry, model), path)
@@ -113,6 +114,29 @@ def find_local_weights(entry: ZooEntry, weights_dir: str | Path | None) -> Path 
         if candidate.is_file():
             return candidate
     return None
+
+
+def verify_weights(path: str | Path, entry: ZooEntry) -> None:
+    """Check a checkpoint against what the registry pins for ``entry``.
+
+    The full sha256 where the registry lists one, else its sha256 prefix; a file of
+    an entry that pins neither is not checked (``ZooEntry.verified`` says which).
+
+    Raises
+    ------
+    CacheError
+        Naming the file, its sha256 and the digest or prefix expected.
+    """
+    if entry.weights_sha256:
+        verify_sha256(path, entry.weights_sha256)
+    elif entry.sha256_prefix:
+        actual = file_sha256(path)
+        if not actual.startswith(entry.sha256_prefix.lower()):
+            raise CacheError(
+                f"{path}: sha256 is {actual}, which does not start with {entry.sha256_prefix}, the prefix the "
+                f"registry pins for {entry.model_id} (from the publisher's file name); the file is truncated, "
+                "corrupted or another checkpoint — replace it"
+            )
 
 
 def verify_sha256(path: str | Path, expected: str) -> None:

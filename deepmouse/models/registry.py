@@ -29,6 +29,11 @@ weights
     ``timm:<architecture>.<tag>`` or a URL. Empty for random rows.
 weights_sha256
     sha256 of the weights file, checked when present; may be empty.
+sha256_prefix
+    The first hex digits (8 or more) of the weights file's sha256, checked when
+    present and no full sha256 is listed: publishers that serve files under
+    ``name-<prefix>.pth`` (torchvision; torch hub checks the same prefix on
+    download) state that much of the digest. May be empty.
 input_size
     Side of the model's native square input in pixels (224 when empty).
 """
@@ -51,7 +56,7 @@ ZOO_CSV = Path(__file__).with_name("zoo.csv")
 
 COLUMNS = (
     "model_id", "display_name", "family", "source", "architecture", "training",
-    "task_cluster", "weights", "weights_sha256", "input_size",
+    "task_cluster", "weights", "weights_sha256", "sha256_prefix", "input_size",
 )
 FAMILIES = ("convolutional", "transformer", "mlp-mixer", "hybrid")
 SOURCES = ("torchvision", "timm", "taskonomy", "vissl", "dino")
@@ -60,6 +65,7 @@ DEFAULT_INPUT_SIZE = 224
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 _TRAINING = re.compile(r"supervised-imagenet|random|self-supervised:[a-z0-9_\-]+|taskonomy:[a-z0-9_]+")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_SHA256_PREFIX = re.compile(r"[0-9a-f]{8,63}")
 
 
 @dataclass(frozen=True)
@@ -76,11 +82,23 @@ class ZooEntry:
     weights: str
     weights_sha256: str
     input_size: int = DEFAULT_INPUT_SIZE
+    sha256_prefix: str = ""
 
     @property
     def is_random(self) -> bool:
         """True for untrained (randomly initialised) models."""
         return self.training == "random"
+
+    @property
+    def verified(self) -> str:
+        """How a trained model's checkpoint is checked before it is loaded.
+
+        ``sha256`` (the full digest is pinned), ``prefix`` (a sha256 prefix is pinned)
+        or ``no``; empty for untrained models, which have no checkpoint.
+        """
+        if self.is_random:
+            return ""
+        return "sha256" if self.weights_sha256 else "prefix" if self.sha256_prefix else "no"
 
 
 class Zoo:
@@ -237,7 +255,13 @@ def _parse_row(row: dict[str, str | None], where: str) -> ZooEntry:
     sha = values["weights_sha256"].lower()
     if sha and not _SHA256.fullmatch(sha):
         raise ConfigError(f"{where}: {model_id}: weights_sha256 {sha!r} is not 64 hex digits")
-    if training == "random" and (values["weights"] or sha):
+    prefix = values["sha256_prefix"].lower()
+    if prefix and not _SHA256_PREFIX.fullmatch(prefix):
+        raise ConfigError(f"{where}: {model_id}: sha256_prefix {prefix!r} is not 8 to 63 hex digits "
+                          "(a full digest goes in weights_sha256)")
+    if prefix and sha and not sha.startswith(prefix):
+        raise ConfigError(f"{where}: {model_id}: weights_sha256 {sha} does not start with sha256_prefix {prefix}")
+    if training == "random" and (values["weights"] or sha or prefix):
         raise ConfigError(f"{where}: {model_id}: a random model lists no weights")
     if training != "random" and not values["weights"]:
         raise ConfigError(f"{where}: {model_id}: a trained model needs its weights location")
@@ -248,5 +272,5 @@ def _parse_row(row: dict[str, str | None], where: str) -> ZooEntry:
         raise ConfigError(f"{where}: {model_id}: input_size {size_text!r} is not an integer") from None
     if input_size <= 0:
         raise ConfigError(f"{where}: {model_id}: input_size must be positive, got {input_size}")
-    values.update(weights_sha256=sha, input_size=input_size)
+    values.update(weights_sha256=sha, sha256_prefix=prefix, input_size=input_size)
     return ZooEntry(**values)

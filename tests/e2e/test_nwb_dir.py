@@ -52,6 +52,7 @@ def test_dvc_repro_runs_the_pipeline_on_a_folder_of_nwb_files(tmp_path, nwb_fold
 
 
 def test_empty_folder_and_duplicate_experiments_are_named(tmp_path, nwb_folder):
+    (tmp_path / "empty").mkdir()
     params = parse_params({"data": {"source": "nwb_dir", "nwb_dir": str(tmp_path / "empty")}})
     with pytest.raises(SourceError, match=r"data\.nwb_dir: no \.nwb files in .*empty"):
         run_pull(params, tmp_path / "out")

@@ -134,4 +134,4 @@ def test_scoring_param_change_reruns_only_scores_onward(project, params):
     (project / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
     result = _dvc(project, "repro")
     assert result.returncode == 0, result.stderr
-    assert _ran(result) == {"scores", "store", "checks", "report"}
+    assert _ran(result) == {"params", "scores", "store", "checks", "report"}

@@ -2,6 +2,7 @@ import argparse
 import dataclasses
 import hashlib
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,11 @@ from deepmouse.models.registry import load_zoo
 
 def _entry(model_id):
     return load_zoo().get(model_id)
+
+
+def _unpinned(model_id):
+    """A trained entry without its pinned hash prefix, so that a checkpoint made here loads."""
+    return dataclasses.replace(_entry(model_id), sha256_prefix="")
 
 
 def _assert_same_state(first, second):
@@ -76,7 +82,7 @@ def test_timm_untrained_build_is_reproducible():
 def test_trained_model_loads_a_local_checkpoint(tmp_path):
     source = build_model(_entry("resnet18_random"), init_seed=11)
     torch.save(source.state_dict(), tmp_path / "resnet18.pt")
-    model = build_model(_entry("resnet18"), init_seed=0, weights_dir=tmp_path)
+    model = build_model(_unpinned("resnet18"), init_seed=0, weights_dir=tmp_path)
     _assert_same_state(model, source)
     assert not model.training
 
@@ -91,7 +97,7 @@ def test_trained_model_loads_other_checkpoint_formats(tmp_path, suffix):
         save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
     else:
         torch.save({"state_dict": source.state_dict(), "epoch": torch.tensor(90)}, path)
-    _assert_same_state(build_model(_entry("squeezenet1_1"), init_seed=0, weights_dir=tmp_path), source)
+    _assert_same_state(build_model(_unpinned("squeezenet1_1"), init_seed=0, weights_dir=tmp_path), source)
 
 
 def test_dino_backbone_loads_a_headless_checkpoint(tmp_path):
@@ -122,7 +128,7 @@ def test_dino_resnet50_checkpoint_in_the_published_layout_loads_strictly(tmp_pat
 def test_trained_googlenet_is_built_as_torchvision_builds_its_weights(tmp_path):
     source = build_model(_entry("googlenet_random"), init_seed=0)
     torch.save(source.state_dict(), tmp_path / "googlenet.pt")
-    model = build_model(_entry("googlenet"), init_seed=0, weights_dir=tmp_path)
+    model = build_model(_unpinned("googlenet"), init_seed=0, weights_dir=tmp_path)
     assert model.transform_input and not model.aux_logits
     assert model.aux1 is None and model.aux2 is None
     assert not source.transform_input
@@ -141,6 +147,24 @@ def test_registry_sha256_is_checked(tmp_path):
     bad_sha = hashlib.sha256(path.read_bytes()).hexdigest()
     with pytest.raises(CacheError, match=rf"{path}: sha256 is {bad_sha}, the registry expects {good_sha}"):
         build_model(entry, init_seed=0, weights_dir=tmp_path)
+
+
+def test_pinned_sha256_prefix_is_checked_on_local_checkpoints(tmp_path):
+    source = build_model(_entry("squeezenet1_1_random"), init_seed=0)
+    path = tmp_path / "squeezenet1_1.pt"
+    torch.save(source.state_dict(), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    pinned = dataclasses.replace(_entry("squeezenet1_1"), sha256_prefix=digest[:8])
+    assert pinned.verified == "prefix"
+    _assert_same_state(build_model(pinned, init_seed=0, weights_dir=tmp_path), source)
+    # The real entry pins torchvision's file: a random checkpoint is not it.
+    with pytest.raises(CacheError, match=rf"^{path}: sha256 is {digest}, which does not start with b8a52dc0, "
+                                         r"the prefix the registry pins for squeezenet1_1 \(from the publisher's "
+                                         r"file name\); the file is truncated, corrupted or another checkpoint"):
+        build_model(_entry("squeezenet1_1"), init_seed=0, weights_dir=tmp_path)
+    # A full sha256, where pinned, is what counts.
+    both = dataclasses.replace(pinned, sha256_prefix="0" * 8, weights_sha256=digest)
+    _assert_same_state(build_model(both, init_seed=0, weights_dir=tmp_path), source)
 
 
 def test_missing_weights_name_the_file_to_provide(tmp_path):
@@ -177,17 +201,25 @@ def test_offline_timm_download_failure_is_reported(monkeypatch):
         build_model(_entry("vit_small_patch16_224_dino"), init_seed=0, allow_download=True)
 
 
-def test_download_goes_to_the_torch_hub_cache_and_is_reused(tmp_path, monkeypatch):
-    source = build_model(_entry("squeezenet1_1_random"), init_seed=9)
-    downloads = []
+def _fake_download_of(source: nn.Module, tmp_path, downloads: list):
+    """A torch hub download that writes ``source``'s checkpoint (torch hub's own hash check left out)."""
+    made = tmp_path / "made.pt"
+    torch.save(source.state_dict(), made)
 
     def fake_download(url, dst, hash_prefix=None, progress=True):
         downloads.append((url, dst, hash_prefix))
-        torch.save(source.state_dict(), dst)
+        Path(dst).write_bytes(made.read_bytes())
 
+    return fake_download, hashlib.sha256(made.read_bytes()).hexdigest()
+
+
+def test_download_goes_to_the_torch_hub_cache_and_is_reused(tmp_path, monkeypatch):
+    source = build_model(_entry("squeezenet1_1_random"), init_seed=9)
+    downloads = []
+    fake_download, digest = _fake_download_of(source, tmp_path, downloads)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
-    entry = _entry("squeezenet1_1")
+    entry = dataclasses.replace(_entry("squeezenet1_1"), sha256_prefix=digest[:8])
     for _ in range(2):
         _assert_same_state(build_model(entry, init_seed=0, allow_download=True), source)
     assert len(downloads) == 1
@@ -196,10 +228,20 @@ def test_download_goes_to_the_torch_hub_cache_and_is_reused(tmp_path, monkeypatc
     assert dst == str(tmp_path / "hub" / "checkpoints" / "squeezenet1_1-b8a52dc0.pth")
 
 
+def test_downloaded_or_cached_file_is_checked_against_the_pinned_prefix(tmp_path, monkeypatch):
+    # A cache entry that is not torchvision's file (replaced or corrupted after torch hub checked it).
+    fake_download, digest = _fake_download_of(build_model(_entry("squeezenet1_1_random"), init_seed=9), tmp_path, [])
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    cached = tmp_path / "hub" / "checkpoints" / "squeezenet1_1-b8a52dc0.pth"
+    with pytest.raises(CacheError, match=rf"^{cached}: sha256 is {digest}, which does not start with b8a52dc0"):
+        build_model(_entry("squeezenet1_1"), init_seed=0, allow_download=True)
+
+
 def test_checkpoint_for_another_architecture_is_rejected(tmp_path):
     torch.save(build_model(_entry("resnet18_random"), init_seed=0).state_dict(), tmp_path / "resnet34.pt")
     with pytest.raises(DeepmouseError, match=r"resnet34.pt: checkpoint does not fit the model: \d+ missing keys"):
-        build_model(_entry("resnet34"), init_seed=0, weights_dir=tmp_path)
+        build_model(_unpinned("resnet34"), init_seed=0, weights_dir=tmp_path)
 
 
 def test_checkpoint_with_wrong_shapes_is_rejected(tmp_path):
@@ -208,7 +250,7 @@ def test_checkpoint_with_wrong_shapes_is_rejected(tmp_path):
     torch.save(state, tmp_path / "squeezenet1_1.pt")
     with pytest.raises(DeepmouseError,
                        match=r"(?s)squeezenet1_1.pt: checkpoint does not fit the model: .*size mismatch"):
-        build_model(_entry("squeezenet1_1"), init_seed=0, weights_dir=tmp_path)
+        build_model(_unpinned("squeezenet1_1"), init_seed=0, weights_dir=tmp_path)
 
 
 def test_unreadable_checkpoints_are_rejected(tmp_path):

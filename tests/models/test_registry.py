@@ -12,8 +12,8 @@ REQUIRED_ARCHITECTURES = ["alexnet", "resnet18", "resnet34", "resnet50", "vgg11"
 HEADER = ",".join(COLUMNS)
 GOOD_ROWS = [
     "alexnet,AlexNet,convolutional,torchvision,alexnet,supervised-imagenet,,"
-    "torchvision:AlexNet_Weights.IMAGENET1K_V1,,224",
-    "alexnet_random,AlexNet (random),convolutional,torchvision,alexnet,random,,,,",
+    "torchvision:AlexNet_Weights.IMAGENET1K_V1,,7be5be79,224",
+    "alexnet_random,AlexNet (random),convolutional,torchvision,alexnet,random,,,,,",
 ]
 
 
@@ -171,17 +171,22 @@ def test_load_zoo_is_cached_per_path(tmp_path):
     ([GOOD_ROWS[0].replace("convolutional", "recurrent")], r"line 2: alexnet: family 'recurrent' is not one of"),
     ([GOOD_ROWS[0].replace(",torchvision,alexnet,", ",keras,alexnet,")], r"line 2: alexnet: source 'keras'"),
     ([GOOD_ROWS[0].replace("supervised-imagenet", "imagenet")], r"line 2: alexnet: training 'imagenet' must be"),
-    ([GOOD_ROWS[1].replace("random,,,,", "random,,torchvision:AlexNet_Weights.IMAGENET1K_V1,,")],
+    ([GOOD_ROWS[1].replace("random,,,,,", "random,,torchvision:AlexNet_Weights.IMAGENET1K_V1,,,")],
      r"line 2: alexnet_random: a random model lists no weights"),
+    ([GOOD_ROWS[1].replace("random,,,,,", "random,,,,7be5be79,")], r"line 2: alexnet_random: a random model lists no"),
     ([GOOD_ROWS[0].replace("torchvision:AlexNet_Weights.IMAGENET1K_V1", "")],
      r"line 2: alexnet: a trained model needs its weights location"),
-    ([GOOD_ROWS[0].replace("IMAGENET1K_V1,,224", "IMAGENET1K_V1,abc123,224")],
+    ([GOOD_ROWS[0].replace("IMAGENET1K_V1,,7be5be79,224", "IMAGENET1K_V1,abc123,,224")],
      r"weights_sha256 'abc123' is not 64 hex"),
+    ([GOOD_ROWS[0].replace("7be5be79", "7be5be")], r"line 2: alexnet: sha256_prefix '7be5be' is not 8 to 63 hex digits"),
+    ([GOOD_ROWS[0].replace("7be5be79", "7be5be7g")], r"sha256_prefix '7be5be7g' is not 8 to 63 hex digits"),
+    ([GOOD_ROWS[0].replace(",,7be5be79,", f",{'0' * 64},7be5be79,")],
+     rf"line 2: alexnet: weights_sha256 {'0' * 64} does not start with sha256_prefix 7be5be79"),
     ([GOOD_ROWS[0].replace(",224", ",big")], r"line 2: alexnet: input_size 'big' is not an integer"),
     ([GOOD_ROWS[0].replace(",224", ",0")], r"input_size must be positive"),
     (["alex net" + GOOD_ROWS[0][7:]], r"line 2: model_id 'alex net' must be letters"),
-    ([GOOD_ROWS[0] + ",extra"], r"line 2: expected 10 fields"),
-    ([GOOD_ROWS[0].rsplit(",", 1)[0]], r"line 2: expected 10 fields"),
+    ([GOOD_ROWS[0] + ",extra"], r"line 2: expected 11 fields"),
+    ([GOOD_ROWS[0].rsplit(",", 1)[0]], r"line 2: expected 11 fields"),
     ([], r"the registry lists no models"),
 ])
 def test_invalid_registry_rows_name_the_csv_line(tmp_path, rows, message):
@@ -250,3 +255,57 @@ def test_dino_xcits_and_their_untrained_variants():
         assert trained.architecture == random.architecture == f"{architecture}.fb_in1k"
         assert (trained.source, random.source) == ("dino", "timm")
         assert trained.weights.endswith(f"/dino_xcit_{size}_{depth}_p{patch}_pretrain.pth")
+
+
+# ------------------------------------------------------------------ what the registry pins of each checkpoint
+def _served_file_name(entry) -> str | None:
+    """The name of the file the loader fetches for ``entry`` (None: a Hugging Face hub file)."""
+    import torchvision
+    from timm.models import get_pretrained_cfg
+
+    if entry.weights.startswith("torchvision:"):
+        url = torchvision.models.get_weight(entry.weights.split(":", 1)[1]).url
+    elif entry.weights.startswith("timm:"):
+        cfg = get_pretrained_cfg(entry.weights.split(":", 1)[1])
+        url = None if cfg.hf_hub_id else cfg.url
+    else:
+        url = entry.weights
+    return url.rsplit("/", 1)[1] if url else None
+
+
+def test_torchvision_entries_pin_the_hash_prefix_of_their_real_url():
+    import torchvision
+    from torch.hub import HASH_REGEX
+
+    torchvision_entries = [e for e in load_zoo() if e.weights.startswith("torchvision:")]
+    assert len(torchvision_entries) == 31
+    for entry in torchvision_entries:
+        url = torchvision.models.get_weight(entry.weights.split(":", 1)[1]).url
+        # What torch hub's check_hash compares the downloaded file's sha256 with.
+        assert entry.sha256_prefix == HASH_REGEX.search(url.rsplit("/", 1)[1]).group(1), entry.model_id
+        assert len(entry.sha256_prefix) >= 8 and entry.verified == "prefix"
+    assert load_zoo().get("resnet18").sha256_prefix == "f37072fd"
+
+
+def test_every_digest_a_served_file_name_states_is_pinned_and_no_other():
+    for entry in load_zoo():
+        if entry.is_random:
+            assert (entry.sha256_prefix, entry.weights_sha256, entry.verified) == ("", "", "")
+            continue
+        name = _served_file_name(entry)
+        stated = re.search(r"-([0-9a-f]{8,})\.", name) if name else None
+        if stated is None:
+            assert entry.sha256_prefix == "", entry.model_id
+        elif len(stated.group(1)) == 64:
+            assert entry.weights_sha256 == stated.group(1) and entry.verified == "sha256", entry.model_id
+        else:
+            assert entry.sha256_prefix == stated.group(1) and entry.verified == "prefix", entry.model_id
+
+
+def test_verified_counts():
+    zoo = load_zoo()
+    trained = [e for e in zoo if not e.is_random]
+    counts = {kind: sum(e.verified == kind for e in trained) for kind in ("sha256", "prefix", "no")}
+    # As the README states them.
+    assert len(trained) == 137 and counts == {"sha256": 24, "prefix": 32, "no": 81}
+    assert zoo.get("xception").verified == "prefix"  # timm serves it from its URL, not from the hub
