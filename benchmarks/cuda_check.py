@@ -7,10 +7,11 @@ stages (and, for the comparison, ``features`` on the CPU)::
         --cpu-features data/features --out benchmarks/results/cuda_check.json
 
 For each model it times ``extract_features`` on the chosen device (model build and
-preprocessing included, as the ``features`` stage runs it), compares G, s and K with the
-CPU entry of the same cache key where one exists (the keys match: the device is not part
-of the key, so the numbers must agree to float32 rounding), then scores every model with
-the pipeline's own ``score_models`` and reports its time.
+preprocessing included, as the ``features`` stage runs it), compares G, s, the centred
+Gram S, K and the correlation RDMs of the usable layers with the CPU entry of the same cache
+key where one exists (the keys match: the device is not part of the key, so the numbers
+must agree to float32 rounding), then scores every model with the pipeline's own
+``score_models`` and reports its time.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ from deepmouse.scoring import score_models  # noqa: E402
 def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
     """max |a - b| / max |b| over a stack of matrices."""
     return float(np.abs(a - b).max() / max(np.abs(b).max(), np.finfo(float).tiny))
+
+
+def rdm_difference(stats, cpu) -> float | None:
+    """max |RDM - CPU RDM| over the layers usable in both (None where none is)."""
+    usable = stats.usable_layers() & cpu.usable_layers()
+    if not usable.any():
+        return None
+    return float(np.abs(stats.correlation_rdms(usable) - cpu.correlation_rdms(usable)).max())
 
 
 def main() -> None:
@@ -84,14 +93,16 @@ def main() -> None:
                     **({
                         "gram_rel_diff": relative_difference(stats.gram, cpu.gram),
                         "row_sums_rel_diff": relative_difference(stats.row_sums, cpu.row_sums),
+                        "centred_gram_rel_diff": relative_difference(stats.centred_gram, cpu.centred_gram),
                         "kernel_rel_diff": relative_difference(stats.kernel, cpu.kernel),
+                        "rdm_max_abs_diff": rdm_difference(stats, cpu),
                     } if same_layers else {}),
                 }
             report["models"][model_id] = entry
             print(model_id, json.dumps(entry), flush=True)
         started = time.perf_counter()
-        tables = score_models(args.models, root, args.neurons, args.responses, params.scoring, Path(tmp) / "scores",
-                              progress=lambda _: None)
+        tables = score_models(args.models, root, features_cfg, Path(args.stimuli).parent, args.neurons,
+                              args.responses, params.scoring, Path(tmp) / "scores", progress=lambda _: None)
         report["scoring_seconds"] = round(time.perf_counter() - started, 3)
         best = tables["model_scores"].groupby(["method", "model_id"])["score"].mean().round(4)
         report["mean_scores"] = {f"{m}/{model}": float(v) for (m, model), v in best.items()}

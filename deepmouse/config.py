@@ -23,6 +23,9 @@ from deepmouse.errors import ConfigError
 AREAS = ("VISp", "VISl", "VISal", "VISpm", "VISrl", "VISam")
 """The six Brain Observatory areas, in the order used for tables and plots."""
 
+MAX_RESPONSE_SPAN_S = 2.0
+"""``responses.window`` and ``baseline`` lie within this many seconds of stimulus onset."""
+
 
 @dataclass(frozen=True)
 class SimulatedConfig:
@@ -105,6 +108,12 @@ class DataConfig:
     def _validate(self, where: str) -> None:
         if self.source == "nwb_dir" and not self.nwb_dir:
             raise ConfigError(f"{where}.nwb_dir: required when {where}.source is 'nwb_dir'")
+        # Checked here, not first at the pull, so `deepmouse check-params` and the params stage
+        # catch a mistyped folder before anything runs (relative paths: from the working folder).
+        if self.source == "nwb_dir" and not Path(self.nwb_dir).is_dir():
+            relative = "" if Path(self.nwb_dir).is_absolute() else f" in {Path.cwd()}"
+            raise ConfigError(f"{where}.nwb_dir: no such folder {self.nwb_dir!r}{relative} "
+                              f"({where}.source is 'nwb_dir')")
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,19 @@ class ResponsesConfig:
             start, stop = getattr(self, name)
             if not start < stop:
                 raise ConfigError(f"{where}.{name}: start must be before stop, got {[start, stop]}")
+        # The scenes follow each other every 0.25 s: a window reaching further averages the
+        # responses to the next scenes, and the presentations it pushes past the end of the
+        # recording cannot be measured at all. 2 s leaves room for slow indicators and for
+        # the AllenSDK's own sweep response (0.47 s after onset, 0.93 s of baseline before).
+        start, stop = self.window
+        if not 0 <= start < stop <= MAX_RESPONSE_SPAN_S:
+            raise ConfigError(f"{where}.window: must lie within the {MAX_RESPONSE_SPAN_S:g} s after onset "
+                              f"(0 <= start < stop <= {MAX_RESPONSE_SPAN_S:g}; each scene shows for 0.25 s), "
+                              f"got {[start, stop]}")
+        start, stop = self.baseline
+        if not -MAX_RESPONSE_SPAN_S <= start < stop <= 0:
+            raise ConfigError(f"{where}.baseline: must lie within the {MAX_RESPONSE_SPAN_S:g} s before onset "
+                              f"(-{MAX_RESPONSE_SPAN_S:g} <= start < stop <= 0), got {[start, stop]}")
         if self.definition == "allen_sweep" and self.signal != "dff":
             raise ConfigError(f"{where}.signal: {self.signal!r} applies to definition 'window' only; "
                               "'allen_sweep' takes the corrected fluorescence (leave signal: dff)")
@@ -148,8 +170,11 @@ class NeuronsConfig:
 
     def _validate(self, where: str) -> None:
         _check_positive(self, where, "n_splits")
-        if not -1 <= self.reliability_threshold <= 1:
-            raise ConfigError(f"{where}.reliability_threshold: must be in [-1, 1], got {self.reliability_threshold}")
+        # Split-half reliabilities range over [-1, 1], but one at or below 0 says the halves
+        # share nothing: a threshold below 0 would select noise, and -1 every neuron.
+        if not 0 <= self.reliability_threshold <= 1:
+            raise ConfigError(f"{where}.reliability_threshold: must be in [0, 1] (below 0 it selects neurons whose "
+                              f"split halves disagree), got {self.reliability_threshold}")
         for name in ("selectivity_alpha", "running_alpha"):
             alpha = getattr(self, name)
             if not 0 < alpha < 1:
@@ -281,8 +306,22 @@ class ScoringConfig:
 
 @dataclass(frozen=True)
 class ChecksConfig:
+    """Data-quality gates (DESIGN §8).
+
+    ``min_selected_per_area``: fewest selected neurons an area with recorded neurons may
+    keep. ``max_nan_fraction``: the largest fraction of NaN (or missing) values allowed in
+    any numeric column of the score tables beside the scores themselves, e.g.
+    ``normalized_score`` where a ceiling is not positive; scores are never allowed NaN.
+    """
+
     min_selected_per_area: int = 5
     max_nan_fraction: float = 0.0
+
+    def _validate(self, where: str) -> None:
+        if self.min_selected_per_area < 0:
+            raise ConfigError(f"{where}.min_selected_per_area: must be >= 0, got {self.min_selected_per_area}")
+        if not 0 <= self.max_nan_fraction <= 1:
+            raise ConfigError(f"{where}.max_nan_fraction: must be in [0, 1], got {self.max_nan_fraction}")
 
 
 @dataclass(frozen=True)

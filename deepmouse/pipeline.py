@@ -9,6 +9,7 @@ one-line summary the stage prints when it ends. Paths always come from the calle
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -25,19 +26,153 @@ Progress = Callable[[str], None]
 MANIFEST = "manifest.json"
 
 
+# ------------------------------------------------------------------------- params
+def run_params(params_path: str | Path, out_path: str | Path, stamp_path: str | Path) -> str:
+    """Validate the whole params file; write it, defaults filled in, as canonical JSON, and a stamp.
+
+    DVC tracks params by key, so a key no stage lists (a misspelt section) would change
+    nothing and pass unnoticed; the ``params`` stage tracks the whole file and runs this
+    first. The JSON is the record of what a run used; ``pull`` depends on the stamp, whose
+    content never changes, so a changed key still reruns only the stages that track it.
+    """
+    import dataclasses
+
+    from deepmouse.config import load_params
+
+    params = load_params(params_path)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(json.dumps(dataclasses.asdict(params), indent=2, sort_keys=True) + "\n")
+    Path(stamp_path).write_text("params.yaml: valid\n")
+    return f"params: {params_path} valid, written to {out_path}"
+
+
+# -------------------------------------------------------------------- fingerprint
+def run_fingerprint(params: Params, source_path: str | Path, weights_out: str | Path) -> str:
+    """Describe what ``pull`` and each ``features@<model>`` would read now, for DVC to compare.
+
+    DVC reruns a stage when its params, code or dependency files change, but the NWB
+    folder, the AllenSDK cache and the checkpoints live outside the project, where it
+    cannot see them change. The ``fingerprint`` stage runs on every ``dvc repro``
+    (``always_changed``) and writes these descriptions; ``pull`` and ``features@<model>``
+    depend on them. Nothing is hashed: a file is described by its path, size and
+    modification time in ns, which takes milliseconds over hundreds of GB, and the same
+    sources give the same bytes, so DVC skips a stage whose description did not change.
+
+    Parameters
+    ----------
+    params : Params
+    source_path : str or Path
+        JSON file: ``data.source`` and what decides what the pull writes. ``simulated``:
+        ``data.simulated``. ``nwb_dir``: ``data.nwb_dir`` and every ``.nwb`` and events file
+        that the pull would take (path relative to the folder, ``bytes``, ``mtime_ns``).
+        ``allen``: ``data.allen`` but ``retries`` and ``timeout_s`` (which change how files
+        are fetched, not which), and the finished files in its AllenSDK cache.
+    weights_out : str or Path
+        Folder of one JSON file per model of ``zoo.models``, ``<model_id>.json``. An
+        untrained model reads no checkpoint: its file holds its id alone, so neither
+        ``features.weights_dir`` nor a checkpoint reruns it. A trained model's holds the
+        registry's weights location and sha256 and, where the registry pins no full
+        sha256, the local checkpoint that :func:`~deepmouse.models.build.find_local_weights`
+        finds in ``features.weights_dir`` (name, bytes, mtime_ns) or null. A checkpoint
+        copied without its modification time therefore reruns its model once.
+    """
+    import dataclasses
+
+    from deepmouse.data.nwb import staged_directory
+    from deepmouse.models.registry import load_zoo
+
+    data = params.data
+    source: dict = {"source": data.source}
+    if data.source == "simulated":
+        source["simulated"] = dataclasses.asdict(data.simulated)
+    elif data.source == "nwb_dir":
+        source["nwb_dir"] = data.nwb_dir
+        source["files"] = _describe_files(_nwb_dir_files(Path(data.nwb_dir)), Path(data.nwb_dir))
+    else:
+        from deepmouse.data.allen import cached_files
+
+        source["allen"] = {key: value for key, value in dataclasses.asdict(data.allen).items()
+                           if key not in ("retries", "timeout_s")}
+        source["files"] = _describe_files(cached_files(data.allen), Path(data.allen.cache_dir))
+    _write_canonical_json(Path(source_path), source)
+
+    zoo = load_zoo()
+    with staged_directory(weights_out) as staging:
+        for model_id in params.zoo.models:
+            _write_canonical_json(staging / f"{model_id}.json",
+                                  _weights_fingerprint(zoo.get(model_id, key="zoo.models"), params.features.weights_dir))
+    files = f", {len(source['files'])} files" if "files" in source else ""
+    return (f"fingerprint: source {data.source}{files} described in {source_path}; "
+            f"weights of {len(params.zoo.models)} models in {weights_out}")
+
+
+def _nwb_dir_files(folder: Path) -> list[Path]:
+    """The NWB files of a folder and every events file the nwb_dir pull could take with them."""
+    from deepmouse.data.events import ALLENSDK_EVENTS_FOLDER, EVENTS_SUFFIX
+
+    nwb_files = sorted(folder.glob("**/*.nwb"))
+    # Where find_events_file looks: beside each NWB file, and in an AllenSDK cache's events folder.
+    places = {path.parent for path in nwb_files} | {path.parent.parent / ALLENSDK_EVENTS_FOLDER for path in nwb_files}
+    events = {path for place in places for path in place.glob(f"*{EVENTS_SUFFIX}")}
+    return nwb_files + sorted(events)
+
+
+def _describe_files(paths: list[Path], root: Path) -> list[dict]:
+    described = []
+    for path in paths:
+        stat = path.stat()
+        described.append({"path": Path(os.path.relpath(path, root)).as_posix(), "bytes": stat.st_size,
+                          "mtime_ns": stat.st_mtime_ns})
+    return sorted(described, key=lambda record: record["path"])
+
+
+def _weights_fingerprint(entry, weights_dir: str | None) -> dict:
+    if entry.is_random:
+        return {"model_id": entry.model_id, "trained": False}
+    from deepmouse.models.build import find_local_weights
+
+    record = {"model_id": entry.model_id, "trained": True, "weights": entry.weights or None,
+              "weights_sha256": entry.weights_sha256 or None}
+    if not entry.weights_sha256:  # a pinned digest already says what any checkpoint that loads holds
+        local = find_local_weights(entry, weights_dir)
+        record["local_file"] = None if local is None else {
+            "name": local.name, "bytes": local.stat().st_size, "mtime_ns": local.stat().st_mtime_ns}
+    return record
+
+
+def _write_canonical_json(path: Path, payload: dict) -> None:
+    """Sorted keys, fixed layout: the same payload gives the same bytes. Written aside, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    partial.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, path)
+
+
 # --------------------------------------------------------------------------- pull
 def run_pull(params: Params, out_dir: str | Path, *, progress: Progress = print) -> str:
-    """Fill ``out_dir`` with Brain Observatory NWB files and ``manifest.json``."""
+    """Fill ``out_dir`` with Brain Observatory NWB files and ``manifest.json``.
+
+    Every source builds in a staging folder beside ``out_dir`` (``<name>.tmp-<pid>``),
+    manifest last, renamed onto ``out_dir`` only when complete
+    (:func:`~deepmouse.data.nwb.staged_directory`; the allen pull does so itself, after
+    checking that its cache does not lie inside ``out_dir``). A pull that fails deletes
+    the staging folder: ``out_dir`` holds a complete pull or nothing, never NWB files
+    without their manifest.
+    """
+    from deepmouse.data.nwb import staged_directory
+
     out_dir = Path(out_dir)
     source = params.data.source
-    if source == "simulated":
-        manifest = _pull_simulated(params, out_dir, progress)
-    elif source == "nwb_dir":
-        manifest = _pull_nwb_dir(Path(params.data.nwb_dir), out_dir, progress)
-    elif source == "allen":
+    if source == "allen":
         from deepmouse.data.allen import pull_allen
 
         manifest = pull_allen(params.data.allen, out_dir, progress=progress)
+    elif source in ("simulated", "nwb_dir"):
+        with staged_directory(out_dir) as staging:
+            if source == "simulated":
+                manifest = _pull_simulated(params, staging, progress)
+            else:
+                manifest = _pull_nwb_dir(Path(params.data.nwb_dir), staging, progress)
     else:  # config validation admits only the sources above
         raise SourceError(f"data.source: unsupported source {source!r}")
     n_bytes = sum(e["bytes"] for e in manifest["experiments"])
@@ -57,9 +192,7 @@ def _pull_simulated(params: Params, out_dir: Path, progress: Progress) -> dict:
     if cfg.tuning == "random":
         # Null data: the neurons' tuning is drawn independently of every model, so none is built.
         progress("tuning random: simulated neurons read out no model")
-        scenes = simulated_scenes(cfg)
-        _fresh_dir(out_dir)
-        return simulate_dataset(out_dir, cfg, scenes=scenes)
+        return simulate_dataset(out_dir, cfg, scenes=simulated_scenes(cfg))
     entry = load_zoo().get(cfg.generator, key="data.simulated.generator")
     if not entry.is_random:
         raise SourceError(f"data.simulated.generator: {cfg.generator!r} is trained; the planted generator must be a *_random model")
@@ -71,7 +204,6 @@ def _pull_simulated(params: Params, out_dir: Path, progress: Progress) -> dict:
     progress("planted layers: " + ", ".join(f"{a}={p['name']} (depth {p['depth']:.2f})" for a, p in planted.items()))
     outputs = capture_layer_outputs(model, inputs, sorted({p["name"] for p in planted.values()}))
     features = {area: outputs[p["name"]] for area, p in planted.items()}
-    _fresh_dir(out_dir)
     return simulate_dataset(out_dir, cfg, features, planted, scenes=scenes)
 
 
@@ -93,7 +225,6 @@ def _pull_nwb_dir(source_dir: Path, out_dir: Path, progress: Progress) -> dict:
     files = sorted(source_dir.glob("**/*.nwb")) if source_dir.is_dir() else []
     if not files:
         raise SourceError(f"data.nwb_dir: no .nwb files in {source_dir}")
-    _fresh_dir(out_dir)
     experiments, seen = [], {}
     for i, path in enumerate(files, start=1):
         meta = read_session_metadata(path)
@@ -239,12 +370,12 @@ def run_features(params: Params, model_id: str, stimuli_dir: str | Path, out_dir
 
 
 # ------------------------------------------------------------------------- scores
-def run_scores(params: Params, features_root: str | Path, neurons_path: str | Path, responses_dir: str | Path,
-               out_dir: str | Path, *, progress: Progress = print) -> str:
+def run_scores(params: Params, features_root: str | Path, stimuli_dir: str | Path, neurons_path: str | Path,
+               responses_dir: str | Path, out_dir: str | Path, *, progress: Progress = print) -> str:
     from deepmouse.scoring.run import score_models
 
-    tables = score_models(params.zoo.models, features_root, neurons_path, responses_dir, params.scoring, out_dir,
-                          progress=progress)
+    tables = score_models(params.zoo.models, features_root, params.features, stimuli_dir, neurons_path, responses_dir,
+                          params.scoring, out_dir, progress=progress)
     scores = tables["model_scores"]
     rule = "cv" if "cv" in params.scoring.layer_selection else params.scoring.layer_selection[0]
     best = scores[scores["layer_selection"] == rule].groupby(["method", "model_id"])["score"].mean().groupby("method").idxmax()
@@ -256,29 +387,44 @@ def run_scores(params: Params, features_root: str | Path, neurons_path: str | Pa
 
 # -------------------------------------------------------------------------- store
 def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, features_root: str | Path,
-              sql_dir: str | Path, db_path: str | Path) -> str:
-    from deepmouse.features.cache import load_feature_entry, read_model_info
+              stimuli_dir: str | Path, raw_dir: str | Path, params_json: str | Path, sql_dir: str | Path,
+              db_path: str | Path) -> str:
+    """Build the DuckDB store at ``db_path``: aside, checked, then renamed there (a failure keeps the previous one).
+
+    ``db_path`` is the unchecked build; only the ``checks`` stage publishes it where results are read.
+    Every feature entry is checked to be its model's, for these stimuli and settings, and the
+    ``runs`` table records the data, params, code and packages behind the build.
+    """
+    from deepmouse.features.cache import read_model_info
     from deepmouse.models.registry import load_zoo
+    from deepmouse.scoring.run import load_model_statistics, stimuli_digest
     from deepmouse.store.build import build_store
+    from deepmouse.store.provenance import run_record
 
     zoo = load_zoo()
+    stimuli_sha256 = stimuli_digest(stimuli_dir)
     models, layers = [], []
     for model_id in params.zoo.models:
         entry = zoo.get(model_id)
-        stats, key = load_feature_entry(Path(features_root) / model_id)
+        stats, key = load_model_statistics(features_root, model_id, params.features, stimuli_sha256)
         info = read_model_info(Path(features_root) / model_id)
         models.append(_model_row(entry, key, info))
         layers.append(stats.layers.assign(model_id=model_id))
+    manifest, _ = read_manifest(raw_dir)
+    run = run_record(manifest, params_json, sql_dir)
     scores_dir = Path(scores_dir)
     tables = {
+        "runs": pd.DataFrame([run]),
         "models": pd.DataFrame(models),
         "layers": pd.concat(layers, ignore_index=True),
         "neurons": pd.read_parquet(neurons_path),
         **{name: pd.read_parquet(scores_dir / f"{name}.parquet")
            for name in ("rsa_scores", "regression_scores", "model_scores", "neuron_scores", "model_comparisons")},
     }
+    tables["model_scores"] = tables["model_scores"].assign(source=run["source"])
     counts = build_store(db_path, tables, sql_dir)
-    return "store: " + ", ".join(f"{name} {n}" for name, n in counts.items()) + f" rows in {db_path}"
+    return (f"store: {run['source']} data, run {run['run_id']}: "
+            + ", ".join(f"{name} {n}" for name, n in counts.items() if name != "runs") + f" rows in {db_path}")
 
 
 def training_category(training: str) -> str:
@@ -303,11 +449,21 @@ def _model_row(entry, key: dict, info: dict) -> dict:
 
 # ------------------------------------------------------------------- checks, report
 def run_checks_stage(params: Params, db_path: str | Path, means_path: str | Path, sql_checks_dir: str | Path,
-                     report_path: str | Path) -> str:
-    from deepmouse.quality.gate import run_checks
+                     report_path: str | Path, published_path: str | Path) -> str:
+    """Check the store built at ``db_path``; only if every check passes, publish it at ``published_path``.
 
-    report = run_checks(db_path, means_path, sql_checks_dir, params.checks, report_path)
-    return f"checks: all passed on {sum(report['tables'].values())} rows in {len(report['tables'])} tables"
+    ``published_path`` is what ``report``, ``deepmouse query`` and users read as the results.
+    The checks run on a copy next to it, which is then renamed onto it, so what is published
+    is exactly what passed; a failed check leaves the published store as it was.
+    """
+    from deepmouse.quality.gate import run_checks
+    from deepmouse.store.build import copy_store, replacing
+
+    with replacing(published_path) as staged:
+        copy_store(db_path, staged)
+        report = run_checks(staged, means_path, sql_checks_dir, params.checks, report_path)
+    return (f"checks: all passed on {sum(report['tables'].values())} rows in {len(report['tables'])} tables; "
+            f"published at {published_path}")
 
 
 def run_report(db_path: str | Path, out_dir: str | Path) -> str:
@@ -317,9 +473,3 @@ def run_report(db_path: str | Path, out_dir: str | Path) -> str:
     parts = [f"{m}: {metrics[m]['best_model']} ({metrics[m]['best_mean_score']:.3f})" for m in ("rsa", "regression") if m in metrics]
     return "report: best " + "; ".join(parts) + f"; figures in {out_dir}"
 
-
-# ------------------------------------------------------------------------ helpers
-def _fresh_dir(path: Path) -> None:
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)

@@ -58,6 +58,20 @@ CREATE OR REPLACE TABLE regression_scores (
     score        DOUBLE  NOT NULL
 );
 
+CREATE OR REPLACE TABLE runs (
+    run_id              VARCHAR PRIMARY KEY,  -- digest of everything below but `created`
+    source              VARCHAR NOT NULL,     -- simulated | nwb_dir | allen: simulated results say so
+    n_experiments       INTEGER NOT NULL,
+    experiments         VARCHAR NOT NULL,     -- JSON list of experiment ids
+    experiments_digest  VARCHAR NOT NULL,     -- sha256 over the experiments' file digests (manifest)
+    params_digest       VARCHAR NOT NULL,     -- sha256 of the validated params (data/params.json)
+    package_versions    VARCHAR NOT NULL,     -- JSON: deepmouse, torch, timm, allensdk, ...
+    code_digest         VARCHAR NOT NULL,     -- sha256 of the package's code, zoo registry and SQL
+    code_revision       VARCHAR,              -- git commit (+dirty) where the run was made, if any
+    dvc_lock_digest     VARCHAR,              -- sha256 of dvc.lock as the run found it
+    created             TIMESTAMP NOT NULL
+);
+
 CREATE OR REPLACE TABLE model_scores (
     model_id           VARCHAR NOT NULL,
     method             VARCHAR NOT NULL,   -- rsa | regression
@@ -72,7 +86,8 @@ CREATE OR REPLACE TABLE model_scores (
     best_layer_index   INTEGER NOT NULL,   -- cv: the layer chosen most often over folds / splits
     best_layer_depth   DOUBLE  NOT NULL,
     layer_stability    DOUBLE  NOT NULL,   -- fraction of folds / splits that chose best_layer_index
-    n_neurons          INTEGER NOT NULL
+    n_neurons          INTEGER NOT NULL,
+    source             VARCHAR NOT NULL    -- the neural data: simulated | nwb_dir | allen
 );
 
 CREATE OR REPLACE TABLE neuron_scores (

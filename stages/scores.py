@@ -4,5 +4,5 @@ from deepmouse.pipeline import run_scores
 from deepmouse.stage import run_stage
 
 if __name__ == "__main__":
-    run_stage("scores", lambda a: run_scores(load_params(a.params), a.features, a.neurons, a.responses, a.out),
-              "features", "neurons", "responses", "out")
+    run_stage("scores", lambda a: run_scores(load_params(a.params), a.features, a.stimuli, a.neurons, a.responses,
+                                             a.out), "features", "stimuli", "neurons", "responses", "out")

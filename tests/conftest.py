@@ -49,7 +49,7 @@ def score_tables() -> dict[str, pd.DataFrame]:
         {"model_id": m, "method": method, "layer_selection": rule, "site_kind": "area", "site": area,
          "score": s, "ci_low": s - 0.05, "ci_high": s + 0.05, "normalized_score": s / np.sqrt(0.8),
          "noise_ceiling": 0.8, "best_layer_index": 1, "best_layer_depth": 0.5, "layer_stability": 1.0,
-         "n_neurons": 2}
+         "n_neurons": 2, "source": "simulated"}
         for m, base in (("alexnet", 0.4), ("alexnet_random", 0.3))
         for method in ("rsa", "regression") for rule in ("max", "cv") for area, s in (("VISp", base), ("VISl", base - 0.1))
     ])
@@ -66,6 +66,11 @@ def score_tables() -> dict[str, pd.DataFrame]:
         for m, base in (("alexnet", 0.4), ("alexnet_random", 0.3)) for rule in ("max", "cv")
         for neuron_id in selected["neuron_id"]
     ])
-    return {"models": models, "layers": layers, "neurons": neurons, "rsa_scores": rsa,
+    runs = pd.DataFrame([{
+        "run_id": "0123456789abcdef", "source": "simulated", "n_experiments": 2, "experiments": "[1, 2]",
+        "experiments_digest": "e" * 64, "params_digest": "p" * 64, "package_versions": "{}", "code_digest": "c" * 64,
+        "code_revision": None, "dvc_lock_digest": None, "created": pd.Timestamp("2026-01-01"),
+    }])
+    return {"runs": runs, "models": models, "layers": layers, "neurons": neurons, "rsa_scores": rsa,
             "regression_scores": regression, "model_scores": model_scores, "neuron_scores": neuron_scores,
             "model_comparisons": model_comparisons}

@@ -37,8 +37,8 @@ from urllib.error import HTTPError, URLError
 
 from deepmouse.config import AllenConfig
 from deepmouse.data.download import OFFLINE_HINT, describe_network_error, download_file, host_of, sha256_file
-from deepmouse.data.events import events_shape, place_events_file
-from deepmouse.data.nwb import DFF_PATH, check_session_layout
+from deepmouse.data.events import ALLENSDK_EVENTS_FOLDER, EVENTS_SUFFIX, events_shape, place_events_file
+from deepmouse.data.nwb import DFF_PATH, check_session_layout, staged_directory
 from deepmouse.errors import ConfigError, DataError, NwbLayoutError, SourceError
 
 Progress = Callable[[str], None]
@@ -48,6 +48,9 @@ MANIFEST = "manifest.json"
 
 CACHE_MANIFEST = "manifest.json"
 """Name of the AllenSDK's own manifest inside ``data.allen.cache_dir``."""
+
+CACHE_NWB_FOLDER = "ophys_experiment_data"
+"""Folder of an AllenSDK cache that holds the sessions' NWB files (``<id>.nwb``)."""
 
 NATURAL_SCENES = "natural_scenes"
 """The AllenSDK name of the stimulus; only session B experiments show it."""
@@ -79,6 +82,27 @@ def open_brain_observatory_cache(manifest_file: str | Path):
     return BrainObservatoryCache(manifest_file=str(manifest_file))
 
 
+def cached_files(cfg: AllenConfig) -> list[Path]:
+    """The finished files that the AllenSDK cache in ``cfg.cache_dir`` holds now.
+
+    Found by their place in the cache (``ophys_experiment_data/<id>.nwb``
+    and, with ``cfg.events``, ``ophys_experiment_events/<id>_events.npz``),
+    without the network and without importing allensdk, so that the
+    ``fingerprint`` stage can list them on every run in milliseconds.
+    Transfers in progress (``.part`` files) are not listed.
+
+    Returns
+    -------
+    list of Path
+        Sorted; empty when the cache folder does not exist yet.
+    """
+    cache_dir = Path(cfg.cache_dir)
+    files = list((cache_dir / CACHE_NWB_FOLDER).glob("*.nwb"))
+    if cfg.events:
+        files += (cache_dir / ALLENSDK_EVENTS_FOLDER).glob(f"*{EVENTS_SUFFIX}")
+    return sorted(path for path in files if path.is_file())
+
+
 def pull_allen(
     cfg: AllenConfig,
     out_dir: str | Path,
@@ -96,7 +120,10 @@ def pull_allen(
     ``<out_dir>/<experiment_id>.nwb``. With ``cfg.events``, its events file
     is taken or downloaded the same way, checked to match the session's dF/F
     traces in shape, and linked to ``<out_dir>/<experiment_id>_events.npz``.
-    ``out_dir`` is emptied first, once the listing has succeeded.
+    Once the listing has succeeded, everything is written into a staging
+    folder beside ``out_dir``, manifest last, and renamed onto ``out_dir``
+    only when complete (:func:`~deepmouse.data.nwb.staged_directory`): a pull
+    that fails leaves ``out_dir`` as it was and no staging folder behind.
 
     Parameters
     ----------
@@ -135,7 +162,7 @@ def pull_allen(
     Raises
     ------
     ConfigError
-        If ``cfg.cache_dir`` lies inside ``out_dir`` (emptying ``out_dir``
+        If ``cfg.cache_dir`` lies inside ``out_dir`` (replacing ``out_dir``
         would delete the cache).
     SourceError
         If the Allen API cannot be reached or refuses a query, the listing is
@@ -152,57 +179,57 @@ def pull_allen(
     if _is_within(cache_dir, out_dir):
         raise ConfigError(
             f"data.allen.cache_dir: {cache_dir} lies inside the pull output folder {out_dir}, "
-            "which is emptied before every pull; choose a cache folder outside it"
+            "which every pull replaces; choose a cache folder outside it"
         )
     cache = (cache_factory or open_brain_observatory_cache)(cache_dir / CACHE_MANIFEST)
     host = host_of(cache.api.api_url)
     experiments = list_natural_scenes_experiments(cache, cfg, backoff_s=backoff_s, progress=progress)
     progress(f"{len(experiments)} experiments with natural scenes selected from {host}")
 
-    _fresh_dir(out_dir)
-    records = []
-    for i, row in enumerate(experiments, start=1):
-        experiment_id = int(row["id"])
-        progress(f"[{i}/{len(experiments)}] experiment {experiment_id} "
-                 f"({row['targeted_structure']}, {row['cre_line']}, {row['imaging_depth']} µm)")
-        path, sha256 = fetch_experiment_nwb(cache, experiment_id, cfg, backoff_s=backoff_s, progress=progress)
-        _check_file_holds_experiment(cache, experiment_id, path)
-        target = out_dir / f"{experiment_id}.nwb"
-        try:
-            target.hardlink_to(path)
-        except OSError:  # another filesystem, or links not allowed: a copy is the only way
-            shutil.copy2(path, target)
-        events_file = None
-        if cfg.events:
-            events = fetch_experiment_events(cache, experiment_id, cfg, check_session_layout(path)[DFF_PATH],
-                                             backoff_s=backoff_s, progress=progress)
-            events_file = place_events_file(events, out_dir, experiment_id)
-        records.append({
-            "experiment_id": experiment_id,
-            "container_id": int(row["experiment_container_id"]),
-            "area": str(row["targeted_structure"]),
-            "cre_line": str(row["cre_line"]),
-            "imaging_depth": int(row["imaging_depth"]),
-            "session_type": row.get("session_type"),
-            "file": target.name,
-            "source_file": _relative_to_cache(path, cache_dir),
-            "sha256": sha256 or sha256_file(target),
-            "bytes": target.stat().st_size,
-            "events_file": events_file,
-        })
-    manifest = {
-        "source": "allen",
-        "api_url": cache.api.api_url,
-        "cache_dir": str(cfg.cache_dir),
-        "filters": {
-            "areas": _as_list(cfg.areas),
-            "cre_lines": _as_list(cfg.cre_lines),
-            "imaging_depths": _as_list(cfg.imaging_depths),
-            "max_experiments": cfg.max_experiments,
-        },
-        "experiments": records,
-    }
-    _write_json_atomically(out_dir / MANIFEST, manifest)
+    with staged_directory(out_dir) as staging:
+        records = []
+        for i, row in enumerate(experiments, start=1):
+            experiment_id = int(row["id"])
+            progress(f"[{i}/{len(experiments)}] experiment {experiment_id} "
+                     f"({row['targeted_structure']}, {row['cre_line']}, {row['imaging_depth']} µm)")
+            path, sha256 = fetch_experiment_nwb(cache, experiment_id, cfg, backoff_s=backoff_s, progress=progress)
+            _check_file_holds_experiment(cache, experiment_id, path)
+            target = staging / f"{experiment_id}.nwb"
+            try:
+                target.hardlink_to(path)
+            except OSError:  # another filesystem, or links not allowed: a copy is the only way
+                shutil.copy2(path, target)
+            events_file = None
+            if cfg.events:
+                events = fetch_experiment_events(cache, experiment_id, cfg, check_session_layout(path)[DFF_PATH],
+                                                 backoff_s=backoff_s, progress=progress)
+                events_file = place_events_file(events, staging, experiment_id)
+            records.append({
+                "experiment_id": experiment_id,
+                "container_id": int(row["experiment_container_id"]),
+                "area": str(row["targeted_structure"]),
+                "cre_line": str(row["cre_line"]),
+                "imaging_depth": int(row["imaging_depth"]),
+                "session_type": row.get("session_type"),
+                "file": target.name,
+                "source_file": _relative_to_cache(path, cache_dir),
+                "sha256": sha256 or sha256_file(target),
+                "bytes": target.stat().st_size,
+                "events_file": events_file,
+            })
+        manifest = {
+            "source": "allen",
+            "api_url": cache.api.api_url,
+            "cache_dir": str(cfg.cache_dir),
+            "filters": {
+                "areas": _as_list(cfg.areas),
+                "cre_lines": _as_list(cfg.cre_lines),
+                "imaging_depths": _as_list(cfg.imaging_depths),
+                "max_experiments": cfg.max_experiments,
+            },
+            "experiments": records,
+        }
+        _write_json_atomically(staging / MANIFEST, manifest)
     return manifest
 
 
@@ -466,12 +493,6 @@ def _relative_to_cache(path: Path, cache_dir: Path) -> str:
 
 def _as_list(values) -> list | None:
     return None if values is None else list(values)
-
-
-def _fresh_dir(path: Path) -> None:
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
 
 
 def _write_json_atomically(path: Path, content: dict) -> None:

@@ -4,6 +4,8 @@ Everything after the ``pull`` stage reads sessions with :func:`read_session`,
 which goes through allensdk's ``BrainObservatoryNwbDataSet`` exactly as for a
 file downloaded from the Allen Institute. :func:`write_session_nwb` writes the
 same layout (DESIGN §3), so simulated sessions take the same path as real ones.
+Every source writes its raw folder through :func:`staged_directory`, so a pull
+that fails leaves no folder of NWB files without its manifest.
 
 Layout (paths relative to the file root; ``P`` =
 ``processing/brain_observatory_pipeline``)::
@@ -37,12 +39,15 @@ the neuropil trace and ``r`` under ``imaging_plane_1`` itself
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import h5py
 import numpy as np
@@ -357,6 +362,51 @@ def write_session_nwb(
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+STAGING_MARK = ".tmp-"
+"""What separates a folder's name from the process id in the name of its staging folder."""
+
+
+@contextmanager
+def staged_directory(out_dir: str | Path) -> Iterator[Path]:
+    """Build a folder aside, and put it at ``out_dir`` only once it is complete.
+
+    Yields an empty staging folder beside ``out_dir`` (``<name>.tmp-<pid>``,
+    which ``.gitignore`` and ``.dvcignore`` leave out). When the block ends
+    normally the staging folder is renamed onto ``out_dir`` (a previous
+    ``out_dir`` is moved aside first and deleted after), so ``out_dir`` holds
+    either the last complete build or nothing, never part of one. When the
+    block raises, or is interrupted, the staging folder is deleted and
+    ``out_dir`` is left as it was. Staging folders that a killed run left
+    beside ``out_dir`` are deleted first.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The folder to (re)place, e.g. ``data/raw/simulated``.
+
+    Yields
+    ------
+    Path
+        The staging folder to write into; write a manifest last.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f"{glob.escape(out_dir.name)}{STAGING_MARK}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = out_dir.with_name(f"{out_dir.name}{STAGING_MARK}{os.getpid()}")
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    previous = out_dir.with_name(f"{staging.name}-previous")
+    if out_dir.exists():
+        os.replace(out_dir, previous)
+    os.replace(staging, out_dir)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def read_session(path: str | Path) -> Session:

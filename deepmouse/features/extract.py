@@ -128,6 +128,8 @@ def extract_features(model_id: str, stimuli: np.ndarray, cfg: FeaturesConfig, ou
     stats = compute_layer_statistics(model, inputs, device, srp_seed=srp_seed, on_layer=report)
     seconds = time.perf_counter() - started
     n_duplicates = n_outputs - stats.n_layers
+    # No timing here: scores and store read entry.json, so it must be the same bytes for the same
+    # inputs; the seconds go to the progress line (the stage's log).
     model_info = {
         "model_id": entry.model_id,
         "display_name": entry.display_name,
@@ -137,7 +139,6 @@ def extract_features(model_id: str, stimuli: np.ndarray, cfg: FeaturesConfig, ou
         "n_layers": stats.n_layers,
         "n_duplicate_outputs": n_duplicates,
         "device": str(device),
-        "seconds": round(seconds, 3),
     }
     write_feature_entry(out_dir, stats, key, model_info)
     n_bytes = sum(path.stat().st_size for path in out_dir.iterdir() if path.is_file())

@@ -81,6 +81,21 @@ def layer_scores_expectations(key: Sequence[str]) -> list:
     ]
 
 
+def nan_fraction_expectations(frame: pd.DataFrame, max_nan_fraction: float,
+                              strict: Sequence[str] = ("score",)) -> list:
+    """``checks.max_nan_fraction``: each numeric column of a score table may be NaN (or
+    missing) in at most that fraction of rows.
+
+    The ``strict`` columns are left out: their own expectations allow no NaN at all.
+    Columns are taken from ``frame`` so that columns added to the tables are covered too.
+    """
+    return [
+        gx.expectations.ExpectColumnValuesToNotBeNull(column=column, mostly=1.0 - max_nan_fraction)
+        for column in frame.columns
+        if column not in strict and pd.api.types.is_float_dtype(frame[column])
+    ]
+
+
 class Validator:
     """Runs expectation lists on DataFrames in one ephemeral context."""
 
@@ -116,9 +131,17 @@ class Validator:
 
 
 def _examples(frame: pd.DataFrame, observed: dict) -> list:
-    """Name offending rows by their id columns where Great Expectations gives row indices."""
+    """Name offending rows by their table's full key where Great Expectations gives row indices.
+
+    The key is the longest of the store's table keys (and the responses' neuron × stimulus)
+    whose columns are all in ``frame``: every column of ``model_scores``' key for its rows,
+    ``neuron_id`` alone for the neurons table.
+    """
+    from deepmouse.store.build import TABLE_KEYS
+
     index = observed.get("partial_unexpected_index_list") or []
-    ids = [c for c in ("model_id", "neuron_id", "layer_index", "site", "stimulus_index") if c in frame.columns]
+    keys = [*TABLE_KEYS.values(), ("neuron_id", "stimulus_index")]
+    ids = list(max((k for k in keys if set(k) <= set(frame.columns)), key=len, default=()))
     if index and ids:
         rows = frame.loc[[i for i in index if i in frame.index], ids].head(5)
         return [dict(zip(ids, row)) for row in rows.itertuples(index=False)]

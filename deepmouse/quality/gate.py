@@ -12,7 +12,7 @@ import pandas as pd
 from deepmouse.config import ChecksConfig
 from deepmouse.errors import QualityGateError, StoreError
 from deepmouse.quality import expectations as ex
-from deepmouse.store.build import connect
+from deepmouse.store.build import TABLE_KEYS, open_store
 
 
 def run_sql_checks(con: duckdb.DuckDBPyConnection, checks_dir: str | Path, cfg: ChecksConfig) -> list[ex.Finding]:
@@ -31,9 +31,45 @@ def run_sql_checks(con: duckdb.DuckDBPyConnection, checks_dir: str | Path, cfg: 
         except duckdb.Error as err:
             raise StoreError(f"{path}: {err}") from None
         if len(rows):
-            examples = rows.head(5).to_dict("records")
+            examples = _with_table_key(con, rows.head(5)).to_dict("records")
             findings.append(ex.Finding(path.name, "sql check", path.stem.replace("_", " "), len(rows), examples))
     return findings
+
+
+def _with_table_key(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> pd.DataFrame:
+    """Violating rows named by the full key of the store table they were selected from.
+
+    A check may select only part of a table's key (``scores_in_range.sql`` leaves out
+    ``layer_selection`` and ``site_kind``). When the rows carry some of one table's key
+    columns and some of its value columns, and each matches exactly one row of that table on
+    every column they share with it, that row's key columns lead the example. Otherwise the
+    rows stay as the check selected them: a check that reports absent rows or aggregates
+    (no value columns of a table) names them itself.
+    """
+    columns: dict[str, set[str]] = {}
+    for table, column in con.execute("SELECT table_name, column_name FROM duckdb_columns()").fetchall():
+        columns.setdefault(table, set()).add(column)
+    best, shared = None, []
+    for table, key in TABLE_KEYS.items():
+        common = [c for c in rows.columns if c in columns.get(table, ())]
+        carries_key, carries_values = set(key) & set(common), set(common) - set(key)
+        if carries_key and carries_values and not set(key) <= set(rows.columns) and len(common) > len(shared):
+            best, shared = table, common
+    if best is None:
+        return rows
+    key = list(TABLE_KEYS[best])
+    on = " AND ".join(f"v.{c} IS NOT DISTINCT FROM t.{c}" for c in shared)
+    con.register("violations_seen", rows.reset_index(drop=True).assign(violation_row=range(len(rows))))
+    try:
+        matches = con.execute(f"SELECT v.violation_row, {', '.join(f't.{c}' for c in key)} "
+                              f"FROM violations_seen AS v JOIN {best} AS t ON {on}").fetchdf()
+    finally:
+        con.unregister("violations_seen")
+    if len(matches) != len(rows) or matches["violation_row"].nunique() != len(rows):
+        return rows
+    keyed = matches.sort_values("violation_row").drop(columns="violation_row").reset_index(drop=True)
+    rest = rows.drop(columns=[c for c in key if c in rows.columns]).reset_index(drop=True)
+    return pd.concat([keyed, rest], axis=1)
 
 
 def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str | Path,
@@ -46,12 +82,13 @@ def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str 
         Listing every failed expectation and check with example rows. The JSON report is
         written first, so it is there to read after the failure.
     """
-    con = connect(db_path, read_only=True)
+    con = open_store(db_path)
     try:
         neurons = con.execute("SELECT * FROM neurons").fetchdf()
         model_scores = con.execute("SELECT * FROM model_scores").fetchdf()
         rsa = con.execute("SELECT * FROM rsa_scores").fetchdf()
         regression = con.execute("SELECT * FROM regression_scores").fetchdf()
+        neuron_scores = con.execute("SELECT * FROM neuron_scores").fetchdf()
         n_models = con.execute("SELECT count(*) FROM models").fetchone()[0]
         findings = run_sql_checks(con, sql_checks_dir, cfg)
     finally:
@@ -65,9 +102,14 @@ def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str 
         validator.validate("neurons", neurons, ex.neurons_expectations())
         + validator.validate("means", means, ex.means_expectations())
         + validator.validate("conditions_per_neuron", conditions, ex.conditions_per_neuron_expectations())
-        + validator.validate("model_scores", model_scores, ex.model_scores_expectations(n_models * n_sites))
-        + validator.validate("rsa_scores", rsa, ex.layer_scores_expectations(["model_id", "layer_index", "site_kind", "site", "metric"]))
-        + validator.validate("regression_scores", regression, ex.layer_scores_expectations(["model_id", "layer_index", "neuron_id"]))
+        + validator.validate("model_scores", model_scores, ex.model_scores_expectations(n_models * n_sites)
+                             + ex.nan_fraction_expectations(model_scores, cfg.max_nan_fraction))
+        + validator.validate("rsa_scores", rsa, ex.layer_scores_expectations(["model_id", "layer_index", "site_kind", "site", "metric"])
+                             + ex.nan_fraction_expectations(rsa, cfg.max_nan_fraction))
+        + validator.validate("regression_scores", regression, ex.layer_scores_expectations(["model_id", "layer_index", "neuron_id"])
+                             + ex.nan_fraction_expectations(regression, cfg.max_nan_fraction))
+        + validator.validate("neuron_scores", neuron_scores,
+                             ex.nan_fraction_expectations(neuron_scores, cfg.max_nan_fraction, strict=()))
         + findings
     )
     report = {

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from deepmouse.config import AREAS
-from deepmouse.store.build import connect
+from deepmouse.store.build import open_store
 
 METHOD_LABELS = {"rsa": "RSA (r of RDMs)", "regression": "Ridge regression (mean held-out r)"}
 SELECTION_LABELS = {"cv": "layer chosen and scored on disjoint data (cv)", "max": "best layer per area (max, optimistic)"}
@@ -26,18 +26,19 @@ def write_report(db_path: str | Path, out_dir: str | Path) -> dict:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    con = connect(db_path, read_only=True)
+    con = open_store(db_path, views=("model_ranking", "layer_profile"))
     try:
         rules = {row[0] for row in con.execute("SELECT DISTINCT layer_selection FROM model_scores").fetchall()}
         rule = "cv" if "cv" in rules else "max"
         ranking = con.execute("SELECT * FROM model_ranking WHERE site_kind = 'area' AND layer_selection = ?", [rule]).fetchdf()
         profile = con.execute("SELECT model_id, method, site, depth, score FROM layer_profile WHERE site_kind = 'area'").fetchdf()
         neurons = con.execute("SELECT area, count(*) FILTER (WHERE selected) AS n FROM neurons GROUP BY area").fetchdf()
+        source, run_id = con.execute("SELECT source, run_id FROM runs").fetchone()
     finally:
         con.close()
-    plot_ranking(ranking, out_dir / "ranking.png", rule)
+    plot_ranking(ranking, out_dir / "ranking.png", rule, source)
     profile.sort_values(["method", "site", "model_id", "depth"]).to_csv(out_dir / "layer_profile.csv", index=False)
-    metrics = {"layer_selection": rule, **summarise(ranking, neurons)}
+    metrics = {"data_source": source, "run_id": run_id, "layer_selection": rule, **summarise(ranking, neurons)}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -55,7 +56,7 @@ def summarise(ranking: pd.DataFrame, neurons: pd.DataFrame) -> dict:
     return metrics
 
 
-def plot_ranking(ranking: pd.DataFrame, path: str | Path, rule: str = "cv") -> None:
+def plot_ranking(ranking: pd.DataFrame, path: str | Path, rule: str, source: str) -> None:
     """Grouped bars: each model's score in each area, one panel per method, best model first."""
     methods = [m for m in ("rsa", "regression") if m in set(ranking["method"])]
     fig, axes = plt.subplots(len(methods), 1, figsize=(11, 3.6 * len(methods)), squeeze=False)
@@ -71,7 +72,8 @@ def plot_ranking(ranking: pd.DataFrame, path: str | Path, rule: str = "cv") -> N
             ax.bar(x + (i - (len(areas) - 1) / 2) * width, sub["score"], width, yerr=err, label=area, capsize=1.5)
         ax.set_xticks(x, order, rotation=30, ha="right")
         ax.set_ylabel("score")
-        ax.set_title(f"{METHOD_LABELS.get(method, method)} — {SELECTION_LABELS.get(rule, rule)}")
+        data = "SIMULATED DATA — " if source == "simulated" else ""
+        ax.set_title(f"{data}{METHOD_LABELS.get(method, method)} — {SELECTION_LABELS.get(rule, rule)}")
         ax.axhline(0, color="black", linewidth=0.5)
         ax.legend(ncol=len(areas), fontsize=8, loc="upper right")
     fig.tight_layout()

@@ -6,9 +6,11 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import pandas as pd
 
-from deepmouse.config import ScoringConfig
+from deepmouse.config import FeaturesConfig, ScoringConfig
+from deepmouse.errors import DataError
 from deepmouse.scoring.comparisons import compare_models
 from deepmouse.scoring.model import score_model
 from deepmouse.scoring.neural import load_neural_data
@@ -19,9 +21,52 @@ SCORE_TABLES = (
 """The Parquet files the stage writes, ``<name>.parquet``."""
 
 
+def load_model_statistics(features_root: str | Path, model_id: str, features: FeaturesConfig,
+                          stimuli_sha256: str):
+    """A model's feature entry, checked to hold this model's statistics for these stimuli and settings.
+
+    The entry's own checks (complete, files intact) come from the cache; this adds what only
+    the caller knows: which model the folder stands for, the stimuli the neurons saw, and
+    the preprocessing and initialisation seed of the current params. An entry copied from
+    another model, or left from other settings, is an error — never scored under this name.
+
+    Returns
+    -------
+    stats : LayerStatistics
+    key : dict
+        The entry's cache key.
+
+    Raises
+    ------
+    DataError
+        Naming the folder, the key that differs, and how to get the right entry.
+    """
+    from deepmouse.features.cache import load_feature_entry  # torch, only when features are read
+
+    folder = Path(features_root) / model_id
+    stats, key = load_feature_entry(folder)
+    expected = {"model_id": model_id, "stimuli_sha256": stimuli_sha256, "preprocessing": features.preprocessing}
+    if key.get("init_seed") is not None:  # recorded for untrained models only
+        expected["init_seed"] = features.init_seed
+    for name, value in expected.items():
+        if key.get(name) != value:
+            raise DataError(f"{folder}: feature entry made for {name} {key.get(name)!r}, not {value!r}; "
+                            f"recompute it with `dvc repro features@{model_id}` (or `dvc checkout {folder}`)")
+    return stats, key
+
+
+def stimuli_digest(stimuli_dir: str | Path) -> str:
+    """The cache's digest of ``<stimuli_dir>/stimuli.npy``, as feature entries record it."""
+    from deepmouse.features.cache import hash_stimuli
+
+    return hash_stimuli(np.load(Path(stimuli_dir) / "stimuli.npy", allow_pickle=False))
+
+
 def score_models(
     model_ids: Iterable[str],
     features_root: str | Path,
+    features: FeaturesConfig,
+    stimuli_dir: str | Path,
     neurons_path: str | Path,
     responses_dir: str | Path,
     cfg: ScoringConfig,
@@ -34,11 +79,10 @@ def score_models(
     Parameters
     ----------
     model_ids : the models of ``zoo.models``; each must have a complete feature entry in
-        ``features_root/<model_id>``.
+        ``features_root/<model_id>`` made with ``features`` for the stimuli in ``stimuli_dir``
+        (see :func:`load_model_statistics`).
     """
-    # Imported here: the feature cache pulls in torch, which the rest of scoring never needs.
-    from deepmouse.features.cache import load_feature_entry
-
+    stimuli_sha256 = stimuli_digest(stimuli_dir)
     responses_dir = Path(responses_dir)
     neural = load_neural_data(
         pd.read_parquet(neurons_path),
@@ -50,7 +94,7 @@ def score_models(
     model_ids = list(model_ids)
     for i, model_id in enumerate(model_ids, start=1):
         started = time.perf_counter()
-        stats, _ = load_feature_entry(Path(features_root) / model_id)
+        stats, _ = load_model_statistics(features_root, model_id, features, stimuli_sha256)
         for name, frame in score_model(model_id, stats, neural, cfg, progress=progress).items():
             tables[name].append(frame)
         progress(f"[{i}/{len(model_ids)}] {model_id}: {len(stats.layers)} layers scored in {time.perf_counter() - started:.1f} s")

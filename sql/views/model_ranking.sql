@@ -18,7 +18,7 @@ SELECT
     r.rank, r.method, r.layer_selection, r.site_kind, r.site,
     r.model_id, m.display_name, m.family, m.training_category, m.training,
     r.score, r.ci_low, r.ci_high, r.normalized_score, r.noise_ceiling,
-    r.best_layer_index, r.best_layer_depth, r.layer_stability, r.n_neurons,
+    r.best_layer_index, r.best_layer_depth, r.layer_stability, r.n_neurons, r.source,
     CASE WHEN r.model_id = b.best_model_id THEN NULL ELSE c.q_value END AS q_vs_best,
     CASE WHEN r.model_id = b.best_model_id THEN 'best'
          WHEN c.distinguishable THEN 'below best'

@@ -1,6 +1,7 @@
-import json
-
 import dataclasses
+import hashlib
+import json
+import time
 
 import numpy as np
 import pytest
@@ -111,6 +112,24 @@ def test_known_weights_sha256(tmp_path):
     assert known_weights_sha256(zoo.get("alexnet"), tmp_path) == file_sha256(tmp_path / "alexnet.pt")
     taskonomy = zoo.get("taskonomy_normal")
     assert known_weights_sha256(taskonomy, None) == taskonomy.weights_sha256
+
+
+def test_the_same_inputs_give_the_same_bytes(tmp_path, stimuli, monkeypatch):
+    # scores and store read the entry: a run's duration or the time of writing in it would make
+    # DVC see a changed input after every rerun. Timings belong in the stage's log.
+    cfg = FeaturesConfig(device="cpu")
+    first = extract_features("alexnet_random", stimuli, cfg, tmp_path / "first", progress=lambda line: None)
+    a_day_later = time.time() + 86_400
+    monkeypatch.setattr(time, "time", lambda: a_day_later)
+    lines = []
+    second = extract_features("alexnet_random", stimuli, cfg, tmp_path / "second", progress=lines.append)
+    names = sorted(p.name for p in first.iterdir())
+    assert names == sorted(p.name for p in second.iterdir()) == ["entry.json", "layers.parquet", "stats.npz"]
+    for name in names:
+        assert hashlib.sha256((first / name).read_bytes()).digest() == hashlib.sha256(
+            (second / name).read_bytes()).digest(), name
+    assert "seconds" not in json.loads((second / "entry.json").read_text())["model"]
+    assert lines[-1].startswith("alexnet_random: 18 layers (3 duplicate outputs skipped) in ")  # the log has it
 
 
 def test_unknown_model_and_bad_stimuli_are_rejected(tmp_path, stimuli):

@@ -2,12 +2,14 @@
 
 import json
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
-from deepmouse.config import ChecksConfig
-from deepmouse.errors import QualityGateError
+from deepmouse.config import ChecksConfig, parse_params
+from deepmouse.errors import QualityGateError, StoreError
+from deepmouse.pipeline import run_checks_stage
 from deepmouse.quality.gate import run_checks
 from deepmouse.store.build import build_store
 from tests.conftest import REPO
@@ -76,3 +78,78 @@ def test_incomplete_conditions_and_nan_means(tmp_path, score_tables):
 def test_too_few_selected_neurons_uses_the_bound_parameter(tmp_path, score_tables):
     with pytest.raises(QualityGateError, match=r"selected_neurons_per_area\.sql.*VISp"):
         _run(tmp_path, score_tables, cfg=ChecksConfig(min_selected_per_area=50))
+
+
+# ------------------------------------------------- only a checked store is published (issue 9)
+ROW_1 = "'model_id': 'alexnet', 'method': 'rsa', 'layer_selection': 'max', 'site_kind': 'area', 'site': 'VISl'"
+"""Every key column of ``model_scores`` row 1 of the ``score_tables`` fixture, as a failed check names it."""
+
+
+def test_failed_checks_name_every_key_column_of_the_rows(tmp_path, score_tables):
+    score_tables["model_scores"].loc[1, "score"] = 1.5
+    regression = score_tables["regression_scores"]
+    regression.loc[0, "score"] = 1.5
+    with pytest.raises(QualityGateError) as err:
+        _run(tmp_path, score_tables)
+    lines = str(err.value).splitlines()
+    out_of_range = [line for line in lines if "model_scores: expect_column_values_to_be_between" in line
+                    or "scores_in_range.sql" in line]
+    assert len(out_of_range) == 2 and all(ROW_1 in line for line in out_of_range), lines
+    regression_key = f"'model_id': 'alexnet', 'layer_index': 0, 'neuron_id': {regression.loc[0, 'neuron_id']}"
+    assert any("regression_scores: expect_column_values_to_be_between" in line and regression_key in line
+               for line in lines), lines
+
+
+def test_a_check_on_absent_rows_is_not_given_another_rows_key(tmp_path, score_tables):
+    scores = score_tables["model_scores"]
+    score_tables["model_scores"] = scores[~((scores["model_id"] == "alexnet_random") & (scores["method"] == "rsa")
+                                            & (scores["site"] == "VISl"))]
+    with pytest.raises(QualityGateError) as err:
+        _run(tmp_path, score_tables)
+    line = next(line for line in str(err.value).splitlines() if "expected_model_scores.sql" in line)
+    assert "'area': 'VISl'" in line and "'site'" not in line
+
+
+PARAMS = parse_params({"checks": {"min_selected_per_area": 1}})
+
+
+def _check_and_publish(tmp_path, tables, published):
+    db = tmp_path / "unchecked.duckdb"
+    build_store(db, tables, REPO / "sql")
+    means = tmp_path / "means.parquet"
+    _means(tables["neurons"]).to_parquet(means)
+    return run_checks_stage(PARAMS, db, means, REPO / "sql" / "checks", tmp_path / "checks.json", published)
+
+
+def test_only_a_store_that_passed_every_check_is_published(tmp_path, score_tables):
+    published = tmp_path / "results" / "deepmouse.duckdb"
+    assert _check_and_publish(tmp_path, score_tables, published).endswith(f"published at {published}")
+    before = published.read_bytes()
+    score_tables["model_scores"].loc[1, "score"] = 1.5
+    with pytest.raises(QualityGateError) as err:
+        _check_and_publish(tmp_path, score_tables, published)
+    message = str(err.value)
+    assert ROW_1 in message
+    assert message.splitlines()[-1].strip() == (f"nothing was replaced: {published} is as it was (if it is missing "
+                                                f"or damaged, `dvc checkout --force {published}` restores the last good one)")
+    assert published.read_bytes() == before
+    assert [p.name for p in published.parent.iterdir()] == ["deepmouse.duckdb"]
+    con = duckdb.connect(str(published), read_only=True)
+    assert con.execute("SELECT max(score) FROM model_scores").fetchone()[0] <= 1
+    con.close()
+
+
+@pytest.mark.parametrize("state", ["missing", "corrupt", "old half-built"])
+def test_checks_on_a_broken_store_fail_in_one_line(tmp_path, state):
+    db, published = tmp_path / "unchecked.duckdb", tmp_path / "deepmouse.duckdb"
+    if state == "corrupt":
+        db.write_bytes(b"not a database" * 1000)
+    elif state == "old half-built":
+        duckdb.connect(str(db)).close()
+    with pytest.raises(StoreError) as err:
+        run_checks_stage(PARAMS, db, tmp_path / "means.parquet", REPO / "sql" / "checks", tmp_path / "checks.json",
+                         published)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{db}: ")
+    assert f"`dvc checkout --force {db}`" in message and f"nothing was replaced: {published}" in message
+    assert not published.exists()

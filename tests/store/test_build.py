@@ -1,14 +1,17 @@
 """The DuckDB store: schema, idempotent loads, views, lock errors."""
 
+import shutil
+import signal
 import subprocess
 import sys
 import textwrap
 
 import duckdb
+import pandas as pd
 import pytest
 
 from deepmouse.errors import StoreError
-from deepmouse.store.build import TABLES, build_store, connect
+from deepmouse.store.build import TABLE_KEYS, TABLES, build_store, connect, open_store
 from tests.conftest import REPO
 
 SQL = REPO / "sql"
@@ -100,3 +103,171 @@ def test_locked_database_gives_a_clear_error(tmp_path, score_tables):
             connect(db)
     finally:
         holder.communicate("\n", timeout=30)
+
+
+# ------------------------------------------------------------------ nothing lost (issue 9)
+def _files(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_nan_stops_the_build_naming_the_row_and_keeps_the_previous_store(tmp_path, score_tables):
+    db = tmp_path / "store.duckdb"
+    build_store(db, score_tables, SQL)
+    before = db.read_bytes()
+    score_tables["model_scores"].loc[1, "score"] = float("nan")
+    with pytest.raises(StoreError) as err:
+        build_store(db, score_tables, SQL)
+    message = str(err.value)
+    assert "\n" not in message
+    assert ("table model_scores: score is NaN or missing in 1 row(s): (model_id=alexnet, method=rsa, "
+            "layer_selection=max, site_kind=area, site=VISl)") in message
+    assert f"nothing was replaced: {db} is as it was" in message and f"`dvc checkout --force {db}`" in message
+    assert db.read_bytes() == before
+    assert _files(tmp_path) == ["store.duckdb"]
+
+
+def test_a_wrong_row_count_or_missing_view_is_caught_before_the_rename(tmp_path, score_tables, monkeypatch):
+    db = tmp_path / "store.duckdb"
+    build_store(db, score_tables, SQL)
+    before = db.read_bytes()
+    sql = tmp_path / "sql"
+    shutil.copytree(SQL, sql)
+    (sql / "views" / "model_ranking.sql").write_text("SELECT 1")  # creates no view
+    with pytest.raises(StoreError, match=r"the new database lacks model_ranking; nothing was replaced"):
+        build_store(db, score_tables, sql)
+    assert db.read_bytes() == before
+    assert _files(tmp_path) == ["sql", "store.duckdb"]
+
+
+def _build_in_a_child(tmp_path, score_tables, db):
+    """A child building ``db`` that prints 'building' and waits once the new store is complete, before the rename."""
+    tables = tmp_path / "tables.pkl"
+    pd.to_pickle(score_tables, tables)
+    script = textwrap.dedent(f"""
+        import time
+        import pandas as pd
+        import deepmouse.store.build as build
+        validate = build.validate_store
+        def slow_validate(*args, **kwargs):
+            print("building", flush=True)
+            time.sleep(60)
+            return validate(*args, **kwargs)
+        build.validate_store = slow_validate
+        build.build_store({str(db)!r}, pd.read_pickle({str(tables)!r}), {str(SQL)!r})
+    """)
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_a_killed_build_leaves_the_previous_store_untouched(tmp_path, score_tables, sig):
+    db = tmp_path / "store.duckdb"
+    build_store(db, score_tables, SQL)
+    before = db.read_bytes()
+    score_tables["model_scores"]["score"] *= 0.5
+    child = _build_in_a_child(tmp_path, score_tables, db)
+    try:
+        assert child.stdout.readline().strip() == "building", child.stderr.read()
+        child.send_signal(sig)
+        child.wait(timeout=60)
+    finally:
+        child.kill()
+    assert db.read_bytes() == before
+    assert not (tmp_path / "store.duckdb.wal").exists()
+    staged = [name for name in _files(tmp_path) if ".tmp-" in name]
+    if sig == signal.SIGINT:  # an interrupt cleans up after itself
+        assert staged == []
+    else:  # SIGKILL cannot be caught: the next build removes what the dead one left
+        assert staged
+        build_store(db, score_tables, SQL)
+        assert _files(tmp_path) == ["store.duckdb", "tables.pkl"]
+        con = duckdb.connect(str(db), read_only=True)
+        assert con.execute("SELECT max(score) FROM model_scores").fetchone()[0] == pytest.approx(0.2)
+        con.close()
+
+
+def _hold(db, *, read_only: bool) -> subprocess.Popen:
+    """A second process holding ``db`` open (writing a table of its own unless ``read_only``) until told to close."""
+    write = "" if read_only else "con.execute('CREATE TABLE my_notes AS SELECT 42 AS answer')"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import duckdb, sys
+            con = duckdb.connect({str(db)!r}, read_only={read_only})
+            {write}
+            print("holding", flush=True)
+            sys.stdin.readline()
+            print(con.execute("SELECT count(*) FROM models").fetchone()[0], flush=True)
+            con.close()
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "holding"
+    return holder
+
+
+def test_a_store_open_for_writing_elsewhere_is_not_replaced(tmp_path, score_tables):
+    db = tmp_path / "store.duckdb"
+    build_store(db, score_tables, SQL)
+    holder = _hold(db, read_only=False)
+    try:
+        score_tables["models"] = score_tables["models"].iloc[:1]
+        with pytest.raises(StoreError, match=r"store\.duckdb: locked by another process.*Close the other DuckDB session"
+                                             r".*nothing was replaced"):
+            build_store(db, score_tables, SQL)
+    finally:
+        holder.communicate("\n", timeout=30)
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT answer FROM my_notes").fetchone()[0] == 42
+    assert con.execute("SELECT count(*) FROM models").fetchone()[0] == 2
+    con.close()
+    assert _files(tmp_path) == ["store.duckdb"]
+
+
+def test_a_reader_does_not_block_the_replacement_and_keeps_its_snapshot(tmp_path, score_tables):
+    db = tmp_path / "store.duckdb"
+    build_store(db, score_tables, SQL)
+    reader = _hold(db, read_only=True)
+    try:
+        score_tables["models"] = score_tables["models"].iloc[:1]
+        build_store(db, score_tables, SQL)
+    finally:
+        out, _ = reader.communicate("\n", timeout=30)
+    assert out.strip() == "2"  # the reader still saw the store it had opened
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT count(*) FROM models").fetchone()[0] == 1
+    con.close()
+
+
+@pytest.mark.parametrize("state", ["missing", "empty", "corrupt", "old half-built"])
+def test_opening_a_missing_or_broken_store_says_how_to_restore_it(tmp_path, state):
+    db = tmp_path / "store.duckdb"
+    if state == "empty":
+        db.write_bytes(b"")
+    elif state == "corrupt":
+        db.write_bytes(b"not a database" * 1000)
+    elif state == "old half-built":  # what a failed build used to leave: a database without tables
+        duckdb.connect(str(db)).close()
+    with pytest.raises(StoreError) as err:
+        open_store(db)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{db}: ")
+    assert f"`dvc checkout --force {db}` restores the last good one" in message
+
+
+def test_query_on_a_broken_store_says_how_to_restore_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from deepmouse.cli import app
+
+    db = tmp_path / "store.duckdb"
+    duckdb.connect(str(db)).close()
+    result = CliRunner().invoke(app, ["query", "--db", str(db), "select * from model_ranking"])
+    assert result.exit_code == 1
+    assert "not a complete results store (no runs, models" in result.output
+    assert f"dvc checkout --force {db}" in result.output and "Traceback" not in result.output
+
+
+def test_table_keys_cover_every_table_and_the_declared_primary_keys():
+    assert set(TABLE_KEYS) == set(TABLES)
+    schema = (SQL / "schema.sql").read_text()
+    assert "PRIMARY KEY (method, layer_selection, site_kind, site, model_a, model_b)" in schema
+    assert TABLE_KEYS["model_comparisons"] == ("method", "layer_selection", "site_kind", "site", "model_a", "model_b")
