@@ -99,8 +99,8 @@ def run_fingerprint(params: Params, source_path: str | Path, weights_out: str | 
     zoo = load_zoo()
     with staged_directory(weights_out) as staging:
         for model_id in params.zoo.models:
-            _write_canonical_json(staging / f"{model_id}.json",
-                                  _weights_fingerprint(zoo.get(model_id, key="zoo.models"), params.features.weights_dir))
+            entry = zoo.get(model_id, key="zoo.models")
+            _write_canonical_json(staging / f"{model_id}.json", _weights_fingerprint(entry, params.features.weights_dir))
     files = f", {len(source['files'])} files" if "files" in source else ""
     return (f"fingerprint: source {data.source}{files} described in {source_path}; "
             f"weights of {len(params.zoo.models)} models in {weights_out}")

@@ -5,9 +5,10 @@ An entry folder holds
 ``layers.parquet``
     the layer table of :class:`~deepmouse.features.stats.LayerStatistics`;
 ``stats.npz``
-    ``gram_upper`` and ``kernel_upper`` (n_layers, n(n+1)/2): the upper
-    triangles of G and K including the diagonal, row-major, float64;
-    ``row_sums`` (n_layers, n); ``n_features`` (n_layers,);
+    ``centred_gram_upper`` and ``kernel_upper`` (n_layers, n(n+1)/2): the
+    upper triangles of S and K including the diagonal, row-major, float64;
+    ``row_sums`` (n_layers, n); ``n_features`` (n_layers,). G is rebuilt as
+    ``S + s sᵀ / p``, as the statistics themselves form it, equal to the last bit;
 ``entry.json``
     written last: the key, its digest, ``"complete": true``, model
     information and the size and sha256 of the two files above.
@@ -15,6 +16,8 @@ An entry folder holds
 The key holds everything that changes the numbers (model, weights sha256 or
 initialisation seed, preprocessing, stimuli hash, projection, library
 versions, format version); its digest is the sha256 of its canonical JSON.
+An entry of an older format has another digest, so it is recomputed (and
+reading it for the current key is a :class:`~deepmouse.errors.CacheError`).
 The device is not part of it: with TF32 off, statistics computed on a GPU and
 on a CPU agree to float32 rounding, so an entry may come from either.
 An entry is written into ``<out_dir>.tmp-<pid>`` and renamed onto
@@ -35,12 +38,14 @@ import numpy as np
 import pandas as pd
 
 from deepmouse.errors import CacheError, DeepmouseError
-from deepmouse.features.stats import LAYER_COLUMNS, LayerStatistics
+from deepmouse.features.stats import LAYER_COLUMNS, LayerStatistics, gram_from_centred_gram
 from deepmouse.models.build import file_sha256
 from deepmouse.models.registry import ZooEntry
 
-FORMAT_VERSION = 1
-"""Bumped whenever the statistics or their files change meaning."""
+FORMAT_VERSION = 2
+"""Bumped whenever the statistics or their files change meaning. 2: the centred Gram S,
+formed without the offsets' cancellation, replaces G (1 stored G, whose correlation RDMs
+were wrong for features with large offsets)."""
 ENTRY_FILE = "entry.json"
 LAYERS_FILE = "layers.parquet"
 STATS_FILE = "stats.npz"
@@ -118,8 +123,10 @@ def write_feature_entry(out_dir: str | Path, stats: LayerStatistics, key: Mappin
     key : mapping
         From :func:`feature_cache_key`.
     model_info : mapping
-        JSON-serialisable facts about the run (parameter count, device,
-        seconds); stored, not part of the key.
+        JSON-serialisable facts about the model and the run (parameter
+        count, layers, device); stored, not part of the key. Nothing that
+        differs between two runs of the same inputs (no timing): stages read
+        this file, and the same inputs must give the same bytes.
 
     Returns
     -------
@@ -137,7 +144,7 @@ def write_feature_entry(out_dir: str | Path, stats: LayerStatistics, key: Mappin
         upper = np.triu_indices(stats.n_stimuli)
         with open(staging / STATS_FILE, "wb") as handle:
             np.savez(handle,
-                     gram_upper=stats.gram[:, upper[0], upper[1]],
+                     centred_gram_upper=stats.centred_gram[:, upper[0], upper[1]],
                      kernel_upper=stats.kernel[:, upper[0], upper[1]],
                      row_sums=stats.row_sums,
                      n_features=stats.n_features)
@@ -188,16 +195,20 @@ def load_feature_entry(out_dir: str | Path, expected_digest: str | None = None) 
     try:
         layers = pd.read_parquet(out_dir / LAYERS_FILE)
         with np.load(out_dir / STATS_FILE, allow_pickle=False) as arrays:
-            gram_upper = arrays["gram_upper"]
+            centred_gram_upper = arrays["centred_gram_upper"]
             kernel_upper = arrays["kernel_upper"]
             row_sums = arrays["row_sums"]
             n_features = arrays["n_features"]
         n_stimuli = row_sums.shape[1]
+        centred_gram = _symmetric_from_upper(centred_gram_upper, n_stimuli)
+        if n_features.shape != (len(centred_gram),):
+            raise ValueError(f"n_features of shape {n_features.shape} for {len(centred_gram)} layers")
         stats = LayerStatistics(
             layers=layers[list(LAYER_COLUMNS)],
-            gram=_symmetric_from_upper(gram_upper, n_stimuli),
+            gram=gram_from_centred_gram(centred_gram, row_sums, n_features),
             row_sums=row_sums,
             kernel=_symmetric_from_upper(kernel_upper, n_stimuli),
+            centred_gram=centred_gram,
         )
     except (OSError, ValueError, KeyError, IndexError, DeepmouseError) as err:
         raise CacheError(f"{out_dir}: cache entry cannot be read ({err}); delete the folder and re-run") from err
@@ -209,7 +220,7 @@ def load_feature_entry(out_dir: str | Path, expected_digest: str | None = None) 
 
 
 def read_model_info(out_dir: str | Path) -> dict:
-    """The model description stored with an entry: n_params, n_layers, device, seconds.
+    """The model description stored with an entry: n_params, n_layers, device.
 
     Raises
     ------

@@ -51,7 +51,7 @@ def load_model_statistics(features_root: str | Path, model_id: str, features: Fe
     for name, value in expected.items():
         if key.get(name) != value:
             raise DataError(f"{folder}: feature entry made for {name} {key.get(name)!r}, not {value!r}; "
-                            f"recompute it with `dvc repro features@{model_id}` (or `dvc checkout {folder}`)")
+                            f"recompute it with `dvc repro features@{model_id}` (or `dvc checkout --force {folder}`)")
     return stats, key
 
 

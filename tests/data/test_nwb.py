@@ -23,6 +23,7 @@ from deepmouse.data.nwb import (
     read_session,
     read_session_metadata,
     read_stimulus_templates,
+    staged_directory,
     write_session_nwb,
 )
 from deepmouse.errors import DataError, NwbLayoutError
@@ -127,6 +128,32 @@ def test_failed_write_leaves_no_partial_file(tmp_path, session_arrays, monkeypat
         write_session_nwb(target, metadata=make_metadata(), **session_arrays)
     assert target.read_bytes() == b"previous version"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1.nwb"]
+
+
+def test_staged_directory_replaces_the_folder_only_when_complete(tmp_path):
+    out = tmp_path / "raw" / "simulated"
+    with staged_directory(out) as staging:
+        assert staging.parent == out.parent and not out.exists()
+        (staging / "1.nwb").write_bytes(b"first")
+    assert sorted(p.name for p in out.iterdir()) == ["1.nwb"]
+    with staged_directory(out) as staging:
+        (staging / "2.nwb").write_bytes(b"second")
+        assert (out / "1.nwb").read_bytes() == b"first"  # the old folder stays until the new one is complete
+    assert sorted(p.name for p in out.iterdir()) == ["2.nwb"]
+    assert [p.name for p in out.parent.iterdir()] == ["simulated"]
+
+
+def test_staged_directory_keeps_the_old_folder_when_the_build_fails(tmp_path):
+    out = tmp_path / "simulated"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    (tmp_path / "simulated.tmp-1").mkdir()  # left by a killed run
+    with pytest.raises(OSError, match="disk full"):
+        with staged_directory(out) as staging:
+            (staging / "1.nwb").write_bytes(b"half")
+            raise OSError("disk full")
+    assert [p.name for p in tmp_path.iterdir()] == ["simulated"]
+    assert [p.name for p in out.iterdir()] == ["manifest.json"]
 
 
 def _copy_without(source, destination, dataset):

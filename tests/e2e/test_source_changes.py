@@ -225,11 +225,11 @@ def test_weights_dir_and_device_rerun_no_untrained_model(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert _ran(result) == {"params", "fingerprint"}, result.stdout
 
-    # DVC's own list of git-ignored outs in data/features is no input of scores or store.
+    # DVC's own list of git-ignored outs in data/features is no input of scores or store, which
+    # depend on the whole folder: without the .dvcignore rule, `dvc status scores` says
+    # "modified: data/features" after any run that rewrote that list.
     assert (project / "data/features/.gitignore").is_file()
     assert _dvc(project, "check-ignore", "data/features/.gitignore").returncode == 0
-    status = _dvc(project, "status", "scores")
-    assert status.returncode == 0 and ".gitignore" not in status.stdout + status.stderr
 
     # data.* reaches pull through the source's description: a simulated param still reruns it.
     _set_params(project, lambda p: p["data"]["simulated"].update(seed=1))

@@ -19,7 +19,7 @@ from deepmouse.features.cache import (
     load_feature_entry,
     write_feature_entry,
 )
-from deepmouse.features.stats import LayerStatistics
+from deepmouse.features.stats import LayerStatistics, compute_layer_statistics
 from deepmouse.models.registry import load_zoo
 
 
@@ -44,8 +44,11 @@ def _key(model_id="alexnet_random", **overrides):
 
 def _assert_same_stats(actual, expected):
     pd.testing.assert_frame_equal(actual.layers, expected.layers)
-    for name in ("gram", "row_sums", "kernel"):
+    for name in ("centred_gram", "row_sums", "kernel"):
         np.testing.assert_array_equal(getattr(actual, name), getattr(expected, name))
+    # G is rebuilt from S and s (to the last bit for statistics that formed it so; these
+    # test statistics formed S from G, so up to float64 rounding).
+    np.testing.assert_allclose(actual.gram, expected.gram, rtol=0, atol=1e-13 * np.abs(expected.gram).max())
 
 
 def test_key_records_what_changes_the_numbers():
@@ -116,11 +119,11 @@ def test_matrices_are_stored_as_upper_triangles(tmp_path):
     stats = _stats()
     out_dir = write_feature_entry(tmp_path / "entry", stats, _key(), {})
     with np.load(out_dir / "stats.npz") as arrays:
-        assert sorted(arrays.files) == ["gram_upper", "kernel_upper", "n_features", "row_sums"]
-        assert arrays["gram_upper"].shape == arrays["kernel_upper"].shape == (3, 15)
-        assert arrays["gram_upper"].dtype == np.float64
+        assert sorted(arrays.files) == ["centred_gram_upper", "kernel_upper", "n_features", "row_sums"]
+        assert arrays["centred_gram_upper"].shape == arrays["kernel_upper"].shape == (3, 15)
+        assert arrays["centred_gram_upper"].dtype == np.float64
         rows, cols = np.triu_indices(5)
-        np.testing.assert_array_equal(arrays["gram_upper"][1], stats.gram[1][rows, cols])
+        np.testing.assert_array_equal(arrays["centred_gram_upper"][1], stats.centred_gram[1][rows, cols])
         np.testing.assert_array_equal(arrays["n_features"], [4, 7, 2])
 
 
@@ -238,21 +241,55 @@ def _rewrite_stats_npz(out_dir, **arrays):
 
 
 def test_triangles_of_the_wrong_size_are_reported(entry_dir):
-    _rewrite_stats_npz(entry_dir, gram_upper=np.zeros((3, 14)), kernel_upper=np.zeros((3, 14)),
+    _rewrite_stats_npz(entry_dir, centred_gram_upper=np.zeros((3, 14)), kernel_upper=np.zeros((3, 14)),
                        row_sums=np.zeros((3, 5)), n_features=np.array([4, 7, 2]))
     with pytest.raises(CacheError, match=rf"{entry_dir}: cache entry cannot be read \(upper triangles of shape"):
         load_feature_entry(entry_dir)
 
 
 def test_files_that_disagree_on_n_features_are_reported(entry_dir):
-    _rewrite_stats_npz(entry_dir, gram_upper=np.zeros((3, 15)), kernel_upper=np.zeros((3, 15)),
+    _rewrite_stats_npz(entry_dir, centred_gram_upper=np.zeros((3, 15)), kernel_upper=np.zeros((3, 15)),
                        row_sums=np.zeros((3, 5)), n_features=np.array([4, 7, 3]))
     with pytest.raises(CacheError, match=r"stats.npz and layers.parquet disagree on n_features"):
         load_feature_entry(entry_dir)
 
 
 def test_a_missing_array_is_reported(entry_dir):
-    _rewrite_stats_npz(entry_dir, gram_upper=np.zeros((3, 15)), row_sums=np.zeros((3, 5)),
+    _rewrite_stats_npz(entry_dir, centred_gram_upper=np.zeros((3, 15)), row_sums=np.zeros((3, 5)),
                        n_features=np.array([4, 7, 2]))
     with pytest.raises(CacheError, match=r"cache entry cannot be read \('kernel_upper is not a file"):
         load_feature_entry(entry_dir)
+
+
+def test_statistics_of_real_layers_round_trip_to_the_last_bit(tmp_path):
+    x = torch.from_numpy(np.random.default_rng(4).normal(size=(6, 40)).astype(np.float32)) + 100.0
+    model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.Linear(40, 7)).eval()
+    stats = compute_layer_statistics(model, x, "cpu")
+    loaded, _ = load_feature_entry(write_feature_entry(tmp_path / "entry", stats, _key(), {}))
+    pd.testing.assert_frame_equal(loaded.layers, stats.layers)
+    for name in ("gram", "centred_gram", "row_sums", "kernel"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(stats, name))
+    np.testing.assert_array_equal(loaded.correlation_rdms(), stats.correlation_rdms())
+
+
+def _write_format_1_entry(out_dir, stats, key):
+    """An entry as format 1 wrote it: G instead of S in stats.npz, format_version 1 in the key."""
+    key = dict(key, format_version=1)
+    write_feature_entry(out_dir, stats, key, {})
+    rows, cols = np.triu_indices(stats.n_stimuli)
+    _rewrite_stats_npz(out_dir, gram_upper=stats.gram[:, rows, cols], kernel_upper=stats.kernel[:, rows, cols],
+                       row_sums=stats.row_sums, n_features=stats.n_features)
+    return key
+
+
+def test_a_format_1_entry_is_not_current_and_cannot_be_loaded_for_the_current_key(tmp_path):
+    out_dir = tmp_path / "entry"
+    old_key = _write_format_1_entry(out_dir, _stats(), _key())
+    digest = cache_key_digest(_key())
+    assert FORMAT_VERSION == 2 and cache_key_digest(old_key) != digest
+    assert not entry_is_current(out_dir, digest)
+    with pytest.raises(CacheError, match=rf"{out_dir}: cache entry is for key {cache_key_digest(old_key)}, "
+                                         rf"expected {digest}"):
+        load_feature_entry(out_dir, expected_digest=digest)
+    with pytest.raises(CacheError, match=r"cache entry cannot be read \('centred_gram_upper is not a file"):
+        load_feature_entry(out_dir)
