@@ -203,8 +203,8 @@ def replacing(target: str | Path) -> Iterator[Path]:
         _replace(staging, target)
     except DeepmouseError as err:
         raise type(err)(_untouched(err, target)) from None
-    except OSError as err:  # a full disk, a folder without write permission
-        raise StoreError(_untouched(StoreError(f"cannot write next to {target}: {err}"), target)) from None
+    except (OSError, duckdb.IOException, duckdb.TransactionException) as err:  # a full disk, no write permission
+        raise StoreError(_untouched(StoreError(f"cannot write next to {target}: {_one_line(err)}"), target)) from None
     finally:
         _remove_with_wal(staging)
 
