@@ -3,7 +3,8 @@
 Per untrained model (init seed 0), all stimuli in one batch, ``paper`` preprocessing:
 1. bare forward (``inference_mode``), best of ``--repeats``;
 2. floor = forward + 2 x the summed time of one float32 ``x @ x.T`` per hooked output, timed
-   alone in hooks on the same activations (the statistics form two Grams, G and K);
+   alone in hooks on the same activations (the statistics form two Grams: one of the
+   centred values, for S, s and G, and one of the standardised values, for K);
 3. :func:`~deepmouse.features.stats.compute_layer_statistics`, best of ``--repeats``, / floor;
    also / the floor with the Grams formed as the statistics form them
    (:func:`~deepmouse.features.stats.symmetric_product`: on the CPU each off-diagonal block

@@ -7,13 +7,19 @@ model features).
 
 A model layer's RDM is computed from its cached sufficient statistics (DESIGN
 §5) rather than from its activations. For a layer output ``X`` of shape
-``(n_stimuli, p)`` with Gram matrix ``G = X Xᵀ`` and row sums ``s = X 1``::
+``(n_stimuli, p)``, with ``H = I - 1 1ᵀ / p`` centring each stimulus's row over
+the features, the *centred Gram* ``S = X H Xᵀ`` holds p times the covariances
+across features, and::
 
-    mean_i  = s_i / p
-    cov_ij  = G_ij / p - mean_i mean_j
-    r_ij    = cov_ij / sqrt(cov_ii cov_jj)
+    r_ij = S_ij / sqrt(S_ii S_jj)
 
-which is exactly the Pearson correlation across the ``p`` features.
+is exactly the Pearson correlation across the ``p`` features
+(:func:`rdm_from_centred_gram`). From the raw Gram ``G = X Xᵀ`` and row sums
+``s = X 1``, ``S = G - s sᵀ / p`` (:func:`rdm_from_gram`): exact arithmetic, but
+a subtraction of two numbers of the size of ``p (offset² + spread²)`` that leaves
+``p spread²``. It is as good as G and s: fine for float64 products of the
+activations themselves, not for float32 products of features whose offsets are
+large against their spread (``deepmouse.features.stats`` forms S without it).
 """
 
 from __future__ import annotations
@@ -67,12 +73,51 @@ def rdm_from_responses(responses: np.ndarray) -> np.ndarray:
     return _distance_from_correlation(correlation)
 
 
+def rdm_from_centred_gram(centred_gram: np.ndarray, resolution: np.ndarray | None = None) -> np.ndarray:
+    """Correlation-distance RDM from a layer's centred Gram matrix.
+
+    Equal (to rounding) to ``rdm_from_responses(X)`` for the ``X`` with
+    ``centred_gram = Xc @ Xc.T``, ``Xc = X - X.mean(axis=1, keepdims=True)``.
+
+    Parameters
+    ----------
+    centred_gram : ndarray of shape (n_stimuli, n_stimuli) or (n_layers, n_stimuli, n_stimuli)
+        ``X H Xᵀ``: the Gram matrix of each stimulus's activations centred over
+        the features.
+    resolution : ndarray of shape (n_stimuli,) or (n_layers, n_stimuli), optional
+        How well each diagonal entry is known: an entry at or below it is taken
+        for rounding noise (a constant stimulus). 0 by default.
+
+    Returns
+    -------
+    rdm : ndarray of shape (n_stimuli, n_stimuli) or (n_layers, n_stimuli, n_stimuli)
+        ``1 - Pearson r`` across features, float64, with an exactly zero diagonal.
+
+    Raises
+    ------
+    DataError
+        If the input holds NaN or infinite values, or a stimulus's activations
+        are (near-)constant across features in some layer.
+    ValueError
+        If the shapes do not line up.
+    """
+    centred_gram = np.asarray(centred_gram, dtype=np.float64)
+    if centred_gram.ndim < 2 or centred_gram.shape[-1] != centred_gram.shape[-2]:
+        raise ValueError(f"centred_gram must be (..., n_stimuli, n_stimuli), got shape {centred_gram.shape}")
+    resolution = np.zeros(centred_gram.shape[:-1]) if resolution is None else np.asarray(resolution, np.float64)
+    if resolution.shape != centred_gram.shape[:-1]:
+        raise ValueError(f"resolution shape {resolution.shape} does not match centred_gram shape {centred_gram.shape}")
+    _raise_on_non_finite(centred_gram, "centred_gram")
+    return _rdm_from_covariance(centred_gram, resolution, "centred_gram")
+
+
 def rdm_from_gram(gram: np.ndarray, row_sums: np.ndarray, n_features) -> np.ndarray:
     """Correlation-distance RDM from a layer's Gram matrix and row sums.
 
     Equal (to rounding) to ``rdm_from_responses(X)`` for the ``X`` with
     ``gram = X @ X.T`` and ``row_sums = X.sum(axis=1)``; see the module
-    docstring for the identity.
+    docstring for the identity and why it needs G and s formed in float64 from
+    the activations where features have large offsets.
 
     Parameters
     ----------
@@ -114,14 +159,19 @@ def rdm_from_gram(gram: np.ndarray, row_sums: np.ndarray, n_features) -> np.ndar
     p = n_features[..., None]
     means = row_sums / p
     covariance = gram / p[..., None] - means[..., :, None] * means[..., None, :]
-    variance = np.diagonal(covariance, axis1=-2, axis2=-1)
     mean_square = np.diagonal(gram, axis1=-2, axis2=-1) / p
-    degenerate = variance <= _RELATIVE_VARIANCE_FLOOR * mean_square
+    return _rdm_from_covariance(covariance, _RELATIVE_VARIANCE_FLOOR * mean_square, "gram")
+
+
+def _rdm_from_covariance(covariance: np.ndarray, resolution: np.ndarray, name: str) -> np.ndarray:
+    """``1 - r`` from covariances (any positive multiple), raising where a variance is not above ``resolution``."""
+    variance = np.diagonal(covariance, axis1=-2, axis2=-1)
+    degenerate = variance <= resolution
     if np.any(degenerate):
         where = np.argwhere(degenerate)[0]
-        layer = f"layer index {where[0]}, " if gram.ndim == 3 else ""
+        layer = f"layer index {where[0]}, " if covariance.ndim == 3 else ""
         raise DataError(
-            f"gram: {layer}stimulus index {where[-1]} has (near-)constant activations across "
+            f"{name}: {layer}stimulus index {where[-1]} has (near-)constant activations across "
             f"features (variance {variance[tuple(where)]:.3g}); its correlation is undefined"
         )
     scale = np.sqrt(variance)

@@ -64,7 +64,8 @@ def _reference_statistics(model, inputs):
     scaled = [StandardScaler().fit_transform(x) for _, _, x in kept]
     kernel = np.stack([z @ z.T for z in scaled])
     n_kept = [int((x.max(axis=0) != x.min(axis=0)).sum()) for _, _, x in kept]
-    return names, gram, row_sums, kernel, n_kept
+    rdms = np.stack([1.0 - np.corrcoef(x) for _, _, x in kept])
+    return names, gram, row_sums, kernel, n_kept, rdms
 
 
 def _assert_close(actual, expected, rtol=1e-5):
@@ -77,13 +78,19 @@ def test_hook_statistics_equal_direct_computation_on_stored_activations(model_id
     model = build_model(load_zoo().get(model_id), init_seed=0)
     inputs = _inputs()
     stats = compute_layer_statistics(model, inputs, "cpu")
-    names, gram, row_sums, kernel, n_kept = _reference_statistics(model, inputs)
+    names, gram, row_sums, kernel, n_kept, rdms = _reference_statistics(model, inputs)
     assert stats.layers["layer_name"].tolist() == names
     assert stats.layers["n_kept"].tolist() == n_kept
-    assert stats.gram.dtype == stats.kernel.dtype == stats.row_sums.dtype == np.float64
+    assert stats.gram.dtype == stats.kernel.dtype == stats.row_sums.dtype == stats.centred_gram.dtype == np.float64
     _assert_close(stats.gram, gram)
     _assert_close(stats.kernel, kernel)
+    p = stats.n_features[:, None, None]
+    _assert_close(stats.centred_gram, gram - row_sums[:, :, None] * row_sums[:, None, :] / p)
     np.testing.assert_allclose(stats.row_sums, row_sums, rtol=1e-6, atol=1e-6 * np.abs(row_sums).max())
+    for name in ("gram", "centred_gram", "kernel"):  # stored as upper triangles
+        np.testing.assert_array_equal(getattr(stats, name), getattr(stats, name).transpose(0, 2, 1))
+    assert stats.usable_layers().all()
+    np.testing.assert_allclose(stats.correlation_rdms(), rdms, rtol=0, atol=1e-6)
     assert stats.n_stimuli == 8 and stats.n_layers == len(names)
 
 
@@ -120,16 +127,20 @@ def test_chunking_does_not_change_the_statistics(chunk_features):
     x[:, 4] = 2.0
     x64 = x.double().numpy()
     gram, row_sums = gram_and_row_sums(x, chunk_features)
-    np.testing.assert_allclose(gram.numpy(), x64 @ x64.T, rtol=1e-6)
+    # G is put together from products of centred values: good to its scale, not entrywise.
+    np.testing.assert_allclose(gram.numpy(), x64 @ x64.T, rtol=1e-6, atol=1e-6 * np.abs(x64 @ x64.T).max())
     np.testing.assert_allclose(row_sums.numpy(), x64.sum(axis=1), rtol=1e-6, atol=1e-6 * np.abs(x64).sum(axis=1).max())
     kernel, n_kept = standardised_kernel(x, chunk_features)
     assert n_kept == 19
     np.testing.assert_allclose(kernel.numpy(), _reference_kernel(x64), rtol=1e-5, atol=1e-5)
     combined = layer_statistics(x, chunk_features)
-    np.testing.assert_array_equal(combined[0].numpy(), gram.numpy())
-    np.testing.assert_array_equal(combined[1].numpy(), row_sums.numpy())
-    np.testing.assert_array_equal(combined[2].numpy(), kernel.numpy())
-    assert combined[3] == n_kept
+    np.testing.assert_array_equal(combined.gram.numpy(), gram.numpy())
+    np.testing.assert_array_equal(combined.row_sums.numpy(), row_sums.numpy())
+    np.testing.assert_array_equal(combined.kernel.numpy(), kernel.numpy())
+    assert combined.n_kept == n_kept
+    centred = x64 - x64.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(combined.centred_gram.numpy(), centred @ centred.T, rtol=1e-6,
+                               atol=1e-6 * np.abs(centred @ centred.T).max())
 
 
 @pytest.mark.parametrize("n_rows", [5, 96, 120, 239])
@@ -326,6 +337,8 @@ def _valid_parts(n_layers=2, n=3):
     (lambda p: p.update(row_sums=np.zeros((2, 4))), r"row_sums must have shape \(2, 3\)"),
     (lambda p: p.update(kernel=np.zeros((2, 4, 4))), r"kernel must have shape \(2, 3, 3\)"),
     (lambda p: p.update(kernel=np.zeros((2, 3, 3), dtype=np.float32)), "kernel must be float64"),
+    (lambda p: p.update(centred_gram=np.zeros((2, 4, 4))), r"centred_gram must have shape \(2, 3, 3\)"),
+    (lambda p: p.update(centred_gram=np.zeros((2, 3, 3), dtype=np.float32)), "centred_gram must be float64"),
     (lambda p: p.update(layers=p["layers"].assign(layer_index=[1, 0])), "layer_index must run 0..n_layers-1"),
 ])
 def test_layer_statistics_validates_its_parts(change, message):
@@ -334,6 +347,17 @@ def test_layer_statistics_validates_its_parts(change, message):
     change(parts)
     with pytest.raises(DataError, match=message):
         LayerStatistics(**parts)
+
+
+def test_centred_gram_defaults_to_the_gram_identity_for_float64_statistics():
+    x = np.random.default_rng(5).normal(size=(2, 6, 9)) + 3.0
+    parts = _valid_parts(n=6)
+    parts["layers"]["n_features"] = 9
+    parts.update(gram=np.einsum("lip,ljp->lij", x, x), row_sums=x.sum(axis=2))
+    stats = LayerStatistics(**parts)
+    centred = x - x.mean(axis=2, keepdims=True)
+    np.testing.assert_allclose(stats.centred_gram, np.einsum("lip,ljp->lij", centred, centred), atol=1e-12)
+    np.testing.assert_allclose(stats.correlation_rdms([1]), [1.0 - np.corrcoef(x[1])], atol=1e-12)
 
 
 def test_layer_statistics_columns_and_n_features():
@@ -364,9 +388,95 @@ def test_cuda_statistics_equal_direct_computation_and_cpu_statistics(model_id, m
     on_cpu = compute_layer_statistics(model, inputs, "cpu")
     on_cuda = compute_layer_statistics(model, inputs, "cuda")
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    names, gram, row_sums, kernel, _ = _reference_statistics(model.cuda(), inputs.cuda())
+    names, gram, row_sums, kernel, _, rdms = _reference_statistics(model.cuda(), inputs.cuda())
     assert on_cuda.layers["layer_name"].tolist() == names == on_cpu.layers["layer_name"].tolist()
     _assert_close(on_cuda.gram, gram)
     _assert_close(on_cuda.kernel, kernel)
     _assert_close(on_cuda.gram, on_cpu.gram, rtol=1e-4)
     _assert_close(on_cuda.kernel, on_cpu.kernel, rtol=1e-4)
+    np.testing.assert_allclose(on_cuda.correlation_rdms(), rdms, rtol=0, atol=1e-6)
+
+
+class Emit(nn.Module):
+    """A one-layer model whose output is a fixed activation matrix, whatever the inputs."""
+
+    def __init__(self, activations):
+        super().__init__()
+        self.register_buffer("activations", activations)
+
+    def forward(self, inputs):
+        return self.activations.clone()
+
+
+def _structured_features(rng, n_stimuli=119, n_features=3000, sd=1.4):
+    """Features of sd ~``sd`` with correlated stimuli (a low-rank part plus noise), so the RDM has a spread."""
+    latent = rng.normal(size=(n_stimuli, 5)) @ rng.normal(size=(5, n_features)) / np.sqrt(5)
+    values = latent + 0.7 * rng.normal(size=(n_stimuli, n_features))
+    return sd * values / values.std()
+
+
+def _common_offset(rng, factor):
+    return _structured_features(rng) + factor * 1.4
+
+
+def _outlier_features(rng):
+    values = _structured_features(rng)
+    values[:, [5, 777, 2048]] *= 1e3
+    return values
+
+
+def _massive_activations(rng):
+    """A few features near 1e3 x the rest, nearly constant over stimuli (as trained transformers have)."""
+    values = _structured_features(rng)
+    values[:, [11, 1500, 2999]] += np.array([1.4e3, -2.1e3, 1.2e3])
+    return values
+
+
+def _per_feature_offsets(rng):
+    offsets = rng.choice([-1, 1], size=3000) * 1.4 * 10 ** rng.uniform(0, 4, size=3000)
+    return _structured_features(rng) + offsets
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda rng: _common_offset(rng, 100), id="common-offset-100sd"),
+    pytest.param(lambda rng: _common_offset(rng, 1000), id="common-offset-1000sd"),
+    pytest.param(lambda rng: _common_offset(rng, 1e4), id="common-offset-1e4sd"),
+    pytest.param(_outlier_features, id="outlier-features-1e3x"),
+    pytest.param(_massive_activations, id="massive-activations-1e3x"),
+    pytest.param(_per_feature_offsets, id="per-feature-offsets-1-to-1e4sd"),
+])
+@pytest.mark.parametrize("chunk_features", [None, 701])
+def test_correlation_rdms_are_exact_for_offsets_and_outliers(make, chunk_features):
+    x = torch.from_numpy(make(np.random.default_rng(20)).astype(np.float32))
+    stats = compute_layer_statistics(Emit(x), torch.zeros(len(x), 1), "cpu", chunk_features=chunk_features)
+    expected = 1.0 - np.corrcoef(x.double().numpy())
+    spread = np.ptp(expected[np.triu_indices(len(x), k=1)])
+    assert stats.usable_layers().tolist() == [True]
+    rdms = stats.correlation_rdms()
+    assert rdms.shape == (1, 119, 119) and rdms.dtype == np.float64
+    np.testing.assert_array_less(np.abs(rdms[0] - expected), 1e-6 * spread)
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda rng: _common_offset(rng, 100), id="common-offset-100sd"),
+    pytest.param(_massive_activations, id="massive-activations-1e3x"),
+    pytest.param(lambda rng: np.maximum(_structured_features(rng), 0.0), id="relu"),
+])
+@pytest.mark.parametrize("constant", [0.0, 3.0])
+def test_a_constant_stimulus_makes_the_layer_unusable(make, constant):
+    x = make(np.random.default_rng(21)).astype(np.float32)
+    x[7] = constant  # e.g. a blank that leaves a layer at zero
+    stats = compute_layer_statistics(Emit(torch.from_numpy(x)), torch.zeros(len(x), 1), "cpu")
+    assert stats.usable_layers().tolist() == [False]
+    with pytest.raises(DataError, match="centred_gram: layer index 0, stimulus index 7 has .*constant activations"):
+        stats.correlation_rdms()
+
+
+def test_correlation_rdms_choose_layers_by_mask_or_index():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 40), nn.ReLU(), nn.Linear(40, 30)).eval()
+    stats = compute_layer_statistics(model, torch.randn(9, 5) + 50.0, "cpu")
+    every = stats.correlation_rdms()
+    assert every.shape == (3, 9, 9)
+    np.testing.assert_array_equal(stats.correlation_rdms(np.array([False, True, True])), every[1:])
+    np.testing.assert_array_equal(stats.correlation_rdms(np.array([2, 0])), every[[2, 0]])

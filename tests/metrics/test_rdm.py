@@ -4,7 +4,7 @@ from scipy.spatial.distance import pdist, squareform
 from scipy.stats import pearsonr
 
 from deepmouse.errors import DataError
-from deepmouse.metrics.rdm import rdm_from_gram, rdm_from_responses, upper_triangle
+from deepmouse.metrics.rdm import rdm_from_centred_gram, rdm_from_gram, rdm_from_responses, upper_triangle
 
 
 def _responses(seed, n_stimuli=9, n_units=13):
@@ -145,3 +145,49 @@ def test_upper_triangle_matches_loop_and_batches():
     assert upper_triangle(np.eye(4)).shape == (6,)
     with pytest.raises(ValueError, match=r"\(\.\.\., n, n\)"):
         upper_triangle(np.ones((3, 4)))
+
+
+def _centred_gram(features):
+    centred = features - features.mean(axis=-1, keepdims=True)
+    return centred @ np.swapaxes(centred, -1, -2)
+
+
+@pytest.mark.parametrize("n_features", [3, 9, 200])
+def test_rdm_from_centred_gram_equals_rdm_from_responses(n_features):
+    features = np.random.default_rng(15).normal(size=(9, n_features)) + 1e4  # no cancellation in S itself
+    np.testing.assert_allclose(rdm_from_centred_gram(_centred_gram(features)), rdm_from_responses(features),
+                               atol=1e-12, rtol=0)
+
+
+def test_rdm_from_centred_gram_batched_equals_per_layer():
+    rng = np.random.default_rng(16)
+    layers = np.stack([rng.normal(size=(7, 30)), np.abs(rng.normal(size=(7, 30))) * 1e3])
+    batched = rdm_from_centred_gram(_centred_gram(layers))
+    assert batched.shape == (2, 7, 7) and batched.dtype == np.float64
+    for layer, features in enumerate(layers):
+        np.testing.assert_allclose(batched[layer], rdm_from_responses(features), atol=1e-12, rtol=0)
+        np.testing.assert_array_equal(np.diagonal(batched[layer]), 0.0)
+
+
+def test_rdm_from_centred_gram_raises_at_or_below_the_resolution():
+    features = np.random.default_rng(17).normal(size=(2, 6, 10))
+    centred = _centred_gram(features)
+    resolution = np.full((2, 6), 1e-9)
+    resolution[1, 4] = centred[1, 4, 4]
+    rdm_from_centred_gram(centred[0], resolution[0])
+    with pytest.raises(DataError, match="centred_gram: layer index 1, stimulus index 4 has .*constant activations"):
+        rdm_from_centred_gram(centred, resolution)
+    features[0, 2] = 5.0
+    with pytest.raises(DataError, match="centred_gram: stimulus index 2"):
+        rdm_from_centred_gram(_centred_gram(features[0]))
+
+
+def test_rdm_from_centred_gram_rejects_bad_inputs():
+    centred = _centred_gram(np.random.default_rng(18).normal(size=(5, 8)))
+    with pytest.raises(ValueError, match=r"centred_gram must be \(\.\.\., n_stimuli, n_stimuli\)"):
+        rdm_from_centred_gram(centred[:, :4])
+    with pytest.raises(ValueError, match="resolution shape"):
+        rdm_from_centred_gram(centred, np.zeros(4))
+    centred[0, 1] = np.nan
+    with pytest.raises(DataError, match=r"centred_gram: non-finite value .* \(0, 1\)"):
+        rdm_from_centred_gram(centred)
