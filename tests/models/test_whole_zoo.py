@@ -57,10 +57,15 @@ def test_untrained_architecture_builds_and_yields_statistics(model_id):
     assert depth[0] == 0.0 and depth[-1] == 1.0
     assert ((depth >= 0.0) & (depth <= 1.0)).all() and (np.diff(depth) > 0).all()
     assert (stats.n_features > 0).all()
-    # G is a Gram matrix: symmetric with a non-negative diagonal; K likewise, with its
+    # G is a Gram matrix: symmetric, its diagonal non-negative up to rounding; K likewise, with its
     # trace n_kept * n_stimuli because every kept feature is standardised to variance 1
     # (to float32 accuracy: the products sum up to millions of features in float32).
     np.testing.assert_allclose(stats.gram, stats.gram.transpose(0, 2, 1), rtol=1e-6, atol=1e-6)
-    assert (np.diagonal(stats.gram, axis1=1, axis2=2) >= 0).all()
+    # G is assembled as S + s sᵀ / p. A stimulus near 0 beside others with huge activations (the
+    # blank in untrained EfficientNetV2-S) is resolved only to ~3e-5 of the layer's scale there,
+    # and S then marks such layers unusable (294 of its 462): a known limit, see the README.
+    scale = np.abs(stats.gram).max(axis=(1, 2))
+    assert (np.diagonal(stats.gram, axis1=1, axis2=2) >= -1e-4 * scale[:, None]).all()
+    assert stats.usable_layers().any()
     traces = np.trace(stats.kernel, axis1=1, axis2=2)
     np.testing.assert_allclose(traces, stats.layers["n_kept"].to_numpy() * n_stimuli, rtol=1e-3, atol=1e-6)
