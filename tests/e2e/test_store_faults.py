@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.store.test_build import _default_interrupt
 from tests.e2e.test_pipeline import _dvc, _ran, copy_project
 
 pytestmark = pytest.mark.slow
@@ -154,7 +155,7 @@ def test_a_store_stopped_mid_build_leaves_the_last_good_stores(restore, tmp_path
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     repro = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro", "-f", "-s", "store"], cwd=project,
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
+                             start_new_session=True, preexec_fn=_default_interrupt)
     try:
         deadline = time.monotonic() + 300
         while not marker.exists() and repro.poll() is None and time.monotonic() < deadline:

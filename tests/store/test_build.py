@@ -155,7 +155,14 @@ def _build_in_a_child(tmp_path, score_tables, db):
         build.validate_store = slow_validate
         build.build_store({str(db)!r}, pd.read_pickle({str(tables)!r}), {str(SQL)!r})
     """)
-    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_interrupt)
+
+
+def _default_interrupt():
+    # A job started in the background of a non-interactive shell inherits SIGINT ignored; Python
+    # then installs no KeyboardInterrupt handler. Ctrl-C must reach the child as it would in a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
