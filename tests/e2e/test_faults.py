@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
-from tests.e2e.test_pipeline import _dvc, _ran, copy_project
+from tests.e2e.test_pipeline import _dvc, _ran, copy_project, small_params
 
 pytestmark = pytest.mark.slow
 
@@ -29,13 +28,7 @@ PUBLISHED, UNCHECKED = "data/deepmouse.duckdb", "data/store/unchecked.duckdb"
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["zoo"]["models"] = MODELS
-    params["data"]["simulated"].update(experiments_per_area=1, neurons_per_experiment=20, n_repeats=20,
-                                       image_height=92, image_width=118)
-    params["neurons"]["reliability_threshold"] = 0.3
-    params["scoring"]["bootstrap"]["n"] = 100
-    params["checks"]["min_selected_per_area"] = 1
+    params = small_params(MODELS)
     root = copy_project(tmp_path_factory.mktemp("faults"), params)
     _repro_ok(root)
     return root

@@ -49,6 +49,18 @@ def copy_project(root: Path, params: dict | None = None) -> Path:
     return root
 
 
+def small_params(models: list[str]) -> dict:
+    """The repository's params cut to a project that runs in about a minute (for fault tests)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["zoo"]["models"] = list(models)
+    params["data"]["simulated"].update(experiments_per_area=1, neurons_per_experiment=20, n_repeats=20,
+                                       image_height=92, image_width=118)
+    params["neurons"]["reliability_threshold"] = 0.3
+    params["scoring"]["bootstrap"]["n"] = 100
+    params["checks"]["min_selected_per_area"] = 1
+    return params
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     root = copy_project(tmp_path_factory.mktemp("project"))

@@ -17,11 +17,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
-import yaml
 
-from tests.conftest import REPO
 from tests.store.test_build import _default_interrupt
-from tests.e2e.test_pipeline import _dvc, _ran, copy_project
+from tests.e2e.test_pipeline import _dvc, _ran, copy_project, small_params
 
 pytestmark = pytest.mark.slow
 
@@ -32,13 +30,7 @@ STORES = (UNCHECKED, PUBLISHED)
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["zoo"]["models"] = ["alexnet_random"]
-    params["data"]["simulated"].update(experiments_per_area=1, neurons_per_experiment=20, n_repeats=20,
-                                       image_height=92, image_width=118)
-    params["neurons"]["reliability_threshold"] = 0.3
-    params["scoring"]["bootstrap"]["n"] = 100
-    params["checks"]["min_selected_per_area"] = 1
+    params = small_params(["alexnet_random"])
     root = copy_project(tmp_path_factory.mktemp("faults"), params)
     result = _dvc(root, "repro")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
