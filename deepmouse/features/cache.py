@@ -42,10 +42,12 @@ from deepmouse.features.stats import LAYER_COLUMNS, LayerStatistics, gram_from_c
 from deepmouse.models.build import file_sha256
 from deepmouse.models.registry import ZooEntry
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Bumped whenever the statistics or their files change meaning. 2: the centred Gram S,
 formed without the offsets' cancellation, replaces G (1 stored G, whose correlation RDMs
-were wrong for features with large offsets)."""
+were wrong for features with large offsets). 3: rows of S of stimuli far from the
+per-feature means (a blank near 0 beside large activations) recomputed from their own
+centred rows (2 left such layers unusable)."""
 ENTRY_FILE = "entry.json"
 LAYERS_FILE = "layers.parquet"
 STATS_FILE = "stats.npz"

@@ -41,9 +41,13 @@ agree to ~1e-7 of their spread for common offsets up to 1e4 x the spread, a few
 features 1e3 x the rest, and per-feature offsets of 1-1e4 x
 (tests/features/test_stats.py).
 
-``S_ii`` is resolved to about 1e-7 ``(‖μ̃‖ + ‖c_i‖)²``; a stimulus whose own
-``‖H x_i‖²`` is not clearly above that (a constant row, e.g. all zeros) makes
-the layer unusable (:meth:`LayerStatistics.usable_layers`). One case still
+``S_ii`` is resolved to about 1e-7 ``(‖μ̃‖ + ‖c_i‖)²``. A stimulus far from
+the per-feature means, whose ``‖H x_i‖²`` is small against that bound (the blank
+near 0 in deep layers of an untrained network whose other stimuli reach 1e3),
+has its row and column of S recomputed from its own centred row
+(:func:`_direct_rows`), which resolves its correlations to ~1e-7 whatever the
+offsets of the others. A stimulus that is constant over the features (e.g. all
+zeros) makes the layer unusable (:meth:`LayerStatistics.usable_layers`). One case still
 cancels: offsets common to all features of a stimulus but different between
 stimuli stay in C and cancel in ``C H Cᵀ`` (at 30 x the spread, 8e-4 of the
 RDM's spread); in untrained alexnet, resnet18 and ViT-S every ``S_ii`` is
@@ -89,6 +93,17 @@ below which ``S_ii`` is taken for rounding noise. Rows of zeros and constant row
 at |S_ii| <= 3e-7 of it (119 stimuli, 3000 features, offsets and massive activations);
 ordinary stimuli at >= 0.1. A stimulus just above the bound has correlations good to
 ~1e-2, better in proportion above it."""
+DIRECT_ROW_FRACTION = 1e-2
+"""A stimulus whose ``S_ii`` from the decomposition is below this fraction of ``(‖μ̃‖ +
+‖c_i‖)²`` has its row and column of S recomputed from its own centred row
+(:func:`_direct_rows`): the decomposition resolves ``S_ii`` to ~1e-7 of that bound
+(measured up to 3e-5 in deep layers of untrained EfficientNetV2-S, whose blank is near 0
+beside activations of 1e3), so an entry 1e-2 of it is known to ~3e-3 at worst."""
+DIRECT_ROW_RESOLUTION = 1e-10
+"""For those stimuli, the fraction of ``G_ii = ‖x_i‖²`` below which ``S_ii`` is rounding
+noise: float32 values resolve a row's spread only to ~1e-7 of its mean, so a row whose
+spread over the features is under 1e-5 of its mean (``S_ii < 1e-10 G_ii``) is constant
+as far as its correlations can tell; a constant row comes out at ~1e-21 ``G_ii``."""
 SRP_EPS = 0.1
 """Johnson-Lindenstrauss distortion of the reference study's projection."""
 # A repeated output may come with its features reordered (timm's patch embedding
@@ -185,10 +200,17 @@ class LayerStatistics:
         ``‖μ̃‖² = ‖H μ‖² + (s̄ - s_0)² / p`` and
         ``‖c_i‖² = (J S J)_ii + (s_i - s̄)² / p``.
 
+        A stimulus whose ``S_ii`` is below :data:`DIRECT_ROW_FRACTION` of that bound has
+        its row recomputed from its own centred row (:func:`_direct_rows`) and is resolved
+        to :data:`DIRECT_ROW_RESOLUTION` ``G_ii``; every other stimulus is far above both
+        bounds, so the smaller of the two serves for all. Statistics computed in float64
+        from the activations are resolved better than either.
+
         Returns
         -------
         ndarray of shape (n_layers, n_stimuli), float64
-            :data:`CENTRED_GRAM_RESOLUTION` times ``(‖μ̃‖ + ‖c_i‖)²``.
+            The smaller of :data:`CENTRED_GRAM_RESOLUTION` ``(‖μ̃‖ + ‖c_i‖)²`` and
+            :data:`DIRECT_ROW_RESOLUTION` ``G_ii``.
         """
         centred = self.centred_gram
         p = np.maximum(self.n_features, 1).astype(np.float64)[:, None]
@@ -199,7 +221,8 @@ class LayerStatistics:
         deviation_square = (np.diagonal(centred, axis1=1, axis2=2) - 2 * row_means + reference
                             + (self.row_sums - mean_sum) ** 2 / p)
         scale = (np.sqrt(np.maximum(reference_square, 0.0)) + np.sqrt(np.maximum(deviation_square, 0.0))) ** 2
-        return CENTRED_GRAM_RESOLUTION * scale
+        own = np.maximum(np.diagonal(self.gram, axis1=1, axis2=2), 0.0)
+        return np.minimum(CENTRED_GRAM_RESOLUTION * scale, DIRECT_ROW_RESOLUTION * own)
 
     def usable_layers(self) -> np.ndarray:
         """Layers whose RDM and kernel are defined: every stimulus varies across features.
@@ -453,7 +476,66 @@ def _chunked_products(x: torch.Tensor, chunk_features: int | None,
     moments = torch.stack([reference_row.sum(), reference_row.dot(reference_row)])
     gram, row_sums, centred_gram = _combine(centred[:n, :n], centred[:n, n], scaled[:n, n], moments,
                                             shift.to(torch.float64), n_features)
+    # ‖c_i‖² and ‖μ̃‖² as summed here, for the bound of the decomposition (module docstring).
+    decomposed_scale = (torch.diagonal(centred[:n, :n]).clamp(min=0).sqrt() + moments[1].clamp(min=0).sqrt()) ** 2
+    low = torch.diagonal(centred_gram) < DIRECT_ROW_FRACTION * decomposed_scale
+    if bool(low.any()):
+        gram, row_sums, centred_gram = _direct_rows(x, torch.nonzero(low).flatten(), row_sums, centred_gram, step,
+                                                    rows[:n])
     return LayerProducts(gram, row_sums, centred_gram, scaled[:n, :n].clone(), n_kept)
+
+
+def _direct_rows(x: torch.Tensor, low: torch.Tensor, row_sums: torch.Tensor, centred_gram: torch.Tensor, step: int,
+                 values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows and columns ``low`` of S, and their row sums, from each stimulus's own centred row.
+
+    For a stimulus far from the per-feature means μ (the blank near 0 in a layer where
+    every other stimulus is large), ``c_i ≈ -μ̃`` and ``S_ii = ‖H(μ̃ + c_i)‖²`` cancels in
+    the decomposition. Here every row is shifted by its own mean instead, ``u_j = x_j -
+    a_j 1`` (a_j: s_j / p from the decomposition, and for the low rows their float64 row
+    mean), so ``S_ij = u_i·u_j - (u_i·1)(u_j·1) / p`` is formed from float32 products
+    whose rounding is ~1e-7 ``‖u_i‖ ‖u_j‖ ≈ 1e-7 sqrt(S_ii S_jj)``: every correlation
+    with a low row is good to ~1e-7 whatever the offsets of the others. One more pass over
+    the chunks; the products have only ``len(low)`` rows.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (n_stimuli, n_features), float32
+    low : torch.Tensor of shape (n_low,), int64
+        Indices of the stimuli to recompute.
+    row_sums, centred_gram : torch.Tensor, float64
+        s and S from the decomposition; the returned ones differ only in the low rows
+        and columns.
+    step : int
+        Features per chunk.
+    values : torch.Tensor of shape (n_stimuli, >= step), float32
+        Workspace rows.
+
+    Returns
+    -------
+    gram, row_sums, centred_gram : torch.Tensor, float64
+    """
+    n_stimuli, n_features = x.shape
+    means = row_sums / n_features
+    means[low] = x[low].sum(dim=1, dtype=torch.float64) / n_features
+    shifts = means.to(torch.float32)[:, None]
+    products = torch.zeros((len(low), n_stimuli), dtype=torch.float64, device=x.device)
+    sums = torch.zeros(n_stimuli, dtype=torch.float64, device=x.device)
+    for start in range(0, n_features, step):
+        block = x[:, start:start + step]
+        shifted = torch.sub(block, shifts, out=values[:, :block.shape[1]])
+        products += (shifted[low] @ shifted.T).to(torch.float64)
+        sums += shifted.sum(dim=1).to(torch.float64)
+    rows = products - sums[low, None] * sums[None, :] / n_features
+    within = rows[:, low]
+    rows[:, low] = (within + within.T) / 2  # symmetric to the last bit, as the rest of S
+    centred_gram = centred_gram.clone()
+    centred_gram[low, :] = rows
+    centred_gram[:, low] = rows.T
+    row_sums = row_sums.clone()
+    row_sums[low] = sums[low] + n_features * shifts[low, 0].to(torch.float64)
+    gram = centred_gram + row_sums[:, None] * row_sums[None, :] / n_features
+    return gram, row_sums, centred_gram
 
 
 def _combine(products: torch.Tensor, with_reference: torch.Tensor, sums: torch.Tensor, reference: torch.Tensor,

@@ -286,10 +286,23 @@ def test_a_format_1_entry_is_not_current_and_cannot_be_loaded_for_the_current_ke
     out_dir = tmp_path / "entry"
     old_key = _write_format_1_entry(out_dir, _stats(), _key())
     digest = cache_key_digest(_key())
-    assert FORMAT_VERSION == 2 and cache_key_digest(old_key) != digest
+    assert FORMAT_VERSION == 3 and cache_key_digest(old_key) != digest
     assert not entry_is_current(out_dir, digest)
     with pytest.raises(CacheError, match=rf"{out_dir}: cache entry is for key {cache_key_digest(old_key)}, "
                                          rf"expected {digest}"):
         load_feature_entry(out_dir, expected_digest=digest)
     with pytest.raises(CacheError, match=r"cache entry cannot be read \('centred_gram_upper is not a file"):
         load_feature_entry(out_dir)
+
+
+def test_a_format_2_entry_is_recomputed_not_reused(tmp_path):
+    # Format 2 stored S as the decomposition alone, which cancels for a stimulus far from the
+    # per-feature means: its files read, but its key is not the current one.
+    out_dir = tmp_path / "entry"
+    old_key = dict(_key(), format_version=2)
+    write_feature_entry(out_dir, _stats(), old_key, {})
+    digest = cache_key_digest(_key())
+    assert cache_key_digest(old_key) != digest
+    assert not entry_is_current(out_dir, digest)
+    with pytest.raises(CacheError, match=rf"cache entry is for key {cache_key_digest(old_key)}, expected {digest}"):
+        load_feature_entry(out_dir, expected_digest=digest)

@@ -480,3 +480,40 @@ def test_correlation_rdms_choose_layers_by_mask_or_index():
     assert every.shape == (3, 9, 9)
     np.testing.assert_array_equal(stats.correlation_rdms(np.array([False, True, True])), every[1:])
     np.testing.assert_array_equal(stats.correlation_rdms(np.array([2, 0])), every[[2, 0]])
+
+
+def _far_stimulus(make, scale):
+    """``make``'s features with stimulus 7 replaced by small structured values, ``scale`` x their sd, near 0.
+
+    The blank in deep layers of an untrained network: every other stimulus carries the
+    layer's large per-feature values, the blank almost none of them.
+    """
+    def far(rng):
+        values = make(rng)
+        values[7] = scale * _structured_features(rng)[0]
+        return values
+    return far
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda rng: _common_offset(rng, 1000), id="common-offset-1000sd"),
+    pytest.param(_massive_activations, id="massive-activations-1e3x"),
+    pytest.param(_per_feature_offsets, id="per-feature-offsets-1-to-1e4sd"),
+    pytest.param(lambda rng: np.abs(_structured_features(rng)) * 1e3, id="large-positive"),
+])
+@pytest.mark.parametrize("scale", [1e-2, 1e-4])
+@pytest.mark.parametrize("chunk_features", [None, 701])
+def test_a_stimulus_near_zero_beside_large_activations_is_exact(make, scale, chunk_features):
+    x = _far_stimulus(make, scale)(np.random.default_rng(22)).astype(np.float32)
+    stats = compute_layer_statistics(Emit(torch.from_numpy(x)), torch.zeros(len(x), 1), "cpu",
+                                     chunk_features=chunk_features)
+    reference = x.astype(np.float64)
+    expected = 1.0 - np.corrcoef(reference)
+    spread = np.ptp(expected[np.triu_indices(len(x), k=1)])
+    assert stats.usable_layers().tolist() == [True]
+    np.testing.assert_array_less(np.abs(stats.correlation_rdms()[0] - expected), 1e-6 * spread)
+    # G's diagonal is a squared norm, the blank's included, to float32 accuracy.
+    gram = reference @ reference.T
+    np.testing.assert_allclose(np.diagonal(stats.gram[0]), np.diagonal(gram), rtol=1e-6)
+    np.testing.assert_allclose(stats.row_sums[0], reference.sum(axis=1), rtol=1e-5,
+                               atol=1e-6 * np.sqrt(x.shape[1] * np.diagonal(gram)).max())
