@@ -3,6 +3,7 @@ listing and read-only SQL queries on the results store."""
 
 from __future__ import annotations
 
+import csv
 import sys
 from enum import Enum
 from pathlib import Path
@@ -12,7 +13,7 @@ import typer
 
 from deepmouse import pipeline
 from deepmouse.config import load_params
-from deepmouse.errors import DeepmouseError, StoreError
+from deepmouse.errors import DeepmouseError
 
 app = typer.Typer(help="Benchmark deep vision models against mouse visual cortex.", no_args_is_help=True)
 zoo_app = typer.Typer(help="The model zoo registry.", no_args_is_help=True)
@@ -40,13 +41,18 @@ def zoo_list(
     family: Optional[str] = typer.Option(None, help="e.g. convolutional, transformer, mlp-mixer, hybrid"),
     source: Optional[str] = typer.Option(None, help="torchvision, timm, taskonomy, vissl or dino"),
     training: Optional[str] = typer.Option(None, help="e.g. random, supervised-imagenet, or a prefix such as taskonomy"),
+    presets: bool = typer.Option(False, "--presets", help="list the presets (named sets of models) instead"),
 ) -> None:
-    """List the zoo's models, optionally filtered."""
+    """List the zoo's models, optionally filtered, or its presets (--presets)."""
     import dataclasses
 
     import pandas as pd
 
     from deepmouse.models.registry import load_zoo
+
+    if presets:
+        _list_presets(format)
+        return
 
     # verified: how a trained checkpoint is checked (sha256, prefix or no; empty for random models).
     frame = pd.DataFrame([dict(dataclasses.asdict(entry), verified=entry.verified) for entry in load_zoo()])
@@ -63,6 +69,38 @@ def zoo_list(
     else:
         typer.echo(frame[leading + ["verified"]].to_string(index=False))
         typer.echo(f"{len(frame)} models")
+
+
+def _list_presets(format: Format) -> None:
+    from deepmouse.models.presets import load_presets
+
+    rows = [(preset.name, str(len(preset.model_ids)), preset.description) for preset in load_presets().values()]
+    if format is Format.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerows([("name", "count", "description"), *rows])
+    else:
+        typer.echo("\n".join(_aligned(rows)))
+
+
+@zoo_app.command("use")
+def zoo_use(names: list[str] = typer.Argument(..., help="presets and model ids, e.g. reference, or taskonomy alexnet"),
+            params: Path = PARAMS) -> None:
+    """Set zoo.models in the params file to the models NAMES stand for.
+
+    Presets are written out as their model ids (DVC makes one features stage per entry
+    of zoo.models as written); the rest of the file, comments included, is kept as it is.
+    """
+    from deepmouse.config import set_zoo_models
+
+    def use() -> str:
+        model_ids = set_zoo_models(params, names)
+        return f"{params}: zoo.models set to {len(model_ids)} models ({_abbreviated(model_ids)})"
+
+    _run(use)
+
+
+def _abbreviated(model_ids, shown: int = 5) -> str:
+    return ", ".join(model_ids[:shown]) + (f", … {len(model_ids) - shown} more" if len(model_ids) > shown else "")
 
 
 @app.command()
@@ -139,85 +177,69 @@ def report(db: Path = typer.Option(...), out: Path = typer.Option(...)) -> None:
     _run(lambda: pipeline.run_report(db, out))
 
 
-@app.command()
-def query(sql: str = typer.Argument(..., help="a SELECT statement, e.g. 'select * from model_ranking'"),
-          db: Path = typer.Option(Path("data/deepmouse.duckdb"), help="results store"),
-          format: Format = typer.Option(Format.table, "--format"),
-          out: Optional[Path] = typer.Option(None, "--out", help="write the result to this file (in --format) "
-                                                                  "instead of the terminal")) -> None:
-    """Run a read-only SQL query on the results store.
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
 
-    The query sees the store's tables and views and nothing else: it cannot read or
-    write files, attach databases, install or load extensions, or change settings.
-    Save a result with --out FILE.
+
+@app.command("sql")
+def sql_command(
+    query: Optional[str] = typer.Argument(None, help="SQL that reads, e.g. 'select * from model_ranking'",
+                                          show_default=False),
+    file: Optional[Path] = typer.Option(None, "--file", help="read the SQL from this file instead"),
+    views: bool = typer.Option(False, "--views", help="list the tables and views, one line each, and exit"),
+    db: Path = typer.Option(Path("data/deepmouse.duckdb"), help="results store"),
+    format: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table, csv, json or parquet"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the result to this file (in --format) instead "
+                                                            "of the terminal; parquet needs it"),
+    sql_dir: Path = typer.Option(Path("sql"), "--sql-dir", help="SQL the store was built from (descriptions for --views)"),
+) -> None:
+    """Run read-only SQL on the results store, or list its tables and views (--views).
+
+    The SQL sees the store's tables and views and nothing else: statements that write
+    (CREATE, INSERT, COPY, ...) are refused, and it cannot read files, attach databases,
+    install or load extensions, or change settings. Save a result with --out FILE.
     """
     def answer() -> str:
-        if not sql.strip(" \t\r\n;"):
-            raise DeepmouseError('empty query; give a SELECT statement, e.g. "select * from model_ranking"')
-        from deepmouse.store.build import open_store, restore_hint
+        from deepmouse.store import sql as store_sql
 
-        if not db.exists():
-            raise DeepmouseError(f"{db}: no results store yet; run `make run` (dvc repro) first, or {restore_hint(db)}")
-        open_store(db).close()  # every table there, or one line naming the file and how to restore it
-        if out is not None and out.resolve() == db.resolve():
+        if sum((query is not None, file is not None, views)) != 1:
+            raise DeepmouseError("give one of: a query, --file FILE, or --views")
+        if format is OutputFormat.parquet and out is None:
+            raise DeepmouseError("--format parquet writes a file: name it with --out FILE")
+        if out is not None and db.exists() and out.resolve() == db.resolve():
             raise DeepmouseError(f"--out {out}: that is the results store itself; name another file")
-        frame = _query_store(db, sql)
-        text = frame.to_csv(index=False).rstrip() if format is Format.csv else frame.to_string(index=False)
+        if views:
+            frame = store_sql.describe_relations(db, sql_dir)
+            if out is None and format is OutputFormat.table:
+                return "\n".join(_aligned(frame.itertuples(index=False)))
+        else:
+            frame = store_sql.query_store(db, _read_sql(file) if file is not None else query)
         if out is None:
-            return text
-        try:
-            out.write_text(text + "\n")
-        except OSError as err:
-            raise DeepmouseError(f"--out {out}: cannot write: {err.strerror or err}") from None
+            return store_sql.render(frame, format.value)
+        store_sql.write_result(frame, format.value, out)
         return f"{len(frame)} rows written to {out}"
 
     _run(answer)
 
 
-# DuckDB's access to files, extensions and the network is off and the configuration locked,
-# so a query reads the store it was given and nothing else (COPY ... TO, read_csv('/etc/passwd'),
-# ATTACH, INSTALL / LOAD and SET are all refused); results leave only through our own writer.
-_QUERY_CONFIG = {
-    "enable_external_access": False,
-    "autoinstall_known_extensions": False,
-    "autoload_known_extensions": False,
-    "lock_configuration": True,
-}
+app.command("query", help="The same as `deepmouse sql` (its earlier name).")(sql_command)
 
 
-def _query_store(db: Path, sql: str):
-    """Run ``sql`` on the store opened read-only and sandboxed; a DataFrame, or one-line errors."""
-    import duckdb
-
-    from deepmouse.store.build import open_store
-
-    open_store(db).close()  # a damaged or incomplete store is named, with how to restore it
+def _read_sql(path: Path) -> str:
     try:
-        con = duckdb.connect(str(db), read_only=True, config=_QUERY_CONFIG)
-    except duckdb.Error as err:
-        if "lock" in str(err).lower():
-            raise StoreError(f"{db}: locked by another process ({_first_paragraph(err)}); close the other "
-                             "DuckDB session (or open it read-only) and run again") from None
-        raise StoreError(f"{db}: cannot open: {_first_paragraph(err)}") from None
-    try:
-        result = con.execute(sql)
-        if result is None or result.description is None:
-            raise DeepmouseError("the query returned no table; `deepmouse query` answers SELECT-like statements")
-        return result.fetchdf()
-    except duckdb.Error as err:
-        message = _first_paragraph(err)
-        if isinstance(err, duckdb.PermissionException) or "locked" in message or "read-only" in message:
-            raise DeepmouseError(f"query refused: {message} (`deepmouse query` reads the results store only: "
-                                 "no files, other databases, extensions or settings; save results with --out FILE)"
-                                 ) from None
-        raise DeepmouseError(f"query failed: {message}") from None
-    finally:
-        con.close()
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DeepmouseError(f"--file {path}: cannot read: {getattr(err, 'strerror', None) or err}") from None
 
 
-def _first_paragraph(err: Exception) -> str:
-    # DuckDB appends the query with a caret under the fault after a blank line: one line is enough.
-    return " ".join(str(err).split("\n\n")[0].split())
+def _aligned(rows) -> list[str]:
+    """Rows of strings as lines, every column but the last padded to its widest value."""
+    rows = [tuple(map(str, row)) for row in rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)] if rows else []
+    return ["  ".join([cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]) for row in rows]
 
 
 if __name__ == "__main__":

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import json
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
 import yaml
 
 from deepmouse.errors import ConfigError
+
+if TYPE_CHECKING:
+    from deepmouse.models.registry import Zoo, ZooEntry
 
 AREAS = ("VISp", "VISl", "VISal", "VISpm", "VISrl", "VISam")
 """The six Brain Observatory areas, in the order used for tables and plots."""
@@ -184,20 +190,207 @@ class NeuronsConfig:
 
 
 @dataclass(frozen=True)
+class CustomModelConfig:
+    """A model of your own (one item of ``zoo.custom``), run like any registry model.
+
+    ``function`` is ``module:function``, imported from the project folder (or ``sys.path``),
+    returning a ``torch.nn.Module``. Without ``weights`` the model keeps its initialisation,
+    seeded by ``features.init_seed`` (``training`` is then ``random``); with a checkpoint file
+    ``weights`` (relative to the project folder), its ``weights_sha256`` is required and
+    ``training`` says how the weights were trained, as in the registry. ``input_size`` is
+    the side of the input in ``native`` preprocessing (ImageNet normalisation); ``paper``
+    preprocessing gives every model 224 pixels.
+    """
+
+    id: str = ""
+    display_name: str = ""
+    family: str = ""
+    function: str = ""
+    training: str | None = None
+    input_size: int = 224
+    weights: str | None = None
+    weights_sha256: str | None = None
+
+    def _validate(self, where: str) -> None:
+        for name in ("id", "display_name", "family", "function"):
+            if not getattr(self, name):
+                raise ConfigError(f"{where}.{name}: required for a custom model")
+        from deepmouse.models.custom import split_import_path
+
+        try:
+            split_import_path(self.function)
+        except ConfigError as err:
+            raise ConfigError(f"{where} ({self.id}): {err}") from None
+        self.zoo_entry(where=f"{where} ({self.id})")
+
+    def zoo_entry(self, where: str = "") -> ZooEntry:
+        """This model as a :class:`~deepmouse.models.registry.ZooEntry` of source ``custom``.
+
+        ``where`` names the entry in error messages (``zoo.custom <id>`` by default).
+        """
+        from deepmouse.models.registry import custom_zoo_entry
+
+        return custom_zoo_entry(self.id, self.display_name, self.family, self.function,
+                                training=self.training or "", input_size=self.input_size,
+                                weights=self.weights or "", weights_sha256=self.weights_sha256 or "", where=where)
+
+
+@dataclass(frozen=True)
 class ZooConfig:
+    """The models to run: zoo ids and preset names (``deepmouse zoo list --presets``).
+
+    Loading replaces each preset by its ids (registry order) and keeps every id once, where
+    it first appears, so ``models`` holds ids only. DVC's ``features`` stages are expanded
+    from params.yaml as written, so a preset there is written out as ids by
+    ``deepmouse zoo use NAME`` (:func:`set_zoo_models`) before ``dvc repro``.
+
+    ``custom`` adds models of your own to the registry (:class:`CustomModelConfig`); their
+    ids are listed in ``models`` like any other and must not be registry ids.
+    """
+
     models: tuple[str, ...] = ("alexnet_random",)
+    custom: tuple[CustomModelConfig, ...] = ()
 
     def _validate(self, where: str) -> None:
         if not self.models:
             raise ConfigError(f"{where}.models: list at least one model id")
-        if len(set(self.models)) != len(self.models):
-            raise ConfigError(f"{where}.models: duplicate model ids in {list(self.models)}")
         # Imported here: the registry is data shipped with the package, read on demand.
+        from deepmouse.models.presets import expand_models
+
+        # Frozen: the ids replace the names once, as the file is loaded.
+        object.__setattr__(self, "models",
+                           tuple(expand_models(self.models, self.registry(), key=f"{where}.models")))
+
+    def registry(self) -> Zoo:
+        """The zoo these params run on: the packaged registry, then the ``custom`` models.
+
+        Returns
+        -------
+        deepmouse.models.registry.Zoo
+
+        Raises
+        ------
+        ConfigError
+            When a custom id is a registry id or is listed twice.
+        """
         from deepmouse.models.registry import load_zoo
 
-        zoo = load_zoo()
-        for model_id in self.models:
-            zoo.get(model_id, key=f"{where}.models")
+        return load_zoo(custom=tuple(model.zoo_entry() for model in self.custom))
+
+
+def set_zoo_models(path: str | Path, names: Sequence[str]) -> tuple[str, ...]:
+    """Write ``zoo.models`` of a params file as the ids that ``names`` expand to.
+
+    Only the ``zoo.models`` list changes: its lines (and comments between its items) are
+    replaced by one ``- <id>`` line per model, and every other byte of the file, comments
+    included, stays as it was. A file without ``zoo.models`` gets it (and ``zoo:``) added.
+    The result is validated before it replaces the file, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        The params file, e.g. ``params.yaml``.
+    names : sequence of str
+        Model ids and preset names, as :func:`deepmouse.models.presets.expand_models` takes them.
+
+    Returns
+    -------
+    tuple of str
+        The ids written.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file: missing, not YAML, ``zoo`` written in flow style (``zoo: {...}``),
+        an unknown name, or a result that does not validate; the file is then unchanged.
+    """
+    from deepmouse.models.presets import expand_models
+
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode()
+        before = yaml.safe_load(text) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such params file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    # The file's own custom models (zoo.custom) are ids like the registry's.
+    try:
+        custom = _build(ZooConfig, {"custom": (before.get("zoo") or {}).get("custom") or []}, "zoo")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    model_ids = tuple(expand_models(names, custom.registry(), key="zoo.models"))
+    rewritten = _with_zoo_models(text, model_ids, path)
+    after = yaml.safe_load(rewritten)
+    expected = {**before, "zoo": {**(before.get("zoo") or {}), "models": list(model_ids)}}
+    if after != expected:  # the lines found were not the whole list (an unusual layout)
+        raise ConfigError(f"{path}: cannot rewrite zoo.models without changing other keys; "
+                          "write it as a block list (`  models:` then one `    - <id>` a line)")
+    try:
+        parse_params(after)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        staging.write_bytes(rewritten.encode())
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+    return model_ids
+
+
+def _with_zoo_models(text: str, model_ids: Sequence[str], path: Path) -> str:
+    """``text`` with the ``zoo.models`` list replaced by ``model_ids`` (see :func:`set_zoo_models`)."""
+    newline = "\r\n" if "\r\n" in text else "\n"
+    lines = text.splitlines(keepends=True)
+
+    def items(indent: str) -> list[str]:
+        return [f"{indent}- {_yaml_scalar(model_id)}{newline}" for model_id in model_ids]
+
+    def indent_of(line: str) -> str:
+        return line[:len(line) - len(line.lstrip(" \t"))]
+
+    def is_note(line: str) -> bool:  # blank or comment only
+        return not line.strip() or line.lstrip().startswith("#")
+
+    zoo = next((i for i, line in enumerate(lines) if re.fullmatch(r"zoo:[ \t]*(#.*)?\s*", line)), None)
+    if zoo is None:
+        if any(re.match(r"zoo\s*:", line) for line in lines):
+            raise ConfigError(f"{path}: zoo: write it as a block mapping (`zoo:` then `  models:`) to rewrite it")
+        ending = "" if not text or text.endswith(("\n", "\r")) else newline
+        return text + ending + f"zoo:{newline}  models:{newline}" + "".join(items("    "))
+    end = next((i for i in range(zoo + 1, len(lines)) if not is_note(lines[i]) and not lines[i][0].isspace()),
+               len(lines))
+    children = [i for i in range(zoo + 1, end) if not is_note(lines[i])]
+    key_indent = indent_of(lines[children[0]]) if children else "  "
+    models = next((i for i in children if indent_of(lines[i]) == key_indent
+                   and re.match(r"models[ \t]*:", lines[i].lstrip())), None)
+    if models is None:
+        return "".join(lines[:zoo + 1] + [f"{key_indent}models:{newline}"] + items(key_indent + "  ")
+                       + lines[zoo + 1:])
+    value = lines[models].split(":", 1)[1]
+    if not is_note(value):  # a flow list or a single id on the key's line
+        comment = value[value.index(" #"):].strip() if " #" in value else ""
+        key = f"{key_indent}models:" + (f"  {comment}" if comment else "") + newline
+        return "".join(lines[:models] + [key] + items(key_indent + "  ") + lines[models + 1:])
+    last, item_indent = models, key_indent + "  "
+    for i in range(models + 1, end):
+        line = lines[i]
+        if is_note(line):
+            continue
+        indent = indent_of(line)
+        if len(indent) > len(key_indent) or (indent == key_indent and line.lstrip().startswith("-")):
+            if last == models:
+                item_indent = indent
+            last = i
+        else:
+            break
+    return "".join(lines[:models + 1] + items(item_indent) + lines[last + 1:])
+
+
+def _yaml_scalar(value: str) -> str:
+    # Ids such as "1.0" or "no" would read back as a number or a boolean unquoted.
+    return value if yaml.safe_load(value) == value else json.dumps(value)
 
 
 @dataclass(frozen=True)
@@ -325,6 +518,32 @@ class ChecksConfig:
 
 
 @dataclass(frozen=True)
+class ComputeConfig:
+    """Where per-model work runs (``deepmouse/compute.py``); never what it computes.
+
+    ``workers: 1`` (default) runs the models one after another in the stage's process;
+    more starts a local Dask cluster of that many worker processes, each with
+    ``threads_per_worker`` threads (default: the machine's cores shared out). ``scheduler``
+    is the address of a running Dask scheduler (``tcp://host:8786``, a SLURM or PBS cluster
+    from dask-jobqueue, GPU workers), which then replaces the local cluster. The results
+    are byte-identical whatever these settings.
+    """
+
+    workers: int = 1
+    threads_per_worker: int | None = None
+    scheduler: str | None = None
+
+    def _validate(self, where: str) -> None:
+        if self.workers < 1:
+            raise ConfigError(f"{where}.workers: must be at least 1, got {self.workers}")
+        if self.threads_per_worker is not None and self.threads_per_worker < 1:
+            raise ConfigError(f"{where}.threads_per_worker: must be at least 1 or null, got {self.threads_per_worker}")
+        if self.scheduler is not None and "://" not in self.scheduler:
+            raise ConfigError(f"{where}.scheduler: must be a Dask scheduler address such as tcp://host:8786, "
+                              f"got {self.scheduler!r}")
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataConfig = field(default_factory=DataConfig)
     responses: ResponsesConfig = field(default_factory=ResponsesConfig)
@@ -333,6 +552,7 @@ class Params:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -40,10 +40,30 @@ def run_params(params_path: str | Path, out_path: str | Path, stamp_path: str | 
     from deepmouse.config import load_params
 
     params = load_params(params_path)
+    _refuse_presets_in_file(params_path)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_text(json.dumps(dataclasses.asdict(params), indent=2, sort_keys=True) + "\n")
     Path(stamp_path).write_text("params.yaml: valid\n")
     return f"params: {params_path} valid, written to {out_path}"
+
+
+def _refuse_presets_in_file(params_path: str | Path) -> None:
+    """DVC makes one ``features@<item>`` stage per entry of ``zoo.models`` as written, so a
+    preset name there would be a stage of its own: presets reach the file as their ids."""
+    import yaml
+
+    from deepmouse.errors import ConfigError
+    from deepmouse.models.presets import load_presets
+
+    raw = yaml.safe_load(Path(params_path).read_text()) or {}
+    names = (raw.get("zoo") or {}).get("models") or []
+    presets = load_presets()
+    for name in names:
+        if isinstance(name, str) and name in presets:
+            raise ConfigError(
+                f"{params_path}: zoo.models: {name!r} is a preset; DVC makes one features stage per entry "
+                f"of zoo.models as written, so write its ids instead: run `deepmouse zoo use {name}`"
+            )
 
 
 # -------------------------------------------------------------------- fingerprint
@@ -72,14 +92,20 @@ def run_fingerprint(params: Params, source_path: str | Path, weights_out: str | 
         untrained model reads no checkpoint: its file holds its id alone, so neither
         ``features.weights_dir`` nor a checkpoint reruns it. A trained model's holds the
         registry's weights location and sha256 and, where the registry pins no full
-        sha256, the local checkpoint that :func:`~deepmouse.models.build.find_local_weights`
-        finds in ``features.weights_dir`` (name, bytes, mtime_ns) or null. A checkpoint
-        copied without its modification time therefore reruns its model once.
+        sha256 or the weights come from an installed package (``package:``), the
+        checkpoint that :func:`~deepmouse.models.build.find_weights` finds without
+        downloading — in ``features.weights_dir``, else in the package — (name, bytes,
+        mtime_ns) or null. A package is replaced by pip, not through the project, so its
+        file is described even though its digest is pinned: a reinstalled or damaged file
+        reruns that model, whose build then checks the file against the digest. A
+        checkpoint copied without its modification time reruns its model once. A custom
+        model's (``zoo.custom``) holds its ``module:function``, its module's source file
+        and its weights file (path relative to the project folder, bytes, mtime_ns), so
+        editing the module reruns that model.
     """
     import dataclasses
 
     from deepmouse.data.nwb import staged_directory
-    from deepmouse.models.registry import load_zoo
 
     data = params.data
     source: dict = {"source": data.source}
@@ -96,7 +122,7 @@ def run_fingerprint(params: Params, source_path: str | Path, weights_out: str | 
         source["files"] = _describe_files(cached_files(data.allen), Path(data.allen.cache_dir))
     _write_canonical_json(Path(source_path), source)
 
-    zoo = load_zoo()
+    zoo = params.zoo.registry()
     with staged_directory(weights_out) as staging:
         for model_id in params.zoo.models:
             entry = zoo.get(model_id, key="zoo.models")
@@ -127,17 +153,37 @@ def _describe_files(paths: list[Path], root: Path) -> list[dict]:
 
 
 def _weights_fingerprint(entry, weights_dir: str | None) -> dict:
+    from deepmouse.models.registry import CUSTOM_SOURCE
+
+    if entry.source == CUSTOM_SOURCE:
+        return _custom_fingerprint(entry)
     if entry.is_random:
         return {"model_id": entry.model_id, "trained": False}
-    from deepmouse.models.build import find_local_weights
+    from deepmouse.models.build import find_weights
 
     record = {"model_id": entry.model_id, "trained": True, "weights": entry.weights or None,
               "weights_sha256": entry.weights_sha256 or None}
-    if not entry.weights_sha256:  # a pinned digest already says what any checkpoint that loads holds
-        local = find_local_weights(entry, weights_dir)
+    # A pinned digest already says what any checkpoint that loads holds, except that of a package,
+    # which pip can replace or damage without the project seeing it.
+    if not entry.weights_sha256 or entry.package_location is not None:
+        local = find_weights(entry, weights_dir)
         record["local_file"] = None if local is None else {
             "name": local.name, "bytes": local.stat().st_size, "mtime_ns": local.stat().st_mtime_ns}
     return record
+
+
+def _custom_fingerprint(entry) -> dict:
+    """A custom model's function, its module's source file and its weights file, as files are described."""
+    from deepmouse.models.custom import custom_source_file
+
+    weights = Path(entry.weights) if entry.weights else None
+    return {
+        "model_id": entry.model_id, "trained": not entry.is_random, "function": entry.architecture,
+        "source_file": _describe_files([custom_source_file(entry)], Path.cwd())[0],
+        "weights": entry.weights or None, "weights_sha256": entry.weights_sha256 or None,
+        "weights_file": _describe_files([weights], Path.cwd())[0] if weights is not None and weights.is_file()
+        else None,
+    }
 
 
 def _write_canonical_json(path: Path, payload: dict) -> None:
@@ -364,7 +410,7 @@ def run_features(params: Params, model_id: str, stimuli_dir: str | Path, out_dir
 
     stimuli = np.load(Path(stimuli_dir) / "stimuli.npy")
     started = time.perf_counter()
-    extract_features(model_id, stimuli, params.features, Path(out_dir), progress=progress)
+    extract_features(model_id, stimuli, params.features, Path(out_dir), zoo=params.zoo.registry(), progress=progress)
     size = sum(f.stat().st_size for f in Path(out_dir).rglob("*") if f.is_file())
     return f"features: {model_id} in {time.perf_counter() - started:.1f} s, {size / 1e6:.1f} MB at {out_dir}"
 
@@ -372,16 +418,22 @@ def run_features(params: Params, model_id: str, stimuli_dir: str | Path, out_dir
 # ------------------------------------------------------------------------- scores
 def run_scores(params: Params, features_root: str | Path, stimuli_dir: str | Path, neurons_path: str | Path,
                responses_dir: str | Path, out_dir: str | Path, *, progress: Progress = print) -> str:
-    from deepmouse.scoring.run import score_models
+    """Score the models of ``zoo.models`` into ``<out_dir>/models/<model_id>/`` and compare them.
+
+    Only models without current scores are scored (:mod:`deepmouse.scoring.run`); the
+    comparisons of every pair are recomputed from all the models' folders.
+    """
+    from deepmouse.scoring.run import score_models, table_rows
 
     tables = score_models(params.zoo.models, features_root, params.features, stimuli_dir, neurons_path, responses_dir,
-                          params.scoring, out_dir, progress=progress)
+                          params.scoring, out_dir, compute=params.compute, progress=progress)
     scores = tables["model_scores"]
     rule = "cv" if "cv" in params.scoring.layer_selection else params.scoring.layer_selection[0]
     best = scores[scores["layer_selection"] == rule].groupby(["method", "model_id"])["score"].mean().groupby("method").idxmax()
     leaders = ", ".join(f"{method}: {model}" for method, (_, model) in best.items())
     n_distinct = int(tables["model_comparisons"]["distinguishable"].sum())
-    return (f"scores: {len(params.zoo.models)} models, {len(tables['regression_scores'])} neuron x layer fits; "
+    n_fits = table_rows(out_dir, params.zoo.models, "regression_scores")
+    return (f"scores: {len(params.zoo.models)} models, {n_fits} neuron x layer fits; "
             f"best ({rule}) {leaders}; {n_distinct} of {len(tables['model_comparisons'])} model pairs distinguishable")
 
 
@@ -393,18 +445,21 @@ def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, 
 
     ``db_path`` is the unchecked build; only the ``checks`` stage publishes it where results are read.
     Every feature entry is checked to be its model's, for these stimuli and settings, and the
-    ``runs`` table records the data, params, code and packages behind the build.
+    ``runs`` table records the data, params, code and packages behind the build. The tables
+    of :data:`~deepmouse.store.build.PARQUET_TABLES` stay in the models' Parquet files under
+    ``scores_dir``, behind views; every other table is copied into the database.
     """
     from deepmouse.features.cache import read_model_info
-    from deepmouse.models.registry import load_zoo
-    from deepmouse.scoring.run import load_model_statistics, stimuli_digest
-    from deepmouse.store.build import build_store
+    from deepmouse.scoring.run import COMPARISONS_FILE, load_model_statistics, model_table_files, read_model_tables, \
+        stimuli_digest
+    from deepmouse.store.build import PARQUET_TABLES, ParquetFiles, build_store
     from deepmouse.store.provenance import run_record
 
-    zoo = load_zoo()
+    zoo = params.zoo.registry()
     stimuli_sha256 = stimuli_digest(stimuli_dir)
+    model_ids = list(params.zoo.models)
     models, layers = [], []
-    for model_id in params.zoo.models:
+    for model_id in model_ids:
         entry = zoo.get(model_id)
         stats, key = load_model_statistics(features_root, model_id, params.features, stimuli_sha256)
         info = read_model_info(Path(features_root) / model_id)
@@ -412,19 +467,21 @@ def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, 
         layers.append(stats.layers.assign(model_id=model_id))
     manifest, _ = read_manifest(raw_dir)
     run = run_record(manifest, params_json, sql_dir)
-    scores_dir = Path(scores_dir)
     tables = {
         "runs": pd.DataFrame([run]),
         "models": pd.DataFrame(models),
         "layers": pd.concat(layers, ignore_index=True),
         "neurons": pd.read_parquet(neurons_path),
-        **{name: pd.read_parquet(scores_dir / f"{name}.parquet")
-           for name in ("rsa_scores", "regression_scores", "model_scores", "neuron_scores", "model_comparisons")},
+        "rsa_scores": read_model_tables(scores_dir, model_ids, "rsa_scores"),
+        "model_scores": read_model_tables(scores_dir, model_ids, "model_scores").assign(source=run["source"]),
+        "model_comparisons": pd.read_parquet(Path(scores_dir) / COMPARISONS_FILE),
+        **{name: ParquetFiles(model_table_files(scores_dir, model_ids, name)) for name in PARQUET_TABLES},
     }
-    tables["model_scores"] = tables["model_scores"].assign(source=run["source"])
     counts = build_store(db_path, tables, sql_dir)
+    kept = ", ".join(PARQUET_TABLES)
     return (f"store: {run['source']} data, run {run['run_id']}: "
-            + ", ".join(f"{name} {n}" for name, n in counts.items() if name != "runs") + f" rows in {db_path}")
+            + ", ".join(f"{name} {n}" for name, n in counts.items() if name != "runs")
+            + f" rows in {db_path} ({kept} as views over {scores_dir})")
 
 
 def training_category(training: str) -> str:
@@ -444,6 +501,7 @@ def _model_row(entry, key: dict, info: dict) -> dict:
         "source": entry.source, "architecture": entry.architecture, "training": entry.training,
         "training_category": training_category(entry.training), "task_cluster": entry.task_cluster or None,
         "n_params": info.get("n_params"), "weights_sha256": key.get("weights_sha256") or None,
+        "imagenet_top1": entry.imagenet_top1, "imagenet_top1_source": entry.imagenet_top1_source or None,
     }
 
 

@@ -1,6 +1,7 @@
 -- deepmouse results store: stable tables (DESIGN §7). Columns may be added, never renamed.
 -- Every load replaces the tables whole, so re-running the store never duplicates rows.
 
+-- One row per zoo model in the run: family, training, category, parameters, published top-1.
 CREATE OR REPLACE TABLE models (
     model_id           VARCHAR PRIMARY KEY,
     display_name       VARCHAR NOT NULL,
@@ -11,9 +12,12 @@ CREATE OR REPLACE TABLE models (
     training_category  VARCHAR NOT NULL,   -- supervised | random | self-supervised | taskonomy
     task_cluster       VARCHAR,
     n_params           BIGINT,
-    weights_sha256     VARCHAR
+    weights_sha256     VARCHAR,
+    imagenet_top1      DOUBLE,             -- % as published with the weights; NULL where no source says
+    imagenet_top1_source VARCHAR
 );
 
+-- One row per model layer kept for scoring: name, module type, features, relative depth.
 CREATE OR REPLACE TABLE layers (
     model_id     VARCHAR NOT NULL,
     layer_index  INTEGER NOT NULL,
@@ -24,6 +28,7 @@ CREATE OR REPLACE TABLE layers (
     PRIMARY KEY (model_id, layer_index)
 );
 
+-- One row per recorded neuron: area, Cre line, depth, reliability, CC_max, whether selected.
 CREATE OR REPLACE TABLE neurons (
     neuron_id          BIGINT PRIMARY KEY,
     experiment_id      BIGINT  NOT NULL,
@@ -39,6 +44,7 @@ CREATE OR REPLACE TABLE neurons (
     selected           BOOLEAN NOT NULL
 );
 
+-- RSA score of every model layer at every site (area, area x layer, area x Cre line).
 CREATE OR REPLACE TABLE rsa_scores (
     model_id       VARCHAR NOT NULL,
     layer_index    INTEGER NOT NULL,
@@ -50,6 +56,7 @@ CREATE OR REPLACE TABLE rsa_scores (
     n_neurons      INTEGER NOT NULL
 );
 
+-- Ridge regression fit of every selected neuron on every model layer (a view over Parquet).
 CREATE OR REPLACE TABLE regression_scores (
     model_id     VARCHAR NOT NULL,
     layer_index  INTEGER NOT NULL,
@@ -58,6 +65,7 @@ CREATE OR REPLACE TABLE regression_scores (
     score        DOUBLE  NOT NULL
 );
 
+-- Provenance of this build: data source, params, code and package versions.
 CREATE OR REPLACE TABLE runs (
     run_id              VARCHAR PRIMARY KEY,  -- digest of everything below but `created`
     source              VARCHAR NOT NULL,     -- simulated | nwb_dir | allen: simulated results say so
@@ -72,6 +80,7 @@ CREATE OR REPLACE TABLE runs (
     created             TIMESTAMP NOT NULL
 );
 
+-- Each model's score per method, layer selection and site, with interval and noise ceiling.
 CREATE OR REPLACE TABLE model_scores (
     model_id           VARCHAR NOT NULL,
     method             VARCHAR NOT NULL,   -- rsa | regression
@@ -90,6 +99,7 @@ CREATE OR REPLACE TABLE model_scores (
     source             VARCHAR NOT NULL    -- the neural data: simulated | nwb_dir | allen
 );
 
+-- Each selected neuron's score per model, method and layer selection (a view over Parquet).
 CREATE OR REPLACE TABLE neuron_scores (
     model_id          VARCHAR NOT NULL,
     method            VARCHAR NOT NULL,   -- regression
@@ -99,6 +109,7 @@ CREATE OR REPLACE TABLE neuron_scores (
     normalized_score  DOUBLE              -- score / sqrt(ceiling of scoring.ceiling); NULL where the ceiling is <= 0
 );
 
+-- Every pair of models per method, selection and site: difference, paired interval, p, q.
 CREATE OR REPLACE TABLE model_comparisons (
     method           VARCHAR NOT NULL,
     layer_selection  VARCHAR NOT NULL,

@@ -1,4 +1,4 @@
-"""Stage report: ranking figure, layer-profile plot data and DVC metrics."""
+"""Stage report: the report page, its figures, layer-profile plot data and the headline metrics."""
 from deepmouse.pipeline import run_report
 from deepmouse.stage import run_stage
 

@@ -18,6 +18,7 @@ def score_tables() -> dict[str, pd.DataFrame]:
         "family": "convolutional", "source": "torchvision", "architecture": "alexnet",
         "training": ["supervised-imagenet", "random"], "training_category": ["supervised", "random"],
         "task_cluster": None, "n_params": 61_100_840, "weights_sha256": None,
+        "imagenet_top1": [56.522, None], "imagenet_top1_source": ["torchvision 0.29.1 AlexNet_Weights.IMAGENET1K_V1", None],
     })
     layers = pd.concat([
         pd.DataFrame({"model_id": m, "layer_index": range(3), "layer_name": ["conv", "relu", "fc"],

@@ -112,10 +112,44 @@ def test_query_out_writes_the_result_in_the_chosen_format(tmp_path, score_tables
 @pytest.mark.parametrize("sql, message", [
     ("", "error: empty query; give a SELECT statement"),
     (" ;\n ; ", "error: empty query"),
-    ("/* only a comment */", "error: the query returned no table"),
+    ("/* only a comment */", "error: empty query (only comments)"),
     ("selec model_id from models", 'error: query failed: Parser Error: syntax error at or near "selec"'),
     ("select * from nowhere", "error: query failed: Catalog Error: Table with name nowhere does not exist!"),
 ])
 def test_bad_or_empty_query_is_one_error_line(tmp_path, score_tables, sql, message):
     db = _store(tmp_path, score_tables)
     assert _error_line(runner.invoke(app, ["query", "--db", str(db), sql])).startswith(message)
+
+
+# ------------------------------------------------------------------ presets
+def test_zoo_list_presets_one_line_each():
+    from deepmouse.models.presets import load_presets
+
+    presets = load_presets()
+    lines = runner.invoke(app, ["zoo", "list", "--presets"]).stdout.splitlines()
+    assert [line.split(None, 2)[:2] for line in lines] == [[p.name, str(len(p.model_ids))] for p in presets.values()]
+    assert lines[0].split(None, 2)[2] == presets["reference"].description
+    rows = list(csv.DictReader(io.StringIO(runner.invoke(app, ["zoo", "list", "--presets", "--format", "csv"]).stdout)))
+    assert rows[0] == {"name": "reference", "count": "229", "description": presets["reference"].description}
+
+
+def test_zoo_use_writes_the_ids_and_round_trips(tmp_path):
+    import shutil
+
+    import yaml
+
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    original = params.read_bytes()
+    result = runner.invoke(app, ["zoo", "use", "taskonomy", "alexnet_random", "--params", str(params)])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == (f"{params}: zoo.models set to 26 models (taskonomy_autoencoding, "
+                                     "taskonomy_class_object, taskonomy_class_scene, taskonomy_curvature, "
+                                     "taskonomy_denoising, … 21 more)")
+    assert "params OK" in runner.invoke(app, ["check-params", "--params", str(params)]).stdout
+    restore = yaml.safe_load(original)["zoo"]["models"]
+    assert runner.invoke(app, ["zoo", "use", *restore, "--params", str(params)]).exit_code == 0
+    assert params.read_bytes() == original
+    unknown = runner.invoke(app, ["zoo", "use", "refrence", "--params", str(params)])
+    assert unknown.exit_code == 1 and "unknown model id 'refrence'" in unknown.output
+    assert params.read_bytes() == original

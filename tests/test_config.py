@@ -45,7 +45,7 @@ def test_defaults_equal_an_empty_file():
         ({"checks": {"max_nan_fraction": 1.5}}, r"checks\.max_nan_fraction: must be in \[0, 1\], got 1\.5"),
         ({"checks": {"max_nan_fraction": "none"}}, r"checks\.max_nan_fraction: expected a number"),
         ({"scorring": {"bootstrap": {"n": 10}}},
-         r"^scorring: unknown key; known keys here: checks, data, features, neurons, responses, scoring, zoo$"),
+         r"^scorring: unknown key; known keys here: checks, compute, data, features, neurons, responses, scoring, zoo$"),
         ({"responses": {"window": [0.25, 0.0]}}, r"responses\.window: start must be before stop"),
         ({"responses": {"window": [0.0]}}, r"responses\.window: expected a list of 2 values"),
         ({"scoring": {"rsa": {"comparison": "cosine"}}}, r"scoring\.rsa\.comparison: must be one of 'pearson'"),

@@ -55,7 +55,8 @@ _DATA_FILES = (LAYERS_FILE, STATS_FILE)
 
 
 def feature_cache_key(entry: ZooEntry, *, init_seed: int, weights_sha256: str | None,
-                      preprocessing: str, stimuli_sha256: str, srp_seed: int | None = None) -> dict[str, Any]:
+                      preprocessing: str, stimuli_sha256: str, srp_seed: int | None = None,
+                      code_sha256: str | None = None) -> dict[str, Any]:
     """The cache key of one model's statistics.
 
     Parameters
@@ -73,6 +74,10 @@ def feature_cache_key(entry: ZooEntry, *, init_seed: int, weights_sha256: str | 
         See :func:`hash_stimuli`.
     srp_seed : int, optional
         Seed of the sparse random projection when it is used.
+    code_sha256 : str, optional
+        For a custom model (``zoo.custom``), the sha256 of its module's source
+        file, recorded under ``code_sha256`` (its ``module:function`` is the
+        ``architecture``); registry models' keys have no such field.
 
     Returns
     -------
@@ -83,7 +88,7 @@ def feature_cache_key(entry: ZooEntry, *, init_seed: int, weights_sha256: str | 
     import torch
     import torchvision
 
-    return {
+    key = {
         "format_version": FORMAT_VERSION,
         "model_id": entry.model_id,
         "source": entry.source,
@@ -99,6 +104,9 @@ def feature_cache_key(entry: ZooEntry, *, init_seed: int, weights_sha256: str | 
         "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                      "timm": timm.__version__},
     }
+    if code_sha256 is not None:
+        key["code_sha256"] = code_sha256
+    return key
 
 
 def cache_key_digest(key: Mapping[str, Any]) -> str:

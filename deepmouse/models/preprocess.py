@@ -11,7 +11,8 @@ native
     (input size, interpolation, crop, mean/std), the torchvision weights'
     ``transforms()`` for torchvision architectures (resize 256, centre crop
     224, ImageNet stats for most), and for the Taskonomy encoder a 256 x 256
-    centre crop scaled to [-1, 1], the range it was trained on.
+    centre crop scaled to [-1, 1], the range it was trained on. A custom model
+    (``zoo.custom``) gets the paper's recipe at its ``input_size``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from deepmouse.errors import ConfigError, DataError
-from deepmouse.models.registry import ZooEntry
+from deepmouse.models.registry import CUSTOM_SOURCE, ZooEntry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -87,8 +88,12 @@ def _normalise(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, 
 
 
 def _preprocess_paper(stimuli: np.ndarray, entry: ZooEntry, model: nn.Module | None) -> torch.Tensor:
+    return _gray_resized_normalised(stimuli, PAPER_SIZE)
+
+
+def _gray_resized_normalised(stimuli: np.ndarray, size: int) -> torch.Tensor:
     gray = torch.from_numpy(np.ascontiguousarray(stimuli)).to(torch.float32).unsqueeze(1) / 255.0
-    resized = F.interpolate(gray, size=(PAPER_SIZE, PAPER_SIZE), mode="bilinear",
+    resized = F.interpolate(gray, size=(size, size), mode="bilinear",
                             align_corners=False, antialias=True)
     # Antialiased bilinear weights are non-negative and sum to one: only rounding leaves [0, 1].
     resized = resized.clamp_(0.0, 1.0).expand(-1, 3, -1, -1)
@@ -100,6 +105,9 @@ def _preprocess_native(stimuli: np.ndarray, entry: ZooEntry, model: nn.Module | 
         return _preprocess_taskonomy(stimuli)
     if entry.source in ("timm", "dino"):
         return _preprocess_timm(stimuli, entry, model)
+    if entry.source == CUSTOM_SOURCE:
+        # A custom model publishes no data config: the paper's recipe at its own input size.
+        return _gray_resized_normalised(stimuli, entry.input_size)
     return _preprocess_torchvision(stimuli, entry)
 
 

@@ -14,7 +14,8 @@ family
     ``convolutional``, ``transformer``, ``mlp-mixer`` or ``hybrid``.
 source
     Who publishes the model: ``torchvision``, ``timm``, ``taskonomy``,
-    ``vissl`` or ``dino``.
+    ``vissl`` or ``dino`` (``custom`` for the models of params.yaml's
+    ``zoo.custom``, which are no rows of the file: see :func:`custom_zoo_entry`).
 architecture
     Constructor id: a torchvision ``get_model`` name, a timm ``create_model``
     name (with its pretrained tag, which fixes the head and the data config),
@@ -26,9 +27,13 @@ task_cluster
     Taskonomy task cluster (2D, 3D, Geometric, Semantic, Other); may be empty.
 weights
     Where the publisher serves the weights: ``torchvision:<WeightsEnum>``,
-    ``timm:<architecture>.<tag>`` or a URL. Empty for random rows.
+    ``timm:<architecture>.<tag>``, a URL, or
+    ``package:<distribution>/<path>``, a file that an installed Python
+    distribution (a dependency in ``requirements.lock``) ships, at ``<path>``
+    inside its installation folder. Empty for random rows.
 weights_sha256
-    sha256 of the weights file, checked when present; may be empty.
+    sha256 of the weights file, checked when present; may be empty, except for
+    a ``package:`` location (a file on every machine has its digest pinned).
 sha256_prefix
     The first hex digits (8 or more) of the weights file's sha256, checked when
     present and no full sha256 is listed: publishers that serve files under
@@ -36,6 +41,19 @@ sha256_prefix
     download) state that much of the digest. May be empty.
 input_size
     Side of the model's native square input in pixels (224 when empty).
+imagenet_top1
+    ImageNet-1k validation top-1 accuracy in percent, as the weights' publisher
+    states it; empty where no installed source states it (and for random rows).
+imagenet_top1_source
+    Where that number is read, citable offline: for torchvision weights
+    ``torchvision <version> <WeightsEnum> acc@1``, the enum's
+    ``meta["_metrics"]["ImageNet-1K"]["acc@1"]``. Given exactly when
+    ``imagenet_top1`` is.
+
+The parameter count is not a column: it is counted on the built model
+(:func:`deepmouse.models.build.count_parameters`) when its features are
+computed, so it cannot disagree with the model that was run, and it reaches the
+results store's ``models.n_params`` from there.
 """
 
 from __future__ import annotations
@@ -47,7 +65,7 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from deepmouse.errors import ConfigError, UnknownModelError
 
@@ -57,15 +75,21 @@ ZOO_CSV = Path(__file__).with_name("zoo.csv")
 COLUMNS = (
     "model_id", "display_name", "family", "source", "architecture", "training",
     "task_cluster", "weights", "weights_sha256", "sha256_prefix", "input_size",
+    "imagenet_top1", "imagenet_top1_source",
 )
 FAMILIES = ("convolutional", "transformer", "mlp-mixer", "hybrid")
 SOURCES = ("torchvision", "timm", "taskonomy", "vissl", "dino")
 DEFAULT_INPUT_SIZE = 224
+PACKAGE_SCHEME = "package:"
+"""Prefix of a weights location inside an installed Python distribution."""
+CUSTOM_SOURCE = "custom"
+"""Source of the models that params.yaml brings (``zoo.custom``; see :mod:`deepmouse.models.custom`)."""
 
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 _TRAINING = re.compile(r"supervised-imagenet|random|self-supervised:[a-z0-9_\-]+|taskonomy:[a-z0-9_]+")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SHA256_PREFIX = re.compile(r"[0-9a-f]{8,63}")
+_DISTRIBUTION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*")  # a PyPI project name
 
 
 @dataclass(frozen=True)
@@ -83,6 +107,8 @@ class ZooEntry:
     weights_sha256: str
     input_size: int = DEFAULT_INPUT_SIZE
     sha256_prefix: str = ""
+    imagenet_top1: float | None = None
+    imagenet_top1_source: str = ""
 
     @property
     def is_random(self) -> bool:
@@ -99,6 +125,31 @@ class ZooEntry:
         if self.is_random:
             return ""
         return "sha256" if self.weights_sha256 else "prefix" if self.sha256_prefix else "no"
+
+    @property
+    def package_location(self) -> tuple[str, str] | None:
+        """``(distribution, path inside it)`` of a ``package:`` weights location, else None."""
+        if not self.weights.startswith(PACKAGE_SCHEME):
+            return None
+        return parse_package_location(self.weights)
+
+
+def parse_package_location(location: str) -> tuple[str, str]:
+    """Split ``package:<distribution>/<path>`` into the distribution name and the relative path.
+
+    Raises
+    ------
+    ConfigError
+        If the distribution or the path is missing, or the path leaves the
+        distribution's installation folder (absolute, or with ``..``).
+    """
+    distribution, _, relative = location.removeprefix(PACKAGE_SCHEME).partition("/")
+    parts = relative.split("/")
+    if not _DISTRIBUTION.fullmatch(distribution) or not relative or any(part in ("", ".", "..") for part in parts):
+        raise ConfigError(
+            f"weights location {location!r} must be {PACKAGE_SCHEME}<distribution>/<relative path of the file>"
+        )
+    return distribution, relative
 
 
 class Zoo:
@@ -183,20 +234,91 @@ class Zoo:
         return f"Zoo({len(self)} models)"
 
 
-def load_zoo(path: str | Path | None = None) -> Zoo:
-    """Read and validate the registry (cached per resolved path).
+def load_zoo(path: str | Path | None = None, custom: Sequence[ZooEntry] = ()) -> Zoo:
+    """Read and validate the registry (cached per resolved path), with any custom models after it.
 
     Parameters
     ----------
     path : str or Path, optional
         A registry CSV; the packaged ``zoo.csv`` by default.
+    custom : sequence of ZooEntry
+        Entries of source ``custom`` (params.yaml's ``zoo.custom``, from
+        :meth:`deepmouse.config.ZooConfig.registry`), appended in order.
 
     Raises
     ------
     ConfigError
-        Naming the file and CSV line of the first invalid row.
+        Naming the file and CSV line of the first invalid row, or a custom entry
+        whose id is a registry id or another custom entry's.
     """
-    return _load_zoo_cached(Path(path or ZOO_CSV).resolve())
+    zoo = _load_zoo_cached(Path(path or ZOO_CSV).resolve())
+    if not custom:
+        return zoo
+    seen: set[str] = set()
+    for entry in custom:
+        if entry.model_id in zoo:
+            raise ConfigError(f"zoo.custom {entry.model_id}: the id is already the registry's "
+                              f"({zoo.get(entry.model_id).display_name}); give the custom model another id")
+        if entry.model_id in seen:
+            raise ConfigError(f"zoo.custom {entry.model_id}: the id is listed twice in zoo.custom")
+        seen.add(entry.model_id)
+    return Zoo(zoo.entries + tuple(custom))
+
+
+def custom_zoo_entry(model_id: str, display_name: str, family: str, function: str, *, training: str = "",
+                     input_size: int = DEFAULT_INPUT_SIZE, weights: str = "", weights_sha256: str = "",
+                     where: str = "") -> ZooEntry:
+    """The registry entry of a model that params.yaml brings (one item of ``zoo.custom``).
+
+    Parameters
+    ----------
+    model_id, display_name, family
+        As the registry's columns.
+    function : str
+        ``module:function`` returning the ``torch.nn.Module``; kept as ``architecture``.
+    training : str
+        As the registry's column, ``random`` exactly when no weights file is given;
+        empty means ``random`` without a weights file, and is an error with one.
+    input_size : int
+        Side of the square input of ``native`` preprocessing.
+    weights, weights_sha256 : str
+        A checkpoint file (relative to the project folder, or absolute) and its sha256.
+    where : str
+        How messages name the entry; ``zoo.custom <model_id>`` by default.
+
+    Raises
+    ------
+    ConfigError
+        Naming the entry and the field that is invalid.
+    """
+    where = where or f"zoo.custom {model_id}"
+    if not training and weights:
+        raise ConfigError(f"{where}: training is required with a weights file (supervised-imagenet, "
+                          "self-supervised:<method> or taskonomy:<task>)")
+    training = training or "random"
+    if not _MODEL_ID.fullmatch(model_id):
+        raise ConfigError(f"{where}: id {model_id!r} must be letters, digits, '_', '-' or '.'")
+    if not display_name:
+        raise ConfigError(f"{where}: display_name is empty")
+    if family not in FAMILIES:
+        raise ConfigError(f"{where}: family {family!r} is not one of {', '.join(FAMILIES)}")
+    if not _TRAINING.fullmatch(training):
+        raise ConfigError(f"{where}: training {training!r} must be supervised-imagenet, "
+                          "self-supervised:<method>, taskonomy:<task> or random")
+    if (training == "random") != (not weights):
+        raise ConfigError(f"{where}: training {training!r} " + (
+            "lists no weights file" if training == "random" else "needs a weights file (random means none)"))
+    sha = weights_sha256.lower()
+    if weights and not _SHA256.fullmatch(sha):
+        raise ConfigError(f"{where}: weights {weights!r} needs its weights_sha256 (64 hex digits), "
+                          f"got {weights_sha256!r}")
+    if sha and not weights:
+        raise ConfigError(f"{where}: weights_sha256 is given without a weights file")
+    if input_size <= 0:
+        raise ConfigError(f"{where}: input_size must be positive, got {input_size}")
+    return ZooEntry(model_id=model_id, display_name=display_name, family=family, source=CUSTOM_SOURCE,
+                    architecture=function, training=training, task_cluster="", weights=weights,
+                    weights_sha256=sha, input_size=input_size)
 
 
 @functools.lru_cache(maxsize=8)
@@ -265,6 +387,13 @@ def _parse_row(row: dict[str, str | None], where: str) -> ZooEntry:
         raise ConfigError(f"{where}: {model_id}: a random model lists no weights")
     if training != "random" and not values["weights"]:
         raise ConfigError(f"{where}: {model_id}: a trained model needs its weights location")
+    if values["weights"].startswith(PACKAGE_SCHEME):
+        try:
+            parse_package_location(values["weights"])
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {model_id}: {err}") from None
+        if not sha:
+            raise ConfigError(f"{where}: {model_id}: a {PACKAGE_SCHEME} weights location needs its weights_sha256")
     size_text = values["input_size"]
     try:
         input_size = int(size_text) if size_text else DEFAULT_INPUT_SIZE
@@ -272,5 +401,25 @@ def _parse_row(row: dict[str, str | None], where: str) -> ZooEntry:
         raise ConfigError(f"{where}: {model_id}: input_size {size_text!r} is not an integer") from None
     if input_size <= 0:
         raise ConfigError(f"{where}: {model_id}: input_size must be positive, got {input_size}")
-    values.update(weights_sha256=sha, sha256_prefix=prefix, input_size=input_size)
+    imagenet_top1 = _parse_imagenet_top1(values, training, where)
+    values.update(weights_sha256=sha, sha256_prefix=prefix, input_size=input_size, imagenet_top1=imagenet_top1)
     return ZooEntry(**values)
+
+
+def _parse_imagenet_top1(values: dict[str, str], training: str, where: str) -> float | None:
+    model_id, text, source = values["model_id"], values["imagenet_top1"], values["imagenet_top1_source"]
+    if not text:
+        if source:
+            raise ConfigError(f"{where}: {model_id}: imagenet_top1_source {source!r} is given without imagenet_top1")
+        return None
+    if training == "random":
+        raise ConfigError(f"{where}: {model_id}: a random model has no imagenet_top1")
+    try:
+        top1 = float(text)
+    except ValueError:
+        raise ConfigError(f"{where}: {model_id}: imagenet_top1 {text!r} is not a number") from None
+    if not 0.0 < top1 <= 100.0:
+        raise ConfigError(f"{where}: {model_id}: imagenet_top1 must be a percentage in (0, 100], got {text}")
+    if not source:
+        raise ConfigError(f"{where}: {model_id}: imagenet_top1 {text} needs its imagenet_top1_source")
+    return top1

@@ -1,24 +1,77 @@
-"""The ``scores`` stage: score every model of the zoo and compare them pairwise."""
+"""The ``scores`` stage: score each model of the zoo into its own folder, then compare them pairwise.
+
+Layout of the stage's output folder::
+
+    models/<model_id>/              one folder per model of ``zoo.models``
+        rsa_scores.parquet            the tables of :data:`MODEL_TABLES`
+        regression_scores.parquet
+        model_scores.parquet
+        neuron_scores.parquet
+        bootstrap_replicates.parquet
+        key.json                      what these scores depend on, and each file's bytes, sha256, rows
+    model_comparisons.parquet       every pair of models, from all models' bootstrap replicates
+
+Incremental and resumable: a model is scored only when its folder is missing, its key
+differs from the current one, or a file in it is not the one ``key.json`` describes; any
+other model is reused as it is. The key (:func:`scores_key`) holds the digest of the model's
+feature entry, the digests of the stimuli, neurons and responses files, the scoring params
+that change a model's numbers (all of ``scoring`` but ``comparisons``), the features params
+the entry must have been made with, a digest of the scoring code and the versions of the
+numerical libraries, and :data:`FORMAT_VERSION`. Each folder is written beside its place
+(``<model_id>.tmp-<pid>``), flushed to disk and renamed into place, ``key.json`` last: a run
+that is killed leaves every finished model intact and no trace of the unfinished one but a
+staging folder, which the next run removes with any folder of a model no longer listed.
+
+The comparisons pair the models' replicates by replicate number: every model draws its
+resamples at a site from the same seeded generator (:func:`deepmouse.scoring.model._site_rng`,
+seeded by ``scoring.bootstrap`` and the site alone), and the key holds both the bootstrap
+params and the neurons, so a reused model's replicate ``i`` used the same resample as a newly
+scored model's. They are recomputed from the folders on every run (cheap next to scoring).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import shutil
 import time
+from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from deepmouse.config import FeaturesConfig, ScoringConfig
+from deepmouse.config import ComputeConfig, FeaturesConfig, ScoringConfig
 from deepmouse.errors import DataError
+from deepmouse.hashing import file_sha256
 from deepmouse.scoring.comparisons import compare_models
 from deepmouse.scoring.model import score_model
 from deepmouse.scoring.neural import load_neural_data
 
-SCORE_TABLES = (
-    "rsa_scores", "regression_scores", "model_scores", "neuron_scores", "model_comparisons", "bootstrap_replicates"
-)
-"""The Parquet files the stage writes, ``<name>.parquet``."""
+MODEL_TABLES = ("rsa_scores", "regression_scores", "model_scores", "neuron_scores", "bootstrap_replicates")
+"""The Parquet files of each model's folder, ``<name>.parquet``."""
+
+SCORE_TABLES = (*MODEL_TABLES, "model_comparisons")
+"""Every table the stage writes: those of :data:`MODEL_TABLES` per model, ``model_comparisons`` once."""
+
+MODELS_FOLDER = "models"
+KEY_FILE = "key.json"
+COMPARISONS_FILE = "model_comparisons.parquet"
+STAGING = ".tmp-"
+"""Infix of the staging folders, ``<model_id>.tmp-<pid>`` (ignored by git and DVC)."""
+
+FORMAT_VERSION = 1
+"""Raised whenever the files of a model's folder change layout, so no older folder is reused."""
+
+SCORING_CODE = ("scoring/model.py", "scoring/neural.py", "scoring/regression.py", "scoring/selection.py",
+                "features/stats.py", "metrics")
+"""The package's code that a model's numbers depend on (files, or folders of ``*.py``), for the key."""
+
+NUMERIC_PACKAGES = ("numpy", "scipy", "torch")
 
 
 def load_model_statistics(features_root: str | Path, model_id: str, features: FeaturesConfig,
@@ -62,6 +115,103 @@ def stimuli_digest(stimuli_dir: str | Path) -> str:
     return hash_stimuli(np.load(Path(stimuli_dir) / "stimuli.npy", allow_pickle=False))
 
 
+def scores_key(model_id: str, features_digest: str, inputs: dict[str, str], features: FeaturesConfig,
+               cfg: ScoringConfig) -> dict:
+    """Everything a model's scores depend on, as JSON-ready values.
+
+    Parameters
+    ----------
+    model_id : str
+    features_digest : str
+        ``cache_key_digest`` of the model's feature entry key.
+    inputs : dict
+        From :func:`input_digests`.
+    features : FeaturesConfig
+        Only ``preprocessing`` and ``init_seed`` enter: the entry must have been made with them.
+    cfg : ScoringConfig
+        All but ``comparisons``, which only the cross-model table uses.
+    """
+    scoring = dataclasses.asdict(cfg)
+    scoring.pop("comparisons")
+    return {
+        "format": FORMAT_VERSION,
+        "model_id": model_id,
+        "features_digest": features_digest,
+        "features": {"preprocessing": features.preprocessing, "init_seed": features.init_seed},
+        "inputs": dict(inputs),
+        "scoring": json.loads(json.dumps(scoring)),  # tuples as lists, as the key reads back from JSON
+        "code": scoring_code_digest(),
+        "packages": {name: _version(name) for name in NUMERIC_PACKAGES},
+    }
+
+
+def input_digests(stimuli_dir: str | Path, neurons_path: str | Path, responses_dir: str | Path) -> dict[str, str]:
+    """Digests of everything the scores read besides the features.
+
+    ``stimuli``: :func:`stimuli_digest` (the digest feature entries record); ``neurons``,
+    ``means``, ``trials``: sha256 of the neurons file and of the mean and trial responses.
+    """
+    responses_dir = Path(responses_dir)
+    files = {"stimuli": Path(stimuli_dir) / "stimuli.npy", "neurons": Path(neurons_path),
+             "means": responses_dir / "means.parquet", "trials": responses_dir / "trials.parquet"}
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        raise DataError(f"{missing[0]}: missing; run the stages before scores first (`dvc repro scores`)")
+    return {"stimuli": stimuli_digest(stimuli_dir)} | {name: file_sha256(path) for name, path in files.items()
+                                                       if name != "stimuli"}
+
+
+def scoring_code_digest() -> str:
+    """sha256 over the files of :data:`SCORING_CODE`, by their path in the package."""
+    package = Path(__file__).resolve().parents[1]
+    files = []
+    for name in SCORING_CODE:
+        path = package / name
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def model_folder(out_dir: str | Path, model_id: str) -> Path:
+    """Where the ``scores`` stage keeps one model's tables."""
+    return Path(out_dir) / MODELS_FOLDER / model_id
+
+
+def model_table_files(out_dir: str | Path, model_ids: Sequence[str], name: str) -> list[Path]:
+    """``<name>.parquet`` of every listed model, in order, each checked to be a finished model's.
+
+    Raises
+    ------
+    DataError
+        Naming the first model whose folder or file is missing, and how to get it.
+    """
+    if name not in MODEL_TABLES:
+        raise ValueError(f"{name!r}: not a per-model table; one of {', '.join(MODEL_TABLES)}")
+    paths = []
+    for model_id in model_ids:
+        folder = model_folder(out_dir, model_id)
+        path = folder / f"{name}.parquet"
+        if not (folder / KEY_FILE).is_file() or not path.is_file():
+            raise DataError(f"{path}: missing; score the model first (`dvc repro scores`, "
+                            f"or `dvc checkout {out_dir}` for the last scored version)")
+        paths.append(path)
+    return paths
+
+
+def read_model_tables(out_dir: str | Path, model_ids: Sequence[str], name: str) -> pd.DataFrame:
+    """One per-model table of every listed model, concatenated in their order."""
+    return pd.concat([pd.read_parquet(path) for path in model_table_files(out_dir, model_ids, name)],
+                     ignore_index=True)
+
+
+def table_rows(out_dir: str | Path, model_ids: Sequence[str], name: str) -> int:
+    """Rows of one per-model table over the listed models, as their ``key.json`` files record them."""
+    model_table_files(out_dir, model_ids, name)
+    return sum(_read_record(model_folder(out_dir, m))["files"][f"{name}.parquet"]["rows"] for m in model_ids)
+
+
 def score_models(
     model_ids: Iterable[str],
     features_root: str | Path,
@@ -72,36 +222,195 @@ def score_models(
     cfg: ScoringConfig,
     out_dir: str | Path,
     *,
+    compute: ComputeConfig | None = None,
     progress: Callable[[str], None] = print,
 ) -> dict[str, pd.DataFrame]:
-    """Score every listed model and write ``<out_dir>/<table>.parquet`` for each of :data:`SCORE_TABLES`.
+    """Score every listed model not already scored with the current key; compare all of them.
+
+    Logs one line per model saying whether it was ``scored`` (and why) or ``reused``, and
+    one per folder removed. The models to score are tasks of :func:`deepmouse.compute.run_tasks`:
+    in this process by default, on a Dask cluster with ``compute``; each task writes its own
+    folder, so the folders are the same bytes whichever process scored them, and a model
+    finished before a failure elsewhere is kept.
 
     Parameters
     ----------
     model_ids : the models of ``zoo.models``; each must have a complete feature entry in
         ``features_root/<model_id>`` made with ``features`` for the stimuli in ``stimuli_dir``
         (see :func:`load_model_statistics`).
+    out_dir : the stage's output folder (layout in the module docstring).
+    compute : ComputeConfig, optional
+        Where the models are scored; in this process, one after another, by default.
+
+    Returns
+    -------
+    dict
+        ``model_scores`` of every listed model and ``model_comparisons``: the small tables.
+        The per-neuron tables stay in the folders (:func:`model_table_files`).
     """
-    stimuli_sha256 = stimuli_digest(stimuli_dir)
+    from deepmouse.compute import run_tasks
+    from deepmouse.features.cache import entry_is_current
+
+    model_ids = list(model_ids)
+    out_dir = Path(out_dir)
+    models_dir = out_dir / MODELS_FOLDER
+    models_dir.mkdir(parents=True, exist_ok=True)
+    _remove_unlisted(models_dir, model_ids, progress)
+    inputs = input_digests(stimuli_dir, neurons_path, responses_dir)
+    position = {model_id: i for i, model_id in enumerate(model_ids, start=1)}
+    reasons = {}
+    for model_id in model_ids:
+        folder = model_folder(out_dir, model_id)
+        reason = _reason_to_score(folder, scores_key(model_id, "", inputs, features, cfg))
+        if reason is None and not entry_is_current(Path(features_root) / model_id,
+                                                   _read_record(folder)["key"]["features_digest"]):
+            reason = "its feature entry changed"
+        if reason is None:
+            progress(f"[{position[model_id]}/{len(model_ids)}] {model_id}: reused ({folder} matches the current key)")
+        else:
+            reasons[model_id] = reason
+    if reasons:
+        _, n_areas, n_neurons = _neural_data(str(neurons_path), str(responses_dir), _neural_digest(inputs))
+        progress(f"scoring {n_neurons} selected neurons in {n_areas} areas")
+    arguments = {"features_root": str(features_root), "features": features, "neurons_path": str(neurons_path),
+                 "responses_dir": str(responses_dir), "cfg": cfg, "out_dir": str(out_dir), "inputs": inputs}
+    for done in run_tasks(_score_one, list(reasons), compute or ComputeConfig(), arguments, progress=progress):
+        n_layers, seconds = done.value
+        progress(f"[{position[done.item]}/{len(model_ids)}] {done.item}: scored ({reasons[done.item]}), "
+                 f"{n_layers} layers in {seconds:.1f} s")
+    model_scores = read_model_tables(out_dir, model_ids, "model_scores")
+    comparisons = compare_models(model_scores, read_model_tables(out_dir, model_ids, "bootstrap_replicates"), cfg)
+    _write_parquet_atomically(comparisons, out_dir / COMPARISONS_FILE)
+    return {"model_scores": model_scores, "model_comparisons": comparisons}
+
+
+def _score_one(model_id: str, *, features_root: str, features: FeaturesConfig, neurons_path: str,
+               responses_dir: str, cfg: ScoringConfig, out_dir: str, inputs: dict[str, str]) -> tuple[int, float]:
+    """Score one model and write its folder (a task of :func:`score_models`, wherever it runs)."""
+    from deepmouse.features.cache import cache_key_digest
+
+    started = time.perf_counter()
+    neural, _, _ = _neural_data(neurons_path, responses_dir, _neural_digest(inputs))
+    stats, feature_key = load_model_statistics(features_root, model_id, features, inputs["stimuli"])
+    tables = score_model(model_id, stats, neural, cfg, progress=lambda _: None)
+    key = scores_key(model_id, cache_key_digest(feature_key), inputs, features, cfg)
+    _write_model_folder(model_folder(out_dir, model_id), tables, key)
+    return len(stats.layers), time.perf_counter() - started
+
+
+def _neural_digest(inputs: dict[str, str]) -> str:
+    return json.dumps({name: digest for name, digest in inputs.items() if name != "stimuli"}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _neural_data(neurons_path: str, responses_dir: str, digest: str):
+    """The selected neurons' data, read once per process and per content (``digest``: the
+    files' sha256, so a file rewritten in place is read again)."""
+    neural = _load_neural(neurons_path, responses_dir)
+    return neural, int(neural.neurons["area"].nunique()), len(neural.neurons)
+
+
+def _load_neural(neurons_path, responses_dir):
     responses_dir = Path(responses_dir)
-    neural = load_neural_data(
+    return load_neural_data(
         pd.read_parquet(neurons_path),
         pd.read_parquet(responses_dir / "means.parquet"),
         pd.read_parquet(responses_dir / "trials.parquet", columns=["neuron_id", "stimulus_index", "trial", "response"]),
     )
-    progress(f"scoring {len(neural.neurons)} selected neurons in {neural.neurons['area'].nunique()} areas")
-    tables: dict[str, list[pd.DataFrame]] = {name: [] for name in SCORE_TABLES if name != "model_comparisons"}
-    model_ids = list(model_ids)
-    for i, model_id in enumerate(model_ids, start=1):
-        started = time.perf_counter()
-        stats, _ = load_model_statistics(features_root, model_id, features, stimuli_sha256)
-        for name, frame in score_model(model_id, stats, neural, cfg, progress=progress).items():
-            tables[name].append(frame)
-        progress(f"[{i}/{len(model_ids)}] {model_id}: {len(stats.layers)} layers scored in {time.perf_counter() - started:.1f} s")
-    result = {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()}
-    result["model_comparisons"] = compare_models(result["model_scores"], result["bootstrap_replicates"], cfg)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in SCORE_TABLES:
-        result[name].to_parquet(out_dir / f"{name}.parquet", index=False)
-    return result
+
+
+def _reason_to_score(folder: Path, key: dict) -> str | None:
+    """Why ``folder`` cannot be reused for ``key`` (its feature digest aside), or None if it can."""
+    if not (folder / KEY_FILE).is_file():
+        return "no scores yet"
+    try:
+        record = _read_record(folder)
+    except DataError as err:
+        return str(err)
+    stored = dict(record["key"])
+    changed = [name for name in key if name != "features_digest" and stored.get(name) != key[name]]
+    if changed:
+        return "changed: " + ", ".join(changed)
+    for name in MODEL_TABLES:
+        path, expected = folder / f"{name}.parquet", record["files"].get(f"{name}.parquet") or {}
+        intact = path.is_file() and path.stat().st_size == expected.get("bytes")
+        if not intact or file_sha256(path) != expected.get("sha256"):
+            return f"{path.name} is not the file {KEY_FILE} describes"
+    return None
+
+
+def _read_record(folder: Path) -> dict:
+    path = folder / KEY_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: unreadable ({err})") from None
+    if not (isinstance(record, dict) and isinstance(record.get("key"), dict) and isinstance(record.get("files"), dict)):
+        raise DataError(f"{path}: lacks its key or file list")
+    return record
+
+
+def _write_model_folder(folder: Path, tables: dict[str, pd.DataFrame], key: dict) -> None:
+    """Write the tables and ``key.json`` beside ``folder``, flush them, and rename them onto it."""
+    staging = folder.with_name(f"{folder.name}{STAGING}{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        files = {}
+        for name in MODEL_TABLES:
+            path = staging / f"{name}.parquet"
+            tables[name].to_parquet(path, index=False)
+            files[path.name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path), "rows": len(tables[name])}
+        (staging / KEY_FILE).write_text(json.dumps({"key": key, "files": files}, indent=2, sort_keys=True) + "\n")
+        for path in staging.iterdir():
+            _fsync(path)
+        _fsync(staging)
+        previous = folder.with_name(f"{folder.name}{STAGING}{os.getpid()}-previous")
+        if folder.exists():
+            os.replace(folder, previous)
+        os.replace(staging, folder)
+        _fsync(folder.parent)
+        shutil.rmtree(previous, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_parquet_atomically(frame: pd.DataFrame, path: Path) -> None:
+    staging = path.with_name(f"{path.name}{STAGING}{os.getpid()}")
+    try:
+        frame.to_parquet(staging, index=False)
+        _fsync(staging)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def _remove_unlisted(models_dir: Path, model_ids: Sequence[str], progress: Callable[[str], None]) -> None:
+    """Remove folders of models no longer listed, and staging folders a killed run left."""
+    listed = set(model_ids)
+    for path in sorted(models_dir.iterdir()):
+        if path.name in listed:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        if STAGING not in path.name:
+            progress(f"removed {path}: {path.name} is no longer in zoo.models")
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data (or a folder's entries) to disk, so a crash cannot keep the rename without them."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None

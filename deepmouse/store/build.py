@@ -18,6 +18,20 @@ process's writes, so the target is first opened read-only: DuckDB's file lock th
 while a writer holds it. Readers do not block the replacement; they keep reading the file
 they opened. The read-only connection is held across the rename, so no writer can open the
 old file in between.
+
+Tables that grow with neurons × layers (:data:`PARQUET_TABLES`; ~155 M rows for the whole
+zoo) are not copied into the database: the store holds a view of the same name and columns
+over the scores stage's per-model Parquet files, and lists those files in the
+``parquet_files`` table. The view names each file relative to the project root (the nearest
+folder above the database holding ``dvc.yaml``, :func:`project_root`), so a clone that
+``dvc pull``\ s its outputs, or a project moved elsewhere, reads its own files; a file
+outside the project is named by its absolute path. The views prefix each relative name
+with the DuckDB variable ``deepmouse_root`` (:data:`ROOT_VARIABLE`), which
+:func:`open_store` and :func:`open_query_connection` set to the project root, so the files
+read never depend on the current directory; another reader runs ``SET VARIABLE
+deepmouse_root = '<project root>'`` first, or, without it, names are taken from the
+current directory (right when it is the project root). A missing file is named by
+:func:`open_store`, with how to restore it.
 """
 
 from __future__ import annotations
@@ -27,11 +41,13 @@ import os
 import secrets
 import shutil
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
 
 from deepmouse.errors import DeepmouseError, StoreError
 
@@ -51,6 +67,29 @@ TABLE_KEYS = {
     "model_comparisons": ("method", "layer_selection", "site_kind", "site", "model_a", "model_b"),
 }
 """The columns that name one row of each table: what an error or a failed check shows of a row."""
+
+PARQUET_TABLES = ("regression_scores", "neuron_scores")
+"""Tables of :data:`TABLES` that grow with neurons × layers: views over Parquet files, never copied in."""
+
+FILES_TABLE = "parquet_files"
+"""The store's list of the Parquet files behind its views: ``(table_name, path, n_rows)``."""
+
+
+@dataclass(frozen=True)
+class ParquetFiles:
+    """A table left in Parquet files: :func:`build_store` makes it a view over them.
+
+    Parameters
+    ----------
+    paths : sequence of str or Path
+        The files, each holding some of the table's rows with (at least) its columns.
+    """
+
+    paths: tuple[Path, ...]
+
+    def __init__(self, paths: Sequence[str | Path]) -> None:
+        object.__setattr__(self, "paths", tuple(Path(p) for p in paths))
+
 
 STAGING = ".tmp-"
 """Infix of staging files, ``<target>.tmp-<pid>-<token>`` (ignored by git and DVC)."""
@@ -98,17 +137,91 @@ def open_store(db_path: str | Path, *, views: Sequence[str] = ()) -> duckdb.Duck
     if missing:
         con.close()
         raise StoreError(f"{db_path}: not a complete results store (no {', '.join(missing)}); {restore_hint(db_path)}")
+    try:
+        root = _check_parquet_files(con, db_path)
+        _set_root(con, root)
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
-def build_store(db_path: str | Path, tables: Mapping[str, pd.DataFrame], sql_dir: str | Path) -> dict[str, int]:
+def project_root(db_path: str | Path) -> Path:
+    """The folder a store's views name their Parquet files from.
+
+    The nearest folder above ``db_path`` that holds ``dvc.yaml`` (the project the store
+    belongs to, wherever it was cloned or moved); the database's own folder if there is none.
+    """
+    folder = Path(db_path).resolve().parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / "dvc.yaml").is_file():
+            return candidate
+    return folder
+
+
+def parquet_files(con: duckdb.DuckDBPyConnection, db_path: str | Path) -> list[Path]:
+    """The Parquet files behind the views of an open store, as absolute paths (none in an older store)."""
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [FILES_TABLE]).fetchone()[0]:
+        return []
+    root = project_root(db_path)
+    listed = con.execute(f"SELECT path FROM {FILES_TABLE} ORDER BY table_name, path").fetchall()
+    return [root / path for (path,) in listed]
+
+
+def open_query_connection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection that reads the store and the Parquet files behind its views, nothing else.
+
+    File access is limited to those files (by their relative and absolute names, so a
+    query works from any directory), extensions cannot be installed or loaded, and the
+    configuration is locked. A write to an allowed file (``COPY ... TO`` one of them) is not
+    refused by DuckDB: callers that run users' SQL accept SELECT statements only.
+
+    Raises
+    ------
+    StoreError
+        As :func:`open_store`: the store incomplete, a Parquet file missing, or locked by a writer.
+    """
+    checked = open_store(db_path)
+    try:
+        files = parquet_files(checked, db_path)
+    finally:
+        checked.close()
+    root = project_root(db_path)
+    allowed = sorted({str(path) for path in files} | {os.path.relpath(path, root) for path in files})
+    con = connect(db_path, read_only=True)
+    _set_root(con, root)
+    con.execute("SET allowed_paths = ?", [allowed])
+    for setting in ("enable_external_access", "autoinstall_known_extensions", "autoload_known_extensions"):
+        con.execute(f"SET {setting} = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def _check_parquet_files(con: duckdb.DuckDBPyConnection, db_path: str | Path) -> Path:
+    """Raise a StoreError naming the first Parquet file behind a view that is not there; return the project root."""
+    root = project_root(db_path)
+    files = parquet_files(con, db_path)
+    absent = [path for path in files if not path.is_file()]
+    if absent:
+        raise StoreError(
+            f"{db_path}: {len(absent)} of the {len(files)} Parquet files behind its views are missing, e.g. "
+            f"{absent[0]} (views name them from the project root {root}); `dvc checkout` (or `dvc pull` in "
+            "a fresh clone) restores the scores stage's files"
+        )
+    return root
+
+
+def build_store(db_path: str | Path, tables: Mapping[str, pd.DataFrame | ParquetFiles],
+                sql_dir: str | Path) -> dict[str, int]:
     """Build every table and view aside, check the result, and only then replace ``db_path``.
 
     Parameters
     ----------
     db_path : the DuckDB file to create or replace.
-    tables : one DataFrame per name in :data:`TABLES`; columns beyond the schema's are
-        ignored, missing ones are an error.
+    tables : one entry per name in :data:`TABLES`. A DataFrame is copied into the database
+        (columns beyond the schema's are ignored, missing ones are an error); a
+        :class:`ParquetFiles` becomes a view of the schema's columns and types over those
+        files, which are listed in the ``parquet_files`` table.
     sql_dir : folder with ``schema.sql`` and ``views/*.sql`` (one view per file, named as the file).
 
     Returns
@@ -118,26 +231,35 @@ def build_store(db_path: str | Path, tables: Mapping[str, pd.DataFrame], sql_dir
     Raises
     ------
     StoreError
-        If the data do not fit the schema (naming the table, column and rows), the new
-        database lacks a table, view or rows, or another process has ``db_path`` open for
-        writing. ``db_path`` is then as it was.
+        If the data do not fit the schema (naming the table, column and rows, or the file),
+        the new database lacks a table, view or rows, or another process has ``db_path`` open
+        for writing. ``db_path`` is then as it was.
     """
     sql_dir = Path(sql_dir)
     missing = [name for name in TABLES if name not in tables]
     if missing:
         raise StoreError(f"cannot build {db_path}: no data for table(s) {', '.join(missing)}")
     views = sorted((sql_dir / "views").glob("*.sql"))
+    root = project_root(db_path)
+    row_counts = {name: _parquet_rows(data) if isinstance(data, ParquetFiles) else len(data)
+                  for name, data in ((name, tables[name]) for name in TABLES)}
     with replacing(db_path) as staging:
         con = duckdb.connect(str(staging))
         try:
+            _set_root(con, root)
             con.execute("BEGIN TRANSACTION")
             _run_sql_file(con, sql_dir / "schema.sql")
+            con.execute(f"CREATE OR REPLACE TABLE {FILES_TABLE} (table_name VARCHAR NOT NULL, path VARCHAR NOT NULL, "
+                        "n_rows BIGINT NOT NULL, PRIMARY KEY (table_name, path))")
             for name in TABLES:
-                _load_table(con, name, tables[name])
+                if isinstance(tables[name], ParquetFiles):
+                    _view_parquet(con, name, tables[name], root)
+                else:
+                    _load_table(con, name, tables[name])
             for view in views:
                 _run_sql_file(con, view)
             con.execute("COMMIT")
-            counts = validate_store(con, db_path, {name: len(tables[name]) for name in TABLES}, [v.stem for v in views])
+            counts = validate_store(con, db_path, row_counts, [v.stem for v in views])
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -152,7 +274,9 @@ def validate_store(con: duckdb.DuckDBPyConnection, db_path: str | Path, row_coun
     """
     present = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     present_views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-    missing = [name for name in row_counts if name not in present] + [v for v in views if v not in present_views]
+    # A table of PARQUET_TABLES is a view over its files.
+    missing = [name for name in row_counts if name not in present | present_views]
+    missing += [v for v in views if v not in present_views]
     if missing:
         raise StoreError(f"cannot build {db_path}: the new database lacks {', '.join(missing)}")
     counts = {name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in row_counts}
@@ -309,6 +433,76 @@ def _load_table(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) 
             raise StoreError(f"table {name}: {len(duplicated)} rows share a key ({', '.join(keys)}): "
                              f"{_name_rows(duplicated, keys)}") from None
         raise StoreError(f"table {name}: {_one_line(err)}") from None
+
+
+def _parquet_rows(files: ParquetFiles) -> int:
+    """Rows over the files, from their footers (nothing else is read)."""
+    rows = 0
+    for path in files.paths:
+        try:
+            rows += pq.read_metadata(path).num_rows
+        except FileNotFoundError:
+            raise StoreError(f"{path}: Parquet file not found") from None
+        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            raise StoreError(f"{path}: not a readable Parquet file ({_one_line(err)})") from None
+    return rows
+
+
+ROOT_VARIABLE = "deepmouse_root"
+"""The DuckDB variable the Parquet-backed views prefix their relative file names with."""
+
+
+def _set_root(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+    con.execute(f"SET VARIABLE {ROOT_VARIABLE} = ?", [str(root)])
+
+
+def _rooted(path: str) -> str:
+    """SQL for one file name of a view: relative names under the project root variable."""
+    if os.path.isabs(path):
+        return _sql_string(path)
+    return f"coalesce(getvariable('{ROOT_VARIABLE}'), '.') || '/' || {_sql_string(path)}"
+
+
+def _view_parquet(con: duckdb.DuckDBPyConnection, name: str, files: ParquetFiles, root: Path) -> None:
+    """Replace the schema's table ``name`` with a view of its columns and types over ``files``.
+
+    Checks what loading would: every column there in every file, no NaN or NULL where the
+    schema says NOT NULL (naming the rows by the table's key).
+    """
+    if not files.paths:
+        raise StoreError(f"table {name}: no Parquet files to read")
+    described = con.execute(f"DESCRIBE {name}").fetchall()
+    names = [_relative_to(path, root) for path in files.paths]
+    for path in files.paths:
+        present = set(pq.read_schema(path).names)
+        absent = [column for column, *_ in described if column not in present]
+        if absent:
+            raise StoreError(f"table {name}: {path} lacks column(s) {', '.join(absent)}")
+    listing = ", ".join(_rooted(path) for path in names)
+    columns = ", ".join(f"CAST({column} AS {kind}) AS {column}" for column, kind, *_ in described)
+    con.execute(f"DROP TABLE {name}")
+    con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM read_parquet([{listing}])")
+    keys = [c for c in TABLE_KEYS.get(name, ()) if c in {row[0] for row in described}] or [described[0][0]]
+    for column, kind, nullable, *_ in described:
+        if nullable != "NO":
+            continue
+        bad = f"{column} IS NULL" + (f" OR isnan({column})" if kind in ("DOUBLE", "FLOAT") else "")
+        count = con.execute(f"SELECT count(*) FROM {name} WHERE {bad}").fetchone()[0]
+        if count:
+            rows = con.execute(f"SELECT {', '.join(keys)} FROM {name} WHERE {bad} LIMIT 4").fetchdf()
+            raise StoreError(f"table {name}: {column} is NaN or missing in {count} row(s): {_name_rows(rows, keys)}")
+    con.executemany(f"INSERT INTO {FILES_TABLE} VALUES (?, ?, ?)",
+                    [[name, path, pq.read_metadata(file).num_rows] for path, file in zip(names, files.paths)])
+
+
+def _relative_to(path: Path, root: Path) -> str:
+    """``path`` as a view names it: relative to the project root if inside it, else absolute."""
+    absolute = path.resolve()
+    return absolute.relative_to(root).as_posix() if absolute.is_relative_to(root) else absolute.as_posix()
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _run_sql_file(con: duckdb.DuckDBPyConnection, path: Path) -> None:

@@ -62,3 +62,13 @@ def test_dvc_repro_stops_at_the_params_stage_on_an_unknown_top_level_key(tmp_pat
     assert ("[params] error: params.yaml: scorring: unknown key; known keys here: checks, data, features, "
             "neurons, responses, scoring, zoo") in result.stderr + result.stdout
     assert not (project / "data" / "raw").exists()
+
+
+def test_a_preset_name_in_the_file_stops_the_params_stage_with_the_command_that_writes_its_ids(tmp_path):
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())
+    failed = _params_stage(tmp_path, dict(shipped, zoo={"models": ["alexnet_random", "taskonomy"]}))
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines() == [
+        f"[params] error: {tmp_path / 'params.yaml'}: zoo.models: 'taskonomy' is a preset; DVC makes one features "
+        "stage per entry of zoo.models as written, so write its ids instead: run `deepmouse zoo use taskonomy`"]
+    assert not (tmp_path / "params.json").exists()

@@ -24,7 +24,7 @@ from tests.e2e.test_pipeline import _dvc, _ran, copy_project, small_params
 pytestmark = pytest.mark.slow
 
 UNCHECKED, PUBLISHED = "data/store/unchecked.duckdb", "data/deepmouse.duckdb"
-SCORES = "data/scores/model_scores.parquet"
+SCORES = "data/scores/models/alexnet_random/model_scores.parquet"
 STORES = (UNCHECKED, PUBLISHED)
 
 

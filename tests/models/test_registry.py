@@ -12,9 +12,11 @@ REQUIRED_ARCHITECTURES = ["alexnet", "resnet18", "resnet34", "resnet50", "vgg11"
 HEADER = ",".join(COLUMNS)
 GOOD_ROWS = [
     "alexnet,AlexNet,convolutional,torchvision,alexnet,supervised-imagenet,,"
-    "torchvision:AlexNet_Weights.IMAGENET1K_V1,,7be5be79,224",
-    "alexnet_random,AlexNet (random),convolutional,torchvision,alexnet,random,,,,,",
+    "torchvision:AlexNet_Weights.IMAGENET1K_V1,,7be5be79,224,56.522,torchvision 0.29.1 AlexNet_Weights.IMAGENET1K_V1 acc@1",
+    "alexnet_random,AlexNet (random),convolutional,torchvision,alexnet,random,,,,,,,",
 ]
+PACKAGE_ROW = ("lite,Lite,convolutional,timm,tf_efficientnet_lite0.in1k,supervised-imagenet,,"
+               f"package:some-dist/some_dist/w.pth,{'a' * 64},,224,,")
 
 
 def _write_csv(tmp_path: Path, rows: list[str], header: str = HEADER) -> Path:
@@ -77,6 +79,9 @@ def test_architectures_and_weights_resolve_in_their_libraries_without_building()
             assert type(weights) is torchvision.models.get_model_weights(entry.architecture), entry.model_id
         elif entry.weights.startswith("timm:"):
             assert entry.weights == f"timm:{entry.architecture}", entry.model_id
+        elif entry.package_location is not None:
+            # Checked against the installed file in test_efficientnet_lite0.py.
+            assert entry.model_id == "efficientnet_lite0" and entry.source == "timm", entry.model_id
         elif entry.source == "vissl":
             assert entry.weights.startswith("https://dl.fbaipublicfiles.com/vissl/model_zoo/"), entry.model_id
         elif entry.source == "dino" and not entry.weights.startswith("timm:"):
@@ -164,6 +169,11 @@ def test_load_zoo_is_cached_per_path(tmp_path):
         model_id="alexnet_random", display_name="AlexNet (random)", family="convolutional",
         source="torchvision", architecture="alexnet", training="random", task_cluster="",
         weights="", weights_sha256="", input_size=224)
+    assert (zoo.get("alexnet").imagenet_top1, zoo.get("alexnet").imagenet_top1_source) == (
+        56.522, "torchvision 0.29.1 AlexNet_Weights.IMAGENET1K_V1 acc@1")
+    (tmp_path / "package").mkdir()
+    packaged = load_zoo(_write_csv(tmp_path / "package", [PACKAGE_ROW])).get("lite")
+    assert packaged.package_location == ("some-dist", "some_dist/w.pth") and packaged.verified == "sha256"
 
 
 @pytest.mark.parametrize("rows, message", [
@@ -185,8 +195,18 @@ def test_load_zoo_is_cached_per_path(tmp_path):
     ([GOOD_ROWS[0].replace(",224", ",big")], r"line 2: alexnet: input_size 'big' is not an integer"),
     ([GOOD_ROWS[0].replace(",224", ",0")], r"input_size must be positive"),
     (["alex net" + GOOD_ROWS[0][7:]], r"line 2: model_id 'alex net' must be letters"),
-    ([GOOD_ROWS[0] + ",extra"], r"line 2: expected 11 fields"),
-    ([GOOD_ROWS[0].rsplit(",", 1)[0]], r"line 2: expected 11 fields"),
+    ([GOOD_ROWS[0] + ",extra"], r"line 2: expected 13 fields"),
+    ([GOOD_ROWS[0].rsplit(",", 1)[0]], r"line 2: expected 13 fields"),
+    ([GOOD_ROWS[0].replace(",56.522,", ",high,")], r"line 2: alexnet: imagenet_top1 'high' is not a number"),
+    ([GOOD_ROWS[0].replace(",56.522,", ",156.5,")],
+     r"line 2: alexnet: imagenet_top1 must be a percentage in \(0, 100\], got 156.5"),
+    ([GOOD_ROWS[0].rsplit(",", 1)[0] + ","], r"line 2: alexnet: imagenet_top1 56.522 needs its imagenet_top1_source"),
+    ([GOOD_ROWS[0].replace(",56.522,", ",,")],
+     r"line 2: alexnet: imagenet_top1_source 'torchvision 0.29.1 .*' is given without imagenet_top1"),
+    ([GOOD_ROWS[1][:-1] + "50.0,a paper"], r"line 2: alexnet_random: a random model has no imagenet_top1"),
+    ([PACKAGE_ROW.replace("a" * 64, "")], r"line 2: lite: a package: weights location needs its weights_sha256"),
+    ([PACKAGE_ROW.replace("some-dist/", "some-dist//")],
+     r"line 2: lite: weights location 'package:some-dist//some_dist/w.pth' must be package:<distribution>/"),
     ([], r"the registry lists no models"),
 ])
 def test_invalid_registry_rows_name_the_csv_line(tmp_path, rows, message):
@@ -216,7 +236,7 @@ def test_zoo_rejects_duplicate_entries():
 def test_params_reject_unknown_zoo_model():
     from deepmouse.config import parse_params
 
-    with pytest.raises(UnknownModelError, match=r"zoo.models: unknown model id 'resnet18_randum'; did you mean"):
+    with pytest.raises(UnknownModelError, match=r"zoo.models: unknown model id 'resnet18_randum'.*did you mean"):
         parse_params({"zoo": {"models": ["resnet18_randum"]}})
 
 
@@ -265,6 +285,8 @@ def _served_file_name(entry) -> str | None:
 
     if entry.weights.startswith("torchvision:"):
         url = torchvision.models.get_weight(entry.weights.split(":", 1)[1]).url
+    elif entry.package_location is not None:
+        url = entry.package_location[1]
     elif entry.weights.startswith("timm:"):
         cfg = get_pretrained_cfg(entry.weights.split(":", 1)[1])
         url = None if cfg.hf_hub_id else cfg.url
@@ -299,7 +321,11 @@ def test_every_digest_a_served_file_name_states_is_pinned_and_no_other():
         elif len(stated.group(1)) == 64:
             assert entry.weights_sha256 == stated.group(1) and entry.verified == "sha256", entry.model_id
         else:
-            assert entry.sha256_prefix == stated.group(1) and entry.verified == "prefix", entry.model_id
+            assert entry.sha256_prefix == stated.group(1), entry.model_id
+            # A full digest is pinned only where the file itself can be read offline (a package's).
+            full = entry.package_location is not None
+            assert entry.verified == ("sha256" if full else "prefix"), entry.model_id
+            assert entry.weights_sha256.startswith(stated.group(1)) if full else entry.weights_sha256 == ""
 
 
 def test_verified_counts():
@@ -307,5 +333,28 @@ def test_verified_counts():
     trained = [e for e in zoo if not e.is_random]
     counts = {kind: sum(e.verified == kind for e in trained) for kind in ("sha256", "prefix", "no")}
     # As the README states them.
-    assert len(trained) == 137 and counts == {"sha256": 24, "prefix": 32, "no": 81}
+    assert len(trained) == 138 and counts == {"sha256": 25, "prefix": 32, "no": 81}
     assert zoo.get("xception").verified == "prefix"  # timm serves it from its URL, not from the hub
+
+
+# ------------------------------------------------------------------ ImageNet accuracy as the publishers state it
+def test_torchvision_entries_carry_the_accuracy_their_weights_enum_states():
+    import torchvision
+
+    version = torchvision.__version__.split("+")[0]
+    for entry in load_zoo():
+        if not entry.weights.startswith("torchvision:"):
+            continue
+        name = entry.weights.split(":", 1)[1]
+        stated = torchvision.models.get_weight(name).meta["_metrics"]["ImageNet-1K"]["acc@1"]
+        assert entry.imagenet_top1 == stated, entry.model_id
+        assert entry.imagenet_top1_source == f"torchvision {version} {name} acc@1", entry.model_id
+    assert load_zoo().get("resnet50").imagenet_top1 == 76.13
+
+
+def test_only_accuracies_citable_offline_are_listed():
+    # timm, the Taskonomy, VISSL and DINO files and the EfficientNet-Lite0 package state none offline.
+    with_top1 = [entry for entry in load_zoo() if entry.imagenet_top1 is not None]
+    assert len(with_top1) == 31
+    assert all(entry.weights.startswith("torchvision:") for entry in with_top1)
+    assert all(entry.imagenet_top1_source == "" for entry in load_zoo() if entry.imagenet_top1 is None)

@@ -1,30 +1,116 @@
-"""The report stage: figure, plot data and DVC metrics from a store."""
+"""The report stage: page, figures, plot data and the headline metrics from a store."""
 
+import base64
 import json
+import re
 
 import duckdb
 import pytest
+import yaml
 
 from deepmouse.errors import StoreError
-from deepmouse.report.plots import write_report
+from deepmouse.report.headline import headline_metrics
+from deepmouse.report.plots import FIGURES, write_report
+from deepmouse.report.tables import TRAINING_CATEGORIES, load_report_tables
 from deepmouse.store.build import build_store
 from tests.conftest import REPO
+from tests.report.conftest import AREAS, ZOO_MODELS, build_zoo_store
 
 
-def test_report_writes_figure_profile_and_metrics(tmp_path, score_tables):
+def _images(page: str) -> list[bytes]:
+    return [base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+
+
+def test_report_writes_page_figures_profile_and_headline(tmp_path, score_tables):
     db = tmp_path / "store.duckdb"
     build_store(db, score_tables, REPO / "sql")
-    metrics = write_report(db, tmp_path / "figures")
-    assert json.loads((tmp_path / "figures/metrics.json").read_text()) == metrics
-    assert metrics["n_models"] == 2
-    assert metrics["n_selected_neurons"] == int(score_tables["neurons"]["selected"].sum())
-    assert metrics["rsa"]["best_model"] == "alexnet"
-    assert metrics["regression"]["best_mean_score"] == pytest.approx(0.35)
-    assert (tmp_path / "figures/ranking.png").read_bytes()[:4] == b"\x89PNG"
-    profile = (tmp_path / "figures/layer_profile.csv").read_text().splitlines()
+    summary = write_report(db, tmp_path / "reports")
+    assert summary == {"regression": {"best_model": "alexnet", "best_mean_score": pytest.approx(0.35)},
+                       "rsa": {"best_model": "alexnet", "best_mean_score": pytest.approx(0.35)}}
+    for name in FIGURES:
+        assert (tmp_path / f"reports/figures/{name}.png").read_bytes()[:4] == b"\x89PNG", name
+    profile = (tmp_path / "reports/figures/layer_profile.csv").read_text().splitlines()
     assert profile[0] == "model_id,method,site,depth,score"
     # rsa: 2 models x 2 areas x 3 layers; regression: the same again
     assert len(profile) - 1 == 24
+    metrics = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "reports/metrics").glob("*.json")}
+    selected = score_tables["neurons"].groupby("area")["selected"].sum()
+    assert metrics == {area: {"neurons": int(selected[area]), "regression_best": "alexnet",
+                              "regression_normalised": pytest.approx(base / 0.8 ** 0.5, abs=1e-4),
+                              "rsa_best": "alexnet", "rsa_normalised": pytest.approx(base / 0.8 ** 0.5, abs=1e-4),
+                              "selection": "cv", "source": "simulated"}
+                       for area, base in (("VISp", 0.4), ("VISl", 0.3))}
+    page = (tmp_path / "reports/index.html").read_text()
+    assert "SIMULATED DATA" in page and "<script" not in page
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing to fetch
+    assert all(image[:4] == b"\x89PNG" for image in _images(page)) and _images(page)
+
+
+def test_headline_is_flat_and_narrow(zoo_store):
+    headline = headline_metrics(load_report_tables(zoo_store))
+    assert list(headline) == list(AREAS)  # along the hierarchy
+    for row in headline.values():
+        assert all(isinstance(value, (int, float, str)) for value in row.values())
+        assert sorted(row) == ["neurons", "regression_best", "regression_normalised", "rsa_best",
+                               "rsa_normalised", "selection", "source"]
+        assert row["regression_best"] == row["rsa_best"] == ZOO_MODELS[0]  # the fixture's best model
+
+
+def test_every_category_and_figure_has_data_in_a_full_zoo(tmp_path, zoo_store):
+    write_report(zoo_store, tmp_path / "reports")
+    page = (tmp_path / "reports/index.html").read_text()
+    assert "Not shown, for lack of data" not in page
+    for name in FIGURES:
+        assert f'<section id="{name}">' in page, name
+    assert len(_images(page)) == len(FIGURES)
+    tables = load_report_tables(zoo_store)
+    assert set(tables.ranking["training_category"]) == set(TRAINING_CATEGORIES)
+    assert len(tables.trained_vs_random) and len(tables.taskonomy)
+    # the zoology figure reads ImageNet top-1 from the registry
+    assert tables.zoology.set_index("model_id")["imagenet_top1"]["alexnet"] == pytest.approx(56.522)
+
+
+def test_missing_categories_are_omitted_with_a_note(tmp_path):
+    db = build_zoo_store(tmp_path / "store.duckdb", model_ids=("alexnet_random", "resnet18_random"))
+    write_report(db, tmp_path / "reports")
+    page = (tmp_path / "reports/index.html").read_text()
+    note = page.split("Not shown, for lack of data in this run:")[1].split("</div>")[0]
+    for missing in ("ranking_supervised", "ranking_self-supervised", "ranking_taskonomy", "trained_vs_random",
+                    "taskonomy"):
+        assert f'<section id="{missing}">' not in page
+    assert "No Taskonomy encoders were scored" in note and "trained_vs_random view is empty" in note
+    assert '<section id="ranking_random">' in page
+    # the declared plot files exist all the same, saying why they are empty
+    assert (tmp_path / "reports/figures/ranking_taskonomy.png").stat().st_size > 1000
+
+
+def test_real_data_is_not_labelled_simulated(tmp_path, score_tables):
+    for name in ("runs", "model_scores"):
+        score_tables[name] = score_tables[name].assign(source="allen")
+    db = tmp_path / "store.duckdb"
+    build_store(db, score_tables, REPO / "sql")
+    write_report(db, tmp_path / "reports")
+    assert "SIMULATED" not in (tmp_path / "reports/index.html").read_text()
+    assert json.loads((tmp_path / "reports/metrics/VISp.json").read_text())["source"] == "allen"
+
+
+def test_stale_headline_files_are_removed(tmp_path, score_tables):
+    db = tmp_path / "store.duckdb"
+    build_store(db, score_tables, REPO / "sql")
+    (tmp_path / "reports/metrics").mkdir(parents=True)
+    (tmp_path / "reports/metrics/VISam.json").write_text("{}")
+    write_report(db, tmp_path / "reports")
+    assert sorted(p.name for p in (tmp_path / "reports/metrics").iterdir()) == ["VISl.json", "VISp.json"]
+
+
+def test_dvc_yaml_declares_every_output():
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]
+    out = re.search(r"--out (\S+)", stage["cmd"]).group(1)
+    plots = {next(iter(p)) if isinstance(p, dict) else p for p in stage["plots"]}
+    assert plots == {f"{out}/figures/{name}.png" for name in FIGURES} | {f"{out}/figures/layer_profile.csv"}
+    # cached, all of them: reports/ is ignored by git, so `dvc pull` is how a clone gets them
+    assert stage["metrics"] == [f"{out}/metrics"] and stage["outs"] == [f"{out}/index.html"]
+    assert "cache" not in str(stage["plots"])
 
 
 @pytest.mark.parametrize("state", ["missing", "corrupt", "old half-built", "no view"])
@@ -40,7 +126,7 @@ def test_report_on_a_broken_store_fails_in_one_line(tmp_path, score_tables, stat
         con.execute("DROP VIEW model_ranking")
         con.close()
     with pytest.raises(StoreError) as err:
-        write_report(db, tmp_path / "figures")
+        write_report(db, tmp_path / "reports")
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"{db}: ")
     assert f"`dvc checkout --force {db}` restores the last good one" in message

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from deepmouse.errors import StoreError
-from deepmouse.store.build import TABLE_KEYS, TABLES, build_store, connect, open_store
+from deepmouse.store.build import (PARQUET_TABLES, TABLE_KEYS, TABLES, ParquetFiles, build_store, connect,
+                                    open_query_connection, open_store)
 from tests.conftest import REPO
 
 SQL = REPO / "sql"
@@ -278,3 +279,101 @@ def test_table_keys_cover_every_table_and_the_declared_primary_keys():
     schema = (SQL / "schema.sql").read_text()
     assert "PRIMARY KEY (method, layer_selection, site_kind, site, model_a, model_b)" in schema
     assert TABLE_KEYS["model_comparisons"] == ("method", "layer_selection", "site_kind", "site", "model_a", "model_b")
+
+
+# --------------------------------------------------------- tables left in Parquet, behind views
+def _as_parquet(tables: dict, folder) -> dict:
+    """The score tables with the per-neuron ones written per model under ``folder``, as the scores stage does."""
+    tables = dict(tables)
+    for name in PARQUET_TABLES:
+        paths = []
+        for model_id, rows in tables[name].groupby("model_id", sort=True):
+            path = folder / "models" / model_id / f"{name}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows.to_parquet(path, index=False)
+            paths.append(path)
+        tables[name] = ParquetFiles(paths)
+    return tables
+
+
+def test_parquet_tables_are_views_with_the_rows_and_types_of_tables(tmp_path, score_tables):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    loaded, viewed = tmp_path / "loaded.duckdb", tmp_path / "data" / "viewed.duckdb"
+    build_store(loaded, score_tables, SQL)
+    counts = build_store(viewed, _as_parquet(score_tables, tmp_path / "data" / "scores"), SQL)
+    assert counts == {name: len(score_tables[name]) for name in TABLES}
+    old, new = duckdb.connect(str(loaded), read_only=True), open_store(viewed)
+    for name in (*PARQUET_TABLES, *VIEWS):
+        a, b = old.execute(f"SELECT * FROM {name}").fetchdf(), new.execute(f"SELECT * FROM {name}").fetchdf()
+        assert list(a.dtypes) == list(b.dtypes), name
+        pd.testing.assert_frame_equal(a.sort_values(list(a.columns)).reset_index(drop=True),
+                                      b.sort_values(list(b.columns)).reset_index(drop=True), obj=name)
+    # named from the project root (the folder with dvc.yaml), so the project can move
+    paths = [row[0] for row in new.execute("SELECT path FROM parquet_files ORDER BY path").fetchall()]
+    assert paths[0] == "data/scores/models/alexnet/neuron_scores.parquet"
+    old.close(), new.close()
+    moved = tmp_path.parent / (tmp_path.name + "-moved")
+    shutil.copytree(tmp_path, moved)
+    con = open_store(moved / "data" / "viewed.duckdb")
+    assert con.execute("SELECT count(*) FROM regression_scores").fetchone()[0] == len(score_tables["regression_scores"])
+    con.close()
+
+
+def test_a_nan_in_a_parquet_table_is_named_by_its_row(tmp_path, score_tables):
+    score_tables["regression_scores"].loc[3, "score"] = float("nan")
+    row = score_tables["regression_scores"].loc[3]
+    with pytest.raises(StoreError, match=rf"table regression_scores: score is NaN or missing in 1 row\(s\): "
+                                         rf"\(model_id={row['model_id']}, layer_index={row['layer_index']}, "
+                                         rf"neuron_id={row['neuron_id']}\)"):
+        build_store(tmp_path / "store.duckdb", _as_parquet(score_tables, tmp_path / "scores"), SQL)
+    assert not (tmp_path / "store.duckdb").exists()
+
+
+def test_a_parquet_file_without_a_column_is_named(tmp_path, score_tables):
+    score_tables["neuron_scores"] = score_tables["neuron_scores"].drop(columns=["normalized_score"])
+    with pytest.raises(StoreError, match=r"table neuron_scores: .*alexnet/neuron_scores\.parquet lacks column\(s\) "
+                                         r"normalized_score"):
+        build_store(tmp_path / "store.duckdb", _as_parquet(score_tables, tmp_path / "scores"), SQL)
+
+
+def test_a_missing_parquet_file_is_named_when_the_store_is_opened(tmp_path, score_tables):
+    db = tmp_path / "store.duckdb"
+    tables = _as_parquet(score_tables, tmp_path / "scores")
+    build_store(db, tables, SQL)
+    missing = tables["regression_scores"].paths[1]
+    missing.unlink()
+    with pytest.raises(StoreError, match=rf"store\.duckdb: 1 of the 4 Parquet files behind its views are missing, "
+                                         rf"e\.g\. {missing}.*`dvc checkout` \(or `dvc pull` in a fresh clone\)"):
+        open_store(db)
+
+
+def test_the_query_connection_reads_the_parquet_files_and_nothing_else(tmp_path, score_tables, monkeypatch):
+    db = tmp_path / "store.duckdb"
+    build_store(db, _as_parquet(score_tables, tmp_path / "scores"), SQL)
+    monkeypatch.chdir("/")
+    con = open_query_connection(db)
+    try:
+        assert con.execute("SELECT count(*) FROM neuron_scores").fetchone()[0] == len(score_tables["neuron_scores"])
+        with pytest.raises(duckdb.PermissionException):
+            con.execute(f"SELECT * FROM read_csv('{tmp_path / 'elsewhere.csv'}')")
+        with pytest.raises(duckdb.Error, match="locked"):
+            con.execute("SET enable_external_access = true")
+    finally:
+        con.close()
+
+
+def test_views_read_the_projects_files_whatever_the_current_directory(tmp_path, score_tables, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "dvc.yaml").write_text("stages: {}\n")
+    viewed = project / "data" / "store.duckdb"
+    build_store(viewed, _as_parquet(score_tables, project / "data" / "scores"), SQL)
+    # Another project's files under the same relative names, in the current directory.
+    decoy = tmp_path / "elsewhere"
+    doubled = {name: pd.concat([score_tables[name]] * 2, ignore_index=True) for name in PARQUET_TABLES}
+    _as_parquet({**score_tables, **doubled}, decoy / "data" / "scores")
+    monkeypatch.chdir(decoy)
+    for con in (open_store(viewed), open_query_connection(viewed)):
+        for name in PARQUET_TABLES:
+            assert con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] == len(score_tables[name]), name
+        con.close()

@@ -1,0 +1,143 @@
+"""What the report reads: the published store's tables and views, and the zoo registry.
+
+Everything the figures, the page and the headline metrics show is loaded here, once, into a
+:class:`ReportTables`; nothing downstream opens the store again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from deepmouse.config import AREAS
+from deepmouse.models.registry import ZooEntry, load_zoo
+from deepmouse.store.build import open_store
+
+VIEWS = ("model_ranking", "layer_profile", "trained_vs_random", "method_agreement", "taskonomy_ranking")
+"""The store's views the report reads (``open_store`` checks they exist)."""
+
+TRAINING_CATEGORIES = {
+    "supervised": "ImageNet (supervised)",
+    "random": "untrained (random initialisation)",
+    "self-supervised": "self-supervised",
+    "taskonomy": "Taskonomy",
+}
+"""The store's ``models.training_category`` values, in report order, with their labels."""
+
+ZOOLOGY_COLUMNS = ("imagenet_top1", "imagenet_top1_source")
+"""Registry columns the zoology figure uses when the registry has them."""
+
+
+@dataclass(frozen=True)
+class ReportTables:
+    """The store's results as the report uses them.
+
+    Attributes
+    ----------
+    source : str
+        The neural data the scores come from (``simulated``, ``nwb_dir`` or ``allen``);
+        ``simulated`` if any run or score row says so.
+    run : dict
+        The ``runs`` row: ``run_id``, ``created``, ``code_revision``, ``n_experiments``.
+    selection : str
+        The layer-selection rule of the headline numbers: ``cv`` when stored, else ``max``.
+    areas : tuple of str
+        The areas with neurons or scores, along the visual hierarchy.
+    ranking : DataFrame
+        ``model_ranking`` per area, every layer selection (one row per model × method ×
+        selection × area).
+    profile : DataFrame
+        ``layer_profile`` per area: ``model_id, method, site, depth, score``.
+    neurons : DataFrame
+        Per area: ``area, recorded, selected``.
+    trained_vs_random : DataFrame
+        The ``trained_vs_random`` view (empty when no architecture has both variants).
+    agreement : DataFrame
+        ``method_agreement`` per area: ``layer_selection, site, n_models, spearman_r``.
+    taskonomy : DataFrame
+        ``taskonomy_ranking`` (empty without Taskonomy encoders).
+    zoology : DataFrame
+        One row per scored model: ``model_id, display_name, training_category, family,
+        n_params, n_layers`` and, where the registry has them, ``imagenet_top1`` and
+        ``imagenet_top1_source``.
+    """
+
+    source: str
+    run: dict
+    selection: str
+    areas: tuple[str, ...]
+    ranking: pd.DataFrame
+    profile: pd.DataFrame
+    neurons: pd.DataFrame
+    trained_vs_random: pd.DataFrame
+    agreement: pd.DataFrame
+    taskonomy: pd.DataFrame
+    zoology: pd.DataFrame
+
+    @property
+    def simulated(self) -> bool:
+        """True when the scores come from the embedded simulation, not recorded neurons."""
+        return self.source == "simulated"
+
+
+def load_report_tables(db_path: str | Path) -> ReportTables:
+    """Read everything the report shows from the published store at ``db_path``.
+
+    Raises
+    ------
+    StoreError
+        In one line naming ``db_path``, if it is missing, damaged or lacks a table or a view
+        of :data:`VIEWS`.
+    """
+    con = open_store(db_path, views=VIEWS)
+    try:
+        runs = con.execute("SELECT run_id, source, created, code_revision, n_experiments FROM runs").fetchdf()
+        score_sources = {row[0] for row in con.execute("SELECT DISTINCT source FROM model_scores").fetchall()}
+        rules = {row[0] for row in con.execute("SELECT DISTINCT layer_selection FROM model_scores").fetchall()}
+        ranking = con.execute("SELECT * FROM model_ranking WHERE site_kind = 'area'").fetchdf()
+        profile = con.execute(
+            "SELECT model_id, method, site, depth, score FROM layer_profile WHERE site_kind = 'area'").fetchdf()
+        neurons = con.execute(
+            "SELECT area, count(*) AS recorded, count(*) FILTER (WHERE selected) AS selected "
+            "FROM neurons GROUP BY area").fetchdf()
+        trained_vs_random = con.execute("SELECT * FROM trained_vs_random").fetchdf()
+        agreement = con.execute("SELECT * FROM method_agreement WHERE site_kind = 'area'").fetchdf()
+        taskonomy = con.execute("SELECT * FROM taskonomy_ranking").fetchdf()
+        models = con.execute(
+            "SELECT m.model_id, m.display_name, m.training_category, m.family, m.n_params, "
+            "count(l.layer_index) AS n_layers FROM models AS m LEFT JOIN layers AS l USING (model_id) "
+            "WHERE m.model_id IN (SELECT model_id FROM model_scores) GROUP BY ALL ORDER BY m.model_id").fetchdf()
+    finally:
+        con.close()
+    sources = set(runs["source"]) | score_sources
+    source = "simulated" if "simulated" in sources else ", ".join(sorted(sources)) or "unknown"
+    run = runs.iloc[0].to_dict() if len(runs) else {}
+    return ReportTables(
+        source=source, run=run, selection="cv" if "cv" in rules else "max",
+        areas=ordered_areas([*ranking["site"], *neurons["area"]]),
+        ranking=ranking, profile=profile,
+        neurons=neurons.set_index("area").reindex(ordered_areas(neurons["area"])).reset_index(),
+        trained_vs_random=trained_vs_random, agreement=agreement, taskonomy=taskonomy,
+        zoology=_with_registry_columns(models),
+    )
+
+
+def ordered_areas(areas) -> tuple[str, ...]:
+    """``areas`` without repeats, along the visual hierarchy of :data:`deepmouse.config.AREAS`
+    (areas it does not list after, alphabetically)."""
+    return tuple(sorted(set(areas), key=lambda area: (AREAS.index(area) if area in AREAS else len(AREAS), area)))
+
+
+def _with_registry_columns(models: pd.DataFrame) -> pd.DataFrame:
+    """Add the registry's :data:`ZOOLOGY_COLUMNS` that it has (models it does not list get NaN)."""
+    present = [c for c in ZOOLOGY_COLUMNS if c in {f.name for f in dataclasses.fields(ZooEntry)}]
+    if not present:
+        return models
+    registry = pd.DataFrame([{"model_id": e.model_id, **{c: getattr(e, c) for c in present}} for e in load_zoo()])
+    merged = models.merge(registry, on="model_id", how="left")
+    if "imagenet_top1" in merged:
+        merged["imagenet_top1"] = pd.to_numeric(merged["imagenet_top1"], errors="coerce")
+    return merged
