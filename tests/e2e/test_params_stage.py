@@ -59,7 +59,7 @@ def test_dvc_repro_stops_at_the_params_stage_on_an_unknown_top_level_key(tmp_pat
     assert result.returncode != 0
     # Nothing but the params stage ran: no stage after it, not even pull.
     assert _ran(result) == {"params"}, result.stdout
-    assert ("[params] error: params.yaml: scorring: unknown key; known keys here: checks, data, features, "
+    assert ("[params] error: params.yaml: scorring: unknown key; known keys here: checks, compute, data, features, "
             "neurons, responses, scoring, zoo") in result.stderr + result.stdout
     assert not (project / "data" / "raw").exists()
 
