@@ -183,6 +183,13 @@ def cuda_peak_bytes(run: Callable[[], object], device: torch.device) -> int:
 
 
 def store_and_project(model: torch.nn.Module, inputs: torch.Tensor, device: torch.device, srp_seed: int) -> dict:
+    """Timings and sizes of :func:`stored_and_projected` (the projected outputs let go)."""
+    timings, _ = stored_and_projected(model, inputs, device, srp_seed)
+    return timings
+
+
+def stored_and_projected(model: torch.nn.Module, inputs: torch.Tensor, device: torch.device,
+                         srp_seed: int) -> tuple[dict, list[torch.Tensor]]:
     """The reference study's way: keep every hooked output in CPU RAM, then project each.
 
     Outputs with more features than the Johnson-Lindenstrauss dimension are
@@ -200,8 +207,9 @@ def store_and_project(model: torch.nn.Module, inputs: torch.Tensor, device: torc
 
     Returns
     -------
-    dict
+    timings : dict
         Seconds for forward-and-store and for the projections, bytes stored and projected.
+    projected : list of torch.Tensor of shape (n_stimuli, <= n_components), float32, on the CPU
     """
     n_stimuli = inputs.shape[0]
     stored: list[torch.Tensor] = []
@@ -225,7 +233,7 @@ def store_and_project(model: torch.nn.Module, inputs: torch.Tensor, device: torc
     return {"forward_and_store_s": stored_at - started, "project_s": finished - stored_at,
             "total_s": finished - started, "n_components": n_components, "n_outputs": len(stored),
             "stored_bytes": sum(x.numel() * FLOAT32_BYTES for x in stored),
-            "projected_bytes": sum(x.numel() * FLOAT32_BYTES for x in projected)}
+            "projected_bytes": sum(x.numel() * FLOAT32_BYTES for x in projected)}, projected
 
 
 def reset_peak_rss() -> bool:

@@ -42,7 +42,7 @@ from deepmouse.features.extract import resolve_device
 from deepmouse.features.stats import compute_layer_statistics
 from deepmouse.metrics.folds import stimulus_folds
 from deepmouse.metrics.ridge import DEFAULT_CHUNK_SIZE, OPERATOR_ROWS, fit_ridge_folds
-from feature_statistics import DEFAULT_STIMULI, load_stimuli, prepare, synchronize
+from feature_statistics import DEFAULT_STIMULI, load_stimuli, prepare, stored_and_projected, synchronize
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "ridge.json"
 N_NEURONS = 6619
@@ -110,34 +110,16 @@ def reference_procedure(model_id: str, stimuli: np.ndarray, device: torch.device
     from sklearn.linear_model import RidgeCV
     from sklearn.preprocessing import StandardScaler
 
-    from deepmouse.features.layers import flatten_per_stimulus, hooked_leaf_outputs
-    from deepmouse.features.stats import sparse_random_projection, srp_dimension
-
     _, model, inputs = prepare(model_id, stimuli, device)
-    n_stimuli = inputs.shape[0]
-    stored: list[torch.Tensor] = []
-
-    def store(name: str, module: torch.nn.Module, output: torch.Tensor) -> None:
-        flat = flatten_per_stimulus(output.detach(), n_stimuli)
-        if flat is not None:
-            stored.append(flat.to(device="cpu", dtype=torch.float32, copy=True))
-
-    n_components = srp_dimension(n_stimuli)
-    started = time.perf_counter()
-    with torch.inference_mode(), hooked_leaf_outputs(model, store):
-        model(inputs)
-    stored_at = time.perf_counter()
-    with torch.inference_mode():
-        projected = [sparse_random_projection(x, n_components, srp_seed) if x.shape[1] > n_components else x
-                     for x in stored]
-    del stored
+    timings, projected = stored_and_projected(model, inputs, device, srp_seed)
     projected_at = time.perf_counter()
     for x in projected:
         scaled = StandardScaler().fit_transform(x.numpy().astype(np.float64))
         RidgeCV(alphas=[1.0]).fit(scaled, targets)
     finished = time.perf_counter()
-    return {"forward_and_store_s": stored_at - started, "project_s": projected_at - stored_at,
-            "ridge_s": finished - projected_at, "total_s": finished - started, "n_outputs": len(projected)}
+    ridge_s = finished - projected_at
+    return {"forward_and_store_s": timings["forward_and_store_s"], "project_s": timings["project_s"],
+            "ridge_s": ridge_s, "total_s": timings["total_s"] + ridge_s, "n_outputs": timings["n_outputs"]}
 
 
 def main(argv: list[str] | None = None) -> int:

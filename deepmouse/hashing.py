@@ -1,8 +1,9 @@
-"""File digests shared by the sources, the model loader and the feature cache."""
+"""File digests and durable writes shared by the sources, the model loader, the caches and the store."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 _BLOCK_BYTES = 1 << 20
@@ -15,3 +16,12 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(_BLOCK_BYTES), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's data (or a folder's entries) to disk, so a crash cannot keep a rename without them."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -420,16 +420,14 @@ def plot_zoology(tables: ReportTables) -> ReportFigure:
     methods = _methods(data)
     fig, axes = plt.subplots(len(methods), len(predictors), figsize=(10.5, 3.0 * len(methods)), squeeze=False)
     notes = []
-    if "imagenet_top1" not in data:
-        notes.append("the zoo registry has no imagenet_top1 column, so the top-1 panels are empty")
-    elif data["imagenet_top1"].isna().all():
+    if data["imagenet_top1"].isna().all():
         notes.append("no scored model has an ImageNet top-1 accuracy in the zoo registry")
     correlations = []
     for i, method in enumerate(methods):
         sub = data[data["method"] == method]
         for j, (column, label) in enumerate(predictors.items()):
             ax = axes[i, j]
-            x = sub[column] if column in sub else pd.Series(np.nan, index=sub.index)
+            x = pd.to_numeric(sub[column], errors="coerce")
             shown = x.notna()
             ax.scatter(x[shown], sub["score"][shown], s=16,
                        c=[CATEGORY_COLORS.get(c, "black") for c in sub["training_category"][shown]])

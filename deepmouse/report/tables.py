@@ -1,4 +1,4 @@
-"""What the report reads: the published store's tables and views, and the zoo registry.
+"""The report reads the published store's tables and views: nothing else.
 
 Everything the figures, the page and the headline metrics show is loaded here, once, into a
 :class:`ReportTables`; nothing downstream opens the store again.
@@ -6,14 +6,12 @@ Everything the figures, the page and the headline metrics show is loaded here, o
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from deepmouse.config import AREAS
-from deepmouse.models.registry import ZooEntry, load_zoo
 from deepmouse.store.build import open_store
 
 VIEWS = ("model_ranking", "layer_profile", "trained_vs_random", "method_agreement", "taskonomy_ranking")
@@ -26,9 +24,6 @@ TRAINING_CATEGORIES = {
     "taskonomy": "Taskonomy",
 }
 """The store's ``models.training_category`` values, in report order, with their labels."""
-
-ZOOLOGY_COLUMNS = ("imagenet_top1", "imagenet_top1_source")
-"""Registry columns the zoology figure uses when the registry has them."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +56,8 @@ class ReportTables:
         ``taskonomy_ranking`` (empty without Taskonomy encoders).
     zoology : DataFrame
         One row per scored model: ``model_id, display_name, training_category, family,
-        n_params, n_layers`` and, where the registry has them, ``imagenet_top1`` and
-        ``imagenet_top1_source``.
+        n_params, imagenet_top1, imagenet_top1_source, n_layers`` (the store's ``models`` and
+        ``layers`` tables).
     """
 
     source: str
@@ -107,8 +102,8 @@ def load_report_tables(db_path: str | Path) -> ReportTables:
         agreement = con.execute("SELECT * FROM method_agreement WHERE site_kind = 'area'").fetchdf()
         taskonomy = con.execute("SELECT * FROM taskonomy_ranking").fetchdf()
         models = con.execute(
-            "SELECT m.model_id, m.display_name, m.training_category, m.family, m.n_params, "
-            "count(l.layer_index) AS n_layers FROM models AS m LEFT JOIN layers AS l USING (model_id) "
+            "SELECT m.model_id, m.display_name, m.training_category, m.family, m.n_params, m.imagenet_top1, "
+            "m.imagenet_top1_source, count(l.layer_index) AS n_layers FROM models AS m LEFT JOIN layers AS l USING (model_id) "
             "WHERE m.model_id IN (SELECT model_id FROM model_scores) GROUP BY ALL ORDER BY m.model_id").fetchdf()
     finally:
         con.close()
@@ -121,7 +116,7 @@ def load_report_tables(db_path: str | Path) -> ReportTables:
         ranking=ranking, profile=profile,
         neurons=neurons.set_index("area").reindex(ordered_areas(neurons["area"])).reset_index(),
         trained_vs_random=trained_vs_random, agreement=agreement, taskonomy=taskonomy,
-        zoology=_with_registry_columns(models),
+        zoology=models,
     )
 
 
@@ -129,15 +124,3 @@ def ordered_areas(areas) -> tuple[str, ...]:
     """``areas`` without repeats, along the visual hierarchy of :data:`deepmouse.config.AREAS`
     (areas it does not list after, alphabetically)."""
     return tuple(sorted(set(areas), key=lambda area: (AREAS.index(area) if area in AREAS else len(AREAS), area)))
-
-
-def _with_registry_columns(models: pd.DataFrame) -> pd.DataFrame:
-    """Add the registry's :data:`ZOOLOGY_COLUMNS` that it has (models it does not list get NaN)."""
-    present = [c for c in ZOOLOGY_COLUMNS if c in {f.name for f in dataclasses.fields(ZooEntry)}]
-    if not present:
-        return models
-    registry = pd.DataFrame([{"model_id": e.model_id, **{c: getattr(e, c) for c in present}} for e in load_zoo()])
-    merged = models.merge(registry, on="model_id", how="left")
-    if "imagenet_top1" in merged:
-        merged["imagenet_top1"] = pd.to_numeric(merged["imagenet_top1"], errors="coerce")
-    return merged

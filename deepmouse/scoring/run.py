@@ -47,7 +47,7 @@ import pandas as pd
 
 from deepmouse.config import ComputeConfig, FeaturesConfig, ScoringConfig
 from deepmouse.errors import DataError
-from deepmouse.hashing import file_sha256
+from deepmouse.hashing import file_sha256, fsync_path
 from deepmouse.scoring.comparisons import compare_models
 from deepmouse.scoring.model import score_model
 from deepmouse.scoring.neural import load_neural_data
@@ -363,13 +363,13 @@ def _write_model_folder(folder: Path, tables: dict[str, pd.DataFrame], key: dict
             files[path.name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path), "rows": len(tables[name])}
         (staging / KEY_FILE).write_text(json.dumps({"key": key, "files": files}, indent=2, sort_keys=True) + "\n")
         for path in staging.iterdir():
-            _fsync(path)
-        _fsync(staging)
+            fsync_path(path)
+        fsync_path(staging)
         previous = folder.with_name(f"{folder.name}{STAGING}{os.getpid()}-previous")
         if folder.exists():
             os.replace(folder, previous)
         os.replace(staging, folder)
-        _fsync(folder.parent)
+        fsync_path(folder.parent)
         shutil.rmtree(previous, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -380,7 +380,7 @@ def _write_parquet_atomically(frame: pd.DataFrame, path: Path) -> None:
     staging = path.with_name(f"{path.name}{STAGING}{os.getpid()}")
     try:
         frame.to_parquet(staging, index=False)
-        _fsync(staging)
+        fsync_path(staging)
         os.replace(staging, path)
     finally:
         staging.unlink(missing_ok=True)
@@ -398,15 +398,6 @@ def _remove_unlisted(models_dir: Path, model_ids: Sequence[str], progress: Calla
             path.unlink()
         if STAGING not in path.name:
             progress(f"removed {path}: {path.name} is no longer in zoo.models")
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's data (or a folder's entries) to disk, so a crash cannot keep the rename without them."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _version(name: str) -> str | None:

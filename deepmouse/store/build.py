@@ -50,6 +50,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from deepmouse.errors import DeepmouseError, StoreError
+from deepmouse.hashing import fsync_path
 
 TABLES = ("runs", "models", "layers", "neurons", "rsa_scores", "regression_scores", "model_scores", "neuron_scores",
           "model_comparisons")
@@ -336,7 +337,7 @@ def replacing(target: str | Path) -> Iterator[Path]:
 def _replace(staging: Path, target: Path) -> None:
     if _wal(staging).exists():
         raise StoreError(f"{staging}: a write-ahead log is left; its connection was not checkpointed and closed")
-    _fsync(staging)
+    fsync_path(staging)
     guard = _open_unless_written(target)
     try:
         # A log left by a killed writer of the old file would be replayed onto the new one.
@@ -345,7 +346,7 @@ def _replace(staging: Path, target: Path) -> None:
     finally:
         if guard is not None:
             guard.close()
-    _fsync(target.parent)
+    fsync_path(target.parent)
 
 
 def _open_unless_written(target: Path) -> duckdb.DuckDBPyConnection | None:
@@ -392,15 +393,6 @@ def _remove_with_wal(path: Path) -> None:
 
 def _wal(path: Path) -> Path:
     return path.with_name(path.name + ".wal")
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's (or a folder's entries') data to disk, so a crash cannot leave the rename without them."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _one_line(err: Exception) -> str:
