@@ -105,11 +105,59 @@ class AllenConfig:
 
 
 @dataclass(frozen=True)
+class TableConfig:
+    """Recordings of your own as tables (``data.source: table``; README "Your own recordings").
+
+    ``responses`` (CSV or Parquet, required) holds each neuron's mean response to the 118
+    natural scenes and the blank; ``metadata`` optionally holds the per-neuron metadata in
+    a file of its own, joined on the neuron id; ``trials`` optionally holds trial-level
+    responses, from which reliability and the noise ceilings are computed (without it,
+    neurons are not filtered by reliability and regression scores are not normalised).
+    ``images`` is a folder of your own 118 scenes; ``null`` takes the Brain Observatory's
+    natural scenes. ``extra_areas`` names areas accepted besides the six Brain Observatory
+    areas; any other area in the tables is an error naming its row. Paths are relative to
+    the project folder.
+    """
+
+    responses: str | None = None
+    metadata: str | None = None
+    trials: str | None = None
+    images: str | None = None
+    extra_areas: tuple[str, ...] = ()
+
+    def _validate(self, where: str) -> None:
+        for area in self.extra_areas:
+            if not area or not isinstance(area, str):
+                raise ConfigError(f"{where}.extra_areas: area names must be non-empty strings, got {area!r}")
+            if area in AREAS:
+                raise ConfigError(f"{where}.extra_areas: {area!r} is a Brain Observatory area already; "
+                                  "list only areas besides " + ", ".join(AREAS))
+        if len(set(self.extra_areas)) != len(self.extra_areas):
+            raise ConfigError(f"{where}.extra_areas: an area is listed twice: {list(self.extra_areas)}")
+
+    def check_paths(self, where: str) -> None:
+        """Raise ConfigError naming the key when a file or folder given here does not exist."""
+        if not self.responses:
+            raise ConfigError(f"{where}.responses: required when data.source is 'table'")
+        for name, want_dir in (("responses", False), ("metadata", False), ("trials", False), ("images", True)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            path = Path(value)
+            found = path.is_dir() if want_dir else path.is_file()
+            if not found:
+                relative = "" if path.is_absolute() else f" in {Path.cwd()}"
+                kind = "folder" if want_dir else "file"
+                raise ConfigError(f"{where}.{name}: no such {kind} {value!r}{relative} (data.source is 'table')")
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    source: Literal["simulated", "nwb_dir", "allen"] = "simulated"
+    source: Literal["simulated", "nwb_dir", "allen", "table"] = "simulated"
     nwb_dir: str | None = None
     simulated: SimulatedConfig = field(default_factory=SimulatedConfig)
     allen: AllenConfig = field(default_factory=AllenConfig)
+    table: TableConfig = field(default_factory=TableConfig)
 
     def _validate(self, where: str) -> None:
         if self.source == "nwb_dir" and not self.nwb_dir:
@@ -120,6 +168,8 @@ class DataConfig:
             relative = "" if Path(self.nwb_dir).is_absolute() else f" in {Path.cwd()}"
             raise ConfigError(f"{where}.nwb_dir: no such folder {self.nwb_dir!r}{relative} "
                               f"({where}.source is 'nwb_dir')")
+        if self.source == "table":
+            self.table.check_paths(f"{where}.table")
 
 
 @dataclass(frozen=True)
