@@ -4,12 +4,29 @@ Each section of ``params.yaml`` maps onto a frozen dataclass below. Loading
 checks every key against the declared type and range and rejects unknown keys,
 so a typo or a wrong type stops the run with a message naming the key, e.g.
 ``params.yaml: neurons.n_splits: expected an integer, got 'many'``.
+
+pydantic does the checking: :func:`parse_params` validates the parsed YAML
+against :class:`Params` with a ``TypeAdapter``, and each class carries its rules
+as pydantic validators. The types say how strict a key is: ``StrictInt``,
+``StrictBool`` and ``StrictStr`` take only their own type (a bool is not an int, a
+string is not a number), ``StrictFloat`` also takes an int and stores it as a float,
+a tuple takes a list, and ``None`` is accepted only where the type says ``| None``.
+The sections stay standard-library dataclasses (pydantic validates those as it does
+its own) rather than pydantic dataclasses or models, so that only params read from
+outside are validated: the objects are the same as before to every caller
+(``dataclasses.asdict``, ``replace``, equality and the JSON that cache keys hash), and
+code that builds a section directly, such as a test selecting every neuron with
+``NeuronsConfig(reliability_threshold=-1.0)``, does so unchecked as before.
+
+Errors come back as :class:`~deepmouse.errors.ConfigError` naming the dotted key
+(``scoring.regression.relative_alphas[2]``) and the reason in plain words; the
+pydantic error types are translated in :func:`_config_error`.
 """
 
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -20,6 +37,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
 import yaml
+from pydantic import (ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError,
+                      field_validator, model_validator)
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from deepmouse.errors import ConfigError
 
@@ -32,9 +52,67 @@ AREAS = ("VISp", "VISl", "VISal", "VISpm", "VISrl", "VISam")
 MAX_RESPONSE_SPAN_S = 2.0
 """``responses.window`` and ``baseline`` lie within this many seconds of stimulus onset."""
 
+_RELATIVE = "deepmouse_params"
+_WHOLE = "deepmouse_params_whole"
+
+
+def _invalid(reason: str, key: str = "") -> PydanticCustomError:
+    """A rule broken at ``key`` of the value being validated ("": the value itself).
+
+    pydantic records where the value sits (``scoring.cv``); :func:`_config_error` adds ``key``.
+    """
+    return PydanticCustomError(_RELATIVE, "{reason}", {"reason": reason, "key": key})
+
+
+def _passed_on(err: ConfigError) -> PydanticCustomError:
+    """A ConfigError from a helper that was given the full key: kept whole, and of its class."""
+    return PydanticCustomError(_WHOLE, "{reason}", {"reason": str(err), "error": type(err)})
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise _invalid(f"must be positive, got {value}")
+    return value
+
+
+def _in_unit_interval(value: float) -> float:
+    """``value`` in (0, 1): an alpha, a false discovery rate, a confidence level."""
+    if not 0 < value < 1:
+        raise _invalid(f"must be in (0, 1), got {value}")
+    return value
+
+
+def _known_areas(areas: Sequence[str] | None) -> Sequence[str] | None:
+    for area in areas or ():
+        if area not in AREAS:
+            raise _invalid(f"unknown area {area!r}; known: {', '.join(AREAS)}")
+    return areas
+
+
+class _Section:
+    """What every section shares: no unknown keys, an empty section (``null``) is all
+    defaults, and a list is a list."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_raw(cls, raw: Any) -> Any:
+        # `neurons:` with every key commented out reads as null: the defaults, as when absent.
+        if raw is None:
+            return {}
+        if isinstance(raw, Mapping):
+            names = {f.name for f in dataclasses.fields(cls)}
+            for key, value in raw.items():
+                # pydantic would take a set for a tuple; YAML's `!!set` has no order (nor has its
+                # JSON in data/params.json, nor the keys hashed from it), so it is refused.
+                if key in names and isinstance(value, (set, frozenset)):
+                    raise _invalid(f"expected a list, got {value!r}", key=key)
+        return raw
+
 
 @dataclass(frozen=True)
-class SimulatedConfig:
+class SimulatedConfig(_Section):
     """The embedded default source: Allen-layout NWB files with a planted generator.
 
     ``tuning: planted`` neurons read out the generator's layer at each area's planted depth;
@@ -42,40 +120,53 @@ class SimulatedConfig:
     every model (null data for the scores), and ``planted_depths`` then only names the areas.
     """
 
-    seed: int = 0
+    seed: StrictInt = 0
     tuning: Literal["planted", "random"] = "planted"
-    generator: str = "alexnet_random"
-    generator_seed: int = 0
-    planted_depths: Mapping[str, float] = field(
+    generator: StrictStr = "alexnet_random"
+    generator_seed: StrictInt = 0
+    planted_depths: Mapping[StrictStr, StrictFloat] = field(
         default_factory=lambda: {
             "VISp": 0.1, "VISl": 0.25, "VISrl": 0.4, "VISal": 0.55, "VISpm": 0.7, "VISam": 0.85
         }
     )
-    experiments_per_area: int = 2
-    neurons_per_experiment: int = 50
-    n_repeats: int = 50
-    image_height: int = 230
-    image_width: int = 294
-    readout_sparsity: float = 0.1
-    noise_range: tuple[float, float] = (0.05, 1.0)
+    experiments_per_area: StrictInt = 2
+    neurons_per_experiment: StrictInt = 50
+    n_repeats: StrictInt = 50
+    image_height: StrictInt = 230
+    image_width: StrictInt = 294
+    readout_sparsity: StrictFloat = 0.1
+    noise_range: tuple[StrictFloat, StrictFloat] = (0.05, 1.0)
 
-    def _validate(self, where: str) -> None:
-        _check_positive(self, where, "experiments_per_area", "neurons_per_experiment",
-                        "n_repeats", "image_height", "image_width")
-        if not 0 < self.readout_sparsity <= 1:
-            raise ConfigError(f"{where}.readout_sparsity: must be in (0, 1], got {self.readout_sparsity}")
-        for area, depth in self.planted_depths.items():
-            if area not in AREAS:
-                raise ConfigError(f"{where}.planted_depths: unknown area {area!r}; known: {', '.join(AREAS)}")
+    _check_positive = field_validator("experiments_per_area", "neurons_per_experiment", "n_repeats",
+                                      "image_height", "image_width")(_positive)
+
+    @field_validator("readout_sparsity")
+    @classmethod
+    def _check_sparsity(cls, sparsity: float) -> float:
+        if not 0 < sparsity <= 1:
+            raise _invalid(f"must be in (0, 1], got {sparsity}")
+        return sparsity
+
+    @field_validator("planted_depths")
+    @classmethod
+    def _check_depths(cls, depths: Mapping[str, float]) -> Mapping[str, float]:
+        _known_areas(list(depths))
+        for area, depth in depths.items():
             if not 0 <= depth <= 1:
-                raise ConfigError(f"{where}.planted_depths.{area}: depth must be in [0, 1], got {depth}")
-        lo, hi = self.noise_range
-        if not 0 <= lo <= hi:
-            raise ConfigError(f"{where}.noise_range: need 0 <= low <= high, got {list(self.noise_range)}")
+                raise _invalid(f"depth must be in [0, 1], got {depth}", key=area)
+        return depths
+
+    @field_validator("noise_range")
+    @classmethod
+    def _check_noise(cls, noise_range: tuple[float, float]) -> tuple[float, float]:
+        low, high = noise_range
+        if not 0 <= low <= high:
+            raise _invalid(f"need 0 <= low <= high, got {list(noise_range)}")
+        return noise_range
 
 
 @dataclass(frozen=True)
-class AllenConfig:
+class AllenConfig(_Section):
     """The real pull through allensdk's ``BrainObservatoryCache`` (natural scenes, session B).
 
     ``null`` filters mean "all": every area, Cre line and imaging depth, as in the
@@ -84,28 +175,35 @@ class AllenConfig:
     each experiment's L0 event traces (for ``responses.signal: events``).
     """
 
-    cache_dir: str = "data/allen_cache"
-    areas: tuple[str, ...] | None = None
-    cre_lines: tuple[str, ...] | None = None
-    imaging_depths: tuple[int, ...] | None = None
-    max_experiments: int | None = None
-    retries: int = 5
-    timeout_s: float = 60.0
-    events: bool = False
+    cache_dir: StrictStr = "data/allen_cache"
+    areas: tuple[StrictStr, ...] | None = None
+    cre_lines: tuple[StrictStr, ...] | None = None
+    imaging_depths: tuple[StrictInt, ...] | None = None
+    max_experiments: StrictInt | None = None
+    retries: StrictInt = 5
+    timeout_s: StrictFloat = 60.0
+    events: StrictBool = False
 
-    def _validate(self, where: str) -> None:
-        for area in self.areas or ():
-            if area not in AREAS:
-                raise ConfigError(f"{where}.areas: unknown area {area!r}; known: {', '.join(AREAS)}")
-        if self.max_experiments is not None and self.max_experiments <= 0:
-            raise ConfigError(f"{where}.max_experiments: must be positive or null, got {self.max_experiments}")
-        _check_positive(self, where, "timeout_s")
-        if self.retries < 0:
-            raise ConfigError(f"{where}.retries: must be >= 0, got {self.retries}")
+    _check_areas = field_validator("areas")(_known_areas)
+    _check_timeout = field_validator("timeout_s")(_positive)
+
+    @field_validator("max_experiments")
+    @classmethod
+    def _check_max_experiments(cls, max_experiments: int | None) -> int | None:
+        if max_experiments is not None and max_experiments <= 0:
+            raise _invalid(f"must be positive or null, got {max_experiments}")
+        return max_experiments
+
+    @field_validator("retries")
+    @classmethod
+    def _check_retries(cls, retries: int) -> int:
+        if retries < 0:
+            raise _invalid(f"must be >= 0, got {retries}")
+        return retries
 
 
 @dataclass(frozen=True)
-class TableConfig:
+class TableConfig(_Section):
     """Recordings of your own as tables (``data.source: table``; README "Your own recordings").
 
     ``responses`` (CSV or Parquet, required) holds each neuron's mean response to the 118
@@ -119,21 +217,24 @@ class TableConfig:
     the project folder.
     """
 
-    responses: str | None = None
-    metadata: str | None = None
-    trials: str | None = None
-    images: str | None = None
-    extra_areas: tuple[str, ...] = ()
+    responses: StrictStr | None = None
+    metadata: StrictStr | None = None
+    trials: StrictStr | None = None
+    images: StrictStr | None = None
+    extra_areas: tuple[StrictStr, ...] = ()
 
-    def _validate(self, where: str) -> None:
-        for area in self.extra_areas:
-            if not area or not isinstance(area, str):
-                raise ConfigError(f"{where}.extra_areas: area names must be non-empty strings, got {area!r}")
+    @field_validator("extra_areas")
+    @classmethod
+    def _check_extra_areas(cls, extra_areas: tuple[str, ...]) -> tuple[str, ...]:
+        for area in extra_areas:
+            if not area:
+                raise _invalid(f"area names must be non-empty strings, got {area!r}")
             if area in AREAS:
-                raise ConfigError(f"{where}.extra_areas: {area!r} is a Brain Observatory area already; "
-                                  "list only areas besides " + ", ".join(AREAS))
-        if len(set(self.extra_areas)) != len(self.extra_areas):
-            raise ConfigError(f"{where}.extra_areas: an area is listed twice: {list(self.extra_areas)}")
+                raise _invalid(f"{area!r} is a Brain Observatory area already; list only areas besides "
+                               + ", ".join(AREAS))
+        if len(set(extra_areas)) != len(extra_areas):
+            raise _invalid(f"an area is listed twice: {list(extra_areas)}")
+        return extra_areas
 
     def check_paths(self, where: str) -> None:
         """Raise ConfigError naming the key when a file or folder given here does not exist."""
@@ -152,28 +253,40 @@ class TableConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Section):
     source: Literal["simulated", "nwb_dir", "allen", "table"] = "simulated"
-    nwb_dir: str | None = None
+    nwb_dir: StrictStr | None = None
     simulated: SimulatedConfig = field(default_factory=SimulatedConfig)
     allen: AllenConfig = field(default_factory=AllenConfig)
     table: TableConfig = field(default_factory=TableConfig)
 
-    def _validate(self, where: str) -> None:
+    @model_validator(mode="after")
+    def _check_source(self) -> DataConfig:
         if self.source == "nwb_dir" and not self.nwb_dir:
-            raise ConfigError(f"{where}.nwb_dir: required when {where}.source is 'nwb_dir'")
+            raise _invalid("required when data.source is 'nwb_dir'", key="nwb_dir")
         # Checked here, not first at the pull, so `deepmouse check-params` and the params stage
         # catch a mistyped folder before anything runs (relative paths: from the working folder).
         if self.source == "nwb_dir" and not Path(self.nwb_dir).is_dir():
             relative = "" if Path(self.nwb_dir).is_absolute() else f" in {Path.cwd()}"
-            raise ConfigError(f"{where}.nwb_dir: no such folder {self.nwb_dir!r}{relative} "
-                              f"({where}.source is 'nwb_dir')")
+            raise _invalid(f"no such folder {self.nwb_dir!r}{relative} (data.source is 'nwb_dir')", key="nwb_dir")
         if self.source == "table":
-            self.table.check_paths(f"{where}.table")
+            try:
+                self.table.check_paths("data.table")
+            except ConfigError as err:
+                raise _passed_on(err) from None
+        return self
+
+
+def _ordered(span: tuple[float, float]) -> tuple[float, float]:
+    """``span`` as (start, stop), start before stop."""
+    start, stop = span
+    if not start < stop:
+        raise _invalid(f"start must be before stop, got {[start, stop]}")
+    return start, stop
 
 
 @dataclass(frozen=True)
-class ResponsesConfig:
+class ResponsesConfig(_Section):
     """How a presentation's response is measured.
 
     ``definition: window``: the mean of ``signal`` over ``window`` minus its mean over
@@ -186,61 +299,75 @@ class ResponsesConfig:
     """
 
     definition: Literal["window", "allen_sweep"] = "window"
-    window: tuple[float, float] = (0.0, 0.25)
-    baseline: tuple[float, float] = (-0.1, 0.0)
+    window: tuple[StrictFloat, StrictFloat] = (0.0, 0.25)
+    baseline: tuple[StrictFloat, StrictFloat] = (-0.1, 0.0)
     signal: Literal["dff", "events"] = "dff"
 
-    def _validate(self, where: str) -> None:
-        for name in ("window", "baseline"):
-            start, stop = getattr(self, name)
-            if not start < stop:
-                raise ConfigError(f"{where}.{name}: start must be before stop, got {[start, stop]}")
-        # The scenes follow each other every 0.25 s: a window reaching further averages the
-        # responses to the next scenes, and the presentations it pushes past the end of the
-        # recording cannot be measured at all. 2 s leaves room for slow indicators and for
-        # the AllenSDK's own sweep response (0.47 s after onset, 0.93 s of baseline before).
-        start, stop = self.window
+    # The scenes follow each other every 0.25 s: a window reaching further averages the
+    # responses to the next scenes, and the presentations it pushes past the end of the
+    # recording cannot be measured at all. 2 s leaves room for slow indicators and for
+    # the AllenSDK's own sweep response (0.47 s after onset, 0.93 s of baseline before).
+    @field_validator("window")
+    @classmethod
+    def _check_window(cls, window: tuple[float, float]) -> tuple[float, float]:
+        start, stop = _ordered(window)
         if not 0 <= start < stop <= MAX_RESPONSE_SPAN_S:
-            raise ConfigError(f"{where}.window: must lie within the {MAX_RESPONSE_SPAN_S:g} s after onset "
-                              f"(0 <= start < stop <= {MAX_RESPONSE_SPAN_S:g}; each scene shows for 0.25 s), "
-                              f"got {[start, stop]}")
-        start, stop = self.baseline
+            raise _invalid(f"must lie within the {MAX_RESPONSE_SPAN_S:g} s after onset "
+                           f"(0 <= start < stop <= {MAX_RESPONSE_SPAN_S:g}; each scene shows for 0.25 s), "
+                           f"got {[start, stop]}")
+        return window
+
+    @field_validator("baseline")
+    @classmethod
+    def _check_baseline(cls, baseline: tuple[float, float]) -> tuple[float, float]:
+        start, stop = _ordered(baseline)
         if not -MAX_RESPONSE_SPAN_S <= start < stop <= 0:
-            raise ConfigError(f"{where}.baseline: must lie within the {MAX_RESPONSE_SPAN_S:g} s before onset "
-                              f"(-{MAX_RESPONSE_SPAN_S:g} <= start < stop <= 0), got {[start, stop]}")
+            raise _invalid(f"must lie within the {MAX_RESPONSE_SPAN_S:g} s before onset "
+                           f"(-{MAX_RESPONSE_SPAN_S:g} <= start < stop <= 0), got {[start, stop]}")
+        return baseline
+
+    @model_validator(mode="after")
+    def _check_signal(self) -> ResponsesConfig:
         if self.definition == "allen_sweep" and self.signal != "dff":
-            raise ConfigError(f"{where}.signal: {self.signal!r} applies to definition 'window' only; "
-                              "'allen_sweep' takes the corrected fluorescence (leave signal: dff)")
+            raise _invalid(f"{self.signal!r} applies to definition 'window' only; "
+                           "'allen_sweep' takes the corrected fluorescence (leave signal: dff)", key="signal")
+        return self
 
 
 @dataclass(frozen=True)
-class NeuronsConfig:
-    seed: int = 0
-    n_splits: int = 100
-    reliability_threshold: float = 0.75
-    selectivity_alpha: float = 0.05
-    require_selective: bool = False
-    running_alpha: float = 0.05
-    exclude_running_modulated: bool = True
-    max_per_area: int | None = None
+class NeuronsConfig(_Section):
+    seed: StrictInt = 0
+    n_splits: StrictInt = 100
+    reliability_threshold: StrictFloat = 0.75
+    selectivity_alpha: StrictFloat = 0.05
+    require_selective: StrictBool = False
+    running_alpha: StrictFloat = 0.05
+    exclude_running_modulated: StrictBool = True
+    max_per_area: StrictInt | None = None
 
-    def _validate(self, where: str) -> None:
-        _check_positive(self, where, "n_splits")
+    _check_n_splits = field_validator("n_splits")(_positive)
+    _check_alphas = field_validator("selectivity_alpha", "running_alpha")(_in_unit_interval)
+
+    @field_validator("reliability_threshold")
+    @classmethod
+    def _check_threshold(cls, threshold: float) -> float:
         # Split-half reliabilities range over [-1, 1], but one at or below 0 says the halves
         # share nothing: a threshold below 0 would select noise, and -1 every neuron.
-        if not 0 <= self.reliability_threshold <= 1:
-            raise ConfigError(f"{where}.reliability_threshold: must be in [0, 1] (below 0 it selects neurons whose "
-                              f"split halves disagree), got {self.reliability_threshold}")
-        for name in ("selectivity_alpha", "running_alpha"):
-            alpha = getattr(self, name)
-            if not 0 < alpha < 1:
-                raise ConfigError(f"{where}.{name}: must be in (0, 1), got {alpha}")
-        if self.max_per_area is not None and self.max_per_area <= 0:
-            raise ConfigError(f"{where}.max_per_area: must be positive or null, got {self.max_per_area}")
+        if not 0 <= threshold <= 1:
+            raise _invalid("must be in [0, 1] (below 0 it selects neurons whose split halves disagree), "
+                           f"got {threshold}")
+        return threshold
+
+    @field_validator("max_per_area")
+    @classmethod
+    def _check_max_per_area(cls, max_per_area: int | None) -> int | None:
+        if max_per_area is not None and max_per_area <= 0:
+            raise _invalid(f"must be positive or null, got {max_per_area}")
+        return max_per_area
 
 
 @dataclass(frozen=True)
-class CustomModelConfig:
+class CustomModelConfig(_Section):
     """A model of your own (one item of ``zoo.custom``), run like any registry model.
 
     ``function`` is ``module:function``, imported from the project folder (or ``sys.path``),
@@ -252,19 +379,26 @@ class CustomModelConfig:
     preprocessing gives every model 224 pixels.
     """
 
-    id: str = ""
-    display_name: str = ""
-    family: str = ""
-    function: str = ""
-    training: str | None = None
-    input_size: int = 224
-    weights: str | None = None
-    weights_sha256: str | None = None
+    id: StrictStr = ""
+    display_name: StrictStr = ""
+    family: StrictStr = ""
+    function: StrictStr = ""
+    training: StrictStr | None = None
+    input_size: StrictInt = 224
+    weights: StrictStr | None = None
+    weights_sha256: StrictStr | None = None
 
-    def _validate(self, where: str) -> None:
+    @model_validator(mode="after")
+    def _check_required(self) -> CustomModelConfig:
+        # Checked after all fields, not per field, because a missing key never reaches a field
+        # validator (defaults are not validated).
         for name in ("id", "display_name", "family", "function"):
             if not getattr(self, name):
-                raise ConfigError(f"{where}.{name}: required for a custom model")
+                raise _invalid("required for a custom model", key=name)
+        return self
+
+    def check_entry(self, where: str) -> None:
+        """Raise ConfigError, naming ``where`` and the id, unless this entry makes a registry entry."""
         from deepmouse.models.custom import split_import_path
 
         try:
@@ -286,7 +420,7 @@ class CustomModelConfig:
 
 
 @dataclass(frozen=True)
-class ZooConfig:
+class ZooConfig(_Section):
     """The models to run: zoo ids and preset names (``deepmouse zoo list --presets``).
 
     Loading replaces each preset by its ids (registry order) and keeps every id once, where
@@ -298,18 +432,31 @@ class ZooConfig:
     ids are listed in ``models`` like any other and must not be registry ids.
     """
 
-    models: tuple[str, ...] = ("alexnet_random",)
+    models: tuple[StrictStr, ...] = ("alexnet_random",)
     custom: tuple[CustomModelConfig, ...] = ()
 
-    def _validate(self, where: str) -> None:
-        if not self.models:
-            raise ConfigError(f"{where}.models: list at least one model id")
+    @field_validator("models")
+    @classmethod
+    def _check_models(cls, models: tuple[str, ...]) -> tuple[str, ...]:
+        if not models:
+            raise _invalid("list at least one model id")
+        return models
+
+    @model_validator(mode="after")
+    def _expand_presets(self) -> ZooConfig:
         # Imported here: the registry is data shipped with the package, read on demand.
         from deepmouse.models.presets import expand_models
 
-        # Frozen: the ids replace the names once, as the file is loaded.
-        object.__setattr__(self, "models",
-                           tuple(expand_models(self.models, self.registry(), key=f"{where}.models")))
+        # The registry's checks name the key in full, and an unknown id is an UnknownModelError:
+        # their errors are passed on whole, of their own class.
+        try:
+            for index, model in enumerate(self.custom):
+                model.check_entry(f"zoo.custom[{index}]")
+            # Frozen: the ids replace the names once, as the file is loaded.
+            object.__setattr__(self, "models", tuple(expand_models(self.models, self.registry(), key="zoo.models")))
+        except ConfigError as err:
+            raise _passed_on(err) from None
+        return self
 
     def registry(self) -> Zoo:
         """The zoo these params run on: the packaged registry, then the ``custom`` models.
@@ -366,7 +513,7 @@ def set_zoo_models(path: str | Path, names: Sequence[str]) -> tuple[str, ...]:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     # The file's own custom models (zoo.custom) are ids like the registry's.
     try:
-        custom = _build(ZooConfig, {"custom": (before.get("zoo") or {}).get("custom") or []}, "zoo")
+        custom = _validated(ZooConfig, {"custom": (before.get("zoo") or {}).get("custom") or []}, where="zoo")
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     model_ids = tuple(expand_models(names, custom.registry(), key="zoo.models"))
@@ -444,23 +591,23 @@ def _yaml_scalar(value: str) -> str:
 
 
 @dataclass(frozen=True)
-class FeaturesConfig:
+class FeaturesConfig(_Section):
     preprocessing: Literal["paper", "native"] = "paper"
-    init_seed: int = 0
+    init_seed: StrictInt = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    weights_dir: str | None = None
-    srp: bool = False
-    srp_seed: int = 0
+    weights_dir: StrictStr | None = None
+    srp: StrictBool = False
+    srp_seed: StrictInt = 0
 
 
 @dataclass(frozen=True)
-class RsaConfig:
+class RsaConfig(_Section):
     sites: tuple[Literal["area", "area_layer", "area_cre"], ...] = ("area",)
     comparison: Literal["pearson", "spearman", "kendall_tau_a"] = "pearson"
 
 
 @dataclass(frozen=True)
-class RegressionConfig:
+class RegressionConfig(_Section):
     """Ridge regression per neuron (DESIGN §6).
 
     ``alpha_mode: loo`` (default): outer folds over the stimuli; in each training part
@@ -471,15 +618,18 @@ class RegressionConfig:
     """
 
     alpha_mode: Literal["loo", "paper"] = "loo"
-    relative_alphas: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0, 30.0, 100.0)
+    relative_alphas: tuple[StrictFloat, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0, 30.0, 100.0)
 
-    def _validate(self, where: str) -> None:
-        if not self.relative_alphas or min(self.relative_alphas) <= 0:
-            raise ConfigError(f"{where}.relative_alphas: need at least one positive alpha")
+    @field_validator("relative_alphas")
+    @classmethod
+    def _check_alphas(cls, alphas: tuple[float, ...]) -> tuple[float, ...]:
+        if not alphas or min(alphas) <= 0:
+            raise _invalid("need at least one positive alpha")
+        return alphas
 
 
 @dataclass(frozen=True)
-class CrossValidationConfig:
+class CrossValidationConfig(_Section):
     """Seeded splits of the stimuli shared by every model and site.
 
     Regression: ``n_folds`` outer folds, repeated ``n_repeats`` times with fresh
@@ -487,43 +637,42 @@ class CrossValidationConfig:
     ways (choose the layer on one half's stimulus pairs, score it on the other's).
     """
 
-    n_folds: int = 10
-    n_repeats: int = 1
-    n_splits: int = 10
-    seed: int = 0
+    n_folds: StrictInt = 10
+    n_repeats: StrictInt = 1
+    n_splits: StrictInt = 10
+    seed: StrictInt = 0
 
-    def _validate(self, where: str) -> None:
-        _check_positive(self, where, "n_repeats", "n_splits")
-        if not 2 <= self.n_folds <= 39:
-            raise ConfigError(f"{where}.n_folds: must be in [2, 39] so every fold holds at least 3 of the 119 stimuli, "
-                              f"got {self.n_folds}")
+    _check_positive = field_validator("n_repeats", "n_splits")(_positive)
 
-
-@dataclass(frozen=True)
-class BootstrapConfig:
-    n: int = 1000
-    seed: int = 0
-    level: float = 0.95
-
-    def _validate(self, where: str) -> None:
-        _check_positive(self, where, "n")
-        if not 0 < self.level < 1:
-            raise ConfigError(f"{where}.level: must be in (0, 1), got {self.level}")
+    @field_validator("n_folds")
+    @classmethod
+    def _check_folds(cls, n_folds: int) -> int:
+        if not 2 <= n_folds <= 39:
+            raise _invalid(f"must be in [2, 39] so every fold holds at least 3 of the 119 stimuli, got {n_folds}")
+        return n_folds
 
 
 @dataclass(frozen=True)
-class ComparisonsConfig:
+class BootstrapConfig(_Section):
+    n: StrictInt = 1000
+    seed: StrictInt = 0
+    level: StrictFloat = 0.95
+
+    _check_n = field_validator("n")(_positive)
+    _check_level = field_validator("level")(_in_unit_interval)
+
+
+@dataclass(frozen=True)
+class ComparisonsConfig(_Section):
     """Paired model comparisons: Benjamini-Hochberg false discovery rate per site."""
 
-    fdr: float = 0.05
+    fdr: StrictFloat = 0.05
 
-    def _validate(self, where: str) -> None:
-        if not 0 < self.fdr < 1:
-            raise ConfigError(f"{where}.fdr: must be in (0, 1), got {self.fdr}")
+    _check_fdr = field_validator("fdr")(_in_unit_interval)
 
 
 @dataclass(frozen=True)
-class ScoringConfig:
+class ScoringConfig(_Section):
     """How models are scored (DESIGN §6).
 
     ``layer_selection``: ``max`` (the reference study's best layer, optimistic) and/or
@@ -540,15 +689,18 @@ class ScoringConfig:
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     comparisons: ComparisonsConfig = field(default_factory=ComparisonsConfig)
 
-    def _validate(self, where: str) -> None:
-        if not self.layer_selection:
-            raise ConfigError(f"{where}.layer_selection: list at least one of 'max', 'cv'")
-        if len(set(self.layer_selection)) != len(self.layer_selection):
-            raise ConfigError(f"{where}.layer_selection: duplicate entries in {list(self.layer_selection)}")
+    @field_validator("layer_selection")
+    @classmethod
+    def _check_layer_selection(cls, layer_selection: tuple[str, ...]) -> tuple[str, ...]:
+        if not layer_selection:
+            raise _invalid("list at least one of 'max', 'cv'")
+        if len(set(layer_selection)) != len(layer_selection):
+            raise _invalid(f"duplicate entries in {list(layer_selection)}")
+        return layer_selection
 
 
 @dataclass(frozen=True)
-class ChecksConfig:
+class ChecksConfig(_Section):
     """Data-quality gates (DESIGN §8).
 
     ``min_selected_per_area``: fewest selected neurons an area with recorded neurons may
@@ -557,18 +709,26 @@ class ChecksConfig:
     ``normalized_score`` where a ceiling is not positive; scores are never allowed NaN.
     """
 
-    min_selected_per_area: int = 5
-    max_nan_fraction: float = 0.0
+    min_selected_per_area: StrictInt = 5
+    max_nan_fraction: StrictFloat = 0.0
 
-    def _validate(self, where: str) -> None:
-        if self.min_selected_per_area < 0:
-            raise ConfigError(f"{where}.min_selected_per_area: must be >= 0, got {self.min_selected_per_area}")
-        if not 0 <= self.max_nan_fraction <= 1:
-            raise ConfigError(f"{where}.max_nan_fraction: must be in [0, 1], got {self.max_nan_fraction}")
+    @field_validator("min_selected_per_area")
+    @classmethod
+    def _check_min_selected(cls, min_selected: int) -> int:
+        if min_selected < 0:
+            raise _invalid(f"must be >= 0, got {min_selected}")
+        return min_selected
+
+    @field_validator("max_nan_fraction")
+    @classmethod
+    def _check_nan_fraction(cls, fraction: float) -> float:
+        if not 0 <= fraction <= 1:
+            raise _invalid(f"must be in [0, 1], got {fraction}")
+        return fraction
 
 
 @dataclass(frozen=True)
-class ComputeConfig:
+class ComputeConfig(_Section):
     """Where per-model work runs (``deepmouse/compute.py``); never what it computes.
 
     ``workers: 1`` (default) runs the models one after another in the stage's process;
@@ -579,22 +739,34 @@ class ComputeConfig:
     are byte-identical whatever these settings.
     """
 
-    workers: int = 1
-    threads_per_worker: int | None = None
-    scheduler: str | None = None
+    workers: StrictInt = 1
+    threads_per_worker: StrictInt | None = None
+    scheduler: StrictStr | None = None
 
-    def _validate(self, where: str) -> None:
-        if self.workers < 1:
-            raise ConfigError(f"{where}.workers: must be at least 1, got {self.workers}")
-        if self.threads_per_worker is not None and self.threads_per_worker < 1:
-            raise ConfigError(f"{where}.threads_per_worker: must be at least 1 or null, got {self.threads_per_worker}")
-        if self.scheduler is not None and "://" not in self.scheduler:
-            raise ConfigError(f"{where}.scheduler: must be a Dask scheduler address such as tcp://host:8786, "
-                              f"got {self.scheduler!r}")
+    @field_validator("workers")
+    @classmethod
+    def _check_workers(cls, workers: int) -> int:
+        if workers < 1:
+            raise _invalid(f"must be at least 1, got {workers}")
+        return workers
+
+    @field_validator("threads_per_worker")
+    @classmethod
+    def _check_threads(cls, threads: int | None) -> int | None:
+        if threads is not None and threads < 1:
+            raise _invalid(f"must be at least 1 or null, got {threads}")
+        return threads
+
+    @field_validator("scheduler")
+    @classmethod
+    def _check_scheduler(cls, scheduler: str | None) -> str | None:
+        if scheduler is not None and "://" not in scheduler:
+            raise _invalid(f"must be a Dask scheduler address such as tcp://host:8786, got {scheduler!r}")
+        return scheduler
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(_Section):
     data: DataConfig = field(default_factory=DataConfig)
     responses: ResponsesConfig = field(default_factory=ResponsesConfig)
     neurons: NeuronsConfig = field(default_factory=NeuronsConfig)
@@ -628,81 +800,85 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def parse_params(raw: Mapping[str, Any]) -> Params:
     """Build :class:`Params` from a parsed mapping (the content of params.yaml)."""
-    return _build(Params, raw, where="")
+    return _validated(Params, raw, where="")
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where or 'params'}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - fields)
-    if unknown:
-        raise ConfigError(
-            f"{_join(where, unknown[0])}: unknown key; known keys here: {', '.join(sorted(fields))}"
-        )
-    values = {name: _coerce(hints[name], raw[name], _join(where, name)) for name in fields if name in raw}
-    obj = cls(**values)
-    validate = getattr(obj, "_validate", None)
-    if validate is not None:
-        validate(where)
-    return obj
+def _validated(cls: type, raw: Any, where: str) -> Any:
+    """``raw`` validated as ``cls``, found at key ``where`` of params.yaml ("" for the whole file).
+
+    Raises
+    ------
+    ConfigError
+        Of the first error pydantic found, naming its key.
+    """
+    try:
+        return _adapter(cls).validate_python(raw)
+    except ValidationError as err:
+        raise _config_error(err.errors(include_url=False)[0], cls, where) from None
 
 
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: must be one of {', '.join(map(repr, args))}, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if origin in (collections.abc.Mapping, dict):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        key_type, value_type = args
-        return {_coerce(key_type, k, where): _coerce(value_type, v, f"{where}.{k}") for k, v in value.items()}
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported params type {hint!r} at {where}")
+@functools.cache
+def _adapter(cls: type) -> TypeAdapter:
+    # Built on first use: the schema of Params takes a moment, and most imports never parse params.
+    return TypeAdapter(cls)
 
 
-def _check_positive(obj: Any, where: str, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if value <= 0:
-            raise ConfigError(f"{where}.{name}: must be positive, got {value}")
+_EXPECTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+             "string_type": "a string", "tuple_type": "a list", "dict_type": "a mapping"}
+"""What a pydantic error type says was expected, for the types params declare (all strict)."""
 
 
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
+def _config_error(error: ErrorDetails, cls: type, where: str) -> ConfigError:
+    """One pydantic error as a ConfigError: ``<dotted key>: <reason>``, with the reasons of
+    the hand-written checks this module had before pydantic (and the same wording)."""
+    kind, loc, value, context = error["type"], error["loc"], error["input"], error.get("ctx", {})
+    if kind == _WHOLE:
+        return context["error"](context["reason"])
+    if loc[-1:] == ("[key]",):  # a mapping's key is named by the mapping
+        loc = loc[:-2]
+    if kind == "missing":  # an item short of a fixed-length tuple: the tuple's error
+        loc = loc[:-1]
+    if kind in ("unexpected_keyword_argument", "invalid_key"):
+        known = ", ".join(sorted(f.name for f in dataclasses.fields(_declared_type(cls, loc[:-1]))))
+        return ConfigError(f"{_dotted(where, loc[:-1], str(loc[-1]))}: unknown key; known keys here: {known}")
+    key = _dotted(where, loc)
+    if kind == _RELATIVE:
+        return ConfigError(f"{_dotted(where, loc, context['key'])}: {context['reason']}")
+    if kind in _EXPECTED:
+        return ConfigError(f"{key}: expected {_EXPECTED[kind]}, got {value!r}")
+    if kind == "dataclass_type":
+        return ConfigError(f"{key or 'params'}: expected a mapping, got {type(value).__name__}")
+    if kind == "literal_error":
+        choices = ", ".join(map(repr, typing.get_args(_declared_type(cls, loc))))
+        return ConfigError(f"{key}: must be one of {choices}, got {value!r}")
+    if kind in ("missing", "too_long"):
+        return ConfigError(f"{key}: expected a list of {len(typing.get_args(_declared_type(cls, loc)))} values, "
+                           f"got {value!r}")
+    return ConfigError(f"{key or 'params'}: {error['msg']}, got {value!r}")
+
+
+def _declared_type(cls: type, loc: Sequence[str | int]) -> Any:
+    """The type declared at ``loc`` (keys, item indices) inside the dataclass ``cls``, ``None`` dropped."""
+    hint = cls
+    for part in loc:
+        if dataclasses.is_dataclass(hint):
+            hint = typing.get_type_hints(hint)[part]
+        elif typing.get_origin(hint) is tuple:
+            items = typing.get_args(hint)
+            hint = items[0] if items[-1] is Ellipsis else items[part]
+        else:  # a mapping: its values
+            hint = typing.get_args(hint)[-1]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint
+
+
+def _dotted(where: str, loc: Sequence[str | int], key: str = "") -> str:
+    """``where`` + ``loc`` + ``key`` as params.yaml keys: ``scoring.regression.relative_alphas[2]``."""
+    dotted = where
+    for part in [*loc, key]:
+        if isinstance(part, int):
+            dotted += f"[{part}]"
+        elif part:
+            dotted = f"{dotted}.{part}" if dotted else part
+    return dotted

@@ -1,5 +1,7 @@
 """params.yaml parsing: types, ranges, unknown keys and model ids are named in errors."""
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,70 @@ def test_shipped_params_load():
 
 def test_defaults_equal_an_empty_file():
     assert parse_params({}) == Params()
+
+
+DEFAULTS = {
+    "data": {
+        "source": "simulated", "nwb_dir": None,
+        "simulated": {"seed": 0, "tuning": "planted", "generator": "alexnet_random", "generator_seed": 0,
+                      "planted_depths": {"VISp": 0.1, "VISl": 0.25, "VISrl": 0.4, "VISal": 0.55, "VISpm": 0.7,
+                                         "VISam": 0.85},
+                      "experiments_per_area": 2, "neurons_per_experiment": 50, "n_repeats": 50, "image_height": 230,
+                      "image_width": 294, "readout_sparsity": 0.1, "noise_range": (0.05, 1.0)},
+        "allen": {"cache_dir": "data/allen_cache", "areas": None, "cre_lines": None, "imaging_depths": None,
+                  "max_experiments": None, "retries": 5, "timeout_s": 60.0, "events": False},
+        "table": {"responses": None, "metadata": None, "trials": None, "images": None, "extra_areas": ()},
+    },
+    "responses": {"definition": "window", "window": (0.0, 0.25), "baseline": (-0.1, 0.0), "signal": "dff"},
+    "neurons": {"seed": 0, "n_splits": 100, "reliability_threshold": 0.75, "selectivity_alpha": 0.05,
+                "require_selective": False, "running_alpha": 0.05, "exclude_running_modulated": True,
+                "max_per_area": None},
+    "zoo": {"models": ("alexnet_random",), "custom": ()},
+    "features": {"preprocessing": "paper", "init_seed": 0, "device": "auto", "weights_dir": None, "srp": False,
+                 "srp_seed": 0},
+    "scoring": {
+        "layer_selection": ("max", "cv"), "ceiling": "split_half",
+        "rsa": {"sites": ("area",), "comparison": "pearson"},
+        "regression": {"alpha_mode": "loo",
+                       "relative_alphas": (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)},
+        "cv": {"n_folds": 10, "n_repeats": 1, "n_splits": 10, "seed": 0},
+        "bootstrap": {"n": 1000, "seed": 0, "level": 0.95},
+        "comparisons": {"fdr": 0.05},
+    },
+    "checks": {"min_selected_per_area": 5, "max_nan_fraction": 0.0},
+    "compute": {"workers": 1, "threads_per_worker": None, "scheduler": None},
+}
+"""The parsed defaults, as the hand-written parser before pydantic gave them. Cache keys and
+data/params.json hash these values: a change of type (60 for 60.0, a list for a tuple) or
+order would invalidate every cache, so they are compared by repr, which tells those apart."""
+
+
+def test_defaults_and_the_shipped_file_parse_to_the_values_they_always_had():
+    assert repr(dataclasses.asdict(parse_params({}))) == repr(DEFAULTS)
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())  # the defaults written out, and seven models
+    expected = {**DEFAULTS, "zoo": {"models": tuple(shipped["zoo"]["models"]), "custom": ()}}
+    assert repr(dataclasses.asdict(load_params(REPO / "params.yaml"))) == repr(expected)
+    # What stages/params.py writes, and the run's scoring key reads back (tuples as lists).
+    assert json.dumps(dataclasses.asdict(parse_params({})), indent=2, sort_keys=True) == json.dumps(
+        DEFAULTS, indent=2, sort_keys=True)
+
+
+def test_values_are_stored_as_declared():
+    params = parse_params({"data": {"allen": {"timeout_s": 30, "areas": ["VISp"], "imaging_depths": [175]},
+                                    "simulated": {"planted_depths": {"VISp": 0, "VISam": 1}}},
+                           "responses": {"window": [0, 1]},
+                           "scoring": {"regression": {"relative_alphas": [1, 10]}, "layer_selection": ["cv"]},
+                           "zoo": None})
+    allen, simulated = params.data.allen, params.data.simulated
+    assert type(allen.timeout_s) is float and allen.timeout_s == 30.0  # an int is taken for a float
+    assert allen.areas == ("VISp",) and allen.imaging_depths == (175,)  # lists become tuples
+    assert type(simulated.planted_depths) is dict and simulated.planted_depths == {"VISp": 0.0, "VISam": 1.0}
+    assert all(type(depth) is float for depth in simulated.planted_depths.values())
+    assert params.responses.window == (0.0, 1.0) and all(type(x) is float for x in params.responses.window)
+    assert params.scoring.regression.relative_alphas == (1.0, 10.0) and params.scoring.layer_selection == ("cv",)
+    assert params.zoo == Params().zoo  # a section left null is all defaults
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.neurons.n_splits = 3
 
 
 @pytest.mark.parametrize(
@@ -60,6 +126,56 @@ def test_defaults_equal_an_empty_file():
         ({"data": {"simulated": {"planted_depths": {"V1": 0.2}}}}, r"planted_depths: unknown area 'V1'"),
         ({"zoo": {"models": []}}, r"zoo\.models: list at least one model id"),
         ({"zoo": "alexnet"}, r"zoo: expected a mapping"),
+        # Each kind of error pydantic reports, named by its dotted key.
+        ({"scoring": {"cv": {"n_folds": "ten"}}}, r"^scoring\.cv\.n_folds: expected an integer, got 'ten'$"),
+        ({"scoring": {"regression": {"relative_alphas": [1, 2, "x"]}}},
+         r"^scoring\.regression\.relative_alphas\[2\]: expected a number, got 'x'$"),
+        ({"data": {"allen": {"imaging_depths": [175, 275.5]}}},
+         r"^data\.allen\.imaging_depths\[1\]: expected an integer, got 275\.5$"),
+        ({"data": {"simulated": {"nope": 1}}},
+         r"^data\.simulated\.nope: unknown key; known keys here: experiments_per_area, generator, generator_seed, "
+         r"image_height, image_width, n_repeats, neurons_per_experiment, noise_range, planted_depths, "
+         r"readout_sparsity, seed, tuning$"),
+        ({"neurons": {1: 2}}, r"^neurons\.1: unknown key; known keys here: exclude_running_modulated, "),
+        ({"zoo": {"custom": [{"id": "tiny", "bogus": 1}]}},
+         r"^zoo\.custom\[0\]\.bogus: unknown key; known keys here: display_name, family, function, id, input_size, "
+         r"training, weights, weights_sha256$"),
+        ({"neurons": {"n_splits": None}}, r"^neurons\.n_splits: expected an integer, got None$"),
+        ({"data": {"allen": {"cache_dir": None}}}, r"^data\.allen\.cache_dir: expected a string, got None$"),
+        ({"responses": {"window": None}}, r"^responses\.window: expected a list, got None$"),
+        ({"responses": {"window": [None, 1]}}, r"^responses\.window\[0\]: expected a number, got None$"),
+        ({"responses": {"signal": None}}, r"^responses\.signal: must be one of 'dff', 'events', got None$"),
+        ({"neurons": {"n_splits": True}}, r"^neurons\.n_splits: expected an integer, got True$"),
+        ({"data": {"allen": {"max_experiments": False}}},
+         r"^data\.allen\.max_experiments: expected an integer, got False$"),
+        ({"neurons": {"reliability_threshold": True}},
+         r"^neurons\.reliability_threshold: expected a number, got True$"),
+        ({"neurons": {"reliability_threshold": "0.5"}},
+         r"^neurons\.reliability_threshold: expected a number, got '0\.5'$"),
+        ({"neurons": {"require_selective": 1}}, r"^neurons\.require_selective: expected true or false, got 1$"),
+        ({"compute": {"scheduler": 8786}}, r"^compute\.scheduler: expected a string, got 8786$"),
+        ({"responses": {"window": [0, 0.1, 0.2]}},
+         r"^responses\.window: expected a list of 2 values, got \[0, 0\.1, 0\.2\]$"),
+        ({"scoring": {"layer_selection": "max"}}, r"^scoring\.layer_selection: expected a list, got 'max'$"),
+        ({"data": {"table": {"extra_areas": {"LP": 1}}}},
+         r"^data\.table\.extra_areas: expected a list, got \{'LP': 1\}$"),
+        ({"data": {"table": {"extra_areas": {"LP"}}}},  # YAML's !!set: no order
+         r"^data\.table\.extra_areas: expected a list, got \{'LP'\}$"),
+        ({"data": {"simulated": {"planted_depths": {"VISp": "deep"}}}},
+         r"^data\.simulated\.planted_depths\.VISp: expected a number, got 'deep'$"),
+        ({"data": {"simulated": {"planted_depths": {1: 0.5}}}},
+         r"^data\.simulated\.planted_depths: expected a string, got 1$"),
+        ({"data": {"simulated": {"planted_depths": [0.5]}}},
+         r"^data\.simulated\.planted_depths: expected a mapping, got \[0\.5\]$"),
+        ({"data": {"simulated": {"planted_depths": {"VISp": 2}}}},
+         r"^data\.simulated\.planted_depths\.VISp: depth must be in \[0, 1\], got 2\.0$"),
+        ({"scoring": {"rsa": ["area"]}}, r"^scoring\.rsa: expected a mapping, got list$"),
+        ({"zoo": {"custom": [{"id": "tiny", "input_size": "big"}]}},
+         r"^zoo\.custom\[0\]\.input_size: expected an integer, got 'big'$"),
+        ({"zoo": {"custom": [{"id": "tiny"}]}}, r"^zoo\.custom\[0\]\.display_name: required for a custom model$"),
+        ({"responses": {"definition": "allen_sweep", "signal": "events"}},
+         r"^responses\.signal: 'events' applies to definition 'window' only"),
+        ({"compute": {"scheduler": "host:8786"}}, r"^compute\.scheduler: must be a Dask scheduler address"),
     ],
 )
 def test_bad_params_name_the_key(raw, message):
@@ -70,6 +186,11 @@ def test_bad_params_name_the_key(raw, message):
 def test_unknown_model_id_is_named_with_suggestions():
     with pytest.raises(UnknownModelError, match=r"zoo\.models: unknown model id 'alexnett'.*alexnet"):
         parse_params({"zoo": {"models": ["alexnet_random", "alexnett"]}})
+
+
+def test_a_file_that_is_not_a_mapping_is_named():
+    with pytest.raises(ConfigError, match=r"^params: expected a mapping, got list$"):
+        parse_params(["data"])
 
 
 def test_load_params_names_the_file(tmp_path):
