@@ -146,6 +146,18 @@ def features(model: str = typer.Option(...), stimuli: Path = typer.Option(...), 
     _run(lambda: pipeline.run_features(load_params(params), model, stimuli, out))
 
 
+@app.command("prefetch-features")
+def prefetch_features(stimuli: Path = typer.Option(Path("data/stimuli"), help="the stimuli stage's output"),
+                      store: Optional[Path] = typer.Option(None, help="entries by key digest (default: data/feature_store, "
+                                                                      "where the features stages look)"),
+                      params: Path = PARAMS) -> None:
+    """Compute every model's feature statistics as parallel tasks (compute.*) before `dvc repro` copies them."""
+    from deepmouse.features.cache import PREFETCH_DIR
+    from deepmouse.features.prefetch import prefetch_features as prefetch
+
+    _run(lambda: prefetch(load_params(params), stimuli, store or PREFETCH_DIR))
+
+
 @app.command()
 def scores(features: Path = typer.Option(...), stimuli: Path = typer.Option(...), neurons: Path = typer.Option(...),
            responses: Path = typer.Option(...), out: Path = typer.Option(...), params: Path = PARAMS) -> None:

@@ -406,11 +406,13 @@ def run_neurons(params: Params, responses_dir: str | Path, out_path: str | Path,
 # ----------------------------------------------------------------------- features
 def run_features(params: Params, model_id: str, stimuli_dir: str | Path, out_dir: str | Path, *, progress: Progress = print) -> str:
     """Per-layer statistics of one model (DESIGN §5)."""
+    from deepmouse.features.cache import PREFETCH_DIR
     from deepmouse.features.extract import extract_features
 
     stimuli = np.load(Path(stimuli_dir) / "stimuli.npy")
     started = time.perf_counter()
-    extract_features(model_id, stimuli, params.features, Path(out_dir), zoo=params.zoo.registry(), progress=progress)
+    extract_features(model_id, stimuli, params.features, Path(out_dir), zoo=params.zoo.registry(),
+                     prefetched=PREFETCH_DIR, progress=progress)
     size = sum(f.stat().st_size for f in Path(out_dir).rglob("*") if f.is_file())
     return f"features: {model_id} in {time.perf_counter() - started:.1f} s, {size / 1e6:.1f} MB at {out_dir}"
 

@@ -229,6 +229,12 @@ def load_feature_entry(out_dir: str | Path, expected_digest: str | None = None) 
     return stats, record["key"]
 
 
+PREFETCH_DIR = Path("data") / "feature_store"
+"""Where ``deepmouse prefetch-features`` leaves entries by key digest (relative to the project
+folder); the ``features@<model>`` stages copy an intact entry from there instead of computing it.
+Not a DVC output: safe to delete at any time."""
+
+
 def read_model_info(out_dir: str | Path) -> dict:
     """The model description stored with an entry: n_params, n_layers, device.
 
@@ -291,6 +297,16 @@ def _symmetric_from_upper(upper: np.ndarray, n_stimuli: int) -> np.ndarray:
     full[:, rows, cols] = upper
     full[:, cols, rows] = upper
     return full
+
+
+def copy_entry(source: str | Path, out_dir: str | Path) -> None:
+    """Copy an intact entry to ``out_dir`` (through a staging folder: never half-written)."""
+    source, out_dir = Path(source), Path(out_dir)
+    staging = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(source, staging)
+    _replace_directory(staging, out_dir)
 
 
 def _replace_directory(staging: Path, out_dir: Path) -> None:

@@ -13,6 +13,7 @@ from deepmouse.config import FeaturesConfig
 from deepmouse.errors import ConfigError, DataError
 from deepmouse.features.cache import (
     cache_key_digest,
+    copy_entry,
     entry_is_current,
     feature_cache_key,
     hash_stimuli,
@@ -71,8 +72,20 @@ def known_weights_sha256(entry: ZooEntry, weights_dir: str | Path | None) -> str
     return file_sha256(local) if local is not None else None
 
 
+def feature_entry_digest(entry: ZooEntry, stimuli: np.ndarray, cfg: FeaturesConfig) -> tuple[dict, str]:
+    """The cache key of a model's statistics for these stimuli and settings, and its digest."""
+    key = feature_cache_key(
+        entry, init_seed=cfg.init_seed, weights_sha256=known_weights_sha256(entry, cfg.weights_dir),
+        preprocessing=cfg.preprocessing, stimuli_sha256=hash_stimuli(stimuli),
+        srp_seed=cfg.srp_seed if cfg.srp else None,
+        code_sha256=file_sha256(custom_source_file(entry)) if entry.source == CUSTOM_SOURCE else None,
+    )
+    return key, cache_key_digest(key)
+
+
 def extract_features(model_id: str, stimuli: np.ndarray, cfg: FeaturesConfig, out_dir: str | Path, *,
-                     zoo: Zoo | None = None, progress: Callable[[str], None] = print) -> Path:
+                     zoo: Zoo | None = None, prefetched: str | Path | None = None,
+                     progress: Callable[[str], None] = print) -> Path:
     """Compute and cache the per-layer statistics of one model for the stimuli.
 
     A complete entry with the same key digest already in ``out_dir`` is kept
@@ -91,6 +104,9 @@ def extract_features(model_id: str, stimuli: np.ndarray, cfg: FeaturesConfig, ou
     zoo : Zoo, optional
         Where ``model_id`` is looked up: the packaged registry by default;
         :meth:`deepmouse.config.ZooConfig.registry` adds params' custom models.
+    prefetched : str or Path, optional
+        A folder of entries named by key digest (``deepmouse prefetch-features``): an intact
+        entry there for this key is copied to ``out_dir`` instead of computed.
     progress : callable
         Receives progress lines.
 
@@ -105,14 +121,13 @@ def extract_features(model_id: str, stimuli: np.ndarray, cfg: FeaturesConfig, ou
         raise DataError(f"stimuli: expected a uint8 array of shape (n_stimuli >= 2, height, width), got {shape}")
     out_dir = Path(out_dir)
     srp_seed = cfg.srp_seed if cfg.srp else None
-    key = feature_cache_key(
-        entry, init_seed=cfg.init_seed, weights_sha256=known_weights_sha256(entry, cfg.weights_dir),
-        preprocessing=cfg.preprocessing, stimuli_sha256=hash_stimuli(stimuli), srp_seed=srp_seed,
-        code_sha256=file_sha256(custom_source_file(entry)) if entry.source == CUSTOM_SOURCE else None,
-    )
-    digest = cache_key_digest(key)
+    key, digest = feature_entry_digest(entry, stimuli, cfg)
     if entry_is_current(out_dir, digest):
         progress(f"{model_id}: features in {out_dir} are current (key {digest[:12]}), not recomputed")
+        return out_dir
+    if prefetched is not None and entry_is_current(Path(prefetched) / digest, digest):
+        copy_entry(Path(prefetched) / digest, out_dir)
+        progress(f"{model_id}: features copied from the prefetched entry {Path(prefetched) / digest}")
         return out_dir
 
     device = resolve_device(cfg.device)

@@ -1,0 +1,76 @@
+"""Feature statistics of many models at once, on Dask, ahead of ``dvc repro``.
+
+DVC runs the ``features@<model>`` stages one after another. ``deepmouse prefetch-features``
+computes the statistics of every model in ``zoo.models`` as parallel tasks (``compute.*``:
+a local Dask cluster, or a running scheduler such as dask-jobqueue's SLURM cluster, GPU
+workers included) into :data:`~deepmouse.features.cache.PREFETCH_DIR`, one entry per cache
+key digest. Each ``features@<model>`` stage then finds its entry there, checks it (its key
+digest and every file's sha256) and copies it: DVC still records, versions and shares what
+each stage wrote. The statistics are those the stage would have computed itself: the same
+bytes on the same device and thread count, and equal to float32 rounding otherwise (as
+between CPU and GPU; ``tests/features/test_prefetch.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from deepmouse.compute import run_tasks
+from deepmouse.config import Params
+from deepmouse.features.cache import PREFETCH_DIR, entry_is_current
+from deepmouse.features.extract import extract_features, feature_entry_digest
+
+
+def prefetch_features(params: Params, stimuli_dir: str | Path, store_dir: str | Path = PREFETCH_DIR, *,
+                      progress: Callable[[str], None] = print) -> str:
+    """Compute the statistics of every model of ``zoo.models`` missing from ``store_dir``.
+
+    Parameters
+    ----------
+    params : Params
+        ``zoo`` (the models), ``features`` (their settings) and ``compute`` (where they run).
+    stimuli_dir : str or Path
+        The ``stimuli`` stage's output (``stimuli.npy``).
+    store_dir : str or Path
+        Entries by key digest; the ``features@<model>`` stages read :data:`PREFETCH_DIR`.
+    progress : callable
+        One line per model as it finishes.
+
+    Returns
+    -------
+    str
+        A summary: how many models were computed and how many were there already.
+
+    Raises
+    ------
+    deepmouse.compute.TaskError
+        On Dask, naming every model that failed, after the others finished (their entries are kept).
+    """
+    stimuli_path = Path(stimuli_dir) / "stimuli.npy"
+    stimuli = np.load(stimuli_path)
+    zoo = params.zoo.registry()
+    store_dir = Path(store_dir)
+    missing = []
+    for model_id in params.zoo.models:
+        _, digest = feature_entry_digest(zoo.get(model_id, key="zoo.models"), stimuli, params.features)
+        if not entry_is_current(store_dir / digest, digest):
+            missing.append(model_id)
+    for result in run_tasks(prefetch_model, missing, params.compute,
+                            {"params": params, "stimuli_path": str(stimuli_path), "store_dir": str(store_dir)},
+                            progress=progress):
+        progress(result.value)
+    return (f"prefetch-features: {len(missing)} models computed, {len(params.zoo.models) - len(missing)} already "
+            f"in {store_dir}; `dvc repro` copies them")
+
+
+def prefetch_model(model_id: str, *, params: Params, stimuli_path: str, store_dir: str) -> str:
+    """One task: the statistics of ``model_id`` into ``<store_dir>/<key digest>/``."""
+    stimuli = np.load(stimuli_path)
+    zoo = params.zoo.registry()
+    _, digest = feature_entry_digest(zoo.get(model_id), stimuli, params.features)
+    lines: list[str] = []
+    extract_features(model_id, stimuli, params.features, Path(store_dir) / digest, zoo=zoo, progress=lines.append)
+    return lines[-1] if lines else f"{model_id}: done"
