@@ -116,7 +116,7 @@ def _describe(p) -> str:
 
 @app.command()
 def pull(out: Path = typer.Option(...), params: Path = PARAMS) -> None:
-    """Fetch or simulate the raw NWB files of data.source into OUT."""
+    """Fetch or simulate the raw NWB files of data.source into OUT (source table: check and copy the tables)."""
     _run(lambda: pipeline.run_pull(load_params(params), out))
 
 

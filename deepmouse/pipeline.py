@@ -86,7 +86,11 @@ def run_fingerprint(params: Params, source_path: str | Path, weights_out: str | 
         ``data.simulated``. ``nwb_dir``: ``data.nwb_dir`` and every ``.nwb`` and events file
         that the pull would take (path relative to the folder, ``bytes``, ``mtime_ns``).
         ``allen``: ``data.allen`` but ``retries`` and ``timeout_s`` (which change how files
-        are fetched, not which), and the finished files in its AllenSDK cache.
+        are fetched, not which), and the finished files in its AllenSDK cache. ``table``:
+        ``data.table``, its tables and every file of its images folder (path relative to
+        the project folder, ``bytes``, ``mtime_ns``); with ``images: null``, also
+        ``data.allen.cache_dir`` and the NWB files of that AllenSDK cache (relative to it),
+        where the Brain Observatory scenes come from.
     weights_out : str or Path
         Folder of one JSON file per model of ``zoo.models``, ``<model_id>.json``. An
         untrained model reads no checkpoint: its file holds its id alone, so neither
@@ -114,6 +118,17 @@ def run_fingerprint(params: Params, source_path: str | Path, weights_out: str | 
     elif data.source == "nwb_dir":
         source["nwb_dir"] = data.nwb_dir
         source["files"] = _describe_files(_nwb_dir_files(Path(data.nwb_dir)), Path(data.nwb_dir))
+    elif data.source == "table":
+        from deepmouse.data.table import input_files
+
+        source["table"] = dataclasses.asdict(data.table)
+        source["files"] = _describe_files(input_files(data.table), Path.cwd())
+        if data.table.images is None:  # the Brain Observatory scenes, from the AllenSDK cache
+            from deepmouse.data.allen import cached_files
+
+            source["allen_cache_dir"] = data.allen.cache_dir
+            source["files"] += _describe_files(cached_files(dataclasses.replace(data.allen, events=False)),
+                                               Path(data.allen.cache_dir))
     else:
         from deepmouse.data.allen import cached_files
 
@@ -198,6 +213,9 @@ def _write_canonical_json(path: Path, payload: dict) -> None:
 def run_pull(params: Params, out_dir: str | Path, *, progress: Progress = print) -> str:
     """Fill ``out_dir`` with Brain Observatory NWB files and ``manifest.json``.
 
+    (``table``: with the recordings given as tables, checked and normalised, and
+    ``manifest.json``; :func:`~deepmouse.data.table.pull_table`.)
+
     Every source builds in a staging folder beside ``out_dir`` (``<name>.tmp-<pid>``),
     manifest last, renamed onto ``out_dir`` only when complete
     (:func:`~deepmouse.data.nwb.staged_directory`; the allen pull does so itself, after
@@ -209,6 +227,14 @@ def run_pull(params: Params, out_dir: str | Path, *, progress: Progress = print)
 
     out_dir = Path(out_dir)
     source = params.data.source
+    if source == "table":
+        from deepmouse.data.table import pull_table
+
+        # Validates every table and image before it opens its staging folder: a bad input writes nothing.
+        manifest = pull_table(params.data.table, params.data.allen, out_dir, progress=progress)
+        trials = "with trials" if manifest["trial_responses"] else "means only, no trials"
+        return (f"pull: {manifest['n_neurons']} neurons in {len(manifest['experiments'])} experiments "
+                f"({', '.join(manifest['areas'])}), {trials}, from tables into {out_dir}")
     if source == "allen":
         from deepmouse.data.allen import pull_allen
 
@@ -307,13 +333,16 @@ def _describe_experiment(meta) -> dict:
 
 
 def read_manifest(raw_dir: str | Path) -> tuple[dict, list[Path]]:
-    """The manifest of a pulled source and its NWB files, checked to exist."""
+    """The manifest of a pulled source and its NWB files (a table pull: its files), checked to exist."""
     raw_dir = Path(raw_dir)
     try:
         manifest = json.loads((raw_dir / MANIFEST).read_text())
     except FileNotFoundError:
         raise DataError(f"{raw_dir / MANIFEST}: missing; run the pull stage first") from None
-    paths = [raw_dir / e["file"] for e in manifest["experiments"]]
+    if manifest.get("source") == "table":  # the normalised tables, no file per experiment
+        paths = [raw_dir / name for name in manifest["files"]]
+    else:
+        paths = [raw_dir / e["file"] for e in manifest["experiments"]]
     absent = [str(p) for p in paths if not p.exists()]
     if absent:
         raise DataError(f"{raw_dir / MANIFEST}: lists file(s) that are not there: {', '.join(absent[:3])}")
@@ -323,15 +352,23 @@ def read_manifest(raw_dir: str | Path) -> tuple[dict, list[Path]]:
 # ------------------------------------------------------------------------ stimuli
 def run_stimuli(raw_dir: str | Path, out_dir: str | Path) -> str:
     """``stimuli.npy`` (119 × H × W uint8, blank last) and ``stimuli.parquet``."""
-    from deepmouse.data.stimuli import stimuli_from_sessions, stimulus_table
+    from deepmouse.data.stimuli import stimuli_from_sessions, stimulus_table, with_blank
 
-    _, paths = read_manifest(raw_dir)
-    stimuli = stimuli_from_sessions(paths)
+    manifest, paths = read_manifest(raw_dir)
+    if manifest.get("source") == "table":
+        from deepmouse.data.table import RAW_IMAGES
+
+        stimuli = with_blank(np.load(Path(raw_dir) / RAW_IMAGES, allow_pickle=False))
+        images = manifest["inputs"]["images"]
+        origin = f"from {images['folder']}" if "folder" in images else f"Brain Observatory scenes from {images['brain_observatory']}"
+    else:
+        stimuli = stimuli_from_sessions(paths)
+        origin = f"checked identical in {len(paths)} files"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / "stimuli.npy", stimuli)
     stimulus_table().to_parquet(out_dir / "stimuli.parquet", index=False)
-    return f"stimuli: {stimuli.shape[0]} stimuli of {stimuli.shape[1]}x{stimuli.shape[2]} px (blank last), checked identical in {len(paths)} files"
+    return f"stimuli: {stimuli.shape[0]} stimuli of {stimuli.shape[1]}x{stimuli.shape[2]} px (blank last), {origin}"
 
 
 # ---------------------------------------------------------------------- responses
@@ -348,6 +385,8 @@ def run_responses(params: Params, raw_dir: str | Path, out_dir: str | Path, *, p
     from deepmouse.data.responses import mean_responses, trial_responses
 
     manifest, paths = read_manifest(raw_dir)
+    if manifest.get("source") == "table":
+        return _table_responses(raw_dir, Path(out_dir), progress)
     cfg = params.responses
     if cfg.definition == "allen_sweep":
         for path in paths:
@@ -368,6 +407,7 @@ def run_responses(params: Params, raw_dir: str | Path, out_dir: str | Path, *, p
     trials = pd.concat(frames, ignore_index=True)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / NEURON_METADATA).unlink(missing_ok=True)  # a table source's, from an earlier run
     trials.to_parquet(out_dir / "trials.parquet", index=False)
     mean_responses(trials).to_parquet(out_dir / "means.parquet", index=False)
     pd.DataFrame(experiments).to_parquet(out_dir / "experiments.parquet", index=False)
@@ -376,31 +416,84 @@ def run_responses(params: Params, raw_dir: str | Path, out_dir: str | Path, *, p
             f"trials ({measure}) from {len(paths)} experiments")
 
 
+NEURON_METADATA = "neuron_metadata.parquet"
+"""Per-neuron metadata in the responses folder of a table source (instead of ``experiments.parquet``)."""
+
+
+def _table_responses(raw_dir: str | Path, out_dir: Path, progress: Progress) -> str:
+    """The responses of a table pull, in the layout of the NWB sources' (``responses.*`` do not apply).
+
+    ``trials.parquet`` holds the given trials (none: no rows), ``means.parquet`` the trial
+    means where there are trials (the given means agree with them, as the pull checked),
+    else the given means with ``n_trials`` 0, and ``neuron_metadata.parquet`` takes the
+    place of ``experiments.parquet``: a table gives metadata per neuron, not per session.
+    """
+    from deepmouse.data.responses import TRIAL_COLUMNS, mean_responses
+    from deepmouse.data.table import read_pulled_table
+
+    _, recordings = read_pulled_table(raw_dir)
+    neurons = recordings.neurons
+    experiment = neurons.set_index("neuron_id")["experiment_id"]
+    if recordings.trials is not None:
+        trials = recordings.trials
+        means = mean_responses(trials)
+    else:
+        trials = pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in zip(
+            TRIAL_COLUMNS, ("int64", "int64", "int16", "int16", "int32", "float32", "float32"))})
+        means = recordings.means.assign(experiment_id=lambda m: experiment.reindex(m["neuron_id"]).to_numpy(),
+                                        n_trials=np.int32(0))
+        means = means.sort_values(["experiment_id", "neuron_id", "stimulus_index"], kind="stable")
+        means = means.loc[:, ["experiment_id", "neuron_id", "stimulus_index", "mean_response", "n_trials"]]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "experiments.parquet").unlink(missing_ok=True)  # an NWB source's, from an earlier run
+    trials.to_parquet(out_dir / "trials.parquet", index=False)
+    means.reset_index(drop=True).to_parquet(out_dir / "means.parquet", index=False)
+    neurons.to_parquet(out_dir / NEURON_METADATA, index=False)
+    if len(trials):
+        return (f"responses: {len(neurons)} neurons x {len(trials) // len(neurons)} trials, from tables "
+                "(responses.* do not apply to data.source: table)")
+    progress("no trial responses: reliability, CC_max and noise ceilings will not be computed, "
+             "nor normalised scores")
+    return f"responses: {len(neurons)} neurons, mean responses only, from tables (responses.* do not apply)"
+
+
 # ------------------------------------------------------------------------ neurons
 def run_neurons(params: Params, responses_dir: str | Path, out_path: str | Path, counts_path: str | Path) -> str:
     """``neurons.parquet`` (every neuron with flags) and per-area counts for ``dvc metrics``."""
     from deepmouse.data.nwb import SessionMetadata
-    from deepmouse.data.selection import annotate_neurons
+    from deepmouse.data.selection import annotate_listed_neurons, annotate_neurons
 
     responses_dir = Path(responses_dir)
     trials = pd.read_parquet(responses_dir / "trials.parquet")
-    experiments = pd.read_parquet(responses_dir / "experiments.parquet")
-    metas = [SessionMetadata.from_record(row) for row in experiments.to_dict("records")]
-    neurons = annotate_neurons(trials, metas, params.neurons)
+    listed = responses_dir / NEURON_METADATA
+    if listed.is_file():  # data.source: table
+        neurons = annotate_listed_neurons(pd.read_parquet(listed), trials if len(trials) else None,
+                                          pd.read_parquet(responses_dir / "means.parquet"), params.neurons)
+    else:
+        experiments = pd.read_parquet(responses_dir / "experiments.parquet")
+        metas = [SessionMetadata.from_record(row) for row in experiments.to_dict("records")]
+        neurons = annotate_neurons(trials, metas, params.neurons)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     neurons.to_parquet(out_path, index=False)
     counts = {
         area: {"recorded": int(len(rows)), "selected": int(rows["selected"].sum()),
-               "running_modulated": int(rows["running_modulated"].sum()),
-               "median_reliability": round(float(rows["reliability"].median()), 4),
-               "median_cc_max": round(float(rows["cc_max"].median()), 4)}
+               "running_modulated": int(rows["running_modulated"].fillna(False).sum()),
+               "median_reliability": _rounded_median(rows["reliability"]),
+               "median_cc_max": _rounded_median(rows["cc_max"])}
         for area, rows in neurons.groupby("area")
     }
     summary = {"recorded": int(len(neurons)), "selected": int(neurons["selected"].sum()), "areas": counts}
     Path(counts_path).write_text(json.dumps(summary, indent=2) + "\n")
     running = ", running-modulated excluded" if params.neurons.exclude_running_modulated else ""
+    rule = (f"reliability >= {params.neurons.reliability_threshold}{running}" if len(trials)
+            else "responsive; no trials, so no reliability threshold")
     return (f"neurons: {summary['selected']} of {summary['recorded']} neurons selected "
-            f"(reliability >= {params.neurons.reliability_threshold}{running}) in {len(counts)} areas")
+            f"({rule}) in {len(counts)} areas")
+
+
+def _rounded_median(values: pd.Series) -> float | None:
+    """Median to 4 decimals; None where nothing was measured (means without trials)."""
+    return round(float(values.median()), 4) if values.notna().any() else None
 
 
 # ----------------------------------------------------------------------- features

@@ -24,6 +24,7 @@ says how to use ``data.source: nwb_dir`` instead.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -34,6 +35,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 from urllib.error import HTTPError, URLError
+
+import numpy as np
 
 from deepmouse.config import AllenConfig
 from deepmouse.data.download import OFFLINE_HINT, describe_network_error, download_file, host_of, sha256_file
@@ -231,6 +234,55 @@ def pull_allen(
         }
         _write_json_atomically(staging / MANIFEST, manifest)
     return manifest
+
+
+def brain_observatory_scenes(cfg: AllenConfig, *, progress: Progress = print,
+                             cache_factory: Callable[[Path], Any] | None = None,
+                             backoff_s: float = 1.0) -> tuple[np.ndarray, Path]:
+    """The Brain Observatory's 118 natural scenes, from a session in the AllenSDK cache of ``cfg``.
+
+    For recordings given as tables without images of their own (``data.table.images:
+    null``). The first NWB file of ``<cache_dir>/ophys_experiment_data/`` (lowest name)
+    that holds the natural scenes templates serves, without the network; if none does,
+    the natural scenes experiment of lowest id is fetched into the cache as the ``allen``
+    pull fetches it (:func:`fetch_experiment_nwb`; one session-B file, hundreds of MB).
+    Every session shows the same templates.
+
+    Returns
+    -------
+    scenes : ndarray of uint8, shape (118, height, width)
+    path : Path
+        The NWB file they were read from.
+
+    Raises
+    ------
+    SourceError
+        If the cache holds none and the Allen API cannot be reached or the download fails.
+    NwbLayoutError
+        If the fetched file is not a readable session with the 118 scenes.
+    """
+    from deepmouse.data.nwb import read_stimulus_templates
+    from deepmouse.data.stimuli import N_IMAGES
+
+    for path in cached_files(dataclasses.replace(cfg, events=False)):
+        try:
+            scenes = read_stimulus_templates(path)
+        except NwbLayoutError as err:
+            progress(f"{err}; trying the next file of the cache")
+            continue
+        if scenes.shape[0] == N_IMAGES:
+            progress(f"natural scenes: {N_IMAGES} Brain Observatory templates from {path}")
+            return scenes, path
+        progress(f"{path}: {scenes.shape[0]} natural scenes templates, not {N_IMAGES}; trying the next file")
+    cache = (cache_factory or open_brain_observatory_cache)(Path(cfg.cache_dir) / CACHE_MANIFEST)
+    everything = dataclasses.replace(cfg, areas=None, cre_lines=None, imaging_depths=None, max_experiments=1)
+    first = list_natural_scenes_experiments(cache, everything, backoff_s=backoff_s, progress=progress)[0]
+    path, _ = fetch_experiment_nwb(cache, int(first["id"]), cfg, backoff_s=backoff_s, progress=progress)
+    scenes = read_stimulus_templates(path)
+    if scenes.shape[0] != N_IMAGES:
+        raise NwbLayoutError(f"{path}: {scenes.shape[0]} natural scenes templates, not {N_IMAGES}")
+    progress(f"natural scenes: {N_IMAGES} Brain Observatory templates from {path}")
+    return scenes, path
 
 
 def list_natural_scenes_experiments(cache, cfg: AllenConfig, *, backoff_s: float = 1.0,

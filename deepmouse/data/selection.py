@@ -41,6 +41,11 @@ Every neuron is recorded with its metadata and flags, selected or not
   neurons with significant running modulation); with ``cfg.max_per_area``, only
   the most reliable of those in each area are kept (ties broken by lower neuron
   id).
+
+Neurons given as tables without trials (``data.source: table``,
+:func:`annotate_listed_neurons`) have none of the trial statistics: they are
+NaN or missing, never filled in, and selection then keeps every responsive
+neuron (no reliability threshold).
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ import scipy.stats
 from deepmouse.config import NeuronsConfig
 from deepmouse.data.nwb import SessionMetadata
 from deepmouse.data.responses import trials_array
-from deepmouse.errors import DataError
+from deepmouse.errors import ConfigError, DataError
 from deepmouse.metrics.reliability import cc_max, split_half_reliability
 
 NEURON_COLUMNS = ("neuron_id", "experiment_id", "container_id", "area", "cre_line", "imaging_depth",
@@ -150,7 +155,7 @@ def annotate_neurons(trials: pd.DataFrame, sessions_meta: list[SessionMetadata],
         neuron_id = repeated.iloc[0]
         experiments = neurons.loc[neurons["neuron_id"] == neuron_id, "experiment_id"].tolist()
         raise DataError(f"neurons: neuron {neuron_id} occurs in experiments {experiments}; ids must be unique")
-    neurons["selected"] = _select(neurons, cfg)
+    neurons["selected"] = select_neurons(neurons, cfg)
     return neurons.loc[:, list(NEURON_COLUMNS)]
 
 
@@ -241,23 +246,86 @@ def running_correlation(
     return r, np.where(np.isfinite(r), p, np.nan)
 
 
+def annotate_listed_neurons(metadata: pd.DataFrame, trials: pd.DataFrame | None, means: pd.DataFrame,
+                            cfg: NeuronsConfig) -> pd.DataFrame:
+    """One row per neuron given with metadata of its own (``data.source: table``).
+
+    With trials, every statistic is computed as :func:`annotate_neurons` computes it,
+    experiment by experiment (the same seeds, so the same trials give the same numbers).
+    Without trials nothing that needs them is measured: ``reliability``, ``cc_max``,
+    ``anova_p`` and ``running_r`` are NaN, ``image_selective`` and ``running_modulated``
+    are missing (pandas ``boolean``), ``responsive`` says whether the mean responses vary,
+    and selection does not filter by reliability (see :func:`select_neurons`).
+
+    Parameters
+    ----------
+    metadata : DataFrame
+        One row per neuron: ``neuron_id``, ``experiment_id``, ``container_id``, ``area``,
+        ``cre_line``, ``imaging_depth``, ``cortical_layer``.
+    trials : DataFrame or None
+        Trial responses of these neurons (columns as for :func:`annotate_neurons`), or
+        None (or empty) when only means were given.
+    means : DataFrame
+        Mean responses (``neuron_id``, ``stimulus_index``, ``mean_response``).
+    cfg : NeuronsConfig
+
+    Returns
+    -------
+    DataFrame
+        Columns ``NEURON_COLUMNS``, rows ordered by experiment id, then in ``metadata`` order.
+
+    Raises
+    ------
+    DataError
+        If a neuron of ``metadata`` has no trials (or no means), or a neuron's responses are
+        all equal in some split.
+    ConfigError
+        Without trials, if ``cfg`` asks for what needs them: ``require_selective`` (an ANOVA
+        over trials) or ``max_per_area`` (which keeps the most reliable neurons).
+    """
+    measured = trials is not None and len(trials) > 0
+    if measured:
+        stats = pd.concat([_trial_statistics(rows, int(experiment_id), cfg)
+                           for experiment_id, rows in trials.groupby("experiment_id", sort=True)], ignore_index=True)
+        source = "trials"
+    else:
+        stats = _mean_statistics(means)
+        source = "means"
+    missing = metadata.loc[~metadata["neuron_id"].isin(stats["neuron_id"]), "neuron_id"]
+    if len(missing):
+        raise DataError(f"neurons: neuron {missing.iloc[0]} has no {source} ({len(missing)} neuron(s) without)")
+    ordered = metadata.sort_values("experiment_id", kind="stable").reset_index(drop=True)
+    neurons = ordered.merge(stats, on="neuron_id", how="left", validate="one_to_one")
+    neurons["selected"] = select_neurons(neurons, cfg, reliability_measured=measured)
+    return neurons.loc[:, list(NEURON_COLUMNS)]
+
+
 def _annotate_experiment(trials: pd.DataFrame, meta: SessionMetadata, cfg: NeuronsConfig) -> pd.DataFrame:
-    neuron_ids = pd.unique(trials["neuron_id"])
-    responses = trials_array(trials, neuron_ids)
-    speed = trials_array(trials, neuron_ids[:1], column="running_speed")[0]
-    reliability = _split_half_reliability(responses, meta, cfg)
-    ceiling = cc_max(responses)
-    anova_p = anova_p_values(responses)
-    running_r, running_p = running_correlation(responses, speed)
-    n = neuron_ids.size
-    return pd.DataFrame({
-        "neuron_id": neuron_ids.astype(np.int64),
+    stats = _trial_statistics(trials, int(meta.experiment_id), cfg)
+    n = len(stats)
+    described = pd.DataFrame({
+        "neuron_id": stats["neuron_id"],
         "experiment_id": np.full(n, meta.experiment_id, dtype=np.int64),
         "container_id": np.full(n, meta.container_id, dtype=np.int64),
         "area": meta.area,
         "cre_line": meta.cre_line,
         "imaging_depth": np.full(n, meta.imaging_depth, dtype=np.int64),
         "cortical_layer": cortical_layer(meta.cre_line, meta.imaging_depth),
+    })
+    return pd.concat([described, stats.drop(columns="neuron_id")], axis=1)
+
+
+def _trial_statistics(trials: pd.DataFrame, experiment_id: int, cfg: NeuronsConfig) -> pd.DataFrame:
+    """Reliability, CC_max, selectivity, running modulation and responsiveness of one experiment's neurons."""
+    neuron_ids = pd.unique(trials["neuron_id"])
+    responses = trials_array(trials, neuron_ids)
+    speed = trials_array(trials, neuron_ids[:1], column="running_speed")[0]
+    reliability = _split_half_reliability(responses, experiment_id, cfg)
+    ceiling = cc_max(responses)
+    anova_p = anova_p_values(responses)
+    running_r, running_p = running_correlation(responses, speed)
+    return pd.DataFrame({
+        "neuron_id": neuron_ids.astype(np.int64),
         "reliability": reliability,
         "cc_max": ceiling,
         "anova_p": anova_p,
@@ -269,7 +337,20 @@ def _annotate_experiment(trials: pd.DataFrame, meta: SessionMetadata, cfg: Neuro
     })
 
 
-def _split_half_reliability(responses: np.ndarray, meta: SessionMetadata, cfg: NeuronsConfig) -> np.ndarray:
+def _mean_statistics(means: pd.DataFrame) -> pd.DataFrame:
+    """What can be said of neurons known by their mean responses alone: whether they vary."""
+    spread = means.groupby("neuron_id", sort=False)["mean_response"].agg(["max", "min"])
+    n = len(spread)
+    unknown = pd.array([pd.NA] * n, dtype="boolean")
+    return pd.DataFrame({
+        "neuron_id": spread.index.to_numpy(dtype=np.int64),
+        "reliability": np.full(n, np.nan), "cc_max": np.full(n, np.nan), "anova_p": np.full(n, np.nan),
+        "image_selective": unknown, "running_r": np.full(n, np.nan), "running_modulated": unknown.copy(),
+        "responsive": (spread["max"] > spread["min"]).to_numpy(),
+    })
+
+
+def _split_half_reliability(responses: np.ndarray, experiment_id: int, cfg: NeuronsConfig) -> np.ndarray:
     """Split-half reliability of one experiment's neurons, 0 where it is undefined.
 
     A neuron whose responses never vary (no events in any window, say) or whose half-means
@@ -279,7 +360,7 @@ def _split_half_reliability(responses: np.ndarray, meta: SessionMetadata, cfg: N
     and the experiment id.
     """
     def rng() -> np.random.Generator:
-        return np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(int(meta.experiment_id),)))
+        return np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(int(experiment_id),)))
 
     try:
         return split_half_reliability(responses, cfg.n_splits, rng())
@@ -294,12 +375,34 @@ def _split_half_reliability(responses: np.ndarray, meta: SessionMetadata, cfg: N
     return reliability
 
 
-def _select(neurons: pd.DataFrame, cfg: NeuronsConfig) -> np.ndarray:
-    passes = ((neurons["reliability"] >= cfg.reliability_threshold) & neurons["responsive"]).to_numpy()
+def select_neurons(neurons: pd.DataFrame, cfg: NeuronsConfig, *, reliability_measured: bool = True) -> np.ndarray:
+    """The ``selected`` flag of every neuron (module docstring).
+
+    With ``reliability_measured=False`` (means without trials) the reliability threshold
+    does not apply: every responsive neuron passes it, and what needs trials
+    (``cfg.require_selective``, ``cfg.max_per_area``) is refused rather than guessed.
+
+    Raises
+    ------
+    ConfigError
+        Without a measured reliability, if ``cfg.require_selective`` or ``cfg.max_per_area`` is set.
+    """
+    passes = neurons["responsive"].to_numpy(dtype=bool, copy=True)
+    if reliability_measured:
+        passes &= (neurons["reliability"] >= cfg.reliability_threshold).to_numpy()
+    else:
+        if cfg.require_selective:
+            raise ConfigError("neurons.require_selective: image selectivity is an ANOVA over trials, and none "
+                              "were given (data.table.trials); set it to false or give trial responses")
+        if cfg.max_per_area is not None:
+            raise ConfigError("neurons.max_per_area: keeps the most reliable neurons of each area, and without "
+                              "trial responses (data.table.trials) no reliability is measured; set it to null "
+                              "or give trial responses")
     if cfg.require_selective:
-        passes &= neurons["image_selective"].to_numpy()
+        passes &= neurons["image_selective"].to_numpy(dtype=bool)
     if cfg.exclude_running_modulated:
-        passes &= ~neurons["running_modulated"].to_numpy(dtype=bool)
+        # Missing where not measured (means without trials): nothing to exclude on.
+        passes &= ~neurons["running_modulated"].fillna(False).to_numpy(dtype=bool)
     if cfg.max_per_area is not None:
         candidates = neurons[passes].sort_values(["area", "reliability", "neuron_id"],
                                                  ascending=[True, False, True])
