@@ -29,18 +29,21 @@ CREATE OR REPLACE TABLE layers (
 );
 
 -- One row per recorded neuron: area, Cre line, depth, reliability, CC_max, whether selected.
+-- NULL where the source does not give or allow it: neurons given as mean responses without
+-- trials (data.source: table) have no reliability, CC_max, selectivity or running modulation;
+-- a table may leave out the imaging depth (cre_line and cortical_layer then say 'unknown').
 CREATE OR REPLACE TABLE neurons (
     neuron_id          BIGINT PRIMARY KEY,
     experiment_id      BIGINT  NOT NULL,
     container_id       BIGINT  NOT NULL,
     area               VARCHAR NOT NULL,
     cre_line           VARCHAR NOT NULL,
-    imaging_depth      INTEGER NOT NULL,
+    imaging_depth      INTEGER,
     cortical_layer     VARCHAR NOT NULL,
-    reliability        DOUBLE  NOT NULL,    -- split-half, Spearman-Brown corrected
-    cc_max             DOUBLE  NOT NULL,    -- Schoppe et al. 2016; cc_max^2 ~ reliability
-    image_selective    BOOLEAN NOT NULL,
-    running_modulated  BOOLEAN NOT NULL,
+    reliability        DOUBLE,              -- split-half, Spearman-Brown corrected; NULL without trials
+    cc_max             DOUBLE,              -- Schoppe et al. 2016; cc_max^2 ~ reliability; NULL without trials
+    image_selective    BOOLEAN,             -- NULL without trials
+    running_modulated  BOOLEAN,             -- NULL without trials
     selected           BOOLEAN NOT NULL
 );
 
@@ -52,7 +55,7 @@ CREATE OR REPLACE TABLE rsa_scores (
     site           VARCHAR NOT NULL,    -- e.g. VISp, VISp|L4, VISp|Cux2-CreERT2
     metric         VARCHAR NOT NULL,    -- pearson | spearman | kendall_tau_a
     score          DOUBLE  NOT NULL,
-    noise_ceiling  DOUBLE  NOT NULL,
+    noise_ceiling  DOUBLE,              -- split-half RDM reliability; NULL without trials
     n_neurons      INTEGER NOT NULL
 );
 
@@ -68,15 +71,17 @@ CREATE OR REPLACE TABLE regression_scores (
 -- Provenance of this build: data source, params, code and package versions.
 CREATE OR REPLACE TABLE runs (
     run_id              VARCHAR PRIMARY KEY,  -- digest of everything below but `created`
-    source              VARCHAR NOT NULL,     -- simulated | nwb_dir | allen: simulated results say so
+    source              VARCHAR NOT NULL,     -- simulated | nwb_dir | allen | table: simulated results say so
     n_experiments       INTEGER NOT NULL,
     experiments         VARCHAR NOT NULL,     -- JSON list of experiment ids
-    experiments_digest  VARCHAR NOT NULL,     -- sha256 over the experiments' file digests (manifest)
+    experiments_digest  VARCHAR NOT NULL,     -- sha256 over the experiments' file digests (manifest; table: its files')
     params_digest       VARCHAR NOT NULL,     -- sha256 of the validated params (data/params.json)
     package_versions    VARCHAR NOT NULL,     -- JSON: deepmouse, torch, timm, allensdk, ...
     code_digest         VARCHAR NOT NULL,     -- sha256 of the package's code, zoo registry and SQL
     code_revision       VARCHAR,              -- git commit (+dirty) where the run was made, if any
     dvc_lock_digest     VARCHAR,              -- sha256 of dvc.lock as the run found it
+    trial_responses     BOOLEAN NOT NULL,     -- false: means without trials (table); no reliability or ceilings
+    extra_areas         VARCHAR NOT NULL,     -- JSON list of areas accepted besides the six (data.table.extra_areas)
     created             TIMESTAMP NOT NULL
 );
 
@@ -96,7 +101,7 @@ CREATE OR REPLACE TABLE model_scores (
     best_layer_depth   DOUBLE  NOT NULL,
     layer_stability    DOUBLE  NOT NULL,   -- fraction of folds / splits that chose best_layer_index
     n_neurons          INTEGER NOT NULL,
-    source             VARCHAR NOT NULL    -- the neural data: simulated | nwb_dir | allen
+    source             VARCHAR NOT NULL    -- the neural data: simulated | nwb_dir | allen | table
 );
 
 -- Each selected neuron's score per model, method and layer selection (a view over Parquet).

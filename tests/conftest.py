@@ -70,7 +70,8 @@ def score_tables() -> dict[str, pd.DataFrame]:
     runs = pd.DataFrame([{
         "run_id": "0123456789abcdef", "source": "simulated", "n_experiments": 2, "experiments": "[1, 2]",
         "experiments_digest": "e" * 64, "params_digest": "p" * 64, "package_versions": "{}", "code_digest": "c" * 64,
-        "code_revision": None, "dvc_lock_digest": None, "created": pd.Timestamp("2026-01-01"),
+        "code_revision": None, "dvc_lock_digest": None, "trial_responses": True, "extra_areas": "[]",
+        "created": pd.Timestamp("2026-01-01"),
     }])
     return {"runs": runs, "models": models, "layers": layers, "neurons": neurons, "rsa_scores": rsa,
             "regression_scores": regression, "model_scores": model_scores, "neuron_scores": neuron_scores,

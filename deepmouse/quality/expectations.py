@@ -35,14 +35,31 @@ class Finding:
         return f"{self.table}: {self.check} ({self.detail}): {self.n_violations} violation(s), e.g. {shown}"
 
 
-def neurons_expectations() -> list:
+NOT_MEASURED_WITHOUT_TRIALS = ("normalized_score", "noise_ceiling")
+"""Score-table columns that a run without trial responses (means given as tables) leaves
+missing by construction: no ceiling, so nothing to normalise by."""
+
+
+def neurons_expectations(extra_areas: Sequence[str] = (), trial_responses: bool = True) -> list:
+    """Ids unique, areas known (the six and ``extra_areas``), reliability and CC_max in range.
+
+    With ``trial_responses=False`` (means without trials) reliability and CC_max must be
+    missing, every one: a value there would have been made up.
+    """
+    if trial_responses:
+        reliability = [
+            gx.expectations.ExpectColumnValuesToNotBeNull(column="reliability"),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="reliability", min_value=-1.0, max_value=1.0),
+            gx.expectations.ExpectColumnValuesToNotBeNull(column="cc_max"),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="cc_max", min_value=0.0, max_value=1.0),
+        ]
+    else:
+        reliability = [gx.expectations.ExpectColumnValuesToBeNull(column="reliability"),
+                       gx.expectations.ExpectColumnValuesToBeNull(column="cc_max")]
     return [
         gx.expectations.ExpectColumnValuesToBeUnique(column="neuron_id"),
-        gx.expectations.ExpectColumnValuesToBeInSet(column="area", value_set=list(AREAS)),
-        gx.expectations.ExpectColumnValuesToNotBeNull(column="reliability"),
-        gx.expectations.ExpectColumnValuesToBeBetween(column="reliability", min_value=-1.0, max_value=1.0),
-        gx.expectations.ExpectColumnValuesToNotBeNull(column="cc_max"),
-        gx.expectations.ExpectColumnValuesToBeBetween(column="cc_max", min_value=0.0, max_value=1.0),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="area", value_set=[*AREAS, *extra_areas]),
+        *reliability,
         gx.expectations.ExpectColumnValuesToNotBeNull(column="cortical_layer"),
         gx.expectations.ExpectColumnValuesToBeInSet(column="selected", value_set=[True, False]),
     ]
@@ -82,17 +99,20 @@ def layer_scores_expectations(key: Sequence[str]) -> list:
 
 
 def nan_fraction_expectations(frame: pd.DataFrame, max_nan_fraction: float,
-                              strict: Sequence[str] = ("score",)) -> list:
+                              strict: Sequence[str] = ("score",), not_measured: Sequence[str] = ()) -> list:
     """``checks.max_nan_fraction``: each numeric column of a score table may be NaN (or
     missing) in at most that fraction of rows.
 
-    The ``strict`` columns are left out: their own expectations allow no NaN at all.
-    Columns are taken from ``frame`` so that columns added to the tables are covered too.
+    The ``strict`` columns are left out: their own expectations allow no NaN at all. So are
+    the ``not_measured`` ones, which the run could not compute at all
+    (:data:`NOT_MEASURED_WITHOUT_TRIALS` when no trials were given): they are missing in
+    every row by construction, which says nothing of the run's quality. Columns are taken
+    from ``frame`` so that columns added to the tables are covered too.
     """
     return [
         gx.expectations.ExpectColumnValuesToNotBeNull(column=column, mostly=1.0 - max_nan_fraction)
         for column in frame.columns
-        if column not in strict and pd.api.types.is_float_dtype(frame[column])
+        if column not in strict and column not in not_measured and pd.api.types.is_float_dtype(frame[column])
     ]
 
 

@@ -76,6 +76,11 @@ def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str 
                cfg: ChecksConfig, report_path: str | Path) -> dict:
     """Validate the store and the responses; write ``report_path``; raise on any violation.
 
+    What the run could measure comes from its ``runs`` row: areas besides the six are
+    known when listed in ``extra_areas``, and without ``trial_responses`` reliability and
+    CC_max must be missing and the columns of :data:`~deepmouse.quality.expectations.NOT_MEASURED_WITHOUT_TRIALS`
+    are left out of ``checks.max_nan_fraction``.
+
     Raises
     ------
     QualityGateError
@@ -90,6 +95,7 @@ def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str 
         regression = con.execute("SELECT * FROM regression_scores").fetchdf()
         neuron_scores = con.execute("SELECT * FROM neuron_scores").fetchdf()
         n_models = con.execute("SELECT count(*) FROM models").fetchone()[0]
+        runs = con.execute("SELECT * FROM runs").fetchdf()
         findings = run_sql_checks(con, sql_checks_dir, cfg)
     finally:
         con.close()
@@ -98,18 +104,27 @@ def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str 
     n_sites = model_scores.groupby(["method", "layer_selection", "site_kind", "site"]).ngroups
     validator = ex.Validator()
     conditions = means.groupby("neuron_id").size().rename("n_conditions").reset_index()
+    # Means given without trials (data.source: table): no ceilings, so no normalised scores, by construction.
+    # (A store built before table sources has neither column: trials were there, and only the six areas.)
+    run = runs.iloc[0] if len(runs) else pd.Series(dtype=object)
+    trial_responses = bool(run.get("trial_responses", True))
+    extra_areas = json.loads(run.get("extra_areas", "[]"))
+    unmeasured = () if trial_responses else ex.NOT_MEASURED_WITHOUT_TRIALS
+
+    def nan_fraction(frame: pd.DataFrame, strict=("score",)) -> list:
+        return ex.nan_fraction_expectations(frame, cfg.max_nan_fraction, strict=strict, not_measured=unmeasured)
+
     findings = (
-        validator.validate("neurons", neurons, ex.neurons_expectations())
+        validator.validate("neurons", neurons, ex.neurons_expectations(extra_areas, trial_responses))
         + validator.validate("means", means, ex.means_expectations())
         + validator.validate("conditions_per_neuron", conditions, ex.conditions_per_neuron_expectations())
         + validator.validate("model_scores", model_scores, ex.model_scores_expectations(n_models * n_sites)
-                             + ex.nan_fraction_expectations(model_scores, cfg.max_nan_fraction))
+                             + nan_fraction(model_scores))
         + validator.validate("rsa_scores", rsa, ex.layer_scores_expectations(["model_id", "layer_index", "site_kind", "site", "metric"])
-                             + ex.nan_fraction_expectations(rsa, cfg.max_nan_fraction))
+                             + nan_fraction(rsa))
         + validator.validate("regression_scores", regression, ex.layer_scores_expectations(["model_id", "layer_index", "neuron_id"])
-                             + ex.nan_fraction_expectations(regression, cfg.max_nan_fraction))
-        + validator.validate("neuron_scores", neuron_scores,
-                             ex.nan_fraction_expectations(neuron_scores, cfg.max_nan_fraction, strict=()))
+                             + nan_fraction(regression))
+        + validator.validate("neuron_scores", neuron_scores, nan_fraction(neuron_scores, strict=()))
         + findings
     )
     report = {

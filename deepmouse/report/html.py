@@ -61,6 +61,11 @@ def render_page(tables: ReportTables, figures: Sequence[ReportFigure], headline:
         parts.append('<div class="simulated">SIMULATED DATA: these scores come from the embedded simulation '
                      "(data.source: simulated), not from recorded neurons. Set data.source to allen or "
                      "nwb_dir in params.yaml for results on the Allen Brain Observatory.</div>")
+    if tables.without_trials:
+        parts.append('<div class="note">Mean responses without trials (data.source: table without '
+                     "data.table.trials): reliability, CC_max, noise ceilings and normalised scores are not "
+                     "computed (shown as —), and neurons were not filtered by reliability. Give trial-level "
+                     "responses in data.table.trials to have them.</div>")
     parts += [_run_table(tables), "<h2 id=\"headline\">Headline</h2>", _headline_table(tables, headline)]
     parts.append("<nav><h2>Figures</h2><ul>" + "".join(
         f'<li><a href="#{f.name}">{html.escape(f.title)}</a></li>' for f in shown) + "</ul></nav>")

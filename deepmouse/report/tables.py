@@ -36,7 +36,8 @@ class ReportTables:
         The neural data the scores come from (``simulated``, ``nwb_dir`` or ``allen``);
         ``simulated`` if any run or score row says so.
     run : dict
-        The ``runs`` row: ``run_id``, ``created``, ``code_revision``, ``n_experiments``.
+        The ``runs`` row: ``run_id``, ``created``, ``code_revision``, ``n_experiments``,
+        ``trial_responses`` (false: means without trials, so no ceilings).
     selection : str
         The layer-selection rule of the headline numbers: ``cv`` when stored, else ``max``.
     areas : tuple of str
@@ -77,6 +78,12 @@ class ReportTables:
         """True when the scores come from the embedded simulation, not recorded neurons."""
         return self.source == "simulated"
 
+    @property
+    def without_trials(self) -> bool:
+        """True when the neurons came as mean responses without trials: no reliability, no ceilings."""
+        given = self.run.get("trial_responses")
+        return given is not None and not pd.isna(given) and not bool(given)
+
 
 def load_report_tables(db_path: str | Path) -> ReportTables:
     """Read everything the report shows from the published store at ``db_path``.
@@ -89,7 +96,7 @@ def load_report_tables(db_path: str | Path) -> ReportTables:
     """
     con = open_store(db_path, views=VIEWS)
     try:
-        runs = con.execute("SELECT run_id, source, created, code_revision, n_experiments FROM runs").fetchdf()
+        runs = con.execute("SELECT * FROM runs").fetchdf()  # trial_responses: only in stores built since tables
         score_sources = {row[0] for row in con.execute("SELECT DISTINCT source FROM model_scores").fetchall()}
         rules = {row[0] for row in con.execute("SELECT DISTINCT layer_selection FROM model_scores").fetchall()}
         ranking = con.execute("SELECT * FROM model_ranking WHERE site_kind = 'area'").fetchdf()

@@ -85,7 +85,9 @@ def score_model(
     rsa_rows = []
     for kind, site, columns in neural.sites(cfg.rsa.sites):
         neural_entries = upper_triangle(rdm_from_responses(neural.means[:, columns]))
-        ceiling = rdm_noise_ceiling(neural.half_a[:, columns], neural.half_b[:, columns], method=cfg.rsa.comparison)
+        # Without trials (means given as tables) there are no split halves: no ceiling, never a guessed one.
+        ceiling = (rdm_noise_ceiling(neural.half_a[:, columns], neural.half_b[:, columns], method=cfg.rsa.comparison)
+                   if neural.has_trials else np.nan)
         per_layer = score_entries(model_entries, neural_entries, cfg.rsa.comparison)
         rsa_rows.append(pd.DataFrame({
             "model_id": model_id, "layer_index": layers["layer_index"], "site_kind": kind, "site": site,

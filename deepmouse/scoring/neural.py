@@ -32,14 +32,21 @@ class NeuralData:
         the column order of ``means``.
     means : ndarray of shape (n_stimuli, n_neurons)
         Mean response per stimulus (blank last).
-    half_a, half_b : ndarray of shape (n_stimuli, n_neurons)
-        Mean responses over even and odd trials, for the RSA noise ceiling.
+    half_a, half_b : ndarray of shape (n_stimuli, n_neurons), or None
+        Mean responses over even and odd trials, for the RSA noise ceiling; None when
+        the source gave mean responses without trials (``data.source: table``), so
+        that no ceiling is computed.
     """
 
     neurons: pd.DataFrame
     means: np.ndarray
-    half_a: np.ndarray
-    half_b: np.ndarray
+    half_a: np.ndarray | None
+    half_b: np.ndarray | None
+
+    @property
+    def has_trials(self) -> bool:
+        """Whether trial responses are there: without them no noise ceiling is computed."""
+        return self.half_a is not None
 
     def sites(self, kinds: Iterable[str]) -> list[tuple[str, str, np.ndarray]]:
         """``(site_kind, site, column indices)`` for every site with at least one neuron."""
@@ -69,13 +76,16 @@ def load_neural_data(neurons: pd.DataFrame, means: pd.DataFrame, trials: pd.Data
     ----------
     neurons : DataFrame from ``neurons.parquet`` (all neurons, with ``selected``).
     means : DataFrame from ``means.parquet`` (neuron_id, stimulus_index, mean_response).
-    trials : DataFrame from ``trials.parquet`` (neuron_id, stimulus_index, trial, response).
+    trials : DataFrame from ``trials.parquet`` (neuron_id, stimulus_index, trial, response);
+        no rows when the source gave means alone (then ``half_a`` and ``half_b`` are None).
     """
     selected = neurons[neurons["selected"]].sort_values(["area", "neuron_id"], key=_area_key)
     if selected.empty:
         raise DataError("neurons.parquet: no neuron is selected; lower neurons.reliability_threshold")
     ids = selected["neuron_id"].to_numpy()
     wide = _pivot(means[means["neuron_id"].isin(ids)], "mean_response", ids, "means.parquet")
+    if trials.empty:
+        return NeuralData(selected.reset_index(drop=True), wide, None, None)
     chosen = trials[trials["neuron_id"].isin(ids)]
     even = chosen[chosen["trial"] % 2 == 0].groupby(["neuron_id", "stimulus_index"], as_index=False)["response"].mean()
     odd = chosen[chosen["trial"] % 2 == 1].groupby(["neuron_id", "stimulus_index"], as_index=False)["response"].mean()

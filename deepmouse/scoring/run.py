@@ -270,8 +270,10 @@ def score_models(
         else:
             reasons[model_id] = reason
     if reasons:
-        _, n_areas, n_neurons = _neural_data(str(neurons_path), str(responses_dir), _neural_digest(inputs))
+        neural, n_areas, n_neurons = _neural_data(str(neurons_path), str(responses_dir), _neural_digest(inputs))
         progress(f"scoring {n_neurons} selected neurons in {n_areas} areas")
+        if not neural.has_trials:
+            progress("no trial responses: noise ceilings and normalised scores are not computed (left missing)")
     arguments = {"features_root": str(features_root), "features": features, "neurons_path": str(neurons_path),
                  "responses_dir": str(responses_dir), "cfg": cfg, "out_dir": str(out_dir), "inputs": inputs}
     for done in run_tasks(_score_one, list(reasons), compute or ComputeConfig(), arguments, progress=progress):

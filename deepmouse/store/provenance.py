@@ -27,15 +27,18 @@ def run_record(manifest: dict, params_path: str | Path, sql_dir: str | Path, loc
 
     Parameters
     ----------
-    manifest : the pulled source's ``manifest.json`` (source, experiments with their sha256).
+    manifest : the pulled source's ``manifest.json`` (source, experiments with their sha256;
+        a table source's also its files, whether it gave trials, and its extra areas).
     params_path : the validated params (``data/params.json`` from the ``params`` stage).
     sql_dir : the SQL the store was built with (part of the code digest).
     lock_path : ``dvc.lock`` as it is when the store is built (DVC rewrites it after the
         run, so this records the state the run started from); absent is allowed.
     """
     experiments = sorted(manifest["experiments"], key=lambda e: int(e["experiment_id"]))
-    experiments_digest = hashlib.sha256(
-        "\n".join(f"{e['experiment_id']}:{e.get('sha256') or ''}" for e in experiments).encode()).hexdigest()
+    lines = [f"{e['experiment_id']}:{e.get('sha256') or ''}" for e in experiments]
+    # A table source's experiments have no file each: the digests of the files it wrote stand for the data.
+    lines += [f"{name}:{record['sha256']}" for name, record in sorted((manifest.get("files") or {}).items())]
+    experiments_digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
     record = {
         "source": manifest["source"],
         "n_experiments": len(experiments),
@@ -46,6 +49,9 @@ def run_record(manifest: dict, params_path: str | Path, sql_dir: str | Path, loc
         "code_digest": code_digest(sql_dir),
         "code_revision": git_revision(),
         "dvc_lock_digest": _file_digest(lock_path) if Path(lock_path).is_file() else None,
+        # Only a table source may give means without trials, or areas besides the six.
+        "trial_responses": bool(manifest.get("trial_responses", True)),
+        "extra_areas": json.dumps(list(manifest.get("extra_areas") or [])),
     }
     record["run_id"] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
     record["created"] = datetime.now(timezone.utc).replace(tzinfo=None)

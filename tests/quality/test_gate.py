@@ -80,6 +80,51 @@ def test_too_few_selected_neurons_uses_the_bound_parameter(tmp_path, score_table
         _run(tmp_path, score_tables, cfg=ChecksConfig(min_selected_per_area=50))
 
 
+# ------------------------------------------------- means without trials; areas besides the six
+def _without_trials(tables):
+    """The tables of a run on means given without trials: no reliability, no ceilings, nothing normalised."""
+    unknown = pd.array([pd.NA] * len(tables["neurons"]), dtype="boolean")
+    tables["runs"] = tables["runs"].assign(trial_responses=False)
+    tables["neurons"] = tables["neurons"].assign(reliability=np.nan, cc_max=np.nan, image_selective=unknown,
+                                                 running_modulated=unknown)
+    tables["rsa_scores"] = tables["rsa_scores"].assign(noise_ceiling=np.nan)
+    tables["model_scores"] = tables["model_scores"].assign(noise_ceiling=np.nan, normalized_score=np.nan)
+    tables["neuron_scores"] = tables["neuron_scores"].assign(normalized_score=np.nan)
+    return tables
+
+
+def test_a_run_without_trials_passes_with_its_ceilings_missing(tmp_path, score_tables):
+    assert _run(tmp_path, _without_trials(score_tables))["passed"]
+
+
+def test_missing_ceilings_fail_a_run_that_had_trials(tmp_path, score_tables):
+    tables = _without_trials(score_tables)
+    tables["runs"]["trial_responses"] = True
+    with pytest.raises(QualityGateError) as err:
+        _run(tmp_path, tables)
+    text = str(err.value)
+    assert "neurons: expect_column_values_to_not_be_null (column=reliability" in text
+    assert "model_scores: expect_column_values_to_not_be_null (column=normalized_score" in text
+    assert "rsa_scores: expect_column_values_to_not_be_null (column=noise_ceiling" in text
+
+
+def test_a_reliability_in_a_run_without_trials_is_refused(tmp_path, score_tables):
+    tables = _without_trials(score_tables)
+    tables["neurons"].loc[2, "reliability"] = 0.9
+    with pytest.raises(QualityGateError, match=r"neurons: expect_column_values_to_be_null \(column=reliability.*1002"):
+        _run(tmp_path, tables)
+
+
+def test_areas_besides_the_six_pass_only_where_the_run_lists_them(tmp_path, score_tables):
+    for name, column in (("neurons", "area"), ("rsa_scores", "site"), ("model_scores", "site"),
+                         ("model_comparisons", "site")):
+        score_tables[name][column] = score_tables[name][column].replace("VISl", "RSPagl")
+    with pytest.raises(QualityGateError, match=r"neurons: expect_column_values_to_be_in_set \(column=area.*1004"):
+        _run(tmp_path, score_tables)
+    score_tables["runs"]["extra_areas"] = '["RSPagl"]'
+    assert _run(tmp_path, score_tables)["passed"]
+
+
 # ------------------------------------------------- only a checked store is published (issue 9)
 ROW_1 = "'model_id': 'alexnet', 'method': 'rsa', 'layer_selection': 'max', 'site_kind': 'area', 'site': 'VISl'"
 """Every key column of ``model_scores`` row 1 of the ``score_tables`` fixture, as a failed check names it."""

@@ -94,6 +94,27 @@ def test_real_data_is_not_labelled_simulated(tmp_path, score_tables):
     assert json.loads((tmp_path / "reports/metrics/VISp.json").read_text())["source"] == "allen"
 
 
+def test_means_without_trials_and_an_extra_area_are_reported(tmp_path, score_tables):
+    """A table source without trials: the page says what was not computed; an area besides the six is shown."""
+    import numpy as np
+
+    for name in ("runs", "model_scores"):
+        score_tables[name] = score_tables[name].assign(source="table")
+    score_tables["runs"] = score_tables["runs"].assign(trial_responses=False, extra_areas='["RSPagl"]')
+    score_tables["neurons"] = score_tables["neurons"].assign(reliability=np.nan, cc_max=np.nan)
+    score_tables["model_scores"] = score_tables["model_scores"].assign(normalized_score=np.nan, noise_ceiling=np.nan)
+    for name, column in (("neurons", "area"), ("rsa_scores", "site"), ("model_scores", "site"),
+                         ("model_comparisons", "site")):
+        score_tables[name][column] = score_tables[name][column].replace("VISl", "RSPagl")
+    db = tmp_path / "store.duckdb"
+    build_store(db, score_tables, REPO / "sql")
+    write_report(db, tmp_path / "reports")
+    page = (tmp_path / "reports/index.html").read_text()
+    assert "Mean responses without trials" in page and "normalised scores are not computed" in page
+    metrics = json.loads((tmp_path / "reports/metrics/RSPagl.json").read_text())
+    assert metrics["regression_normalised"] is None and metrics["source"] == "table"
+
+
 def test_stale_headline_files_are_removed(tmp_path, score_tables):
     db = tmp_path / "store.duckdb"
     build_store(db, score_tables, REPO / "sql")

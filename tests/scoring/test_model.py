@@ -187,3 +187,25 @@ def test_cc_max_ceiling_and_a_single_selection_rule():
     row = tables["model_scores"].query("method == 'regression'").iloc[0]
     assert row["normalized_score"] == pytest.approx(neurons["score"].mean() / 0.9)
     assert row["noise_ceiling"] == pytest.approx(0.81)
+
+
+def test_means_without_trials_score_the_same_and_leave_ceilings_missing(setting):
+    """Neurons given as means alone (data.source: table without trials): the same scores, no
+    ceiling and no normalised score, never a made-up one."""
+    features, neural = setting
+    neurons = neural.neurons.assign(reliability=np.nan, cc_max=np.nan)
+    means = pd.DataFrame({"neuron_id": np.repeat(neurons["neuron_id"].to_numpy(), N_STIMULI),
+                          "stimulus_index": np.tile(np.arange(N_STIMULI), len(neurons)),
+                          "mean_response": neural.means.T.ravel()})
+    no_trials = pd.DataFrame({"neuron_id": [], "stimulus_index": [], "trial": [], "response": []})
+    alone = load_neural_data(neurons, means, no_trials)
+    assert not alone.has_trials and neural.has_trials
+    with_trials = score_model("toy", _statistics(features), neural, _cfg(), progress=lambda _: None)
+    without = score_model("toy", _statistics(features), alone, _cfg(), progress=lambda _: None)
+    for name in ("rsa_scores", "model_scores", "neuron_scores"):
+        left, right = with_trials[name], without[name]
+        np.testing.assert_array_equal(left["score"].to_numpy(), right["score"].to_numpy())
+        for column in ("noise_ceiling", "normalized_score"):
+            if column in right:
+                assert right[column].isna().all() and left[column].notna().any(), (name, column)
+    pd.testing.assert_frame_equal(with_trials["regression_scores"], without["regression_scores"])
