@@ -707,6 +707,9 @@ class ChecksConfig(_Section):
     keep. ``max_nan_fraction``: the largest fraction of NaN (or missing) values allowed in
     any numeric column of the score tables beside the scores themselves, e.g.
     ``normalized_score`` where a ceiling is not positive; scores are never allowed NaN.
+    A run on mean responses without trials (``data.source: table`` without
+    ``data.table.trials``) has no ceilings: its ``noise_ceiling`` and ``normalized_score``
+    are missing in every row by construction and are left out of this check.
     """
 
     min_selected_per_area: StrictInt = 5
