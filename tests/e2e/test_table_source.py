@@ -1,4 +1,5 @@
-"""`data.source: table`: the whole pipeline (`dvc repro`) on recordings given as tables."""
+"""`data.source: table` and a model of one's own: the whole pipeline (`dvc repro`) on recordings given as
+tables, scoring a `zoo.custom` model defined in the project folder."""
 
 import json
 
@@ -45,11 +46,27 @@ def write_recordings(folder):
             "extra_areas": ["RSPagl"]}
 
 
-def test_dvc_repro_scores_recordings_given_as_tables(tmp_path):
-    params = small_params(["alexnet_random"])
+MY_MODELS = """
+from torch import nn
+
+
+def small_cnn():
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 7, stride=4), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(256, 10),
+    )
+"""
+
+
+def test_dvc_repro_scores_a_custom_model_on_recordings_given_as_tables(tmp_path):
+    params = small_params(["small_cnn"])
+    params["zoo"]["custom"] = [{"id": "small_cnn", "display_name": "Small CNN", "family": "convolutional",
+                                "function": "my_models:small_cnn"}]
     params["data"].update(source="table", table=write_recordings(tmp_path / "my_recordings"))
     params["neurons"].update(n_splits=20)
     project = copy_project(tmp_path / "project", params)
+    (project / "my_models.py").write_text(MY_MODELS)
 
     result = _dvc(project, "repro")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -63,9 +80,12 @@ def test_dvc_repro_scores_recordings_given_as_tables(tmp_path):
         neurons = con.execute("SELECT area, count(*) FILTER (WHERE selected) AS selected, min(reliability) AS least "
                               "FROM neurons GROUP BY area").fetchdf().set_index("area")
         run = con.execute("SELECT source, trial_responses, extra_areas FROM runs").fetchone()
+        model = con.execute("SELECT model_id, display_name, source, training FROM models").fetchall()
+        models_ranked = {row[0] for row in con.execute("SELECT DISTINCT model_id FROM model_ranking").fetchall()}
     finally:
         con.close()
     assert run == ("table", True, '["RSPagl"]')
+    assert model == [("small_cnn", "Small CNN", "custom", "random")] and models_ranked == {"small_cnn"}
     assert set(ranking["site"]) == set(AREAS) and set(ranking["method"]) == {"rsa", "regression"}
     assert ranking["score"].between(-1, 1).all() and ranking["normalized_score"].notna().all()
     assert (neurons["selected"] == N_PER_AREA).all() and (neurons["least"] > 0.9).all()
