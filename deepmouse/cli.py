@@ -178,9 +178,12 @@ def store(scores: Path = typer.Option(...), neurons: Path = typer.Option(...), f
 def checks(db: Path = typer.Option(...), means: Path = typer.Option(...),
            sql_checks: Path = typer.Option(Path("sql/checks")), out: Path = typer.Option(...),
            publish: Path = typer.Option(..., help="where the store goes if every check passes (the results users read)"),
+           verdicts: Optional[Path] = typer.Option(
+               None, help="folder of per-model verdicts kept across runs (the stage's data/checks); "
+                          "without it every model is validated"),
            params: Path = PARAMS) -> None:
     """Run the data-quality gates on DB; publish it at PUBLISH only if all pass."""
-    _run(lambda: pipeline.run_checks_stage(load_params(params), db, means, sql_checks, out, publish))
+    _run(lambda: pipeline.run_checks_stage(load_params(params), db, means, sql_checks, out, publish, verdicts))
 
 
 @app.command()

@@ -706,7 +706,8 @@ class ChecksConfig(_Section):
     ``min_selected_per_area``: fewest selected neurons an area with recorded neurons may
     keep. ``max_nan_fraction``: the largest fraction of NaN (or missing) values allowed in
     any numeric column of the score tables beside the scores themselves, e.g.
-    ``normalized_score`` where a ceiling is not positive; scores are never allowed NaN.
+    ``normalized_score`` where a ceiling is not positive; scores are never allowed NaN. The
+    per-neuron tables are validated model by model, so there it bounds each model's rows.
     A run on mean responses without trials (``data.source: table`` without
     ``data.table.trials``) has no ceilings: its ``noise_ceiling`` and ``normalized_score``
     are missing in every row by construction and are left out of this check.

@@ -602,19 +602,22 @@ def _model_row(entry, key: dict, info: dict) -> dict:
 
 # ------------------------------------------------------------------- checks, report
 def run_checks_stage(params: Params, db_path: str | Path, means_path: str | Path, sql_checks_dir: str | Path,
-                     report_path: str | Path, published_path: str | Path) -> str:
+                     report_path: str | Path, published_path: str | Path,
+                     verdicts_dir: str | Path | None = None) -> str:
     """Check the store built at ``db_path``; only if every check passes, publish it at ``published_path``.
 
     ``published_path`` is what ``report``, ``deepmouse query`` and users read as the results.
     The checks run on a copy next to it, which is then renamed onto it, so what is published
-    is exactly what passed; a failed check leaves the published store as it was.
+    is exactly what passed; a failed check leaves the published store as it was. The
+    per-neuron tables are validated model by model; ``verdicts_dir`` keeps the passing
+    verdicts, so a model whose files did not change is not validated again (None: keep none).
     """
     from deepmouse.quality.gate import run_checks
     from deepmouse.store.build import copy_store, replacing
 
     with replacing(published_path) as staged:
         copy_store(db_path, staged)
-        report = run_checks(staged, means_path, sql_checks_dir, params.checks, report_path)
+        report = run_checks(staged, means_path, sql_checks_dir, params.checks, report_path, verdicts_dir)
     return (f"checks: all passed on {sum(report['tables'].values())} rows in {len(report['tables'])} tables; "
             f"published at {published_path}")
 

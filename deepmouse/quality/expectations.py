@@ -2,7 +2,9 @@
 
 Each suite is a list of expectations built from what the run should contain (the known
 areas, the number of models and sites), validated on an in-memory DataFrame through an
-ephemeral Great Expectations context: no project folder, nothing written.
+ephemeral Great Expectations context: no project folder, nothing written. The per-neuron
+tables are validated one model's rows at a time (:mod:`deepmouse.quality.per_model`), with
+the suites of :func:`per_neuron_expectations`.
 """
 
 from __future__ import annotations
@@ -22,17 +24,24 @@ N_CONDITIONS = 119
 
 @dataclass(frozen=True)
 class Finding:
-    """One failed expectation or SQL check, with example offending rows."""
+    """One failed expectation or SQL check, with example offending rows.
+
+    ``model`` and ``files`` say which model's rows of a per-neuron table were validated, and
+    from which Parquet files (relative to the project root); None for the other tables.
+    """
 
     table: str
     check: str
     detail: str
     n_violations: int
     examples: list
+    model: str | None = None
+    files: str | None = None
 
     def describe(self) -> str:
         shown = ", ".join(map(str, self.examples[:5]))
-        return f"{self.table}: {self.check} ({self.detail}): {self.n_violations} violation(s), e.g. {shown}"
+        where = "" if self.model is None else f" in model {self.model}" + (f" ({self.files})" if self.files else "")
+        return f"{self.table}: {self.check} ({self.detail}){where}: {self.n_violations} violation(s), e.g. {shown}"
 
 
 NOT_MEASURED_WITHOUT_TRIALS = ("normalized_score", "noise_ceiling")
@@ -98,6 +107,29 @@ def layer_scores_expectations(key: Sequence[str]) -> list:
     ]
 
 
+def per_neuron_expectations(table: str, frame: pd.DataFrame, max_nan_fraction: float,
+                            not_measured: Sequence[str] = ()) -> list:
+    """The suite of one per-neuron table (``regression_scores``, ``neuron_scores``) for ``frame``,
+    which holds one model's rows of it: ``max_nan_fraction`` then bounds each model's rows,
+    the ``not_measured`` columns left out (:func:`nan_fraction_expectations`).
+
+    Raises
+    ------
+    ValueError
+        For a table without a suite here, listing those with one.
+    """
+    suites = {
+        "regression_scores": lambda: (layer_scores_expectations(["model_id", "layer_index", "neuron_id"])
+                                      + nan_fraction_expectations(frame, max_nan_fraction,
+                                                                  not_measured=not_measured)),
+        "neuron_scores": lambda: nan_fraction_expectations(frame, max_nan_fraction, strict=(),
+                                                           not_measured=not_measured),
+    }
+    if table not in suites:
+        raise ValueError(f"{table!r}: no per-neuron suite; one of {', '.join(suites)}")
+    return suites[table]()
+
+
 def nan_fraction_expectations(frame: pd.DataFrame, max_nan_fraction: float,
                               strict: Sequence[str] = ("score",), not_measured: Sequence[str] = ()) -> list:
     """``checks.max_nan_fraction``: each numeric column of a score table may be NaN (or
@@ -117,22 +149,33 @@ def nan_fraction_expectations(frame: pd.DataFrame, max_nan_fraction: float,
 
 
 class Validator:
-    """Runs expectation lists on DataFrames in one ephemeral context."""
+    """Runs expectation lists on DataFrames in one ephemeral context.
+
+    One data asset per table name, made on first use: a table validated in parts (one
+    model's rows at a time) reuses it, and no frame is kept after its validation.
+    """
 
     def __init__(self) -> None:
         self._context = gx.get_context(mode="ephemeral")
         self._context.variables.progress_bars = ProgressBarsConfig(globally=False)
         self._source = self._context.data_sources.add_pandas("deepmouse")
+        self._batches = {}
 
     def validate(self, table: str, frame: pd.DataFrame, expectations: list) -> list[Finding]:
         """Validate ``frame`` and return one :class:`Finding` per failed expectation."""
-        batch = (
-            self._source.add_dataframe_asset(table)
-            .add_batch_definition_whole_dataframe(f"{table}_all")
-            .get_batch(batch_parameters={"dataframe": frame})
-        )
+        if table not in self._batches:
+            self._batches[table] = (self._source.add_dataframe_asset(table)
+                                    .add_batch_definition_whole_dataframe(f"{table}_all"))
+        batch = self._batches[table].get_batch(batch_parameters={"dataframe": frame})
         suite = gx.ExpectationSuite(name=table, expectations=expectations)
-        result = batch.validate(suite)
+        try:
+            result = batch.validate(suite)
+        finally:
+            # The engine would hold the last frame until the next one replaces it: two
+            # models' rows at once. Dropped here, memory is bounded by one frame.
+            manager = self._source.get_execution_engine().batch_manager
+            manager.batch_data_cache.clear()
+            manager.reset_batch_cache()
         findings = []
         for outcome in result.results:
             if outcome.success:

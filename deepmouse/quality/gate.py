@@ -1,10 +1,14 @@
-"""The ``checks`` stage: run every suite and SQL check, report, and fail on a violation."""
+"""The ``checks`` stage: run every suite and SQL check, report, and fail on a violation.
+
+The per-neuron tables are checked model by model (:mod:`deepmouse.quality.per_model`).
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import duckdb
 import pandas as pd
@@ -12,6 +16,7 @@ import pandas as pd
 from deepmouse.config import ChecksConfig
 from deepmouse.errors import QualityGateError, StoreError
 from deepmouse.quality import expectations as ex
+from deepmouse.quality import per_model
 from deepmouse.store.build import TABLE_KEYS, open_store
 
 
@@ -73,7 +78,8 @@ def _with_table_key(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> pd.Da
 
 
 def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str | Path,
-               cfg: ChecksConfig, report_path: str | Path) -> dict:
+               cfg: ChecksConfig, report_path: str | Path, verdicts_dir: str | Path | None = None,
+               progress: Callable[[str], None] = print) -> dict:
     """Validate the store and the responses; write ``report_path``; raise on any violation.
 
     What the run could measure comes from its ``runs`` row: areas besides the six are
@@ -81,35 +87,47 @@ def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str 
     CC_max must be missing and the columns of :data:`~deepmouse.quality.expectations.NOT_MEASURED_WITHOUT_TRIALS`
     are left out of ``checks.max_nan_fraction``.
 
+    The small tables are validated whole. The per-neuron tables (about 155 M rows for the
+    whole zoo) are never loaded whole: their properties across models are SQL aggregates, and
+    their rows are validated one model at a time, reusing the passing verdicts kept in
+    ``verdicts_dir`` for models whose files did not change (:mod:`deepmouse.quality.per_model`;
+    None keeps no verdicts and validates every model). ``progress`` receives a line per model.
+
     Raises
     ------
     QualityGateError
-        Listing every failed expectation and check with example rows. The JSON report is
-        written first, so it is there to read after the failure.
+        Listing every failed expectation and check with example rows (and, for the per-neuron
+        tables, the model and its files). The JSON report is written first, so it is there to
+        read after the failure; the verdicts of the models that passed are kept.
     """
+    validator = ex.Validator()
     con = open_store(db_path)
     try:
         neurons = con.execute("SELECT * FROM neurons").fetchdf()
         model_scores = con.execute("SELECT * FROM model_scores").fetchdf()
         rsa = con.execute("SELECT * FROM rsa_scores").fetchdf()
-        regression = con.execute("SELECT * FROM regression_scores").fetchdf()
-        neuron_scores = con.execute("SELECT * FROM neuron_scores").fetchdf()
         n_models = con.execute("SELECT count(*) FROM models").fetchone()[0]
         runs = con.execute("SELECT * FROM runs").fetchdf()
-        findings = run_sql_checks(con, sql_checks_dir, cfg)
+        # Means given without trials (data.source: table): no ceilings, so no normalised scores, by construction.
+        # (A store built before table sources has neither column: trials were there, and only the six areas.)
+        run = runs.iloc[0] if len(runs) else pd.Series(dtype=object)
+        trial_responses = bool(run.get("trial_responses", True))
+        extra_areas = json.loads(run.get("extra_areas", "[]"))
+        unmeasured = () if trial_responses else ex.NOT_MEASURED_WITHOUT_TRIALS
+        sql_findings = run_sql_checks(con, sql_checks_dir, cfg)
+        located = per_model.locate_model_rows(con, db_path)
+        per_neuron_findings = (
+            per_model.cross_model_findings(con, located)
+            + per_model.validate_models(con, db_path, located, cfg, validator,
+                                        None if verdicts_dir is None else per_model.Verdicts(verdicts_dir), progress,
+                                        not_measured=unmeasured)
+        )
     finally:
         con.close()
     means = pd.read_parquet(means_path)
 
     n_sites = model_scores.groupby(["method", "layer_selection", "site_kind", "site"]).ngroups
-    validator = ex.Validator()
     conditions = means.groupby("neuron_id").size().rename("n_conditions").reset_index()
-    # Means given without trials (data.source: table): no ceilings, so no normalised scores, by construction.
-    # (A store built before table sources has neither column: trials were there, and only the six areas.)
-    run = runs.iloc[0] if len(runs) else pd.Series(dtype=object)
-    trial_responses = bool(run.get("trial_responses", True))
-    extra_areas = json.loads(run.get("extra_areas", "[]"))
-    unmeasured = () if trial_responses else ex.NOT_MEASURED_WITHOUT_TRIALS
 
     def nan_fraction(frame: pd.DataFrame, strict=("score",)) -> list:
         return ex.nan_fraction_expectations(frame, cfg.max_nan_fraction, strict=strict, not_measured=unmeasured)
@@ -122,15 +140,14 @@ def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str 
                              + nan_fraction(model_scores))
         + validator.validate("rsa_scores", rsa, ex.layer_scores_expectations(["model_id", "layer_index", "site_kind", "site", "metric"])
                              + nan_fraction(rsa))
-        + validator.validate("regression_scores", regression, ex.layer_scores_expectations(["model_id", "layer_index", "neuron_id"])
-                             + nan_fraction(regression))
-        + validator.validate("neuron_scores", neuron_scores, nan_fraction(neuron_scores, strict=()))
-        + findings
+        + per_neuron_findings
+        + sql_findings
     )
+    rows = located.groupby("table_name")["n_rows"].sum()
     report = {
         "passed": not findings,
         "tables": {"neurons": len(neurons), "means": len(means), "model_scores": len(model_scores),
-                   "rsa_scores": len(rsa), "regression_scores": len(regression)},
+                   "rsa_scores": len(rsa), **{name: int(rows.get(name, 0)) for name in per_model.PER_NEURON_TABLES}},
         "findings": [asdict(f) for f in findings],
     }
     report_path = Path(report_path)

@@ -160,12 +160,14 @@ def project_root(db_path: str | Path) -> Path:
     return folder
 
 
-def parquet_files(con: duckdb.DuckDBPyConnection, db_path: str | Path) -> list[Path]:
-    """The Parquet files behind the views of an open store, as absolute paths (none in an older store)."""
+def parquet_files(con: duckdb.DuckDBPyConnection, db_path: str | Path, table: str | None = None) -> list[Path]:
+    """The Parquet files behind the views of an open store (or behind ``table``'s view alone),
+    as absolute paths, ordered by table and path; none in an older store, or for a table in the database."""
     if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [FILES_TABLE]).fetchone()[0]:
         return []
     root = project_root(db_path)
-    listed = con.execute(f"SELECT path FROM {FILES_TABLE} ORDER BY table_name, path").fetchall()
+    listed = con.execute(f"SELECT path FROM {FILES_TABLE} WHERE ? IS NULL OR table_name = ? ORDER BY table_name, path",
+                         [table, table]).fetchall()
     return [root / path for (path,) in listed]
 
 

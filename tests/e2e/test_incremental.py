@@ -1,7 +1,8 @@
 """The zoo at scale: per-model scores reused across runs, and the per-neuron tables left in Parquet.
 
 One small two-model project, built once by `dvc repro`; the tests run in order on it: a model
-added to `zoo.models` is the only one scored, a model removed loses its folder and its rows, a
+added to `zoo.models` is the only one scored and the only one whose per-neuron rows `checks`
+validates, a model removed loses its folder, its rows and its verdict, a
 scores stage killed after its first model resumes without scoring that model again, and the
 Parquet-backed tables answer as tables did. Runs go as far as `checks`, which publishes the
 store: `report` reads it and adds nothing these tests look at.
@@ -9,6 +10,7 @@ store: `report` reads it and adds nothing these tests look at.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -58,6 +60,12 @@ def _verdicts(result: subprocess.CompletedProcess) -> dict[str, str]:
     return verdicts
 
 
+def _checked(result: subprocess.CompletedProcess) -> dict[str, str]:
+    """model -> "validated", "reused" or "failed", from the checks stage's one line per model."""
+    found = (re.match(r"checks \d+/\d+ (\S+): (\w+)", line) for line in result.stdout.splitlines())
+    return {match[1]: match[2] for match in found if match}
+
+
 def _stale_stages(root: Path) -> set[str]:
     """Stages up to ``checks`` out of date with dvc.lock (but fingerprint, which always runs)."""
     status = _dvc(root, "status", TARGET, "--json")
@@ -89,6 +97,8 @@ def test_the_per_neuron_tables_are_views_over_the_models_parquet_files(project):
     assert {"model_scores", "rsa_scores", "model_comparisons"} <= tables
     assert files == sorted((name, f"data/scores/models/{model}/{name}.parquet")
                            for name in PARQUET_TABLES for model in FIRST)
+    # each model's per-neuron rows passed the checks, and its verdict is kept for the next run
+    assert sorted(path.name for path in (project / "data/checks").iterdir()) == sorted(f"{m}.json" for m in FIRST)
 
 
 def test_a_parquet_backed_table_returns_the_rows_of_its_files(project):
@@ -116,7 +126,8 @@ def test_adding_a_model_scores_only_that_model(project):
     _set_models(project, [*FIRST, ADDED])
     result = _repro_ok(project)
     assert _verdicts(result) == {FIRST[0]: "reused", FIRST[1]: "reused", ADDED: "scored"}, result.stdout[-3000:]
-    assert {"features@" + ADDED, "scores", "store"} <= _ran(result)
+    assert {"features@" + ADDED, "scores", "store", "checks"} <= _ran(result)
+    assert _checked(result) == {FIRST[0]: "reused", FIRST[1]: "reused", ADDED: "validated"}, result.stdout[-3000:]
     assert _stale_stages(project) == set()
     assert _model_folders(project) == sorted([*FIRST, ADDED])
     ranked = _query(project, "SELECT DISTINCT model_id FROM model_scores")
@@ -132,6 +143,9 @@ def test_removing_a_model_drops_its_folder_and_rows(project):
     assert _verdicts(result) == {FIRST[0]: "reused", ADDED: "reused"}, result.stdout[-3000:]
     assert f"{FIRST[1]} is no longer in zoo.models" in result.stdout
     assert _model_folders(project) == sorted([FIRST[0], ADDED])
+    assert _checked(result) == {FIRST[0]: "reused", ADDED: "reused"}, result.stdout[-3000:]
+    assert sorted(path.name for path in (project / "data/checks").iterdir()) == sorted(
+        f"{model}.json" for model in (FIRST[0], ADDED))
     for table in ("model_scores", "regression_scores", "neuron_scores", "rsa_scores"):
         assert set(_query(project, f"SELECT DISTINCT model_id FROM {table}")["model_id"]) == {FIRST[0], ADDED}, table
     pairs = _query(project, "SELECT model_a, model_b FROM model_comparisons")

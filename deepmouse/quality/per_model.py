@@ -1,0 +1,370 @@
+"""The per-neuron tables, validated one model at a time and not again while nothing changed.
+
+``regression_scores`` and ``neuron_scores`` (:data:`~deepmouse.store.build.PARQUET_TABLES`)
+grow with layers × neurons: about 155 M rows for the whole zoo, in per-model Parquet files
+behind the store's views. Loading them whole would take tens of GB, and adding one model
+would validate every model again. So the gate works in three steps, none of which holds more
+than one model's rows:
+
+1. **Where each model's rows are** (:func:`locate_model_rows`): one SQL aggregate over the
+   files' Parquet footers (DuckDB's ``parquet_metadata``). A file whose ``model_id``
+   statistics are exact, with min = max and no NULL, holds that model's rows alone; any other
+   file (several models, or no statistics) has its ``model_id`` column aggregated
+   (``GROUP BY``). A table stored in the database is aggregated the same way. The files as
+   the scores stage writes them need their footers read, nothing more.
+2. **Properties across models** (:func:`cross_model_findings`): SQL over that summary and
+   the ``models`` table: every model has rows in each per-neuron table, and every model with
+   rows there is a model of ``models``.
+3. **Each model's rows** (:func:`validate_models`): every row with its ``model_id``, from
+   every file that holds any, read alone and validated by Great Expectations with the suite
+   of :func:`~deepmouse.quality.expectations.per_neuron_expectations`, one table at a time.
+   As each batch holds all of a model's rows and the tables' keys begin with ``model_id``, a
+   key unique within every batch is unique in the table. ``checks.max_nan_fraction`` bounds
+   each model's rows (and so the table's).
+
+A model that passes has its verdict kept in the verdicts folder, ``<model_id>.json``, under
+a key (:func:`verdict_key`): the sha256 of each of its files, the tables' columns, the checks
+params, and a digest of this package's code with the versions of the libraries that read and
+validate the rows. A model whose key matches its kept verdict is not validated again. Only
+passing verdicts are kept, each as soon as its model passes (written aside, then renamed), so
+a failure elsewhere or an interrupt loses none; a model that fails loses its verdict, and is
+validated again on every run until it passes. A table stored in the database has no files to
+key on: its models are validated on every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Sequence
+from urllib.parse import quote
+
+import duckdb
+import pandas as pd
+
+from deepmouse.config import ChecksConfig
+from deepmouse.errors import StoreError
+from deepmouse.hashing import file_sha256, fsync_path
+from deepmouse.quality import expectations as ex
+from deepmouse.store.build import PARQUET_TABLES, parquet_files, project_root
+
+PER_NEURON_TABLES = PARQUET_TABLES
+"""The tables validated model by model."""
+
+FORMAT_VERSION = 1
+"""Raised whenever a verdict's layout or meaning changes, so no older verdict is reused."""
+
+VALIDATING_PACKAGES = ("great_expectations", "pandas", "pyarrow", "duckdb")
+"""Libraries whose versions can change what a validation finds: part of every verdict's key."""
+
+STAGING = ".tmp-"
+"""Infix of a verdict being written, ``<model_id>.json.tmp-<pid>``."""
+
+LOCATED = "located_model_rows"
+"""Name under which the summary of :func:`locate_model_rows` is visible to the SQL across models."""
+
+
+# ------------------------------------------------------------------ 1. where the rows are
+def locate_model_rows(con: duckdb.DuckDBPyConnection, db_path: str | Path) -> pd.DataFrame:
+    """Which model's rows each per-neuron table holds, and in which files; no row is loaded.
+
+    Returns
+    -------
+    DataFrame with columns ``table_name``, ``path`` (the file as the store lists it, relative
+    to the project root; None for a table stored in the database), ``model_id`` (None for rows
+    without one) and ``n_rows``: one row per table, file and model found in it.
+
+    Raises
+    ------
+    StoreError
+        Naming the files, if a file's ``model_id`` column cannot be read.
+    """
+    root = project_root(db_path)
+    parts = []
+    for table in PER_NEURON_TABLES:
+        files = parquet_files(con, db_path, table)
+        if not files:
+            parts.append(con.execute(f"SELECT ? AS table_name, NULL::VARCHAR AS path, model_id, count(*) AS n_rows "
+                                     f"FROM {table} GROUP BY model_id", [table]).fetchdf())
+            continue
+        listed = {str(path): _listed_name(path, root) for path in files}
+        footers = con.execute(
+            """
+            SELECT file_name AS file, first(stats_min_value) AS model_id, sum(row_group_num_rows) AS n_rows,
+                   bool_and(coalesce(stats_null_count = 0 AND min_is_exact AND max_is_exact
+                                     AND stats_min_value = stats_max_value, false))
+                   AND count(DISTINCT stats_min_value) = 1 AS one_model
+            FROM parquet_metadata(?) WHERE path_in_schema = 'model_id' GROUP BY file_name
+            """, [list(listed)]).fetchdf()
+        found = footers.loc[footers["one_model"], ["file", "model_id", "n_rows"]]
+        unsettled = sorted(set(listed) - set(found["file"]))
+        if unsettled:
+            try:
+                scanned = con.execute("SELECT filename AS file, model_id, count(*) AS n_rows "
+                                      "FROM read_parquet(?, filename = true) GROUP BY ALL", [unsettled]).fetchdf()
+            except duckdb.Error as err:
+                raise StoreError(f"table {table}: cannot read model_id from {', '.join(unsettled)} "
+                                 f"({_one_line(err)})") from None
+            found = pd.concat([found, scanned], ignore_index=True)
+        parts.append(pd.DataFrame({"table_name": table, "path": found["file"].map(listed),
+                                   "model_id": found["model_id"], "n_rows": found["n_rows"]}))
+    located = pd.concat(parts, ignore_index=True)
+    located["n_rows"] = located["n_rows"].astype("int64")
+    return located.sort_values(["table_name", "model_id", "path"], na_position="first").reset_index(drop=True)
+
+
+# --------------------------------------------------------------- 2. properties across models
+CROSS_MODEL_SQL = f"""
+WITH per_neuron AS (SELECT unnest($tables::VARCHAR[]) AS table_name),
+     present AS (SELECT DISTINCT table_name, model_id FROM {LOCATED})
+SELECT t.table_name, m.model_id, 'a model of the models table without rows here' AS problem
+FROM models AS m CROSS JOIN per_neuron AS t
+WHERE NOT EXISTS (SELECT 1 FROM present AS p WHERE p.table_name = t.table_name AND p.model_id = m.model_id)
+UNION ALL
+SELECT p.table_name, p.model_id, 'rows of a model not in the models table' AS problem
+FROM present AS p
+WHERE NOT EXISTS (SELECT 1 FROM models AS m WHERE m.model_id = p.model_id)
+ORDER BY table_name, problem, model_id NULLS FIRST
+"""
+"""Each row: a table, a model and what is wrong; from the summary of :func:`locate_model_rows`."""
+
+
+def cross_model_findings(con: duckdb.DuckDBPyConnection, located: pd.DataFrame) -> list[ex.Finding]:
+    """The properties of the per-neuron tables that span models, as SQL over ``located``.
+
+    One :class:`~deepmouse.quality.expectations.Finding` per table and problem, naming the models.
+    """
+    con.register(LOCATED, located)
+    try:
+        rows = con.execute(CROSS_MODEL_SQL, {"tables": list(PER_NEURON_TABLES)}).fetchdf()
+    finally:
+        con.unregister(LOCATED)
+    return [ex.Finding(table, "models across tables", problem, len(group),
+                       [{"model_id": model} for model in group["model_id"].head(5)])
+            for (table, problem), group in rows.groupby(["table_name", "problem"], sort=True)]
+
+
+# --------------------------------------------------------------------- 3. model by model
+@dataclasses.dataclass(frozen=True)
+class ModelRows:
+    """Where one model's rows of one per-neuron table are.
+
+    ``files``: absolute paths of every file holding some of them; empty when the table is
+    stored in the database. ``listed``: the same files as the store lists them.
+    """
+
+    table: str
+    model_id: str
+    files: tuple[Path, ...]
+    listed: tuple[str, ...]
+    n_rows: int
+
+
+def read_model_rows(con: duckdb.DuckDBPyConnection, rows: ModelRows) -> pd.DataFrame:
+    """One model's rows of one table, with the columns and types of the store's table or view."""
+    if not rows.files:
+        return con.execute(f"SELECT * FROM {rows.table} WHERE model_id = ?", [rows.model_id]).fetchdf()
+    columns = ", ".join(f"CAST({name} AS {kind}) AS {name}" for name, kind in table_columns(con, rows.table))
+    try:
+        return con.execute(f"SELECT {columns} FROM read_parquet(?) WHERE model_id = ?",
+                           [[str(path) for path in rows.files], rows.model_id]).fetchdf()
+    except duckdb.Error as err:
+        raise StoreError(f"table {rows.table}: cannot read model {rows.model_id} from "
+                         f"{', '.join(rows.listed)} ({_one_line(err)})") from None
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    """``(name, type)`` of each column of a table or view of the store."""
+    return [(name, kind) for name, kind, *_ in con.execute(f"DESCRIBE {table}").fetchall()]
+
+
+def validate_models(con: duckdb.DuckDBPyConnection, db_path: str | Path, located: pd.DataFrame, cfg: ChecksConfig,
+                    validator: ex.Validator, verdicts: Verdicts | None = None,
+                    progress: Callable[[str], None] = print, *,
+                    not_measured: Sequence[str] = ()) -> list[ex.Finding]:
+    """Validate each model's rows of the per-neuron tables, reusing the verdicts that still hold.
+
+    Logs one line per model, ``checks <i>/<n> <model_id>: <verdict> (<why>)``, the verdict
+    ``validated``, ``reused`` or ``failed``; then how many were validated.
+
+    Parameters
+    ----------
+    located : the summary of :func:`locate_model_rows` for this store.
+    verdicts : where passing verdicts are kept across runs; None keeps none and validates all.
+    not_measured : columns the run could not compute (no trials), left out of ``max_nan_fraction``.
+
+    Returns
+    -------
+    The failed expectations, each naming its table, model and files.
+    """
+    root = project_root(db_path)
+    models = sorted(located["model_id"].dropna().unique())
+    if verdicts is not None:
+        verdicts.keep_only(models, progress)
+    common = {"format": FORMAT_VERSION, "code": validation_code_digest(), "params": dataclasses.asdict(cfg),
+              "not_measured": sorted(not_measured),
+              "columns": {table: [list(column) for column in table_columns(con, table)] for table in PER_NEURON_TABLES}}
+    digests: dict[Path, str] = {}
+    findings, n_validated = [], 0
+    for position, model_id in enumerate(models, start=1):
+        parts = _model_rows(located[located["model_id"] == model_id], root)
+        label = f"checks {position}/{len(models)} {model_id}"
+        key, reason = None, "no verdicts kept"
+        if verdicts is not None and not all(part.files for part in parts):
+            reason = "its rows are stored in the database"
+        elif verdicts is not None:
+            key = verdict_key(common, parts, digests)
+            reason = verdicts.reason_to_validate(model_id, key)
+        if reason is None:
+            progress(f"{label}: reused ({verdicts.path(model_id)} holds a passing verdict on the same files, "
+                     "expectations and params)")
+            continue
+        started = time.perf_counter()
+        model_findings = _validate_model(con, parts, cfg, validator, not_measured)
+        n_validated += 1
+        n_rows = {part.table: part.n_rows for part in parts}
+        if model_findings:
+            if verdicts is not None:
+                verdicts.discard(model_id)
+            progress(f"{label}: failed {len(model_findings)} expectation(s) ({reason})")
+        else:
+            if key is not None:
+                verdicts.keep(model_id, key, n_rows)
+            progress(f"{label}: validated ({reason}), {sum(n_rows.values())} rows in "
+                     f"{time.perf_counter() - started:.1f} s")
+        findings += model_findings
+    progress(f"per-neuron tables: {n_validated} of {len(models)} models validated, {len(models) - n_validated} reused")
+    return findings
+
+
+def _model_rows(located: pd.DataFrame, root: Path) -> list[ModelRows]:
+    """One model's :class:`ModelRows` per table it has rows in, from its part of the summary."""
+    parts = []
+    for table in PER_NEURON_TABLES:
+        here = located[located["table_name"] == table]
+        if here.empty:
+            continue  # named by cross_model_findings
+        in_database = here["path"].isna().any()
+        listed = () if in_database else tuple(sorted(here["path"]))
+        parts.append(ModelRows(table, str(here["model_id"].iloc[0]), tuple(root / name for name in listed), listed,
+                               int(here["n_rows"].sum())))
+    return parts
+
+
+def _validate_model(con: duckdb.DuckDBPyConnection, parts: Sequence[ModelRows], cfg: ChecksConfig,
+                    validator: ex.Validator, not_measured: Sequence[str] = ()) -> list[ex.Finding]:
+    findings = []
+    for part in parts:
+        frame = read_model_rows(con, part)
+        suite = ex.per_neuron_expectations(part.table, frame, cfg.max_nan_fraction, not_measured)
+        failed = validator.validate(part.table, frame, suite)
+        del frame  # before the next table's rows are read
+        files = ", ".join(part.listed) or None
+        findings += [dataclasses.replace(finding, model=part.model_id, files=files) for finding in failed]
+    return findings
+
+
+# ------------------------------------------------------------------------------ verdicts
+def verdict_key(common: dict, parts: Sequence[ModelRows], digests: dict[Path, str]) -> dict:
+    """What a model's verdict depends on: ``common`` (code, params, columns) and its files' sha256.
+
+    ``digests`` caches the sha256 of each file within one run (a file may hold several models).
+    """
+    files = {}
+    for part in parts:
+        for path, name in zip(part.files, part.listed):
+            if path not in digests:
+                digests[path] = file_sha256(path)
+            files.setdefault(part.table, []).append([name, digests[path]])
+    return {**common, "files": files}
+
+
+def validation_code_digest() -> str:
+    """sha256 over this package's code (``deepmouse/quality/*.py``) and the versions of
+    :data:`VALIDATING_PACKAGES`: a change to either validates every model again."""
+    digest = hashlib.sha256()
+    folder = Path(__file__).resolve().parent
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for name in VALIDATING_PACKAGES:
+        digest.update(f"{name}=={metadata.version(name)}\0".encode())
+    return digest.hexdigest()
+
+
+class Verdicts:
+    """Passing verdicts of models, one JSON file per model in ``folder``.
+
+    Each file holds ``{"key": ..., "rows": {table: n}, "passed": true}``: nothing but what
+    the validated files, code and params determine, so the folder is the same bytes
+    wherever and whenever it is made (it is a DVC output).
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def path(self, model_id: str) -> Path:
+        return self.folder / (quote(model_id, safe="") + ".json")
+
+    def reason_to_validate(self, model_id: str, key: dict) -> str | None:
+        """Why ``model_id`` must be validated under ``key``, or None if its kept verdict holds."""
+        path = self.path(model_id)
+        if not path.is_file():
+            return "no verdict yet"
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return f"{path} is unreadable"
+        if not isinstance(record, dict) or record.get("passed") is not True or not isinstance(record.get("key"), dict):
+            return f"{path} holds no passing verdict"
+        stored = record["key"]
+        changed = [name for name in key if stored.get(name) != key[name]]
+        if not changed:
+            return None
+        reasons = {"files": "its files changed", "columns": "the tables' columns changed",
+                   "params": "the checks params changed", "code": "the validation code or libraries changed",
+                   "format": "the verdicts' format changed"}
+        return ", ".join(reasons.get(name, f"{name} changed") for name in changed)
+
+    def keep(self, model_id: str, key: dict, rows: dict[str, int]) -> None:
+        """Write a passing verdict: beside its place, flushed, then renamed onto it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.path(model_id)
+        staging = path.with_name(f"{path.name}{STAGING}{os.getpid()}")
+        try:
+            staging.write_text(json.dumps({"key": key, "rows": rows, "passed": True}, indent=2, sort_keys=True) + "\n")
+            fsync_path(staging)
+            os.replace(staging, path)
+            fsync_path(self.folder)
+        finally:
+            staging.unlink(missing_ok=True)
+
+    def discard(self, model_id: str) -> None:
+        self.path(model_id).unlink(missing_ok=True)
+
+    def keep_only(self, model_ids: Sequence[str], progress: Callable[[str], None]) -> None:
+        """Remove the verdicts of models no longer in the store, and those a killed run left half-written."""
+        if not self.folder.is_dir():
+            return
+        wanted = {self.path(model_id).name for model_id in model_ids}
+        for path in sorted(self.folder.iterdir()):
+            if path.name in wanted or not path.is_file():
+                continue
+            if STAGING in path.name:
+                path.unlink()
+            elif path.suffix == ".json":
+                path.unlink()
+                progress(f"removed {path}: its model is no longer in the store")
+
+
+def _listed_name(path: Path, root: Path) -> str:
+    """``path`` as the store lists it: relative to the project root if inside it."""
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
+
+
+def _one_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
