@@ -5,13 +5,11 @@ batch, ``paper`` preprocessing) and ``--neurons`` simulated neurons (default 6,6
 study's count; the timing does not depend on their values):
 1. feature statistics: :func:`~deepmouse.features.stats.compute_layer_statistics`;
 2. scoring: :func:`~deepmouse.metrics.ridge.fit_ridge_folds` on every layer's kernel, the default
-   11-value relative alpha grid and 10 outer folds (``scoring.cv`` defaults), with the default
-   float64 inner LOO-error product and with it in float32 (near ties recomputed in float64);
+   11-value relative alpha grid and 10 outer folds (``scoring.cv`` defaults), float64;
 3. floor: the two matrix products per chunk of neurons that the scoring cannot avoid (the inner
-   LOO errors as pair-product weights, in the same precision, and the held-out predictions at
-   every alpha, float64), with the same shapes and batching, on random tensors, timed bare; the
-   training kernels' eigendecompositions, which the scoring needs once per layer and fold, are
-   timed alone beside it.
+   LOO errors as pair-product weights, and the held-out predictions at every alpha), with the
+   same shapes and batching, on random tensors, timed bare; the training kernels'
+   eigendecompositions, which the scoring needs once per layer and fold, are timed alone beside it.
 4. the reference study's procedure end to end on the same model, stimuli and neurons, once (unless
    ``--skip-reference``): every hooked output stored, sparse-randomly projected to the
    Johnson-Lindenstrauss dimension (4,096 at 119 stimuli), standardised, and scikit-learn's
@@ -64,7 +62,7 @@ def median_seconds(run: Callable[[], object], device: torch.device, repeats: int
 
 
 def floor_products(n_layers: int, n_stimuli: int, folds: list[np.ndarray], n_alphas: int, n_neurons: int,
-                   chunk_size: int, loo_dtype: torch.dtype, device: torch.device) -> Callable[[], None]:
+                   chunk_size: int, device: torch.device) -> Callable[[], None]:
     """The scoring's two products per chunk of neurons, same shapes and batching, on random tensors."""
     n_pairs = n_stimuli * (n_stimuli + 1) // 2
     held_out_sizes: dict[int, int] = {}
@@ -76,11 +74,11 @@ def floor_products(n_layers: int, n_stimuli: int, folds: list[np.ndarray], n_alp
     for first in range(0, n_layers, layers_per_group):
         g = min(layers_per_group, n_layers - first)
         operators.append([
-            (torch.randn(g * k * n_alphas, n_pairs, generator=generator, dtype=loo_dtype, device=device),
+            (torch.randn(g * k * n_alphas, n_pairs, generator=generator, dtype=torch.float64, device=device),
              torch.randn(g * k * n_alphas * b, n_stimuli, generator=generator, dtype=torch.float64, device=device))
             for b, k in held_out_sizes.items()
         ])
-    pairs = torch.randn(n_pairs, chunk_size, generator=generator, dtype=loo_dtype, device=device)
+    pairs = torch.randn(n_pairs, chunk_size, generator=generator, dtype=torch.float64, device=device)
     targets = torch.randn(n_stimuli, chunk_size, generator=generator, dtype=torch.float64, device=device)
 
     def run() -> None:
@@ -159,16 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     folds = stimulus_folds(n_stimuli, cv.n_folds, cv.n_repeats, np.random.default_rng([cv.seed, 0]))
     grid = RegressionConfig().relative_alphas
 
-    rows = {}
-    for name, dtype in (("default (float64)", torch.float64), ("float32 LOO errors", torch.float32)):
-        def score(dtype=dtype):
-            return fit_ridge_folds(kernels, targets, folds, relative_alphas=grid, device=device,
-                                   chunk_size=args.chunk_size, loo_dtype=dtype)
-        score_s = median_seconds(score, device, args.repeats)
-        floor = floor_products(n_layers, n_stimuli, folds, len(grid), args.neurons, args.chunk_size, dtype, device)
-        floor_s = median_seconds(floor, device, args.repeats)
-        rows[name] = {"scoring_s": score_s, "floor_s": floor_s, "scoring_over_floor": score_s / floor_s,
-                      "scoring_over_features": score_s / features_s}
+    def score():
+        return fit_ridge_folds(kernels, targets, folds, relative_alphas=grid, device=device, chunk_size=args.chunk_size)
+    score_s = median_seconds(score, device, args.repeats)
+    floor = floor_products(n_layers, n_stimuli, folds, len(grid), args.neurons, args.chunk_size, device)
+    floor_s = median_seconds(floor, device, args.repeats)
+    rows = {"float64": {"scoring_s": score_s, "floor_s": floor_s, "scoring_over_floor": score_s / floor_s,
+                        "scoring_over_features": score_s / features_s}}
     train = [torch.as_tensor(kernels[:, np.setdiff1d(np.arange(n_stimuli), test)][:, :, np.setdiff1d(
         np.arange(n_stimuli), test)]) for test in folds]
     by_size: dict[int, list[torch.Tensor]] = {}
@@ -192,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
           f"device {device}, {torch.get_num_threads()} threads, median of {args.repeats}")
     print(f"feature statistics: {features_s:.2f} s; eigendecompositions alone ({n_layers} x {len(folds)}): "
           f"{eigh_s:.2f} s")
-    print("| LOO-error product | scoring s | floor s | scoring / floor (target <= 2) | scoring / features (target <= 0.5) |")
+    print("| products | scoring s | floor s | scoring / floor (target <= 2) | scoring / features (target <= 0.5) |")
     print("|---|---|---|---|---|")
     for name, row in rows.items():
         print(f"| {name} | {row['scoring_s']:.2f} | {row['floor_s']:.2f} | {row['scoring_over_floor']:.2f} | "
@@ -200,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = None
     if not args.skip_reference:
         reference = reference_procedure(args.model, stimuli, device, targets)
-        ours = features_s + rows["default (float64)"]["scoring_s"]
+        ours = features_s + score_s
         reference["ours_s"] = ours
         reference["speedup"] = reference["total_s"] / ours
         print(f"reference study's procedure ({reference['n_outputs']} outputs): store {reference['forward_and_store_s']:.1f} s"

@@ -69,19 +69,11 @@ training part's residual-maker ``R = α Q diag(1 / (w + α)) Qᵀ - 11ᵀ/m`` an
   and a pass over all of them.
 
 Everything runs in torch, on the device given (CUDA when present by
-default). The eigendecompositions, operators and held-out predictions are
-float64, and by default so is the inner LOO-error product, the larger of the
-two per chunk of targets. ``loo_dtype=torch.float32`` makes that product
-float32, for devices where float32 is much faster than float64 (most GPUs);
-it only chooses alphas. Its errors are then off by at most ~1e-6 of their
-value; where a target's two lowest errors in a layer and fold are closer than
-their rounding scale (``TIE_MARGIN``), that layer and fold's errors are
-recomputed in float64, so every alpha choice, and hence every held-out r, is
-the float64 one (``tests/metrics/test_ridge_torch.py`` plants such near ties;
-without the recomputation hundreds of them flip). On a 2-core CPU it is not
-faster: about 6 % of layer-fold-neuron fits are recomputed, and the float32
-product saves less than that costs (resnet18_random, 2,000 neurons: 7.0 s
-against 5.6 s in float64).
+default), in float64. Float32 for the inner LOO-error product, the larger of
+the two per chunk of targets, was measured and left out: it chose another
+alpha in 17 of 960,000 fits (moving held-out r by up to 0.018), and making its
+choices exact (recomputing near ties in float64, about 6 % of fits) made it
+slower than float64 on a 2-core CPU (``benchmarks/README.md``).
 Targets are processed in chunks of ``chunk_size`` and layers in groups whose
 operators stay near a fixed size, so memory does not grow with the number of
 targets or layers; every result is computed per target and does not depend
@@ -98,14 +90,6 @@ import numpy as np
 import torch
 
 from deepmouse.errors import DataError
-
-TIE_MARGIN = 1.0
-"""How near a target's two lowest low-precision inner LOO errors (in one layer and fold) must be,
-in units of their rounding scale, to be recomputed in float64. A float32 product ``a · p`` of
-length ``K`` is off by about ``u √K ‖a‖ ‖p‖`` at most with high probability (``u`` the unit
-roundoff; Higham & Mary 2019); measured errors were at most 0.032 of that scale (119 and 40
-stimuli, 10 and 5 folds). Two errors closer than the sum of their scales are recomputed:
-4.8 % of the layer-fold-neuron fits of resnet18_random against simulated neurons."""
 
 # Relative asymmetry of a kernel beyond which it cannot be a Gram matrix
 # computed in floating point (float32 products accumulated in float64).
@@ -293,8 +277,6 @@ def fit_ridge_folds(
     alphas: Sequence[float] | None = None,
     device: str | torch.device | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    loo_dtype: torch.dtype = torch.float64,
-    tie_margin: float = TIE_MARGIN,
 ) -> RidgeFoldsResult:
     """Outer-fold ridge scores of every layer, the alpha chosen by exact inner LOO per target.
 
@@ -330,16 +312,6 @@ def fit_ridge_folds(
         devices to rounding.
     chunk_size : int
         Targets per chunk; memory grows with it, results do not change.
-    loo_dtype : torch.dtype
-        Precision of the inner LOO-error product, the larger of the two per chunk of
-        targets (eigendecompositions, operators and held-out predictions are always
-        float64); float64 by default. With ``torch.float32``, a target whose two lowest LOO errors in a
-        layer and fold are within ``tie_margin`` times their rounding scale of each
-        other has that layer and fold's errors recomputed in float64, so its alpha
-        choice is float64's (``TIE_MARGIN``); other errors are float32-accurate
-        (``fold_errors`` to about 1e-6).
-    tie_margin : float
-        See ``TIE_MARGIN`` (ignored for float64).
 
     Returns
     -------
@@ -364,10 +336,6 @@ def fit_ridge_folds(
     grid = _check_alphas(relative_alphas if alphas is None else alphas,
                          "alphas" if relative_alphas is None else "relative_alphas")
     _check_chunk_size(chunk_size)
-    if loo_dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"loo_dtype: need torch.float32 or torch.float64, got {loo_dtype}")
-    if not tie_margin >= 0:
-        raise ValueError(f"tie_margin: need a non-negative number, got {tie_margin!r}")
     test_sets = _check_folds(folds, n)
 
     n_targets = targets.shape[1]
@@ -383,16 +351,16 @@ def fit_ridge_folds(
         layers = range(first, min(first + layers_per_group, n_layers))
         group = [
             _fold_operators(kernels[layers.start:layers.stop].to(device), test_sets, fold_ids, grid.to(device),
-                            relative=alphas is None, first_layer=first, loo_dtype=loo_dtype)
+                            relative=alphas is None, first_layer=first)
             for fold_ids in by_size.values()
         ]
         for start in range(0, n_targets, chunk_size):
             y = targets[:, start:start + chunk_size].to(device)
             y = y - y.mean(dim=0)
-            pair_products = _pair_products(y, loo_dtype)
+            pair_products = _pair_products(y)
             columns = slice(start, start + y.shape[1])
             for operators in group:
-                fold_scores, fold_alphas, fold_errors = _score_chunk(operators, y, pair_products, tie_margin)
+                fold_scores, fold_alphas, fold_errors = _score_chunk(operators, y, pair_products)
                 for position, f in enumerate(operators.fold_ids):
                     scores[f, layers.start:layers.stop, columns] = fold_scores[position]
                     chosen_alphas[f, layers.start:layers.stop, columns] = fold_alphas[position]
@@ -487,15 +455,13 @@ class _FoldOperators:
     fold_ids: list[int]
     alphas: torch.Tensor  # (g, k, a)
     loo_error: torch.Tensor  # (g·k·a, n(n+1)/2): inner LOO squared error / m as pair-product weights
-    low_loo_error: torch.Tensor  # the same in the LOO-error product's precision
-    loo_error_norms: torch.Tensor  # (g, k, a): Euclidean norms of loo_error's rows
     prediction: torch.Tensor  # (g·k·a·b, n): held-out predictions of centred targets
     train: torch.Tensor  # (k, m) training stimuli
     test: torch.Tensor  # (k, b) held-out stimuli
 
 
 def _fold_operators(kernels: torch.Tensor, test_sets: list[np.ndarray], fold_ids: list[int], grid: torch.Tensor,
-                    *, relative: bool, first_layer: int, loo_dtype: torch.dtype) -> _FoldOperators:
+                    *, relative: bool, first_layer: int) -> _FoldOperators:
     """Eigendecompose each layer's training kernels once and turn every alpha into two operators."""
     g, n = kernels.shape[0], kernels.shape[1]
     device = kernels.device
@@ -541,29 +507,19 @@ def _fold_operators(kernels: torch.Tensor, test_sets: list[np.ndarray], fold_ids
     loo_error.scatter_add_(-1, pair_position[None, :, None, :].expand(g, k, alphas.shape[-1], m * m),
                            loo_quadratic.flatten(-2))
     loo_error = loo_error.reshape(-1, n_pairs)
-    return _FoldOperators(fold_ids, alphas, loo_error, loo_error.to(loo_dtype), loo_error.norm(dim=1).reshape(g, k, -1),
-                          prediction.reshape(-1, n), train, test)
+    return _FoldOperators(fold_ids, alphas, loo_error, prediction.reshape(-1, n), train, test)
 
 
-def _score_chunk(operators: _FoldOperators, y: torch.Tensor, pair_products: torch.Tensor, tie_margin: float):
+def _score_chunk(operators: _FoldOperators, y: torch.Tensor, pair_products: torch.Tensor):
     """Held-out scores, chosen alphas and inner LOO errors of one chunk of centred targets.
 
-    ``y`` (n, chunk) float64; ``pair_products`` (chunk, n(n+1)/2) its pair products in the
-    LOO-error product's precision. Returns numpy arrays of shape (k, g, chunk): folds first, as
-    ``RidgeFoldsResult``.
+    ``y`` (n, chunk); ``pair_products`` (chunk, n(n+1)/2) its pair products. Returns numpy
+    arrays of shape (k, g, chunk): folds first, as ``RidgeFoldsResult``.
     """
     g, k, a = operators.alphas.shape
     b = operators.test.shape[1]
     chunk = y.shape[1]
-    loo_mse = (operators.low_loo_error @ pair_products.T).to(torch.float64).reshape(g, k, a, chunk)
-    if pair_products.dtype != torch.float64 and a > 1:
-        # Rounding scale of each low-precision error: u √K ‖operator row‖ ‖target's pair products‖,
-        # with Σ_{i<=j} (y_i y_j)² = ((Σ y_i²)² + Σ y_i⁴) / 2.
-        unit = torch.finfo(pair_products.dtype).eps / 2 * math.sqrt(pair_products.shape[1])
-        squares = y.square()
-        pair_norms = torch.sqrt((squares.sum(dim=0).square() + squares.square().sum(dim=0)) / 2)
-        scale = unit * operators.loo_error_norms[..., None] * pair_norms
-        _recompute_near_ties(loo_mse, scale, operators.loo_error.reshape(g, k, a, -1), y, tie_margin)
+    loo_mse = (operators.loo_error @ pair_products.T).reshape(g, k, a, chunk)
     best_mse, best = loo_mse.min(dim=2)  # first index on ties
     predicted = (operators.prediction @ y).reshape(g, k, a, b, chunk)
     predicted = predicted.gather(2, best[:, :, None, None, :].expand(g, k, 1, b, chunk))[:, :, 0]
@@ -574,45 +530,14 @@ def _score_chunk(operators: _FoldOperators, y: torch.Tensor, pair_products: torc
     return tuple(t.transpose(0, 1).cpu().numpy() for t in (fold_scores, fold_alphas, fold_errors))
 
 
-def _recompute_near_ties(loo_mse: torch.Tensor, scale: torch.Tensor, loo_error: torch.Tensor, y: torch.Tensor,
-                         tie_margin: float) -> None:
-    """Replace, in place, the low-precision LOO errors whose two lowest are nearly tied by float64 ones.
-
-    ``loo_mse`` (g, k, a, chunk) from the low-precision product and ``scale`` (g, k, a, chunk)
-    its rounding scale; ``loo_error`` (g, k, a, n_pairs) in float64, ``y`` (n, chunk) the centred
-    targets. A layer and fold's errors of a target are recomputed when its two lowest differ by at
-    most ``tie_margin`` times the sum of their scales, so its choice of alpha, and the error at
-    it, are float64's.
-    """
-    lowest, where = loo_mse.topk(2, dim=2, largest=False)  # (g, k, 2, chunk)
-    near = (lowest[:, :, 1] - lowest[:, :, 0]) <= tie_margin * scale.gather(2, where).sum(dim=2)  # (g, k, chunk)
-    recompute = torch.nonzero(near.any(dim=1).any(dim=0)).flatten()
-    if not recompute.numel():
-        return
-    position = torch.full((y.shape[1],), -1, dtype=torch.long, device=y.device)
-    position[recompute] = torch.arange(recompute.numel(), device=y.device)
-    exact_pairs = _pair_products(y[:, recompute], torch.float64)
-    # Many small products: on a CPU, one thread (threads contend for them, as in _centred_eigh).
-    threads = torch.get_num_threads()
-    if y.device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        for layer, fold in torch.nonzero(near.any(dim=-1)).tolist():
-            targets = torch.nonzero(near[layer, fold]).flatten()
-            loo_mse[layer, fold][:, targets] = loo_error[layer, fold] @ exact_pairs[position[targets]].T
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _pair_products(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _pair_products(y: torch.Tensor) -> torch.Tensor:
     """``y_i y_j`` for every pair ``i <= j`` of rows (row-major), per column: (n_columns, n(n+1)/2).
 
-    Products in float64, stored in ``dtype``; built a row at a time (several times faster than
-    gathering both factors with index tensors).
+    Built a row at a time: several times faster than gathering both factors with index tensors.
     """
     n = y.shape[0]
     columns = y.T.contiguous()
-    out = torch.empty(columns.shape[0], n * (n + 1) // 2, dtype=dtype, device=y.device)
+    out = torch.empty(columns.shape[0], n * (n + 1) // 2, dtype=y.dtype, device=y.device)
     position = 0
     for i in range(n):
         width = n - i

@@ -69,68 +69,19 @@ def test_paper_alpha_folds_equal_brute_force_refits():
 
 
 @pytest.mark.parametrize("chunk_size", [1, 5, 16, 4096])
-@pytest.mark.parametrize("loo_dtype", [torch.float32, torch.float64])
-def test_results_do_not_depend_on_the_chunk_size(chunk_size, loo_dtype):
+def test_results_do_not_depend_on_the_chunk_size(chunk_size):
     layers, targets = _layers(4, 40, (6, 40, 200))
     kernels = np.stack([z @ z.T for z in layers])
     folds = stimulus_folds(40, 5, 1, np.random.default_rng(5))
-    reference = fit_ridge_folds(kernels, targets, folds, relative_alphas=RELATIVE_ALPHAS, device="cpu", chunk_size=3,
-                                loo_dtype=loo_dtype)
+    reference = fit_ridge_folds(kernels, targets, folds, relative_alphas=RELATIVE_ALPHAS, device="cpu", chunk_size=3)
     chunked = fit_ridge_folds(kernels, targets, folds, relative_alphas=RELATIVE_ALPHAS, device="cpu",
-                              chunk_size=chunk_size, loo_dtype=loo_dtype)
+                              chunk_size=chunk_size)
     np.testing.assert_array_equal(chunked.fold_alphas, reference.fold_alphas)
     np.testing.assert_allclose(chunked.fold_scores, reference.fold_scores, atol=1e-12, rtol=0)
-    # Float32 products are blocked by width, so their rounding (only) follows the chunk.
-    error_tolerance = 1e-12 if loo_dtype == torch.float64 else 1e-5
-    np.testing.assert_allclose(chunked.fold_errors, reference.fold_errors, atol=error_tolerance, rtol=0)
+    np.testing.assert_allclose(chunked.fold_errors, reference.fold_errors, atol=1e-12, rtol=0)
     loo = fit_ridge_loo(kernels[1], targets, RELATIVE_ALPHAS, device="cpu", chunk_size=chunk_size)
     loo_reference = fit_ridge_loo(kernels[1], targets, RELATIVE_ALPHAS, device="cpu", chunk_size=3)
     np.testing.assert_allclose(loo.predictions, loo_reference.predictions, atol=1e-12, rtol=0)
-
-
-def test_float32_loo_errors_give_float64_scores():
-    # 119 stimuli as in the pipeline, many targets, some of them noise.
-    layers, _ = _layers(6, 119, (50, 119, 2000))
-    rng = np.random.default_rng(7)
-    targets = rng.normal(size=(119, 400)) + layers[2][:, :400] * np.geomspace(0.01, 1.0, 400)
-    kernels = np.stack([z @ z.T for z in layers])
-    folds = stimulus_folds(119, 10, 1, np.random.default_rng([0, 0]))
-    exact = fit_ridge_folds(kernels, targets, folds, relative_alphas=RELATIVE_ALPHAS, device="cpu",
-                            loo_dtype=torch.float64)
-    mixed = fit_ridge_folds(kernels, targets, folds, relative_alphas=RELATIVE_ALPHAS, device="cpu",
-                            loo_dtype=torch.float32)
-    np.testing.assert_array_equal(mixed.fold_alphas, exact.fold_alphas)
-    np.testing.assert_array_equal(mixed.fold_scores, exact.fold_scores)  # predictions are float64 either way
-    # Measured: inner LOO errors (over the training variance) within 1.4e-6.
-    np.testing.assert_allclose(mixed.fold_errors, exact.fold_errors, atol=1e-5, rtol=0)
-
-
-def test_near_tied_alphas_are_chosen_as_in_float64():
-    # Targets u + t v with t within 1e-6 of where float64's choice changes between two alphas:
-    # their two lowest LOO errors differ by less than float32 resolves.
-    layers, _ = _layers(6, 60, (120,))
-    kernels = np.stack([z @ z.T for z in layers])
-    rng = np.random.default_rng(0)
-    u, v = rng.normal(size=60), rng.normal(size=60) + layers[0][:, 0]
-    folds = [np.arange(0, 60, 6)]
-
-    def chosen(y, **kwargs):
-        return fit_ridge_folds(kernels, y.reshape(60, -1), folds, relative_alphas=RELATIVE_ALPHAS, device="cpu",
-                               **kwargs).fold_alphas[0, 0]
-
-    ts = np.linspace(0, 3, 31)
-    along = chosen(u[:, None] + ts * v[:, None], loo_dtype=torch.float64)
-    step = int(np.flatnonzero(along[1:] != along[:-1])[0])
-    low, high = ts[step], ts[step + 1]
-    for _ in range(30):
-        middle = (low + high) / 2
-        low, high = (middle, high) if chosen(u + middle * v, loo_dtype=torch.float64)[0] == along[step] else (low, middle)
-    y = u[:, None] + (low + np.linspace(-1e-6, 1e-6, 1001)) * v[:, None]
-    exact = chosen(y, loo_dtype=torch.float64)
-    assert np.unique(exact).size == 2
-    np.testing.assert_array_equal(chosen(y, loo_dtype=torch.float32), exact)
-    # Without the float64 recomputation, float32 errors choose differently: the test can fail.
-    assert (chosen(y, loo_dtype=torch.float32, tie_margin=0.0) != exact).sum() > 10
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -164,10 +115,6 @@ def test_bad_inputs_name_what_is_wrong():
         fit_ridge_folds(kernels, targets, folds, device="cpu")
     with pytest.raises(ValueError, match="chunk_size: need a positive integer"):
         fit_ridge_folds(kernels, targets, folds, alphas=[1.0], device="cpu", chunk_size=0)
-    with pytest.raises(ValueError, match="loo_dtype"):
-        fit_ridge_folds(kernels, targets, folds, alphas=[1.0], device="cpu", loo_dtype=torch.float16)
-    with pytest.raises(ValueError, match="tie_margin"):
-        fit_ridge_folds(kernels, targets, folds, alphas=[1.0], device="cpu", tie_margin=-1.0)
     with pytest.raises(ValueError, match=r"fold 1: stimulus index out of range"):
         fit_ridge_folds(kernels, targets, [folds[0], np.array([1, 2, 30])], alphas=[1.0], device="cpu")
     with pytest.raises(ValueError, match="fold 0: need at least 3 held-out"):
