@@ -9,6 +9,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def runs_table(experiments: list[int]) -> pd.DataFrame:
+    """The store's ``runs`` table of a simulated run of these experiments (fixed digests)."""
+    return pd.DataFrame([{
+        "run_id": "0123456789abcdef", "source": "simulated", "n_experiments": len(experiments),
+        "experiments": str(list(experiments)), "experiments_digest": "e" * 64, "params_digest": "p" * 64,
+        "package_versions": "{}", "code_digest": "c" * 64, "code_revision": None, "dvc_lock_digest": None,
+        "trial_responses": True, "extra_areas": "[]", "created": pd.Timestamp("2026-01-01"),
+    }])
+
+
 @pytest.fixture
 def score_tables() -> dict[str, pd.DataFrame]:
     """A small, internally consistent set of the store's tables (2 models, 2 areas)."""
@@ -67,12 +77,7 @@ def score_tables() -> dict[str, pd.DataFrame]:
         for m, base in (("alexnet", 0.4), ("alexnet_random", 0.3)) for rule in ("max", "cv")
         for neuron_id in selected["neuron_id"]
     ])
-    runs = pd.DataFrame([{
-        "run_id": "0123456789abcdef", "source": "simulated", "n_experiments": 2, "experiments": "[1, 2]",
-        "experiments_digest": "e" * 64, "params_digest": "p" * 64, "package_versions": "{}", "code_digest": "c" * 64,
-        "code_revision": None, "dvc_lock_digest": None, "trial_responses": True, "extra_areas": "[]",
-        "created": pd.Timestamp("2026-01-01"),
-    }])
+    runs = runs_table([1, 2])
     return {"runs": runs, "models": models, "layers": layers, "neurons": neurons, "rsa_scores": rsa,
             "regression_scores": regression, "model_scores": model_scores, "neuron_scores": neuron_scores,
             "model_comparisons": model_comparisons}

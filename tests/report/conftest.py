@@ -11,7 +11,7 @@ import pytest
 from deepmouse.models.registry import load_zoo
 from deepmouse.pipeline import training_category
 from deepmouse.store.build import build_store
-from tests.conftest import REPO
+from tests.conftest import REPO, runs_table
 
 ZOO_MODELS = (
     "alexnet", "alexnet_random", "resnet18", "resnet18_random", "vit_small_patch16_224_dino",
@@ -87,12 +87,7 @@ def make_zoo_tables(model_ids=ZOO_MODELS, areas=AREAS, *, n_layers: int = 4, n_n
          "score": level[m], "normalized_score": level[m] / np.sqrt(0.8)}
         for m in model_ids for rule in ("cv", "max") for n in neurons["neuron_id"]
     ])
-    runs = pd.DataFrame([{
-        "run_id": "0123456789abcdef", "source": "simulated", "n_experiments": 1, "experiments": "[1]",
-        "experiments_digest": "e" * 64, "params_digest": "p" * 64, "package_versions": "{}", "code_digest": "c" * 64,
-        "code_revision": None, "dvc_lock_digest": None, "trial_responses": True, "extra_areas": "[]",
-        "created": pd.Timestamp("2026-01-01"),
-    }])
+    runs = runs_table([1])
     return {"runs": runs, "models": models, "layers": layers, "neurons": neurons, "rsa_scores": rsa,
             "regression_scores": regression, "model_scores": model_scores, "neuron_scores": neuron_scores,
             "model_comparisons": model_comparisons}
