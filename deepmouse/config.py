@@ -11,6 +11,10 @@ as pydantic validators. The types say how strict a key is: ``StrictInt``,
 ``StrictBool`` and ``StrictStr`` take only their own type (a bool is not an int, a
 string is not a number), ``StrictFloat`` also takes an int and stores it as a float,
 a tuple takes a list, and ``None`` is accepted only where the type says ``| None``.
+No float anywhere in params may be NaN or infinite (``allow_inf_nan=False`` on every
+section, so a float key added later is covered too): a NaN passes every range check
+written as a comparison (``nan <= 0`` is false) and would otherwise surface stages later.
+Seeds are non-negative integers within what the generator they seed accepts.
 The sections stay standard-library dataclasses (pydantic validates those as it does
 its own) rather than pydantic dataclasses or models, so that only params read from
 outside are validated: the objects are the same as before to every caller
@@ -75,6 +79,29 @@ def _positive(value: float) -> float:
     return value
 
 
+def _at_least(low: int, why: str = ""):
+    """A field validator: an integer ``>= low`` (``why``: what needs that many, for the message)."""
+    def check(value: int) -> int:
+        if value < low:
+            raise _invalid(f"must be at least {low}{f' ({why})' if why else ''}, got {value}")
+        return value
+    return check
+
+
+_NUMPY_SEED = _at_least(0, "numpy takes non-negative seeds")
+_TORCH_SEED_MAX = 2**64 - 1  # torch.manual_seed's largest
+_SKLEARN_SEED_MAX = 2**32 - 1  # scikit-learn's random_state (numpy's RandomState)
+
+
+def _seed_up_to(high: int, generator: str):
+    """A field validator: a seed in ``[0, high]``, the range ``generator`` accepts."""
+    def check(seed: int) -> int:
+        if not 0 <= seed <= high:
+            raise _invalid(f"must be in [0, {high}] ({generator}), got {seed}")
+        return seed
+    return check
+
+
 def _in_unit_interval(value: float) -> float:
     """``value`` in (0, 1): an alpha, a false discovery rate, a confidence level."""
     if not 0 < value < 1:
@@ -93,7 +120,8 @@ class _Section:
     """What every section shares: no unknown keys, an empty section (``null``) is all
     defaults, and a list is a list."""
 
-    __pydantic_config__ = ConfigDict(extra="forbid")
+    # allow_inf_nan applies to every float of the section, inside tuples and mappings as well.
+    __pydantic_config__ = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -137,8 +165,13 @@ class SimulatedConfig(_Section):
     readout_sparsity: StrictFloat = 0.1
     noise_range: tuple[StrictFloat, StrictFloat] = (0.05, 1.0)
 
-    _check_positive = field_validator("experiments_per_area", "neurons_per_experiment", "n_repeats",
-                                      "image_height", "image_width")(_positive)
+    _check_positive = field_validator("experiments_per_area", "neurons_per_experiment")(_positive)
+    # Split-half reliability and CC_max compare two halves of a neuron's trials.
+    _check_repeats = field_validator("n_repeats")(_at_least(2, "split-half reliability needs two trials"))
+    # A one-pixel scene is constant: its 1/f stretch has no range and the models see a blank.
+    _check_size = field_validator("image_height", "image_width")(_at_least(2, "a one-pixel scene is constant"))
+    _check_seed = field_validator("seed")(_NUMPY_SEED)
+    _check_generator_seed = field_validator("generator_seed")(_seed_up_to(_TORCH_SEED_MAX, "torch.manual_seed"))
 
     @field_validator("readout_sparsity")
     @classmethod
@@ -346,6 +379,7 @@ class NeuronsConfig(_Section):
     max_per_area: StrictInt | None = None
 
     _check_n_splits = field_validator("n_splits")(_positive)
+    _check_seed = field_validator("seed")(_NUMPY_SEED)
     _check_alphas = field_validator("selectivity_alpha", "running_alpha")(_in_unit_interval)
 
     @field_validator("reliability_threshold")
@@ -599,6 +633,9 @@ class FeaturesConfig(_Section):
     srp: StrictBool = False
     srp_seed: StrictInt = 0
 
+    _check_init_seed = field_validator("init_seed")(_seed_up_to(_TORCH_SEED_MAX, "torch.manual_seed"))
+    _check_srp_seed = field_validator("srp_seed")(_seed_up_to(_SKLEARN_SEED_MAX, "scikit-learn's random_state"))
+
 
 @dataclass(frozen=True)
 class RsaConfig(_Section):
@@ -643,6 +680,7 @@ class CrossValidationConfig(_Section):
     seed: StrictInt = 0
 
     _check_positive = field_validator("n_repeats", "n_splits")(_positive)
+    _check_seed = field_validator("seed")(_NUMPY_SEED)
 
     @field_validator("n_folds")
     @classmethod
@@ -659,6 +697,7 @@ class BootstrapConfig(_Section):
     level: StrictFloat = 0.95
 
     _check_n = field_validator("n")(_positive)
+    _check_seed = field_validator("seed")(_NUMPY_SEED)
     _check_level = field_validator("level")(_in_unit_interval)
 
 
@@ -848,6 +887,8 @@ def _config_error(error: ErrorDetails, cls: type, where: str) -> ConfigError:
     key = _dotted(where, loc)
     if kind == _RELATIVE:
         return ConfigError(f"{_dotted(where, loc, context['key'])}: {context['reason']}")
+    if kind == "finite_number":
+        return ConfigError(f"{key}: must be finite, got {value!r}")
     if kind in _EXPECTED:
         return ConfigError(f"{key}: expected {_EXPECTED[kind]}, got {value!r}")
     if kind == "dataclass_type":

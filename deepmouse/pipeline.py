@@ -20,6 +20,7 @@ import pandas as pd
 
 from deepmouse.config import Params
 from deepmouse.errors import DataError, SourceError
+from deepmouse.failures import doing
 from deepmouse.hashing import file_sha256
 
 Progress = Callable[[str], None]
@@ -400,8 +401,9 @@ def run_responses(params: Params, raw_dir: str | Path, out_dir: str | Path, *, p
             )
     frames, experiments = [], []
     for i, path in enumerate(paths, start=1):
-        session = read_session(path)
-        frames.append(trial_responses(session, cfg.window, cfg.baseline, cfg.signal, definition=cfg.definition))
+        with doing(f"measuring the responses in {path}"):
+            session = read_session(path)
+            frames.append(trial_responses(session, cfg.window, cfg.baseline, cfg.signal, definition=cfg.definition))
         experiments.append(_describe_experiment(session.metadata) | {"file": path.name})
         progress(f"[{i}/{len(paths)}] {path.name}: {len(session.cell_specimen_ids)} neurons")
     trials = pd.concat(frames, ignore_index=True)
@@ -504,8 +506,9 @@ def run_features(params: Params, model_id: str, stimuli_dir: str | Path, out_dir
 
     stimuli = np.load(Path(stimuli_dir) / "stimuli.npy")
     started = time.perf_counter()
-    extract_features(model_id, stimuli, params.features, Path(out_dir), zoo=params.zoo.registry(),
-                     prefetched=PREFETCH_DIR, progress=progress)
+    with doing(f"computing the features of {model_id}"):
+        extract_features(model_id, stimuli, params.features, Path(out_dir), zoo=params.zoo.registry(),
+                         prefetched=PREFETCH_DIR, progress=progress)
     size = sum(f.stat().st_size for f in Path(out_dir).rglob("*") if f.is_file())
     return f"features: {model_id} in {time.perf_counter() - started:.1f} s, {size / 1e6:.1f} MB at {out_dir}"
 

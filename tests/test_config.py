@@ -2,6 +2,10 @@
 
 import dataclasses
 import json
+import re
+import types
+import typing
+from collections import abc
 from pathlib import Path
 
 import pytest
@@ -246,3 +250,124 @@ def test_max_nan_fraction_is_what_the_checks_allow(tmp_path, score_tables):
     (tmp_path / "too_few").mkdir()
     with pytest.raises(QualityGateError, match=r"column=normalized_score, mostly=0\.9"):
         _run(tmp_path / "too_few", score_tables, cfg=ChecksConfig(min_selected_per_area=1, max_nan_fraction=0.1))
+
+
+def _number_slots(hint: object, path: tuple = (), default: object = None, want: type = float) -> list[tuple]:
+    """Every place a ``want`` (float or int) value sits in params, found by walking the config models.
+
+    Returns ``(path, default)`` pairs: ``path`` the keys (str) and item indices (int) down to the
+    value; ``default`` the default list or mapping holding it when the last part is an index or a
+    mapping key, else None. Keys added later are found without changing the tests that use this.
+    """
+    if dataclasses.is_dataclass(hint):
+        section = default if default is not None else hint()
+        return [slot for field in dataclasses.fields(hint)
+                for slot in _number_slots(typing.get_type_hints(hint)[field.name], (*path, field.name),
+                                          getattr(section, field.name), want)]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return [slot for arg in args if arg is not type(None) for slot in _number_slots(arg, path, default, want)]
+    if origin is tuple:
+        items = args[:1] if args[-1] is Ellipsis else args
+        sections = [item for item in items if dataclasses.is_dataclass(item)]
+        if sections:
+            # zoo.custom: empty by default, so there is no item to put a value in. Fail here the
+            # day such an item gains a float key, so that it gets a test of its own.
+            assert not any(_number_slots(item) for item in sections), path
+            return []
+        if not default:  # null or empty by default: a value is put in a list of the defaults only
+            return []
+        indices = [len(default) - 1] if args[-1] is Ellipsis else range(len(args))
+        return [((*path, i), default) for i in indices if _is_number(items[min(i, len(items) - 1)], want)]
+    if isinstance(origin, type) and issubclass(origin, abc.Mapping):
+        return [((*path, next(iter(default))), default)] if default and _is_number(args[-1], want) else []
+    return [(path, None)] if _is_number(hint, want) else []
+
+
+def _is_number(hint: object, want: type) -> bool:
+    return (typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint) is want
+
+
+def _raw_with(path: tuple, default: object, value: object) -> dict:
+    """params.yaml content with ``value`` at ``path`` and every other key left out (its default)."""
+    last = path[-1]
+    if isinstance(last, int):
+        leaf, keys = [*default], path[:-1]
+        leaf[last] = value
+    elif default is not None:  # a mapping's value
+        leaf, keys = {**default, last: value}, path[:-1]
+    else:
+        leaf, keys = value, path
+    for key in reversed(keys):
+        leaf = {key: leaf}
+    return leaf
+
+
+def _dotted_key(path: tuple) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
+
+
+FLOAT_SLOTS = _number_slots(Params)
+
+
+def test_every_float_key_is_found():
+    """The walk sees the float keys of every kind: plain, tuple items, mapping values."""
+    keys = {_dotted_key(path) for path, _ in FLOAT_SLOTS}
+    assert {"neurons.reliability_threshold", "responses.window[1]", "data.simulated.planted_depths.VISp",
+            f"scoring.regression.relative_alphas[{len(Params().scoring.regression.relative_alphas) - 1}]",
+            "checks.max_nan_fraction", "data.allen.timeout_s"} <= keys
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize(("path", "default"), FLOAT_SLOTS, ids=[_dotted_key(path) for path, _ in FLOAT_SLOTS])
+def test_no_float_key_takes_nan_or_infinity(path, default, value):
+    # A NaN passes every range check written as a comparison (nan <= 0 is false).
+    with pytest.raises(ConfigError, match=rf"^{re.escape(_dotted_key(path))}: must be finite, got {value!r}$"):
+        parse_params(_raw_with(path, default, value))
+
+
+def test_a_nan_alpha_is_named_by_its_index(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("scoring:\n  regression:\n    relative_alphas: [0.1, 1.0, .nan, 10.0]\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml: scoring\.regression\.relative_alphas\[2\]: "
+                                          r"must be finite, got nan$"):
+        load_params(path)
+
+
+SEED_SLOTS = [(path, default) for path, default in _number_slots(Params, want=int) if path[-1].endswith("seed")]
+
+
+@pytest.mark.parametrize(("path", "default"), SEED_SLOTS, ids=[_dotted_key(path) for path, _ in SEED_SLOTS])
+def test_no_seed_is_negative(path, default):
+    assert parse_params(_raw_with(path, default, 0))  # the lowest seed
+    with pytest.raises(ConfigError, match=rf"^{re.escape(_dotted_key(path))}: must be .*, got -1$"):
+        parse_params(_raw_with(path, default, -1))
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"data": {"simulated": {"n_repeats": 1}}},
+         r"^data\.simulated\.n_repeats: must be at least 2 \(split-half reliability needs two trials\), got 1$"),
+        ({"data": {"simulated": {"image_height": 1}}},
+         r"^data\.simulated\.image_height: must be at least 2 \(a one-pixel scene is constant\), got 1$"),
+        ({"data": {"simulated": {"image_width": 0}}}, r"^data\.simulated\.image_width: must be at least 2"),
+        ({"features": {"srp_seed": 2**32}},
+         r"^features\.srp_seed: must be in \[0, 4294967295\] \(scikit-learn's random_state\), got 4294967296$"),
+        ({"features": {"init_seed": 2**64}}, r"^features\.init_seed: must be in \[0, 18446744073709551615\] "
+                                             r"\(torch\.manual_seed\), got 18446744073709551616$"),
+        ({"data": {"simulated": {"generator_seed": 2**64}}}, r"^data\.simulated\.generator_seed: must be in \[0, "),
+        ({"scoring": {"cv": {"seed": -2}}}, r"^scoring\.cv\.seed: must be at least 0 \(numpy takes non-negative "
+                                            r"seeds\), got -2$"),
+    ],
+)
+def test_counts_sizes_and_seeds_outside_what_the_code_needs_are_named(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_params(raw)
+
+
+def test_the_edges_of_the_integer_ranges_are_accepted():
+    params = parse_params({"data": {"simulated": {"n_repeats": 2, "image_height": 2, "image_width": 2,
+                                                  "generator_seed": 2**64 - 1}},
+                           "features": {"srp_seed": 2**32 - 1, "init_seed": 2**64 - 1}})
+    assert params.data.simulated.n_repeats == 2 and params.features.srp_seed == 2**32 - 1

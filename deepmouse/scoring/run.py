@@ -47,6 +47,7 @@ import pandas as pd
 
 from deepmouse.config import ComputeConfig, FeaturesConfig, ScoringConfig
 from deepmouse.errors import DataError
+from deepmouse.failures import doing, writing
 from deepmouse.hashing import file_sha256, fsync_path
 from deepmouse.scoring.comparisons import compare_models
 from deepmouse.scoring.model import score_model
@@ -282,7 +283,10 @@ def score_models(
                  f"{n_layers} layers in {seconds:.1f} s")
     model_scores = read_model_tables(out_dir, model_ids, "model_scores")
     comparisons = compare_models(model_scores, read_model_tables(out_dir, model_ids, "bootstrap_replicates"), cfg)
-    _write_parquet_atomically(comparisons, out_dir / COMPARISONS_FILE)
+    with doing(f"comparing the models into {out_dir / COMPARISONS_FILE}",
+               kept=f"every model's scores are kept in {models_dir}; a rerun only compares them"), \
+            writing(out_dir / COMPARISONS_FILE):
+        _write_parquet_atomically(comparisons, out_dir / COMPARISONS_FILE)
     return {"model_scores": model_scores, "model_comparisons": comparisons}
 
 
@@ -292,11 +296,15 @@ def _score_one(model_id: str, *, features_root: str, features: FeaturesConfig, n
     from deepmouse.features.cache import cache_key_digest
 
     started = time.perf_counter()
-    neural, _, _ = _neural_data(neurons_path, responses_dir, _neural_digest(inputs))
-    stats, feature_key = load_model_statistics(features_root, model_id, features, inputs["stimuli"])
-    tables = score_model(model_id, stats, neural, cfg, progress=lambda _: None)
-    key = scores_key(model_id, cache_key_digest(feature_key), inputs, features, cfg)
-    _write_model_folder(model_folder(out_dir, model_id), tables, key)
+    # A model's folder replaces the last one only once complete: a failure keeps every folder.
+    with doing(f"scoring {model_id}", kept=f"models scored before are kept in {Path(out_dir) / MODELS_FOLDER}, "
+                                           "and a rerun resumes from them"):
+        neural, _, _ = _neural_data(neurons_path, responses_dir, _neural_digest(inputs))
+        stats, feature_key = load_model_statistics(features_root, model_id, features, inputs["stimuli"])
+        tables = score_model(model_id, stats, neural, cfg, progress=lambda _: None)
+        key = scores_key(model_id, cache_key_digest(feature_key), inputs, features, cfg)
+        with writing(model_folder(out_dir, model_id)):
+            _write_model_folder(model_folder(out_dir, model_id), tables, key)
     return len(stats.layers), time.perf_counter() - started
 
 

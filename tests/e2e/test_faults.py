@@ -7,6 +7,7 @@ command, and nothing half-written left behind. (Faults of the store itself: test
 
 import hashlib
 import os
+import re
 import resource
 import shutil
 import signal
@@ -127,3 +128,113 @@ def test_a_run_killed_during_features_resumes_with_the_finished_model_kept(proje
     params["features"]["init_seed"] = 0
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _repro_ok(project)
+
+
+def _stage_command(project: Path, stage: str, out: Path) -> list[str]:
+    """``stage``'s command from dvc.yaml, its ``--out`` replaced by ``out``."""
+    command = yaml.safe_load((project / "dvc.yaml").read_text())["stages"][stage]["cmd"]
+    command = command.replace("${data.source}", "simulated").split()
+    command[command.index("--out") + 1] = str(out)
+    return command
+
+
+def _run_stage(project: Path, command: list[str]) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _one_failure(result: subprocess.CompletedProcess, stage: str) -> str:
+    """The one line a stage that failed unexpectedly printed, checked to be the only error output."""
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"[{stage}] error"), result.stderr[-3000:]
+    return result.stderr.strip()
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {path.name: _sha(path) for path in sorted(folder.iterdir())}
+
+
+def _scores_without(project: Path, destination: Path, model_id: str) -> Path:
+    """A copy of the project's scores without ``model_id``'s folder: that model is scored again."""
+    shutil.copytree(project / "data/scores", destination)
+    shutil.rmtree(destination / "models" / model_id)
+    return destination
+
+
+INJECT = """
+import runpy, sys
+import deepmouse.scoring.run as run
+
+def score_model(*args, **kwargs):
+    raise ValueError("operands could not be broadcast together with shapes (118,3) (119,3)")
+
+run.score_model = score_model  # a fault of the code, where a model is scored
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_an_unexpected_error_in_a_stage_is_one_line_with_its_traceback_in_a_log(project, tmp_path):
+    out = _scores_without(project, tmp_path / "scores", "squeezenet1_1_random")
+    kept = _files(out / "models/alexnet_random")
+    command = _stage_command(project, "scores", out)
+    result = _run_stage(project, [command[0], "-c", INJECT, *command[1:]])
+    line = _one_failure(result, "scores")
+    found = re.fullmatch(r"\[scores\] error while scoring squeezenet1_1_random: ValueError: operands could not be "
+                         r"broadcast together with shapes \(118,3\) \(119,3\) \(traceback in (logs/scores-\S+\.log)\)",
+                         line)
+    assert found, line
+    log = (project / found.group(1)).read_text()
+    assert "Traceback (most recent call last)" in log and "in score_model" in log
+    assert "(while scoring squeezenet1_1_random)" in log and " ".join(command[1:3]) in log
+    assert "alexnet_random: reused" in result.stdout
+    assert _files(out / "models/alexnet_random") == kept
+    assert sorted(path.name for path in (out / "models").iterdir()) == ["alexnet_random"]  # no staging left
+    # The logs are no one's input: ignored by git (the repository's rules) and by DVC (the project's).
+    repo = Path(__file__).resolve().parents[2]
+    assert subprocess.run(["git", "check-ignore", "-q", found.group(1)], cwd=repo).returncode == 0
+    assert _dvc(project, "check-ignore", found.group(1)).returncode == 0
+
+
+def _pages(folder: Path, page: int) -> int:
+    """Bytes ``folder``'s files take on a tmpfs of pages of ``page`` bytes."""
+    return sum(-(-path.stat().st_size // page) * page for path in folder.iterdir())
+
+
+def test_a_full_disk_during_scores_is_one_line_keeps_the_finished_model_and_a_rerun_resumes(project, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    models = project / "data/scores/models"
+    page = os.sysconf("SC_PAGE_SIZE")
+    first, second = _pages(models / "alexnet_random", page), _pages(models / "squeezenet1_1_random", page)
+    size = 4 * (first + second) + 64 * page
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
+    try:
+        out = disk / "scores"
+        (out / "models").mkdir(parents=True)
+        # Room for the first model's folder and half the second's: the first is written, the second is not.
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        (disk / "filler").write_bytes(b"\0" * (free - first - second // 2))
+        line = _one_failure(_run_stage(project, _stage_command(project, "scores", out)), "scores")
+        found = re.fullmatch(
+            r"\[scores\] error while scoring squeezenet1_1_random: no space left on device \(ENOSPC\): (\S+); "
+            rf"nothing already computed was lost: models scored before are kept in {re.escape(str(out / 'models'))}, "
+            r"and a rerun resumes from them \(traceback in logs/scores-\S+\.log\)", line)
+        assert found, line
+        assert found.group(1).startswith(str(out / "models" / "squeezenet1_1_random")), line
+        assert _files(out / "models/alexnet_random") == _files(models / "alexnet_random")
+        assert sorted(path.name for path in (out / "models").iterdir()) == ["alexnet_random"]
+
+        (disk / "filler").unlink()
+        resumed = _run_stage(project, _stage_command(project, "scores", out))
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "alexnet_random: reused" in resumed.stdout and "squeezenet1_1_random: scored" in resumed.stdout
+        for model_id in MODELS:
+            assert _files(out / "models" / model_id) == _files(models / model_id)
+        assert _sha(out / "model_comparisons.parquet") == _sha(project / "data/scores/model_comparisons.parquet")
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
