@@ -72,10 +72,14 @@ class _Import:
 
 @dataclass(frozen=True)
 class _Region:
-    """What a piece of code names: its imports, and the identifiers it reads."""
+    """What a piece of code names: its imports, the identifiers it reads, and how."""
 
     imports: tuple[_Import, ...]
     names: frozenset[str]
+    bare: frozenset[str]
+    """Names used other than as the root of an attribute chain."""
+    chains: tuple[tuple[str, ...], ...]
+    """Every maximal attribute chain rooted at a name (``("m", "f")`` for ``m.f``)."""
 
 
 @dataclass(frozen=True)
@@ -87,10 +91,6 @@ class _Module:
     """Each top-level function or class, by name: its whole definition."""
     bound: frozenset[str]
     """Every name the body binds (assignments, imports, definitions)."""
-    bare_uses: frozenset[str]
-    """Names used anywhere in the file other than as the root of an attribute chain."""
-    chains: tuple[tuple[str, ...], ...]
-    """Every maximal attribute chain rooted at a name, anywhere in the file (``("m", "f")``)."""
     strings: frozenset[str]
 
 
@@ -106,7 +106,7 @@ class _Collector(ast.NodeVisitor):
         self.strings: set[str] = set()
 
     def region(self) -> _Region:
-        return _Region(tuple(self.imports), frozenset(self.names))
+        return _Region(tuple(self.imports), frozenset(self.names), frozenset(self.bare), tuple(sorted(self.chains)))
 
     def visit_If(self, node: ast.If) -> None:
         self.visit(node.test)
@@ -195,7 +195,6 @@ def _parse(path: str, name: str, package: str, mtime_ns: int, size: int) -> _Mod
     whole = _Collector(name, package, file)
     whole.visit(tree)
     return _Module(name=name, path=file, body=body.region(), units=units, bound=_bound_names(tree),
-                   bare_uses=frozenset(whole.bare), chains=tuple(sorted(whole.chains)),
                    strings=frozenset(whole.strings))
 
 
@@ -281,12 +280,22 @@ class _Closure:
             raise CodeDepsError(f"{where}: imports {name!r} from {module}, which neither defines it "
                                 f"nor has such a submodule ({info.path})")
 
-    def reach_uses(self, importer: _Module, bound: str, module: str) -> None:
-        """Uses of ``bound`` (standing for package module ``module``) in the importing file."""
+    def stands_for(self, statement: _Import) -> str | None:
+        """The package module that the name an import binds stands for, if it binds one."""
+        if self.module_file(statement.module.split(".")[0]) is None or statement.name == "*":
+            return None
+        if statement.name is None:  # import a.b.c binds a; import a.b.c as m binds a.b.c
+            first = statement.module.split(".")[0]
+            return first if statement.bound == first else statement.module
+        submodule = f"{statement.module}.{statement.name}"
+        return submodule if self.module_file(submodule) is not None else None
+
+    def reach_uses(self, importer: _Module, region: _Region, bound: str, module: str) -> None:
+        """Uses in ``region`` of ``bound``, which stands for package module ``module``."""
         where = str(importer.path)
-        if bound in importer.bare_uses:
+        if bound in region.bare:
             self.reach_whole(module, where)
-        for chain in importer.chains:
+        for chain in region.chains:
             if chain[0] != bound:
                 continue
             current, rest = module, list(chain[1:])
@@ -306,17 +315,17 @@ class _Closure:
             where = f"{importer.path}:{statement.line}"
             if statement.name is None:  # import a.b.c (as m)
                 self.reach_body(statement.module, where)
-                stands_for = statement.module if statement.bound != statement.module.split(".")[0] \
-                    else statement.module.split(".")[0]
-                self.reach_uses(importer, statement.bound, stands_for)
             elif statement.name == "*":
                 self.reach_whole(statement.module, where)
             else:
                 self.reach_body(statement.module, where)
                 self.reach_name(statement.module, statement.name, where, strict=True)
-                submodule = f"{statement.module}.{statement.name}"
-                if self.module_file(submodule) is not None:
-                    self.reach_uses(importer, statement.bound, submodule)
+        # A module's name, bound by the body or by this region, leads on where the region uses it.
+        visible = region.imports if region is importer.body else importer.body.imports + region.imports
+        for statement in visible:
+            module = self.stands_for(statement)
+            if module is not None and statement.bound is not None:
+                self.reach_uses(importer, region, statement.bound, module)
         for name in region.names:
             if name in importer.units:
                 self.reach(importer.name, name)

@@ -111,6 +111,7 @@ def write_stage_deps(dvc_yaml: str | Path) -> list[StageDeps]:
     lines = dvc_yaml.read_text().splitlines(keepends=True)
     out: list[str] = []
     stage = None
+    rewritten: set[str] = set()
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -138,6 +139,11 @@ def write_stage_deps(dvc_yaml: str | Path) -> list[StageDeps]:
             tail.insert(0, block.pop())
         out += _rewrite_block(block, derived[stage], dvc_yaml, stage)
         out += tail
+        rewritten.add(stage)
+    for deps in stale:
+        if deps.stage not in rewritten:
+            raise CodeDepsError(f"{dvc_yaml}: stage {deps.stage!r}: deps is not a block list of '- <path>' lines "
+                                f"under 'deps:', the only layout the rewrite edits; nothing written")
     dvc_yaml.write_text("".join(out))
     if check_stage_deps(dvc_yaml):
         raise CodeDepsError(f"{dvc_yaml}: rewritten, yet its code deps still differ from the derived ones "
