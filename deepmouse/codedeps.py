@@ -223,9 +223,15 @@ class _Closure:
         self.reached: set[tuple[str, str]] = set()
         self.modules: dict[str, _Module] = {}
         self.pending: list[tuple[str, str]] = []
+        self._files: dict[str, Path | None] = {}
 
     def module_file(self, name: str) -> Path | None:
         """The file of package module ``name``, or None for a name outside the package or none there."""
+        if name not in self._files:  # asked again for every use of a name: look each up once
+            self._files[name] = self._find_module_file(name)
+        return self._files[name]
+
+    def _find_module_file(self, name: str) -> Path | None:
         parts = name.split(".")
         if parts[0] != self.package:
             return None
@@ -322,9 +328,12 @@ class _Closure:
                 self.reach_name(statement.module, statement.name, where, strict=True)
         # A module's name, bound by the body or by this region, leads on where the region uses it.
         visible = region.imports if region is importer.body else importer.body.imports + region.imports
+        used = region.bare | {chain[0] for chain in region.chains}
         for statement in visible:
+            if statement.bound not in used:
+                continue  # not used here (most imports bind a function or class, not a module)
             module = self.stands_for(statement)
-            if module is not None and statement.bound is not None:
+            if module is not None:
                 self.reach_uses(importer, region, statement.bound, module)
         for name in region.names:
             if name in importer.units:
@@ -346,11 +355,15 @@ class _Closure:
 
 
 def _data_files(info: _Module, package_dir: Path) -> list[Path]:
-    """Non-Python files of the module's folder that a string literal of the module names."""
+    """Files of the module's folder, other than Python, that a string literal of the module names.
+
+    Only literals that can be such a name are looked up (a suffix, no spaces): a module holds
+    hundreds of messages and docstrings, and this runs whenever a cache key is computed.
+    """
     folder = info.path.parent
     found = []
     for text in info.strings:
-        if not text or len(text) > 200 or "\n" in text or "\0" in text:
+        if len(text) > 200 or "." not in text or any(c in text for c in " \n\0"):
             continue
         candidate = folder / text
         try:

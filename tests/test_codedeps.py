@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from deepmouse.cli import app
 from deepmouse.codedeps import code_digest, files_digest, import_closure
 from deepmouse.errors import CodeDepsError
-from deepmouse.stagedeps import check_stage_deps, write_stage_deps
+from deepmouse.stagedeps import check_stage_deps, derive_stage_deps, write_stage_deps
 from tests.conftest import REPO
 
 
@@ -190,6 +190,11 @@ def test_cache_keys_digest_their_closure():
     assert "deepmouse/quality/expectations.py" in import_closure(VALIDATION_CODE)
     assert "deepmouse/store/build.py" in import_closure(STORE_CODE)
     assert "deepmouse/report/plots.py" not in import_closure(SCORING_CODE) + import_closure(STORE_CODE)
+    # Inside the deps of the stage that computes the key: the key changes only when DVC reruns it.
+    stage_deps = {deps.stage: set(deps.derived) for deps in derive_stage_deps(REPO / "dvc.yaml")}
+    for stage, target in [("features", FEATURES_CODE), ("scores", SCORING_CODE), ("checks", VALIDATION_CODE),
+                          ("store", STORE_CODE)]:
+        assert set(import_closure(target)) <= stage_deps[stage], (stage, target)
 
 
 # ------------------------------------------------------------------------- dvc.yaml
