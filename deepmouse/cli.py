@@ -257,5 +257,36 @@ def _aligned(rows) -> list[str]:
     return ["  ".join([cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]) for row in rows]
 
 
+@app.command()
+def deps(write: bool = typer.Option(False, "--write", help="rewrite the stages' code deps in place"),
+         check: bool = typer.Option(False, "--check", help="fail, naming stage and file, where they differ"),
+         dvc_yaml: Path = typer.Option(Path("dvc.yaml"), "--dvc-yaml", help="the pipeline file")) -> None:
+    """Each stage's code deps in dvc.yaml: its script and the script's import closure.
+
+    --check exits 1 with one line per stage whose listed code deps differ from those derived;
+    --write rewrites them (data deps, comments and layout kept). Neither: list them.
+    """
+    def answer() -> str:
+        from deepmouse.errors import CodeDepsError
+        from deepmouse.stagedeps import check_stage_deps, derive_stage_deps, write_stage_deps
+
+        if write and check:
+            raise DeepmouseError("give one of --write and --check")
+        if write:
+            stale = write_stage_deps(dvc_yaml)
+            return "\n".join([f"{dvc_yaml}: rewrote the code deps of {len(stale)} stages", *(
+                f"  {deps.describe()}" for deps in stale)]) if stale else f"{dvc_yaml}: code deps already current"
+        if check:
+            stale = check_stage_deps(dvc_yaml)
+            if stale:
+                raise CodeDepsError("\n".join([f"{dvc_yaml}: code deps differ from the import closure "
+                                                "(`deepmouse deps --write` rewrites them):",
+                                                *(f"  {deps.describe()}" for deps in stale)]))
+            return f"{dvc_yaml}: code deps current"
+        return "\n".join(f"{deps.stage}: {' '.join(deps.derived)}" for deps in derive_stage_deps(dvc_yaml))
+
+    _run(answer)
+
+
 if __name__ == "__main__":
     app()

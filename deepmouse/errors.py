@@ -39,3 +39,7 @@ class StoreError(DeepmouseError):
 
 class QualityGateError(DeepmouseError):
     """A data-quality expectation or SQL check failed."""
+
+
+class CodeDepsError(DeepmouseError):
+    """The code's dependencies cannot be derived, or dvc.yaml does not list the ones derived."""

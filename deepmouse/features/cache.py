@@ -15,7 +15,8 @@ An entry folder holds
 
 The key holds everything that changes the numbers (model, weights sha256 or
 initialisation seed, preprocessing, stimuli hash, projection, library
-versions, format version); its digest is the sha256 of its canonical JSON.
+versions, format version, and the digest of the code that computes the statistics:
+:data:`FEATURES_CODE` and its import closure); its digest is the sha256 of its canonical JSON.
 An entry of an older format has another digest, so it is recomputed (and
 reading it for the current key is a :class:`~deepmouse.errors.CacheError`).
 The device is not part of it: with TF32 off, statistics computed on a GPU and
@@ -48,6 +49,8 @@ formed without the offsets' cancellation, replaces G (1 stored G, whose correlat
 were wrong for features with large offsets). 3: rows of S of stimuli far from the
 per-feature means (a blank near 0 beside large activations) recomputed from their own
 centred rows (2 left such layers unusable)."""
+FEATURES_CODE = "deepmouse.features.extract:extract_features"
+"""Where an entry's statistics are computed: the key's ``code`` is the digest of its import closure."""
 ENTRY_FILE = "entry.json"
 LAYERS_FILE = "layers.parquet"
 STATS_FILE = "stats.npz"
@@ -88,6 +91,8 @@ def feature_cache_key(entry: ZooEntry, *, init_seed: int, weights_sha256: str | 
     import torch
     import torchvision
 
+    from deepmouse.codedeps import code_digest
+
     key = {
         "format_version": FORMAT_VERSION,
         "model_id": entry.model_id,
@@ -103,6 +108,9 @@ def feature_cache_key(entry: ZooEntry, *, init_seed: int, weights_sha256: str | 
         "srp_seed": srp_seed,
         "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                      "timm": timm.__version__},
+        # The code that computes the statistics (hooks, reduction, preprocessing, this file):
+        # an edit to any of it makes a new entry rather than reusing one the old code made.
+        "code": code_digest(FEATURES_CODE),
     }
     if code_sha256 is not None:
         key["code_sha256"] = code_sha256

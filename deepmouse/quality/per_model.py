@@ -284,13 +284,17 @@ def verdict_key(common: dict, parts: Sequence[ModelRows], digests: dict[Path, st
     return {**common, "files": files}
 
 
+VALIDATION_CODE = "deepmouse.quality.per_model:validate_models"
+"""The validation of the models' files: the verdict key's code digest is over its import closure."""
+
+
 def validation_code_digest() -> str:
-    """sha256 over this package's code (``deepmouse/quality/*.py``) and the versions of
-    :data:`VALIDATING_PACKAGES`: a change to either validates every model again."""
-    digest = hashlib.sha256()
-    folder = Path(__file__).resolve().parent
-    for path in sorted(folder.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    """sha256 over the import closure of :data:`VALIDATION_CODE` (each file by its path from the
+    project root) and the versions of :data:`VALIDATING_PACKAGES`: a change to either validates
+    every model again."""
+    from deepmouse.codedeps import code_digest
+
+    digest = hashlib.sha256(code_digest(VALIDATION_CODE).encode() + b"\0")
     for name in VALIDATING_PACKAGES:
         digest.update(f"{name}=={metadata.version(name)}\0".encode())
     return digest.hexdigest()

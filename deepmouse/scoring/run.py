@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -68,9 +67,9 @@ STAGING = ".tmp-"
 FORMAT_VERSION = 1
 """Raised whenever the files of a model's folder change layout, so no older folder is reused."""
 
-SCORING_CODE = ("scoring/model.py", "scoring/neural.py", "scoring/regression.py", "scoring/selection.py",
-                "features/stats.py", "metrics")
-"""The package's code that a model's numbers depend on (files, or folders of ``*.py``), for the key."""
+SCORING_CODE = "deepmouse.scoring.run:_score_one"
+"""The scoring of one model (reading its feature entry, scoring, writing its folder): the key's code
+digest is over its import closure (:mod:`deepmouse.codedeps`), so it holds every file that runs."""
 
 NUMERIC_PACKAGES = ("numpy", "scipy", "torch")
 
@@ -163,16 +162,10 @@ def input_digests(stimuli_dir: str | Path, neurons_path: str | Path, responses_d
 
 
 def scoring_code_digest() -> str:
-    """sha256 over the files of :data:`SCORING_CODE`, by their path in the package."""
-    package = Path(__file__).resolve().parents[1]
-    files = []
-    for name in SCORING_CODE:
-        path = package / name
-        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    """sha256 over the import closure of :data:`SCORING_CODE`, each file by its path from the project root."""
+    from deepmouse.codedeps import code_digest
+
+    return code_digest(SCORING_CODE)
 
 
 def model_folder(out_dir: str | Path, model_id: str) -> Path:
