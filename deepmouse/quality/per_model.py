@@ -46,9 +46,9 @@ from urllib.parse import quote
 import duckdb
 import pandas as pd
 
+from deepmouse.atomic import is_staging, remove_stale_staging_in, write_text
 from deepmouse.config import ChecksConfig
 from deepmouse.errors import StoreError
-from deepmouse.atomic import is_staging, remove_stale_staging_in, write_text
 from deepmouse.hashing import file_sha256
 from deepmouse.quality import expectations as ex
 from deepmouse.store.build import PARQUET_TABLES, parquet_files, project_root
@@ -61,7 +61,6 @@ FORMAT_VERSION = 1
 
 VALIDATING_PACKAGES = ("great_expectations", "pandas", "pyarrow", "duckdb")
 """Libraries whose versions can change what a validation finds: part of every verdict's key."""
-
 
 LOCATED = "located_model_rows"
 """Name under which the summary of :func:`locate_model_rows` is visible to the SQL across models."""
