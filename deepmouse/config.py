@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import re
 import types
 import typing
@@ -45,6 +44,7 @@ from pydantic import (ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr,
                       field_validator, model_validator)
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from deepmouse.atomic import write_bytes
 from deepmouse.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -561,12 +561,7 @@ def set_zoo_models(path: str | Path, names: Sequence[str]) -> tuple[str, ...]:
         parse_params(after)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
-    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        staging.write_bytes(rewritten.encode())
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
+    write_bytes(path, rewritten.encode())
     return model_ids
 
 

@@ -21,16 +21,15 @@ An entry of an older format has another digest, so it is recomputed (and
 reading it for the current key is a :class:`~deepmouse.errors.CacheError`).
 The device is not part of it: with TF32 off, statistics computed on a GPU and
 on a CPU agree to float32 rounding, so an entry may come from either.
-An entry is written into ``<out_dir>.tmp-<pid>`` and renamed onto
-``out_dir`` only when complete, so an interrupted run never leaves a folder
-that looks finished.
+An entry is written into a staging folder beside ``out_dir`` and renamed onto
+``out_dir`` only when complete (:func:`deepmouse.atomic.atomic_dir`), so an
+interrupted run never leaves a folder that looks finished.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Mapping
@@ -38,6 +37,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from deepmouse.atomic import atomic_dir
 from deepmouse.errors import CacheError, DeepmouseError
 from deepmouse.features.stats import LAYER_COLUMNS, LayerStatistics, gram_from_centred_gram
 from deepmouse.models.build import file_sha256
@@ -152,12 +152,7 @@ def write_feature_entry(out_dir: str | Path, stats: LayerStatistics, key: Mappin
         ``out_dir``.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    try:
+    with atomic_dir(out_dir) as staging:
         stats.layers.to_parquet(staging / LAYERS_FILE, index=False)
         upper = np.triu_indices(stats.n_stimuli)
         with open(staging / STATS_FILE, "wb") as handle:
@@ -175,10 +170,6 @@ def write_feature_entry(out_dir: str | Path, stats: LayerStatistics, key: Mappin
                       for name in _DATA_FILES},
         }
         (staging / ENTRY_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, allow_nan=False))
-        _replace_directory(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -310,21 +301,5 @@ def _symmetric_from_upper(upper: np.ndarray, n_stimuli: int) -> np.ndarray:
 def copy_entry(source: str | Path, out_dir: str | Path) -> None:
     """Copy an intact entry to ``out_dir`` (through a staging folder: never half-written)."""
     source, out_dir = Path(source), Path(out_dir)
-    staging = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
-    if staging.exists():
-        shutil.rmtree(staging)
-    shutil.copytree(source, staging)
-    _replace_directory(staging, out_dir)
-
-
-def _replace_directory(staging: Path, out_dir: Path) -> None:
-    # Move an old entry aside before renaming the new one in, so out_dir is never half-written.
-    previous = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
-    if out_dir.exists():
-        if previous.exists():
-            shutil.rmtree(previous)
-        os.replace(out_dir, previous)
-    os.replace(staging, out_dir)
-    if previous.exists():
-        shutil.rmtree(previous)
-
+    with atomic_dir(out_dir) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)

@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from importlib import metadata
 from pathlib import Path
@@ -47,9 +46,10 @@ from urllib.parse import quote
 import duckdb
 import pandas as pd
 
+from deepmouse.atomic import is_staging, remove_stale_staging_in, write_text
 from deepmouse.config import ChecksConfig
 from deepmouse.errors import StoreError
-from deepmouse.hashing import file_sha256, fsync_path
+from deepmouse.hashing import file_sha256
 from deepmouse.quality import expectations as ex
 from deepmouse.store.build import PARQUET_TABLES, parquet_files, project_root
 
@@ -61,9 +61,6 @@ FORMAT_VERSION = 1
 
 VALIDATING_PACKAGES = ("great_expectations", "pandas", "pyarrow", "duckdb")
 """Libraries whose versions can change what a validation finds: part of every verdict's key."""
-
-STAGING = ".tmp-"
-"""Infix of a verdict being written, ``<model_id>.json.tmp-<pid>``."""
 
 LOCATED = "located_model_rows"
 """Name under which the summary of :func:`locate_model_rows` is visible to the SQL across models."""
@@ -336,16 +333,8 @@ class Verdicts:
 
     def keep(self, model_id: str, key: dict, rows: dict[str, int]) -> None:
         """Write a passing verdict: beside its place, flushed, then renamed onto it."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.path(model_id)
-        staging = path.with_name(f"{path.name}{STAGING}{os.getpid()}")
-        try:
-            staging.write_text(json.dumps({"key": key, "rows": rows, "passed": True}, indent=2, sort_keys=True) + "\n")
-            fsync_path(staging)
-            os.replace(staging, path)
-            fsync_path(self.folder)
-        finally:
-            staging.unlink(missing_ok=True)
+        write_text(self.path(model_id), json.dumps({"key": key, "rows": rows, "passed": True}, indent=2,
+                                                   sort_keys=True) + "\n")
 
     def discard(self, model_id: str) -> None:
         self.path(model_id).unlink(missing_ok=True)
@@ -355,12 +344,11 @@ class Verdicts:
         if not self.folder.is_dir():
             return
         wanted = {self.path(model_id).name for model_id in model_ids}
+        remove_stale_staging_in(self.folder)
         for path in sorted(self.folder.iterdir()):
-            if path.name in wanted or not path.is_file():
+            if path.name in wanted or not path.is_file() or is_staging(path):  # staging left now: a live writer's
                 continue
-            if STAGING in path.name:
-                path.unlink()
-            elif path.suffix == ".json":
+            if path.suffix == ".json":
                 path.unlink()
                 progress(f"removed {path}: its model is no longer in the store")
 

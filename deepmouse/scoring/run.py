@@ -18,9 +18,10 @@ feature entry, the digests of the stimuli, neurons and responses files, the scor
 that change a model's numbers (all of ``scoring`` but ``comparisons``), the features params
 the entry must have been made with, a digest of the scoring code and the versions of the
 numerical libraries, and :data:`FORMAT_VERSION`. Each folder is written beside its place
-(``<model_id>.tmp-<pid>``), flushed to disk and renamed into place, ``key.json`` last: a run
-that is killed leaves every finished model intact and no trace of the unfinished one but a
-staging folder, which the next run removes with any folder of a model no longer listed.
+(``<model_id>.tmp-<host>.<pid>-<token>``, :mod:`deepmouse.atomic`), flushed to disk and
+renamed into place, ``key.json`` last: a run that is killed leaves every finished model intact
+and no trace of the unfinished one but a staging folder, which the next run removes with any
+folder of a model no longer listed.
 
 The comparisons pair the models' replicates by replicate number: every model draws its
 resamples at a site from the same seeded generator (:func:`deepmouse.scoring.model._site_rng`,
@@ -34,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import shutil
 import time
 from importlib import metadata
@@ -46,8 +46,9 @@ import pandas as pd
 
 from deepmouse.config import ComputeConfig, FeaturesConfig, ScoringConfig
 from deepmouse.errors import DataError
+from deepmouse.atomic import atomic_dir, atomic_file, is_staging, remove_stale_staging_in
 from deepmouse.failures import doing, writing
-from deepmouse.hashing import file_sha256, fsync_path
+from deepmouse.hashing import file_sha256
 from deepmouse.scoring.comparisons import compare_models
 from deepmouse.scoring.model import score_model
 from deepmouse.scoring.neural import load_neural_data
@@ -61,8 +62,6 @@ SCORE_TABLES = (*MODEL_TABLES, "model_comparisons")
 MODELS_FOLDER = "models"
 KEY_FILE = "key.json"
 COMPARISONS_FILE = "model_comparisons.parquet"
-STAGING = ".tmp-"
-"""Infix of the staging folders, ``<model_id>.tmp-<pid>`` (ignored by git and DVC)."""
 
 FORMAT_VERSION = 1
 """Raised whenever the files of a model's folder change layout, so no older folder is reused."""
@@ -355,52 +354,32 @@ def _read_record(folder: Path) -> dict:
 
 def _write_model_folder(folder: Path, tables: dict[str, pd.DataFrame], key: dict) -> None:
     """Write the tables and ``key.json`` beside ``folder``, flush them, and rename them onto it."""
-    staging = folder.with_name(f"{folder.name}{STAGING}{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with atomic_dir(folder) as staging:
         files = {}
         for name in MODEL_TABLES:
             path = staging / f"{name}.parquet"
             tables[name].to_parquet(path, index=False)
             files[path.name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path), "rows": len(tables[name])}
         (staging / KEY_FILE).write_text(json.dumps({"key": key, "files": files}, indent=2, sort_keys=True) + "\n")
-        for path in staging.iterdir():
-            fsync_path(path)
-        fsync_path(staging)
-        previous = folder.with_name(f"{folder.name}{STAGING}{os.getpid()}-previous")
-        if folder.exists():
-            os.replace(folder, previous)
-        os.replace(staging, folder)
-        fsync_path(folder.parent)
-        shutil.rmtree(previous, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _write_parquet_atomically(frame: pd.DataFrame, path: Path) -> None:
-    staging = path.with_name(f"{path.name}{STAGING}{os.getpid()}")
-    try:
+    with atomic_file(path) as staging:
         frame.to_parquet(staging, index=False)
-        fsync_path(staging)
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
 
 
 def _remove_unlisted(models_dir: Path, model_ids: Sequence[str], progress: Callable[[str], None]) -> None:
     """Remove folders of models no longer listed, and staging folders a killed run left."""
     listed = set(model_ids)
+    remove_stale_staging_in(models_dir)
     for path in sorted(models_dir.iterdir()):
-        if path.name in listed:
+        if path.name in listed or is_staging(path):  # a staging entry left now is a live writer's
             continue
         if path.is_dir():
             shutil.rmtree(path)
         else:
             path.unlink()
-        if STAGING not in path.name:
-            progress(f"removed {path}: {path.name} is no longer in zoo.models")
+        progress(f"removed {path}: {path.name} is no longer in zoo.models")
 
 
 def _version(name: str) -> str | None:
