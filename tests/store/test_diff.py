@@ -265,6 +265,15 @@ def test_bad_tolerance_or_rows_exit_2(published):
         diff_stores(published, published, tolerance=float("inf"))
 
 
+def test_out_never_overwrites_a_store(tmp_path, published):
+    db = published / "data" / "deepmouse.duckdb"
+    before = db.read_bytes()
+    result = runner.invoke(app, ["diff", str(published), str(published), "--out", str(db)])
+    assert result.exit_code == 2
+    assert "deepmouse.duckdb: that is one of the stores compared; name another file" in result.output
+    assert db.read_bytes() == before
+
+
 def test_a_view_reading_other_files_is_refused(tmp_path, published):
     secret = tmp_path / "secret.csv"
     secret.write_text("x\n1\n")
