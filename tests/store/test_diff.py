@@ -7,13 +7,12 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from deepmouse.cli import app
 from deepmouse.errors import DeepmouseError, StoreError
-from deepmouse.store.build import PARQUET_TABLES, TABLES, build_store
+from deepmouse.store.build import build_store
 from deepmouse.store.diff import COMPARED_TABLES, RANKINGS, diff_stores, find_store
 from tests.conftest import REPO
 from tests.store.test_build import _as_parquet
