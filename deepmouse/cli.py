@@ -1,5 +1,5 @@
 """The ``deepmouse`` command line: the same functions the DVC stages call, plus the zoo
-listing and read-only SQL queries on the results store."""
+listing, read-only SQL queries on the results store and the comparison of two stores."""
 
 from __future__ import annotations
 
@@ -241,6 +241,36 @@ def sql_command(
 
 
 app.command("query", help="The same as `deepmouse sql` (its earlier name).")(sql_command)
+
+
+@app.command("diff")
+def diff_command(
+    a: Path = typer.Argument(..., help="a results store (data/deepmouse.duckdb) or the project folder holding one"),
+    b: Path = typer.Argument(..., help="the store (or project folder) to compare it with"),
+    tolerance: float = typer.Option(1e-6, "--tolerance",
+                                    help="numbers agree when |A - B| <= tolerance x max(1, |A|, |B|)"),
+    rows: int = typer.Option(5, "--rows", help="differing rows shown per table and ranking view"),
+    out: Optional[Path] = typer.Option(None, "--out", help="also write the report here (JSON for a .json name)"),
+) -> None:
+    """Do two runs agree within a tolerance? Models, neurons, sites, every table and every ranking.
+
+    Exit status 0 when everything agrees within the tolerance, 1 when something differs
+    (the first differing rows are printed), 2 when an input is missing or not a store.
+    """
+    from deepmouse.store.diff import diff_stores, find_store, write_report
+
+    try:
+        if out is not None and out.exists() and any(out.resolve() == find_store(p).resolve() for p in (a, b)):
+            raise DeepmouseError(f"--out {out}: that is one of the stores compared; name another file")
+        found = diff_stores(a, b, tolerance=tolerance, rows=rows)
+        typer.echo(found.to_text())
+        if out is not None:
+            write_report(found, out)
+            typer.echo(f"report written to {out}")
+    except DeepmouseError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(0 if found.agrees else 1)
 
 
 def _read_sql(path: Path) -> str:
