@@ -39,3 +39,7 @@ class StoreError(DeepmouseError):
 
 class QualityGateError(DeepmouseError):
     """A data-quality expectation or SQL check failed."""
+
+
+class RemoteError(DeepmouseError):
+    """A DVC remote is not configured, or pulled files are not those ``dvc.lock`` lists."""
