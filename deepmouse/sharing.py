@@ -170,8 +170,9 @@ class _Objects:
             self.remote = self.repo.cloud.get_remote_odb(remote, command="deepmouse remote pull")
             self.remote_config = self.repo.cloud.get_remote(remote, command="deepmouse remote pull").config
         except DvcException as err:
-            raise RemoteError(f"{root / '.dvc' / 'config'}: {err}; add one with "
-                              "`deepmouse remote add NAME URL`") from None
+            wanted = f"no remote {remote!r}" if remote else "no default remote"
+            raise RemoteError(f"{root / '.dvc' / 'config'}: {wanted} (dvc: {' '.join(str(err).split())}); add one "
+                              "with `deepmouse remote add NAME URL`") from None
 
     def cache_path(self, md5: str) -> Path:
         return Path(self.cache.oid_to_path(md5))
@@ -238,7 +239,8 @@ def verify_pulled(root: str | Path, *, remote: str | None = None, targets: Seque
             files = [listing]
         else:
             entries, finding = _read_listing(objects, listing)
-            if finding is not None:
+            if finding is not None:  # counted as one file: the listing, whose files are unknown
+                n_checked += 1
                 findings.append(finding)
                 progress(finding.line())
                 continue
