@@ -32,6 +32,7 @@ remote DVC reaches (a folder, S3, SSH): it reads objects through DVC's own file 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -69,9 +70,11 @@ class Finding:
 
     file: LockedFile
     state: str
-    """What was wrong here: ``damaged`` (bytes of another md5) or ``missing``."""
+    """What was wrong here: ``damaged`` (bytes of another md5, the cache's too), ``missing``, or
+    ``edited`` (bytes of another md5 while the cache holds the listed copy)."""
     remote: str
-    """``intact``, ``damaged`` or ``absent``: the remote's object."""
+    """The remote's object: ``intact`` (fetched into place), ``damaged`` or ``absent``; ``unread``
+    for an edited file, whose listed copy is in the cache."""
     remote_object: str
     """The remote object's address (a path, or a URL such as ``s3://bucket/files/md5/...``)."""
     action: str
@@ -79,14 +82,15 @@ class Finding:
 
     @property
     def mended(self) -> bool:
-        return self.remote == "intact" and self.state != "edited"
+        """Whether the file is now as listed (fetched again from the remote)."""
+        return self.remote == "intact"
 
     def line(self) -> str:
         what = (f"{self.file.path} (out {self.file.out} of stage {self.file.stage}, md5 {self.file.md5})"
                 if self.file.path != self.file.out or not self.file.md5.endswith(".dir")
                 else f"{self.file.out} (listing {self.file.md5} of the folder out of stage {self.file.stage})")
         where = {"intact": "intact in the remote", "damaged": "damaged in the remote",
-                 "absent": "absent from the remote"}[self.remote]
+                 "absent": "absent from the remote", "unread": "listed copy in the cache, remote not read"}[self.remote]
         return f"{what}: {self.state} here, {where} ({self.remote_object}); {self.action}"
 
 
@@ -257,8 +261,6 @@ def verify_pulled(root: str | Path, *, remote: str | None = None, targets: Seque
 
 def _read_listing(objects: _Objects, listing: LockedFile):
     """A folder out's entries from its ``.dir`` object in the cache (fetched again if damaged or missing)."""
-    import json
-
     cached = objects.cache_path(listing.md5)
     if cached.is_file() and md5_of_file(cached) == listing.md5.removesuffix(".dir"):
         return json.loads(cached.read_text()), None
@@ -279,7 +281,7 @@ def _check_file(root: Path, objects: _Objects, file: LockedFile, restored: list[
         return None
     cache_good = cached.is_file() and md5_of_file(cached) == file.md5
     if workspace.exists() and cache_good:
-        return Finding(file, "edited", "intact", objects.remote_address(file.md5),
+        return Finding(file, "edited", "unread", objects.remote_address(file.md5),
                        f"the cache holds the listed copy: `dvc checkout --force {file.out}` restores it "
                        "(and discards the edit); left as it is")
     if not workspace.exists() and cache_good:

@@ -220,3 +220,21 @@ def test_add_remote_turns_verify_on(pushed, tmp_path):
 def test_add_remote_outside_a_dvc_project(tmp_path):
     with pytest.raises(RemoteError, match=r"`dvc remote add -d -f shared .*` failed"):
         add_remote(tmp_path, "shared", str(tmp_path / "remote"))
+
+
+def test_the_command_line_names_the_damaged_file_and_exits_1(clone):
+    from typer.testing import CliRunner
+
+    from deepmouse.cli import app
+
+    root, remote = clone
+    md5 = _lock(root)["single.txt"]
+    _damage(_object(remote, md5))
+    result = CliRunner().invoke(app, ["remote", "pull", "--project", str(root), "single.txt"])
+    assert result.exit_code == 1, result.output
+    # verify on: dvc pull checks a file out's object in a folder remote in place, and deletes it
+    # there when damaged (dvc_data's HashFileDB.check), so the object is named as absent
+    assert f"single.txt (out single.txt of stage make, md5 {md5}): missing here, absent from the remote " \
+           f"({_object(remote, md5)})" in result.output
+    assert not _object(remote, md5).exists()
+    assert "error: 1 of 1 file(s) in dvc.lock are not as listed after the pull" in result.output
