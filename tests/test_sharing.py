@@ -238,3 +238,44 @@ def test_the_command_line_names_the_damaged_file_and_exits_1(clone):
            f"({_object(remote, md5)})" in result.output
     assert not _object(remote, md5).exists()
     assert "error: 1 of 1 file(s) in dvc.lock are not as listed after the pull" in result.output
+
+
+def test_an_s3_remote_goes_through_the_same_code(pushed, tmp_path, monkeypatch):
+    # a local S3 server (moto, on 127.0.0.1): the objects are read through DVC's S3 file system
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    project, _ = pushed
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+        s3.create_bucket(Bucket="lab")
+        root = tmp_path / "clone"
+        subprocess.run(["git", "clone", "-q", str(project), str(root)], check=True)
+        shutil.copytree(project / ".dvc" / "cache", root / ".dvc" / "cache")
+        add_remote(root, "shared", "s3://lab/deepmouse")
+        _dvc(root, "remote", "modify", "shared", "endpointurl", endpoint)
+        _dvc(root, "remote", "modify", "shared", "verify", "false")
+        for name in ("access_key_id", "secret_access_key"):
+            _dvc(root, "remote", "modify", "--local", "shared", name, "testing")
+        _dvc(root, "push", "-q")
+        shutil.rmtree(root / ".dvc" / "cache")
+        md5 = _lock(root)["single.txt"]
+        key = f"deepmouse/files/md5/{md5[:2]}/{md5[2:]}"
+        s3.put_object(Bucket="lab", Key=key, Body=b"damaged\n")
+        lines = []
+        with pytest.raises(RemoteError, match=r"1 of 3 file\(s\)"):
+            _pull(root, lines)
+        assert any(line.startswith("single.txt ") and f"damaged in the remote (s3://lab/{key})" in line
+                   for line in lines), lines
+        assert not (root / "single.txt").exists()
+        assert (root / "out" / "m1" / "f").read_text() == "one\n"
+    finally:
+        server.stop()
