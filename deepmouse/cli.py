@@ -18,6 +18,8 @@ from deepmouse.errors import DeepmouseError
 app = typer.Typer(help="Benchmark deep vision models against mouse visual cortex.", no_args_is_help=True)
 zoo_app = typer.Typer(help="The model zoo registry.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
+remote_app = typer.Typer(help="Results shared through a DVC remote, checked against dvc.lock.", no_args_is_help=True)
+app.add_typer(remote_app, name="remote")
 
 PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file")
 
@@ -101,6 +103,28 @@ def zoo_use(names: list[str] = typer.Argument(..., help="presets and model ids, 
 
 def _abbreviated(model_ids, shown: int = 5) -> str:
     return ", ".join(model_ids[:shown]) + (f", … {len(model_ids) - shown} more" if len(model_ids) > shown else "")
+
+
+@remote_app.command("add")
+def remote_add(name: str = typer.Argument(..., help="the remote's name, e.g. shared"),
+               url: str = typer.Argument(..., help="a folder every machine mounts, s3://bucket/path, ssh://..."),
+               project: Path = typer.Option(Path("."), "--project", help="the project root")) -> None:
+    """Add URL as the default DVC remote NAME with verify on (dvc remote add -d -f, then modify verify true)."""
+    from deepmouse.sharing import add_remote
+
+    _run(lambda: add_remote(project, name, url))
+
+
+@remote_app.command("pull")
+def remote_pull(targets: list[str] = typer.Argument(None, help="stages or paths, as for dvc pull; all if none"),
+                remote: Optional[str] = typer.Option(None, "--remote", "-r", help="the remote; the default if not given"),
+                jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="parallel transfers, as for dvc pull"),
+                project: Path = typer.Option(Path("."), "--project", help="the project root")) -> None:
+    """dvc pull, then check every pulled file against dvc.lock: each damaged one is named, fetched again
+    if the remote's copy is intact, else removed here (with its cache object) for dvc repro to recompute."""
+    from deepmouse.sharing import pull_verified
+
+    _run(lambda: pull_verified(project, remote=remote, targets=targets or (), jobs=jobs))
 
 
 @app.command()

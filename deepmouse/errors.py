@@ -43,3 +43,7 @@ class QualityGateError(DeepmouseError):
 
 class CodeDepsError(DeepmouseError):
     """The code's dependencies cannot be derived, or dvc.yaml does not list the ones derived."""
+
+
+class RemoteError(DeepmouseError):
+    """A DVC remote is not configured, or pulled files are not those ``dvc.lock`` lists."""

@@ -377,10 +377,13 @@ def run_responses(params: Params, raw_dir: str | Path, out_dir: str | Path, *, p
     (``<experiment_id>_events.npz`` beside its NWB file) must be there, and with
     ``responses.definition: allen_sweep`` every NWB file must hold the fluorescence
     datasets; the first one missing stops the stage before any session is read.
+
+    The presentations dropped per experiment, by reason, go to ``dropped.json`` and the
+    log; a session that loses more than ``responses.max_dropped_fraction`` stops the stage.
     """
     from deepmouse.data.events import EVENTS_SOURCES_HINT, events_path
     from deepmouse.data.nwb import check_fluorescence_layout, read_session
-    from deepmouse.data.responses import mean_responses, trial_responses
+    from deepmouse.data.responses import check_dropped, mean_responses, session_responses
 
     manifest, paths = read_manifest(raw_dir)
     if manifest.get("source") == "table":
@@ -396,22 +399,39 @@ def run_responses(params: Params, raw_dir: str | Path, out_dir: str | Path, *, p
                 f"{absent[0]}: no events file for responses.signal: events ({len(absent)} of {len(paths)} "
                 f"experiments pulled from source {manifest.get('source')!r} lack one); {EVENTS_SOURCES_HINT}"
             )
-    frames, experiments = [], []
+    frames, experiments, dropped = [], [], []
     for i, path in enumerate(paths, start=1):
         with doing(f"measuring the responses in {path}"):
             session = read_session(path)
-            frames.append(trial_responses(session, cfg.window, cfg.baseline, cfg.signal, definition=cfg.definition))
+            measured = session_responses(session, cfg.window, cfg.baseline, cfg.signal, definition=cfg.definition)
+            frames.append(measured.trials)
         experiments.append(_describe_experiment(session.metadata) | {"file": path.name})
-        progress(f"[{i}/{len(paths)}] {path.name}: {len(session.cell_specimen_ids)} neurons")
+        dropped.append({"experiment_id": int(session.metadata.experiment_id), "file": path.name,
+                        "n_presentations": measured.n_presentations, "n_dropped": measured.n_dropped,
+                        "dropped": measured.dropped})
+        reasons = ", ".join(f"{count} {reason}" for reason, count in measured.dropped.items() if count)
+        progress(f"[{i}/{len(paths)}] {path.name}: {len(session.cell_specimen_ids)} neurons, "
+                 f"{measured.n_dropped} of {measured.n_presentations} presentations dropped"
+                 + (f" ({reasons})" if reasons else ""))
+        check_dropped(measured, path, session.metadata.experiment_id, cfg.max_dropped_fraction)
     trials = pd.concat(frames, ignore_index=True)
+    n_dropped = sum(entry["n_dropped"] for entry in dropped)
     # A new folder: no file of an earlier run of another source (neuron_metadata.parquet) is kept.
     with atomic_dir(out_dir) as staging:
         trials.to_parquet(staging / "trials.parquet", index=False)
         mean_responses(trials).to_parquet(staging / "means.parquet", index=False)
         pd.DataFrame(experiments).to_parquet(staging / "experiments.parquet", index=False)
+        (staging / DROPPED_FILE).write_text(json.dumps(
+            {"n_presentations": sum(entry["n_presentations"] for entry in dropped), "n_dropped": n_dropped,
+             "max_dropped_fraction": cfg.max_dropped_fraction, "experiments": dropped}, indent=2) + "\n")
+    progress(f"responses: {n_dropped} presentations dropped (by experiment and reason in {Path(out_dir) / DROPPED_FILE})")
     measure = cfg.signal if cfg.definition == "window" else "allen_sweep: % change of corrected fluorescence"
     return (f"responses: {trials['neuron_id'].nunique()} neurons x {len(trials) // max(trials['neuron_id'].nunique(), 1)} "
             f"trials ({measure}) from {len(paths)} experiments")
+
+
+DROPPED_FILE = "dropped.json"
+"""Presentations dropped per experiment and reason, in the responses folder of an NWB source."""
 
 
 NEURON_METADATA = "neuron_metadata.parquet"
