@@ -364,7 +364,7 @@ def test_responses_failing_half_way_keeps_the_old_trials_and_means(tmp_path, mon
     folder = _fresh(tmp_path / "project", CASES["responses"])
     _responses(folder, OLD)
     before = _snapshot(folder, CASES["responses"])
-    assert set(before["responses"]) == {"trials.parquet", "means.parquet", "experiments.parquet"}
+    assert set(before["responses"]) == {"trials.parquet", "means.parquet", "experiments.parquet", "dropped.json"}
 
     def scene_outside_the_recording(trials):
         raise DataError("scene 17: every presentation lies outside the recording")
