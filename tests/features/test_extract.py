@@ -38,7 +38,8 @@ def test_extract_writes_the_statistics_of_the_model(tmp_path, stimuli):
     info = json.loads((out_dir / "entry.json").read_text())["model"]
     assert info["n_params"] == 61_100_840 and info["n_layers"] == stats.n_layers == 18
     assert info["n_stimuli"] == 6 and info["input_shape"] == [3, 224, 224] and info["device"] == "cpu"
-    assert lines[0] == "alexnet_random: forwarding 6 stimuli of (3, 224, 224) on cpu"
+    assert lines[0] == f"alexnet_random: computing features into {out_dir} (no entry yet)"
+    assert lines[1] == "alexnet_random: forwarding 6 stimuli of (3, 224, 224) on cpu"
     assert lines[-1].startswith("alexnet_random: 18 layers (3 duplicate outputs skipped) in ")
     assert f"bytes written to {out_dir}" in lines[-1]
 
@@ -78,10 +79,12 @@ def test_a_corrupted_entry_is_recomputed(tmp_path, stimuli):
     out_dir = tmp_path / "entry"
     cfg = FeaturesConfig(device="cpu")
     extract_features("alexnet_random", stimuli, cfg, out_dir, progress=lambda line: None)
+    clean = (out_dir / "stats.npz").stat().st_size
     (out_dir / "stats.npz").write_bytes(b"garbage")
     lines = []
     extract_features("alexnet_random", stimuli, cfg, out_dir, progress=lines.append)
-    assert "not recomputed" not in lines[0]
+    assert lines[0] == (f"alexnet_random: computing features into {out_dir} "
+                        f"({out_dir / 'stats.npz'}: 7 bytes, expected {clean} (truncated?))")
     load_feature_entry(out_dir)
 
 
