@@ -70,13 +70,17 @@ def package_versions() -> dict[str, str | None]:
 
 
 def code_digest(sql_dir: str | Path) -> str:
-    """sha256 over the package's Python files, its zoo registry and the SQL, by relative path."""
+    """sha256 over the package's Python files, its zoo registry and the SQL, each by its path
+    (the package's relative to the folder above it, the project root; the SQL's relative to
+    the folder above ``sql_dir``) and content: a file moved to another folder changes it."""
     package = Path(deepmouse.__file__).parent
-    files = sorted([*package.rglob("*.py"), *package.rglob("*.csv")], key=lambda p: p.relative_to(package).as_posix())
-    files += sorted(Path(sql_dir).rglob("*.sql"), key=lambda p: p.relative_to(sql_dir).as_posix())
+    sql_dir = Path(sql_dir)
+    files = sorted((path.relative_to(package.parent).as_posix(), path)
+                   for path in [*package.rglob("*.py"), *package.rglob("*.csv")])
+    files += sorted((path.relative_to(sql_dir.parent).as_posix(), path) for path in sql_dir.rglob("*.sql"))
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for name, path in files:
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 

@@ -101,9 +101,8 @@ def test_every_model_is_validated_once_then_reused(tmp_path, tables):
     assert report["tables"]["regression_scores"] == len(tables["regression_scores"])
     assert report["tables"]["neuron_scores"] == len(tables["neuron_scores"])
     kept = json.loads((tmp_path / "data" / "checks" / "alexnet.json").read_text())
-    assert kept["passed"] and kept["rows"] == {"regression_scores": 120, "neuron_scores": 80}
-    assert [name for name, _ in kept["key"]["files"]["regression_scores"]] == [
-        "data/scores/models/alexnet/regression_scores.parquet"]
+    assert kept["value"] == {"passed": True, "rows": {"regression_scores": 120, "neuron_scores": 80}}
+    assert kept["key"]["inputs"]["regression_scores[0]"]["path"] == "data/scores/models/alexnet/regression_scores.parquet"
     assert _check(tmp_path)[1] == {"alexnet": "reused", "alexnet_random": "reused"}
 
 
@@ -199,7 +198,7 @@ def test_a_verdict_is_kept_only_for_the_files_it_was_given(tmp_path, tables):
     _check(tmp_path)
     path = tmp_path / "data" / "checks" / "alexnet.json"
     kept = json.loads(path.read_text())
-    kept["key"]["files"]["regression_scores"][0][1] = "0" * 64
+    kept["key"]["inputs"]["regression_scores[0]"]["sha256"] = "0" * 64
     path.write_text(json.dumps(kept))
     assert _check(tmp_path)[1] == {"alexnet": "validated", "alexnet_random": "reused"}
 
