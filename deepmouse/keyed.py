@@ -226,7 +226,7 @@ def _unsealed(path: Path, text: str) -> dict[str, Any]:
     try:
         record = json.loads(text)
     except json.JSONDecodeError as err:
-        raise CacheError(f"{path}: not valid JSON ({err.msg} at character {err.pos}; truncated or corrupted)") from None
+        raise CacheError(f"{path}: not valid JSON ({err.msg}, character {err.pos}; truncated or corrupted)") from None
     if not isinstance(record, dict) or not isinstance(record.get(_CHECK), str):
         raise CacheError(f"{path}: not a cache record (no {_CHECK}; written by an older format or another program)")
     body = {name: value for name, value in record.items() if name != _CHECK}

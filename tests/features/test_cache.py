@@ -19,10 +19,13 @@ from deepmouse.features.cache import (
     feature_cache_key,
     hash_stimuli,
     load_feature_entry,
+    load_feature_layers,
+    read_model_info,
     statistics_code_digest,
     write_feature_entry,
 )
 from deepmouse.features.stats import LayerStatistics, compute_layer_statistics
+from deepmouse.keyed import input_record
 from deepmouse.models.registry import load_zoo
 
 
@@ -312,3 +315,29 @@ def test_a_format_2_entry_is_recomputed_not_reused(tmp_path):
     assert not entry_is_current(out_dir, digest)
     with pytest.raises(CacheError, match=rf"cache entry is for key {cache_key_digest(old_key)}, expected {digest}"):
         load_feature_entry(out_dir, expected_digest=digest)
+
+
+def test_same_named_custom_modules_in_different_folders_key_differently(tmp_path):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    records = []
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "tiny.py").write_text("def build():\n    return None\n")
+        records.append(input_record(tmp_path / folder / "tiny.py"))
+    keys = [_key(custom_module=record) for record in records]
+    assert [key["inputs"]["custom_module"]["path"] for key in keys] == ["one/tiny.py", "two/tiny.py"]
+    assert cache_key_digest(keys[0]) != cache_key_digest(keys[1])
+
+
+def test_the_layer_table_is_read_without_opening_stats_npz(entry_dir):
+    (entry_dir / "stats.npz").write_bytes(b"garbage")
+    layers, record = load_feature_layers(entry_dir, cache_key_digest(_key()))
+    pd.testing.assert_frame_equal(layers, _stats().layers)
+    assert record["key"] == _key() and record["model"] == {}
+    assert read_model_info(entry_dir) == {}
+    with pytest.raises(CacheError, match=r"stats.npz: 7 bytes, expected \d+ \(truncated\?\)"):
+        load_feature_entry(entry_dir)
+    path = entry_dir / "layers.parquet"
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(CacheError, match=rf"{path}: \d+ bytes, expected \d+ \(truncated\?\); delete the folder"):
+        load_feature_layers(entry_dir)
