@@ -64,9 +64,10 @@ def test_make_key_refuses_settings_named_as_common_parts_and_malformed_inputs(pr
 def test_the_key_change_names_each_changed_part(project):
     stored = _key(project, model_id="m", params={"alphas": [1, 10], "folds": 5}, versions={"torch": "2.1"})
     (project / "a" / "table.parquet").write_bytes(b"other bytes")
-    current = make_key(format_version=2, code="d" * 64, inputs={"table": input_record(project / "a" / "table.parquet"),
-                                                                 "extra": input_record(project / "b" / "table.parquet")},
-                       model_id="m", params={"alphas": [1, 100], "folds": 5}, versions={"torch": "2.2"}, new=True)
+    inputs = {"table": input_record(project / "a" / "table.parquet"),
+              "extra": input_record(project / "b" / "table.parquet")}
+    current = make_key(format_version=2, code="d" * 64, inputs=inputs, model_id="m",
+                       params={"alphas": [1, 100], "folds": 5}, versions={"torch": "2.2"}, new=True)
     assert describe_key_change(stored, current) == (
         "format 1 → 2; code changed; input extra added; input table: a/table.parquet content changed; "
         "new (none) → True; params.alphas [1, 10] → [1, 100]; versions.torch '2.1' → '2.2'")

@@ -336,7 +336,8 @@ def _flip_middle_byte(path):
 
 
 @pytest.mark.parametrize("damage, said", [
-    (_flip_middle_byte, r"(not valid JSON \(.*\)|its content does not match its record_sha256 \(corrupted or edited\))"),
+    (_flip_middle_byte,
+     r"(not valid JSON \(.*\)|its content does not match its record_sha256 \(corrupted or edited\))"),
     (lambda path: path.write_bytes(path.read_bytes()[:-20]), r"not valid JSON \(.*; truncated or corrupted\)"),
     (lambda path: path.unlink(), None),
 ])
