@@ -561,12 +561,14 @@ def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, 
 
     ``db_path`` is the unchecked build; only the ``checks`` stage publishes it where results are read.
     Every feature entry is checked to be its model's, for these stimuli and settings, and the
-    ``runs`` table records the data, params, code and packages behind the build. The tables
-    of :data:`~deepmouse.store.build.PARQUET_TABLES` stay in the models' Parquet files under
+    ``runs`` table records the data, params, code and packages behind the build. Of each
+    feature entry only ``entry.json`` and ``layers.parquet`` are read, each checked by its
+    sha256 first; ``stats.npz`` is never opened. The tables of
+    :data:`~deepmouse.store.build.PARQUET_TABLES` stay in the models' Parquet files under
     ``scores_dir``, behind views; every other table is copied into the database.
     """
-    from deepmouse.features.cache import read_model_info
-    from deepmouse.scoring.run import COMPARISONS_FILE, load_model_statistics, model_table_files, read_model_tables, \
+    from deepmouse.features.cache import load_feature_layers
+    from deepmouse.scoring.run import COMPARISONS_FILE, check_feature_key, model_table_files, read_model_tables, \
         stimuli_digest
     from deepmouse.store.build import PARQUET_TABLES, ParquetFiles, build_store
     from deepmouse.store.provenance import run_record
@@ -577,10 +579,11 @@ def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, 
     models, layers = [], []
     for model_id in model_ids:
         entry = zoo.get(model_id)
-        stats, key = load_model_statistics(features_root, model_id, params.features, stimuli_sha256)
-        info = read_model_info(Path(features_root) / model_id)
-        models.append(_model_row(entry, key, info))
-        layers.append(stats.layers.assign(model_id=model_id))
+        folder = Path(features_root) / model_id
+        model_layers, record = load_feature_layers(folder)
+        check_feature_key(folder, record["key"], model_id, params.features, stimuli_sha256)
+        models.append(_model_row(entry, record["key"], record["model"]))
+        layers.append(model_layers.assign(model_id=model_id))
     manifest, _ = read_manifest(raw_dir)
     run = run_record(manifest, params_json, sql_dir)
     tables = {
