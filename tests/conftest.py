@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.runs import REPO, check_unchanged, shared_run
 
 
 def runs_table(experiments: list[int]) -> pd.DataFrame:
@@ -81,3 +81,15 @@ def score_tables() -> dict[str, pd.DataFrame]:
     return {"runs": runs, "models": models, "layers": layers, "neurons": neurons, "rsa_scores": rsa,
             "regression_scores": regression, "model_scores": model_scores, "neuron_scores": neuron_scores,
             "model_comparisons": model_comparisons}
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> Path:
+    """A project on which ``dvc repro`` of the repository's params has run, built once per session.
+
+    Shared (:func:`tests.runs.shared_run`): tests must not change it. A test that reruns stages
+    or edits params works on its own copy (:func:`tests.runs.copy_run`).
+    """
+    run = shared_run(tmp_path_factory, "default")
+    yield run
+    check_unchanged(run)
