@@ -3,6 +3,7 @@
 The real thing (a copy of a finished run is up to date for DVC) is tests/e2e/test_copies.py.
 """
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import yaml
 
 from tests import runs
 from tests.runs import REPO, RunFailed, build_once, check_unchanged, copy_run
+
+pytest_plugins = ["pytester"]
 
 
 class FakeRepro:
@@ -99,3 +102,51 @@ def test_the_shared_folder_is_the_one_every_xdist_worker_sees(tmp_path, monkeypa
             return base
 
     assert runs._shared_root(Factory()) == (base if shared == "base" else base.parent)
+
+
+def test_under_xdist_a_file_stays_on_one_worker_and_each_worker_gets_its_share_of_the_cores(pytester, monkeypatch):
+    pytest.importorskip("xdist")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    pytester.makeconftest("from tests.conftest import pytest_configure, pytest_xdist_make_scheduler  # noqa: F401\n")
+    record = '''
+import os, subprocess, sys
+import pytest
+
+@pytest.mark.parametrize("i", range(4))
+def test_record(i, tmp_path_factory):
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.environ['OMP_NUM_THREADS'])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    out = tmp_path_factory.getbasetemp().parent / f"{os.environ['PYTEST_XDIST_WORKER']}-{__name__}-{i}"
+    out.write_text(f"{os.environ['OMP_NUM_THREADS']} {child}")
+'''
+    pytester.makepyfile(**{"suite/test_one_file": record, "suite/test_other_file": record})
+    result = pytester.runpytest_subprocess("-n", "2", "--dist", "loadfile", "-p", "no:cacheprovider",
+                                           f"--basetemp={pytester.path / 'tmp'}")
+    result.assert_outcomes(passed=8)
+    records = {path.name: path.read_text() for path in (pytester.path / "tmp").iterdir() if path.is_file()}
+    for name in ("test_one_file", "test_other_file"):
+        workers = {record.split("-")[0] for record in records if f"-{name}-" in record}
+        assert len(workers) == 1, records
+    share = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert set(records.values()) == {f"{share} {share}"}, records
+
+
+def test_under_xdist_the_whole_zoo_goes_test_by_test(pytester, monkeypatch):
+    pytest.importorskip("xdist")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    pytester.makeconftest("from tests.conftest import pytest_xdist_make_scheduler  # noqa: F401\n")
+    pytester.makepyfile(**{"tests/models/test_whole_zoo": '''
+import os
+import pytest
+
+@pytest.mark.parametrize("i", range(4))
+def test_record(i, tmp_path_factory):
+    (tmp_path_factory.getbasetemp().parent / f"{os.environ['PYTEST_XDIST_WORKER']}-{i}").write_text("")
+'''})
+    result = pytester.runpytest_subprocess("-n", "2", "--dist", "loadfile", "-p", "no:cacheprovider",
+                                           f"--basetemp={pytester.path / 'tmp'}")
+    result.assert_outcomes(passed=4)
+    workers = {path.name.split("-")[0] for path in (pytester.path / "tmp").iterdir() if path.is_file()}
+    assert workers == {"gw0", "gw1"}
