@@ -1,5 +1,5 @@
 """The ``deepmouse`` command line: the same functions the DVC stages call, plus the zoo
-listing and read-only SQL queries on the results store."""
+listing, read-only SQL queries on the results store and the comparison of two stores."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from deepmouse.errors import DeepmouseError
 app = typer.Typer(help="Benchmark deep vision models against mouse visual cortex.", no_args_is_help=True)
 zoo_app = typer.Typer(help="The model zoo registry.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
+remote_app = typer.Typer(help="Results shared through a DVC remote, checked against dvc.lock.", no_args_is_help=True)
+app.add_typer(remote_app, name="remote")
 
 PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file")
 
@@ -101,6 +103,28 @@ def zoo_use(names: list[str] = typer.Argument(..., help="presets and model ids, 
 
 def _abbreviated(model_ids, shown: int = 5) -> str:
     return ", ".join(model_ids[:shown]) + (f", … {len(model_ids) - shown} more" if len(model_ids) > shown else "")
+
+
+@remote_app.command("add")
+def remote_add(name: str = typer.Argument(..., help="the remote's name, e.g. shared"),
+               url: str = typer.Argument(..., help="a folder every machine mounts, s3://bucket/path, ssh://..."),
+               project: Path = typer.Option(Path("."), "--project", help="the project root")) -> None:
+    """Add URL as the default DVC remote NAME with verify on (dvc remote add -d -f, then modify verify true)."""
+    from deepmouse.sharing import add_remote
+
+    _run(lambda: add_remote(project, name, url))
+
+
+@remote_app.command("pull")
+def remote_pull(targets: list[str] = typer.Argument(None, help="stages or paths, as for dvc pull; all if none"),
+                remote: Optional[str] = typer.Option(None, "--remote", "-r", help="the remote; the default if not given"),
+                jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="parallel transfers, as for dvc pull"),
+                project: Path = typer.Option(Path("."), "--project", help="the project root")) -> None:
+    """dvc pull, then check every pulled file against dvc.lock: each damaged one is named, fetched again
+    if the remote's copy is intact, else removed here (with its cache object) for dvc repro to recompute."""
+    from deepmouse.sharing import pull_verified
+
+    _run(lambda: pull_verified(project, remote=remote, targets=targets or (), jobs=jobs))
 
 
 @app.command()
@@ -243,6 +267,36 @@ def sql_command(
 app.command("query", help="The same as `deepmouse sql` (its earlier name).")(sql_command)
 
 
+@app.command("diff")
+def diff_command(
+    a: Path = typer.Argument(..., help="a results store (data/deepmouse.duckdb) or the project folder holding one"),
+    b: Path = typer.Argument(..., help="the store (or project folder) to compare it with"),
+    tolerance: float = typer.Option(1e-6, "--tolerance",
+                                    help="numbers agree when |A - B| <= tolerance x max(1, |A|, |B|)"),
+    rows: int = typer.Option(5, "--rows", help="differing rows shown per table and ranking view"),
+    out: Optional[Path] = typer.Option(None, "--out", help="also write the report here (JSON for a .json name)"),
+) -> None:
+    """Do two runs agree within a tolerance? Models, neurons, sites, every table and every ranking.
+
+    Exit status 0 when everything agrees within the tolerance, 1 when something differs
+    (the first differing rows are printed), 2 when an input is missing or not a store.
+    """
+    from deepmouse.store.diff import diff_stores, find_store, write_report
+
+    try:
+        if out is not None and out.exists() and any(out.resolve() == find_store(p).resolve() for p in (a, b)):
+            raise DeepmouseError(f"--out {out}: that is one of the stores compared; name another file")
+        found = diff_stores(a, b, tolerance=tolerance, rows=rows)
+        typer.echo(found.to_text())
+        if out is not None:
+            write_report(found, out)
+            typer.echo(f"report written to {out}")
+    except DeepmouseError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(0 if found.agrees else 1)
+
+
 def _read_sql(path: Path) -> str:
     try:
         return path.read_text()
@@ -255,6 +309,37 @@ def _aligned(rows) -> list[str]:
     rows = [tuple(map(str, row)) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)] if rows else []
     return ["  ".join([cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]) for row in rows]
+
+
+@app.command()
+def deps(write: bool = typer.Option(False, "--write", help="rewrite the stages' code deps in place"),
+         check: bool = typer.Option(False, "--check", help="fail, naming stage and file, where they differ"),
+         dvc_yaml: Path = typer.Option(Path("dvc.yaml"), "--dvc-yaml", help="the pipeline file")) -> None:
+    """Each stage's code deps in dvc.yaml: its script and the script's import closure.
+
+    --check exits 1 with one line per stage whose listed code deps differ from those derived;
+    --write rewrites them (data deps, comments and layout kept). Neither: list them.
+    """
+    def answer() -> str:
+        from deepmouse.errors import CodeDepsError
+        from deepmouse.stagedeps import check_stage_deps, derive_stage_deps, write_stage_deps
+
+        if write and check:
+            raise DeepmouseError("give one of --write and --check")
+        if write:
+            stale = write_stage_deps(dvc_yaml)
+            return "\n".join([f"{dvc_yaml}: rewrote the code deps of {len(stale)} stages", *(
+                f"  {deps.describe()}" for deps in stale)]) if stale else f"{dvc_yaml}: code deps already current"
+        if check:
+            stale = check_stage_deps(dvc_yaml)
+            if stale:
+                raise CodeDepsError("\n".join([f"{dvc_yaml}: code deps differ from the import closure "
+                                                "(`deepmouse deps --write` rewrites them):",
+                                                *(f"  {deps.describe()}" for deps in stale)]))
+            return f"{dvc_yaml}: code deps current"
+        return "\n".join(f"{deps.stage}: {' '.join(deps.derived)}" for deps in derive_stage_deps(dvc_yaml))
+
+    _run(answer)
 
 
 if __name__ == "__main__":

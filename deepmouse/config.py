@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import re
 import types
 import typing
@@ -45,6 +44,7 @@ from pydantic import (ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr,
                       field_validator, model_validator)
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from deepmouse.atomic import write_bytes
 from deepmouse.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -329,12 +329,25 @@ class ResponsesConfig(_Section):
     ``definition: allen_sweep``: the AllenSDK's mean sweep response, the reference study's
     (percent change of the corrected fluorescence; fixed frame counts, so ``window``,
     ``baseline`` and ``signal`` do not apply and ``signal`` must stay ``dff``).
+    ``max_dropped_fraction``: the stage stops if a session loses more of its presentations
+    than this (outside the recording, no frame in a window; ``deepmouse.data.responses``).
     """
 
     definition: Literal["window", "allen_sweep"] = "window"
     window: tuple[StrictFloat, StrictFloat] = (0.0, 0.25)
     baseline: tuple[StrictFloat, StrictFloat] = (-0.1, 0.0)
     signal: Literal["dff", "events"] = "dff"
+    # A Brain Observatory session B shows 5,950 natural scenes presentations between other stimuli,
+    # so a window or baseline reaches past its recording for a handful at most; 1% (about 60) is
+    # well above that and well below what a recording cut short or a misplaced window loses.
+    max_dropped_fraction: StrictFloat = 0.01
+
+    @field_validator("max_dropped_fraction")
+    @classmethod
+    def _check_max_dropped_fraction(cls, fraction: float) -> float:
+        if not 0 <= fraction <= 1:
+            raise _invalid(f"must lie in [0, 1] (a fraction of each session's presentations), got {fraction}")
+        return fraction
 
     # The scenes follow each other every 0.25 s: a window reaching further averages the
     # responses to the next scenes, and the presentations it pushes past the end of the
@@ -561,12 +574,7 @@ def set_zoo_models(path: str | Path, names: Sequence[str]) -> tuple[str, ...]:
         parse_params(after)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
-    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        staging.write_bytes(rewritten.encode())
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
+    write_bytes(path, rewritten.encode())
     return model_ids
 
 

@@ -39,3 +39,11 @@ class StoreError(DeepmouseError):
 
 class QualityGateError(DeepmouseError):
     """A data-quality expectation or SQL check failed."""
+
+
+class CodeDepsError(DeepmouseError):
+    """The code's dependencies cannot be derived, or dvc.yaml does not list the ones derived."""
+
+
+class RemoteError(DeepmouseError):
+    """A DVC remote is not configured, or pulled files are not those ``dvc.lock`` lists."""

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
+
+from deepmouse.atomic import fsync_path  # defined once, in deepmouse.atomic; re-exported for its importers here
+
+__all__ = ["file_sha256", "fsync_path"]
 
 _BLOCK_BYTES = 1 << 20
 
@@ -17,11 +20,3 @@ def file_sha256(path: str | Path) -> str:
             digest.update(block)
     return digest.hexdigest()
 
-
-def fsync_path(path: str | Path) -> None:
-    """Flush a file's data (or a folder's entries) to disk, so a crash cannot keep a rename without them."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

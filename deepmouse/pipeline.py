@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from deepmouse.atomic import atomic_dir, atomic_file, remove_stale_staging_in, write_text
 from deepmouse.config import Params
 from deepmouse.errors import DataError, SourceError
 from deepmouse.failures import doing
@@ -42,9 +43,8 @@ def run_params(params_path: str | Path, out_path: str | Path, stamp_path: str | 
 
     params = load_params(params_path)
     _refuse_presets_in_file(params_path)
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(out_path).write_text(json.dumps(dataclasses.asdict(params), indent=2, sort_keys=True) + "\n")
-    Path(stamp_path).write_text("params.yaml: valid\n")
+    write_text(out_path, json.dumps(dataclasses.asdict(params), indent=2, sort_keys=True) + "\n")
+    write_text(stamp_path, "params.yaml: valid\n")
     return f"params: {params_path} valid, written to {out_path}"
 
 
@@ -110,8 +110,6 @@ def run_fingerprint(params: Params, source_path: str | Path, weights_out: str | 
     """
     import dataclasses
 
-    from deepmouse.data.nwb import staged_directory
-
     data = params.data
     source: dict = {"source": data.source}
     if data.source == "simulated":
@@ -139,7 +137,7 @@ def run_fingerprint(params: Params, source_path: str | Path, weights_out: str | 
     _write_canonical_json(Path(source_path), source)
 
     zoo = params.zoo.registry()
-    with staged_directory(weights_out) as staging:
+    with atomic_dir(weights_out) as staging:
         for model_id in params.zoo.models:
             entry = zoo.get(model_id, key="zoo.models")
             _write_canonical_json(staging / f"{model_id}.json", _weights_fingerprint(entry, params.features.weights_dir))
@@ -204,10 +202,7 @@ def _custom_fingerprint(entry) -> dict:
 
 def _write_canonical_json(path: Path, payload: dict) -> None:
     """Sorted keys, fixed layout: the same payload gives the same bytes. Written aside, then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    partial.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, path)
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 # --------------------------------------------------------------------------- pull
@@ -217,15 +212,14 @@ def run_pull(params: Params, out_dir: str | Path, *, progress: Progress = print)
     (``table``: with the recordings given as tables, checked and normalised, and
     ``manifest.json``; :func:`~deepmouse.data.table.pull_table`.)
 
-    Every source builds in a staging folder beside ``out_dir`` (``<name>.tmp-<pid>``),
-    manifest last, renamed onto ``out_dir`` only when complete
-    (:func:`~deepmouse.data.nwb.staged_directory`; the allen pull does so itself, after
+    Every source builds in a staging folder beside ``out_dir``
+    (``<name>.tmp-<host>.<pid>-<token>``), manifest last, renamed onto ``out_dir`` only when
+    complete (:func:`deepmouse.atomic.atomic_dir`; the allen pull does so itself, after
     checking that its cache does not lie inside ``out_dir``). A pull that fails deletes
-    the staging folder: ``out_dir`` holds a complete pull or nothing, never NWB files
-    without their manifest.
+    the staging folder: ``out_dir`` holds the last complete pull (the ``pull`` stage's out
+    is ``persist`` in ``dvc.yaml``, so DVC does not delete it first) or nothing, never NWB
+    files without their manifest, nor files of an earlier pull beside a newer manifest.
     """
-    from deepmouse.data.nwb import staged_directory
-
     out_dir = Path(out_dir)
     source = params.data.source
     if source == "table":
@@ -241,7 +235,7 @@ def run_pull(params: Params, out_dir: str | Path, *, progress: Progress = print)
 
         manifest = pull_allen(params.data.allen, out_dir, progress=progress)
     elif source in ("simulated", "nwb_dir"):
-        with staged_directory(out_dir) as staging:
+        with atomic_dir(out_dir) as staging:
             if source == "simulated":
                 manifest = _pull_simulated(params, staging, progress)
             else:
@@ -365,10 +359,9 @@ def run_stimuli(raw_dir: str | Path, out_dir: str | Path) -> str:
     else:
         stimuli = stimuli_from_sessions(paths)
         origin = f"checked identical in {len(paths)} files"
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.save(out_dir / "stimuli.npy", stimuli)
-    stimulus_table().to_parquet(out_dir / "stimuli.parquet", index=False)
+    with atomic_dir(out_dir) as staging:
+        np.save(staging / "stimuli.npy", stimuli)
+        stimulus_table().to_parquet(staging / "stimuli.parquet", index=False)
     return f"stimuli: {stimuli.shape[0]} stimuli of {stimuli.shape[1]}x{stimuli.shape[2]} px (blank last), {origin}"
 
 
@@ -376,14 +369,21 @@ def run_stimuli(raw_dir: str | Path, out_dir: str | Path) -> str:
 def run_responses(params: Params, raw_dir: str | Path, out_dir: str | Path, *, progress: Progress = print) -> str:
     """Per-trial responses, per-condition means and the experiments table.
 
+    The three files are built in a staging folder beside ``out_dir`` and renamed onto it
+    together (:func:`deepmouse.atomic.atomic_dir`): a run that fails or is killed half-way
+    leaves the previous trials and means, a pair, never new trials beside old means.
+
     With ``responses.signal: events`` every experiment's events file
     (``<experiment_id>_events.npz`` beside its NWB file) must be there, and with
     ``responses.definition: allen_sweep`` every NWB file must hold the fluorescence
     datasets; the first one missing stops the stage before any session is read.
+
+    The presentations dropped per experiment, by reason, go to ``dropped.json`` and the
+    log; a session that loses more than ``responses.max_dropped_fraction`` stops the stage.
     """
     from deepmouse.data.events import EVENTS_SOURCES_HINT, events_path
     from deepmouse.data.nwb import check_fluorescence_layout, read_session
-    from deepmouse.data.responses import mean_responses, trial_responses
+    from deepmouse.data.responses import check_dropped, mean_responses, session_responses
 
     manifest, paths = read_manifest(raw_dir)
     if manifest.get("source") == "table":
@@ -399,23 +399,39 @@ def run_responses(params: Params, raw_dir: str | Path, out_dir: str | Path, *, p
                 f"{absent[0]}: no events file for responses.signal: events ({len(absent)} of {len(paths)} "
                 f"experiments pulled from source {manifest.get('source')!r} lack one); {EVENTS_SOURCES_HINT}"
             )
-    frames, experiments = [], []
+    frames, experiments, dropped = [], [], []
     for i, path in enumerate(paths, start=1):
         with doing(f"measuring the responses in {path}"):
             session = read_session(path)
-            frames.append(trial_responses(session, cfg.window, cfg.baseline, cfg.signal, definition=cfg.definition))
+            measured = session_responses(session, cfg.window, cfg.baseline, cfg.signal, definition=cfg.definition)
+            frames.append(measured.trials)
         experiments.append(_describe_experiment(session.metadata) | {"file": path.name})
-        progress(f"[{i}/{len(paths)}] {path.name}: {len(session.cell_specimen_ids)} neurons")
+        dropped.append({"experiment_id": int(session.metadata.experiment_id), "file": path.name,
+                        "n_presentations": measured.n_presentations, "n_dropped": measured.n_dropped,
+                        "dropped": measured.dropped})
+        reasons = ", ".join(f"{count} {reason}" for reason, count in measured.dropped.items() if count)
+        progress(f"[{i}/{len(paths)}] {path.name}: {len(session.cell_specimen_ids)} neurons, "
+                 f"{measured.n_dropped} of {measured.n_presentations} presentations dropped"
+                 + (f" ({reasons})" if reasons else ""))
+        check_dropped(measured, path, session.metadata.experiment_id, cfg.max_dropped_fraction)
     trials = pd.concat(frames, ignore_index=True)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / NEURON_METADATA).unlink(missing_ok=True)  # a table source's, from an earlier run
-    trials.to_parquet(out_dir / "trials.parquet", index=False)
-    mean_responses(trials).to_parquet(out_dir / "means.parquet", index=False)
-    pd.DataFrame(experiments).to_parquet(out_dir / "experiments.parquet", index=False)
+    n_dropped = sum(entry["n_dropped"] for entry in dropped)
+    # A new folder: no file of an earlier run of another source (neuron_metadata.parquet) is kept.
+    with atomic_dir(out_dir) as staging:
+        trials.to_parquet(staging / "trials.parquet", index=False)
+        mean_responses(trials).to_parquet(staging / "means.parquet", index=False)
+        pd.DataFrame(experiments).to_parquet(staging / "experiments.parquet", index=False)
+        (staging / DROPPED_FILE).write_text(json.dumps(
+            {"n_presentations": sum(entry["n_presentations"] for entry in dropped), "n_dropped": n_dropped,
+             "max_dropped_fraction": cfg.max_dropped_fraction, "experiments": dropped}, indent=2) + "\n")
+    progress(f"responses: {n_dropped} presentations dropped (by experiment and reason in {Path(out_dir) / DROPPED_FILE})")
     measure = cfg.signal if cfg.definition == "window" else "allen_sweep: % change of corrected fluorescence"
     return (f"responses: {trials['neuron_id'].nunique()} neurons x {len(trials) // max(trials['neuron_id'].nunique(), 1)} "
             f"trials ({measure}) from {len(paths)} experiments")
+
+
+DROPPED_FILE = "dropped.json"
+"""Presentations dropped per experiment and reason, in the responses folder of an NWB source."""
 
 
 NEURON_METADATA = "neuron_metadata.parquet"
@@ -446,11 +462,11 @@ def _table_responses(raw_dir: str | Path, out_dir: Path, progress: Progress) -> 
                                         n_trials=np.int32(0))
         means = means.sort_values(["experiment_id", "neuron_id", "stimulus_index"], kind="stable")
         means = means.loc[:, ["experiment_id", "neuron_id", "stimulus_index", "mean_response", "n_trials"]]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "experiments.parquet").unlink(missing_ok=True)  # an NWB source's, from an earlier run
-    trials.to_parquet(out_dir / "trials.parquet", index=False)
-    means.reset_index(drop=True).to_parquet(out_dir / "means.parquet", index=False)
-    neurons.to_parquet(out_dir / NEURON_METADATA, index=False)
+    # A new folder: no file of an earlier run of another source (experiments.parquet) is kept.
+    with atomic_dir(out_dir) as staging:
+        trials.to_parquet(staging / "trials.parquet", index=False)
+        means.reset_index(drop=True).to_parquet(staging / "means.parquet", index=False)
+        neurons.to_parquet(staging / NEURON_METADATA, index=False)
     if len(trials):
         return (f"responses: {len(neurons)} neurons x {len(trials) // len(neurons)} trials, from tables "
                 "(responses.* do not apply to data.source: table)")
@@ -475,8 +491,8 @@ def run_neurons(params: Params, responses_dir: str | Path, out_path: str | Path,
         experiments = pd.read_parquet(responses_dir / "experiments.parquet")
         metas = [SessionMetadata.from_record(row) for row in experiments.to_dict("records")]
         neurons = annotate_neurons(trials, metas, params.neurons)
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    neurons.to_parquet(out_path, index=False)
+    with atomic_file(out_path) as staging:
+        neurons.to_parquet(staging, index=False)
     counts = {
         area: {"recorded": int(len(rows)), "selected": int(rows["selected"].sum()),
                "running_modulated": int(rows["running_modulated"].fillna(False).sum()),
@@ -485,7 +501,7 @@ def run_neurons(params: Params, responses_dir: str | Path, out_path: str | Path,
         for area, rows in neurons.groupby("area")
     }
     summary = {"recorded": int(len(neurons)), "selected": int(neurons["selected"].sum()), "areas": counts}
-    Path(counts_path).write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(counts_path, json.dumps(summary, indent=2) + "\n")
     running = ", running-modulated excluded" if params.neurons.exclude_running_modulated else ""
     rule = (f"reliability >= {params.neurons.reliability_threshold}{running}" if len(trials)
             else "responsive; no trials, so no reliability threshold")
@@ -505,6 +521,8 @@ def run_features(params: Params, model_id: str, stimuli_dir: str | Path, out_dir
     from deepmouse.features.extract import extract_features
 
     stimuli = np.load(Path(stimuli_dir) / "stimuli.npy")
+    # Each model's entry clears its own leftovers; this clears those of models no longer listed.
+    remove_stale_staging_in(Path(out_dir).parent)
     started = time.perf_counter()
     with doing(f"computing the features of {model_id}"):
         extract_features(model_id, stimuli, params.features, Path(out_dir), zoo=params.zoo.registry(),
@@ -543,12 +561,14 @@ def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, 
 
     ``db_path`` is the unchecked build; only the ``checks`` stage publishes it where results are read.
     Every feature entry is checked to be its model's, for these stimuli and settings, and the
-    ``runs`` table records the data, params, code and packages behind the build. The tables
-    of :data:`~deepmouse.store.build.PARQUET_TABLES` stay in the models' Parquet files under
+    ``runs`` table records the data, params, code and packages behind the build. Of each
+    feature entry only ``entry.json`` and ``layers.parquet`` are read, each checked by its
+    sha256 first; ``stats.npz`` is never opened. The tables of
+    :data:`~deepmouse.store.build.PARQUET_TABLES` stay in the models' Parquet files under
     ``scores_dir``, behind views; every other table is copied into the database.
     """
-    from deepmouse.features.cache import read_model_info
-    from deepmouse.scoring.run import COMPARISONS_FILE, load_model_statistics, model_table_files, read_model_tables, \
+    from deepmouse.features.cache import load_feature_layers
+    from deepmouse.scoring.run import COMPARISONS_FILE, check_feature_key, model_table_files, read_model_tables, \
         stimuli_digest
     from deepmouse.store.build import PARQUET_TABLES, ParquetFiles, build_store
     from deepmouse.store.provenance import run_record
@@ -559,10 +579,11 @@ def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, 
     models, layers = [], []
     for model_id in model_ids:
         entry = zoo.get(model_id)
-        stats, key = load_model_statistics(features_root, model_id, params.features, stimuli_sha256)
-        info = read_model_info(Path(features_root) / model_id)
-        models.append(_model_row(entry, key, info))
-        layers.append(stats.layers.assign(model_id=model_id))
+        folder = Path(features_root) / model_id
+        model_layers, record = load_feature_layers(folder)
+        check_feature_key(folder, record["key"], model_id, params.features, stimuli_sha256)
+        models.append(_model_row(entry, record["key"], record["model"]))
+        layers.append(model_layers.assign(model_id=model_id))
     manifest, _ = read_manifest(raw_dir)
     run = run_record(manifest, params_json, sql_dir)
     tables = {

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
-import os
 import shutil
 import socket
 import time
@@ -38,6 +37,7 @@ from urllib.error import HTTPError, URLError
 
 import numpy as np
 
+from deepmouse.atomic import write_text
 from deepmouse.config import AllenConfig
 from deepmouse.data.download import OFFLINE_HINT, describe_network_error, download_file, host_of, sha256_file
 from deepmouse.data.events import ALLENSDK_EVENTS_FOLDER, EVENTS_SUFFIX, events_shape, place_events_file
@@ -232,7 +232,7 @@ def pull_allen(
             },
             "experiments": records,
         }
-        _write_json_atomically(staging / MANIFEST, manifest)
+        write_text(staging / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
@@ -545,9 +545,3 @@ def _relative_to_cache(path: Path, cache_dir: Path) -> str:
 
 def _as_list(values) -> list | None:
     return None if values is None else list(values)
-
-
-def _write_json_atomically(path: Path, content: dict) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(partial, path)

@@ -32,13 +32,21 @@ from urllib.parse import urlsplit
 
 import requests
 
+from deepmouse.atomic import fsync_path
 from deepmouse.errors import SourceError
 from deepmouse.hashing import file_sha256 as sha256_file
 
 Progress = Callable[[str], None]
 
 PART_SUFFIX = ".part"
-"""Suffix of the file a download writes into before it is verified and renamed."""
+"""Suffix of the file a download writes into before it is verified and renamed.
+
+Unlike every other write (:mod:`deepmouse.atomic`, whose staging names carry the writer's
+host and process and are removed once the writer is gone), ``<dest>.part`` keeps one name
+across runs on purpose: its bytes are the prefix of the file that the next run resumes
+from (an HTTP range request), so removing it as a killed writer's leftover would throw
+away a partial transfer of hundreds of MB. It is never read as the file: only a complete,
+verified ``.part`` is renamed onto ``dest``."""
 
 OFFLINE_HINT = (
     "without internet access, set data.source: nwb_dir and point data.nwb_dir at a folder "
@@ -299,7 +307,9 @@ def _finish(dest: Path, size: int, digest, expected_size: int | None, expected_s
     if expected_sha256 is not None and sha256 != expected_sha256:
         part.unlink()
         raise _AttemptFailed(f"sha256 mismatch: got {sha256}, expected {expected_sha256}")
+    fsync_path(part)  # a .part completed by an earlier, killed run may not be on disk yet
     os.replace(part, dest)
+    fsync_path(dest.parent)
     progress(f"{dest.name}: done, {size / 1e6:.1f} MB" + (", resumed" if resumed else "")
              + (", sha256 verified" if expected_sha256 is not None else ""))
     return DownloadResult(path=dest, sha256=sha256, bytes=size, resumed=resumed)

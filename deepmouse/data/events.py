@@ -16,7 +16,6 @@ the ``responses`` stage can average events instead of dF/F
 
 from __future__ import annotations
 
-import os
 import shutil
 import zipfile
 import zlib
@@ -26,6 +25,7 @@ from typing import IO, Iterator
 
 import numpy as np
 
+from deepmouse.atomic import atomic_file
 from deepmouse.errors import DataError, NwbLayoutError
 
 EVENTS_SUFFIX = "_events.npz"
@@ -183,17 +183,12 @@ def write_events(path: str | Path, events: np.ndarray) -> Path:
         raise DataError(f"{path}: cannot write events: need a (n_cells, n_frames) array, got shape {events.shape}")
     if not np.isfinite(events).all():
         raise DataError(f"{path}: cannot write events: they hold NaN or infinite values")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with atomic_file(path) as staging:
+        with zipfile.ZipFile(staging, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             member = zipfile.ZipInfo(f"{EVENTS_KEY}.npy", date_time=_ZIP_DATE_TIME)
             member.compress_type = zipfile.ZIP_DEFLATED
             with archive.open(member, "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, events, allow_pickle=False)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
     return path
 
 

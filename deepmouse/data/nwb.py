@@ -39,9 +39,6 @@ the neuropil trace and ``r`` under ``imaging_plane_1`` itself
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -53,6 +50,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from deepmouse.atomic import atomic_dir, atomic_file
 from deepmouse.errors import DataError, NwbLayoutError
 
 PIPELINE_PATH = "processing/brain_observatory_pipeline"
@@ -349,37 +347,28 @@ def write_session_nwb(
                           templates, running_speed)
     traces = _checked_fluorescence(path, dff.shape, fluorescence, neuropil, neuropil_r)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with h5py.File(partial, "w") as f:
+    with atomic_file(path) as staging:
+        with h5py.File(staging, "w") as f:
             _write_metadata(f, metadata)
             _write_imaging(f, cell_specimen_ids, dff, timestamps, running_speed)
             if traces is not None:
                 _write_fluorescence(f, *traces)
             _write_natural_scenes(f, scene_index, frames, timestamps, templates)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
     return path
-
-
-STAGING_MARK = ".tmp-"
-"""What separates a folder's name from the process id in the name of its staging folder."""
 
 
 @contextmanager
 def staged_directory(out_dir: str | Path) -> Iterator[Path]:
     """Build a folder aside, and put it at ``out_dir`` only once it is complete.
 
-    Yields an empty staging folder beside ``out_dir`` (``<name>.tmp-<pid>``,
-    which ``.gitignore`` and ``.dvcignore`` leave out). When the block ends
-    normally the staging folder is renamed onto ``out_dir`` (a previous
-    ``out_dir`` is moved aside first and deleted after), so ``out_dir`` holds
-    either the last complete build or nothing, never part of one. When the
-    block raises, or is interrupted, the staging folder is deleted and
-    ``out_dir`` is left as it was. Staging folders that a killed run left
-    beside ``out_dir`` are deleted first.
+    :func:`deepmouse.atomic.atomic_dir` under the name the sources know: yields an empty
+    staging folder beside ``out_dir`` (``<name>.tmp-<host>.<pid>-<token>``, which
+    ``.gitignore`` and ``.dvcignore`` leave out). When the block ends normally the staging
+    folder is renamed onto ``out_dir`` (a previous ``out_dir`` is moved aside first and
+    deleted after), so ``out_dir`` holds either the last complete build or, for the instant
+    between the renames, nothing, never part of one. When the block raises, or is
+    interrupted, the staging folder is deleted and ``out_dir`` is left as it was. Staging
+    folders that a killed run left beside ``out_dir`` are deleted first.
 
     Parameters
     ----------
@@ -391,22 +380,8 @@ def staged_directory(out_dir: str | Path) -> Iterator[Path]:
     Path
         The staging folder to write into; write a manifest last.
     """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.parent.glob(f"{glob.escape(out_dir.name)}{STAGING_MARK}*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = out_dir.with_name(f"{out_dir.name}{STAGING_MARK}{os.getpid()}")
-    staging.mkdir()
-    try:
+    with atomic_dir(out_dir) as staging:
         yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    previous = out_dir.with_name(f"{staging.name}-previous")
-    if out_dir.exists():
-        os.replace(out_dir, previous)
-    os.replace(staging, out_dir)
-    shutil.rmtree(previous, ignore_errors=True)
 
 
 def read_session(path: str | Path) -> Session:

@@ -41,9 +41,20 @@ mean over the same ``2L`` response frames (the AllenSDK's ``dx`` column).
 
 Trials are kept in long format, one row per neuron and presentation; the blank
 is stimulus index 118 (see :mod:`deepmouse.data.stimuli`).
+
+A presentation that cannot be measured is dropped, and counted by its reason
+(:data:`DROP_REASONS`): its baseline or window starts before the first imaging
+frame (``before_recording``) or ends after the last (``after_recording``), or,
+inside the recording, its response window or baseline holds no frame (a gap in
+the frame times: ``no_response_frame``, ``no_baseline_frame``). Each presentation
+counts once, under the first reason that applies in that order. A NaN or
+infinite trace is never dropped: it stops the stage (naming the file and cell).
+:func:`check_dropped` stops a session that lost more than a given fraction.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -61,8 +72,32 @@ ALLEN_BASELINE_SWEEPS = 4
 ALLEN_RESPONSE_SWEEPS = 2
 """The Allen sweep response spans this many sweep lengths from onset (``sweeplength + extralength``)."""
 
+DROP_REASONS = {
+    "before_recording": "baseline or response window starts before the first imaging frame",
+    "after_recording": "baseline or response window ends after the last imaging frame",
+    "no_response_frame": "no imaging frame in the response window (a gap in the frame times)",
+    "no_baseline_frame": "no imaging frame in the baseline (a gap in the frame times)",
+}
+"""Why a presentation is dropped, in the order the reasons are tried; each presentation counts once."""
+
 TRIAL_COLUMNS = ("experiment_id", "neuron_id", "stimulus_index", "trial", "presentation", "response",
                  "running_speed")
+
+
+@dataclass(frozen=True)
+class SessionResponses:
+    """One session's trial responses and what was dropped to get them."""
+
+    trials: pd.DataFrame
+    """As returned by :func:`trial_responses`."""
+    n_presentations: int
+    """Natural scenes presentations in the session's stimulus table."""
+    dropped: dict[str, int]
+    """Presentations dropped, by reason: every key of :data:`DROP_REASONS`, in its order."""
+
+    @property
+    def n_dropped(self) -> int:
+        return sum(self.dropped.values())
 
 
 def trial_responses(
@@ -75,7 +110,26 @@ def trial_responses(
     events: np.ndarray | None = None,
     fluorescence: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Response of every neuron to every natural scenes presentation.
+    """Response of every neuron to every natural scenes presentation that can be measured.
+
+    :func:`session_responses` without the count of dropped presentations; the
+    parameters, the returned trials and the errors are the same.
+    """
+    return session_responses(session, window, baseline, signal, definition=definition, events=events,
+                             fluorescence=fluorescence).trials
+
+
+def session_responses(
+    session: Session,
+    window: tuple[float, float],
+    baseline: tuple[float, float],
+    signal: str = "dff",
+    *,
+    definition: str = "window",
+    events: np.ndarray | None = None,
+    fluorescence: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Response of every neuron to every natural scenes presentation, and the presentations dropped.
 
     Parameters
     ----------
@@ -105,7 +159,8 @@ def trial_responses(
 
     Returns
     -------
-    DataFrame with one row per (neuron, kept presentation), neuron-major, columns
+    SessionResponses
+        ``trials``: a DataFrame with one row per (neuron, kept presentation), neuron-major, columns
         ``experiment_id``, ``neuron_id`` (cell specimen id), ``stimulus_index``
         (0..117 images, 118 blank), ``trial`` (repeat number of that stimulus
         among the kept presentations, from 0), ``presentation`` (row of the
@@ -114,7 +169,7 @@ def trial_responses(
         ``allen_sweep``) and ``running_speed`` (float32 cm/s, mean over the
         response frames; NaN if not recorded there). Presentations whose
         response or baseline reaches outside the recording, or holds no frame,
-        are dropped.
+        are dropped, and ``dropped`` counts them by reason (module docstring).
 
     Raises
     ------
@@ -140,13 +195,14 @@ def trial_responses(
     respond = _DEFINITIONS.get(definition)
     if respond is None:
         raise ConfigError(f"responses.definition: unknown definition {definition!r}; known: {', '.join(_DEFINITIONS)}")
-    response, kept, response_first, response_count = respond(session, window, baseline, signal, events, fluorescence)
+    response, kept, response_first, response_count, dropped = respond(session, window, baseline, signal, events,
+                                                                      fluorescence)
     speed = _window_nanmean(session.running_speed, response_first, response_count)
     stimulus = stimulus_index_from_scene(session.stimulus_table["frame"].to_numpy()[kept], session.n_images)
     trial = pd.Series(stimulus).groupby(stimulus).cumcount().to_numpy()
 
     n_neurons, n_kept = response.shape
-    return pd.DataFrame({
+    trials = pd.DataFrame({
         "experiment_id": np.full(n_neurons * n_kept, session.metadata.experiment_id, dtype=np.int64),
         "neuron_id": np.repeat(session.cell_specimen_ids.astype(np.int64), n_kept),
         "stimulus_index": np.tile(stimulus.astype(np.int16), n_neurons),
@@ -155,6 +211,35 @@ def trial_responses(
         "response": response.astype(np.float32).ravel(),
         "running_speed": np.tile(speed.astype(np.float32), n_neurons),
     })
+    return SessionResponses(trials, len(session.stimulus_table), dropped)
+
+
+def check_dropped(session: SessionResponses, path, experiment_id: int, max_fraction: float) -> None:
+    """Stop a session that lost more than ``max_fraction`` of its presentations.
+
+    Parameters
+    ----------
+    session : SessionResponses
+    path : path
+        The session's NWB file, for the message.
+    experiment_id : int
+    max_fraction : float
+        ``responses.max_dropped_fraction``, in [0, 1].
+
+    Raises
+    ------
+    DataError
+        Naming the file, the experiment, the count by reason and the params key.
+    """
+    fraction = session.n_dropped / max(session.n_presentations, 1)
+    if fraction > max_fraction:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in session.dropped.items() if count)
+        raise DataError(
+            f"{path}: experiment {experiment_id}: {session.n_dropped} of {session.n_presentations} natural scenes "
+            f"presentations dropped ({fraction:.1%}: {reasons}), more than responses.max_dropped_fraction "
+            f"{max_fraction:g}; a recording cut short, or a window or baseline reaching past it? "
+            f"(raise the key to accept it)"
+        )
 
 
 def allen_sweep_responses(traces: np.ndarray, start: np.ndarray, sweep_length: int) -> np.ndarray:
@@ -200,7 +285,8 @@ def allen_sweep_responses(traces: np.ndarray, start: np.ndarray, sweep_length: i
 
 
 def _window_trials(session: Session, window, baseline, signal: str, events, fluorescence):
-    """``responses.definition: window``: (response (n_cells, n_kept), kept, response first frame, frame count)."""
+    """``responses.definition: window``: (response (n_cells, n_kept), kept, response first frame, frame count,
+    dropped by reason)."""
     if fluorescence is not None:
         raise ValueError(f"{session.path}: fluorescence was given, but the definition is 'window'")
     for name, (start, stop) in (("window", window), ("baseline", baseline)):
@@ -217,12 +303,13 @@ def _window_trials(session: Session, window, baseline, signal: str, events, fluo
     frame_period = float(np.median(np.diff(timestamps))) if timestamps.size > 1 else 0.0
     earliest = onset + min(window[0], baseline[0])
     latest = onset + max(window[1], baseline[1])
-    kept = np.flatnonzero(
-        (earliest >= timestamps[0] - BOUNDARY_TOLERANCE_S)
-        & (latest <= timestamps[-1] + frame_period + BOUNDARY_TOLERANCE_S)
-        & (response_count > 0)
-        & (baseline_count > 0)
-    )
+    # the reasons in the order of DROP_REASONS, each presentation under the first that applies
+    before = earliest < timestamps[0] - BOUNDARY_TOLERANCE_S
+    after = ~before & (latest > timestamps[-1] + frame_period + BOUNDARY_TOLERANCE_S)
+    no_response = ~before & ~after & (response_count == 0)
+    no_baseline = ~before & ~after & ~no_response & (baseline_count == 0)
+    dropped = _counted(before, after, no_response, no_baseline)
+    kept = np.flatnonzero(~(before | after | no_response | no_baseline))
     if kept.size == 0:
         raise DataError(
             f"{session.path}: no natural scenes presentation has imaging frames in both the response "
@@ -231,7 +318,7 @@ def _window_trials(session: Session, window, baseline, signal: str, events, fluo
     response = _window_mean(traces, response_first[kept], response_count[kept]) - _window_mean(
         traces, baseline_first[kept], baseline_count[kept]
     )
-    return response, kept, response_first[kept], response_count[kept]
+    return response, kept, response_first[kept], response_count[kept], dropped
 
 
 def _allen_sweep_trials(session: Session, window, baseline, signal: str, events, fluorescence):
@@ -262,7 +349,11 @@ def _allen_sweep_trials(session: Session, window, baseline, signal: str, events,
                         "the Allen sweep length must be at least 1")
     start = table["start"].to_numpy()
     n_response = ALLEN_RESPONSE_SWEEPS * sweep_length
-    kept = np.flatnonzero((start >= ALLEN_BASELINE_SWEEPS * sweep_length) & (start + n_response <= n_frames))
+    before = start < ALLEN_BASELINE_SWEEPS * sweep_length
+    after = ~before & (start + n_response > n_frames)
+    no_frame = np.zeros(start.size, dtype=bool)  # frames are counted, so a window is never empty
+    dropped = _counted(before, after, no_frame, no_frame)
+    kept = np.flatnonzero(~(before | after))
     if kept.size == 0:
         raise DataError(f"{session.path}: no natural scenes presentation has the {ALLEN_BASELINE_SWEEPS} x "
                         f"{sweep_length} baseline frames and {n_response} response frames of an Allen sweep "
@@ -273,11 +364,17 @@ def _allen_sweep_trials(session: Session, window, baseline, signal: str, events,
         raise DataError(f"{source}: cell {session.cell_specimen_ids[bad_cell[0]]}: presentation "
                         f"{kept[bad_presentation[0]]}: the corrected fluorescence before onset averages 0, "
                         "so the Allen sweep response (a percent change) is undefined")
-    return response, kept, start[kept], np.full(kept.size, n_response)
+    return response, kept, start[kept], np.full(kept.size, n_response), dropped
+
+
+def _counted(*masks: np.ndarray) -> dict[str, int]:
+    """Dropped presentations per reason, from one boolean mask per reason of :data:`DROP_REASONS`."""
+    return {reason: int(mask.sum()) for reason, mask in zip(DROP_REASONS, masks, strict=True)}
 
 
 # Method choices for ``responses.definition``: each returns the responses (n_cells, n_kept), the kept
-# presentations, and the first frame and frame count over which running speed is averaged.
+# presentations, the first frame and frame count over which running speed is averaged, and the
+# dropped presentations counted by reason.
 _DEFINITIONS = {"window": _window_trials, "allen_sweep": _allen_sweep_trials}
 
 

@@ -58,7 +58,6 @@ same rate distribution, trial noise, calcium dynamics and reliability spread
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Mapping
@@ -67,6 +66,7 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
+from deepmouse.atomic import write_text
 from deepmouse.config import AREAS, SimulatedConfig
 from deepmouse.data.events import events_path, write_events
 from deepmouse.data.nwb import SessionMetadata, write_session_nwb
@@ -629,7 +629,7 @@ def simulate_dataset(
         "n_repeats": cfg.n_repeats,
         "image_shape": [cfg.image_height, cfg.image_width],
     }
-    _write_json_atomically(out_dir / "manifest.json", manifest)
+    write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2, default=_json_value) + "\n")
     return manifest
 
 
@@ -705,12 +705,3 @@ def _json_value(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"manifest: cannot write {type(value).__name__} {value!r} as JSON")
-
-
-def _write_json_atomically(path: Path, payload: dict) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        partial.write_text(json.dumps(payload, indent=2, default=_json_value) + "\n")
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 """The feature cache: one folder of per-layer statistics per model, keyed by content.
 
-An entry folder holds
+An entry folder (a :class:`~deepmouse.keyed.KeyedFolder`) holds
 
 ``layers.parquet``
     the layer table of :class:`~deepmouse.features.stats.LayerStatistics`;
@@ -11,26 +11,29 @@ An entry folder holds
     ``S + s sᵀ / p``, as the statistics themselves form it, equal to the last bit;
 ``entry.json``
     written last: the key, its digest, ``"complete": true``, model
-    information and the size and sha256 of the two files above.
+    information (``model``), the size and sha256 of the two files above, and
+    the sha256 of the record itself.
 
-The key holds everything that changes the numbers (model, weights sha256 or
-initialisation seed, preprocessing, stimuli hash, projection, library
-versions, format version); its digest is the sha256 of its canonical JSON.
-An entry of an older format has another digest, so it is recomputed (and
-reading it for the current key is a :class:`~deepmouse.errors.CacheError`).
-The device is not part of it: with TF32 off, statistics computed on a GPU and
-on a CPU agree to float32 rounding, so an entry may come from either.
-An entry is written into ``<out_dir>.tmp-<pid>`` and renamed onto
-``out_dir`` only when complete, so an interrupted run never leaves a folder
-that looks finished.
+The key (:func:`feature_cache_key`) holds everything that changes the numbers: the
+format version, a digest of the code computing the statistics
+(:func:`statistics_code_digest`), the model, weights sha256 or initialisation seed,
+preprocessing, stimuli hash, projection, library versions, and for a custom model its
+module's source file (by path and sha256, an input of the key). Its digest is the
+sha256 of its canonical JSON. An entry of an older format has another digest, so it
+is recomputed (and reading it for the current key is a
+:class:`~deepmouse.errors.CacheError`). The device is not part of it: with TF32 off,
+statistics computed on a GPU and on a CPU agree to float32 rounding, so an entry may
+come from either. An entry is written through :func:`deepmouse.atomic.atomic_dir`, so
+an interrupted run never leaves a folder that looks finished.
+
+Readers check what they read against the record before reading it: the scores stage
+every file (:func:`load_feature_entry`), the store only the record and the layer table
+(:func:`load_feature_layers`; it never opens ``stats.npz``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -39,24 +42,41 @@ import pandas as pd
 
 from deepmouse.errors import CacheError, DeepmouseError
 from deepmouse.features.stats import LAYER_COLUMNS, LayerStatistics, gram_from_centred_gram
-from deepmouse.models.build import file_sha256
+from deepmouse.keyed import KeyedFolder, key_digest, make_key
 from deepmouse.models.registry import ZooEntry
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """Bumped whenever the statistics or their files change meaning. 2: the centred Gram S,
 formed without the offsets' cancellation, replaces G (1 stored G, whose correlation RDMs
 were wrong for features with large offsets). 3: rows of S of stimuli far from the
 per-feature means (a blank near 0 beside large activations) recomputed from their own
-centred rows (2 left such layers unusable)."""
+centred rows (2 left such layers unusable). 4: entries recorded by :mod:`deepmouse.keyed`
+(the record sealed by its own sha256; the key's ``format`` and ``code`` parts; a custom
+model's source file an input by path and sha256)."""
+FEATURES_CODE = "deepmouse.features.extract:extract_features"
+"""Where an entry's statistics are computed: the key's ``code`` is the digest of its import closure."""
 ENTRY_FILE = "entry.json"
 LAYERS_FILE = "layers.parquet"
 STATS_FILE = "stats.npz"
 _DATA_FILES = (LAYERS_FILE, STATS_FILE)
 
+def statistics_code_digest() -> str:
+    """Digest of the import closure of :data:`FEATURES_CODE` (each file by its path from the
+    project root and its content): an edit to any code computing the statistics makes a new
+    entry rather than reusing one the old code made."""
+    from deepmouse.codedeps import code_digest
+
+    return code_digest(FEATURES_CODE)
+
+
+def entry_folder(out_dir: str | Path) -> KeyedFolder:
+    """The keyed folder of a feature entry."""
+    return KeyedFolder(out_dir, ENTRY_FILE)
+
 
 def feature_cache_key(entry: ZooEntry, *, init_seed: int, weights_sha256: str | None,
                       preprocessing: str, stimuli_sha256: str, srp_seed: int | None = None,
-                      code_sha256: str | None = None) -> dict[str, Any]:
+                      custom_module: Mapping[str, str] | None = None, code: str | None = None) -> dict[str, Any]:
     """The cache key of one model's statistics.
 
     Parameters
@@ -74,10 +94,13 @@ def feature_cache_key(entry: ZooEntry, *, init_seed: int, weights_sha256: str | 
         See :func:`hash_stimuli`.
     srp_seed : int, optional
         Seed of the sparse random projection when it is used.
-    code_sha256 : str, optional
-        For a custom model (``zoo.custom``), the sha256 of its module's source
-        file, recorded under ``code_sha256`` (its ``module:function`` is the
-        ``architecture``); registry models' keys have no such field.
+    custom_module : dict, optional
+        For a custom model (``zoo.custom``), its module's source file as
+        :func:`deepmouse.keyed.input_record` gives it (path and sha256), the key's
+        input ``custom_module`` (its ``module:function`` is the ``architecture``);
+        registry models' keys have no inputs.
+    code : str, optional
+        Digest of the code computing the statistics; :func:`statistics_code_digest` by default.
 
     Returns
     -------
@@ -88,31 +111,28 @@ def feature_cache_key(entry: ZooEntry, *, init_seed: int, weights_sha256: str | 
     import torch
     import torchvision
 
-    key = {
-        "format_version": FORMAT_VERSION,
-        "model_id": entry.model_id,
-        "source": entry.source,
-        "architecture": entry.architecture,
-        "training": entry.training,
-        "init_seed": int(init_seed) if entry.is_random else None,
-        "weights": entry.weights or None,
-        "weights_sha256": None if entry.is_random else (weights_sha256 or None),
-        "preprocessing": preprocessing,
-        "input_size": entry.input_size,
-        "stimuli_sha256": stimuli_sha256,
-        "srp_seed": srp_seed,
-        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
-                     "timm": timm.__version__},
-    }
-    if code_sha256 is not None:
-        key["code_sha256"] = code_sha256
-    return key
+    return make_key(
+        format_version=FORMAT_VERSION,
+        code=statistics_code_digest() if code is None else code,
+        inputs={"custom_module": custom_module} if custom_module is not None else {},
+        model_id=entry.model_id,
+        source=entry.source,
+        architecture=entry.architecture,
+        training=entry.training,
+        init_seed=int(init_seed) if entry.is_random else None,
+        weights=entry.weights or None,
+        weights_sha256=None if entry.is_random else (weights_sha256 or None),
+        preprocessing=preprocessing,
+        input_size=entry.input_size,
+        stimuli_sha256=stimuli_sha256,
+        srp_seed=srp_seed,
+        versions={"torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__},
+    )
 
 
 def cache_key_digest(key: Mapping[str, Any]) -> str:
     """sha256 of the key's canonical JSON (sorted keys, no whitespace)."""
-    canonical = json.dumps(key, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+    return key_digest(key)
 
 
 def hash_stimuli(stimuli: np.ndarray) -> str:
@@ -143,13 +163,7 @@ def write_feature_entry(out_dir: str | Path, stats: LayerStatistics, key: Mappin
     Path
         ``out_dir``.
     """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    try:
+    def fill(staging: Path) -> None:
         stats.layers.to_parquet(staging / LAYERS_FILE, index=False)
         upper = np.triu_indices(stats.n_stimuli)
         with open(staging / STATS_FILE, "wb") as handle:
@@ -158,24 +172,12 @@ def write_feature_entry(out_dir: str | Path, stats: LayerStatistics, key: Mappin
                      kernel_upper=stats.kernel[:, upper[0], upper[1]],
                      row_sums=stats.row_sums,
                      n_features=stats.n_features)
-        record = {
-            "key": dict(key),
-            "digest": cache_key_digest(key),
-            "complete": True,
-            "model": dict(model_info),
-            "files": {name: {"bytes": (staging / name).stat().st_size, "sha256": file_sha256(staging / name)}
-                      for name in _DATA_FILES},
-        }
-        (staging / ENTRY_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, allow_nan=False))
-        _replace_directory(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out_dir
+
+    return entry_folder(out_dir).write(key, fill, extra={"model": dict(model_info)})
 
 
 def load_feature_entry(out_dir: str | Path, expected_digest: str | None = None) -> tuple[LayerStatistics, dict]:
-    """Read an entry written by :func:`write_feature_entry`.
+    """Read an entry written by :func:`write_feature_entry`, every file checked against its record first.
 
     Parameters
     ----------
@@ -191,17 +193,11 @@ def load_feature_entry(out_dir: str | Path, expected_digest: str | None = None) 
     Raises
     ------
     CacheError
-        Naming the folder, when entry.json is missing, incomplete or for
+        Naming the folder or file, when entry.json is missing, damaged or for
         another key, or a file is missing, truncated or corrupted.
     """
     out_dir = Path(out_dir)
-    record = _read_record(out_dir)
-    if expected_digest is not None and record["digest"] != expected_digest:
-        raise CacheError(
-            f"{out_dir}: cache entry is for key {record['digest']}, expected {expected_digest}; "
-            "it was computed with other settings — re-run to recompute"
-        )
-    _verify_files(out_dir, record)
+    record = _read_checked(out_dir, expected_digest, _DATA_FILES)
     try:
         layers = pd.read_parquet(out_dir / LAYERS_FILE)
         with np.load(out_dir / STATS_FILE, allow_pickle=False) as arrays:
@@ -229,6 +225,43 @@ def load_feature_entry(out_dir: str | Path, expected_digest: str | None = None) 
     return stats, record["key"]
 
 
+def load_feature_layers(out_dir: str | Path, expected_digest: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """An entry's layer table and record, without opening ``stats.npz``.
+
+    Only what is read is checked: the record (sealed by its own sha256, its key by its
+    digest) and ``layers.parquet`` (by the sha256 the record lists).
+
+    Returns
+    -------
+    layers : DataFrame
+        With the columns of :data:`~deepmouse.features.stats.LAYER_COLUMNS`.
+    record : dict
+        ``key``, ``digest``, ``model`` (the model information) and ``files``.
+
+    Raises
+    ------
+    CacheError
+        As :func:`load_feature_entry`, for the record and the layer table.
+    """
+    out_dir = Path(out_dir)
+    record = _read_checked(out_dir, expected_digest, (LAYERS_FILE,))
+    try:
+        layers = pd.read_parquet(out_dir / LAYERS_FILE)[list(LAYER_COLUMNS)]
+    except (OSError, ValueError, KeyError) as err:
+        raise CacheError(f"{out_dir / LAYERS_FILE}: cannot be read ({err}); delete the folder and re-run") from err
+    return layers, record
+
+
+def _read_checked(out_dir: Path, expected_digest: str | None, names: tuple[str, ...]) -> dict:
+    try:
+        record = entry_folder(out_dir).read(expected_digest, names)
+    except CacheError as err:
+        raise CacheError(f"{err}; delete the folder and re-run") from None
+    if not isinstance(record.get("model"), dict):
+        raise CacheError(f"{out_dir / ENTRY_FILE}: lacks its model information; delete the folder and re-run")
+    return record
+
+
 PREFETCH_DIR = Path("data") / "feature_store"
 """Where ``deepmouse prefetch-features`` leaves entries by key digest (relative to the project
 folder); the ``features@<model>`` stages copy an intact entry from there instead of computing it.
@@ -236,56 +269,24 @@ Not a DVC output: safe to delete at any time."""
 
 
 def read_model_info(out_dir: str | Path) -> dict:
-    """The model description stored with an entry: n_params, n_layers, device.
+    """The model description stored with an entry: n_params, n_layers, device (the record alone is read).
 
     Raises
     ------
     CacheError
-        When the folder holds no complete entry.
+        When the folder holds no complete, intact record.
     """
-    return dict(_read_record(Path(out_dir))["model"])
+    return dict(_read_checked(Path(out_dir), None, ())["model"])
 
 
 def entry_is_current(out_dir: str | Path, digest: str) -> bool:
     """True if ``out_dir`` holds a complete, intact entry for ``digest``."""
-    out_dir = Path(out_dir)
-    try:
-        record = _read_record(out_dir)
-        _verify_files(out_dir, record)
-    except CacheError:
-        return False
-    return record["digest"] == digest
+    return entry_folder(out_dir).is_current(digest)
 
 
-def _read_record(out_dir: Path) -> dict:
-    path = out_dir / ENTRY_FILE
-    if not path.is_file():
-        raise CacheError(f"{out_dir}: no {ENTRY_FILE}; the cache entry is incomplete or was never written")
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CacheError(f"{out_dir}: {ENTRY_FILE} is not valid JSON ({err}); delete the folder and re-run") from None
-    if not isinstance(record, dict) or record.get("complete") is not True:
-        raise CacheError(f"{out_dir}: {ENTRY_FILE} does not mark the entry complete; delete the folder and re-run")
-    if not isinstance(record.get("key"), dict) or not isinstance(record.get("files"), dict):
-        raise CacheError(f"{out_dir}: {ENTRY_FILE} lacks its key or file list; delete the folder and re-run")
-    if record.get("digest") != cache_key_digest(record["key"]):
-        raise CacheError(f"{out_dir}: {ENTRY_FILE} digest does not match its key; delete the folder and re-run")
-    return record
-
-
-def _verify_files(out_dir: Path, record: dict) -> None:
-    for name in _DATA_FILES:
-        expected = record["files"].get(name)
-        path = out_dir / name
-        if not isinstance(expected, dict) or not path.is_file():
-            raise CacheError(f"{out_dir}: {name} is missing; delete the folder and re-run")
-        size = path.stat().st_size
-        if size != expected.get("bytes"):
-            raise CacheError(f"{path}: {size} bytes, expected {expected.get('bytes')} (truncated?); "
-                             "delete the folder and re-run")
-        if file_sha256(path) != expected.get("sha256"):
-            raise CacheError(f"{path}: sha256 differs from {ENTRY_FILE} (corrupted); delete the folder and re-run")
+def reason_to_recompute(out_dir: str | Path, key: Mapping[str, Any]) -> str | None:
+    """Why ``out_dir`` holds no usable entry for ``key`` (what changed, or which file is damaged); None if it does."""
+    return entry_folder(out_dir).reason_to_recompute(key)
 
 
 def _symmetric_from_upper(upper: np.ndarray, n_stimuli: int) -> np.ndarray:
@@ -299,24 +300,13 @@ def _symmetric_from_upper(upper: np.ndarray, n_stimuli: int) -> np.ndarray:
     return full
 
 
-def copy_entry(source: str | Path, out_dir: str | Path) -> None:
-    """Copy an intact entry to ``out_dir`` (through a staging folder: never half-written)."""
-    source, out_dir = Path(source), Path(out_dir)
-    staging = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
-    if staging.exists():
-        shutil.rmtree(staging)
-    shutil.copytree(source, staging)
-    _replace_directory(staging, out_dir)
+def copy_entry(source: str | Path, out_dir: str | Path, expected_digest: str) -> None:
+    """Copy an intact entry for ``expected_digest`` to ``out_dir``: checked before and after the copy,
+    through a staging folder (never half-written).
 
-
-def _replace_directory(staging: Path, out_dir: Path) -> None:
-    # Move an old entry aside before renaming the new one in, so out_dir is never half-written.
-    previous = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
-    if out_dir.exists():
-        if previous.exists():
-            shutil.rmtree(previous)
-        os.replace(out_dir, previous)
-    os.replace(staging, out_dir)
-    if previous.exists():
-        shutil.rmtree(previous)
-
+    Raises
+    ------
+    CacheError
+        If the source is damaged or for another key, or the copy differs from it.
+    """
+    entry_folder(out_dir).copy_from(entry_folder(source), expected_digest)

@@ -17,8 +17,10 @@ from deepmouse.features.cache import (
     entry_is_current,
     feature_cache_key,
     hash_stimuli,
+    reason_to_recompute,
     write_feature_entry,
 )
+from deepmouse.keyed import input_record
 from deepmouse.features.stats import compute_layer_statistics
 from deepmouse.models.build import build_model, count_parameters, file_sha256, find_local_weights
 from deepmouse.models.preprocess import preprocess_stimuli
@@ -78,7 +80,7 @@ def feature_entry_digest(entry: ZooEntry, stimuli: np.ndarray, cfg: FeaturesConf
         entry, init_seed=cfg.init_seed, weights_sha256=known_weights_sha256(entry, cfg.weights_dir),
         preprocessing=cfg.preprocessing, stimuli_sha256=hash_stimuli(stimuli),
         srp_seed=cfg.srp_seed if cfg.srp else None,
-        code_sha256=file_sha256(custom_source_file(entry)) if entry.source == CUSTOM_SOURCE else None,
+        custom_module=input_record(custom_source_file(entry)) if entry.source == CUSTOM_SOURCE else None,
     )
     return key, cache_key_digest(key)
 
@@ -88,9 +90,11 @@ def extract_features(model_id: str, stimuli: np.ndarray, cfg: FeaturesConfig, ou
                      progress: Callable[[str], None] = print) -> Path:
     """Compute and cache the per-layer statistics of one model for the stimuli.
 
-    A complete entry with the same key digest already in ``out_dir`` is kept
-    as it is (one line says so); otherwise the model is built, the stimuli
-    preprocessed and forwarded in one batch, and the entry written atomically.
+    A complete, intact entry with the same key already in ``out_dir`` is kept
+    as it is (one line says so); otherwise one line says why not (which part of
+    the key changed, or which file is missing or damaged), and the model is
+    built, the stimuli preprocessed and forwarded in one batch, and the entry
+    written atomically.
 
     Parameters
     ----------
@@ -122,13 +126,15 @@ def extract_features(model_id: str, stimuli: np.ndarray, cfg: FeaturesConfig, ou
     out_dir = Path(out_dir)
     srp_seed = cfg.srp_seed if cfg.srp else None
     key, digest = feature_entry_digest(entry, stimuli, cfg)
-    if entry_is_current(out_dir, digest):
+    reason = reason_to_recompute(out_dir, key)
+    if reason is None:
         progress(f"{model_id}: features in {out_dir} are current (key {digest[:12]}), not recomputed")
         return out_dir
     if prefetched is not None and entry_is_current(Path(prefetched) / digest, digest):
-        copy_entry(Path(prefetched) / digest, out_dir)
-        progress(f"{model_id}: features copied from the prefetched entry {Path(prefetched) / digest}")
+        copy_entry(Path(prefetched) / digest, out_dir, digest)
+        progress(f"{model_id}: features copied from the prefetched entry {Path(prefetched) / digest} ({reason})")
         return out_dir
+    progress(f"{model_id}: computing features into {out_dir} ({reason})")
 
     device = resolve_device(cfg.device)
     started = time.perf_counter()

@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from deepmouse.atomic import remove_stale_staging_in
 from deepmouse.compute import run_tasks
 from deepmouse.config import Params
 from deepmouse.features.cache import PREFETCH_DIR, entry_is_current
@@ -53,6 +54,9 @@ def prefetch_features(params: Params, stimuli_dir: str | Path, store_dir: str | 
     stimuli = np.load(stimuli_path)
     zoo = params.zoo.registry()
     store_dir = Path(store_dir)
+    # Entries are keyed by digest, so a killed task's staging folder has no later writer of the
+    # same name to clear it: clear every one whose writer is gone.
+    remove_stale_staging_in(store_dir)
     missing = []
     for model_id in params.zoo.models:
         _, digest = feature_entry_digest(zoo.get(model_id, key="zoo.models"), stimuli, params.features)

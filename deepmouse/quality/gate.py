@@ -13,6 +13,7 @@ from typing import Callable
 import duckdb
 import pandas as pd
 
+from deepmouse.atomic import write_text
 from deepmouse.config import ChecksConfig
 from deepmouse.errors import QualityGateError, StoreError
 from deepmouse.quality import expectations as ex
@@ -151,8 +152,7 @@ def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str 
         "findings": [asdict(f) for f in findings],
     }
     report_path = Path(report_path)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_text(report_path, json.dumps(report, indent=2, default=str) + "\n")
     if findings:
         lines = "\n".join(f"  - {f.describe()}" for f in findings)
         raise QualityGateError(f"{len(findings)} data-quality check(s) failed (details in {report_path}):\n{lines}")

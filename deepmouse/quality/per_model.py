@@ -22,22 +22,22 @@ than one model's rows:
    key unique within every batch is unique in the table. ``checks.max_nan_fraction`` bounds
    each model's rows (and so the table's).
 
-A model that passes has its verdict kept in the verdicts folder, ``<model_id>.json``, under
-a key (:func:`verdict_key`): the sha256 of each of its files, the tables' columns, the checks
-params, and a digest of this package's code with the versions of the libraries that read and
-validate the rows. A model whose key matches its kept verdict is not validated again. Only
-passing verdicts are kept, each as soon as its model passes (written aside, then renamed), so
-a failure elsewhere or an interrupt loses none; a model that fails loses its verdict, and is
-validated again on every run until it passes. A table stored in the database has no files to
-key on: its models are validated on every run.
+A model that passes has its verdict kept in the verdicts folder, ``<model_id>.json`` (a
+:class:`~deepmouse.keyed.KeyedFile`), under a key (:func:`verdict_key`): each of its files as
+an input (path relative to the project root, sha256), the tables' columns, the checks params,
+and a digest of this package's code with the versions of the libraries that read and validate
+the rows. A model whose key matches its kept verdict is not validated again; otherwise the log
+says which part changed. A verdict file sealed by its own sha256, so a damaged or edited one
+is seen and the model validated again. Only passing verdicts are kept, each as soon as its
+model passes (written aside, then renamed), so a failure elsewhere or an interrupt loses none;
+a model that fails loses its verdict, and is validated again on every run until it passes. A
+table stored in the database has no files to key on: its models are validated on every run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import os
 import time
 from importlib import metadata
 from pathlib import Path
@@ -47,23 +47,23 @@ from urllib.parse import quote
 import duckdb
 import pandas as pd
 
+from deepmouse.atomic import is_staging, remove_stale_staging_in
 from deepmouse.config import ChecksConfig
 from deepmouse.errors import StoreError
-from deepmouse.hashing import file_sha256, fsync_path
+from deepmouse.hashing import file_sha256
+from deepmouse.keyed import KeyedFile, input_record, make_key
 from deepmouse.quality import expectations as ex
 from deepmouse.store.build import PARQUET_TABLES, parquet_files, project_root
 
 PER_NEURON_TABLES = PARQUET_TABLES
 """The tables validated model by model."""
 
-FORMAT_VERSION = 1
-"""Raised whenever a verdict's layout or meaning changes, so no older verdict is reused."""
+FORMAT_VERSION = 2
+"""Raised whenever a verdict's layout or meaning changes, so no older verdict is reused.
+2: verdicts kept by :mod:`deepmouse.keyed` (sealed file; files as inputs by path and sha256)."""
 
 VALIDATING_PACKAGES = ("great_expectations", "pandas", "pyarrow", "duckdb")
 """Libraries whose versions can change what a validation finds: part of every verdict's key."""
-
-STAGING = ".tmp-"
-"""Infix of a verdict being written, ``<model_id>.json.tmp-<pid>``."""
 
 LOCATED = "located_model_rows"
 """Name under which the summary of :func:`locate_model_rows` is visible to the SQL across models."""
@@ -206,8 +206,7 @@ def validate_models(con: duckdb.DuckDBPyConnection, db_path: str | Path, located
     models = sorted(located["model_id"].dropna().unique())
     if verdicts is not None:
         verdicts.keep_only(models, progress)
-    common = {"format": FORMAT_VERSION, "code": validation_code_digest(), "params": dataclasses.asdict(cfg),
-              "not_measured": sorted(not_measured),
+    common = {"params": dataclasses.asdict(cfg), "not_measured": sorted(not_measured),
               "columns": {table: [list(column) for column in table_columns(con, table)] for table in PER_NEURON_TABLES}}
     digests: dict[Path, str] = {}
     findings, n_validated = [], 0
@@ -271,38 +270,46 @@ def _validate_model(con: duckdb.DuckDBPyConnection, parts: Sequence[ModelRows], 
 
 # ------------------------------------------------------------------------------ verdicts
 def verdict_key(common: dict, parts: Sequence[ModelRows], digests: dict[Path, str]) -> dict:
-    """What a model's verdict depends on: ``common`` (code, params, columns) and its files' sha256.
+    """What a model's verdict depends on: :data:`FORMAT_VERSION`, :func:`validation_code_digest`,
+    ``common`` (params, columns) and its files, inputs ``<table>[<i>]`` by path and sha256.
 
     ``digests`` caches the sha256 of each file within one run (a file may hold several models).
     """
-    files = {}
+    inputs = {}
     for part in parts:
-        for path, name in zip(part.files, part.listed):
+        for i, path in enumerate(part.files):
             if path not in digests:
                 digests[path] = file_sha256(path)
-            files.setdefault(part.table, []).append([name, digests[path]])
-    return {**common, "files": files}
+            inputs[f"{part.table}[{i}]"] = input_record(path, sha256=digests[path])
+    return make_key(format_version=FORMAT_VERSION, code=validation_code_digest(), inputs=inputs, **common)
+
+
+VALIDATION_CODE = "deepmouse.quality.per_model:validate_models"
+"""The validation of the models' files: the verdict key's code digest is over its import closure."""
 
 
 def validation_code_digest() -> str:
-    """sha256 over this package's code (``deepmouse/quality/*.py``) and the versions of
-    :data:`VALIDATING_PACKAGES`: a change to either validates every model again."""
-    digest = hashlib.sha256()
-    folder = Path(__file__).resolve().parent
-    for path in sorted(folder.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    """sha256 over the import closure of :data:`VALIDATION_CODE` (each file by its path from the
+    project root) and the versions of :data:`VALIDATING_PACKAGES`: a change to either validates
+    every model again."""
+    from deepmouse.codedeps import code_digest
+
+    digest = hashlib.sha256(code_digest(VALIDATION_CODE).encode() + b"\0")
     for name in VALIDATING_PACKAGES:
         digest.update(f"{name}=={metadata.version(name)}\0".encode())
     return digest.hexdigest()
 
 
 class Verdicts:
-    """Passing verdicts of models, one JSON file per model in ``folder``.
+    """Passing verdicts of models, one :class:`~deepmouse.keyed.KeyedFile` per model in ``folder``.
 
-    Each file holds ``{"key": ..., "rows": {table: n}, "passed": true}``: nothing but what
-    the validated files, code and params determine, so the folder is the same bytes
-    wherever and whenever it is made (it is a DVC output).
+    Each file holds the key and the value ``{"rows": {table: n}, "passed": true}``, sealed by
+    their sha256: nothing but what the validated files, code and params determine, so the
+    folder is the same bytes wherever and whenever it is made (it is a DVC output).
     """
+
+    LABELS = {"code": "the validation code or libraries changed", "format": "the verdicts' format changed"}
+    """What a reason says for these parts of the key; the others are named as they changed."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -311,37 +318,22 @@ class Verdicts:
         return self.folder / (quote(model_id, safe="") + ".json")
 
     def reason_to_validate(self, model_id: str, key: dict) -> str | None:
-        """Why ``model_id`` must be validated under ``key``, or None if its kept verdict holds."""
-        path = self.path(model_id)
-        if not path.is_file():
+        """Why ``model_id`` must be validated under ``key`` (which part of the key changed, or
+        why the kept verdict is unusable), or None if its kept verdict holds."""
+        kept = KeyedFile(self.path(model_id))
+        if not kept.path.is_file():
             return "no verdict yet"
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            return f"{path} is unreadable"
-        if not isinstance(record, dict) or record.get("passed") is not True or not isinstance(record.get("key"), dict):
-            return f"{path} holds no passing verdict"
-        stored = record["key"]
-        changed = [name for name in key if stored.get(name) != key[name]]
-        if not changed:
-            return None
-        reasons = {"files": "its files changed", "columns": "the tables' columns changed",
-                   "params": "the checks params changed", "code": "the validation code or libraries changed",
-                   "format": "the verdicts' format changed"}
-        return ", ".join(reasons.get(name, f"{name} changed") for name in changed)
+        reason = kept.reason_to_recompute(key, labels=self.LABELS)
+        if reason is not None:
+            return reason
+        value = kept.record()["value"]
+        if not isinstance(value, dict) or value.get("passed") is not True:
+            return f"{kept.path} holds no passing verdict"
+        return None
 
     def keep(self, model_id: str, key: dict, rows: dict[str, int]) -> None:
         """Write a passing verdict: beside its place, flushed, then renamed onto it."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.path(model_id)
-        staging = path.with_name(f"{path.name}{STAGING}{os.getpid()}")
-        try:
-            staging.write_text(json.dumps({"key": key, "rows": rows, "passed": True}, indent=2, sort_keys=True) + "\n")
-            fsync_path(staging)
-            os.replace(staging, path)
-            fsync_path(self.folder)
-        finally:
-            staging.unlink(missing_ok=True)
+        KeyedFile(self.path(model_id)).write(key, {"rows": rows, "passed": True})
 
     def discard(self, model_id: str) -> None:
         self.path(model_id).unlink(missing_ok=True)
@@ -351,12 +343,11 @@ class Verdicts:
         if not self.folder.is_dir():
             return
         wanted = {self.path(model_id).name for model_id in model_ids}
+        remove_stale_staging_in(self.folder)
         for path in sorted(self.folder.iterdir()):
-            if path.name in wanted or not path.is_file():
+            if path.name in wanted or not path.is_file() or is_staging(path):  # staging left now: a live writer's
                 continue
-            if STAGING in path.name:
-                path.unlink()
-            elif path.suffix == ".json":
+            if path.suffix == ".json":
                 path.unlink()
                 progress(f"removed {path}: its model is no longer in the store")
 

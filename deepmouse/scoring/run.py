@@ -11,16 +11,20 @@ Layout of the stage's output folder::
         key.json                      what these scores depend on, and each file's bytes, sha256, rows
     model_comparisons.parquet       every pair of models, from all models' bootstrap replicates
 
-Incremental and resumable: a model is scored only when its folder is missing, its key
-differs from the current one, or a file in it is not the one ``key.json`` describes; any
-other model is reused as it is. The key (:func:`scores_key`) holds the digest of the model's
-feature entry, the digests of the stimuli, neurons and responses files, the scoring params
-that change a model's numbers (all of ``scoring`` but ``comparisons``), the features params
-the entry must have been made with, a digest of the scoring code and the versions of the
-numerical libraries, and :data:`FORMAT_VERSION`. Each folder is written beside its place
-(``<model_id>.tmp-<pid>``), flushed to disk and renamed into place, ``key.json`` last: a run
-that is killed leaves every finished model intact and no trace of the unfinished one but a
-staging folder, which the next run removes with any folder of a model no longer listed.
+Incremental and resumable: each model's folder is a :class:`~deepmouse.keyed.KeyedFolder`.
+A model is scored only when its folder is missing, its key differs from the current one, or a
+file in it is not the one ``key.json`` describes (missing, truncated, corrupted); any other
+model is reused as it is, and the log says which part of the key changed or which file is
+damaged. The key (:func:`scores_key`) holds :data:`FORMAT_VERSION`, a digest of the scoring
+code (:func:`scoring_code_digest`), the stimuli, neurons and responses files as inputs (each
+by its path relative to the project root and its sha256), the digest of the model's feature
+entry, the scoring params that change a model's numbers (all of ``scoring`` but
+``comparisons``), the features params the entry must have been made with, and the versions
+of the numerical libraries. Each folder is written through :func:`deepmouse.atomic.atomic_dir`,
+``key.json`` last: a run that is killed leaves every finished model intact and no trace of
+the unfinished one but a staging folder, which the next run removes with any folder of a
+model no longer listed. The small tables read back (:func:`read_model_tables`) are checked
+against ``key.json`` first.
 
 The comparisons pair the models' replicates by replicate number: every model draws its
 resamples at a site from the same seeded generator (:func:`deepmouse.scoring.model._site_rng`,
@@ -33,9 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
-import os
 import shutil
 import time
 from importlib import metadata
@@ -46,9 +48,11 @@ import numpy as np
 import pandas as pd
 
 from deepmouse.config import ComputeConfig, FeaturesConfig, ScoringConfig
-from deepmouse.errors import DataError
+from deepmouse.atomic import atomic_file, is_staging, remove_stale_staging_in
+from deepmouse.errors import CacheError, DataError
 from deepmouse.failures import doing, writing
-from deepmouse.hashing import file_sha256, fsync_path
+
+from deepmouse.keyed import KeyedFolder, input_record, make_key
 from deepmouse.scoring.comparisons import compare_models
 from deepmouse.scoring.model import score_model
 from deepmouse.scoring.neural import load_neural_data
@@ -62,15 +66,14 @@ SCORE_TABLES = (*MODEL_TABLES, "model_comparisons")
 MODELS_FOLDER = "models"
 KEY_FILE = "key.json"
 COMPARISONS_FILE = "model_comparisons.parquet"
-STAGING = ".tmp-"
-"""Infix of the staging folders, ``<model_id>.tmp-<pid>`` (ignored by git and DVC)."""
 
-FORMAT_VERSION = 1
-"""Raised whenever the files of a model's folder change layout, so no older folder is reused."""
+FORMAT_VERSION = 2
+"""Raised whenever the files of a model's folder change layout, so no older folder is reused.
+2: folders kept by :mod:`deepmouse.keyed` (sealed record; inputs by path and sha256)."""
 
-SCORING_CODE = ("scoring/model.py", "scoring/neural.py", "scoring/regression.py", "scoring/selection.py",
-                "features/stats.py", "metrics")
-"""The package's code that a model's numbers depend on (files, or folders of ``*.py``), for the key."""
+SCORING_CODE = "deepmouse.scoring.run:_score_one"
+"""The scoring of one model (reading its feature entry, scoring, writing its folder): the key's code
+digest is over its import closure (:mod:`deepmouse.codedeps`), so it holds every file that runs."""
 
 NUMERIC_PACKAGES = ("numpy", "scipy", "torch")
 
@@ -99,6 +102,19 @@ def load_model_statistics(features_root: str | Path, model_id: str, features: Fe
 
     folder = Path(features_root) / model_id
     stats, key = load_feature_entry(folder)
+    check_feature_key(folder, key, model_id, features, stimuli_sha256)
+    return stats, key
+
+
+def check_feature_key(folder: str | Path, key: dict, model_id: str, features: FeaturesConfig,
+                      stimuli_sha256: str) -> None:
+    """Check that the feature entry in ``folder``, of ``key``, is ``model_id``'s for these stimuli and settings.
+
+    Raises
+    ------
+    DataError
+        Naming the folder, the key that differs, and how to get the right entry.
+    """
     expected = {"model_id": model_id, "stimuli_sha256": stimuli_sha256, "preprocessing": features.preprocessing}
     if key.get("init_seed") is not None:  # recorded for untrained models only
         expected["init_seed"] = features.init_seed
@@ -106,7 +122,6 @@ def load_model_statistics(features_root: str | Path, model_id: str, features: Fe
         if key.get(name) != value:
             raise DataError(f"{folder}: feature entry made for {name} {key.get(name)!r}, not {value!r}; "
                             f"recompute it with `dvc repro features@{model_id}` (or `dvc checkout --force {folder}`)")
-    return stats, key
 
 
 def stimuli_digest(stimuli_dir: str | Path) -> str:
@@ -116,9 +131,9 @@ def stimuli_digest(stimuli_dir: str | Path) -> str:
     return hash_stimuli(np.load(Path(stimuli_dir) / "stimuli.npy", allow_pickle=False))
 
 
-def scores_key(model_id: str, features_digest: str, inputs: dict[str, str], features: FeaturesConfig,
+def scores_key(model_id: str, features_digest: str, inputs: dict[str, dict], features: FeaturesConfig,
                cfg: ScoringConfig) -> dict:
-    """Everything a model's scores depend on, as JSON-ready values.
+    """Everything a model's scores depend on, as a :func:`deepmouse.keyed.make_key` key.
 
     Parameters
     ----------
@@ -126,7 +141,7 @@ def scores_key(model_id: str, features_digest: str, inputs: dict[str, str], feat
     features_digest : str
         ``cache_key_digest`` of the model's feature entry key.
     inputs : dict
-        From :func:`input_digests`.
+        From :func:`input_digests`: the stimuli, neurons and responses files by path and sha256.
     features : FeaturesConfig
         Only ``preprocessing`` and ``init_seed`` enter: the entry must have been made with them.
     cfg : ScoringConfig
@@ -134,45 +149,36 @@ def scores_key(model_id: str, features_digest: str, inputs: dict[str, str], feat
     """
     scoring = dataclasses.asdict(cfg)
     scoring.pop("comparisons")
-    return {
-        "format": FORMAT_VERSION,
-        "model_id": model_id,
-        "features_digest": features_digest,
-        "features": {"preprocessing": features.preprocessing, "init_seed": features.init_seed},
-        "inputs": dict(inputs),
-        "scoring": json.loads(json.dumps(scoring)),  # tuples as lists, as the key reads back from JSON
-        "code": scoring_code_digest(),
-        "packages": {name: _version(name) for name in NUMERIC_PACKAGES},
-    }
+    return make_key(
+        format_version=FORMAT_VERSION,
+        code=scoring_code_digest(),
+        inputs=inputs,
+        model_id=model_id,
+        features_digest=features_digest,
+        features={"preprocessing": features.preprocessing, "init_seed": features.init_seed},
+        scoring=scoring,
+        packages={name: _version(name) for name in NUMERIC_PACKAGES},
+    )
 
 
-def input_digests(stimuli_dir: str | Path, neurons_path: str | Path, responses_dir: str | Path) -> dict[str, str]:
-    """Digests of everything the scores read besides the features.
-
-    ``stimuli``: :func:`stimuli_digest` (the digest feature entries record); ``neurons``,
-    ``means``, ``trials``: sha256 of the neurons file and of the mean and trial responses.
-    """
+def input_digests(stimuli_dir: str | Path, neurons_path: str | Path, responses_dir: str | Path) -> dict[str, dict]:
+    """Everything the scores read besides the features: ``stimuli``, ``neurons``, ``means`` and
+    ``trials``, each as :func:`deepmouse.keyed.input_record` gives it (path relative to the
+    project root, sha256 of the file)."""
     responses_dir = Path(responses_dir)
     files = {"stimuli": Path(stimuli_dir) / "stimuli.npy", "neurons": Path(neurons_path),
              "means": responses_dir / "means.parquet", "trials": responses_dir / "trials.parquet"}
     missing = [str(path) for path in files.values() if not path.is_file()]
     if missing:
         raise DataError(f"{missing[0]}: missing; run the stages before scores first (`dvc repro scores`)")
-    return {"stimuli": stimuli_digest(stimuli_dir)} | {name: file_sha256(path) for name, path in files.items()
-                                                       if name != "stimuli"}
+    return {name: input_record(path) for name, path in files.items()}
 
 
 def scoring_code_digest() -> str:
-    """sha256 over the files of :data:`SCORING_CODE`, by their path in the package."""
-    package = Path(__file__).resolve().parents[1]
-    files = []
-    for name in SCORING_CODE:
-        path = package / name
-        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    """sha256 over the import closure of :data:`SCORING_CODE`, each file by its path from the project root."""
+    from deepmouse.codedeps import code_digest
+
+    return code_digest(SCORING_CODE)
 
 
 def model_folder(out_dir: str | Path, model_id: str) -> Path:
@@ -181,7 +187,8 @@ def model_folder(out_dir: str | Path, model_id: str) -> Path:
 
 
 def model_table_files(out_dir: str | Path, model_ids: Sequence[str], name: str) -> list[Path]:
-    """``<name>.parquet`` of every listed model, in order, each checked to be a finished model's.
+    """``<name>.parquet`` of every listed model, in order, each checked to be a finished model's
+    (its folder has a record; the files' content is checked by whoever reads them).
 
     Raises
     ------
@@ -202,9 +209,23 @@ def model_table_files(out_dir: str | Path, model_ids: Sequence[str], name: str) 
 
 
 def read_model_tables(out_dir: str | Path, model_ids: Sequence[str], name: str) -> pd.DataFrame:
-    """One per-model table of every listed model, concatenated in their order."""
-    return pd.concat([pd.read_parquet(path) for path in model_table_files(out_dir, model_ids, name)],
-                     ignore_index=True)
+    """One per-model table of every listed model, concatenated in their order; each file is
+    checked against its folder's ``key.json`` (size and sha256) before it is read.
+
+    Raises
+    ------
+    DataError
+        Naming the first file that is missing, truncated or corrupted, and how to get it back.
+    """
+    frames = []
+    for model_id, path in zip(model_ids, model_table_files(out_dir, model_ids, name)):
+        folder = _keyed(model_folder(out_dir, model_id))
+        try:
+            folder.read(names=[path.name])
+        except CacheError as err:
+            raise DataError(f"{err}; re-run `dvc repro scores` to score {model_id} again") from None
+        frames.append(pd.read_parquet(path))
+    return pd.concat(frames, ignore_index=True)
 
 
 def table_rows(out_dir: str | Path, model_ids: Sequence[str], name: str) -> int:
@@ -262,7 +283,10 @@ def score_models(
     reasons = {}
     for model_id in model_ids:
         folder = model_folder(out_dir, model_id)
-        reason = _reason_to_score(folder, scores_key(model_id, "", inputs, features, cfg))
+        # The feature entry's digest is compared by checking the entry itself (below): its key
+        # is the features stage's to compute.
+        reason = _keyed(folder).reason_to_recompute(scores_key(model_id, "", inputs, features, cfg),
+                                                    ignore=("features_digest",))
         if reason is None and not entry_is_current(Path(features_root) / model_id,
                                                    _read_record(folder)["key"]["features_digest"]):
             reason = "its feature entry changed"
@@ -276,7 +300,8 @@ def score_models(
         if not neural.has_trials:
             progress("no trial responses: noise ceilings and normalised scores are not computed (left missing)")
     arguments = {"features_root": str(features_root), "features": features, "neurons_path": str(neurons_path),
-                 "responses_dir": str(responses_dir), "cfg": cfg, "out_dir": str(out_dir), "inputs": inputs}
+                 "responses_dir": str(responses_dir), "cfg": cfg, "out_dir": str(out_dir), "inputs": inputs,
+                 "stimuli_sha256": stimuli_digest(stimuli_dir) if reasons else None}
     for done in run_tasks(_score_one, list(reasons), compute or ComputeConfig(), arguments, progress=progress):
         n_layers, seconds = done.value
         progress(f"[{position[done.item]}/{len(model_ids)}] {done.item}: scored ({reasons[done.item]}), "
@@ -291,7 +316,8 @@ def score_models(
 
 
 def _score_one(model_id: str, *, features_root: str, features: FeaturesConfig, neurons_path: str,
-               responses_dir: str, cfg: ScoringConfig, out_dir: str, inputs: dict[str, str]) -> tuple[int, float]:
+               responses_dir: str, cfg: ScoringConfig, out_dir: str, inputs: dict[str, dict],
+               stimuli_sha256: str) -> tuple[int, float]:
     """Score one model and write its folder (a task of :func:`score_models`, wherever it runs)."""
     from deepmouse.features.cache import cache_key_digest
 
@@ -300,7 +326,7 @@ def _score_one(model_id: str, *, features_root: str, features: FeaturesConfig, n
     with doing(f"scoring {model_id}", kept=f"models scored before are kept in {Path(out_dir) / MODELS_FOLDER}, "
                                            "and a rerun resumes from them"):
         neural, _, _ = _neural_data(neurons_path, responses_dir, _neural_digest(inputs))
-        stats, feature_key = load_model_statistics(features_root, model_id, features, inputs["stimuli"])
+        stats, feature_key = load_model_statistics(features_root, model_id, features, stimuli_sha256)
         tables = score_model(model_id, stats, neural, cfg, progress=lambda _: None)
         key = scores_key(model_id, cache_key_digest(feature_key), inputs, features, cfg)
         with writing(model_folder(out_dir, model_id)):
@@ -308,8 +334,8 @@ def _score_one(model_id: str, *, features_root: str, features: FeaturesConfig, n
     return len(stats.layers), time.perf_counter() - started
 
 
-def _neural_digest(inputs: dict[str, str]) -> str:
-    return json.dumps({name: digest for name, digest in inputs.items() if name != "stimuli"}, sort_keys=True)
+def _neural_digest(inputs: dict[str, dict]) -> str:
+    return json.dumps({name: record["sha256"] for name, record in inputs.items() if name != "stimuli"}, sort_keys=True)
 
 
 @functools.lru_cache(maxsize=1)
@@ -329,85 +355,44 @@ def _load_neural(neurons_path, responses_dir):
     )
 
 
-def _reason_to_score(folder: Path, key: dict) -> str | None:
-    """Why ``folder`` cannot be reused for ``key`` (its feature digest aside), or None if it can."""
-    if not (folder / KEY_FILE).is_file():
-        return "no scores yet"
-    try:
-        record = _read_record(folder)
-    except DataError as err:
-        return str(err)
-    stored = dict(record["key"])
-    changed = [name for name in key if name != "features_digest" and stored.get(name) != key[name]]
-    if changed:
-        return "changed: " + ", ".join(changed)
-    for name in MODEL_TABLES:
-        path, expected = folder / f"{name}.parquet", record["files"].get(f"{name}.parquet") or {}
-        intact = path.is_file() and path.stat().st_size == expected.get("bytes")
-        if not intact or file_sha256(path) != expected.get("sha256"):
-            return f"{path.name} is not the file {KEY_FILE} describes"
-    return None
+def _keyed(folder: Path) -> KeyedFolder:
+    return KeyedFolder(folder, KEY_FILE)
 
 
 def _read_record(folder: Path) -> dict:
-    path = folder / KEY_FILE
     try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: unreadable ({err})") from None
-    if not (isinstance(record, dict) and isinstance(record.get("key"), dict) and isinstance(record.get("files"), dict)):
-        raise DataError(f"{path}: lacks its key or file list")
-    return record
+        return _keyed(folder).record()
+    except CacheError as err:
+        raise DataError(f"{err}; re-run `dvc repro scores` to score {folder.name} again") from None
 
 
 def _write_model_folder(folder: Path, tables: dict[str, pd.DataFrame], key: dict) -> None:
-    """Write the tables and ``key.json`` beside ``folder``, flush them, and rename them onto it."""
-    staging = folder.with_name(f"{folder.name}{STAGING}{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        files = {}
+    """Write the tables and ``key.json`` (last) into a staging folder and put it in place."""
+    def fill(staging: Path) -> dict[str, dict]:
         for name in MODEL_TABLES:
-            path = staging / f"{name}.parquet"
-            tables[name].to_parquet(path, index=False)
-            files[path.name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path), "rows": len(tables[name])}
-        (staging / KEY_FILE).write_text(json.dumps({"key": key, "files": files}, indent=2, sort_keys=True) + "\n")
-        for path in staging.iterdir():
-            fsync_path(path)
-        fsync_path(staging)
-        previous = folder.with_name(f"{folder.name}{STAGING}{os.getpid()}-previous")
-        if folder.exists():
-            os.replace(folder, previous)
-        os.replace(staging, folder)
-        fsync_path(folder.parent)
-        shutil.rmtree(previous, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            tables[name].to_parquet(staging / f"{name}.parquet", index=False)
+        return {f"{name}.parquet": {"rows": len(tables[name])} for name in MODEL_TABLES}
+
+    _keyed(folder).write(key, fill)
 
 
 def _write_parquet_atomically(frame: pd.DataFrame, path: Path) -> None:
-    staging = path.with_name(f"{path.name}{STAGING}{os.getpid()}")
-    try:
+    with atomic_file(path) as staging:
         frame.to_parquet(staging, index=False)
-        fsync_path(staging)
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
 
 
 def _remove_unlisted(models_dir: Path, model_ids: Sequence[str], progress: Callable[[str], None]) -> None:
     """Remove folders of models no longer listed, and staging folders a killed run left."""
     listed = set(model_ids)
+    remove_stale_staging_in(models_dir)
     for path in sorted(models_dir.iterdir()):
-        if path.name in listed:
+        if path.name in listed or is_staging(path):  # a staging entry left now is a live writer's
             continue
         if path.is_dir():
             shutil.rmtree(path)
         else:
             path.unlink()
-        if STAGING not in path.name:
-            progress(f"removed {path}: {path.name} is no longer in zoo.models")
+        progress(f"removed {path}: {path.name} is no longer in zoo.models")
 
 
 def _version(name: str) -> str | None:

@@ -36,9 +36,7 @@ current directory (right when it is the project root). A missing file is named b
 
 from __future__ import annotations
 
-import glob
 import os
-import secrets
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,8 +47,8 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
+from deepmouse.atomic import fsync_path, remove_stale_staging, staging_path
 from deepmouse.errors import DeepmouseError, StoreError
-from deepmouse.hashing import fsync_path
 
 TABLES = ("runs", "models", "layers", "neurons", "rsa_scores", "regression_scores", "model_scores", "neuron_scores",
           "model_comparisons")
@@ -90,10 +88,6 @@ class ParquetFiles:
 
     def __init__(self, paths: Sequence[str | Path]) -> None:
         object.__setattr__(self, "paths", tuple(Path(p) for p in paths))
-
-
-STAGING = ".tmp-"
-"""Infix of staging files, ``<target>.tmp-<pid>-<token>`` (ignored by git and DVC)."""
 
 
 def restore_hint(db_path: str | Path) -> str:
@@ -320,8 +314,8 @@ def replacing(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(target)
-    staging = target.with_name(f"{target.name}{STAGING}{os.getpid()}-{secrets.token_hex(4)}")
+    remove_stale_staging(target)  # its logs (``<staging>.wal``) too: they carry the staging name
+    staging = staging_path(target)
     try:
         guard = _open_unless_written(target)
         if guard is not None:
@@ -367,25 +361,6 @@ def _untouched(err: DeepmouseError, target: Path) -> str:
     text = str(err).rstrip(".")
     note = f"nothing was replaced: {target} is as it was (if it is missing or damaged, {restore_hint(target)})"
     return f"{text}\n  {note}" if "\n" in text else f"{text}; {note}"
-
-
-def _remove_stale_staging(target: Path) -> None:
-    """Remove staging files (and their logs) of ``target`` whose process no longer runs."""
-    prefix = f"{target.name}{STAGING}"
-    for path in target.parent.glob(glob.escape(prefix) + "*"):
-        pid = path.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            path.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def _remove_with_wal(path: Path) -> None:

@@ -15,8 +15,6 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-import deepmouse
-
 PACKAGES = ("deepmouse", "torch", "torchvision", "timm", "allensdk", "numpy", "scipy", "pandas", "scikit-learn",
             "duckdb", "dvc", "great-expectations")
 """Packages whose versions a run records."""
@@ -69,15 +67,23 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+STORE_CODE = "deepmouse.pipeline:run_store"
+"""The build of the store: the provenance's code digest is over its import closure and the SQL."""
+
+
 def code_digest(sql_dir: str | Path) -> str:
-    """sha256 over the package's Python files, its zoo registry and the SQL, by relative path."""
-    package = Path(deepmouse.__file__).parent
-    files = sorted([*package.rglob("*.py"), *package.rglob("*.csv")], key=lambda p: p.relative_to(package).as_posix())
-    files += sorted(Path(sql_dir).rglob("*.sql"), key=lambda p: p.relative_to(sql_dir).as_posix())
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    """sha256 over the import closure of :data:`STORE_CODE` and the ``*.sql`` files of ``sql_dir``.
+
+    Each file enters by its path from the project root (the SQL as ``<sql_dir name>/...``, which
+    is that path for the project's own ``sql/``): only what the ``store`` stage depends on, so
+    the digest is a function of its inputs and changes exactly when the build's code does.
+    """
+    from deepmouse.codedeps import PROJECT_ROOT, import_closure, named_files_digest
+
+    named = {name: PROJECT_ROOT / name for name in import_closure(STORE_CODE)}
+    sql_dir = Path(sql_dir)
+    named |= {(Path(sql_dir.name) / path.relative_to(sql_dir)).as_posix(): path for path in sql_dir.rglob("*.sql")}
+    return named_files_digest(named)
 
 
 def git_revision() -> str | None:

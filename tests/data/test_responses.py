@@ -1,5 +1,6 @@
 """Trial responses and per-stimulus means, checked against explicit loops."""
 
+import json
 import re
 from pathlib import Path
 
@@ -9,14 +10,16 @@ import pandas as pd
 import pytest
 
 from deepmouse.data import nwb
-from deepmouse.data.nwb import Session, read_corrected_fluorescence, read_session
+from deepmouse.data.nwb import Session, read_corrected_fluorescence, read_session, write_session_nwb
 from deepmouse.data.responses import (
     ALLEN_BASELINE_SWEEPS,
     ALLEN_RESPONSE_SWEEPS,
     BOUNDARY_TOLERANCE_S,
+    DROP_REASONS,
     TRIAL_COLUMNS,
     allen_sweep_responses,
     mean_responses,
+    session_responses,
     trial_responses,
     trials_array,
 )
@@ -377,3 +380,106 @@ def test_responses_stage_with_allen_sweep(tmp_path):
         del f[nwb.NEUROPIL_PATH]
     with pytest.raises(NwbLayoutError, match=f"missing dataset {nwb.NEUROPIL_PATH}"):
         run_responses(params, tmp_path / "raw", tmp_path / "out2", progress=pytest.fail)
+
+
+def _with_gap(session: Session, frame: int) -> Session:
+    """``session`` with its frame clock paused for 1 s just before ``frame``."""
+    timestamps = session.timestamps.copy()
+    timestamps[frame:] += 1.0
+    return Session(**{**vars(session), "timestamps": timestamps})
+
+
+@pytest.mark.parametrize("window, gap_after_onset, reason", [
+    (WINDOW, 0, "no_baseline_frame"),          # the frames just before onset 1 s earlier
+    ((0.05, 0.3), 1, "no_response_frame"),     # the frames just after onset 1 s later
+])
+def test_dropped_presentations_are_counted_by_reason(window, gap_after_onset, reason):
+    session = make_session()  # one presentation too early, one too late
+    middle = len(session.stimulus_table) // 2
+    session = _with_gap(session, int(session.stimulus_table["start"][middle]) + gap_after_onset)
+    measured = session_responses(session, window, BASELINE)
+    expected = {"before_recording": 1, "after_recording": 1, "no_response_frame": 0, "no_baseline_frame": 0}
+    assert measured.dropped == expected | {reason: 1}
+    assert list(measured.dropped) == list(DROP_REASONS)
+    assert measured.n_presentations == len(session.stimulus_table) and measured.n_dropped == 3
+    # the count agrees with what the documented definition keeps, one presentation at a time
+    kept = set(reference_trials(session, window, BASELINE)["presentation"])
+    assert set(measured.trials["presentation"]) == kept
+    assert len(kept) == measured.n_presentations - measured.n_dropped
+    assert {0, middle, len(session.stimulus_table) - 1}.isdisjoint(kept)
+    pd.testing.assert_frame_equal(trial_responses(session, window, BASELINE), measured.trials)
+
+
+def test_allen_sweep_drops_are_counted(session_path):
+    # as in the test above: the first three presentations lack their 4L baseline frames
+    measured = session_responses(read_session(session_path), WINDOW, BASELINE, definition="allen_sweep")
+    assert measured.dropped == {"before_recording": 3, "after_recording": 0, "no_response_frame": 0,
+                                "no_baseline_frame": 0}
+
+
+def _session_outside(folder: Path, n_before: int, n_after: int) -> Path:
+    """An NWB file whose first ``n_before`` presentations start before the baseline's first frame
+    and whose last ``n_after`` start 3 frames before the end (their window runs past it)."""
+    arrays = make_session_arrays(np.random.default_rng(11), n_cells=3, n_repeats=3)
+    n_frames = arrays["timestamps"].size
+    start, end = arrays["frame_start"].copy(), arrays["frame_end"].copy()
+    start[:n_before], end[:n_before] = np.arange(n_before), np.arange(n_before) + 7
+    if n_after:
+        start[-n_after:], end[-n_after:] = n_frames - 3, n_frames - 1
+    # every scene keeps a trial: the moved presentations show distinct scenes
+    assert np.unique(arrays["scene_index"][np.r_[:n_before, start.size - n_after:start.size]]).size == n_before + n_after
+    return write_session_nwb(folder / "501.nwb", metadata=make_metadata(501),
+                             **(arrays | {"frame_start": start, "frame_end": end}))
+
+
+def _responses_params(folder: Path, **responses):
+    from deepmouse.config import parse_params
+
+    return parse_params({"data": {"source": "nwb_dir", "nwb_dir": str(folder)}, "responses": responses})
+
+
+@pytest.mark.parametrize("n_before, n_after", [(2, 3), (0, 1)])
+def test_the_responses_stage_counts_presentations_outside_the_recording(tmp_path, n_before, n_after):
+    from deepmouse.pipeline import run_pull, run_responses
+
+    path = _session_outside(tmp_path / "sessions", n_before, n_after)
+    params = _responses_params(tmp_path / "sessions", max_dropped_fraction=0.02)
+    run_pull(params, tmp_path / "raw", progress=lambda _: None)
+    lines = []
+    run_responses(params, tmp_path / "raw", tmp_path / "out", progress=lines.append)
+    n = 119 * 3
+    report = json.loads((tmp_path / "out" / "dropped.json").read_text())
+    reasons = {"before_recording": n_before, "after_recording": n_after, "no_response_frame": 0,
+               "no_baseline_frame": 0}
+    assert report == {"n_presentations": n, "n_dropped": n_before + n_after, "max_dropped_fraction": 0.02,
+                      "experiments": [{"experiment_id": 501, "file": path.name, "n_presentations": n,
+                                       "n_dropped": n_before + n_after, "dropped": reasons}]}
+    said = ", ".join(f"{count} {reason}" for reason, count in reasons.items() if count)
+    assert f"[1/1] 501.nwb: 3 neurons, {n_before + n_after} of {n} presentations dropped ({said})" in lines
+    assert f"responses: {n_before + n_after} presentations dropped (by experiment and reason in " \
+           f"{tmp_path / 'out' / 'dropped.json'})" in lines
+    trials = pd.read_parquet(tmp_path / "out" / "trials.parquet")
+    assert trials["presentation"].nunique() == n - n_before - n_after
+
+
+def test_the_responses_stage_stops_a_session_that_lost_too_many(tmp_path):
+    from deepmouse.pipeline import run_pull, run_responses
+
+    _session_outside(tmp_path / "sessions", 2, 3)
+    params = _responses_params(tmp_path / "sessions")  # the default, 1%: 5 of 357 is 1.4%
+    assert params.responses.max_dropped_fraction == 0.01
+    run_pull(params, tmp_path / "raw", progress=lambda _: None)
+    with pytest.raises(DataError, match=re.escape(
+            f"{tmp_path / 'raw' / '501.nwb'}: experiment 501: 5 of 357 natural scenes presentations dropped "
+            "(1.4%: 2 before_recording, 3 after_recording), more than responses.max_dropped_fraction 0.01")):
+        run_responses(params, tmp_path / "raw", tmp_path / "out", progress=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_max_dropped_fraction_is_a_fraction():
+    from deepmouse.config import parse_params
+
+    with pytest.raises(ConfigError, match=r"responses\.max_dropped_fraction: must lie in \[0, 1\]"):
+        parse_params({"responses": {"max_dropped_fraction": 1.5}})
+    with pytest.raises(ConfigError, match=r"responses\.max_dropped_fraction"):
+        parse_params({"responses": {"max_dropped_fraction": "1%"}})

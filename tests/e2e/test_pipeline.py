@@ -101,6 +101,16 @@ def test_quality_report_and_metrics(project):
     assert len(header.split()) <= 10, header
 
 
+def test_the_default_run_drops_no_presentation(project, params):
+    dropped = json.loads((project / "data/responses/dropped.json").read_text())
+    simulated = params["data"]["simulated"]
+    n_experiments = simulated["experiments_per_area"] * len(simulated["planted_depths"])
+    assert len(dropped["experiments"]) == n_experiments
+    assert dropped["n_presentations"] == n_experiments * 119 * simulated["n_repeats"]
+    assert dropped["n_dropped"] == 0
+    assert all(set(entry["dropped"].values()) == {0} for entry in dropped["experiments"]), dropped
+
+
 def test_second_repro_reruns_nothing(changed):
     result = _dvc(changed, "repro")
     assert result.returncode == 0, result.stderr

@@ -1,5 +1,9 @@
 """Results shared through a DVC remote: a clone that pulls them has nothing to recompute.
 
+A damaged object in the remote (one model's ``model_scores.parquet``) is named by
+``deepmouse remote pull`` (the file and the remote object), removed in the clone, and
+``dvc repro`` then rescores that model alone.
+
 Clone A, a copy of the session's small run (``small_run``) committed to git the way a lab would
 (its ``.gitignore``, ``dvc.lock``, no data), pushes to two remotes: a local folder, and an S3 bucket on a local S3
 server (moto, on 127.0.0.1; no other network). For each remote, clone B is a ``git clone`` of
@@ -9,6 +13,8 @@ runs that stage alone and skips every other, its outputs come out byte-identical
 and the git tree unchanged), and B's results answer as A's.
 """
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +26,11 @@ from moto.server import ThreadedMotoServer
 
 from tests.conftest import REPO
 from tests.e2e.test_pipeline import _dvc, _ran
-from tests.runs import copy_run
+from tests.runs import SMALL_MODELS, copy_run
 
 pytestmark = pytest.mark.slow
 
+MODELS = SMALL_MODELS
 BUCKET = "deepmouse-lab"
 # Dummy credentials for the local server; B sets them with `--local`, which keeps them out of git.
 S3_CREDENTIALS = {"access_key_id": "testing", "secret_access_key": "testing"}
@@ -145,3 +152,57 @@ def test_a_clone_pulling_from_s3_has_nothing_to_recompute(clone_a, s3_endpoint, 
     # the credentials stay in .dvc/config.local, which git ignores
     assert "testing" not in (clone_b / ".dvc" / "config").read_text()
     assert "testing" in (clone_b / ".dvc" / "config.local").read_text()
+
+
+def _deepmouse(project: Path, *args: str) -> subprocess.CompletedProcess:
+    deepmouse = Path(sys.executable).parent / "deepmouse"
+    return subprocess.run([str(deepmouse), *args], cwd=project, capture_output=True, text=True, timeout=600)
+
+
+def _scores_entry(clone_a: Path, relpath: str) -> str:
+    """The md5 of a file of the ``data/scores`` folder out, from its listing in A's cache."""
+    outs = yaml.safe_load((clone_a / "dvc.lock").read_text())["stages"]["scores"]["outs"]
+    listing = next(out["md5"] for out in outs if out["path"] == "data/scores")
+    entries = json.loads((clone_a / ".dvc" / "cache" / "files" / "md5" / listing[:2] / listing[2:]).read_text())
+    return next(entry["md5"] for entry in entries if entry["relpath"] == relpath)
+
+
+def test_a_damaged_object_in_the_remote_is_named_and_its_model_alone_rescored(clone_a, folder_remote, tmp_path):
+    remote = tmp_path / "remote"
+    shutil.copytree(folder_remote, remote)  # the shared fixture's remote stays intact
+    damaged_file = f"data/scores/models/{MODELS[0]}/model_scores.parquet"
+    md5 = _scores_entry(clone_a, damaged_file.removeprefix("data/scores/"))
+    damaged_object = remote / "files" / "md5" / md5[:2] / md5[2:]
+    damaged_object.chmod(0o644)
+    data = bytearray(damaged_object.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 16] = bytes(byte ^ 0xFF for byte in data[middle:middle + 16])
+    damaged_object.write_bytes(bytes(data))
+
+    clone_b = tmp_path / "clone_b"
+    subprocess.run(["git", "clone", "-q", str(clone_a), str(clone_b)], check=True)
+    added = _deepmouse(clone_b, "remote", "add", "shared", str(remote))
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert "verify = true" in (clone_b / ".dvc" / "config").read_text()
+    pulled = _deepmouse(clone_b, "remote", "pull")
+    assert pulled.returncode == 1, pulled.stdout + pulled.stderr
+    named = [line for line in pulled.stdout.splitlines() if line.startswith(damaged_file + " ")]
+    assert len(named) == 1 and str(damaged_object) in named[0] and "damaged in the remote" in named[0], pulled.stdout
+    assert "error: 1 of " in pulled.stderr, pulled.stderr
+    assert not (clone_b / damaged_file).exists()
+    # the other model's files are there although dvc pull, verifying, checked out none of data/scores
+    assert (clone_b / "data" / "scores" / "models" / MODELS[1] / "model_scores.parquet").is_file()
+
+    result = _dvc_ok(clone_b, "repro")
+    assert _ran(result) == {"fingerprint", "scores"}, result.stdout
+    assert f"{MODELS[1]}: reused" in result.stdout and f"{MODELS[0]}: reused" not in result.stdout, result.stdout
+    assert yaml.safe_load(_dvc_ok(clone_b, "status", "--json").stdout) == {"fingerprint": ["always changed"]}
+    # rescored to the bytes A had: dvc.lock unchanged, every later stage skipped
+    assert _git(clone_b, "status", "--porcelain", "--", ".", ":!.dvc/config") == ""
+    assert (clone_b / damaged_file).read_bytes() == (clone_a / damaged_file).read_bytes()
+
+
+def test_the_run_drops_no_presentation(clone_a):
+    dropped = json.loads((clone_a / "data" / "responses" / "dropped.json").read_text())
+    assert dropped["n_dropped"] == 0 and dropped["n_presentations"] > 0
+    assert all(sum(entry["dropped"].values()) == 0 for entry in dropped["experiments"])

@@ -7,6 +7,7 @@ a replaced NWB file reruns `pull`, and `features.weights_dir` or `features.devic
 untrained model's features.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import shutil
 import pytest
 import yaml
 
+from deepmouse.atomic import is_staging
 from deepmouse.config import parse_params
 from deepmouse.data import simulated
 from deepmouse.errors import NwbLayoutError, SourceError
@@ -170,6 +172,12 @@ def test_weights_fingerprint_changes_with_a_trained_checkpoint_only(tmp_path):
     assert again["weights/alexnet_random.json"] == without["weights/alexnet_random.json"]
 
 
+def _tree(folder):
+    """Every file of a folder (relative name) and its sha256."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def _write(path, content):
     path.write_bytes(content)
     return path
@@ -191,7 +199,7 @@ def _set_params(project, change):
 
 
 @pytest.mark.slow
-def test_dvc_repro_reruns_pull_when_an_nwb_file_is_replaced(tmp_path, nwb_folder, pulled):
+def test_dvc_repro_reruns_pull_when_an_nwb_file_is_replaced_and_a_failed_pull_keeps_the_last(tmp_path, nwb_folder, pulled):
     project = _project(tmp_path, source="nwb_dir", nwb_dir=str(nwb_folder))
     first = _dvc(project, "repro", "pull")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -210,6 +218,28 @@ def test_dvc_repro_reruns_pull_when_an_nwb_file_is_replaced(tmp_path, nwb_folder
     entry = next(e for e in manifest["experiments"] if e["file"] == replaced.name)
     new_manifest = json.loads((pulled / "seed1" / "manifest.json").read_text())
     assert entry["sha256"] == next(e["sha256"] for e in new_manifest["experiments"] if e["file"] == replaced.name)
+
+    # A failed pull keeps the last complete one under `dvc repro` too: the out is persist, so DVC
+    # does not delete it before the stage runs, and the stage replaces it only with a complete pull.
+    raw = project / "data/raw/nwb_dir"
+    complete, complete_manifest = _tree(raw), (raw / "manifest.json").read_text()
+    (nwb_folder / "batch1" / "zz_not_a_session.nwb").write_bytes(b"an HTML error page saved as .nwb")
+    failed = _dvc(project, "repro", "pull")
+    assert failed.returncode != 0 and "zz_not_a_session.nwb" in failed.stdout + failed.stderr, failed.stdout
+    assert _tree(raw) == complete
+    assert [p.name for p in raw.parent.iterdir() if is_staging(p)] == []
+
+    # persist keeps the folder, not its files: a pull without an experiment leaves no file of it behind.
+    (nwb_folder / "batch1" / "zz_not_a_session.nwb").unlink()
+    dropped = sorted(nwb_folder.glob("*/*.nwb"))[0]
+    dropped.unlink()
+    dropped.with_name(f"{dropped.stem}_events.npz").unlink()
+    again = _dvc(project, "repro", "pull")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    manifest = json.loads((raw / "manifest.json").read_text())
+    listed = {name for e in manifest["experiments"] for name in (e["file"], e["events_file"]) if name}
+    assert set(_tree(raw)) == listed | {"manifest.json"}
+    assert dropped.name not in listed and len(manifest["experiments"]) == len(json.loads(complete_manifest)['experiments']) - 1
 
 
 @pytest.mark.slow

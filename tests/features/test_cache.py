@@ -11,15 +11,21 @@ import torchvision
 from deepmouse.errors import CacheError
 from deepmouse.features import cache
 from deepmouse.features.cache import (
+    ENTRY_FILE,
     FORMAT_VERSION,
     cache_key_digest,
+    entry_folder,
     entry_is_current,
     feature_cache_key,
     hash_stimuli,
     load_feature_entry,
+    load_feature_layers,
+    read_model_info,
+    statistics_code_digest,
     write_feature_entry,
 )
 from deepmouse.features.stats import LayerStatistics, compute_layer_statistics
+from deepmouse.keyed import input_record
 from deepmouse.models.registry import load_zoo
 
 
@@ -53,7 +59,7 @@ def _assert_same_stats(actual, expected):
 
 def test_key_records_what_changes_the_numbers():
     key = _key()
-    assert key["format_version"] == FORMAT_VERSION
+    assert key["format"] == FORMAT_VERSION and key["code"] == statistics_code_digest() and key["inputs"] == {}
     assert key["model_id"] == "alexnet_random" and key["architecture"] == "alexnet"
     assert key["init_seed"] == 0 and key["weights_sha256"] is None and key["weights"] is None
     assert key["versions"] == {"torch": torch.__version__, "torchvision": torchvision.__version__,
@@ -111,6 +117,7 @@ def test_write_then_load_round_trips(tmp_path):
     record = json.loads((out_dir / "entry.json").read_text())
     assert record["complete"] is True and record["digest"] == cache_key_digest(key)
     assert record["model"] == {"n_params": 61_100_840}
+    assert sorted(record["files"]) == ["layers.parquet", "stats.npz"]
     assert sorted(p.name for p in out_dir.iterdir()) == ["entry.json", "layers.parquet", "stats.npz"]
     assert [p.name for p in tmp_path.iterdir()] == ["alexnet_random"]
 
@@ -175,29 +182,28 @@ def entry_dir(tmp_path):
 
 def test_missing_entry_json_is_reported(entry_dir):
     (entry_dir / "entry.json").unlink()
-    with pytest.raises(CacheError, match=rf"{entry_dir}: no entry.json; the cache entry is incomplete"):
-        load_feature_entry(entry_dir)
-
-
-def test_incomplete_entry_is_reported(entry_dir):
-    record = json.loads((entry_dir / "entry.json").read_text())
-    record["complete"] = False
-    (entry_dir / "entry.json").write_text(json.dumps(record))
-    with pytest.raises(CacheError, match=rf"{entry_dir}: entry.json does not mark the entry complete"):
+    with pytest.raises(CacheError, match=rf"{entry_dir}: no entry.json; the entry is incomplete"):
         load_feature_entry(entry_dir)
 
 
 def test_unparsable_entry_json_is_reported(entry_dir):
     (entry_dir / "entry.json").write_text('{"key": ')
-    with pytest.raises(CacheError, match=rf"{entry_dir}: entry.json is not valid JSON"):
+    with pytest.raises(CacheError, match=rf"{entry_dir}/entry.json: not valid JSON .*; delete the folder and re-run"):
         load_feature_entry(entry_dir)
 
 
-def test_edited_key_no_longer_matches_its_digest(entry_dir):
+@pytest.mark.parametrize("edit", [
+    lambda record: record["key"].update(init_seed=99),
+    lambda record: record.update(complete=False),
+    lambda record: record["model"].update(n_params=1),
+    lambda record: record["files"]["stats.npz"].update(sha256="0" * 64),
+])
+def test_an_edited_record_is_reported(entry_dir, edit):
     record = json.loads((entry_dir / "entry.json").read_text())
-    record["key"]["init_seed"] = 99
+    edit(record)
     (entry_dir / "entry.json").write_text(json.dumps(record))
-    with pytest.raises(CacheError, match="entry.json digest does not match its key"):
+    with pytest.raises(CacheError, match=rf"{entry_dir}/entry.json: its content does not match its record_sha256 "
+                                         r"\(corrupted or edited\)"):
         load_feature_entry(entry_dir)
 
 
@@ -226,18 +232,21 @@ def test_corrupted_file_is_reported(entry_dir):
 
 def test_missing_file_is_reported(entry_dir):
     (entry_dir / "layers.parquet").unlink()
-    with pytest.raises(CacheError, match=rf"{entry_dir}: layers.parquet is missing"):
+    with pytest.raises(CacheError, match=rf"{entry_dir}/layers.parquet: missing \(listed in entry.json\)"):
         load_feature_entry(entry_dir)
 
 
 def _rewrite_stats_npz(out_dir, **arrays):
-    """Replace stats.npz and update entry.json to match it, so only the content is wrong."""
-    with open(out_dir / "stats.npz", "wb") as handle:
-        np.savez(handle, **arrays)
-    record = json.loads((out_dir / "entry.json").read_text())
-    record["files"]["stats.npz"] = {"bytes": (out_dir / "stats.npz").stat().st_size,
-                                    "sha256": hashlib.sha256((out_dir / "stats.npz").read_bytes()).hexdigest()}
-    (out_dir / "entry.json").write_text(json.dumps(record))
+    """Replace stats.npz with a record that matches it, so only the content is wrong."""
+    record = json.loads((out_dir / ENTRY_FILE).read_text())
+    layers = (out_dir / "layers.parquet").read_bytes()
+
+    def fill(staging):
+        (staging / "layers.parquet").write_bytes(layers)
+        with open(staging / "stats.npz", "wb") as handle:
+            np.savez(handle, **arrays)
+
+    entry_folder(out_dir).write(record["key"], fill, extra={"model": record["model"]})
 
 
 def test_triangles_of_the_wrong_size_are_reported(entry_dir):
@@ -273,8 +282,8 @@ def test_statistics_of_real_layers_round_trip_to_the_last_bit(tmp_path):
 
 
 def _write_format_1_entry(out_dir, stats, key):
-    """An entry as format 1 wrote it: G instead of S in stats.npz, format_version 1 in the key."""
-    key = dict(key, format_version=1)
+    """An entry as format 1 wrote it: G instead of S in stats.npz, format 1 in the key."""
+    key = dict(key, format=1)
     write_feature_entry(out_dir, stats, key, {})
     rows, cols = np.triu_indices(stats.n_stimuli)
     _rewrite_stats_npz(out_dir, gram_upper=stats.gram[:, rows, cols], kernel_upper=stats.kernel[:, rows, cols],
@@ -286,7 +295,7 @@ def test_a_format_1_entry_is_not_current_and_cannot_be_loaded_for_the_current_ke
     out_dir = tmp_path / "entry"
     old_key = _write_format_1_entry(out_dir, _stats(), _key())
     digest = cache_key_digest(_key())
-    assert FORMAT_VERSION == 3 and cache_key_digest(old_key) != digest
+    assert FORMAT_VERSION == 4 and cache_key_digest(old_key) != digest
     assert not entry_is_current(out_dir, digest)
     with pytest.raises(CacheError, match=rf"{out_dir}: cache entry is for key {cache_key_digest(old_key)}, "
                                          rf"expected {digest}"):
@@ -299,10 +308,36 @@ def test_a_format_2_entry_is_recomputed_not_reused(tmp_path):
     # Format 2 stored S as the decomposition alone, which cancels for a stimulus far from the
     # per-feature means: its files read, but its key is not the current one.
     out_dir = tmp_path / "entry"
-    old_key = dict(_key(), format_version=2)
+    old_key = dict(_key(), format=2)
     write_feature_entry(out_dir, _stats(), old_key, {})
     digest = cache_key_digest(_key())
     assert cache_key_digest(old_key) != digest
     assert not entry_is_current(out_dir, digest)
     with pytest.raises(CacheError, match=rf"cache entry is for key {cache_key_digest(old_key)}, expected {digest}"):
         load_feature_entry(out_dir, expected_digest=digest)
+
+
+def test_same_named_custom_modules_in_different_folders_key_differently(tmp_path):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    records = []
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "tiny.py").write_text("def build():\n    return None\n")
+        records.append(input_record(tmp_path / folder / "tiny.py"))
+    keys = [_key(custom_module=record) for record in records]
+    assert [key["inputs"]["custom_module"]["path"] for key in keys] == ["one/tiny.py", "two/tiny.py"]
+    assert cache_key_digest(keys[0]) != cache_key_digest(keys[1])
+
+
+def test_the_layer_table_is_read_without_opening_stats_npz(entry_dir):
+    (entry_dir / "stats.npz").write_bytes(b"garbage")
+    layers, record = load_feature_layers(entry_dir, cache_key_digest(_key()))
+    pd.testing.assert_frame_equal(layers, _stats().layers)
+    assert record["key"] == _key() and record["model"] == {}
+    assert read_model_info(entry_dir) == {}
+    with pytest.raises(CacheError, match=r"stats.npz: 7 bytes, expected \d+ \(truncated\?\)"):
+        load_feature_entry(entry_dir)
+    path = entry_dir / "layers.parquet"
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(CacheError, match=rf"{path}: \d+ bytes, expected \d+ \(truncated\?\); delete the folder"):
+        load_feature_layers(entry_dir)

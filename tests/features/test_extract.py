@@ -1,6 +1,7 @@
 import dataclasses
 import hashlib
 import json
+import re
 import time
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from deepmouse.config import FeaturesConfig
 from deepmouse.errors import ConfigError, DataError, UnknownModelError
 from deepmouse.features import extract
-from deepmouse.features.cache import cache_key_digest, load_feature_entry
+from deepmouse.features.cache import cache_key_digest, feature_cache_key, load_feature_entry
 from deepmouse.features.extract import extract_features, known_weights_sha256, resolve_device
 from deepmouse.features.stats import compute_layer_statistics
 from deepmouse.models.build import build_model, file_sha256
@@ -38,7 +39,8 @@ def test_extract_writes_the_statistics_of_the_model(tmp_path, stimuli):
     info = json.loads((out_dir / "entry.json").read_text())["model"]
     assert info["n_params"] == 61_100_840 and info["n_layers"] == stats.n_layers == 18
     assert info["n_stimuli"] == 6 and info["input_shape"] == [3, 224, 224] and info["device"] == "cpu"
-    assert lines[0] == "alexnet_random: forwarding 6 stimuli of (3, 224, 224) on cpu"
+    assert lines[0] == f"alexnet_random: computing features into {out_dir} (no entry yet)"
+    assert lines[1] == "alexnet_random: forwarding 6 stimuli of (3, 224, 224) on cpu"
     assert lines[-1].startswith("alexnet_random: 18 layers (3 duplicate outputs skipped) in ")
     assert f"bytes written to {out_dir}" in lines[-1]
 
@@ -78,10 +80,12 @@ def test_a_corrupted_entry_is_recomputed(tmp_path, stimuli):
     out_dir = tmp_path / "entry"
     cfg = FeaturesConfig(device="cpu")
     extract_features("alexnet_random", stimuli, cfg, out_dir, progress=lambda line: None)
+    clean = (out_dir / "stats.npz").stat().st_size
     (out_dir / "stats.npz").write_bytes(b"garbage")
     lines = []
     extract_features("alexnet_random", stimuli, cfg, out_dir, progress=lines.append)
-    assert "not recomputed" not in lines[0]
+    assert lines[0] == (f"alexnet_random: computing features into {out_dir} "
+                        f"({out_dir / 'stats.npz'}: 7 bytes, expected {clean} (truncated?))")
     load_feature_entry(out_dir)
 
 
@@ -158,3 +162,55 @@ def test_resolve_device_with_cuda(monkeypatch):
     assert resolve_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(ConfigError, match=r"features.device: 'cuda:2': only 2 CUDA devices"):
         resolve_device("cuda:2")
+
+
+def _tiny_model(entry, **kwargs):
+    """A small network standing in for the registry's (the cache, not the model, is under test)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, kernel_size=16, stride=16), torch.nn.ReLU(),
+                               torch.nn.Flatten(), torch.nn.Linear(4 * 14 * 14, 5)).eval()
+
+
+def _flip_middle_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name, damage, said", [
+    ("stats.npz", _flip_middle_byte, r"sha256 differs from entry.json \(corrupted\)"),
+    ("layers.parquet", lambda p: p.write_bytes(p.read_bytes()[:-5]), r"\d+ bytes, expected \d+ \(truncated\?\)"),
+    ("stats.npz", lambda p: p.unlink(), r"missing \(listed in entry.json\)"),
+    ("entry.json", _flip_middle_byte,
+     r"(not valid JSON \(.*\)|its content does not match its record_sha256 \(corrupted or edited\))"),
+])
+def test_a_damaged_entry_is_recomputed_and_the_log_names_the_file(tmp_path, stimuli, monkeypatch, name, damage, said):
+    monkeypatch.setattr(extract, "build_model", _tiny_model)
+    monkeypatch.setattr(extract, "count_parameters", lambda model: 1)
+    cfg = FeaturesConfig(device="cpu")
+    clean = extract_features("alexnet_random", stimuli, cfg, tmp_path / "clean", progress=lambda line: None)
+    out_dir = extract_features("alexnet_random", stimuli, cfg, tmp_path / "entry", progress=lambda line: None)
+    damage(out_dir / name)
+    lines = []
+    extract_features("alexnet_random", stimuli, cfg, out_dir, progress=lines.append)
+    assert re.fullmatch(rf"alexnet_random: computing features into {re.escape(str(out_dir))} "
+                        rf"\({re.escape(str(out_dir / name))}: {said}\)", lines[0]), lines[0]
+    for file in ("entry.json", "layers.parquet", "stats.npz"):
+        assert (out_dir / file).read_bytes() == (clean / file).read_bytes(), file
+
+
+def test_a_changed_setting_is_named_in_the_log(tmp_path, stimuli, monkeypatch):
+    monkeypatch.setattr(extract, "build_model", _tiny_model)
+    monkeypatch.setattr(extract, "count_parameters", lambda model: 1)
+    out_dir = extract_features("alexnet_random", stimuli, FeaturesConfig(device="cpu", init_seed=0), tmp_path / "e",
+                               progress=lambda line: None)
+    lines = []
+    extract_features("alexnet_random", stimuli, FeaturesConfig(device="cpu", init_seed=3), out_dir,
+                     progress=lines.append)
+    assert lines[0] == f"alexnet_random: computing features into {out_dir} (key changed: init_seed 0 → 3)"
+    monkeypatch.setattr(extract, "feature_cache_key", lambda *args, **kwargs: {
+        **feature_cache_key(*args, **kwargs), "code": "0" * 64})
+    lines = []
+    extract_features("alexnet_random", stimuli, FeaturesConfig(device="cpu", init_seed=3), out_dir,
+                     progress=lines.append)
+    assert lines[0] == f"alexnet_random: computing features into {out_dir} (key changed: code changed)"

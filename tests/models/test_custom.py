@@ -89,7 +89,8 @@ def test_custom_model_scored_end_to_end(project):
     run_features(params, "tiny", root / "stimuli", root / "features" / "tiny", progress=lambda _: None)
     stats, key = load_model_statistics(root / "features", "tiny", params.features, stimuli_digest(root / "stimuli"))
     assert key["architecture"] == f"{module}:tiny_cnn"
-    assert key["code_sha256"] == file_sha256(root / f"{module}.py")
+    assert key["inputs"]["custom_module"]["sha256"] == file_sha256(root / f"{module}.py")
+    assert key["inputs"]["custom_module"]["path"].endswith(f"{module}.py")
     assert stats.n_layers >= 5
 
     rng = np.random.default_rng(1)

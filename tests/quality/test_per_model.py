@@ -13,6 +13,7 @@ import pytest
 
 from deepmouse.config import ChecksConfig
 from deepmouse.errors import QualityGateError
+from deepmouse.keyed import key_digest
 from deepmouse.quality import expectations as ex
 from deepmouse.quality import gate, per_model
 from deepmouse.quality.gate import run_checks
@@ -101,9 +102,8 @@ def test_every_model_is_validated_once_then_reused(tmp_path, tables):
     assert report["tables"]["regression_scores"] == len(tables["regression_scores"])
     assert report["tables"]["neuron_scores"] == len(tables["neuron_scores"])
     kept = json.loads((tmp_path / "data" / "checks" / "alexnet.json").read_text())
-    assert kept["passed"] and kept["rows"] == {"regression_scores": 120, "neuron_scores": 80}
-    assert [name for name, _ in kept["key"]["files"]["regression_scores"]] == [
-        "data/scores/models/alexnet/regression_scores.parquet"]
+    assert kept["value"] == {"passed": True, "rows": {"regression_scores": 120, "neuron_scores": 80}}
+    assert kept["key"]["inputs"]["regression_scores[0]"]["path"] == "data/scores/models/alexnet/regression_scores.parquet"
     assert _check(tmp_path)[1] == {"alexnet": "reused", "alexnet_random": "reused"}
 
 
@@ -199,7 +199,7 @@ def test_a_verdict_is_kept_only_for_the_files_it_was_given(tmp_path, tables):
     _check(tmp_path)
     path = tmp_path / "data" / "checks" / "alexnet.json"
     kept = json.loads(path.read_text())
-    kept["key"]["files"]["regression_scores"][0][1] = "0" * 64
+    kept["key"]["inputs"]["regression_scores[0]"]["sha256"] = "0" * 64
     path.write_text(json.dumps(kept))
     assert _check(tmp_path)[1] == {"alexnet": "validated", "alexnet_random": "reused"}
 
@@ -327,3 +327,60 @@ def test_per_neuron_suites_are_named_and_others_rejected():
     assert [e.column for e in ex.per_neuron_expectations("neuron_scores", frame, 0.0)] == ["score", "normalized_score"]
     with pytest.raises(ValueError, match=r"'rsa_scores': no per-neuron suite; one of regression_scores, neuron_scores"):
         ex.per_neuron_expectations("rsa_scores", frame, 0.0)
+
+
+def _flip_middle_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, said", [
+    (_flip_middle_byte,
+     r"(not valid JSON \(.*\)|its content does not match its record_sha256 \(corrupted or edited\))"),
+    (lambda path: path.write_bytes(path.read_bytes()[:-20]), r"not valid JSON \(.*; truncated or corrupted\)"),
+    (lambda path: path.unlink(), None),
+])
+def test_a_damaged_verdict_is_not_trusted_the_model_is_validated_again(tmp_path, tables, damage, said):
+    _build(tmp_path, tables)
+    _check(tmp_path)
+    path = tmp_path / "data" / "checks" / "alexnet.json"
+    clean = path.read_bytes()
+    damage(path)
+    lines = []
+    run_checks(tmp_path / "data" / "store.duckdb", tmp_path / "data" / "means.parquet", REPO / "sql" / "checks", CFG,
+               tmp_path / "checks.json", tmp_path / "data" / "checks", progress=lines.append)
+    assert _verdicts(lines) == {"alexnet": "validated", "alexnet_random": "reused"}
+    line = next(line for line in lines if line.startswith("checks 1/2 alexnet: "))
+    why = "no verdict yet" if said is None else rf"{re.escape(str(path))}: {said}"
+    assert re.match(rf"checks 1/2 alexnet: validated \({why}\), \d+ rows in", line), line
+    assert path.read_bytes() == clean
+
+
+def test_a_changed_file_or_param_is_named_in_the_log(tmp_path, tables):
+    _build(tmp_path, tables)
+    _check(tmp_path)
+    _rewrite(tmp_path, "alexnet", lambda frame: frame.assign(score=frame["score"] * 0.5))
+    lines = []
+    run_checks(tmp_path / "data" / "store.duckdb", tmp_path / "data" / "means.parquet", REPO / "sql" / "checks",
+               ChecksConfig(min_selected_per_area=1, max_nan_fraction=0.1), tmp_path / "checks.json",
+               tmp_path / "data" / "checks", progress=lines.append)
+    assert "checks 1/2 alexnet: validated (key changed: input regression_scores[0]: " \
+           "data/scores/models/alexnet/regression_scores.parquet content changed; " \
+           "params.max_nan_fraction 0.0 → 0.1)" in "\n".join(lines), lines
+
+
+def test_same_named_files_in_different_folders_key_a_verdict_differently(tmp_path):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    parts = []
+    for folder in ("one", "two"):
+        path = tmp_path / folder / "regression_scores.parquet"
+        path.parent.mkdir()
+        path.write_bytes(b"the same bytes")
+        parts.append(per_model.ModelRows("regression_scores", "alexnet", (path,), (f"{folder}/{path.name}",), 1))
+    keys = [per_model.verdict_key({"params": {}}, [part], {}) for part in parts]
+    assert [key["inputs"]["regression_scores[0]"]["path"] for key in keys] == [
+        "one/regression_scores.parquet", "two/regression_scores.parquet"]
+    assert keys[0]["inputs"]["regression_scores[0]"]["sha256"] == keys[1]["inputs"]["regression_scores[0]"]["sha256"]
+    assert key_digest(keys[0]) != key_digest(keys[1])
+

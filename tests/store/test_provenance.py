@@ -33,3 +33,20 @@ def test_the_store_says_where_its_scores_come_from(tmp_path, score_tables):
     assert con.execute("select source, n_experiments from runs").fetchall() == [("simulated", 2)]
     assert {row[0] for row in con.execute("select distinct source from model_ranking").fetchall()} == {"simulated"}
     con.close()
+
+
+def test_the_code_digest_names_files_by_path_not_name(tmp_path, monkeypatch):
+    """A module or SQL file moved to another folder changes the digest, though its name and bytes do not."""
+    import deepmouse.store.provenance as provenance
+
+    digests = []
+    for module_folder, sql_folder in (("features", "views"), ("metrics", "views"), ("features", "checks")):
+        root = tmp_path / f"{module_folder}-{sql_folder}"
+        (root / "deepmouse" / module_folder).mkdir(parents=True)
+        (root / "deepmouse" / "__init__.py").write_text("")
+        (root / "deepmouse" / module_folder / "util.py").write_text("ANSWER = 42\n")
+        (root / "sql" / sql_folder).mkdir(parents=True)
+        (root / "sql" / sql_folder / "ranking.sql").write_text("SELECT 1;\n")
+        monkeypatch.setattr(provenance.deepmouse, "__file__", str(root / "deepmouse" / "__init__.py"))
+        digests.append(provenance.code_digest(root / "sql"))
+    assert len(set(digests)) == 3

@@ -1,0 +1,103 @@
+"""Code edits rerun exactly the stages whose import closure holds the edited file.
+
+One small project, built once by `dvc repro` with the copy's own package on PYTHONPATH (so the
+stages run the code that is edited); the tests run in order on it: an edit to a function of
+`deepmouse/features/cache.py` reruns the features stage, `scores` and `store`, and the scores
+are computed again (their key's code digest changed), not reused; an edit to the report code
+reruns `report` alone; an edit to a module no stage imports reruns nothing.
+"""
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deepmouse.stagedeps import is_code_dep
+from tests.e2e.test_pipeline import copy_project, small_params
+
+pytestmark = pytest.mark.slow
+
+MODEL = "alexnet_random"
+
+
+def _dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
+    # PYTHONPATH: the stages import the copy's package (the one edited), not the installed one.
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONPATH=str(project),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=3000)
+
+
+def _repro(project: Path) -> tuple[set[str], str]:
+    result = _dvc(project, "repro")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return set(re.findall(r"Running stage '([^']+)'", result.stdout)), result.stdout
+
+
+def _changed(project: Path) -> set[str]:
+    """Stages `dvc status` would rerun, the always-changed fingerprint aside."""
+    result = _dvc(project, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return {stage for stage, states in json.loads(result.stdout or "{}").items() if states != ["always changed"]}
+
+
+def _edit_function(path: Path, name: str | None = None) -> str:
+    """Append an unreachable statement to top-level function ``name`` (the first one if None):
+    the file's bytes change, its behaviour does not. Returns the function's name."""
+    text = path.read_text()
+    node = next(n for n in ast.parse(text).body if isinstance(n, ast.FunctionDef) and name in (None, n.name))
+    lines = text.splitlines(keepends=True)
+    lines.insert(node.end_lineno, "    return None  # edited\n")
+    path.write_text("".join(lines))
+    return node.name
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = copy_project(tmp_path_factory.mktemp("codedeps"), small_params([MODEL]))
+    _repro(root)
+    return root
+
+
+def test_editing_the_feature_cache_reruns_features_scores_and_store(project):
+    entry, scores = project / f"data/features/{MODEL}/entry.json", project / f"data/scores/models/{MODEL}/key.json"
+    entry_code, scores_code = _json(entry)["key"]["code"], _json(scores)["key"]["code"]
+    _edit_function(project / "deepmouse/features/cache.py", "cache_key_digest")
+    assert _changed(project) == {f"features@{MODEL}", "scores", "store"}
+    ran, log = _repro(project)
+    assert {f"features@{MODEL}", "scores", "store"} <= ran
+    assert "are current" not in log and "matches the current key" not in log
+    assert f"{MODEL}: scored (" in log
+    assert _json(entry)["key"]["code"] != entry_code
+    assert _json(scores)["key"]["code"] != scores_code
+
+
+def test_editing_the_report_code_reruns_only_report(project):
+    _edit_function(project / "deepmouse/report/plots.py", "data_label")
+    assert _changed(project) == {"report"}
+    ran, _ = _repro(project)
+    assert ran == {"fingerprint", "report"}  # fingerprint always runs (it describes the source)
+
+
+def test_editing_a_module_no_stage_imports_reruns_nothing(project):
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    listed = {dep for stage in stages.values() for dep in stage.get("do", stage).get("deps", [])
+              if isinstance(dep, str) and is_code_dep(dep)}
+    unimported = sorted(path.relative_to(project).as_posix() for path in (project / "deepmouse").rglob("*.py")
+                        if path.relative_to(project).as_posix() not in listed
+                        and any(isinstance(n, ast.FunctionDef) for n in ast.parse(path.read_text()).body))
+    assert unimported, "every module is imported by some stage: nothing to edit here"
+    _edit_function(project / unimported[0])
+    assert _changed(project) == set()
+    ran, _ = _repro(project)
+    assert ran == {"fingerprint"}
