@@ -24,8 +24,14 @@ of its own only where sharing would change what a test proves (a byte-identity t
 fresh run, a configuration no other test uses). A test that changes a shared run fails the
 session at teardown (:func:`tests.runs.check_unchanged`).
 
-Under pytest-xdist the first worker to ask for a run builds it while the others wait on a
-file lock, and all of them read the one folder.
+Under pytest-xdist (``make test``: ``--dist loadfile``) a file's tests stay on one worker, so a
+module fixture is built once; the first worker to ask for a shared run builds it while the
+others wait on a file lock, and all of them read the one folder.
+
+Runs of their own, and why: test_codedeps.py (its stages import the project's own copy of the
+package, which its tests edit), test_null.py, test_nwb_dir.py, test_table_source.py,
+test_source_changes.py and test_params_stage.py (a source, model or partial run no other file
+uses).
 """
 
 from pathlib import Path
