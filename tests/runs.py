@@ -33,6 +33,11 @@ PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "sql", "deepmouse", ".dvc/
 # The two-model project most fault and scale tests share (tests/e2e/conftest.py: ``small_run``).
 SMALL_MODELS = ["alexnet_random", "squeezenet1_1_random"]
 
+# A shared run is a project as a lab keeps it in git: DVC writes no .gitignore beside an out
+# that these rules already ignore, so they must be there before `dvc repro` (tests/e2e/test_remotes.py
+# commits a copy and compares every file a clone pulls).
+GIT_RULES = [".gitignore", ".dvc/.gitignore"]
+
 # Files a test may not change in a shared run: a rerun stage rewrites dvc.lock, an edit params.yaml.
 GUARDED = ("dvc.lock", "params.yaml")
 
@@ -123,8 +128,9 @@ def shared_run(tmp_path_factory: pytest.TempPathFactory, label: str, params: dic
 def build_once(root: Path, label: str, params: dict | None = None) -> Path:
     """A folder under ``root`` holding a finished `dvc repro` of ``params``; built by the first caller only.
 
-    The folder is named by ``label`` and a digest of the params, so two callers asking for
-    different params never share a folder. A marker file beside it says the build finished
+    The folder holds the pipeline's files (:func:`copy_project`) and the repository's git rules
+    (:data:`GIT_RULES`). It is named by ``label`` and a digest of the params, so two callers
+    asking for different params never share a folder. A marker file beside it says the build finished
     (and records the digests :func:`check_unchanged` compares); a folder without one is a
     build a killed process left half done, and is built again. A failed build raises
     :class:`RunFailed` here and for every later caller, without building again.
@@ -141,6 +147,8 @@ def build_once(root: Path, label: str, params: dict | None = None) -> Path:
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir()
             copy_project(folder, params)
+            for name in GIT_RULES:
+                shutil.copy2(REPO / name, folder / name)
             result = dvc(folder, "repro")
             if result.returncode != 0:
                 failed.write_text(f"dvc repro of the shared run {folder} failed (exit {result.returncode}):\n"

@@ -24,6 +24,7 @@ class FakeRepro:
 
     def __call__(self, project: Path, *args: str) -> subprocess.CompletedProcess:
         self.calls.append((project, args))
+        self.had_git_rules = all((project / name).is_file() for name in runs.GIT_RULES)
         if self.returncode == 0:
             (project / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
         return subprocess.CompletedProcess(["dvc", *args], self.returncode, "Running stage 'params'\n",
@@ -43,6 +44,9 @@ def test_a_run_is_built_once_and_named_by_its_params(tmp_path, repro):
     assert build_once(tmp_path, "small", small) == first and len(repro.calls) == 1
     assert repro.calls[0] == (first, ("repro",))
     assert yaml.safe_load((first / "params.yaml").read_text()) == small
+    assert repro.had_git_rules  # in place before `dvc repro`, as in a lab's repository
+    for name in runs.GIT_RULES:
+        assert (first / name).read_bytes() == (REPO / name).read_bytes()
     other = build_once(tmp_path, "small", runs.small_params(["alexnet_random"]))
     assert other != first and len(repro.calls) == 2
     default = build_once(tmp_path, "default")

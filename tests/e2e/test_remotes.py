@@ -26,7 +26,7 @@ from moto.server import ThreadedMotoServer
 
 from tests.conftest import REPO
 from tests.e2e.test_pipeline import _dvc, _ran
-from tests.runs import SMALL_MODELS, copy_run
+from tests.runs import GIT_RULES, SMALL_MODELS, copy_run
 
 pytestmark = pytest.mark.slow
 
@@ -63,11 +63,9 @@ def clone_a(small_run, tmp_path_factory) -> Path:
     """A copy of the session's small run, committed: the code, params, dvc.lock, not the data."""
     root = copy_run(small_run, tmp_path_factory.mktemp("clone_a") / "project")
     # What git leaves out (the DVC cache, reports/, ...) reaches B only through the remote: the
-    # repository's rules, with those DVC wrote during the run (it adds each out it places).
-    for name in (".gitignore", ".dvc/.gitignore"):
-        written = (root / name).read_text().splitlines() if (root / name).exists() else []
-        rules = (REPO / name).read_text().splitlines()
-        (root / name).write_text("\n".join(rules + [line for line in written if line not in rules]) + "\n")
+    # shared run was made with the repository's rules in place (tests/runs.py GIT_RULES).
+    for name in GIT_RULES:
+        assert set((REPO / name).read_text().splitlines()) <= set((root / name).read_text().splitlines()), name
     _git(root, "add", "-A")
     _git(root, "commit", "-q", "-m", "a small run")
     return root
