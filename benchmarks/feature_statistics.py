@@ -45,7 +45,7 @@ from deepmouse.data.stimuli import with_blank
 from deepmouse.errors import ConfigError, DeepmouseError
 from deepmouse.features.cache import feature_cache_key, hash_stimuli, write_feature_entry
 from deepmouse.features.extract import resolve_device
-from deepmouse.features.layers import flatten_per_stimulus, hooked_leaf_outputs
+from deepmouse.features.hooks import flatten_per_stimulus, hooked_leaf_outputs
 from deepmouse.features.stats import (
     LayerStatistics,
     compute_layer_statistics,

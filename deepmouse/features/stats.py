@@ -75,7 +75,7 @@ import torch
 from torch import nn
 
 from deepmouse.errors import DataError
-from deepmouse.features.layers import flatten_per_stimulus, hooked_leaf_outputs, stimulus_major_outputs
+from deepmouse.features.hooks import flatten_per_stimulus, hooked_leaf_outputs, stimulus_major_outputs
 from deepmouse.metrics.rdm import rdm_from_centred_gram
 
 LAYER_COLUMNS = ("layer_index", "layer_name", "module_type", "n_features", "n_kept", "depth")

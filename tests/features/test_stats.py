@@ -9,7 +9,8 @@ from sklearn.random_projection import SparseRandomProjection, johnson_lindenstra
 from torch import nn
 
 from deepmouse.errors import DataError
-from deepmouse.features.layers import capture_layer_outputs, hooked_leaf_outputs
+from deepmouse.features.hooks import hooked_leaf_outputs
+from deepmouse.features.layers import capture_layer_outputs
 from deepmouse.features.stats import (
     LAYER_COLUMNS,
     LayerStatistics,
