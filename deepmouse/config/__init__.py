@@ -29,7 +29,7 @@ code that builds a section directly, such as a test selecting every neuron with
 
 Errors come back as :class:`~deepmouse.errors.ConfigError` naming the dotted key
 (``scoring.regression.relative_alphas[2]``) and the reason in plain words; the
-pydantic error types are translated in the pydantic error types are translated in :func:`deepmouse.config.base.validated`.
+pydantic error types are translated in :func:`deepmouse.config.base.validated`.
 """
 
 from __future__ import annotations
