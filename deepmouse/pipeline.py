@@ -4,6 +4,8 @@ The scripts in ``stages/`` and the ``deepmouse`` CLI both call these, so a stage
 ``dvc repro`` and the same step run by hand do exactly the same work. Each returns the
 one-line summary the stage prints when it ends. Paths always come from the caller
 (``dvc.yaml`` arguments); nothing here hard-codes where outputs live.
+
+Size: one ``run_<stage>`` per stage, each with the helpers only it uses beside it.
 """
 
 from __future__ import annotations

@@ -49,6 +49,9 @@ The pull validates everything before it writes anything, then writes the recordi
 normalised, into its output folder through a staging folder (``RAW_FILES`` and
 ``manifest.json``): a failed validation leaves the output folder as it was. Rows in
 messages count data rows from 1 (the header is not a row).
+
+Size: one source's reader, with the checks that name every bad row of a user's tables; to be
+split when sources share one interface.
 """
 
 from __future__ import annotations

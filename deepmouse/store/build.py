@@ -32,6 +32,9 @@ read never depend on the current directory; another reader runs ``SET VARIABLE
 deepmouse_root = '<project root>'`` first, or, without it, names are taken from the
 current directory (right when it is the project root). A missing file is named by
 :func:`open_store`, with how to restore it.
+
+Size: the build, and the staging file the store is replaced through; the staging and its
+clean-up are to move beside :mod:`deepmouse.atomic` when the store is next restructured.
 """
 
 from __future__ import annotations

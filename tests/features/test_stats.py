@@ -9,18 +9,16 @@ from sklearn.random_projection import SparseRandomProjection, johnson_lindenstra
 from torch import nn
 
 from deepmouse.errors import DataError
-from deepmouse.features.layers import capture_layer_outputs, hooked_leaf_outputs
+from deepmouse.features.hooks import hooked_leaf_outputs
+from deepmouse.features.layers import capture_layer_outputs
+from deepmouse.features.products import gram_and_row_sums, layer_statistics, standardised_kernel, symmetric_product
 from deepmouse.features.stats import (
     LAYER_COLUMNS,
     LayerStatistics,
     compute_layer_statistics,
     enumerate_layers,
-    gram_and_row_sums,
-    layer_statistics,
     sparse_random_projection,
     srp_dimension,
-    standardised_kernel,
-    symmetric_product,
 )
 from deepmouse.models.build import build_model
 from deepmouse.models.registry import load_zoo
