@@ -183,7 +183,7 @@ def run_pull(params: Params, out_dir: str | Path, *, progress: Progress = print)
 
 def read_manifest(raw_dir: str | Path) -> tuple[dict, list[Path]]:
     """The manifest of a pulled source and the files it lists, checked to exist."""
-    from deepmouse.data.sources.registry import read_pulled
+    from deepmouse.data.sources.readers import read_pulled
 
     _, manifest, paths = read_pulled(raw_dir)
     return manifest, paths
@@ -192,11 +192,11 @@ def read_manifest(raw_dir: str | Path) -> tuple[dict, list[Path]]:
 # ------------------------------------------------------------------------ stimuli
 def run_stimuli(raw_dir: str | Path, out_dir: str | Path) -> str:
     """``stimuli.npy`` (119 × H × W uint8, blank last) and ``stimuli.parquet``."""
-    from deepmouse.data.sources.registry import read_pulled
+    from deepmouse.data.sources.readers import read_pulled
     from deepmouse.data.stimuli import stimulus_table
 
-    source, manifest, paths = read_pulled(raw_dir)
-    stimuli, origin = source.stimuli(Path(raw_dir), manifest, paths)
+    reader, manifest, paths = read_pulled(raw_dir)
+    stimuli, origin = reader.stimuli(Path(raw_dir), manifest, paths)
     with atomic_dir(out_dir) as staging:
         np.save(staging / "stimuli.npy", stimuli)
         stimulus_table().to_parquet(staging / "stimuli.parquet", index=False)
@@ -211,14 +211,14 @@ def run_responses(params: Params, raw_dir: str | Path, out_dir: str | Path, *, p
     together (:func:`deepmouse.atomic.atomic_dir`): a run that fails or is killed half-way
     leaves the previous trials and means, a pair, never new trials beside old means. What
     each source checks first and writes beside them: its ``responses`` method
-    (:class:`~deepmouse.data.sources.ophys_nwb.OphysNwbSource`: ``experiments.parquet``
-    and ``dropped.json``; :class:`~deepmouse.data.sources.table.TableSource`:
+    (:class:`~deepmouse.data.sources.ophys_nwb.OphysNwbReader`: ``experiments.parquet``
+    and ``dropped.json``; :class:`~deepmouse.data.sources.table_reader.TableReader`:
     ``neuron_metadata.parquet``).
     """
-    from deepmouse.data.sources.registry import read_pulled
+    from deepmouse.data.sources.readers import read_pulled
 
-    source, manifest, paths = read_pulled(raw_dir)
-    return source.responses(params, Path(raw_dir), manifest, paths, Path(out_dir), progress)
+    reader, manifest, paths = read_pulled(raw_dir)
+    return reader.responses(params, Path(raw_dir), manifest, paths, Path(out_dir), progress)
 
 
 # ------------------------------------------------------------------------ neurons
@@ -226,10 +226,10 @@ def run_neurons(params: Params, responses_dir: str | Path, out_path: str | Path,
     """``neurons.parquet`` (every neuron with flags) and per-area counts for ``dvc metrics``."""
     import pyarrow.parquet as pq
 
-    from deepmouse.data.sources.registry import source_of_responses
+    from deepmouse.data.sources.readers import reader_of_responses
 
     responses_dir = Path(responses_dir)
-    neurons = source_of_responses(responses_dir).neurons(params, responses_dir)
+    neurons = reader_of_responses(responses_dir).neurons(params, responses_dir)
     # Only the row count: whether reliability could be measured at all.
     n_trials = pq.ParquetFile(responses_dir / "trials.parquet").metadata.num_rows
     with atomic_file(out_path) as staging:

@@ -18,8 +18,9 @@ import pytest
 from deepmouse.atomic import atomic_dir
 from deepmouse.config import DataConfig, parse_params
 from deepmouse.data.responses import TRIAL_COLUMNS
-from deepmouse.data.sources.base import MANIFEST, Source
-from deepmouse.data.sources.registry import SOURCES, get_source, read_pulled, source_of_responses
+from deepmouse.data.sources.base import MANIFEST, Reader, Source
+from deepmouse.data.sources.readers import READERS, read_pulled, reader_of_responses
+from deepmouse.data.sources.registry import SOURCES, get_source
 from deepmouse.data.stimuli import N_IMAGES
 from deepmouse.errors import DataError, SourceError
 from deepmouse.pipeline import run_neurons, run_responses, run_stimuli
@@ -29,29 +30,10 @@ TUNED = np.array([True, True, False, False])
 """Units 0 and 1 fire by image; 2 and 3 at one rate whatever is shown."""
 
 
-class SpikeCountSource(Source):
-    """Units with spike counts per presentation, as a Neuropixels source would give them."""
+class SpikeCountReader(Reader):
+    """Reads the folder :class:`SpikeCountSource` pulls: rates per unit and presentation, unit metadata."""
 
-    name = "spike_counts"
     responses_metadata = "units.parquet"
-
-    def describe(self, params) -> dict:
-        return {"seed": 0}
-
-    def pull(self, params, out_dir: Path, progress) -> dict:
-        rng = np.random.default_rng(0)
-        n_conditions = N_IMAGES + 1  # the blank last
-        preferred = rng.uniform(0, 40, size=(N_UNITS, n_conditions))
-        rates = np.where(TUNED[:, None], preferred, 20.0)
-        counts = rng.poisson(rates[:, :, None] * WINDOW_S, size=(N_UNITS, n_conditions, N_TRIALS))
-        images = rng.integers(0, 256, size=(N_IMAGES, 6, 8), dtype=np.uint8)
-        with atomic_dir(out_dir) as staging:
-            np.savez(staging / "session.npz", counts=counts, images=images)
-            manifest = {"source": self.name, "files": ["session.npz"],
-                        "experiments": [{"experiment_id": 7, "area": "VISp", "bytes": 0}]}
-            (staging / MANIFEST).write_text(json.dumps(manifest))
-        progress(f"{N_UNITS} units")
-        return manifest
 
     def pulled_files(self, raw_dir: Path, manifest: dict) -> list[Path]:
         return [raw_dir / name for name in manifest["files"]]
@@ -88,6 +70,30 @@ class SpikeCountSource(Source):
                                        pd.read_parquet(responses_dir / "means.parquet"), params.neurons)
 
 
+class SpikeCountSource(Source):
+    """Units with spike counts per presentation, as a Neuropixels source would give them."""
+
+    name = "spike_counts"
+    reader = SpikeCountReader
+
+    def describe(self, params) -> dict:
+        return {"seed": 0}
+
+    def pull(self, params, out_dir: Path, progress) -> dict:
+        rng = np.random.default_rng(0)
+        n_conditions = N_IMAGES + 1  # the blank last
+        preferred = rng.uniform(0, 40, size=(N_UNITS, n_conditions))
+        rates = np.where(TUNED[:, None], preferred, 20.0)
+        counts = rng.poisson(rates[:, :, None] * WINDOW_S, size=(N_UNITS, n_conditions, N_TRIALS))
+        images = rng.integers(0, 256, size=(N_IMAGES, 6, 8), dtype=np.uint8)
+        with atomic_dir(out_dir) as staging:
+            np.savez(staging / "session.npz", counts=counts, images=images)
+            manifest = {"source": self.name, "files": ["session.npz"],
+                        "experiments": [{"experiment_id": 7, "area": "VISp", "bytes": 0}]}
+            (staging / MANIFEST).write_text(json.dumps(manifest))
+        progress(f"{N_UNITS} units")
+        return manifest
+
 @pytest.fixture(scope="module")
 def spike_count_run(tmp_path_factory):
     """One pull → stimuli → responses → neurons of the registered test source."""
@@ -95,6 +101,7 @@ def spike_count_run(tmp_path_factory):
     params = parse_params({})
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(SOURCES, SpikeCountSource.name, SpikeCountSource)
+        patch.setitem(READERS, SpikeCountSource.name, SpikeCountSource.reader)
         source = get_source(SpikeCountSource.name)
         manifest = source.pull(params, folder / "raw", lambda line: None)
         run_stimuli(folder / "raw", folder / "stimuli")
@@ -129,8 +136,8 @@ def test_a_registered_source_feeds_neuron_selection(spike_count_run):
 
 def test_every_configurable_source_is_registered_under_its_own_name():
     allowed = typing.get_args(typing.get_type_hints(DataConfig)["source"])
-    assert set(allowed) == set(SOURCES)
-    assert all(source.name == name for name, source in SOURCES.items())
+    assert set(allowed) == set(SOURCES) == set(READERS)
+    assert all(source.name == name and READERS[name] is source.reader for name, source in SOURCES.items())
 
 
 def test_an_unknown_source_name_lists_the_valid_ones():
@@ -167,9 +174,9 @@ def test_a_manifest_listing_absent_files_is_named(tmp_path):
 def test_a_responses_folder_without_metadata_is_named(tmp_path):
     with pytest.raises(DataError, match=r"holds none of experiments\.parquet, neuron_metadata\.parquet; "
                                         r"run the responses stage first"):
-        source_of_responses(tmp_path)
+        reader_of_responses(tmp_path)
 
 
 def test_the_responses_metadata_file_chooses_the_reader(tmp_path):
     (tmp_path / "neuron_metadata.parquet").write_bytes(b"")
-    assert source_of_responses(tmp_path).name == "table"
+    assert reader_of_responses(tmp_path).responses_metadata == "neuron_metadata.parquet"

@@ -11,12 +11,14 @@ import dataclasses
 from pathlib import Path
 
 from deepmouse.data.sources.base import Progress, describe_files
-from deepmouse.data.sources.ophys_nwb import OphysNwbSource
+from deepmouse.data.sources.base import Source
+from deepmouse.data.sources.ophys_nwb import OphysNwbReader
 
 
-class AllenSource(OphysNwbSource):
+class AllenSource(Source):
     """Ophys experiments with natural scenes (session B), filtered by ``data.allen``."""
 
+    reader = OphysNwbReader
     name = "allen"
 
     def describe(self, params) -> dict:

@@ -1,6 +1,12 @@
-"""What a neural-data source does, in four steps the pipeline's stages call (DESIGN §2–§3).
+"""What a neural-data source does, in the steps the pipeline's stages call (DESIGN §2–§3).
 
-A source is a class with no state; its methods take what they read as arguments:
+A source is two classes with no state, whose methods take what they read as arguments: a
+:class:`Source` (``describe``, ``pull``), registered by name in
+:data:`~deepmouse.data.sources.registry.SOURCES`, and the :class:`Reader` of the folders it
+pulls (``stimuli``, ``responses``, ``neurons``), registered under the same name in
+:data:`~deepmouse.data.sources.readers.READERS`. They are kept apart because a stage's code
+deps in ``dvc.yaml`` follow its imports: the stages after ``pull`` import only the readers,
+so editing the simulator or the AllenSDK download does not rerun them.
 
 ``describe(params)``
     For the ``fingerprint`` stage: what decides what ``pull`` would write now, as a
@@ -26,19 +32,22 @@ A source is a class with no state; its methods take what they read as arguments:
     Every neuron of the responses folder with its metadata, reliability and selection
     flags (:mod:`deepmouse.data.selection`).
 
-The read side (``stimuli``, ``responses``) is chosen by the manifest's ``"source"``, and
-``neurons`` by the metadata file the responses folder holds, so a pulled folder is always
-read by the source that wrote it.
+The reader of ``stimuli`` and ``responses`` is chosen by the manifest's ``"source"``, and
+that of ``neurons`` by the metadata file the responses folder holds, so a pulled folder is
+always read as the source that wrote it meant.
 
-Sources that read Brain Observatory two-photon NWB files (``simulated``, ``allen``,
-``nwb_dir``) share their read side, :class:`~deepmouse.data.sources.ophys_nwb.OphysNwbSource`,
-and differ only in how they pull. The ``table`` source reads the user's own tables.
+Sources that pull Brain Observatory two-photon NWB files (``simulated``, ``allen``,
+``nwb_dir``) share one reader, :class:`~deepmouse.data.sources.ophys_nwb.OphysNwbReader`,
+and differ only in how they pull. The ``table`` source's reader is
+:class:`~deepmouse.data.sources.table_reader.TableReader`.
 
 Adding a source
 ---------------
-Write one module with a :class:`Source` subclass and add one entry to
-:data:`~deepmouse.data.sources.registry.SOURCES` (and the name to ``data.source``'s
-allowed values in the config). No other source changes. A source of Allen's Neuropixels
+Write its module (a :class:`Source`, and a :class:`Reader` unless an existing one reads
+what it pulls; a new reader in a module of its own that imports nothing of the pull), add
+one entry to :data:`~deepmouse.data.sources.registry.SOURCES` and one to
+:data:`~deepmouse.data.sources.readers.READERS`, and the name to ``data.source``'s allowed
+values in the config. No other source changes. A source of Allen's Neuropixels
 sessions (allensdk ``EcephysProjectCache``) would implement:
 
 - ``describe``: its ``data.*`` params and the finished session files of its cache;
@@ -77,20 +86,50 @@ MANIFEST = "manifest.json"
 """The file of a pulled folder that says which source wrote it and what it holds."""
 
 
+class Reader(ABC):
+    """How the stages after ``pull`` read a pulled folder (one reader can serve several sources).
+
+    Attributes
+    ----------
+    responses_metadata : str
+        The file of the responses folder that holds the recordings' metadata, by which the
+        ``neurons`` stage knows which reader wrote the folder.
+    """
+
+    responses_metadata: ClassVar[str]
+
+    @abstractmethod
+    def pulled_files(self, raw_dir: Path, manifest: dict) -> list[Path]:
+        """The files a pulled folder's manifest lists (checked to exist by :func:`check_listed_files`)."""
+
+    @abstractmethod
+    def stimuli(self, raw_dir: Path, manifest: dict, paths: list[Path]) -> tuple[np.ndarray, str]:
+        """The images, blank last, uint8 ``(n_images + 1, height, width)``, and where they come from."""
+
+    @abstractmethod
+    def responses(self, params: Params, raw_dir: Path, manifest: dict, paths: list[Path], out_dir: Path,
+                  progress: Progress) -> str:
+        """Write trials, means and :attr:`responses_metadata` into ``out_dir`` atomically; return the summary."""
+
+    @abstractmethod
+    def neurons(self, params: Params, responses_dir: Path) -> pd.DataFrame:
+        """Every neuron of a responses folder with metadata, reliability and selection flags."""
+
+
 class Source(ABC):
-    """One origin of neural recordings (a value of ``data.source``); see the module docstring.
+    """One origin of neural recordings (a value of ``data.source``): how it is described and pulled.
 
     Attributes
     ----------
     name : str
         The ``data.source`` value, and the manifest's ``"source"``.
-    responses_metadata : str
-        The file of the responses folder that holds the recordings' metadata, by which the
-        ``neurons`` stage knows how to read the folder.
+    reader : type of Reader
+        What reads the folder it pulls; registered under the same name in
+        :data:`~deepmouse.data.sources.readers.READERS`.
     """
 
     name: ClassVar[str]
-    responses_metadata: ClassVar[str]
+    reader: ClassVar[type[Reader]]
 
     @abstractmethod
     def describe(self, params: Params) -> dict:
@@ -106,23 +145,6 @@ class Source(ABC):
         areas = sorted({e["area"] for e in manifest["experiments"]})
         return (f"pull: {len(manifest['experiments'])} experiments ({', '.join(areas)}), "
                 f"{n_bytes / 1e6:.1f} MB in {out_dir}")
-
-    @abstractmethod
-    def pulled_files(self, raw_dir: Path, manifest: dict) -> list[Path]:
-        """The files a pulled folder's manifest lists (checked to exist by :func:`read_manifest`)."""
-
-    @abstractmethod
-    def stimuli(self, raw_dir: Path, manifest: dict, paths: list[Path]) -> tuple[np.ndarray, str]:
-        """The images, blank last, uint8 ``(n_images + 1, height, width)``, and where they come from."""
-
-    @abstractmethod
-    def responses(self, params: Params, raw_dir: Path, manifest: dict, paths: list[Path], out_dir: Path,
-                  progress: Progress) -> str:
-        """Write trials, means and :attr:`responses_metadata` into ``out_dir`` atomically; return the summary."""
-
-    @abstractmethod
-    def neurons(self, params: Params, responses_dir: Path) -> pd.DataFrame:
-        """Every neuron of a responses folder with metadata, reliability and selection flags."""
 
 
 def load_manifest(raw_dir: str | Path) -> dict:

@@ -12,14 +12,16 @@ from pathlib import Path
 
 from deepmouse.atomic import atomic_dir
 from deepmouse.data.sources.base import MANIFEST, Progress, describe_files
-from deepmouse.data.sources.ophys_nwb import OphysNwbSource, describe_experiment
+from deepmouse.data.sources.base import Source
+from deepmouse.data.sources.ophys_nwb import OphysNwbReader, describe_experiment
 from deepmouse.errors import DataError, SourceError
 from deepmouse.hashing import file_sha256
 
 
-class NwbDirSource(OphysNwbSource):
+class NwbDirSource(Source):
     """Every ``.nwb`` file under ``data.nwb_dir`` (searched recursively)."""
 
+    reader = OphysNwbReader
     name = "nwb_dir"
 
     def describe(self, params) -> dict:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from deepmouse.atomic import atomic_dir
-from deepmouse.data.sources.base import Progress, Source
+from deepmouse.data.sources.base import Progress, Reader
 from deepmouse.errors import DataError
 from deepmouse.failures import doing
 
@@ -30,8 +30,8 @@ def describe_experiment(meta) -> dict:
             "cre_line": meta.cre_line, "imaging_depth": int(meta.imaging_depth)}
 
 
-class OphysNwbSource(Source):
-    """A source whose pulled folder holds one Brain Observatory NWB file per experiment."""
+class OphysNwbReader(Reader):
+    """Reads a pulled folder of one Brain Observatory NWB file per experiment."""
 
     responses_metadata = EXPERIMENTS_FILE
 

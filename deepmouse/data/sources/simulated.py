@@ -12,13 +12,15 @@ from pathlib import Path
 
 from deepmouse.atomic import atomic_dir
 from deepmouse.data.sources.base import Progress
-from deepmouse.data.sources.ophys_nwb import OphysNwbSource
+from deepmouse.data.sources.base import Source
+from deepmouse.data.sources.ophys_nwb import OphysNwbReader
 from deepmouse.errors import SourceError
 
 
-class SimulatedSource(OphysNwbSource):
+class SimulatedSource(Source):
     """Simulated sessions, written in the Brain Observatory NWB layout (DESIGN §3)."""
 
+    reader = OphysNwbReader
     name = "simulated"
 
     def describe(self, params) -> dict:
