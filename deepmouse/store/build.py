@@ -549,10 +549,8 @@ def _view_parquet(con: duckdb.DuckDBPyConnection, name: str, files: ParquetFiles
         absent = [column for column, *_ in described if column not in present]
         if absent:
             raise StoreError(f"table {name}: {path} lacks column(s) {', '.join(absent)}")
-    listing = ", ".join(_rooted(path) for path in names)
-    columns = ", ".join(f"CAST({column} AS {kind}) AS {column}" for column, kind, *_ in described)
     con.execute(f"DROP TABLE {name}")
-    con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM read_parquet([{listing}])")
+    _create_parquet_view(con, name, described, names)
     keys = [c for c in TABLE_KEYS.get(name, ()) if c in {row[0] for row in described}] or [described[0][0]]
     for column, kind, nullable, *_ in described:
         if nullable != "NO":
@@ -564,6 +562,31 @@ def _view_parquet(con: duckdb.DuckDBPyConnection, name: str, files: ParquetFiles
             raise StoreError(f"table {name}: {column} is NaN or missing in {count} row(s): {_name_rows(rows, keys)}")
     con.executemany(f"INSERT INTO {FILES_TABLE} VALUES (?, ?, ?)",
                     [[name, path, pq.read_metadata(file).num_rows] for path, file in zip(names, files.paths)])
+
+
+def _create_parquet_view(con: duckdb.DuckDBPyConnection, name: str, described: Sequence[tuple],
+                         names: Sequence[str]) -> None:
+    """(Re)create the view ``name`` with the columns and types of ``described`` over the files ``names``."""
+    listing = ", ".join(_rooted(path) for path in names)
+    columns = ", ".join(f"CAST({column} AS {kind}) AS {column}" for column, kind, *_ in described)
+    con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {columns} FROM read_parquet([{listing}])")
+
+
+def repoint_parquet_view(con: duckdb.DuckDBPyConnection, name: str, files: Sequence[Path], root: Path) -> None:
+    """Point the store's view ``name`` over Parquet files at ``files`` (copies of the same rows), and list them.
+
+    Used to publish a store over a snapshot of its files (:mod:`deepmouse.store.publish`): the
+    view keeps its columns and types; the ``parquet_files`` table names the new files.
+    """
+    _set_root(con, root)  # DESCRIBE binds the view, which reads the files it names now
+    described = con.execute(f"DESCRIBE {name}").fetchall()
+    names = [_relative_to(path, root) for path in files]
+    con.execute("BEGIN TRANSACTION")
+    _create_parquet_view(con, name, described, names)
+    con.execute(f"DELETE FROM {FILES_TABLE} WHERE table_name = ?", [name])
+    con.executemany(f"INSERT INTO {FILES_TABLE} VALUES (?, ?, ?)",
+                    [[name, path, pq.read_metadata(file).num_rows] for path, file in zip(names, files)])
+    con.execute("COMMIT")
 
 
 def _relative_to(path: Path, root: Path) -> str:
