@@ -39,6 +39,9 @@ READING_STATEMENTS = frozenset({
 })
 """Statement types that are run; every other type is refused before anything runs."""
 
+_SPELT = {duckdb.StatementType.PRAGMA: "PRAGMA", duckdb.StatementType.CALL: "CALL"}
+"""Reading statement types that must begin with their own keyword (others are rewritten writes)."""
+
 _REFUSED = ("`deepmouse sql` is read-only: it reads the results store's tables and views and nothing else "
             "(no writes, files, other databases, extensions or settings); save results with --out FILE")
 
@@ -226,11 +229,21 @@ def _refuse_unless_reading(statement: duckdb.Statement, explained_by: str = "") 
     explains), and an ``EXPLAIN`` of a statement that is not reading."""
     text = " ".join(statement.query.split())
     shown = f"{text[:120]}{'…' if len(text) > 120 else ''}"
-    if statement.type not in READING_STATEMENTS:
-        kind = statement.type.name.replace("_", " ")
-        what = f"explains a {kind} statement" if explained_by else f"is a {kind} statement"
+    try:
+        kind = statement.type
+    except ValueError:  # a type the Python API has no name for (UPDATE EXTENSIONS in DuckDB 2.0)
+        kind = None
+    if kind not in READING_STATEMENTS:
+        name = f"a {kind.name.replace('_', ' ')} statement" if kind is not None else "a statement of a kind not in duckdb.StatementType"
+        what = f"explains {name}" if explained_by else f"is {name}"
         raise DeepmouseError(f"query refused: {explained_by or shown} {what}; {_REFUSED}")
-    if statement.type == duckdb.StatementType.EXPLAIN:
+    # DuckDB rewrites some writing statements into a PRAGMA or a CALL (IMPORT DATABASE, COPY FROM
+    # DATABASE, CHECKPOINT): a reading one begins with its own keyword.
+    first = _words(statement.query)[:1]
+    if kind in _SPELT and [word.upper() for word in first] != [_SPELT[kind]]:
+        raise DeepmouseError(f"query refused: {explained_by or shown} begins with {first[0].upper()}, not "
+                             f"{_SPELT[kind]}: DuckDB runs a statement that writes as a {kind.name}; {_REFUSED}")
+    if kind == duckdb.StatementType.EXPLAIN:
         options, explained = _split_explain(statement.query)
         if {word.upper() for word in options} & {"ANALYZE", "ANALYSE"}:
             raise DeepmouseError(f"query refused: {shown} is an EXPLAIN ANALYZE, which runs the statement it "
@@ -248,10 +261,7 @@ def _refuse_unless_reading(statement: duckdb.Statement, explained_by: str = "") 
 def _split_explain(query: str) -> tuple[list[str], str]:
     """An ``EXPLAIN`` statement's options (the words between ``EXPLAIN`` and what it explains, with
     any parenthesised list) and the text of the statement it explains, by DuckDB's own tokenizer."""
-    tokens = duckdb.tokenize(query)
-    ends = [position for position, _ in tokens[1:]] + [len(query)]
-    words = [(position, query[position:end].strip()) for (position, kind), end in zip(tokens, ends)
-             if kind != duckdb.token_type.comment]
+    words = _positioned_words(query)
     # words[0] is EXPLAIN; then ANALYZE, or a parenthesised list of options, or the statement.
     options, index, depth = [], 1, 0
     while index < len(words):
@@ -265,6 +275,18 @@ def _split_explain(query: str) -> tuple[list[str], str]:
         options.append(word)
         index += 1
     return options, query[words[index][0]:] if index < len(words) else ""
+
+
+def _positioned_words(query: str) -> list[tuple[int, str]]:
+    """The tokens of ``query`` by DuckDB's tokenizer, comments left out: (offset, text)."""
+    tokens = duckdb.tokenize(query)
+    ends = [position for position, _ in tokens[1:]] + [len(query)]
+    return [(position, query[position:end].strip()) for (position, kind), end in zip(tokens, ends)
+            if kind != duckdb.token_type.comment]
+
+
+def _words(query: str) -> list[str]:
+    return [word for _, word in _positioned_words(query)]
 
 
 def _connect(db_path: str | Path) -> duckdb.DuckDBPyConnection:
