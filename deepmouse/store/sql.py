@@ -21,6 +21,7 @@ Results leave only through :func:`write_result`, in the formats of :data:`FORMAT
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -229,10 +230,7 @@ def _refuse_unless_reading(statement: duckdb.Statement, explained_by: str = "") 
     explains), and an ``EXPLAIN`` of a statement that is not reading."""
     text = " ".join(statement.query.split())
     shown = f"{text[:120]}{'…' if len(text) > 120 else ''}"
-    try:
-        kind = statement.type
-    except ValueError:  # a type the Python API has no name for (UPDATE EXTENSIONS in DuckDB 2.0)
-        kind = None
+    kind = _statement_type(statement)
     if kind not in READING_STATEMENTS:
         name = f"a {kind.name.replace('_', ' ')} statement" if kind is not None else "a statement of a kind not in duckdb.StatementType"
         what = f"explains {name}" if explained_by else f"is {name}"
@@ -243,6 +241,13 @@ def _refuse_unless_reading(statement: duckdb.Statement, explained_by: str = "") 
     if kind in _SPELT and [word.upper() for word in first] != [_SPELT[kind]]:
         raise DeepmouseError(f"query refused: {explained_by or shown} begins with {first[0].upper()}, not "
                              f"{_SPELT[kind]}: DuckDB runs a statement that writes as a {kind.name}; {_REFUSED}")
+    if kind == duckdb.StatementType.PRAGMA and first:
+        words = _words(statement.query)
+        name = words[1].lower() if len(words) > 1 else ""
+        if name not in _reading_pragmas():
+            raise DeepmouseError(f"query refused: {explained_by or shown}: PRAGMA {name} is not one that only reads "
+                                 f"(those have a pragma_<name> table function: {', '.join(sorted(_reading_pragmas()))}); "
+                                 f"{_REFUSED}")
     if kind == duckdb.StatementType.EXPLAIN:
         options, explained = _split_explain(statement.query)
         if {word.upper() for word in options} & {"ANALYZE", "ANALYSE"}:
@@ -253,7 +258,7 @@ def _refuse_unless_reading(statement: duckdb.Statement, explained_by: str = "") 
         except duckdb.Error as err:
             raise DeepmouseError(f"query failed: {_first_paragraph(err)}") from None
         for each in inner:
-            if each.type == duckdb.StatementType.EXPLAIN:  # not valid SQL; refused before DuckDB says so
+            if _statement_type(each) == duckdb.StatementType.EXPLAIN:  # not valid SQL; refused before DuckDB says so
                 raise DeepmouseError(f"query refused: {shown} explains an EXPLAIN; {_REFUSED}")
             _refuse_unless_reading(each, explained_by=shown)
 
@@ -275,6 +280,25 @@ def _split_explain(query: str) -> tuple[list[str], str]:
         options.append(word)
         index += 1
     return options, query[words[index][0]:] if index < len(words) else ""
+
+
+def _statement_type(statement: duckdb.Statement) -> duckdb.StatementType | None:
+    try:
+        return statement.type
+    except ValueError:  # a type the Python API has no name for (UPDATE EXTENSIONS in DuckDB 2.0)
+        return None
+
+
+@functools.cache
+def _reading_pragmas() -> frozenset[str]:
+    """The PRAGMAs that only read: DuckDB's own, those it also offers as a ``pragma_<name>`` table function."""
+    con = duckdb.connect()
+    try:
+        return frozenset(name.removeprefix("pragma_") for (name,) in con.execute(
+            "SELECT DISTINCT function_name FROM duckdb_functions() "
+            "WHERE function_type = 'table' AND function_name LIKE 'pragma\\_%' ESCAPE '\\'").fetchall())
+    finally:
+        con.close()
 
 
 def _positioned_words(query: str) -> list[tuple[int, str]]:
