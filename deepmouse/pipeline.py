@@ -8,6 +8,7 @@ one-line summary the stage prints when it ends. Paths always come from the calle
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from deepmouse.config import Params
-from deepmouse.errors import DataError, SourceError
+from deepmouse.errors import DataError, DeepmouseError, SourceError, StoreError
 from deepmouse.hashing import file_sha256
 
 Progress = Callable[[str], None]
@@ -613,22 +614,30 @@ def run_checks_stage(params: Params, db_path: str | Path, means_path: str | Path
     ``published_files_dir`` (:mod:`deepmouse.store.publish`), which the checks read: the
     published store never serves the scores stage's live folders, which its next run rewrites
     before this stage has passed or failed it (None: the views keep naming the live files).
-    After a publish, snapshot files the published store no longer names are removed. The
+    After a publish (and a failed one), snapshot files the published store does not name are removed. The
     per-neuron tables are validated model by model; ``verdicts_dir`` keeps the passing
     verdicts, so a model whose files did not change is not validated again (None: keep none).
     """
     from deepmouse.quality.gate import run_checks
     from deepmouse.store.build import copy_store, replacing
-    from deepmouse.store.publish import prune_snapshot, published_files, snapshot_parquet_files
+    from deepmouse.store.publish import prune_unpublished, snapshot_parquet_files
 
-    with replacing(published_path) as staged:
-        copy_store(db_path, staged)
+    try:
+        with replacing(published_path) as staged:
+            copy_store(db_path, staged)
+            if published_files_dir is not None:
+                snapshot_parquet_files(staged, published_files_dir)
+            report = run_checks(staged, means_path, sql_checks_dir, params.checks, report_path, verdicts_dir)
+    except DeepmouseError:
         if published_files_dir is not None:
-            snapshot_parquet_files(staged, published_files_dir)
-        report = run_checks(staged, means_path, sql_checks_dir, params.checks, report_path, verdicts_dir)
+            # This run's copies, which nothing publishes. The error above is the one to report: a
+            # published store that cannot be read now keeps every file (nothing is removed).
+            with contextlib.suppress(StoreError, OSError):
+                prune_unpublished(published_path, published_files_dir)
+        raise
     pruned = ""
     if published_files_dir is not None:
-        removed = prune_snapshot(published_files_dir, published_files(published_path))
+        removed = prune_unpublished(published_path, published_files_dir)
         pruned = f" (per-neuron files in {published_files_dir}; {len(removed)} no longer named removed)"
     return (f"checks: all passed on {sum(report['tables'].values())} rows in {len(report['tables'])} tables; "
             f"published at {published_path}{pruned}")

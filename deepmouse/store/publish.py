@@ -12,9 +12,9 @@ its content (``<sha256>.parquet``), and points the copy of the store it is about
 those files (:func:`snapshot_parquet_files`). The checks then read the very files that will
 be served, and only a copy that passes is renamed onto the published store. A file already
 in the folder under its digest (and holding that content) is reused, so a run that adds a
-model copies that model's files alone. After a publish, files the published store no longer
-names are removed (:func:`prune_snapshot`); a failed run leaves the folder's files in place
-(the published store still names the ones it needs) and the next publish removes the rest.
+model copies that model's files alone. After a publish, and after a failed one, files the
+published store does not name are removed (:func:`prune_unpublished`): the last good results
+keep theirs, and a failed run's copies do not pile up.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import duckdb
 from deepmouse import atomic
 from deepmouse.errors import StoreError
 from deepmouse.hashing import file_sha256
-from deepmouse.store.build import PARQUET_TABLES, parquet_files, project_root, repoint_parquet_view
+from deepmouse.store.build import PARQUET_TABLES, connect, parquet_files, project_root, repoint_parquet_view
 
 SUFFIX = ".parquet"
 
@@ -93,13 +93,24 @@ def _snapshot_one(path: Path, folder: Path) -> Path:
     return copy
 
 
-def published_files(db_path: str | Path) -> set[Path]:
-    """The Parquet files the store at ``db_path`` names behind its views (absolute paths)."""
-    con = duckdb.connect(str(db_path), read_only=True)
+def prune_unpublished(db_path: str | Path, folder: str | Path) -> list[Path]:
+    """Remove the snapshot files in ``folder`` that the store at ``db_path`` does not name; return them.
+
+    No store at ``db_path`` names none of them.
+
+    Raises
+    ------
+    StoreError
+        If the store cannot be opened (then nothing is removed).
+    """
+    if not Path(db_path).is_file():
+        return prune_snapshot(folder, set())
+    con = connect(db_path, read_only=True)
     try:
-        return set(parquet_files(con, db_path))
+        named = set(parquet_files(con, db_path))
     finally:
         con.close()
+    return prune_snapshot(folder, named)
 
 
 def prune_snapshot(folder: str | Path, keep: set[Path]) -> list[Path]:
