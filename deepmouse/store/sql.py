@@ -232,7 +232,8 @@ def _refuse_unless_reading(statement: duckdb.Statement, explained_by: str = "") 
     shown = f"{text[:120]}{'…' if len(text) > 120 else ''}"
     kind = _statement_type(statement)
     if kind not in READING_STATEMENTS:
-        name = f"a {kind.name.replace('_', ' ')} statement" if kind is not None else "a statement of a kind not in duckdb.StatementType"
+        name = (f"a {kind.name.replace('_', ' ')} statement" if kind is not None
+                else "a statement of a kind not in duckdb.StatementType")
         what = f"explains {name}" if explained_by else f"is {name}"
         raise DeepmouseError(f"query refused: {explained_by or shown} {what}; {_REFUSED}")
     # DuckDB rewrites some writing statements into a PRAGMA or a CALL (IMPORT DATABASE, COPY FROM
