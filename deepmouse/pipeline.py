@@ -629,9 +629,10 @@ def run_checks_stage(params: Params, db_path: str | Path, means_path: str | Path
                 snapshot_parquet_files(staged, published_files_dir)
             report = run_checks(staged, means_path, sql_checks_dir, params.checks, report_path, verdicts_dir)
     except DeepmouseError:
-        if published_files_dir is not None:
+        if published_files_dir is not None and Path(published_path).is_file():
             # This run's copies, which nothing publishes. The error above is the one to report: a
-            # published store that cannot be read now keeps every file (nothing is removed).
+            # published store that cannot be read now keeps every file (nothing is removed), and so
+            # does a missing one, which `dvc checkout` may bring back naming them.
             with contextlib.suppress(StoreError, OSError):
                 prune_unpublished(published_path, published_files_dir)
         raise

@@ -22,7 +22,8 @@ old file in between.
 Tables that grow with neurons × layers (:data:`PARQUET_TABLES`; ~155 M rows for the whole
 zoo) are not copied into the database: the store holds a view of the same name and columns
 over the scores stage's per-model Parquet files, and lists those files in the
-``parquet_files`` table. The view names each file relative to the project root (the nearest
+``parquet_files`` table. (The published store's views name a checked snapshot of them
+instead, :mod:`deepmouse.store.publish`, pointed at by :func:`repoint_parquet_view`.) The view names each file relative to the project root (the nearest
 folder above the database holding ``dvc.yaml``, :func:`project_root`), so a clone that
 ``dvc pull``\ s its outputs, or a project moved elsewhere, reads its own files; a file
 outside the project is named by its absolute path. The views prefix each relative name
@@ -284,7 +285,7 @@ def _check_parquet_files(con: duckdb.DuckDBPyConnection, db_path: str | Path) ->
         raise StoreError(
             f"{db_path}: {len(absent)} of the {len(files)} Parquet files behind its views are missing, e.g. "
             f"{absent[0]} (views name them from the project root {root}); `dvc checkout` (or `dvc pull` in "
-            "a fresh clone) restores the scores stage's files"
+            "a fresh clone) restores them (outputs of the scores or checks stage)"
         )
     return root
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deepmouse.store.build import open_query_connection
+from deepmouse.store.build import open_query_connection, open_store, parquet_files
 from tests.e2e.test_pipeline import _dvc, _ran, copy_project, small_params
 from tests.e2e.test_store_faults import _deepmouse
 
@@ -40,6 +40,14 @@ def _answers(project: Path) -> dict:
 
 def _files(folder: Path) -> dict[str, str]:
     return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+
+
+def _named(project: Path) -> set[str]:
+    con = open_store(project / PUBLISHED)
+    try:
+        return {path.name for path in parquet_files(con, project / PUBLISHED)}
+    finally:
+        con.close()
 
 
 def _live_alphas(project: Path) -> int:
@@ -70,7 +78,8 @@ def runs(tmp_path_factory) -> dict:
     fixed = _dvc(project, "repro")
     assert fixed.returncode == 0, fixed.stdout[-3000:] + fixed.stderr[-3000:]
     after_fix = {"answers": _answers(project), "snapshot": _files(project / SNAPSHOT),
-                 "live alphas": _live_alphas(project), "status": _dvc(project, "status")}
+                 "live alphas": _live_alphas(project), "status": _dvc(project, "status"),
+                 "named": _named(project)}
     return {"project": project, "before": before, "failed": failed, "after failure": after_failure,
             "fixed": fixed, "after fix": after_fix}
 
@@ -95,7 +104,9 @@ def test_a_passing_run_publishes_the_new_scores_and_drops_the_old_files(runs):
     # Fewer candidate alphas (alphas are relative to each layer's scale, so not three in all), now served.
     assert after["answers"]["distinct alphas"] == after["live alphas"] < before["answers"]["distinct alphas"]
     assert after["answers"]["runs"] != before["answers"]["runs"]  # the new run's params
-    kept = set(after["snapshot"]) & set(before["snapshot"])
-    assert kept and len(set(before["snapshot"]) - kept) >= 1  # the old regression files are gone
+    # Exactly the files the published store names are there (other alphas change both per-neuron
+    # tables of the one model, so none of the old files is named any more, and all are gone).
+    assert set(after["snapshot"]) == after["named"] and len(after["named"]) == 2
+    assert not set(before["snapshot"]) & set(after["snapshot"])
     assert all(name == f"{digest}.parquet" for name, digest in after["snapshot"].items())
     assert "changed" not in after["status"].stdout, after["status"].stdout

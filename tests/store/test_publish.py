@@ -154,3 +154,13 @@ def test_a_moved_project_reads_its_own_snapshot(project, score_tables, tmp_path_
     assert _answers(moved) == before
     with pytest.raises(StoreError, match=r"Parquet files behind its views are missing, e\.g\. .*data/published/"):
         open_store(project / "data" / "deepmouse.duckdb")
+
+
+def test_a_failed_run_without_a_published_store_removes_no_snapshot_file(project, score_tables):
+    _publish(project, score_tables)
+    snapshot = _snapshot(project)
+    (project / "data" / "deepmouse.duckdb").unlink()  # `dvc checkout` can bring it back, naming these files
+    failing = dict(score_tables, model_scores=score_tables["model_scores"].assign(score=1.5))
+    with pytest.raises(QualityGateError):
+        _publish(project, failing)
+    assert {name: inode for name, inode in _snapshot(project).items() if name in snapshot} == snapshot
