@@ -10,6 +10,7 @@ Size: one ``run_<stage>`` per stage, each with the helpers only it uses beside i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ import pandas as pd
 from deepmouse.atomic import atomic_dir, atomic_file, remove_stale_staging_in, write_text
 from deepmouse.config import Params
 from deepmouse.failures import doing
+from deepmouse.errors import DeepmouseError, StoreError
 
 Progress = Callable[[str], None]
 
@@ -370,23 +372,44 @@ def _model_row(entry, key: dict, info: dict) -> dict:
 # ------------------------------------------------------------------- checks, report
 def run_checks_stage(params: Params, db_path: str | Path, means_path: str | Path, sql_checks_dir: str | Path,
                      report_path: str | Path, published_path: str | Path,
-                     verdicts_dir: str | Path | None = None) -> str:
+                     verdicts_dir: str | Path | None = None, published_files_dir: str | Path | None = None) -> str:
     """Check the store built at ``db_path``; only if every check passes, publish it at ``published_path``.
 
     ``published_path`` is what ``report``, ``deepmouse query`` and users read as the results.
     The checks run on a copy next to it, which is then renamed onto it, so what is published
-    is exactly what passed; a failed check leaves the published store as it was. The
+    is exactly what passed; a failed check leaves the published store as it was. The copy's
+    per-neuron views are first pointed at a snapshot of their Parquet files in
+    ``published_files_dir`` (:mod:`deepmouse.store.publish`), which the checks read: the
+    published store never serves the scores stage's live folders, which its next run rewrites
+    before this stage has passed or failed it (None: the views keep naming the live files).
+    After a publish (and a failed one), snapshot files the published store does not name are removed. The
     per-neuron tables are validated model by model; ``verdicts_dir`` keeps the passing
     verdicts, so a model whose files did not change is not validated again (None: keep none).
     """
     from deepmouse.quality.gate import run_checks
     from deepmouse.store.build import copy_store, replacing
+    from deepmouse.store.publish import prune_unpublished, snapshot_parquet_files
 
-    with replacing(published_path) as staged:
-        copy_store(db_path, staged)
-        report = run_checks(staged, means_path, sql_checks_dir, params.checks, report_path, verdicts_dir)
+    try:
+        with replacing(published_path) as staged:
+            copy_store(db_path, staged)
+            if published_files_dir is not None:
+                snapshot_parquet_files(staged, published_files_dir)
+            report = run_checks(staged, means_path, sql_checks_dir, params.checks, report_path, verdicts_dir)
+    except DeepmouseError:
+        if published_files_dir is not None and Path(published_path).is_file():
+            # This run's copies, which nothing publishes. The error above is the one to report: a
+            # published store that cannot be read now keeps every file (nothing is removed), and so
+            # does a missing one, which `dvc checkout` may bring back naming them.
+            with contextlib.suppress(StoreError, OSError):
+                prune_unpublished(published_path, published_files_dir)
+        raise
+    pruned = ""
+    if published_files_dir is not None:
+        removed = prune_unpublished(published_path, published_files_dir)
+        pruned = f" (per-neuron files in {published_files_dir}; {len(removed)} no longer named removed)"
     return (f"checks: all passed on {sum(report['tables'].values())} rows in {len(report['tables'])} tables; "
-            f"published at {published_path}")
+            f"published at {published_path}{pruned}")
 
 
 def run_report(db_path: str | Path, out_dir: str | Path) -> str:
