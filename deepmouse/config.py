@@ -204,7 +204,7 @@ class AllenConfig(_Section):
 
 @dataclass(frozen=True)
 class TableConfig(_Section):
-    """Recordings of your own as tables (``data.source: table``; README "Your own recordings").
+    """Recordings of your own as tables (``data.source: table``; docs/data-sources.md, "Your own recordings").
 
     ``responses`` (CSV or Parquet, required) holds each neuron's mean response to the 118
     natural scenes and the blank; ``metadata`` optionally holds the per-neuron metadata in
