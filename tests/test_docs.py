@@ -220,14 +220,17 @@ def test_collect_blocks_refuses_unreadable_pages(page, message):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("block", _params(SQL_LANGUAGES))
-def test_sql_block(block: Block, default_run: Path):
+def test_sql_block(block: Block, default_run: Path, tmp_path: Path):
     statements = duckdb.extract_statements(block.text)
     assert statements, f"{block.name}: no SQL statement in the block"
     deepmouse = Path(sys.executable).parent / "deepmouse"
-    for statement in statements:
+    for number, statement in enumerate(statements):
         query = statement.query.strip()
-        result = subprocess.run([str(deepmouse), "sql", "--format", "csv", query], cwd=default_run,
-                                env=_environment(), capture_output=True, text=True, timeout=600)
+        # Through --file: a statement may begin with its `--` comment, which is no argument.
+        sql_file = tmp_path / f"statement_{number}.sql"
+        sql_file.write_text(query + "\n")
+        result = subprocess.run([str(deepmouse), "sql", "--format", "csv", "--file", str(sql_file)],
+                                cwd=default_run, env=_environment(), capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{block.name}: `deepmouse sql` failed on\n{query}\n{result.stderr}"
         rows = [line for line in result.stdout.splitlines()[1:] if line.strip()]
         assert rows, f"{block.name}: no rows from\n{query}\n(a documented query should answer something)"
