@@ -81,3 +81,19 @@ def score_tables() -> dict[str, pd.DataFrame]:
     return {"runs": runs, "models": models, "layers": layers, "neurons": neurons, "rsa_scores": rsa,
             "regression_scores": regression, "model_scores": model_scores, "neuron_scores": neuron_scores,
             "model_comparisons": model_comparisons}
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> Path:
+    """A copy of the project on which ``dvc repro`` of the repository's params has run.
+
+    Built once per test session (minutes) and shared: tests must not change it. A test that
+    reruns stages or edits params works on its own copy (:func:`tests.test_docs.copy_run`).
+    """
+    # Imported here: the e2e helpers import this module for REPO.
+    from tests.e2e.test_pipeline import _dvc, copy_project
+
+    root = copy_project(tmp_path_factory.mktemp("default_run"))
+    result = _dvc(root, "repro")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return root

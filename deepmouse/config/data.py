@@ -112,7 +112,7 @@ class AllenConfig(Section):
 
 @dataclass(frozen=True)
 class TableConfig(Section):
-    """Recordings of your own as tables (``data.source: table``; README "Your own recordings").
+    """Recordings of your own as tables (``data.source: table``; docs/data-sources.md, "Your own recordings").
 
     ``responses`` (CSV or Parquet, required) holds each neuron's mean response to the 118
     natural scenes and the blank; ``metadata`` optionally holds the per-neuron metadata in

@@ -1,4 +1,4 @@
-"""Recordings of your own as tables: ``data.source: table`` (README, "Your own recordings").
+"""Recordings of your own as tables: ``data.source: table`` (docs/data-sources.md, "Your own recordings").
 
 The inputs (``data.table``; CSV, TSV or Parquet, by the file's suffix):
 
@@ -236,7 +236,7 @@ def _brain_observatory_scenes(allen: AllenConfig, progress: Progress, cache_fact
             f"data.table.images is null, so the Brain Observatory's natural scenes are taken from the AllenSDK "
             f"cache in data.allen.cache_dir ({allen.cache_dir}), which holds no session with them, and fetching "
             f"one failed: {reason}\n  To go on offline, give your own 118 scenes as a folder in data.table.images "
-            f"(0.png ... 117.png; README 'Your own recordings'), or put any Brain Observatory session-B NWB file "
+            f"(0.png ... 117.png; docs/data-sources.md, 'Your own recordings'), or put any Brain Observatory session-B NWB file "
             f"in {Path(allen.cache_dir) / 'ophys_experiment_data'}/"
         ) from None
 

@@ -1,4 +1,4 @@
-"""``data.source: table``: recordings of the user's own, given as tables (README "Your own recordings").
+"""``data.source: table``: recordings of the user's own, given as tables (docs/data-sources.md, "Your own recordings").
 
 Reading and checking the tables is :mod:`deepmouse.data.table`; the pull writes them
 normalised, with the images, into its folder, which
