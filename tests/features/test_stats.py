@@ -452,7 +452,10 @@ def test_correlation_rdms_are_exact_for_offsets_and_outliers(make, chunk_feature
     assert stats.usable_layers().tolist() == [True]
     rdms = stats.correlation_rdms()
     assert rdms.shape == (1, 119, 119) and rdms.dtype == np.float64
-    np.testing.assert_array_less(np.abs(rdms[0] - expected), 1e-6 * spread)
+    # Float32 products over 3,000 features: rounding alone reaches ~2e-6 of the spread on some CPUs
+    # (outlier features dominate the norms; the kernels' summation order differs by instruction set).
+    # The cancellation this guards against (G - s s^T / p at offsets of 1e4 sd) is orders larger.
+    np.testing.assert_array_less(np.abs(rdms[0] - expected), 1e-5 * spread)
 
 
 @pytest.mark.parametrize("make", [
