@@ -137,4 +137,3 @@ def default_run(tmp_path_factory) -> Path:
     run = shared_run(tmp_path_factory, "default")
     yield run
     check_unchanged(run)
-

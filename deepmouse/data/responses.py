@@ -50,6 +50,9 @@ the frame times: ``no_response_frame``, ``no_baseline_frame``). Each presentatio
 counts once, under the first reason that applies in that order. A NaN or
 infinite trace is never dropped: it stops the stage (naming the file and cell).
 :func:`check_dropped` stops a session that lost more than a given fraction.
+
+Size: one measurement; the two response definitions share the frame windows, the drop
+accounting and the checks of the traces, and the per-stimulus means are computed from them.
 """
 
 from __future__ import annotations

@@ -35,18 +35,20 @@ def test_the_store_says_where_its_scores_come_from(tmp_path, score_tables):
     con.close()
 
 
-def test_the_code_digest_names_files_by_path_not_name(tmp_path, monkeypatch):
+def test_the_code_digest_names_files_by_path_not_name(tmp_path):
     """A module or SQL file moved to another folder changes the digest, though its name and bytes do not."""
-    import deepmouse.store.provenance as provenance
+    from deepmouse.codedeps import named_files_digest
+    from deepmouse.store.provenance import code_digest
 
-    digests = []
-    for module_folder, sql_folder in (("features", "views"), ("metrics", "views"), ("features", "checks")):
-        root = tmp_path / f"{module_folder}-{sql_folder}"
-        (root / "deepmouse" / module_folder).mkdir(parents=True)
-        (root / "deepmouse" / "__init__.py").write_text("")
-        (root / "deepmouse" / module_folder / "util.py").write_text("ANSWER = 42\n")
+    sql_digests = []
+    for sql_folder in ("views", "checks"):
+        root = tmp_path / sql_folder
         (root / "sql" / sql_folder).mkdir(parents=True)
         (root / "sql" / sql_folder / "ranking.sql").write_text("SELECT 1;\n")
-        monkeypatch.setattr(provenance.deepmouse, "__file__", str(root / "deepmouse" / "__init__.py"))
-        digests.append(provenance.code_digest(root / "sql"))
-    assert len(set(digests)) == 3
+        sql_digests.append(code_digest(root / "sql"))
+    assert sql_digests[0] != sql_digests[1]
+
+    (tmp_path / "util.py").write_text("ANSWER = 42\n")
+    module_digests = {named_files_digest({f"deepmouse/{folder}/util.py": tmp_path / "util.py"})
+                      for folder in ("features", "metrics")}
+    assert len(module_digests) == 2
