@@ -16,7 +16,8 @@ class ComputeConfig(Section):
 
     ``workers: 1`` (default) runs the models one after another in the stage's process;
     more starts a local Dask cluster of that many worker processes, each with
-    ``threads_per_worker`` threads (default: the machine's cores shared out). ``scheduler``
+    ``threads_per_worker`` threads (default: the process's threads, ``OMP_NUM_THREADS`` or
+    the cores, shared out). ``scheduler``
     is the address of a running Dask scheduler (``tcp://host:8786``, a SLURM or PBS cluster
     from dask-jobqueue, GPU workers), which then replaces the local cluster. The results
     are byte-identical whatever these settings.
