@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from deepmouse.store.build import open_query_connection, open_store, parquet_files
-from tests.e2e.test_pipeline import _dvc, _ran, copy_project, small_params
+from tests.e2e.test_pipeline import _dvc, _ran
+from tests.runs import copy_run
 from tests.e2e.test_store_faults import _deepmouse
 
 pytestmark = pytest.mark.slow
@@ -56,10 +57,10 @@ def _live_alphas(project: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
-    params = small_params(["alexnet_random"])
-    project = copy_project(tmp_path_factory.mktemp("published"), params)
-    good = _dvc(project, "repro")
+def runs(small_run, tmp_path_factory) -> dict:
+    project = copy_run(small_run, tmp_path_factory.mktemp("published") / "project")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    good = _dvc(project, "repro")  # a copy of a finished run: only fingerprint runs
     assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-3000:]
     before = {"answers": _answers(project), "snapshot": _files(project / SNAPSHOT),
               "published": (project / PUBLISHED).read_bytes(), "live alphas": _live_alphas(project)}
