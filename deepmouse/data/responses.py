@@ -103,25 +103,6 @@ class SessionResponses:
         return sum(self.dropped.values())
 
 
-def trial_responses(
-    session: Session,
-    window: tuple[float, float],
-    baseline: tuple[float, float],
-    signal: str = "dff",
-    *,
-    definition: str = "window",
-    events: np.ndarray | None = None,
-    fluorescence: np.ndarray | None = None,
-) -> pd.DataFrame:
-    """Response of every neuron to every natural scenes presentation that can be measured.
-
-    :func:`session_responses` without the count of dropped presentations; the
-    parameters, the returned trials and the errors are the same.
-    """
-    return session_responses(session, window, baseline, signal, definition=definition, events=events,
-                             fluorescence=fluorescence).trials
-
-
 def session_responses(
     session: Session,
     window: tuple[float, float],
