@@ -103,7 +103,7 @@ def small_tables(n_models: int, n_layers: int, n_neurons: int, rng: np.random.Ge
             "run_id": "0" * 16, "source": "simulated", "n_experiments": 1, "experiments": "[1]",
             "experiments_digest": "e" * 64, "params_digest": "p" * 64, "package_versions": "{}",
             "code_digest": "c" * 64, "code_revision": None, "dvc_lock_digest": None,
-            "created": pd.Timestamp("2026-01-01")}]),
+            "trial_responses": True, "extra_areas": "[]", "created": pd.Timestamp("2026-01-01")}]),
         "models": pd.DataFrame({
             "model_id": models, "display_name": models, "family": "convolutional", "source": "torchvision",
             "architecture": "synthetic", "training": "random", "training_category": "random", "task_cluster": None,

@@ -7,7 +7,7 @@ Per untrained model (init seed 0), all stimuli in one batch, ``paper`` preproces
    centred values, for S, s and G, and one of the standardised values, for K);
 3. :func:`~deepmouse.features.stats.compute_layer_statistics`, best of ``--repeats``, / floor;
    also / the floor with the Grams formed as the statistics form them
-   (:func:`~deepmouse.features.stats.symmetric_product`: on the CPU each off-diagonal block
+   (:func:`~deepmouse.features.products.symmetric_product`: on the CPU each off-diagonal block
    once), which leaves what the statistics add beyond their products;
 4. peak memory of forward and statistics (CUDA: ``max_memory_allocated``; CPU: peak RSS of a
    fresh process each), against the bound forward peak + 2 x the largest layer;
@@ -45,14 +45,9 @@ from deepmouse.data.stimuli import with_blank
 from deepmouse.errors import ConfigError, DeepmouseError
 from deepmouse.features.cache import feature_cache_key, hash_stimuli, write_feature_entry
 from deepmouse.features.extract import resolve_device
-from deepmouse.features.layers import flatten_per_stimulus, hooked_leaf_outputs
-from deepmouse.features.stats import (
-    LayerStatistics,
-    compute_layer_statistics,
-    sparse_random_projection,
-    srp_dimension,
-    symmetric_product,
-)
+from deepmouse.features.hooks import flatten_per_stimulus, hooked_leaf_outputs
+from deepmouse.features.products import symmetric_product
+from deepmouse.features.stats import LayerStatistics, compute_layer_statistics, sparse_random_projection, srp_dimension
 from deepmouse.models.build import build_model, count_parameters
 from deepmouse.models.preprocess import preprocess_stimuli
 from deepmouse.models.registry import ZooEntry, load_zoo
@@ -119,7 +114,7 @@ def time_gram_products(model: torch.nn.Module, inputs: torch.Tensor, device: tor
     """Sum over hooked outputs of the time of one float32 Gram product (best of ``repeats`` forwards).
 
     ``product(x)`` is ``x @ x.T`` unless given: the floor as defined, against
-    :func:`~deepmouse.features.stats.symmetric_product` as the statistics compute it.
+    :func:`~deepmouse.features.products.symmetric_product` as the statistics compute it.
 
     Every hooked output counts, duplicates included, as the statistics reduce each
     before deduplicating. On CUDA each product is timed by events on the stream, so

@@ -281,7 +281,8 @@ def diff_command(
     Exit status 0 when everything agrees within the tolerance, 1 when something differs
     (the first differing rows are printed), 2 when an input is missing or not a store.
     """
-    from deepmouse.store.diff import diff_stores, find_store, write_report
+    from deepmouse.store.diff import diff_stores, find_store
+    from deepmouse.store.diff_report import write_report
 
     try:
         if out is not None and out.exists() and any(out.resolve() == find_store(p).resolve() for p in (a, b)):

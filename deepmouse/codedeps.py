@@ -33,10 +33,21 @@ shadows, or a top-level definition named in a body that is never called, is incl
 reached only through strings (``importlib.import_module``, ``getattr`` with a computed name
 on one of our modules) is not seen; the package's own code does not do it.
 
+The module graph
+----------------
+:func:`module_graph` is coarser and stricter: one node per module, and an edge for every
+import statement anywhere in its file (inside functions, and under ``if TYPE_CHECKING:``
+too), because two modules that need each other are one design however late the import
+runs. :func:`import_cycles` finds its circles; ``tests/test_architecture.py`` holds the
+package to none.
+
 Targets
 -------
 ``"pkg.mod"`` (the whole module), ``"pkg.mod:name"`` (one top-level function or class, and
 the body of its module), or the path of a script (run as ``__main__``: all of it).
+
+Size: one concern, the package's imports as :mod:`ast` reads them; the closure and the module
+graph share the parser and the resolution of names.
 """
 
 from __future__ import annotations
@@ -450,3 +461,139 @@ def named_files_digest(files: Mapping[str, Path]) -> str:
 def code_digest(target: str | Path, *, root: str | Path = PROJECT_ROOT, package: str = PACKAGE) -> str:
     """:func:`files_digest` of the :func:`import_closure` of ``target``: what a cache key holds for its code."""
     return files_digest(import_closure(target, root=root, package=package), root=root)
+
+
+def module_graph(*, root: str | Path = PROJECT_ROOT, package: str = PACKAGE) -> dict[str, frozenset[str]]:
+    """Every module of ``package`` and the package modules its file imports, wherever in the file.
+
+    ``from a import n`` is an edge to ``a.n`` when that is a module, else to ``a``; ``import
+    a.b`` to ``a.b``. Parent packages are not added: importing ``a.b`` runs ``a/__init__.py``,
+    but a package that re-exports its submodules would otherwise form a circle with each of them.
+
+    Parameters
+    ----------
+    root : str or Path
+        The folder holding the package (the project root).
+    package : str
+        The top-level package.
+
+    Returns
+    -------
+    dict of str to frozenset of str
+        Dotted module name to the dotted names it imports (itself excluded), for every module.
+
+    Raises
+    ------
+    CodeDepsError
+        For a file that cannot be parsed, or an import of a package module that does not exist
+        (file and line).
+    """
+    root = Path(root).resolve()
+    closure = _Closure(root, package)
+    graph: dict[str, frozenset[str]] = {}
+    for path in sorted((root / package).rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        try:
+            tree = ast.parse(path.read_bytes(), filename=str(path))
+        except SyntaxError as err:
+            raise CodeDepsError(f"{path}:{err.lineno}: cannot parse: {err.msg}") from None
+        resolver = _Collector(name, name if path.name == "__init__.py" else name.rpartition(".")[0], path)
+        imported: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found = [(alias.name, node.lineno) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                module = resolver._absolute(node)
+                found = [(f"{module}.{alias.name}" if closure.module_file(f"{module}.{alias.name}") else module,
+                          node.lineno) for alias in node.names]
+            else:
+                continue
+            for target, line in found:
+                if target.split(".")[0] != package:
+                    continue
+                if closure.module_file(target) is None:
+                    raise CodeDepsError(f"{path}:{line}: imports {target}, which is not a module of {root / package}")
+                imported.add(target)
+        graph[name] = frozenset(imported - {name})
+    return graph
+
+
+def import_cycles(graph: Mapping[str, Iterable[str]]) -> list[tuple[str, ...]]:
+    """One circle of imports for every group of modules that import each other.
+
+    A group is a strongly connected component of ``graph`` with more than one module (Tarjan's
+    algorithm, without recursion); its circle is a shortest path from its first module (in
+    sorted order) back to itself.
+
+    Parameters
+    ----------
+    graph : mapping of str to iterable of str
+        As :func:`module_graph` returns; names imported but not keys have no edges of their own.
+
+    Returns
+    -------
+    list of tuple of str
+        Each circle as its modules in import order, the first repeated at the end
+        (``("a", "b", "a")``); sorted; empty when there is none.
+    """
+    edges = {name: sorted(set(targets)) for name, targets in graph.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    for start in sorted(edges):
+        if start in index:
+            continue
+        work = [(start, iter(edges.get(start, ())))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, successors = work[-1]
+            for successor in successors:
+                if successor not in index:
+                    index[successor] = low[successor] = len(index)
+                    stack.append(successor)
+                    on_stack.add(successor)
+                    work.append((successor, iter(edges.get(successor, ()))))
+                    break
+                if successor in on_stack:
+                    low[node] = min(low[node], index[successor])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        components.append(sorted(component))
+    return sorted(_shortest_circle(component, edges) for component in components)
+
+
+def _shortest_circle(component: list[str], edges: Mapping[str, list[str]]) -> tuple[str, ...]:
+    """A shortest path from ``component[0]`` back to itself, through the component's modules only."""
+    members, first = set(component), component[0]
+    came_from: dict[str, str] = {}
+    frontier = [first]
+    while frontier:
+        following = []
+        for node in frontier:
+            for successor in edges.get(node, ()):
+                if successor == first:
+                    path = [node]
+                    while path[-1] != first:
+                        path.append(came_from[path[-1]])
+                    return (*reversed(path), first)
+                if successor in members and successor not in came_from:
+                    came_from[successor] = node
+                    following.append(successor)
+        frontier = following
+    raise AssertionError(f"{first}: a strongly connected component without a circle")  # Tarjan's guarantee

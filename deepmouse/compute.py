@@ -8,15 +8,14 @@ same bytes whether one process or many computed them. Scheduling is Dask's
 dask-jobqueue's SLURM and PBS clusters, GPU workers — never one of our own.
 
 Threads. Every task runs torch with ``threads_per_worker`` threads (by default the
-machine's cores shared out among the workers), so the workers do not oversubscribe the
-cores, and numpy's BLAS on one thread: BLAS results change in the last bits with its
+threads this process was given shared out among the workers), so the workers do not
+oversubscribe the cores, and numpy's BLAS on one thread: BLAS results change in the last bits with its
 thread count, torch's ridge products do not, so the score files are the same bytes
 whatever the number of workers (``tests/e2e/test_incremental.py``).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -37,10 +36,19 @@ class TaskResult:
 
 
 def worker_threads(cfg: ComputeConfig, n_cores: int | None = None) -> int:
-    """Torch threads per worker: ``threads_per_worker``, or the cores shared out (at least 1)."""
+    """Torch threads per worker: ``threads_per_worker``, or ``n_cores`` shared out (at least 1).
+
+    ``n_cores`` defaults to this process's torch threads (``OMP_NUM_THREADS`` where set, else
+    the cores), not the machine's: a process told to use fewer threads (one of several
+    sharing a machine) runs its in-process task on that many, as it computes everything else.
+    Features computed on another thread count can differ in the last bits.
+    """
     if cfg.threads_per_worker is not None:
         return cfg.threads_per_worker
-    n_cores = n_cores or os.cpu_count() or 1
+    if n_cores is None:
+        import torch
+
+        n_cores = torch.get_num_threads()
     return max(1, n_cores // cfg.workers)
 
 

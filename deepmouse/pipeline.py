@@ -4,13 +4,14 @@ The scripts in ``stages/`` and the ``deepmouse`` CLI both call these, so a stage
 ``dvc repro`` and the same step run by hand do exactly the same work. Each returns the
 one-line summary the stage prints when it ends. Paths always come from the caller
 (``dvc.yaml`` arguments); nothing here hard-codes where outputs live.
+
+Size: one ``run_<stage>`` per stage, each with the helpers only it uses beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,12 +21,10 @@ import pandas as pd
 
 from deepmouse.atomic import atomic_dir, atomic_file, remove_stale_staging_in, write_text
 from deepmouse.config import Params
-from deepmouse.errors import DataError, SourceError
 from deepmouse.failures import doing
-from deepmouse.hashing import file_sha256
+from deepmouse.errors import DeepmouseError, StoreError
 
 Progress = Callable[[str], None]
-MANIFEST = "manifest.json"
 
 
 # ------------------------------------------------------------------------- params
@@ -108,32 +107,10 @@ def run_fingerprint(params: Params, source_path: str | Path, weights_out: str | 
         and its weights file (path relative to the project folder, bytes, mtime_ns), so
         editing the module reruns that model.
     """
-    import dataclasses
+    from deepmouse.data.sources.registry import get_source
 
     data = params.data
-    source: dict = {"source": data.source}
-    if data.source == "simulated":
-        source["simulated"] = dataclasses.asdict(data.simulated)
-    elif data.source == "nwb_dir":
-        source["nwb_dir"] = data.nwb_dir
-        source["files"] = _describe_files(_nwb_dir_files(Path(data.nwb_dir)), Path(data.nwb_dir))
-    elif data.source == "table":
-        from deepmouse.data.table import input_files
-
-        source["table"] = dataclasses.asdict(data.table)
-        source["files"] = _describe_files(input_files(data.table), Path.cwd())
-        if data.table.images is None:  # the Brain Observatory scenes, from the AllenSDK cache
-            from deepmouse.data.allen import cached_files
-
-            source["allen_cache_dir"] = data.allen.cache_dir
-            source["files"] += _describe_files(cached_files(dataclasses.replace(data.allen, events=False)),
-                                               Path(data.allen.cache_dir))
-    else:
-        from deepmouse.data.allen import cached_files
-
-        source["allen"] = {key: value for key, value in dataclasses.asdict(data.allen).items()
-                           if key not in ("retries", "timeout_s")}
-        source["files"] = _describe_files(cached_files(data.allen), Path(data.allen.cache_dir))
+    source = {"source": data.source, **get_source(data.source).describe(params)}
     _write_canonical_json(Path(source_path), source)
 
     zoo = params.zoo.registry()
@@ -144,26 +121,6 @@ def run_fingerprint(params: Params, source_path: str | Path, weights_out: str | 
     files = f", {len(source['files'])} files" if "files" in source else ""
     return (f"fingerprint: source {data.source}{files} described in {source_path}; "
             f"weights of {len(params.zoo.models)} models in {weights_out}")
-
-
-def _nwb_dir_files(folder: Path) -> list[Path]:
-    """The NWB files of a folder and every events file the nwb_dir pull could take with them."""
-    from deepmouse.data.events import ALLENSDK_EVENTS_FOLDER, EVENTS_SUFFIX
-
-    nwb_files = sorted(folder.glob("**/*.nwb"))
-    # Where find_events_file looks: beside each NWB file, and in an AllenSDK cache's events folder.
-    places = {path.parent for path in nwb_files} | {path.parent.parent / ALLENSDK_EVENTS_FOLDER for path in nwb_files}
-    events = {path for place in places for path in place.glob(f"*{EVENTS_SUFFIX}")}
-    return nwb_files + sorted(events)
-
-
-def _describe_files(paths: list[Path], root: Path) -> list[dict]:
-    described = []
-    for path in paths:
-        stat = path.stat()
-        described.append({"path": Path(os.path.relpath(path, root)).as_posix(), "bytes": stat.st_size,
-                          "mtime_ns": stat.st_mtime_ns})
-    return sorted(described, key=lambda record: record["path"])
 
 
 def _weights_fingerprint(entry, weights_dir: str | None) -> dict:
@@ -188,14 +145,15 @@ def _weights_fingerprint(entry, weights_dir: str | None) -> dict:
 
 def _custom_fingerprint(entry) -> dict:
     """A custom model's function, its module's source file and its weights file, as files are described."""
+    from deepmouse.data.sources.base import describe_files
     from deepmouse.models.custom import custom_source_file
 
     weights = Path(entry.weights) if entry.weights else None
     return {
         "model_id": entry.model_id, "trained": not entry.is_random, "function": entry.architecture,
-        "source_file": _describe_files([custom_source_file(entry)], Path.cwd())[0],
+        "source_file": describe_files([custom_source_file(entry)], Path.cwd())[0],
         "weights": entry.weights or None, "weights_sha256": entry.weights_sha256 or None,
-        "weights_file": _describe_files([weights], Path.cwd())[0] if weights is not None and weights.is_file()
+        "weights_file": describe_files([weights], Path.cwd())[0] if weights is not None and weights.is_file()
         else None,
     }
 
@@ -220,145 +178,29 @@ def run_pull(params: Params, out_dir: str | Path, *, progress: Progress = print)
     is ``persist`` in ``dvc.yaml``, so DVC does not delete it first) or nothing, never NWB
     files without their manifest, nor files of an earlier pull beside a newer manifest.
     """
-    out_dir = Path(out_dir)
-    source = params.data.source
-    if source == "table":
-        from deepmouse.data.table import pull_table
+    from deepmouse.data.sources.registry import get_source
 
-        # Validates every table and image before it opens its staging folder: a bad input writes nothing.
-        manifest = pull_table(params.data.table, params.data.allen, out_dir, progress=progress)
-        trials = "with trials" if manifest["trial_responses"] else "means only, no trials"
-        return (f"pull: {manifest['n_neurons']} neurons in {len(manifest['experiments'])} experiments "
-                f"({', '.join(manifest['areas'])}), {trials}, from tables into {out_dir}")
-    if source == "allen":
-        from deepmouse.data.allen import pull_allen
-
-        manifest = pull_allen(params.data.allen, out_dir, progress=progress)
-    elif source in ("simulated", "nwb_dir"):
-        with atomic_dir(out_dir) as staging:
-            if source == "simulated":
-                manifest = _pull_simulated(params, staging, progress)
-            else:
-                manifest = _pull_nwb_dir(Path(params.data.nwb_dir), staging, progress)
-    else:  # config validation admits only the sources above
-        raise SourceError(f"data.source: unsupported source {source!r}")
-    n_bytes = sum(e["bytes"] for e in manifest["experiments"])
-    areas = sorted({e["area"] for e in manifest["experiments"]})
-    return f"pull: {len(manifest['experiments'])} experiments ({', '.join(areas)}), {n_bytes / 1e6:.1f} MB in {out_dir}"
-
-
-def _pull_simulated(params: Params, out_dir: Path, progress: Progress) -> dict:
-    from deepmouse.data.simulated import simulate_dataset, simulated_scenes
-    from deepmouse.data.stimuli import with_blank
-    from deepmouse.features.layers import capture_layer_outputs, list_layers
-    from deepmouse.models.build import build_model
-    from deepmouse.models.preprocess import preprocess_stimuli
-    from deepmouse.models.registry import load_zoo
-
-    cfg = params.data.simulated
-    if cfg.tuning == "random":
-        # Null data: the neurons' tuning is drawn independently of every model, so none is built.
-        progress("tuning random: simulated neurons read out no model")
-        return simulate_dataset(out_dir, cfg, scenes=simulated_scenes(cfg))
-    entry = load_zoo().get(cfg.generator, key="data.simulated.generator")
-    if not entry.is_random:
-        raise SourceError(f"data.simulated.generator: {cfg.generator!r} is trained; the planted generator must be a *_random model")
-    scenes = simulated_scenes(cfg)
-    model = build_model(entry, init_seed=cfg.generator_seed)
-    inputs = preprocess_stimuli(with_blank(scenes), params.features.preprocessing, entry, model=model)
-    layers = list_layers(model, inputs)
-    planted = {area: _nearest_layer(layers, depth) for area, depth in cfg.planted_depths.items()}
-    progress("planted layers: " + ", ".join(f"{a}={p['name']} (depth {p['depth']:.2f})" for a, p in planted.items()))
-    outputs = capture_layer_outputs(model, inputs, sorted({p["name"] for p in planted.values()}))
-    features = {area: outputs[p["name"]] for area, p in planted.items()}
-    return simulate_dataset(out_dir, cfg, features, planted, scenes=scenes)
-
-
-def _nearest_layer(layers: list, depth: float) -> dict:
-    best = min(layers, key=lambda layer: (abs(layer.depth - depth), layer.index))
-    return {"name": best.name, "index": int(best.index), "depth": float(best.depth), "module_type": best.module_type}
-
-
-def _pull_nwb_dir(source_dir: Path, out_dir: Path, progress: Progress) -> dict:
-    """Link (or copy) every NWB file of a folder, and its events file where found, and describe them.
-
-    An experiment's L0 events are taken from ``<experiment_id>_events.npz`` beside its NWB
-    file, or in ``ophys_experiment_events/`` beside the NWB file's folder (an AllenSDK
-    cache); the manifest's ``events_file`` is null where there is none.
-    """
-    from deepmouse.data.events import events_shape, find_events_file, place_events_file
-    from deepmouse.data.nwb import DFF_PATH, check_session_layout, read_session_metadata
-
-    files = sorted(source_dir.glob("**/*.nwb")) if source_dir.is_dir() else []
-    if not files:
-        raise SourceError(f"data.nwb_dir: no .nwb files in {source_dir}")
-    experiments, seen = [], {}
-    for i, path in enumerate(files, start=1):
-        meta = read_session_metadata(path)
-        if meta.experiment_id in seen:
-            raise SourceError(f"data.nwb_dir: two files hold experiment {meta.experiment_id}: "
-                              f"{seen[meta.experiment_id]} and {path}")
-        seen[meta.experiment_id] = path
-        target = out_dir / f"{meta.experiment_id}.nwb"
-        try:
-            target.hardlink_to(path)
-        except OSError:  # another filesystem: a copy is the only way
-            shutil.copy2(path, target)
-        events_source = find_events_file(path, meta.experiment_id)
-        events_file = None
-        if events_source is not None:
-            dff_shape, found_shape = check_session_layout(path)[DFF_PATH], events_shape(events_source)
-            if found_shape != dff_shape:
-                raise DataError(f"{events_source}: events of shape {found_shape} do not match "
-                                f"the dF/F traces {dff_shape} (cells, frames) of {path}")
-            events_file = place_events_file(events_source, out_dir, meta.experiment_id)
-        experiments.append({**_describe_experiment(meta), "file": target.name, "source_file": str(path),
-                            "sha256": file_sha256(target), "bytes": target.stat().st_size,
-                            "events_file": events_file})
-        progress(f"[{i}/{len(files)}] {path.name}: experiment {meta.experiment_id}, {meta.area}"
-                 + (f", events from {events_source.name}" if events_source is not None else ", no events file"))
-    manifest = {"source": "nwb_dir", "nwb_dir": str(source_dir), "experiments": experiments}
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
-
-
-def _describe_experiment(meta) -> dict:
-    return {"experiment_id": int(meta.experiment_id), "container_id": int(meta.container_id), "area": meta.area,
-            "cre_line": meta.cre_line, "imaging_depth": int(meta.imaging_depth)}
+    source = get_source(params.data.source)
+    manifest = source.pull(params, Path(out_dir), progress)
+    return source.pull_summary(manifest, Path(out_dir))
 
 
 def read_manifest(raw_dir: str | Path) -> tuple[dict, list[Path]]:
-    """The manifest of a pulled source and its NWB files (a table pull: its files), checked to exist."""
-    raw_dir = Path(raw_dir)
-    try:
-        manifest = json.loads((raw_dir / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise DataError(f"{raw_dir / MANIFEST}: missing; run the pull stage first") from None
-    if manifest.get("source") == "table":  # the normalised tables, no file per experiment
-        paths = [raw_dir / name for name in manifest["files"]]
-    else:
-        paths = [raw_dir / e["file"] for e in manifest["experiments"]]
-    absent = [str(p) for p in paths if not p.exists()]
-    if absent:
-        raise DataError(f"{raw_dir / MANIFEST}: lists file(s) that are not there: {', '.join(absent[:3])}")
+    """The manifest of a pulled source and the files it lists, checked to exist."""
+    from deepmouse.data.sources.readers import read_pulled
+
+    _, manifest, paths = read_pulled(raw_dir)
     return manifest, paths
 
 
 # ------------------------------------------------------------------------ stimuli
 def run_stimuli(raw_dir: str | Path, out_dir: str | Path) -> str:
     """``stimuli.npy`` (119 × H × W uint8, blank last) and ``stimuli.parquet``."""
-    from deepmouse.data.stimuli import stimuli_from_sessions, stimulus_table, with_blank
+    from deepmouse.data.sources.readers import read_pulled
+    from deepmouse.data.stimuli import stimulus_table
 
-    manifest, paths = read_manifest(raw_dir)
-    if manifest.get("source") == "table":
-        from deepmouse.data.table import RAW_IMAGES
-
-        stimuli = with_blank(np.load(Path(raw_dir) / RAW_IMAGES, allow_pickle=False))
-        images = manifest["inputs"]["images"]
-        origin = f"from {images['folder']}" if "folder" in images else f"Brain Observatory scenes from {images['brain_observatory']}"
-    else:
-        stimuli = stimuli_from_sessions(paths)
-        origin = f"checked identical in {len(paths)} files"
+    reader, manifest, paths = read_pulled(raw_dir)
+    stimuli, origin = reader.stimuli(Path(raw_dir), manifest, paths)
     with atomic_dir(out_dir) as staging:
         np.save(staging / "stimuli.npy", stimuli)
         stimulus_table().to_parquet(staging / "stimuli.parquet", index=False)
@@ -367,130 +209,33 @@ def run_stimuli(raw_dir: str | Path, out_dir: str | Path) -> str:
 
 # ---------------------------------------------------------------------- responses
 def run_responses(params: Params, raw_dir: str | Path, out_dir: str | Path, *, progress: Progress = print) -> str:
-    """Per-trial responses, per-condition means and the experiments table.
+    """Per-trial responses, per-condition means and the recordings' metadata, by the source that pulled them.
 
-    The three files are built in a staging folder beside ``out_dir`` and renamed onto it
+    The files are built in a staging folder beside ``out_dir`` and renamed onto it
     together (:func:`deepmouse.atomic.atomic_dir`): a run that fails or is killed half-way
-    leaves the previous trials and means, a pair, never new trials beside old means.
-
-    With ``responses.signal: events`` every experiment's events file
-    (``<experiment_id>_events.npz`` beside its NWB file) must be there, and with
-    ``responses.definition: allen_sweep`` every NWB file must hold the fluorescence
-    datasets; the first one missing stops the stage before any session is read.
-
-    The presentations dropped per experiment, by reason, go to ``dropped.json`` and the
-    log; a session that loses more than ``responses.max_dropped_fraction`` stops the stage.
+    leaves the previous trials and means, a pair, never new trials beside old means. What
+    each source checks first and writes beside them: its ``responses`` method
+    (:class:`~deepmouse.data.sources.ophys_nwb.OphysNwbReader`: ``experiments.parquet``
+    and ``dropped.json``; :class:`~deepmouse.data.sources.table_reader.TableReader`:
+    ``neuron_metadata.parquet``).
     """
-    from deepmouse.data.events import EVENTS_SOURCES_HINT, events_path
-    from deepmouse.data.nwb import check_fluorescence_layout, read_session
-    from deepmouse.data.responses import check_dropped, mean_responses, session_responses
+    from deepmouse.data.sources.readers import read_pulled
 
-    manifest, paths = read_manifest(raw_dir)
-    if manifest.get("source") == "table":
-        return _table_responses(raw_dir, Path(out_dir), progress)
-    cfg = params.responses
-    if cfg.definition == "allen_sweep":
-        for path in paths:
-            check_fluorescence_layout(path)
-    if cfg.definition == "window" and cfg.signal == "events":
-        absent = [events_path(path) for path in paths if not events_path(path).is_file()]
-        if absent:
-            raise DataError(
-                f"{absent[0]}: no events file for responses.signal: events ({len(absent)} of {len(paths)} "
-                f"experiments pulled from source {manifest.get('source')!r} lack one); {EVENTS_SOURCES_HINT}"
-            )
-    frames, experiments, dropped = [], [], []
-    for i, path in enumerate(paths, start=1):
-        with doing(f"measuring the responses in {path}"):
-            session = read_session(path)
-            measured = session_responses(session, cfg.window, cfg.baseline, cfg.signal, definition=cfg.definition)
-            frames.append(measured.trials)
-        experiments.append(_describe_experiment(session.metadata) | {"file": path.name})
-        dropped.append({"experiment_id": int(session.metadata.experiment_id), "file": path.name,
-                        "n_presentations": measured.n_presentations, "n_dropped": measured.n_dropped,
-                        "dropped": measured.dropped})
-        reasons = ", ".join(f"{count} {reason}" for reason, count in measured.dropped.items() if count)
-        progress(f"[{i}/{len(paths)}] {path.name}: {len(session.cell_specimen_ids)} neurons, "
-                 f"{measured.n_dropped} of {measured.n_presentations} presentations dropped"
-                 + (f" ({reasons})" if reasons else ""))
-        check_dropped(measured, path, session.metadata.experiment_id, cfg.max_dropped_fraction)
-    trials = pd.concat(frames, ignore_index=True)
-    n_dropped = sum(entry["n_dropped"] for entry in dropped)
-    # A new folder: no file of an earlier run of another source (neuron_metadata.parquet) is kept.
-    with atomic_dir(out_dir) as staging:
-        trials.to_parquet(staging / "trials.parquet", index=False)
-        mean_responses(trials).to_parquet(staging / "means.parquet", index=False)
-        pd.DataFrame(experiments).to_parquet(staging / "experiments.parquet", index=False)
-        (staging / DROPPED_FILE).write_text(json.dumps(
-            {"n_presentations": sum(entry["n_presentations"] for entry in dropped), "n_dropped": n_dropped,
-             "max_dropped_fraction": cfg.max_dropped_fraction, "experiments": dropped}, indent=2) + "\n")
-    progress(f"responses: {n_dropped} presentations dropped (by experiment and reason in {Path(out_dir) / DROPPED_FILE})")
-    measure = cfg.signal if cfg.definition == "window" else "allen_sweep: % change of corrected fluorescence"
-    return (f"responses: {trials['neuron_id'].nunique()} neurons x {len(trials) // max(trials['neuron_id'].nunique(), 1)} "
-            f"trials ({measure}) from {len(paths)} experiments")
-
-
-DROPPED_FILE = "dropped.json"
-"""Presentations dropped per experiment and reason, in the responses folder of an NWB source."""
-
-
-NEURON_METADATA = "neuron_metadata.parquet"
-"""Per-neuron metadata in the responses folder of a table source (instead of ``experiments.parquet``)."""
-
-
-def _table_responses(raw_dir: str | Path, out_dir: Path, progress: Progress) -> str:
-    """The responses of a table pull, in the layout of the NWB sources' (``responses.*`` do not apply).
-
-    ``trials.parquet`` holds the given trials (none: no rows), ``means.parquet`` the trial
-    means where there are trials (the given means agree with them, as the pull checked),
-    else the given means with ``n_trials`` 0, and ``neuron_metadata.parquet`` takes the
-    place of ``experiments.parquet``: a table gives metadata per neuron, not per session.
-    """
-    from deepmouse.data.responses import TRIAL_COLUMNS, mean_responses
-    from deepmouse.data.table import read_pulled_table
-
-    _, recordings = read_pulled_table(raw_dir)
-    neurons = recordings.neurons
-    experiment = neurons.set_index("neuron_id")["experiment_id"]
-    if recordings.trials is not None:
-        trials = recordings.trials
-        means = mean_responses(trials)
-    else:
-        trials = pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in zip(
-            TRIAL_COLUMNS, ("int64", "int64", "int16", "int16", "int32", "float32", "float32"))})
-        means = recordings.means.assign(experiment_id=lambda m: experiment.reindex(m["neuron_id"]).to_numpy(),
-                                        n_trials=np.int32(0))
-        means = means.sort_values(["experiment_id", "neuron_id", "stimulus_index"], kind="stable")
-        means = means.loc[:, ["experiment_id", "neuron_id", "stimulus_index", "mean_response", "n_trials"]]
-    # A new folder: no file of an earlier run of another source (experiments.parquet) is kept.
-    with atomic_dir(out_dir) as staging:
-        trials.to_parquet(staging / "trials.parquet", index=False)
-        means.reset_index(drop=True).to_parquet(staging / "means.parquet", index=False)
-        neurons.to_parquet(staging / NEURON_METADATA, index=False)
-    if len(trials):
-        return (f"responses: {len(neurons)} neurons x {len(trials) // len(neurons)} trials, from tables "
-                "(responses.* do not apply to data.source: table)")
-    progress("no trial responses: reliability, CC_max and noise ceilings will not be computed, "
-             "nor normalised scores")
-    return f"responses: {len(neurons)} neurons, mean responses only, from tables (responses.* do not apply)"
+    reader, manifest, paths = read_pulled(raw_dir)
+    return reader.responses(params, Path(raw_dir), manifest, paths, Path(out_dir), progress)
 
 
 # ------------------------------------------------------------------------ neurons
 def run_neurons(params: Params, responses_dir: str | Path, out_path: str | Path, counts_path: str | Path) -> str:
     """``neurons.parquet`` (every neuron with flags) and per-area counts for ``dvc metrics``."""
-    from deepmouse.data.nwb import SessionMetadata
-    from deepmouse.data.selection import annotate_listed_neurons, annotate_neurons
+    import pyarrow.parquet as pq
+
+    from deepmouse.data.sources.readers import reader_of_responses
 
     responses_dir = Path(responses_dir)
-    trials = pd.read_parquet(responses_dir / "trials.parquet")
-    listed = responses_dir / NEURON_METADATA
-    if listed.is_file():  # data.source: table
-        neurons = annotate_listed_neurons(pd.read_parquet(listed), trials if len(trials) else None,
-                                          pd.read_parquet(responses_dir / "means.parquet"), params.neurons)
-    else:
-        experiments = pd.read_parquet(responses_dir / "experiments.parquet")
-        metas = [SessionMetadata.from_record(row) for row in experiments.to_dict("records")]
-        neurons = annotate_neurons(trials, metas, params.neurons)
+    neurons = reader_of_responses(responses_dir).neurons(params, responses_dir)
+    # Only the row count: whether reliability could be measured at all.
+    n_trials = pq.ParquetFile(responses_dir / "trials.parquet").metadata.num_rows
     with atomic_file(out_path) as staging:
         neurons.to_parquet(staging, index=False)
     counts = {
@@ -503,7 +248,7 @@ def run_neurons(params: Params, responses_dir: str | Path, out_path: str | Path,
     summary = {"recorded": int(len(neurons)), "selected": int(neurons["selected"].sum()), "areas": counts}
     write_text(counts_path, json.dumps(summary, indent=2) + "\n")
     running = ", running-modulated excluded" if params.neurons.exclude_running_modulated else ""
-    rule = (f"reliability >= {params.neurons.reliability_threshold}{running}" if len(trials)
+    rule = (f"reliability >= {params.neurons.reliability_threshold}{running}" if n_trials
             else "responsive; no trials, so no reliability threshold")
     return (f"neurons: {summary['selected']} of {summary['recorded']} neurons selected "
             f"({rule}) in {len(counts)} areas")
@@ -627,23 +372,44 @@ def _model_row(entry, key: dict, info: dict) -> dict:
 # ------------------------------------------------------------------- checks, report
 def run_checks_stage(params: Params, db_path: str | Path, means_path: str | Path, sql_checks_dir: str | Path,
                      report_path: str | Path, published_path: str | Path,
-                     verdicts_dir: str | Path | None = None) -> str:
+                     verdicts_dir: str | Path | None = None, published_files_dir: str | Path | None = None) -> str:
     """Check the store built at ``db_path``; only if every check passes, publish it at ``published_path``.
 
     ``published_path`` is what ``report``, ``deepmouse query`` and users read as the results.
     The checks run on a copy next to it, which is then renamed onto it, so what is published
-    is exactly what passed; a failed check leaves the published store as it was. The
+    is exactly what passed; a failed check leaves the published store as it was. The copy's
+    per-neuron views are first pointed at a snapshot of their Parquet files in
+    ``published_files_dir`` (:mod:`deepmouse.store.publish`), which the checks read: the
+    published store never serves the scores stage's live folders, which its next run rewrites
+    before this stage has passed or failed it (None: the views keep naming the live files).
+    After a publish (and a failed one), snapshot files the published store does not name are removed. The
     per-neuron tables are validated model by model; ``verdicts_dir`` keeps the passing
     verdicts, so a model whose files did not change is not validated again (None: keep none).
     """
     from deepmouse.quality.gate import run_checks
     from deepmouse.store.build import copy_store, replacing
+    from deepmouse.store.publish import prune_unpublished, snapshot_parquet_files
 
-    with replacing(published_path) as staged:
-        copy_store(db_path, staged)
-        report = run_checks(staged, means_path, sql_checks_dir, params.checks, report_path, verdicts_dir)
+    try:
+        with replacing(published_path) as staged:
+            copy_store(db_path, staged)
+            if published_files_dir is not None:
+                snapshot_parquet_files(staged, published_files_dir)
+            report = run_checks(staged, means_path, sql_checks_dir, params.checks, report_path, verdicts_dir)
+    except DeepmouseError:
+        if published_files_dir is not None and Path(published_path).is_file():
+            # This run's copies, which nothing publishes. The error above is the one to report: a
+            # published store that cannot be read now keeps every file (nothing is removed), and so
+            # does a missing one, which `dvc checkout` may bring back naming them.
+            with contextlib.suppress(StoreError, OSError):
+                prune_unpublished(published_path, published_files_dir)
+        raise
+    pruned = ""
+    if published_files_dir is not None:
+        removed = prune_unpublished(published_path, published_files_dir)
+        pruned = f" (per-neuron files in {published_files_dir}; {len(removed)} no longer named removed)"
     return (f"checks: all passed on {sum(report['tables'].values())} rows in {len(report['tables'])} tables; "
-            f"published at {published_path}")
+            f"published at {published_path}{pruned}")
 
 
 def run_report(db_path: str | Path, out_dir: str | Path) -> str:

@@ -44,6 +44,7 @@ from typing import Callable, Sequence
 import yaml
 
 from deepmouse.errors import RemoteError
+from deepmouse.hashing import file_digest
 
 CHUNK_BYTES = 1 << 20
 """Files are hashed in chunks of this many bytes, so that large NWB files never sit in memory whole."""
@@ -108,11 +109,7 @@ class PullReport:
 
 def md5_of_file(path: str | Path) -> str:
     """The md5 hex digest of a file's bytes, DVC 3's ``hash: md5``."""
-    digest = hashlib.md5()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "md5")
 
 
 def locked_outs(root: str | Path, targets: Sequence[str] = ()) -> list[tuple[str, dict]]:

@@ -5,5 +5,5 @@ from deepmouse.stage import run_stage
 
 if __name__ == "__main__":
     run_stage("checks", lambda a: run_checks_stage(load_params(a.params), a.db, a.means, a.sql_checks, a.out, a.publish,
-                                                   a.verdicts),
-              "db", "means", "sql_checks", "out", "publish", "verdicts")
+                                                   a.verdicts, a.published_files),
+              "db", "means", "sql_checks", "out", "publish", "verdicts", "published_files")

@@ -1,12 +1,56 @@
-"""Fixtures shared across test folders."""
+"""Fixtures shared across test folders, and how the suite spreads over pytest-xdist workers."""
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.runs import REPO, check_unchanged, shared_run  # noqa: F401 (REPO: imported from here by many tests)
+
+# Spread test by test over the xdist workers: every test builds its own model, none shares a fixture.
+SPREAD = {"tests/models/test_whole_zoo.py"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker's share of the cores, for itself and the processes it starts.
+
+    Torch and BLAS take every core by default; two workers that each do so on two cores run
+    slower than one. The share goes through the environment because the `dvc repro` of a
+    whole-pipeline test starts the stages in processes of their own. A count set by hand wins.
+    """
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers is None:
+        return
+    threads = str(max(1, len(os.sched_getaffinity(0)) // int(workers)))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, threads)
+    if "torch" in sys.modules:  # it read OMP_NUM_THREADS when it was imported
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadfile``: each file's tests on one worker, but the files in :data:`SPREAD` test by test.
+
+    A file's tests share module fixtures (a project copied once, tests that run in order on
+    it), so they stay together. (``--dist loadgroup`` with ``xdist_group`` marks would say the
+    same, but pytest-xdist 3.8 names the group through an attribute pytest 9 no longer reads,
+    and its groups are silently ignored.) Other ``--dist`` modes are xdist's own.
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileOrTestScheduling(LoadScopeScheduling):
+        # _split_scope is the extension point xdist's own LoadFileScheduling overrides.
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return nodeid if path in SPREAD else path
+
+    return FileOrTestScheduling(config, log)
 
 
 def runs_table(experiments: list[int]) -> pd.DataFrame:
@@ -81,3 +125,15 @@ def score_tables() -> dict[str, pd.DataFrame]:
     return {"runs": runs, "models": models, "layers": layers, "neurons": neurons, "rsa_scores": rsa,
             "regression_scores": regression, "model_scores": model_scores, "neuron_scores": neuron_scores,
             "model_comparisons": model_comparisons}
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> Path:
+    """A project on which ``dvc repro`` of the repository's params has run, built once per session.
+
+    Shared (:func:`tests.runs.shared_run`): tests must not change it. A test that reruns stages
+    or edits params works on its own copy (:func:`tests.runs.copy_run`).
+    """
+    run = shared_run(tmp_path_factory, "default")
+    yield run
+    check_unchanged(run)

@@ -185,7 +185,7 @@ def test_cache_keys_digest_their_closure():
 
     assert "deepmouse/features/cache.py" in import_closure(SCORING_CODE)
     assert "deepmouse/metrics/ridge.py" in import_closure(SCORING_CODE)
-    assert {"deepmouse/features/stats.py", "deepmouse/features/layers.py",
+    assert {"deepmouse/features/stats.py", "deepmouse/features/products.py", "deepmouse/features/hooks.py",
             "deepmouse/models/preprocess.py"} <= set(import_closure(FEATURES_CODE))
     assert "deepmouse/quality/expectations.py" in import_closure(VALIDATION_CODE)
     assert "deepmouse/store/build.py" in import_closure(STORE_CODE)

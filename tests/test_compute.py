@@ -91,6 +91,24 @@ def test_threads_share_out_the_cores_unless_given():
     assert worker_threads(ComputeConfig(workers=2, threads_per_worker=3), n_cores=16) == 3
 
 
+def test_an_in_process_task_runs_on_the_threads_this_process_was_given(tmp_path):
+    import torch
+
+    saved = torch.get_num_threads()
+    # As under OMP_NUM_THREADS=1 on a machine of more cores (one of several test processes).
+    torch.set_num_threads(1)
+    try:
+        assert worker_threads(ComputeConfig()) == 1
+        assert worker_threads(ComputeConfig(workers=2)) == 1
+        out = tmp_path / "out"
+        out.mkdir()
+        list(run_tasks(_write_square, ["2"], ComputeConfig(), {"out": str(out)}, progress=lambda _: None))
+        assert (out / "2.txt").read_text().split()[:2] == ["4", "1"]
+    finally:
+        torch.set_num_threads(saved)
+    assert worker_threads(ComputeConfig()) == saved
+
+
 @pytest.mark.parametrize("compute, message", [
     ({"workers": 0}, r"compute.workers: must be at least 1, got 0"),
     ({"threads_per_worker": 0}, r"compute.threads_per_worker: must be at least 1 or null, got 0"),

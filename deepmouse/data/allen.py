@@ -20,6 +20,9 @@ experiments always needs the Allen API (the AllenSDK queries it even when its
 own listing file is cached); without a connection the pull stops within
 seconds with a :class:`~deepmouse.errors.SourceError` that names the host and
 says how to use ``data.source: nwb_dir`` instead.
+
+Size: one source's pull (listing, download addresses, fetching and checking its files); to be
+split when sources share one interface.
 """
 
 from __future__ import annotations

@@ -35,6 +35,9 @@ version 2.0 (the last element of ``general/generated_by``) the AllenSDK corrects
 the *demixed* ROI fluorescence, ``F_demixed - r * F_neuropil``; older files hold
 the neuropil trace and ``r`` under ``imaging_plane_1`` itself
 (``neuropil_traces``, ``r``) and correct the raw ROI fluorescence.
+
+Size: one file format's layout, writer and reader, kept together so that what is written is
+what is read; to be split when sources share one interface.
 """
 
 from __future__ import annotations

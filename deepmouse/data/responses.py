@@ -50,6 +50,9 @@ the frame times: ``no_response_frame``, ``no_baseline_frame``). Each presentatio
 counts once, under the first reason that applies in that order. A NaN or
 infinite trace is never dropped: it stops the stage (naming the file and cell).
 :func:`check_dropped` stops a session that lost more than a given fraction.
+
+Size: one measurement; the two response definitions share the frame windows, the drop
+accounting and the checks of the traces, and the per-stimulus means are computed from them.
 """
 
 from __future__ import annotations
@@ -98,25 +101,6 @@ class SessionResponses:
     @property
     def n_dropped(self) -> int:
         return sum(self.dropped.values())
-
-
-def trial_responses(
-    session: Session,
-    window: tuple[float, float],
-    baseline: tuple[float, float],
-    signal: str = "dff",
-    *,
-    definition: str = "window",
-    events: np.ndarray | None = None,
-    fluorescence: np.ndarray | None = None,
-) -> pd.DataFrame:
-    """Response of every neuron to every natural scenes presentation that can be measured.
-
-    :func:`session_responses` without the count of dropped presentations; the
-    parameters, the returned trials and the errors are the same.
-    """
-    return session_responses(session, window, baseline, signal, definition=definition, events=events,
-                             fluorescence=fluorescence).trials
 
 
 def session_responses(

@@ -53,6 +53,9 @@ Gaussian drives, one per stimulus and neuron, through the same softplus and
 peak scaling, so they have no relation to the images or to any model but the
 same rate distribution, trial noise, calcium dynamics and reliability spread
 (null data for the scores).
+
+Size: one source, its generative model and the sessions it writes; to be split when sources
+share one interface.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Recordings of your own as tables: ``data.source: table`` (README, "Your own recordings").
+"""Recordings of your own as tables: ``data.source: table`` (docs/data-sources.md, "Your own recordings").
 
 The inputs (``data.table``; CSV, TSV or Parquet, by the file's suffix):
 
@@ -49,6 +49,9 @@ The pull validates everything before it writes anything, then writes the recordi
 normalised, into its output folder through a staging folder (``RAW_FILES`` and
 ``manifest.json``): a failed validation leaves the output folder as it was. Rows in
 messages count data rows from 1 (the header is not a row).
+
+Size: one source's reader, with the checks that name every bad row of a user's tables; to be
+split when sources share one interface.
 """
 
 from __future__ import annotations
@@ -233,7 +236,7 @@ def _brain_observatory_scenes(allen: AllenConfig, progress: Progress, cache_fact
             f"data.table.images is null, so the Brain Observatory's natural scenes are taken from the AllenSDK "
             f"cache in data.allen.cache_dir ({allen.cache_dir}), which holds no session with them, and fetching "
             f"one failed: {reason}\n  To go on offline, give your own 118 scenes as a folder in data.table.images "
-            f"(0.png ... 117.png; README 'Your own recordings'), or put any Brain Observatory session-B NWB file "
+            f"(0.png ... 117.png; docs/data-sources.md, 'Your own recordings'), or put any Brain Observatory session-B NWB file "
             f"in {Path(allen.cache_dir) / 'ophys_experiment_data'}/"
         ) from None
 

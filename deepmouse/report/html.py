@@ -10,14 +10,12 @@ from __future__ import annotations
 import base64
 import html
 import numbers
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import pandas as pd
 
+from deepmouse.report.figure import ReportFigure
 from deepmouse.report.tables import TRAINING_CATEGORIES, ReportTables
-
-if TYPE_CHECKING:
-    from deepmouse.report.plots import ReportFigure
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 

@@ -1,7 +1,7 @@
 """The report's figures, each with the table shown beside it, and the report writer.
 
 Every figure is a function of :class:`~deepmouse.report.tables.ReportTables` that returns a
-:class:`ReportFigure`: the PNG, what it shows, and a short table of its top rows. A figure
+:class:`~deepmouse.report.figure.ReportFigure`: the PNG, what it shows, and a short table of its top rows. A figure
 with nothing to show (no Taskonomy encoders in the run, say) still gets a PNG, which says
 why, because ``dvc.yaml`` declares every file of :data:`FIGURES` as a plot.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from deepmouse.report.figure import ReportFigure
 from deepmouse.report.headline import write_headline
 from deepmouse.report.html import render_page
 from deepmouse.report.tables import TRAINING_CATEGORIES, ReportTables, load_report_tables
@@ -33,34 +33,6 @@ CATEGORY_COLORS = {"supervised": "tab:blue", "random": "tab:gray", "self-supervi
 DPI = 100
 OVERVIEW_MODELS = 25
 """The overview shows at most this many models per method (the best); the category figures show all."""
-
-
-@dataclass(frozen=True)
-class ReportFigure:
-    """One figure of the report.
-
-    Attributes
-    ----------
-    name : str
-        File stem: the PNG is ``figures/<name>.png``.
-    title : str
-        Heading on the page.
-    caption : str
-        What the figure shows and how to read it.
-    png : bytes
-        The image.
-    table : DataFrame or None
-        The top rows shown beside the figure.
-    note : str or None
-        Why the figure is empty, when it is; the page shows the note instead of the image.
-    """
-
-    name: str
-    title: str
-    caption: str
-    png: bytes
-    table: pd.DataFrame | None = None
-    note: str | None = None
 
 
 def data_label(tables: ReportTables) -> str:

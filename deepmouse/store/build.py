@@ -22,7 +22,8 @@ old file in between.
 Tables that grow with neurons × layers (:data:`PARQUET_TABLES`; ~155 M rows for the whole
 zoo) are not copied into the database: the store holds a view of the same name and columns
 over the scores stage's per-model Parquet files, and lists those files in the
-``parquet_files`` table. The view names each file relative to the project root (the nearest
+``parquet_files`` table. (The published store's views name a checked snapshot of them
+instead, :mod:`deepmouse.store.publish`, pointed at by :func:`repoint_parquet_view`.) The view names each file relative to the project root (the nearest
 folder above the database holding ``dvc.yaml``, :func:`project_root`), so a clone that
 ``dvc pull``\ s its outputs, or a project moved elsewhere, reads its own files; a file
 outside the project is named by its absolute path. The views prefix each relative name
@@ -32,6 +33,9 @@ read never depend on the current directory; another reader runs ``SET VARIABLE
 deepmouse_root = '<project root>'`` first, or, without it, names are taken from the
 current directory (right when it is the project root). A missing file is named by
 :func:`open_store`, with how to restore it.
+
+Size: the build, and the staging file the store is replaced through; the staging and its
+clean-up are to move beside :mod:`deepmouse.atomic` when the store is next restructured.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from typing import Iterator, Mapping, Sequence
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from deepmouse.atomic import fsync_path, remove_stale_staging, staging_path
@@ -69,6 +75,9 @@ TABLE_KEYS = {
 
 PARQUET_TABLES = ("regression_scores", "neuron_scores")
 """Tables of :data:`TABLES` that grow with neurons × layers: views over Parquet files, never copied in."""
+
+SERVED_SUFFIX = "_files"
+"""What the query connection names the Arrow dataset behind each of :data:`PARQUET_TABLES` (``regression_scores_files``)."""
 
 FILES_TABLE = "parquet_files"
 """The store's list of the Parquet files behind its views: ``(table_name, path, n_rows)``."""
@@ -106,12 +115,14 @@ def connect(db_path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyC
     try:
         return duckdb.connect(str(db_path), read_only=read_only)
     except duckdb.IOException as err:
-        if "lock" in str(err).lower():
-            raise StoreError(
-                f"{db_path}: locked by another process ({_one_line(err)}). Close the other DuckDB session "
-                "(or open it with read_only=True) and run again."
-            ) from None
-        raise StoreError(f"{db_path}: cannot open ({_one_line(err)}); {restore_hint(db_path)}") from None
+        raise _cannot_open(db_path, err) from None
+
+
+def _cannot_open(db_path: str | Path, err: duckdb.IOException) -> StoreError:
+    if "lock" in str(err).lower():
+        return StoreError(f"{db_path}: locked by another process ({_one_line(err)}). Close the other DuckDB session "
+                          "(or open it with read_only=True) and run again.")
+    return StoreError(f"{db_path}: cannot open ({_one_line(err)}); {restore_hint(db_path)}")
 
 
 def open_store(db_path: str | Path, *, views: Sequence[str] = ()) -> duckdb.DuckDBPyConnection:
@@ -166,32 +177,100 @@ def parquet_files(con: duckdb.DuckDBPyConnection, db_path: str | Path, table: st
 
 
 def open_query_connection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
-    """A read-only connection that reads the store and the Parquet files behind its views, nothing else.
+    """A read-only connection that reads the store and the Parquet files behind its views, and can write nothing.
 
-    File access is limited to those files (by their relative and absolute names, so a
-    query works from any directory), extensions cannot be installed or loaded, and the
-    configuration is locked. A write to an allowed file (``COPY ... TO`` one of them) is not
-    refused by DuckDB: callers that run users' SQL accept SELECT statements only.
+    The guarantee is DuckDB's configuration, whatever the statement (``COPY ... TO``,
+    ``EXPLAIN ANALYZE`` of one, ``ATTACH``, ``EXPORT DATABASE``, ``INSTALL``): external access
+    is off with no allowed path or directory, so SQL can open no file at all; the store is
+    attached read-only to an in-memory database of its own (named as the file, and made the
+    default), and DuckDB refuses to copy onto its file or its write-ahead logs, the one
+    exception it keeps to the empty list; there is no temporary directory, so not even a
+    spill file is written; extensions are neither installed nor loaded automatically; and the
+    configuration is locked, so no statement turns any of this back.
+
+    As SQL can open no file, the tables of :data:`PARQUET_TABLES` are served another way:
+    each store view is shadowed by a temporary view of the same name, columns and types over
+    an Arrow dataset of the same files (:func:`_serve_parquet_table`), opened here, by
+    Python, read-only. DuckDB pushes projections and filters into the dataset's scan, so a
+    query reads the columns and row groups it needs. The store's other views, which name
+    these tables, read them the same way.
 
     Raises
     ------
     StoreError
-        As :func:`open_store`: the store incomplete, a Parquet file missing, or locked by a writer.
+        As :func:`open_store`: the store incomplete, a Parquet file missing or unreadable, or
+        locked by a writer.
     """
     checked = open_store(db_path)
     try:
-        files = parquet_files(checked, db_path)
+        served = {}
+        for table in PARQUET_TABLES:
+            files = parquet_files(checked, db_path, table)
+            if files:
+                served[table] = (files, checked.execute(f"DESCRIBE {table}").fetchall())
     finally:
         checked.close()
-    root = project_root(db_path)
-    allowed = sorted({str(path) for path in files} | {os.path.relpath(path, root) for path in files})
-    con = connect(db_path, read_only=True)
-    _set_root(con, root)
-    con.execute("SET allowed_paths = ?", [allowed])
-    for setting in ("enable_external_access", "autoinstall_known_extensions", "autoload_known_extensions"):
-        con.execute(f"SET {setting} = false")
-    con.execute("SET lock_configuration = true")
+    # A database instance of its own: the settings below are global to an instance, and a file opened
+    # twice in one process shares one (DuckDB's instance cache), so they would reach other connections.
+    con = duckdb.connect(":memory:")
+    try:
+        try:
+            con.execute(f"ATTACH ? AS {_identifier(Path(db_path).stem)} (READ_ONLY)", [str(db_path)])
+        except duckdb.IOException as err:
+            raise _cannot_open(db_path, err) from None
+        con.execute(f"USE {_identifier(Path(db_path).stem)}")
+        _set_root(con, project_root(db_path))
+        con.execute("SET temp_directory = ''")
+        # Both lists are empty by default; set them so, as they cannot change once access is off.
+        con.execute("SET allowed_paths = []")
+        con.execute("SET allowed_directories = []")
+        con.execute("SET enable_external_access = false")
+        for setting in ("autoinstall_known_extensions", "autoload_known_extensions"):
+            con.execute(f"SET {setting} = false")
+        con.execute("SET lock_configuration = true")
+        for table, (files, described) in served.items():
+            _serve_parquet_table(con, table, files, described)
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+def _serve_parquet_table(con: duckdb.DuckDBPyConnection, table: str, files: Sequence[Path],
+                         described: Sequence[tuple]) -> None:
+    """Shadow the store's view ``table`` with a temporary view over an Arrow dataset of ``files``.
+
+    ``described`` is the store view's ``DESCRIBE`` (columns and types), which the temporary
+    view keeps. String columns are read dictionary-encoded (``model_id`` holds one value per
+    file): DuckDB then scans them nearly as fast as its own Parquet reader does.
+    """
+    schemas = []
+    for path in files:
+        try:
+            schemas.append(pq.read_schema(path))
+        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            raise StoreError(f"{path}: not a readable Parquet file ({_one_line(err)}); `dvc checkout` restores it") from None
+    try:
+        schema = pa.unify_schemas(schemas)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise StoreError(f"table {table}: its Parquet files disagree on column types ({_one_line(err)}): "
+                         f"{', '.join(str(path) for path in files)}") from None
+    strings = [field.name for field in schema if pa.types.is_string(field.type) or pa.types.is_large_string(field.type)]
+    schema = pa.schema([pa.field(field.name, pa.dictionary(pa.int32(), pa.string()))
+                        if field.name in strings else field for field in schema])
+    parquet = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=strings))
+    dataset = pads.dataset([str(path) for path in files], schema=schema, format=parquet)
+    source = f"{table}{SERVED_SUFFIX}"
+    con.register(source, dataset)
+    served_types = {row[0]: row[1] for row in con.execute(f"DESCRIBE {source}").fetchall()}
+    absent = [column for column, *_ in described if column not in served_types]
+    if absent:
+        raise StoreError(f"table {table}: its Parquet files lack column(s) {', '.join(absent)}: "
+                         f"{', '.join(str(path) for path in files)}")
+    # A cast only where the types differ: DuckDB pushes no filter through one.
+    columns = ", ".join(column if served_types[column] == kind else f"CAST({column} AS {kind}) AS {column}"
+                        for column, kind, *_ in described)
+    con.execute(f"CREATE TEMP VIEW {table} AS SELECT {columns} FROM {source}")
 
 
 def _check_parquet_files(con: duckdb.DuckDBPyConnection, db_path: str | Path) -> Path:
@@ -203,7 +282,7 @@ def _check_parquet_files(con: duckdb.DuckDBPyConnection, db_path: str | Path) ->
         raise StoreError(
             f"{db_path}: {len(absent)} of the {len(files)} Parquet files behind its views are missing, e.g. "
             f"{absent[0]} (views name them from the project root {root}); `dvc checkout` (or `dvc pull` in "
-            "a fresh clone) restores the scores stage's files"
+            "a fresh clone) restores them (outputs of the scores or checks stage)"
         )
     return root
 
@@ -324,7 +403,9 @@ def replacing(target: str | Path) -> Iterator[Path]:
         _replace(staging, target)
     except DeepmouseError as err:
         raise type(err)(_untouched(err, target)) from None
-    except (OSError, duckdb.IOException, duckdb.TransactionException) as err:  # a full disk, no write permission
+    # A full disk or no write permission: DuckDB raises IOException where it writes, but FatalException
+    # (and invalidates the database) when a CHECKPOINT cannot write its blocks.
+    except (OSError, duckdb.IOException, duckdb.TransactionException, duckdb.FatalException) as err:
         raise StoreError(_untouched(StoreError(f"cannot write next to {target}: {_one_line(err)}"), target)) from None
     finally:
         _remove_with_wal(staging)
@@ -447,10 +528,8 @@ def _view_parquet(con: duckdb.DuckDBPyConnection, name: str, files: ParquetFiles
         absent = [column for column, *_ in described if column not in present]
         if absent:
             raise StoreError(f"table {name}: {path} lacks column(s) {', '.join(absent)}")
-    listing = ", ".join(_rooted(path) for path in names)
-    columns = ", ".join(f"CAST({column} AS {kind}) AS {column}" for column, kind, *_ in described)
     con.execute(f"DROP TABLE {name}")
-    con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM read_parquet([{listing}])")
+    _create_parquet_view(con, name, described, names)
     keys = [c for c in TABLE_KEYS.get(name, ()) if c in {row[0] for row in described}] or [described[0][0]]
     for column, kind, nullable, *_ in described:
         if nullable != "NO":
@@ -464,10 +543,39 @@ def _view_parquet(con: duckdb.DuckDBPyConnection, name: str, files: ParquetFiles
                     [[name, path, pq.read_metadata(file).num_rows] for path, file in zip(names, files.paths)])
 
 
+def _create_parquet_view(con: duckdb.DuckDBPyConnection, name: str, described: Sequence[tuple],
+                         names: Sequence[str]) -> None:
+    """(Re)create the view ``name`` with the columns and types of ``described`` over the files ``names``."""
+    listing = ", ".join(_rooted(path) for path in names)
+    columns = ", ".join(f"CAST({column} AS {kind}) AS {column}" for column, kind, *_ in described)
+    con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {columns} FROM read_parquet([{listing}])")
+
+
+def repoint_parquet_view(con: duckdb.DuckDBPyConnection, name: str, files: Sequence[Path], root: Path) -> None:
+    """Point the store's view ``name`` over Parquet files at ``files`` (copies of the same rows), and list them.
+
+    Used to publish a store over a snapshot of its files (:mod:`deepmouse.store.publish`): the
+    view keeps its columns and types; the ``parquet_files`` table names the new files.
+    """
+    _set_root(con, root)  # DESCRIBE binds the view, which reads the files it names now
+    described = con.execute(f"DESCRIBE {name}").fetchall()
+    names = [_relative_to(path, root) for path in files]
+    con.execute("BEGIN TRANSACTION")
+    _create_parquet_view(con, name, described, names)
+    con.execute(f"DELETE FROM {FILES_TABLE} WHERE table_name = ?", [name])
+    con.executemany(f"INSERT INTO {FILES_TABLE} VALUES (?, ?, ?)",
+                    [[name, path, pq.read_metadata(file).num_rows] for path, file in zip(names, files)])
+    con.execute("COMMIT")
+
+
 def _relative_to(path: Path, root: Path) -> str:
     """``path`` as a view names it: relative to the project root if inside it, else absolute."""
     absolute = path.resolve()
     return absolute.relative_to(root).as_posix() if absolute.is_relative_to(root) else absolute.as_posix()
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _sql_string(text: str) -> str:

@@ -5,18 +5,23 @@ and everything else:
 
 - statements are classified by DuckDB's own parser before anything runs, and only those
   that read (``SELECT``, ``WITH``, ``FROM``, ``SHOW``, ``DESCRIBE``, ``SUMMARIZE``,
-  ``EXPLAIN``, ``PRAGMA``, ``CALL``) are run: ``CREATE``, ``INSERT``, ``COPY``, ``ATTACH``,
-  ``SET``, ``INSTALL`` and the rest are refused, naming the statement;
-- the database is opened by :func:`~deepmouse.store.build.open_query_connection`:
-  read-only, with file access limited to the Parquet files behind the store's views,
-  extensions off and the configuration locked, so a reading statement cannot reach another
-  file either (``read_csv('/etc/passwd')``) and no setting can turn that back on.
+  ``PRAGMA``, ``CALL``, and ``EXPLAIN`` of one of these) are run: ``CREATE``, ``INSERT``,
+  ``COPY``, ``ATTACH``, ``SET``, ``INSTALL``, ``PREPARE``/``EXECUTE``, ``EXPLAIN ANALYZE``
+  (which runs what it explains) and the rest are refused, naming the statement;
+- whatever gets past that, the database is opened by
+  :func:`~deepmouse.store.build.open_query_connection`, whose configuration lets SQL open no
+  file at all, for reading or writing (the store attached read-only, external access off
+  with no allowed path, no temporary directory, extensions off, the configuration locked);
+  the Parquet files behind the per-neuron views are served to it as Arrow datasets opened
+  read-only by Python. So a statement the parser lets through still cannot write, nor read
+  another file (``read_csv('/etc/passwd')``), and no setting can turn that back on.
 
 Results leave only through :func:`write_result`, in the formats of :data:`FORMATS`.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -34,6 +39,9 @@ READING_STATEMENTS = frozenset({
     duckdb.StatementType.CALL,
 })
 """Statement types that are run; every other type is refused before anything runs."""
+
+_SPELT = {duckdb.StatementType.PRAGMA: "PRAGMA", duckdb.StatementType.CALL: "CALL"}
+"""Reading statement types that must begin with their own keyword (others are rewritten writes)."""
 
 _REFUSED = ("`deepmouse sql` is read-only: it reads the results store's tables and views and nothing else "
             "(no writes, files, other databases, extensions or settings); save results with --out FILE")
@@ -115,11 +123,14 @@ def describe_relations(db_path: str | Path, sql_dir: str | Path | None = None) -
     try:
         relations = con.execute(
             "SELECT table_name, 'table', comment FROM duckdb_tables() "
-            "WHERE schema_name = 'main' AND NOT internal AND NOT temporary "
+            "WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal AND NOT temporary "
             "UNION ALL SELECT view_name, 'view', comment FROM duckdb_views() "
-            "WHERE schema_name = 'main' AND NOT internal AND NOT temporary").fetchall()
-        columns_of = dict(con.execute("SELECT table_name, list(column_name ORDER BY column_index) "
-                                      "FROM duckdb_columns() WHERE schema_name = 'main' GROUP BY table_name").fetchall())
+            "WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal AND NOT temporary"
+        ).fetchall()
+        # The store's own relations: not the query connection's temporary views that serve the Parquet files.
+        columns_of = dict(con.execute("SELECT table_name, list(column_name ORDER BY column_index) FROM duckdb_columns() "
+                                      "WHERE database_name = current_database() AND schema_name = 'main' "
+                                      "GROUP BY table_name").fetchall())
     finally:
         con.close()
     commented = sql_comments(sql_dir) if sql_dir is not None and Path(sql_dir).is_dir() else {}
@@ -210,12 +221,97 @@ def _reading_statements(sql: str) -> list[duckdb.Statement]:
     if not statements:
         raise DeepmouseError('empty query (only comments); give a SELECT statement, e.g. "select * from model_ranking"')
     for statement in statements:
-        if statement.type not in READING_STATEMENTS:
-            kind = statement.type.name.replace("_", " ")
-            text = " ".join(statement.query.split())
-            raise DeepmouseError(f"query refused: {text[:120]}{'…' if len(text) > 120 else ''} is a {kind} "
-                                 f"statement; {_REFUSED}")
+        _refuse_unless_reading(statement)
     return statements
+
+
+def _refuse_unless_reading(statement: duckdb.Statement, explained_by: str = "") -> None:
+    """Refuse a statement not of :data:`READING_STATEMENTS`, an ``EXPLAIN ANALYZE`` (which runs what it
+    explains), and an ``EXPLAIN`` of a statement that is not reading."""
+    text = " ".join(statement.query.split())
+    shown = f"{text[:120]}{'…' if len(text) > 120 else ''}"
+    kind = _statement_type(statement)
+    if kind not in READING_STATEMENTS:
+        name = (f"a {kind.name.replace('_', ' ')} statement" if kind is not None
+                else "a statement of a kind not in duckdb.StatementType")
+        what = f"explains {name}" if explained_by else f"is {name}"
+        raise DeepmouseError(f"query refused: {explained_by or shown} {what}; {_REFUSED}")
+    # DuckDB rewrites some writing statements into a PRAGMA or a CALL (IMPORT DATABASE, COPY FROM
+    # DATABASE, CHECKPOINT): a reading one begins with its own keyword.
+    first = _words(statement.query)[:1]
+    if kind in _SPELT and [word.upper() for word in first] != [_SPELT[kind]]:
+        raise DeepmouseError(f"query refused: {explained_by or shown} begins with {first[0].upper()}, not "
+                             f"{_SPELT[kind]}: DuckDB runs a statement that writes as a {kind.name}; {_REFUSED}")
+    if kind == duckdb.StatementType.PRAGMA and first:
+        words = _words(statement.query)
+        name = words[1].lower() if len(words) > 1 else ""
+        if name not in _reading_pragmas():
+            raise DeepmouseError(f"query refused: {explained_by or shown}: PRAGMA {name} is not one that only reads "
+                                 f"(those have a pragma_<name> table function: {', '.join(sorted(_reading_pragmas()))}); "
+                                 f"{_REFUSED}")
+    if kind == duckdb.StatementType.EXPLAIN:
+        options, explained = _split_explain(statement.query)
+        if {word.upper() for word in options} & {"ANALYZE", "ANALYSE"}:
+            raise DeepmouseError(f"query refused: {shown} is an EXPLAIN ANALYZE, which runs the statement it "
+                                 f"explains; {_REFUSED}")
+        try:
+            inner = duckdb.extract_statements(explained)
+        except duckdb.Error as err:
+            raise DeepmouseError(f"query failed: {_first_paragraph(err)}") from None
+        for each in inner:
+            if _statement_type(each) == duckdb.StatementType.EXPLAIN:  # not valid SQL; refused before DuckDB says so
+                raise DeepmouseError(f"query refused: {shown} explains an EXPLAIN; {_REFUSED}")
+            _refuse_unless_reading(each, explained_by=shown)
+
+
+def _split_explain(query: str) -> tuple[list[str], str]:
+    """An ``EXPLAIN`` statement's options (the words between ``EXPLAIN`` and what it explains, with
+    any parenthesised list) and the text of the statement it explains, by DuckDB's own tokenizer."""
+    words = _positioned_words(query)
+    # words[0] is EXPLAIN; then ANALYZE, or a parenthesised list of options, or the statement.
+    options, index, depth = [], 1, 0
+    while index < len(words):
+        word = words[index][1]
+        if word == "(" and (depth or index == 1):
+            depth += 1
+        elif word == ")" and depth:
+            depth -= 1
+        elif not depth and word.upper() not in ("ANALYZE", "ANALYSE"):
+            break
+        options.append(word)
+        index += 1
+    return options, query[words[index][0]:] if index < len(words) else ""
+
+
+def _statement_type(statement: duckdb.Statement) -> duckdb.StatementType | None:
+    try:
+        return statement.type
+    except ValueError:  # a type the Python API has no name for (UPDATE EXTENSIONS in DuckDB 2.0)
+        return None
+
+
+@functools.cache
+def _reading_pragmas() -> frozenset[str]:
+    """The PRAGMAs that only read: DuckDB's own, those it also offers as a ``pragma_<name>`` table function."""
+    con = duckdb.connect()
+    try:
+        return frozenset(name.removeprefix("pragma_") for (name,) in con.execute(
+            "SELECT DISTINCT function_name FROM duckdb_functions() "
+            "WHERE function_type = 'table' AND function_name LIKE 'pragma\\_%' ESCAPE '\\'").fetchall())
+    finally:
+        con.close()
+
+
+def _positioned_words(query: str) -> list[tuple[int, str]]:
+    """The tokens of ``query`` by DuckDB's tokenizer, comments left out: (offset, text)."""
+    tokens = duckdb.tokenize(query)
+    ends = [position for position, _ in tokens[1:]] + [len(query)]
+    return [(position, query[position:end].strip()) for (position, kind), end in zip(tokens, ends)
+            if kind != duckdb.token_type.comment]
+
+
+def _words(query: str) -> list[str]:
+    return [word for _, word in _positioned_words(query)]
 
 
 def _connect(db_path: str | Path) -> duckdb.DuckDBPyConnection:

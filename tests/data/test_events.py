@@ -23,7 +23,7 @@ from deepmouse.data.events import (
     write_events,
 )
 from deepmouse.data.nwb import Session, read_session
-from deepmouse.data.responses import mean_responses, trial_responses
+from deepmouse.data.responses import mean_responses, session_responses
 from deepmouse.errors import ConfigError, DataError, NwbLayoutError
 from deepmouse.pipeline import run_pull, run_responses
 from tests.data.allen_fixtures import write_tiny_events, write_tiny_session
@@ -141,19 +141,19 @@ def session_with_events(session_path) -> tuple[Path, np.ndarray]:
 
 def test_event_per_image_means_equal_a_direct_loop_over_the_events(session_with_events):
     path, events = session_with_events
-    means = mean_responses(trial_responses(read_session(path), WINDOW, BASELINE, signal="events"))
+    means = mean_responses(session_responses(read_session(path), WINDOW, BASELINE, signal="events").trials)
     assert_means_equal_explicit_loop(means, events, path, WINDOW, BASELINE)
 
 
 def test_events_given_in_memory_equal_events_read_from_beside_the_file(session_with_events):
     path, events = session_with_events
     session = read_session(path)
-    from_file = trial_responses(session, WINDOW, BASELINE, "events")
-    given = trial_responses(session, WINDOW, BASELINE, "events", events=events)
+    from_file = session_responses(session, WINDOW, BASELINE, "events").trials
+    given = session_responses(session, WINDOW, BASELINE, "events", events=events).trials
     pd.testing.assert_frame_equal(from_file, given)
     # Same windows and baseline as dF/F: given the dF/F as "events", the dF/F responses come back.
-    pd.testing.assert_frame_equal(trial_responses(session, WINDOW, BASELINE, "events", events=session.dff),
-                                  trial_responses(session, WINDOW, BASELINE))
+    pd.testing.assert_frame_equal(session_responses(session, WINDOW, BASELINE, "events", events=session.dff).trials,
+                                  session_responses(session, WINDOW, BASELINE).trials)
 
 
 def _memory_session(session_path) -> Session:
@@ -165,7 +165,7 @@ def test_a_cell_without_events_responds_zero(session_path):
     session = _memory_session(session_path)
     events = sparse_events(np.random.default_rng(3), session.dff.shape)
     events[2] = 0.0
-    trials = trial_responses(session, WINDOW, BASELINE, "events", events=events)
+    trials = session_responses(session, WINDOW, BASELINE, "events", events=events).trials
     silent = trials[trials["neuron_id"] == session.cell_specimen_ids[2]]
     assert len(silent) == len(trials) // len(session.cell_specimen_ids)
     assert (silent["response"] == 0).all()
@@ -174,22 +174,22 @@ def test_a_cell_without_events_responds_zero(session_path):
 def test_event_errors_name_the_file_and_cell(session_path):
     session = _memory_session(session_path)
     with pytest.raises(DataError, match=re.escape("mem/501_events.npz: no events file; ")):
-        trial_responses(session, WINDOW, BASELINE, "events")
+        session_responses(session, WINDOW, BASELINE, "events").trials
     events = sparse_events(np.random.default_rng(4), session.dff.shape)
     events[1, 7] = np.inf
     cell = session.cell_specimen_ids[1]
     with pytest.raises(DataError, match=re.escape(f"cell {cell}: events trace holds NaN or infinite values")):
-        trial_responses(session, WINDOW, BASELINE, "events", events=events)
+        session_responses(session, WINDOW, BASELINE, "events", events=events).trials
     with pytest.raises(DataError, match=r"events have shape \(8, 5\), but the session has \(8, \d+\)"):
-        trial_responses(session, WINDOW, BASELINE, "events", events=events[:, :5])
+        session_responses(session, WINDOW, BASELINE, "events", events=events[:, :5]).trials
 
 
 def test_unknown_signal_and_events_with_dff_are_refused(session_path):
     session = _memory_session(session_path)
     with pytest.raises(ConfigError, match=r"responses\.signal: unknown signal 'spikes'; known: dff, events"):
-        trial_responses(session, WINDOW, BASELINE, "spikes")
+        session_responses(session, WINDOW, BASELINE, "spikes").trials
     with pytest.raises(ValueError, match="event traces were given, but the signal is 'dff'"):
-        trial_responses(session, WINDOW, BASELINE, events=session.dff)
+        session_responses(session, WINDOW, BASELINE, events=session.dff).trials
 
 
 # ------------------------------------------------------------------ nwb_dir pull and the responses stage
@@ -258,8 +258,8 @@ def test_responses_stage_averages_events_when_asked(tmp_path):
     for experiment_id in (601, 602):
         session = read_session(raw / f"{experiment_id}.nwb")
         events = np.load(raw / f"{experiment_id}_events.npz")["ev"]
-        expected.append(mean_responses(trial_responses(session, WINDOW, BASELINE, "events", events=events)))
+        expected.append(mean_responses(session_responses(session, WINDOW, BASELINE, "events", events=events).trials))
     pd.testing.assert_frame_equal(means, pd.concat(expected, ignore_index=True))
-    dff_means = pd.concat([mean_responses(trial_responses(read_session(raw / f"{i}.nwb"), WINDOW, BASELINE))
+    dff_means = pd.concat([mean_responses(session_responses(read_session(raw / f"{i}.nwb"), WINDOW, BASELINE).trials)
                            for i in (601, 602)], ignore_index=True)
     assert not np.allclose(means["mean_response"], dff_means["mean_response"])

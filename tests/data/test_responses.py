@@ -20,7 +20,6 @@ from deepmouse.data.responses import (
     allen_sweep_responses,
     mean_responses,
     session_responses,
-    trial_responses,
     trials_array,
 )
 from deepmouse.errors import ConfigError, DataError, NwbLayoutError
@@ -78,7 +77,7 @@ def reference_trials(session: Session, window, baseline) -> pd.DataFrame:
 @pytest.mark.parametrize("window, baseline", [(WINDOW, BASELINE), ((0.05, 0.3), (-0.2, -0.02))])
 def test_trial_responses_match_explicit_loop(window, baseline):
     session = make_session()
-    fast = trial_responses(session, window, baseline)
+    fast = session_responses(session, window, baseline).trials
     slow = reference_trials(session, window, baseline)
     order = ["experiment_id", "neuron_id", "presentation"]
     fast = fast.sort_values(order).reset_index(drop=True)
@@ -91,7 +90,7 @@ def test_trial_responses_match_explicit_loop(window, baseline):
 
 
 def test_output_columns_and_dtypes():
-    trials = trial_responses(make_session(), WINDOW, BASELINE)
+    trials = session_responses(make_session(), WINDOW, BASELINE).trials
     assert list(trials.columns) == ["experiment_id", "neuron_id", "stimulus_index", "trial", "presentation",
                                     "response", "running_speed"]
     assert trials["response"].dtype == np.float32
@@ -100,14 +99,14 @@ def test_output_columns_and_dtypes():
 
 def test_presentations_outside_the_recording_are_dropped():
     session = make_session()
-    kept = set(trial_responses(session, WINDOW, BASELINE)["presentation"])
+    kept = set(session_responses(session, WINDOW, BASELINE).trials["presentation"])
     last = len(session.stimulus_table) - 1
     assert 0 not in kept and last not in kept
     assert kept == set(range(1, last))
 
 
 def test_trials_count_repeats_per_stimulus_in_presentation_order():
-    trials = trial_responses(make_session(n_repeats=3), WINDOW, BASELINE)
+    trials = session_responses(make_session(n_repeats=3), WINDOW, BASELINE).trials
     one_neuron = trials[trials["neuron_id"] == trials["neuron_id"].iloc[0]]
     for _, group in one_neuron.groupby("stimulus_index"):
         assert group["presentation"].is_monotonic_increasing
@@ -120,14 +119,14 @@ def test_frames_on_window_edges_count_once_on_a_regular_clock():
     session = make_session(n_cells=1, jitter_s=0.0)
     ramp = np.arange(session.timestamps.size, dtype=np.float64)[None, :]
     ramped = Session(**{**vars(session), "dff": ramp})
-    trials = trial_responses(ramped, WINDOW, BASELINE)
+    trials = session_responses(ramped, WINDOW, BASELINE).trials
     np.testing.assert_allclose(trials["response"], 5.5, atol=1e-4)
 
 
 def test_per_image_means_equal_direct_computation_from_the_file(session_path):
     with h5py.File(session_path, "r") as f:
         dff = f[nwb.DFF_PATH][()]
-    means = mean_responses(trial_responses(read_session(session_path), WINDOW, BASELINE))
+    means = mean_responses(session_responses(read_session(session_path), WINDOW, BASELINE).trials)
     assert_means_equal_explicit_loop(means, dff, session_path, WINDOW, BASELINE)
 
 
@@ -138,7 +137,7 @@ def test_nan_dff_names_file_and_cell():
     bad = Session(**{**vars(session), "dff": dff})
     cell = session.cell_specimen_ids[2]
     with pytest.raises(DataError, match=re.escape(f"mem/501.nwb: cell {cell}: dF/F trace holds NaN")):
-        trial_responses(bad, WINDOW, BASELINE)
+        session_responses(bad, WINDOW, BASELINE).trials
 
 
 def test_constant_dff_names_file_and_cell():
@@ -147,17 +146,17 @@ def test_constant_dff_names_file_and_cell():
     dff[1] = 0.3
     bad = Session(**{**vars(session), "dff": dff})
     with pytest.raises(DataError, match=f"cell {session.cell_specimen_ids[1]}: dF/F trace is constant"):
-        trial_responses(bad, WINDOW, BASELINE)
+        session_responses(bad, WINDOW, BASELINE).trials
 
 
 def test_reversed_window_is_a_config_error():
     with pytest.raises(ConfigError, match=r"responses.window: start must be before stop, got \[0.25, 0.0\]"):
-        trial_responses(make_session(), (0.25, 0.0), BASELINE)
+        session_responses(make_session(), (0.25, 0.0), BASELINE).trials
 
 
 def test_window_between_frames_leaves_no_presentation():
     with pytest.raises(DataError, match="no natural scenes presentation has imaging frames"):
-        trial_responses(make_session(jitter_s=0.0), (0.01, 0.02), BASELINE)
+        session_responses(make_session(jitter_s=0.0), (0.01, 0.02), BASELINE).trials
 
 
 def _tiny_trials():
@@ -254,7 +253,7 @@ def test_allen_sweep_equals_allensdk_natural_scenes(simulated_session_path):
     exact = allen_sweep_responses(fluorescence, table["start"].to_numpy(), sweep_length)
     np.testing.assert_allclose(exact, expected, rtol=1e-9, atol=1e-12)
 
-    trials = trial_responses(session, WINDOW, BASELINE, definition="allen_sweep")
+    trials = session_responses(session, WINDOW, BASELINE, definition="allen_sweep").trials
     assert list(trials.columns) == list(TRIAL_COLUMNS)
     assert trials["presentation"].nunique() == len(table)  # 5 s of gray before the first: none dropped
     got = trials["response"].to_numpy().reshape(n_cells, -1)
@@ -284,7 +283,7 @@ def test_allen_sweep_matches_an_explicit_loop_and_drops_incomplete_sweeps(sessio
             percent = 100 * (sweep / sweep[:4 * length].mean() - 1)
             rows.append((neuron, presentation, percent[4 * length:6 * length].mean()))
     expected = pd.DataFrame(rows, columns=["neuron_id", "presentation", "response"])
-    trials = trial_responses(session, WINDOW, BASELINE, definition="allen_sweep")
+    trials = session_responses(session, WINDOW, BASELINE, definition="allen_sweep").trials
     trials = trials.sort_values(["neuron_id", "presentation"]).reset_index(drop=True)
     expected = expected.sort_values(["neuron_id", "presentation"]).reset_index(drop=True)
     np.testing.assert_array_equal(trials["presentation"], expected["presentation"])
@@ -298,7 +297,7 @@ def test_allen_sweep_takes_given_fluorescence_and_checks_it():
     n_cells, n_frames = session.dff.shape
     # A trace that doubles from frame 100 on: 100 % for a presentation whose baseline lies before.
     ramp = np.where(np.arange(n_frames) >= 100, 2.0, 1.0) * np.full((n_cells, 1), 150.0)
-    trials = trial_responses(session, WINDOW, BASELINE, definition="allen_sweep", fluorescence=ramp)
+    trials = session_responses(session, WINDOW, BASELINE, definition="allen_sweep", fluorescence=ramp).trials
     start = session.stimulus_table["start"].to_numpy()[trials["presentation"].to_numpy()]
     length = int(session.stimulus_table["end"][1] - session.stimulus_table["start"][1])
     stepped = (start == 100)
@@ -311,28 +310,28 @@ def test_allen_sweep_takes_given_fluorescence_and_checks_it():
     assert last not in set(trials["presentation"]) and last - 1 in set(trials["presentation"])
 
     with pytest.raises(DataError, match=r"mem/501\.nwb \(fluorescence given\): corrected fluorescence has shape"):
-        trial_responses(session, WINDOW, BASELINE, definition="allen_sweep", fluorescence=ramp[:, :-1])
+        session_responses(session, WINDOW, BASELINE, definition="allen_sweep", fluorescence=ramp[:, :-1]).trials
     nan = ramp.copy()
     nan[1, 50] = np.nan
     with pytest.raises(DataError, match=f"cell {session.cell_specimen_ids[1]}: corrected fluorescence trace holds NaN"):
-        trial_responses(session, WINDOW, BASELINE, definition="allen_sweep", fluorescence=nan)
+        session_responses(session, WINDOW, BASELINE, definition="allen_sweep", fluorescence=nan).trials
     silent = ramp.copy()
     silent[2, :] = 0.0
     with pytest.raises(DataError, match=f"cell {session.cell_specimen_ids[2]}: presentation .* averages 0"):
-        trial_responses(session, WINDOW, BASELINE, definition="allen_sweep", fluorescence=silent)
+        session_responses(session, WINDOW, BASELINE, definition="allen_sweep", fluorescence=silent).trials
     one = Session(**{**vars(session), "stimulus_table": session.stimulus_table.iloc[:1]})
     with pytest.raises(DataError, match=r"has 1 presentation\(s\)"):
-        trial_responses(one, WINDOW, BASELINE, definition="allen_sweep", fluorescence=ramp)
+        session_responses(one, WINDOW, BASELINE, definition="allen_sweep", fluorescence=ramp).trials
 
 
 def test_definition_and_signal_errors():
     session = make_session()
     with pytest.raises(ConfigError, match="responses.definition: unknown definition 'peak'; known: window, allen_sw"):
-        trial_responses(session, WINDOW, BASELINE, definition="peak")
+        session_responses(session, WINDOW, BASELINE, definition="peak").trials
     with pytest.raises(ConfigError, match="responses.signal: 'events' applies to responses.definition 'window' only"):
-        trial_responses(session, WINDOW, BASELINE, "events", definition="allen_sweep")
+        session_responses(session, WINDOW, BASELINE, "events", definition="allen_sweep").trials
     with pytest.raises(ValueError, match="fluorescence was given, but the definition is 'window'"):
-        trial_responses(session, WINDOW, BASELINE, fluorescence=session.dff)
+        session_responses(session, WINDOW, BASELINE, fluorescence=session.dff).trials
     with pytest.raises(ValueError, match="sweep_length must be at least 1 frame"):
         allen_sweep_responses(session.dff, np.array([50]), 0)
     with pytest.raises(ValueError, match=r"presentation 0 \(start frame 5\) needs frames -23\.\.18"):
@@ -346,7 +345,7 @@ def test_allen_sweep_names_a_file_without_fluorescence(tmp_path, session_path):
         del f[nwb.NEUROPIL_R_PATH]
     session = read_session(broken)  # dF/F reading does not need it
     with pytest.raises(NwbLayoutError, match=re.escape(f"{broken}: missing dataset {nwb.NEUROPIL_R_PATH}")):
-        trial_responses(session, WINDOW, BASELINE, definition="allen_sweep")
+        session_responses(session, WINDOW, BASELINE, definition="allen_sweep").trials
 
 
 def test_params_reject_allen_sweep_with_events():
@@ -373,7 +372,7 @@ def test_responses_stage_with_allen_sweep(tmp_path):
     assert "(allen_sweep: % change of corrected fluorescence)" in summary
     trials = pd.read_parquet(tmp_path / "out" / "trials.parquet")
     first = read_session(tmp_path / "raw" / manifest["experiments"][0]["file"])
-    expected = trial_responses(first, WINDOW, BASELINE, definition="allen_sweep")
+    expected = session_responses(first, WINDOW, BASELINE, definition="allen_sweep").trials
     pd.testing.assert_frame_equal(trials.iloc[:len(expected)].reset_index(drop=True), expected)
     # A file without fluorescence stops the stage before any session is read.
     with h5py.File(tmp_path / "raw" / manifest["experiments"][1]["file"], "a") as f:
@@ -407,7 +406,7 @@ def test_dropped_presentations_are_counted_by_reason(window, gap_after_onset, re
     assert set(measured.trials["presentation"]) == kept
     assert len(kept) == measured.n_presentations - measured.n_dropped
     assert {0, middle, len(session.stimulus_table) - 1}.isdisjoint(kept)
-    pd.testing.assert_frame_equal(trial_responses(session, window, BASELINE), measured.trials)
+    pd.testing.assert_frame_equal(session_responses(session, window, BASELINE).trials, measured.trials)
 
 
 def test_allen_sweep_drops_are_counted(session_path):

@@ -10,7 +10,7 @@ import statsmodels.api as sm
 
 from deepmouse.config import NeuronsConfig, parse_params
 from deepmouse.data.nwb import read_session
-from deepmouse.data.responses import trial_responses, trials_array
+from deepmouse.data.responses import session_responses, trials_array
 from deepmouse.data.selection import (
     NEURON_COLUMNS,
     PREFERRED_FRACTION,
@@ -109,7 +109,7 @@ def two_experiments(tmp_path_factory):
     folder = tmp_path_factory.mktemp("selection")
     sessions = [read_session(write_simulated_session(folder / f"{i}.nwb", seed=10 + i, experiment_id=i))
                 for i in (701, 702)]
-    trials = pd.concat([trial_responses(s, (0.0, 0.25), (-0.1, 0.0)) for s in sessions], ignore_index=True)
+    trials = pd.concat([session_responses(s, (0.0, 0.25), (-0.1, 0.0)).trials for s in sessions], ignore_index=True)
     return trials, [s.metadata for s in sessions]
 
 
@@ -237,7 +237,7 @@ def running_experiments(tmp_path_factory):
                                                          n_neurons=12, n_repeats=20,
                                                          noise_levels=np.linspace(0.05, 0.6, 12)))
                     for i in (801, 802)]
-    trials = pd.concat([trial_responses(s, (0.0, 0.25), (-0.1, 0.0)) for s in sessions], ignore_index=True)
+    trials = pd.concat([session_responses(s, (0.0, 0.25), (-0.1, 0.0)).trials for s in sessions], ignore_index=True)
     metas = [sessions[0].metadata, dataclasses.replace(sessions[1].metadata, area="VISl")]
     return trials, metas
 

@@ -13,7 +13,7 @@ import scipy.stats
 from deepmouse.config import NeuronsConfig, SimulatedConfig
 from deepmouse.data.events import events_path, read_events
 from deepmouse.data.nwb import NEUROPIL_PATH, NEUROPIL_R_PATH, read_corrected_fluorescence, read_session
-from deepmouse.data.responses import mean_responses, trial_responses
+from deepmouse.data.responses import mean_responses, session_responses
 from deepmouse.data.selection import annotate_neurons
 from deepmouse.data.simulated import (
     calcium_events,
@@ -117,7 +117,7 @@ def test_mean_responses_track_the_rates_better_at_low_noise(tmp_path):
     # Recompute the rates exactly as the fixture drew them.
     rng = np.random.default_rng(9)
     rates = simulate_rates(rng.standard_normal((119, 200)), 4, 0.05, rng)
-    means = mean_responses(trial_responses(read_session(path), (0.0, 0.25), (-0.1, 0.0)))
+    means = mean_responses(session_responses(read_session(path), (0.0, 0.25), (-0.1, 0.0)).trials)
     r = [np.corrcoef(rates[:, j], group["mean_response"])[0, 1]
          for j, (_, group) in enumerate(means.groupby("neuron_id", sort=False))]
     assert min(r[:2]) > 0.9
@@ -200,7 +200,7 @@ def test_dataset_ids_templates_and_neurons(tiny_dataset):
     assert ids.size == 16 and np.unique(ids).size == 16
     stimuli = stimuli_from_sessions(paths)  # same scenes in every file
     np.testing.assert_array_equal(stimuli[:118], generate_scenes(118, 48, 64, np.random.default_rng(11)))
-    trials = pd.concat([trial_responses(s, (0.0, 0.25), (-0.1, 0.0)) for s in sessions])
+    trials = pd.concat([session_responses(s, (0.0, 0.25), (-0.1, 0.0)).trials for s in sessions])
     reliability = annotate_neurons(trials, [s.metadata for s in sessions], NeuronsConfig(n_splits=20))["reliability"]
     assert (reliability >= 0.75).any() and (reliability < 0.75).any()
 
@@ -262,7 +262,7 @@ def test_running_gain_is_detected_where_planted(tmp_path, monkeypatch, modulated
     path = write_simulated_session(tmp_path / "1.nwb", seed=21, n_neurons=8, n_repeats=20,
                                    noise_levels=np.full(8, 0.1))
     session = read_session(path)
-    trials = trial_responses(session, (0.0, 0.25), (-0.1, 0.0))
+    trials = session_responses(session, (0.0, 0.25), (-0.1, 0.0)).trials
     neurons = annotate_neurons(trials, [session.metadata], NeuronsConfig(n_splits=5))
     if modulated_fraction:
         assert neurons["running_modulated"].sum() >= 6 and (neurons["running_r"] > 0).all()
@@ -321,8 +321,8 @@ def test_simulated_events_are_sparse_and_track_the_dff_responses(simulated_sessi
     first_onset = session.stimulus_table["start"].iloc[0]
     assert (events[:, :first_onset] == 0).all()  # gray pre-period: no drive, no event
     assert (np.count_nonzero(events, axis=1) > 0).all()
-    by_dff = mean_responses(trial_responses(session, (0.0, 0.25), (-0.1, 0.0)))
-    by_events = mean_responses(trial_responses(session, (0.0, 0.25), (-0.1, 0.0), "events"))
+    by_dff = mean_responses(session_responses(session, (0.0, 0.25), (-0.1, 0.0)).trials)
+    by_events = mean_responses(session_responses(session, (0.0, 0.25), (-0.1, 0.0), "events").trials)
     a = by_dff["mean_response"].to_numpy().reshape(-1, 119)
     b = by_events["mean_response"].to_numpy().reshape(-1, 119)
     r = np.array([np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)])
@@ -420,7 +420,7 @@ def generator_features():
 def _reliable_means(out_dir, manifest):
     """Per-image means (119, n) of the neurons with reliability >= 0.75, by area, and every reliability."""
     sessions = [read_session(out_dir / e["file"]) for e in manifest["experiments"]]
-    trials = pd.concat([trial_responses(s, (0.0, 0.25), (-0.1, 0.0)) for s in sessions], ignore_index=True)
+    trials = pd.concat([session_responses(s, (0.0, 0.25), (-0.1, 0.0)).trials for s in sessions], ignore_index=True)
     neurons = annotate_neurons(trials, [s.metadata for s in sessions], NeuronsConfig(n_splits=20))
     means = mean_responses(trials)
     reliable = {}

@@ -1,12 +1,11 @@
 """`deepmouse diff` on two whole runs of the pipeline.
 
-One small project is run once (`dvc repro checks`). A copy of it agrees with it. A second copy
+The session's small run (``small_run``, tests/e2e/conftest.py). A copy of it agrees with it. A second copy
 with another `scoring.cv.seed` reruns `scores` onward; `deepmouse diff` then exits 1 and names
 exactly the tables whose contents changed, as a direct comparison of the two stores' rows says.
 """
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +16,11 @@ import yaml
 
 from deepmouse.store.build import open_store
 from deepmouse.store.diff import COMPARED_TABLES, RANKINGS
-from tests.e2e.test_pipeline import _dvc, _ran, copy_project, small_params
+from tests.e2e.test_pipeline import _dvc, _ran
+from tests.runs import copy_run
 
 pytestmark = pytest.mark.slow
 
-MODELS = ["alexnet_random", "squeezenet1_1_random"]
 TARGET = "checks"  # publishes the store; `report` adds nothing compared here
 
 
@@ -37,14 +36,11 @@ def _deepmouse_diff(*args) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
+def runs(small_run, tmp_path_factory) -> dict[str, Path]:
     """The first run, an untouched copy of it, and a copy rerun with another cross-validation seed."""
-    first = copy_project(tmp_path_factory.mktemp("first") / "project", small_params(MODELS))
-    _repro_ok(first)
-    copy = tmp_path_factory.mktemp("copy") / "project"
-    shutil.copytree(first, copy, symlinks=True)
-    reseeded = tmp_path_factory.mktemp("reseeded") / "project"
-    shutil.copytree(first, reseeded, symlinks=True)
+    first = small_run
+    copy = copy_run(first, tmp_path_factory.mktemp("copy") / "project")
+    reseeded = copy_run(first, tmp_path_factory.mktemp("reseeded") / "project")
     params = yaml.safe_load((reseeded / "params.yaml").read_text())
     params["scoring"]["cv"]["seed"] += 1
     (reseeded / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

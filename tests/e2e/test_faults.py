@@ -1,6 +1,6 @@
 """Fault injection through the whole pipeline: inputs swapped or truncated, a full disk, a killed run.
 
-One small two-model project, built once by `dvc repro`; each test breaks one thing and asserts
+One copy of the session's small two-model run (``small_run``); each test breaks one thing and asserts
 a one-line message naming the file or key, the last good results intact or restored by one
 command, and nothing half-written left behind. (Faults of the store itself: test_store_faults.py.)
 """
@@ -19,20 +19,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.test_pipeline import _dvc, _ran, copy_project, small_params
+from tests.e2e.test_pipeline import _dvc, _ran
+from tests.runs import SMALL_MODELS, copy_run
 
 pytestmark = pytest.mark.slow
 
-MODELS = ["alexnet_random", "squeezenet1_1_random"]
+MODELS = SMALL_MODELS
 PUBLISHED, UNCHECKED = "data/deepmouse.duckdb", "data/store/unchecked.duckdb"
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    params = small_params(MODELS)
-    root = copy_project(tmp_path_factory.mktemp("faults"), params)
-    _repro_ok(root)
-    return root
+def project(small_run, tmp_path_factory) -> Path:
+    return copy_run(small_run, tmp_path_factory.mktemp("faults") / "project")
 
 
 def _repro_ok(root: Path, *args: str) -> subprocess.CompletedProcess:

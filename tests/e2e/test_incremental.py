@@ -1,6 +1,6 @@
 """The zoo at scale: per-model scores reused across runs, and the per-neuron tables left in Parquet.
 
-One small two-model project, built once by `dvc repro`; the tests run in order on it: a model
+One copy of the session's small two-model run (``small_run``); the tests run in order on it: a model
 added to `zoo.models` is the only one scored and the only one whose per-neuron rows `checks`
 validates, a model removed loses its folder, its rows and its verdict, a
 scores stage killed after its first model resumes without scoring that model again, and the
@@ -22,20 +22,19 @@ import pytest
 import yaml
 
 from deepmouse.store.build import PARQUET_TABLES, open_query_connection, open_store
-from tests.e2e.test_pipeline import _dvc, _ran, copy_project, small_params
+from tests.e2e.test_pipeline import _dvc, _ran
+from tests.runs import SMALL_MODELS, copy_run
 
 pytestmark = pytest.mark.slow
 
-FIRST, ADDED = ["alexnet_random", "squeezenet1_1_random"], "resnet18_random"
+FIRST, ADDED = SMALL_MODELS, "resnet18_random"
 PUBLISHED = "data/deepmouse.duckdb"
 TARGET = "checks"
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    root = copy_project(tmp_path_factory.mktemp("incremental"), small_params(FIRST))
-    _repro_ok(root)
-    return root
+def project(small_run, tmp_path_factory) -> Path:
+    return copy_run(small_run, tmp_path_factory.mktemp("incremental") / "project")
 
 
 def _repro_ok(root: Path) -> subprocess.CompletedProcess:

@@ -1,16 +1,12 @@
-"""The whole pipeline on the embedded default: `dvc repro` in a fresh copy of the project.
+"""The whole pipeline on the embedded default: `dvc repro` of the repository's params.
 
-One run (module fixture) backs every test here: the store answers the ranking query for
-every model, area and method; the planted generator is recovered; a second `dvc repro`
-reruns nothing; changing one scoring parameter reruns only `scores` and what follows.
+One run (the session's ``default_run``) backs every test here: the store answers the ranking
+query for every model, area and method; the planted generator is recovered. On a copy of it:
+a second `dvc repro` reruns nothing; changing one scoring parameter reruns only `scores` and
+what follows.
 """
 
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -20,56 +16,23 @@ import yaml
 from deepmouse.models.registry import load_zoo
 from deepmouse.report.plots import plot_trained_vs_random
 from deepmouse.report.tables import load_report_tables
-from tests.conftest import REPO
+# The helpers live in tests/runs.py; many test files import them from here.
+from tests.runs import PROJECT_FILES, copy_project, copy_run, small_params  # noqa: F401
+from tests.runs import dvc as _dvc
+from tests.runs import ran as _ran
 
 pytestmark = pytest.mark.slow
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "sql", "deepmouse", ".dvc/config", ".dvcignore"]
 
-
-def _dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=3000)
-
-
-def _ran(result: subprocess.CompletedProcess) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", result.stdout))
-
-
-def copy_project(root: Path, params: dict | None = None) -> Path:
-    """A fresh git repository holding the pipeline's files (and ``params`` if given)."""
-    for name in PROJECT_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, root / name)
-    if params is not None:
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    return root
-
-
-def small_params(models: list[str]) -> dict:
-    """The repository's params cut to a project that runs in about a minute (for fault tests)."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["zoo"]["models"] = list(models)
-    params["data"]["simulated"].update(experiments_per_area=1, neurons_per_experiment=20, n_repeats=20,
-                                       image_height=92, image_width=118)
-    params["neurons"]["reliability_threshold"] = 0.3
-    params["scoring"]["bootstrap"]["n"] = 100
-    params["checks"]["min_selected_per_area"] = 1
-    return params
+@pytest.fixture(scope="module")
+def project(default_run) -> Path:
+    return default_run
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    root = copy_project(tmp_path_factory.mktemp("project"))
-    result = _dvc(root, "repro")
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return root
+def changed(default_run, tmp_path_factory) -> Path:
+    """A copy of the default run for the tests that rerun stages (in order: repro, then a params change)."""
+    return copy_run(default_run, tmp_path_factory.mktemp("pipeline") / "project")
 
 
 @pytest.fixture(scope="module")
@@ -174,16 +137,16 @@ def test_the_default_run_drops_no_presentation(project, params):
     assert all(set(entry["dropped"].values()) == {0} for entry in dropped["experiments"]), dropped
 
 
-def test_second_repro_reruns_nothing(project):
-    result = _dvc(project, "repro")
+def test_second_repro_reruns_nothing(changed):
+    result = _dvc(changed, "repro")
     assert result.returncode == 0, result.stderr
     assert _ran(result) == {"fingerprint"}  # always runs: it fingerprints the source, cheaply
 
 
-def test_scoring_param_change_reruns_only_scores_onward(project, params):
-    changed = dict(params)
-    changed["scoring"] = dict(params["scoring"], bootstrap=dict(params["scoring"]["bootstrap"], n=200))
-    (project / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
-    result = _dvc(project, "repro")
+def test_scoring_param_change_reruns_only_scores_onward(changed, params):
+    new = dict(params)
+    new["scoring"] = dict(params["scoring"], bootstrap=dict(params["scoring"]["bootstrap"], n=200))
+    (changed / "params.yaml").write_text(yaml.safe_dump(new, sort_keys=False))
+    result = _dvc(changed, "repro")
     assert result.returncode == 0, result.stderr
     assert _ran(result) == {"params", "fingerprint", "scores", "store", "checks", "report"}

@@ -4,8 +4,8 @@ A damaged object in the remote (one model's ``model_scores.parquet``) is named b
 ``deepmouse remote pull`` (the file and the remote object), removed in the clone, and
 ``dvc repro`` then rescores that model alone.
 
-Clone A, a small project committed to git the way a lab would (its ``.gitignore``, ``dvc.lock``,
-no data), runs once and pushes to two remotes: a local folder, and an S3 bucket on a local S3
+Clone A, a copy of the session's small run (``small_run``) committed to git the way a lab would
+(its ``.gitignore``, ``dvc.lock``, no data), pushes to two remotes: a local folder, and an S3 bucket on a local S3
 server (moto, on 127.0.0.1; no other network). For each remote, clone B is a ``git clone`` of
 A that adds the remote with the README's commands and runs ``dvc pull``. Then ``dvc status``
 names only ``fingerprint`` (``always_changed``: it runs on every ``dvc repro``), ``dvc repro``
@@ -25,11 +25,12 @@ import yaml
 from moto.server import ThreadedMotoServer
 
 from tests.conftest import REPO
-from tests.e2e.test_pipeline import _dvc, _ran, copy_project, small_params
+from tests.e2e.test_pipeline import _dvc, _ran
+from tests.runs import GIT_RULES, SMALL_MODELS, copy_run
 
 pytestmark = pytest.mark.slow
 
-MODELS = ["alexnet_random", "squeezenet1_1_random"]
+MODELS = SMALL_MODELS
 BUCKET = "deepmouse-lab"
 # Dummy credentials for the local server; B sets them with `--local`, which keeps them out of git.
 S3_CREDENTIALS = {"access_key_id": "testing", "secret_access_key": "testing"}
@@ -58,13 +59,13 @@ def _query(project: Path, sql: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def clone_a(tmp_path_factory) -> Path:
-    """A small project run once and committed: the code, params, dvc.lock, not the data."""
-    root = copy_project(tmp_path_factory.mktemp("clone_a"), small_params(MODELS))
-    # what git leaves out (the DVC cache, reports/, ...) reaches B only through the remote
-    for name in (".gitignore", ".dvc/.gitignore"):
-        (root / name).write_text((REPO / name).read_text())
-    _dvc_ok(root, "repro")
+def clone_a(small_run, tmp_path_factory) -> Path:
+    """A copy of the session's small run, committed: the code, params, dvc.lock, not the data."""
+    root = copy_run(small_run, tmp_path_factory.mktemp("clone_a") / "project")
+    # What git leaves out (the DVC cache, reports/, ...) reaches B only through the remote: the
+    # shared run was made with the repository's rules in place (tests/runs.py GIT_RULES).
+    for name in GIT_RULES:
+        assert set((REPO / name).read_text().splitlines()) <= set((root / name).read_text().splitlines()), name
     _git(root, "add", "-A")
     _git(root, "commit", "-q", "-m", "a small run")
     return root

@@ -1,4 +1,4 @@
-"""Faults around the results store, in a small project built once by `dvc repro` (issue 9).
+"""Faults around the results store, in a copy of the session's small two-model run (``small_run``).
 
 A bad score, a killed build, a second process writing to a store, a damaged file: none may
 leave anything but the last good results where users read them (`data/deepmouse.duckdb`),
@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 
 from tests.store.test_build import _default_interrupt
-from tests.e2e.test_pipeline import _dvc, _ran, copy_project, small_params
+from tests.e2e.test_pipeline import _dvc, _ran
+from tests.runs import copy_run
 
 pytestmark = pytest.mark.slow
 
@@ -29,12 +30,8 @@ STORES = (UNCHECKED, PUBLISHED)
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    params = small_params(["alexnet_random"])
-    root = copy_project(tmp_path_factory.mktemp("faults"), params)
-    result = _dvc(root, "repro")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return root
+def project(small_run, tmp_path_factory) -> Path:
+    return copy_run(small_run, tmp_path_factory.mktemp("store_faults") / "project")
 
 
 @pytest.fixture

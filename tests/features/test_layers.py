@@ -4,15 +4,8 @@ import torch
 from torch import nn
 
 from deepmouse.errors import DeepmouseError
-from deepmouse.features.layers import (
-    LayerInfo,
-    capture_layer_outputs,
-    flatten_per_stimulus,
-    hooked_leaf_outputs,
-    inplace_disabled,
-    leaf_modules,
-    list_layers,
-)
+from deepmouse.features.hooks import flatten_per_stimulus, hooked_leaf_outputs, inplace_disabled, leaf_modules
+from deepmouse.features.layers import LayerInfo, capture_layer_outputs, list_layers
 from deepmouse.features.stats import compute_layer_statistics
 from deepmouse.models.build import build_model
 from deepmouse.models.registry import load_zoo

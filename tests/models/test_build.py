@@ -11,15 +11,9 @@ import torchvision
 from torch import nn
 
 from deepmouse.errors import CacheError, ConfigError, DeepmouseError
-from deepmouse.models import build
-from deepmouse.models.build import (
-    build_model,
-    count_parameters,
-    file_sha256,
-    find_local_weights,
-    load_checkpoint,
-    verify_sha256,
-)
+from deepmouse.models import build, checkpoints
+from deepmouse.models.build import build_model, count_parameters, file_sha256, find_local_weights, verify_sha256
+from deepmouse.models.checkpoints import load_checkpoint
 from deepmouse.models.registry import load_zoo
 
 
@@ -376,7 +370,7 @@ def test_vissl_mapping_equals_vissls_conversion_script(layout):
     trunk = _vissl_source_trunk()
     checkpoint = _vissl_layout(trunk, layout)
     expected = _convert_vissl_as_its_script_does(checkpoint)
-    mapped = build.vissl_trunk_state_dict(checkpoint)
+    mapped = checkpoints.vissl_trunk_state_dict(checkpoint)
     assert mapped.keys() == expected.keys() == trunk.keys()
     assert all(mapped[name] is expected[name] for name in expected)
 
@@ -411,7 +405,7 @@ def test_vissl_checkpoint_of_another_architecture_is_rejected(tmp_path):
 ])
 def test_malformed_vissl_checkpoints_are_rejected(checkpoint, message):
     with pytest.raises(DeepmouseError, match=message):
-        build.vissl_trunk_state_dict(checkpoint, where="ckpt")
+        checkpoints.vissl_trunk_state_dict(checkpoint, where="ckpt")
 
 
 def test_vissl_checkpoint_needing_pickles_points_to_the_conversion_script(tmp_path):

@@ -31,13 +31,8 @@ from PIL import Image
 from deepmouse.config import parse_params
 from deepmouse.data.simulated import generate_scenes
 from deepmouse.errors import CacheError, ConfigError, DeepmouseError
-from deepmouse.models.build import (
-    build_model,
-    efficientnet_pytorch_to_timm,
-    find_weights,
-    load_checkpoint,
-    package_weights_path,
-)
+from deepmouse.models.build import build_model, find_weights, package_weights_path
+from deepmouse.models.checkpoints import efficientnet_pytorch_to_timm, load_checkpoint
 from deepmouse.models.preprocess import preprocess_stimuli
 from deepmouse.models.registry import load_zoo, parse_package_location
 from deepmouse.pipeline import run_fingerprint

@@ -336,7 +336,7 @@ def test_verified_counts():
     zoo = load_zoo()
     trained = [e for e in zoo if not e.is_random]
     counts = {kind: sum(e.verified == kind for e in trained) for kind in ("sha256", "prefix", "no")}
-    # As the README states them.
+    # As docs/zoo.md states them.
     assert len(trained) == 140 and counts == {"sha256": 27, "prefix": 32, "no": 81}
     assert zoo.get("xception").verified == "prefix"  # timm serves it from its URL, not from the hub
 

@@ -1,0 +1,185 @@
+"""The ``data`` section: which source the recordings come from, and each source's settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Mapping
+
+from pydantic import StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
+
+from deepmouse.config.base import (AREAS, NUMPY_SEED, TORCH_SEED_MAX, Section, at_least, invalid, known_areas,
+                                   passed_on, positive, seed_up_to)
+from deepmouse.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SimulatedConfig(Section):
+    """The embedded default source: Allen-layout NWB files with a planted generator.
+
+    ``tuning: planted`` neurons read out the generator's layer at each area's planted depth;
+    ``tuning: random`` neurons have image tuning drawn independently of the images and of
+    every model (null data for the scores), and ``planted_depths`` then only names the areas.
+    """
+
+    seed: StrictInt = 0
+    tuning: Literal["planted", "random"] = "planted"
+    generator: StrictStr = "alexnet_random"
+    generator_seed: StrictInt = 0
+    planted_depths: Mapping[StrictStr, StrictFloat] = field(
+        default_factory=lambda: {
+            "VISp": 0.1, "VISl": 0.25, "VISrl": 0.4, "VISal": 0.55, "VISpm": 0.7, "VISam": 0.85
+        }
+    )
+    experiments_per_area: StrictInt = 2
+    neurons_per_experiment: StrictInt = 50
+    n_repeats: StrictInt = 50
+    image_height: StrictInt = 230
+    image_width: StrictInt = 294
+    readout_sparsity: StrictFloat = 0.1
+    noise_range: tuple[StrictFloat, StrictFloat] = (0.05, 1.0)
+
+    _check_positive = field_validator("experiments_per_area", "neurons_per_experiment")(positive)
+    # Split-half reliability and CC_max compare two halves of a neuron's trials.
+    _check_repeats = field_validator("n_repeats")(at_least(2, "split-half reliability needs two trials"))
+    # A one-pixel scene is constant: its 1/f stretch has no range and the models see a blank.
+    _check_size = field_validator("image_height", "image_width")(at_least(2, "a one-pixel scene is constant"))
+    _check_seed = field_validator("seed")(NUMPY_SEED)
+    _check_generator_seed = field_validator("generator_seed")(seed_up_to(TORCH_SEED_MAX, "torch.manual_seed"))
+
+    @field_validator("readout_sparsity")
+    @classmethod
+    def _check_sparsity(cls, sparsity: float) -> float:
+        if not 0 < sparsity <= 1:
+            raise invalid(f"must be in (0, 1], got {sparsity}")
+        return sparsity
+
+    @field_validator("planted_depths")
+    @classmethod
+    def _check_depths(cls, depths: Mapping[str, float]) -> Mapping[str, float]:
+        known_areas(list(depths))
+        for area, depth in depths.items():
+            if not 0 <= depth <= 1:
+                raise invalid(f"depth must be in [0, 1], got {depth}", key=area)
+        return depths
+
+    @field_validator("noise_range")
+    @classmethod
+    def _check_noise(cls, noise_range: tuple[float, float]) -> tuple[float, float]:
+        low, high = noise_range
+        if not 0 <= low <= high:
+            raise invalid(f"need 0 <= low <= high, got {list(noise_range)}")
+        return noise_range
+
+
+@dataclass(frozen=True)
+class AllenConfig(Section):
+    """The real pull through allensdk's ``BrainObservatoryCache`` (natural scenes, session B).
+
+    ``null`` filters mean "all": every area, Cre line and imaging depth, as in the
+    reference study. ``cache_dir`` holds allensdk's manifest and NWB files; an existing
+    allensdk cache folder can be named here and is reused as-is. ``events`` also fetches
+    each experiment's L0 event traces (for ``responses.signal: events``).
+    """
+
+    cache_dir: StrictStr = "data/allen_cache"
+    areas: tuple[StrictStr, ...] | None = None
+    cre_lines: tuple[StrictStr, ...] | None = None
+    imaging_depths: tuple[StrictInt, ...] | None = None
+    max_experiments: StrictInt | None = None
+    retries: StrictInt = 5
+    timeout_s: StrictFloat = 60.0
+    events: StrictBool = False
+
+    _check_areas = field_validator("areas")(known_areas)
+    _check_timeout = field_validator("timeout_s")(positive)
+
+    @field_validator("max_experiments")
+    @classmethod
+    def _check_max_experiments(cls, max_experiments: int | None) -> int | None:
+        if max_experiments is not None and max_experiments <= 0:
+            raise invalid(f"must be positive or null, got {max_experiments}")
+        return max_experiments
+
+    @field_validator("retries")
+    @classmethod
+    def _check_retries(cls, retries: int) -> int:
+        if retries < 0:
+            raise invalid(f"must be >= 0, got {retries}")
+        return retries
+
+
+@dataclass(frozen=True)
+class TableConfig(Section):
+    """Recordings of your own as tables (``data.source: table``; docs/data-sources.md, "Your own recordings").
+
+    ``responses`` (CSV or Parquet, required) holds each neuron's mean response to the 118
+    natural scenes and the blank; ``metadata`` optionally holds the per-neuron metadata in
+    a file of its own, joined on the neuron id; ``trials`` optionally holds trial-level
+    responses, from which reliability and the noise ceilings are computed (without it,
+    neurons are not filtered by reliability and regression scores are not normalised).
+    ``images`` is a folder of your own 118 scenes; ``null`` takes the Brain Observatory's
+    natural scenes. ``extra_areas`` names areas accepted besides the six Brain Observatory
+    areas; any other area in the tables is an error naming its row. Paths are relative to
+    the project folder.
+    """
+
+    responses: StrictStr | None = None
+    metadata: StrictStr | None = None
+    trials: StrictStr | None = None
+    images: StrictStr | None = None
+    extra_areas: tuple[StrictStr, ...] = ()
+
+    @field_validator("extra_areas")
+    @classmethod
+    def _check_extra_areas(cls, extra_areas: tuple[str, ...]) -> tuple[str, ...]:
+        for area in extra_areas:
+            if not area:
+                raise invalid(f"area names must be non-empty strings, got {area!r}")
+            if area in AREAS:
+                raise invalid(f"{area!r} is a Brain Observatory area already; list only areas besides "
+                               + ", ".join(AREAS))
+        if len(set(extra_areas)) != len(extra_areas):
+            raise invalid(f"an area is listed twice: {list(extra_areas)}")
+        return extra_areas
+
+    def check_paths(self, where: str) -> None:
+        """Raise ConfigError naming the key when a file or folder given here does not exist."""
+        if not self.responses:
+            raise ConfigError(f"{where}.responses: required when data.source is 'table'")
+        for name, want_dir in (("responses", False), ("metadata", False), ("trials", False), ("images", True)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            path = Path(value)
+            found = path.is_dir() if want_dir else path.is_file()
+            if not found:
+                relative = "" if path.is_absolute() else f" in {Path.cwd()}"
+                kind = "folder" if want_dir else "file"
+                raise ConfigError(f"{where}.{name}: no such {kind} {value!r}{relative} (data.source is 'table')")
+
+
+@dataclass(frozen=True)
+class DataConfig(Section):
+    source: Literal["simulated", "nwb_dir", "allen", "table"] = "simulated"
+    nwb_dir: StrictStr | None = None
+    simulated: SimulatedConfig = field(default_factory=SimulatedConfig)
+    allen: AllenConfig = field(default_factory=AllenConfig)
+    table: TableConfig = field(default_factory=TableConfig)
+
+    @model_validator(mode="after")
+    def _check_source(self) -> DataConfig:
+        if self.source == "nwb_dir" and not self.nwb_dir:
+            raise invalid("required when data.source is 'nwb_dir'", key="nwb_dir")
+        # Checked here, not first at the pull, so `deepmouse check-params` and the params stage
+        # catch a mistyped folder before anything runs (relative paths: from the working folder).
+        if self.source == "nwb_dir" and not Path(self.nwb_dir).is_dir():
+            relative = "" if Path(self.nwb_dir).is_absolute() else f" in {Path.cwd()}"
+            raise invalid(f"no such folder {self.nwb_dir!r}{relative} (data.source is 'nwb_dir')", key="nwb_dir")
+        if self.source == "table":
+            try:
+                self.table.check_paths("data.table")
+            except ConfigError as err:
+                raise passed_on(err) from None
+        return self

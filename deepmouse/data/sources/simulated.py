@@ -1,0 +1,66 @@
+"""``data.source: simulated``: Allen-layout NWB files of neurons that read out a planted generator.
+
+The generation itself is :mod:`deepmouse.data.simulated`; this module builds the planted
+generator (a random-initialised zoo model, its layer nearest each area's planted depth)
+and writes the dataset into the pull's staging folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from deepmouse.atomic import atomic_dir
+from deepmouse.data.sources.base import Progress
+from deepmouse.data.sources.base import Source
+from deepmouse.data.sources.ophys_nwb import OphysNwbReader
+from deepmouse.errors import SourceError
+
+
+class SimulatedSource(Source):
+    """Simulated sessions, written in the Brain Observatory NWB layout (DESIGN §3)."""
+
+    reader = OphysNwbReader
+    name = "simulated"
+
+    def describe(self, params) -> dict:
+        # Nothing outside the project is read: the params decide every byte.
+        return {"simulated": dataclasses.asdict(params.data.simulated)}
+
+    def pull(self, params, out_dir: Path, progress: Progress) -> dict:
+        with atomic_dir(out_dir) as staging:
+            return self._simulate(params, staging, progress)
+
+    def _simulate(self, params, out_dir: Path, progress: Progress) -> dict:
+        from deepmouse.data.simulated import simulate_dataset, simulated_scenes
+        from deepmouse.data.stimuli import with_blank
+        from deepmouse.features.layers import capture_layer_outputs, list_layers
+        from deepmouse.models.build import build_model
+        from deepmouse.models.preprocess import preprocess_stimuli
+        from deepmouse.models.registry import load_zoo
+
+        cfg = params.data.simulated
+        if cfg.tuning == "random":
+            # Null data: the neurons' tuning is drawn independently of every model, so none is built.
+            progress("tuning random: simulated neurons read out no model")
+            return simulate_dataset(out_dir, cfg, scenes=simulated_scenes(cfg))
+        entry = load_zoo().get(cfg.generator, key="data.simulated.generator")
+        if not entry.is_random:
+            raise SourceError(f"data.simulated.generator: {cfg.generator!r} is trained; "
+                              "the planted generator must be a *_random model")
+        scenes = simulated_scenes(cfg)
+        model = build_model(entry, init_seed=cfg.generator_seed)
+        inputs = preprocess_stimuli(with_blank(scenes), params.features.preprocessing, entry, model=model)
+        layers = list_layers(model, inputs)
+        planted = {area: nearest_layer(layers, depth) for area, depth in cfg.planted_depths.items()}
+        progress("planted layers: " + ", ".join(f"{a}={p['name']} (depth {p['depth']:.2f})"
+                                                for a, p in planted.items()))
+        outputs = capture_layer_outputs(model, inputs, sorted({p["name"] for p in planted.values()}))
+        features = {area: outputs[p["name"]] for area, p in planted.items()}
+        return simulate_dataset(out_dir, cfg, features, planted, scenes=scenes)
+
+
+def nearest_layer(layers: list, depth: float) -> dict:
+    """The layer whose relative depth is nearest ``depth`` (the shallower one on a tie), as the manifest records it."""
+    best = min(layers, key=lambda layer: (abs(layer.depth - depth), layer.index))
+    return {"name": best.name, "index": int(best.index), "depth": float(best.depth), "module_type": best.module_type}

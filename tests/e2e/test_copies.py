@@ -1,0 +1,34 @@
+"""A copy of a finished run (tests/runs.py ``copy_run``) is a project of its own that DVC finds up to date.
+
+Most e2e tests change a copy of a shared run instead of running `dvc repro` again; they are only
+as good as these properties of the copy.
+"""
+
+import json
+import subprocess
+
+import pytest
+
+from tests.runs import dvc, ran
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_copy_of_a_run_is_up_to_date_for_dvc(small_project):
+    status = dvc(small_project, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout) == {"fingerprint": ["always changed"]}
+    result = dvc(small_project, "repro")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert ran(result) == {"fingerprint"}, result.stdout
+    assert "data/deepmouse.duckdb" not in subprocess.run(["git", "status", "--porcelain"], cwd=small_project,
+                                                         capture_output=True, text=True, check=True).stdout
+
+
+def test_a_copy_names_nothing_in_the_run_it_was_copied_from(small_run, small_project):
+    # A path into the run (a store view, a link, a config entry) would let the copy read or change it.
+    named = str(small_run).encode()
+    naming = [str(path.relative_to(small_project)) for path in small_project.rglob("*")
+              if path.is_file() and not path.is_symlink() and named in path.read_bytes()]
+    links = [str(path.relative_to(small_project)) for path in small_project.rglob("*") if path.is_symlink()]
+    assert naming == [] and links == []
