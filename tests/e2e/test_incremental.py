@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from deepmouse.hashing import file_sha256
 from deepmouse.store.build import PARQUET_TABLES, open_query_connection, open_store
 from tests.e2e.test_pipeline import _dvc, _ran
 from tests.runs import SMALL_MODELS, copy_run
@@ -94,8 +95,13 @@ def test_the_per_neuron_tables_are_views_over_the_models_parquet_files(project):
         con.close()
     assert set(PARQUET_TABLES) <= views and not set(PARQUET_TABLES) & tables
     assert {"model_scores", "rsa_scores", "model_comparisons"} <= tables
-    assert files == sorted((name, f"data/scores/models/{model}/{name}.parquet")
-                           for name in PARQUET_TABLES for model in FIRST)
+    # The published views read the checked snapshot, each file named by its content's sha256 and
+    # equal to a model's live file (deepmouse/store/publish.py), never the live folders themselves.
+    assert all(path.startswith("data/published/") for _, path in files)
+    assert all(file_sha256(project / path) == Path(path).stem for _, path in files)
+    assert sorted((name, Path(path).stem) for name, path in files) == sorted(
+        (name, file_sha256(project / f"data/scores/models/{model}/{name}.parquet"))
+        for name in PARQUET_TABLES for model in FIRST)
     # each model's per-neuron rows passed the checks, and its verdict is kept for the next run
     assert sorted(path.name for path in (project / "data/checks").iterdir()) == sorted(f"{m}.json" for m in FIRST)
 
@@ -196,7 +202,14 @@ def test_a_killed_scores_stage_keeps_the_finished_model(project, tmp_path):
 
 
 def test_a_missing_parquet_file_is_named_with_how_to_restore_it(project):
-    path = project / f"data/scores/models/{FIRST[0]}/neuron_scores.parquet"
+    # The published store's views read the checked snapshot (data/published/): lose one of its files.
+    con = duckdb.connect(str(project / PUBLISHED), read_only=True)
+    try:
+        listed = con.execute("SELECT path FROM parquet_files WHERE table_name = 'neuron_scores' ORDER BY path").fetchall()
+    finally:
+        con.close()
+    path = project / listed[0][0]
+    assert path.parent == project / "data/published"
     data = path.read_bytes()
     path.unlink()
     try:

@@ -21,7 +21,6 @@ from tests.e2e.test_store_faults import _deepmouse
 pytestmark = pytest.mark.slow
 
 PUBLISHED, SNAPSHOT = "data/deepmouse.duckdb", "data/published"
-LIVE = "data/scores/models/alexnet_random/regression_scores.parquet"
 
 
 def _answers(project: Path) -> dict:
@@ -52,8 +51,10 @@ def _named(project: Path) -> set[str]:
 
 
 def _live_alphas(project: Path) -> int:
+    """Distinct alphas in the live per-model files (every model's), as the store would serve them."""
     import pandas as pd
-    return pd.read_parquet(project / LIVE)["alpha"].nunique()
+    files = sorted((project / "data/scores/models").glob("*/regression_scores.parquet"))
+    return pd.concat([pd.read_parquet(path, columns=["alpha"]) for path in files])["alpha"].nunique()
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +107,9 @@ def test_a_passing_run_publishes_the_new_scores_and_drops_the_old_files(runs):
     assert after["answers"]["distinct alphas"] == after["live alphas"] < before["answers"]["distinct alphas"]
     assert after["answers"]["runs"] != before["answers"]["runs"]  # the new run's params
     # Exactly the files the published store names are there (other alphas change both per-neuron
-    # tables of the one model, so none of the old files is named any more, and all are gone).
-    assert set(after["snapshot"]) == after["named"] and len(after["named"]) == 2
+    # tables of every model, so none of the old files is named any more, and all are gone).
+    n_models = len(yaml.safe_load((runs["project"] / "params.yaml").read_text())["zoo"]["models"])
+    assert set(after["snapshot"]) == after["named"] and len(after["named"]) == 2 * n_models
     assert not set(before["snapshot"]) & set(after["snapshot"])
     assert all(name == f"{digest}.parquet" for name, digest in after["snapshot"].items())
     # DVC recorded the snapshot as the checks stage's output (fingerprint is always changed, by design).

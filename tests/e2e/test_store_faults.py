@@ -7,6 +7,7 @@ and each failure says in one line what went wrong and how to get those results b
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from deepmouse.scoring.run import MODEL_TABLES, _read_record, _write_model_folder
 from tests.store.test_build import _default_interrupt
 from tests.e2e.test_pipeline import _dvc, _ran
 from tests.runs import copy_run
@@ -35,11 +37,13 @@ def project(small_run, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def restore(project):
-    """After each test: the scores as they were, and the stores rebuilt from them by `dvc repro`."""
-    scores = (project / SCORES).read_bytes()
+def restore(project, tmp_path):
+    """After each test: the model's score folder as it was, and the stores rebuilt from it by `dvc repro`."""
+    folder = (project / SCORES).parent
+    kept = shutil.copytree(folder, tmp_path / "kept-scores")
     yield project
-    (project / SCORES).write_bytes(scores)
+    shutil.rmtree(folder)
+    shutil.copytree(kept, folder)
     result = _dvc(project, "repro")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
@@ -65,11 +69,18 @@ def _error_line(result: subprocess.CompletedProcess, prefix: str) -> str:
 
 
 def _inject(project: Path, value: float) -> dict:
-    """Write ``value`` as the score of one model_scores row; return that row's key."""
-    scores = pd.read_parquet(project / SCORES)
+    """Write ``value`` as the score of one model_scores row; return that row's key.
+
+    The model's folder is rewritten whole, with its record, as the scores stage writes it: a file
+    changed behind its record's back is refused as damaged before its values are looked at
+    (tests/scoring/test_run.py), and these tests are about the values.
+    """
+    folder = (project / SCORES).parent
+    tables = {name: pd.read_parquet(folder / f"{name}.parquet") for name in MODEL_TABLES}
+    scores = tables["model_scores"]
     row = scores.index[(scores["method"] == "regression") & (scores["layer_selection"] == "cv")][0]
     scores.loc[row, "score"] = value
-    scores.to_parquet(project / SCORES, index=False)
+    _write_model_folder(folder, tables, _read_record(folder)["key"])
     return scores.loc[row, ["model_id", "method", "layer_selection", "site_kind", "site"]].to_dict()
 
 

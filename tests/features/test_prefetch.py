@@ -94,5 +94,8 @@ def test_two_dask_workers_prefetch_the_same_statistics_as_one(project, tmp_path_
         first, first_key = load_feature_entry(entry, expected_digest=entry.name)
         second, second_key = load_feature_entry(two / entry.name, expected_digest=entry.name)
         assert first_key == second_key
+        # Each worker's process runs on its share of the cores, so the float32 sums over a layer's
+        # features split otherwise; a wrong model, stimulus set or layer order differs by O(1).
         scale = np.abs(first.kernel).max(axis=(1, 2), keepdims=True)
-        assert (np.abs(second.kernel - first.kernel) <= 1e-5 * scale).all()
+        worst = float((np.abs(second.kernel - first.kernel) / scale).max())
+        assert worst <= 1e-4, f"{entry.name}: kernels differ by {worst:.2e} of their largest value"
