@@ -2,6 +2,7 @@
 
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
     return FileOrTestScheduling(config, log)
 
+
+
+def write_files(root: Path, files: dict[str, str]) -> Path:
+    """Write ``{relative path: text}`` under ``root`` (text dedented, folders made); return ``root``."""
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return root
 
 def runs_table(experiments: list[int]) -> pd.DataFrame:
     """The store's ``runs`` table of a simulated run of these experiments (fixed digests)."""

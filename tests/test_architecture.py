@@ -5,25 +5,16 @@ packages written here, so a check that could never fail would show.
 """
 
 import ast
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from deepmouse.codedeps import PACKAGE, import_cycles, module_graph
 from deepmouse.errors import CodeDepsError
-from tests.conftest import REPO
+from tests.conftest import REPO, write_files as _write
 
 MAX_LINES = 500
 """A module longer than this says why in a ``Size:`` line of its docstring (HOUSE_STYLE "Watch")."""
-
-
-def _write(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    return root
 
 
 def unexplained_long_modules(package_dir: Path, max_lines: int = MAX_LINES) -> list[str]:

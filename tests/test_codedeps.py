@@ -2,7 +2,6 @@
 and the stages' code deps in dvc.yaml (deepmouse/stagedeps.py, `deepmouse deps`)."""
 
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,7 @@ from deepmouse.cli import app
 from deepmouse.codedeps import code_digest, files_digest, import_closure
 from deepmouse.errors import CodeDepsError
 from deepmouse.stagedeps import check_stage_deps, derive_stage_deps, write_stage_deps
-from tests.conftest import REPO
-
-
-def _write(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    return root
+from tests.conftest import REPO, write_files as _write
 
 
 # A package with: a submodule imported as `from pkg import b`; a function-local relative import
