@@ -37,7 +37,7 @@ RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 def query_with_retries(host: str, what: str, query: Callable[[], Any], *, retries: int, timeout_s: float,
-                       backoff_s: float, progress: Progress) -> Any:
+                       backoff_s: float, progress: Progress, offline_hint: str = OFFLINE_HINT) -> Any:
     """Run ``query()`` (one AllenSDK metadata query), retrying what a later attempt may not repeat.
 
     Parameters
@@ -55,6 +55,8 @@ def query_with_retries(host: str, what: str, query: Callable[[], Any], *, retrie
     timeout_s : float
         Seconds a ``urllib`` query may wait on its socket (the process default, set for the call
         and restored after); ``requests`` queries carry their own timeout.
+    offline_hint : str
+        What to do instead, said when the host cannot be reached at all.
 
     Raises
     ------
@@ -84,7 +86,7 @@ def query_with_retries(host: str, what: str, query: Callable[[], Any], *, retrie
         except URLError as err:
             if not isinstance(err.reason, TimeoutError):
                 raise SourceError(
-                    f"could not reach {host} ({describe_network_error(err)}) to get {what}; {OFFLINE_HINT}"
+                    f"could not reach {host} ({describe_network_error(err)}) to get {what}; {offline_hint}"
                 ) from err
             failure = f"no answer within {timeout_s:g} s"
         except (TimeoutError, requests.Timeout):
@@ -92,7 +94,7 @@ def query_with_retries(host: str, what: str, query: Callable[[], Any], *, retrie
         except requests.ConnectionError as err:
             if is_unreachable(err):
                 raise SourceError(
-                    f"could not reach {host} ({describe_network_error(err)}) to get {what}; {OFFLINE_HINT}"
+                    f"could not reach {host} ({describe_network_error(err)}) to get {what}; {offline_hint}"
                 ) from err
             failure = f"connection lost ({describe_network_error(err)})"
         except (ConnectionError, http.client.HTTPException) as err:

@@ -148,6 +148,7 @@ def download_file(
     progress: Progress = print,
     session: requests.Session | None = None,
     check: Callable[[Path], None] | None = None,
+    offline_hint: str = OFFLINE_HINT,
 ) -> DownloadResult:
     """Download ``url`` to ``dest``, resuming, retrying and verifying (see the module docstring).
 
@@ -185,6 +186,8 @@ def download_file(
         sha256 check out; a :class:`~deepmouse.errors.DeepmouseError` it
         raises deletes the ``.part`` and fails the attempt with its message
         (retried like a checksum mismatch).
+    offline_hint : str
+        What to do instead, said when the host could not be reached at all.
 
     Returns
     -------
@@ -229,7 +232,7 @@ def download_file(
     finally:
         if own_session:
             session.close()
-    raise SourceError(_give_up_message(url, dest, failure, retries + 1))
+    raise SourceError(_give_up_message(url, dest, failure, retries + 1, offline_hint))
 
 
 def _attempt_download(url: str, dest: Path, expected_size: int | None, expected_sha256: str | None,
@@ -333,11 +336,12 @@ def _finish(dest: Path, size: int, digest, expected_size: int | None, expected_s
     return DownloadResult(path=dest, sha256=sha256, bytes=size, resumed=resumed)
 
 
-def _give_up_message(url: str, dest: Path, failure: _AttemptFailed, n_attempts: int) -> str:
+def _give_up_message(url: str, dest: Path, failure: _AttemptFailed, n_attempts: int,
+                     offline_hint: str = OFFLINE_HINT) -> str:
     attempts = f"{n_attempts} attempt{'s' if n_attempts > 1 else ''}"
     if failure.unreachable:
         return (f"could not reach {host_of(url)} after {attempts} ({failure.cause}) to download {url}; "
-                f"{OFFLINE_HINT}")
+                f"{offline_hint}")
     message = f"{url}: download failed after {attempts}: {failure.reason}"
     part = part_path(dest)
     if part.exists():

@@ -50,6 +50,10 @@ MANIFEST = "manifest.json"
 CACHE_MANIFEST = "ecephys_project_manifest.json"
 """The AllenSDK's own manifest inside ``data.allen.neuropixels.cache_dir`` (its default name)."""
 
+OFFLINE_HINT = ("without internet access, point data.neuropixels_dir at a folder of already-downloaded "
+                "Neuropixels session NWB files (docs/neuropixels.md)")
+"""What to do instead when the warehouse cannot be reached."""
+
 # Columns of the AllenSDK session table the manifest needs, with what they hold.
 _TABLE_COLUMNS = {
     "session_type": "session type",
@@ -200,7 +204,7 @@ def list_sessions(cache, cfg: AllenConfig, *, host: str, backoff_s: float = 1.0,
     """
     table = query_with_retries(host, "the Neuropixels session table (sessions, probes, channels, units)",
                                cache.get_session_table, retries=cfg.retries, timeout_s=cfg.timeout_s,
-                               backoff_s=backoff_s, progress=progress)
+                               backoff_s=backoff_s, progress=progress, offline_hint=OFFLINE_HINT)
     missing = [f"{column} ({what})" for column, what in _TABLE_COLUMNS.items() if column not in table.columns]
     if missing:
         raise SourceError(f"{host}: the Neuropixels session table lacks {', '.join(missing)}")
@@ -258,11 +262,12 @@ def fetch_session_nwb(cache, session_id: int, cfg: AllenConfig, *, host: str, ba
             progress(f"{path.name}: already in the cache, reused")
             return path, None
     url = query_with_retries(host, f"the NWB file of session {session_id}", lambda: session_nwb_url(cache, session_id),
-                             retries=cfg.retries, timeout_s=cfg.timeout_s, backoff_s=backoff_s, progress=progress)
+                             retries=cfg.retries, timeout_s=cfg.timeout_s, backoff_s=backoff_s, progress=progress,
+                             offline_hint=OFFLINE_HINT)
     progress(f"{path.name}: downloading {url}")
     try:
         result = download_file(url, path, retries=cfg.retries, timeout_s=cfg.timeout_s, backoff_s=backoff_s,
-                               progress=progress, check=check_hdf5)
+                               progress=progress, check=check_hdf5, offline_hint=OFFLINE_HINT)
     except SourceError as err:
         raise SourceError(f"session {session_id} ({path}): {err}") from err
     return path, result.sha256
