@@ -8,9 +8,11 @@ finds the file's download address. :func:`pull_neuropixels` keeps the sessions o
 ``brain_observatory_1.1`` (the one with natural scenes), filtered by ``data.allen.neuropixels``,
 and transfers each session NWB file through :func:`deepmouse.data.download.download_file`:
 resumed with an HTTP Range request after a cut connection (within a pull and across pulls),
-retried with backoff, checked against the size the warehouse announces and opened as HDF5
-before it is renamed into place. The warehouse gives no checksum of its own, so the manifest
-records the sha256 of the bytes received. The per-probe LFP files (several GB each) are
+retried with backoff, checked against the size the warehouse announces, opened as HDF5 and
+checked to hold the session it is fetched for (the NWB ``identifier``, which the AllenSDK's
+writer sets to the session id and its reader takes as the session id) before it is renamed
+into place. The warehouse gives no checksum of its own, so the manifest records the sha256 of
+the bytes received. The per-probe LFP files (several GB each) are
 never requested.
 
 Files found where the AllenSDK keeps them are reused without a transfer, so an existing
@@ -37,7 +39,7 @@ from deepmouse.config import AllenConfig, NeuropixelsConfig
 from deepmouse.data.allen_api import as_list, is_within, query_with_retries, relative_to_cache
 from deepmouse.data.download import download_file, host_of, sha256_file
 from deepmouse.data.sources.base import describe_files
-from deepmouse.errors import ConfigError, NwbLayoutError, SourceError
+from deepmouse.errors import ConfigError, DataError, NwbLayoutError, SourceError
 
 Progress = Callable[[str], None]
 
@@ -107,7 +109,8 @@ def pull_neuropixels(cfg: AllenConfig, out_dir: str | Path, *, api_url: str | No
     """Fetch the ``brain_observatory_1.1`` session NWB files ``cfg`` selects and describe them.
 
     Each selected session's NWB file is taken from the AllenSDK cache in
-    ``cfg.neuropixels.cache_dir`` when it is there and opens as HDF5, downloaded into that
+    ``cfg.neuropixels.cache_dir`` when it is there and opens as that session's NWB file
+    (:func:`check_session_file`), downloaded into that
     cache otherwise, and hard-linked (copied across filesystems) to
     ``<out_dir>/<session_id>.nwb``. Once the listing has succeeded, everything is written
     into a staging folder beside ``out_dir``, manifest last, and renamed onto ``out_dir``
@@ -145,6 +148,8 @@ def pull_neuropixels(cfg: AllenConfig, out_dir: str | Path, *, api_url: str | No
     SourceError
         If the warehouse cannot be reached or refuses a query, no session matches, the table
         lacks a column, or a download fails (naming the session and the file).
+    DataError
+        If a file already in the cache holds another session than the one it is kept for.
     """
     from deepmouse.data.ecephys_warehouse import WAREHOUSE_URL, open_ecephys_cache
 
@@ -233,9 +238,10 @@ def fetch_session_nwb(cache, session_id: int, cfg: AllenConfig, *, host: str, ba
                       progress: Progress = print) -> tuple[Path, str | None]:
     """Make sure the AllenSDK cache holds a complete session NWB file for one session.
 
-    A file already where the AllenSDK keeps it is reused if it opens as HDF5 (no transfer);
-    otherwise it is downloaded again, and replaced only once the new copy is complete and
-    opens. A ``.part`` left by an interrupted pull is resumed.
+    A file already where the AllenSDK keeps it is reused if it passes
+    :func:`check_session_file` (no transfer); an unreadable one is downloaded again, and
+    replaced only once the new copy is complete and passes the same check. A ``.part`` left
+    by an interrupted pull is resumed.
 
     Returns
     -------
@@ -248,16 +254,22 @@ def fetch_session_nwb(cache, session_id: int, cfg: AllenConfig, *, host: str, ba
     ------
     SourceError
         If the warehouse lists no session file, or the download fails or keeps delivering a
-        file that is not HDF5 (naming the session and the file).
+        file that fails the check (naming the session and the file).
+    DataError
+        If the file already in the cache holds another session.
     """
     from deepmouse.data.ecephys_warehouse import session_nwb_path, session_nwb_url
 
     path = session_nwb_path(cache, session_id)
     if path.exists():
         try:
-            check_hdf5(path)
+            check_session_file(path, session_id)
         except NwbLayoutError as err:
             progress(f"{err}; downloading it again")
+        except DataError as err:
+            # Someone put it there: deleting another session's file is not ours to decide.
+            raise DataError(f"{err}; the AllenSDK cache keeps session {session_id} there: move or delete "
+                            "the file and pull again") from err
         else:
             progress(f"{path.name}: already in the cache, reused")
             return path, None
@@ -267,21 +279,36 @@ def fetch_session_nwb(cache, session_id: int, cfg: AllenConfig, *, host: str, ba
     progress(f"{path.name}: downloading {url}")
     try:
         result = download_file(url, path, retries=cfg.retries, timeout_s=cfg.timeout_s, backoff_s=backoff_s,
-                               progress=progress, check=check_hdf5, offline_hint=OFFLINE_HINT)
+                               progress=progress, check=lambda part: check_session_file(part, session_id),
+                               offline_hint=OFFLINE_HINT)
     except SourceError as err:
         raise SourceError(f"session {session_id} ({path}): {err}") from err
     return path, result.sha256
 
 
-def check_hdf5(path: Path) -> None:
-    """Raise :class:`NwbLayoutError` naming ``path`` unless it opens as an HDF5 file (as NWB 2 files do)."""
+def check_session_file(path: Path, session_id: int) -> None:
+    """Check that ``path`` opens as an NWB 2 (HDF5) file whose ``identifier`` is ``session_id``.
+
+    Raises
+    ------
+    NwbLayoutError
+        If the file does not open as HDF5, or has no string ``identifier``.
+    DataError
+        If its ``identifier`` names another session.
+    """
     import h5py
 
     try:
-        with h5py.File(path, "r"):
-            pass
+        with h5py.File(path, "r") as f:
+            identifier = f["identifier"][()] if isinstance(f.get("identifier"), h5py.Dataset) else None
     except OSError as err:
         raise NwbLayoutError(f"{path}: not a readable HDF5 file ({err})") from err
+    if isinstance(identifier, bytes):
+        identifier = identifier.decode("utf-8", errors="replace")
+    if not isinstance(identifier, str):
+        raise NwbLayoutError(f"{path}: no 'identifier' (the session id of an ecephys session NWB file)")
+    if identifier.strip() != str(session_id):
+        raise DataError(f"{path}: holds session {identifier!r} (its NWB identifier), not session {session_id}")
 
 
 def _structure_acronyms(value) -> list[str]:

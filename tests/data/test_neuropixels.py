@@ -15,6 +15,7 @@ import os
 import socket
 from pathlib import Path
 
+import h5py
 import pytest
 
 from deepmouse.config import AllenConfig, NeuropixelsConfig, parse_params
@@ -23,7 +24,7 @@ from deepmouse.data.download import part_path
 from deepmouse.data.ecephys_warehouse import TimedRmaEngine
 from deepmouse.data.neuropixels import (cached_session_files, describe_neuropixels_dir, neuropixels_dir_files,
                                         pull_neuropixels)
-from deepmouse.errors import ConfigError, SourceError
+from deepmouse.errors import ConfigError, DataError, SourceError
 from tests.data.allen_fixtures import (
     QUERY_PATH,
     LocalAllenServer,
@@ -241,6 +242,42 @@ def test_unreadable_cached_file_is_downloaded_again(tmp_path, server, session_by
     assert manifest["sessions"][0]["sha256"] == sha256_of(session_bytes[715])
 
 
+def test_downloaded_file_of_another_session_is_refused(tmp_path, server, session_bytes):
+    server.files[server.session_nwb_links[715]] = session_bytes[717]
+    cfg = make_cfg(tmp_path, retries=0, max_sessions=1)
+    cached = Path(cfg.neuropixels.cache_dir) / "session_715" / "session_715.nwb"
+    with pytest.raises(SourceError, match=r"session 715 \(.*session_715\.nwb\): .*download failed after 1 attempt: "
+                                          r".*session_715\.nwb\.part: holds session '717' \(its NWB identifier\), "
+                                          r"not session 715"):
+        pull(cfg, tmp_path / "raw", server.base_url)
+    assert not cached.exists() and not part_path(cached).exists()
+
+
+def test_cached_file_of_another_session_is_refused_and_kept(tmp_path, server, session_bytes):
+    cfg = make_cfg(tmp_path, max_sessions=1)
+    cached = Path(cfg.neuropixels.cache_dir) / "session_715" / "session_715.nwb"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(session_bytes[717])
+    with pytest.raises(DataError, match=r"session_715\.nwb: holds session '717' .* not session 715; the AllenSDK "
+                                        r"cache keeps session 715 there: move or delete the file and pull again"):
+        pull(cfg, tmp_path / "raw", server.base_url)
+    assert cached.read_bytes() == session_bytes[717]
+
+
+def test_cached_hdf5_file_without_identifier_is_downloaded_again(tmp_path, server, session_bytes):
+    cfg = make_cfg(tmp_path, max_sessions=1)
+    cached = Path(cfg.neuropixels.cache_dir) / "session_715" / "session_715.nwb"
+    cached.parent.mkdir(parents=True)
+    with h5py.File(cached, "w") as f:
+        f["payload"] = [1, 2, 3]
+    lines = []
+    manifest = pull(cfg, tmp_path / "raw", server.base_url, lines)
+
+    assert any("no 'identifier'" in line and "downloading it again" in line for line in lines)
+    assert cached.read_bytes() == session_bytes[715] == (tmp_path / "raw" / "715.nwb").read_bytes()
+    assert manifest["sessions"][0]["sha256"] == sha256_of(session_bytes[715])
+
+
 def test_session_without_an_nwb_file_on_the_warehouse(tmp_path, server):
     del server.session_nwb_links[715]
     with pytest.raises(SourceError, match=r"127\.0\.0\.1:\d+ does not list exactly one session NWB file "
@@ -311,6 +348,12 @@ def test_cache_inside_the_output_folder_is_refused(tmp_path):
     cfg = make_cfg(tmp_path, cache_dir=str(tmp_path / "raw" / "cache"))
     with pytest.raises(ConfigError, match=r"data\.allen\.neuropixels\.cache_dir: .* lies inside the pull output"):
         pull(cfg, tmp_path / "raw", closed_port_url())
+
+
+@pytest.mark.parametrize("url", ["api.brain-map.org", "http://"])
+def test_api_url_without_scheme_or_host_is_refused(tmp_path, url):
+    with pytest.raises(SourceError, match=rf"'{url}': not an http\(s\) address of the Allen API"):
+        pull(make_cfg(tmp_path), tmp_path / "raw", url)
 
 
 def test_neuropixels_params():
