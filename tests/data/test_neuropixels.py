@@ -21,7 +21,7 @@ import pytest
 from deepmouse.config import AllenConfig, NeuropixelsConfig, parse_params
 from deepmouse.data.download import _CHUNK_BYTES as BLOCK
 from deepmouse.data.download import part_path
-from deepmouse.data.ecephys_warehouse import TimedRmaEngine
+from deepmouse.data.ecephys_warehouse import TimedRmaEngine, open_ecephys_cache
 from deepmouse.data.neuropixels import (cached_session_files, describe_neuropixels_dir, neuropixels_dir_files,
                                         pull_neuropixels)
 from deepmouse.errors import ConfigError, DataError, SourceError
@@ -332,6 +332,22 @@ def test_query_refusal_stops_at_once(tmp_path, server):
     with pytest.raises(SourceError, match=r"127\.0\.0\.1:\d+ answered HTTP 403 .* Neuropixels session table"):
         pull(make_cfg(tmp_path), tmp_path / "raw", server.base_url)
     assert len(server.queries()) == 1
+
+
+def test_cache_is_what_from_warehouse_builds_but_for_the_timed_engine(tmp_path):
+    from allensdk.brain_observatory.ecephys.ecephys_project_cache import EcephysProjectCache
+
+    ours = open_ecephys_cache(tmp_path / "ours" / "manifest.json", "http://127.0.0.1:9", timeout_s=3.0)
+    theirs = EcephysProjectCache.from_warehouse(scheme="http", host="127.0.0.1:9", fetch_tries=1,
+                                                manifest=str(tmp_path / "theirs" / "manifest.json"))
+    assert type(ours.fetch_api) is type(theirs.fetch_api)
+    assert type(theirs.fetch_api.rma_engine) in type(ours.fetch_api.rma_engine).__mro__
+    for name in ("scheme", "host", "rma_prefix", "rma_format", "page_size"):
+        assert getattr(ours.fetch_api.rma_engine, name) == getattr(theirs.fetch_api.rma_engine, name), name
+    assert ours.fetch_api.rma_engine.request_timeout_s == 3.0
+    assert ours.stream_writer is theirs.stream_writer and ours.fetch_tries == theirs.fetch_tries == 1
+    assert Path(ours.get_cache_path(None, ours.SESSION_NWB_KEY, 7, 7)).relative_to(tmp_path / "ours") == Path(
+        theirs.get_cache_path(None, theirs.SESSION_NWB_KEY, 7, 7)).relative_to(tmp_path / "theirs")
 
 
 def test_timed_engine_pages_through_a_table(server):
