@@ -30,14 +30,16 @@ def test_defaults_equal_an_empty_file():
 
 DEFAULTS = {
     "data": {
-        "source": "simulated", "nwb_dir": None,
+        "source": "simulated", "nwb_dir": None, "neuropixels_dir": None,
         "simulated": {"seed": 0, "tuning": "planted", "generator": "alexnet_random", "generator_seed": 0,
                       "planted_depths": {"VISp": 0.1, "VISl": 0.25, "VISrl": 0.4, "VISal": 0.55, "VISpm": 0.7,
                                          "VISam": 0.85},
                       "experiments_per_area": 2, "neurons_per_experiment": 50, "n_repeats": 50, "image_height": 230,
                       "image_width": 294, "readout_sparsity": 0.1, "noise_range": (0.05, 1.0)},
         "allen": {"cache_dir": "data/allen_cache", "areas": None, "cre_lines": None, "imaging_depths": None,
-                  "max_experiments": None, "retries": 5, "timeout_s": 60.0, "events": False},
+                  "max_experiments": None, "retries": 5, "timeout_s": 60.0, "events": False,
+                  "neuropixels": {"enabled": False, "cache_dir": "data/neuropixels_cache", "areas": None,
+                                  "max_sessions": None}},
         "table": {"responses": None, "metadata": None, "trials": None, "images": None, "extra_areas": ()},
     },
     "responses": {"definition": "window", "window": (0.0, 0.25), "baseline": (-0.1, 0.0), "signal": "dff",

@@ -46,7 +46,7 @@ from deepmouse.atomic import write_bytes
 from deepmouse.config.base import AREAS, Section, validated
 from deepmouse.config.checks import ChecksConfig
 from deepmouse.config.compute import ComputeConfig
-from deepmouse.config.data import AllenConfig, DataConfig, SimulatedConfig, TableConfig
+from deepmouse.config.data import AllenConfig, DataConfig, NeuropixelsConfig, SimulatedConfig, TableConfig
 from deepmouse.config.features import FeaturesConfig
 from deepmouse.config.neurons import NeuronsConfig
 from deepmouse.config.responses import MAX_RESPONSE_SPAN_S, ResponsesConfig
@@ -58,6 +58,7 @@ from deepmouse.errors import ConfigError
 __all__ = [
     "AREAS", "MAX_RESPONSE_SPAN_S", "AllenConfig", "BootstrapConfig", "ChecksConfig", "ComparisonsConfig",
     "ComputeConfig", "CrossValidationConfig", "CustomModelConfig", "DataConfig", "FeaturesConfig", "NeuronsConfig",
+    "NeuropixelsConfig",
     "Params", "RegressionConfig", "ResponsesConfig", "RsaConfig", "ScoringConfig", "SimulatedConfig", "TableConfig",
     "ZooConfig", "load_params", "parse_params", "set_zoo_models",
 ]
