@@ -49,7 +49,7 @@ from deepmouse.config.compute import ComputeConfig
 from deepmouse.config.data import AllenConfig, DataConfig, SimulatedConfig, TableConfig
 from deepmouse.config.features import FeaturesConfig
 from deepmouse.config.neurons import NeuronsConfig
-from deepmouse.config.responses import MAX_RESPONSE_SPAN_S, ResponsesConfig
+from deepmouse.config.responses import MAX_RESPONSE_SPAN_S, NeuropixelsConfig, ResponsesConfig, UnitFiltersConfig
 from deepmouse.config.scoring import (BootstrapConfig, ComparisonsConfig, CrossValidationConfig, RegressionConfig,
                                       RsaConfig, ScoringConfig)
 from deepmouse.config.zoo import CustomModelConfig, ZooConfig
@@ -58,8 +58,8 @@ from deepmouse.errors import ConfigError
 __all__ = [
     "AREAS", "MAX_RESPONSE_SPAN_S", "AllenConfig", "BootstrapConfig", "ChecksConfig", "ComparisonsConfig",
     "ComputeConfig", "CrossValidationConfig", "CustomModelConfig", "DataConfig", "FeaturesConfig", "NeuronsConfig",
-    "Params", "RegressionConfig", "ResponsesConfig", "RsaConfig", "ScoringConfig", "SimulatedConfig", "TableConfig",
-    "ZooConfig", "load_params", "parse_params", "set_zoo_models",
+    "NeuropixelsConfig", "Params", "RegressionConfig", "ResponsesConfig", "RsaConfig", "ScoringConfig", "SimulatedConfig", "TableConfig",
+    "UnitFiltersConfig", "ZooConfig", "load_params", "parse_params", "set_zoo_models",
 ]
 
 
