@@ -9,7 +9,7 @@ channels in the hippocampus (``CA1``) or outside the brain, which the area filte
 
 Each unit's rate (spikes/s) to condition ``s`` (118 scenes and the blank, blank last) is
 ``spontaneous + peak * r[s] / max(r)``, with ``spontaneous`` in [1, 5] Hz and ``peak`` in
-[10, 40] Hz per unit, and ``r`` by ``tuning``:
+[2, 30] Hz per unit, and ``r`` by ``tuning``:
 
 - ``planted``: the rectified readout of its area's planted features,
   :func:`deepmouse.data.simulated.simulate_rates` (the two-photon simulator's generator);
@@ -19,8 +19,12 @@ Each unit's rate (spikes/s) to condition ``s`` (118 scenes and the blank, blank 
   independent of the images).
 
 Presentations: ``n_repeats`` blocks, each a random permutation of the 119 conditions, back
-to back at 0.25 s each, after ``PRE_PERIOD_S`` of gray. Spikes: inhomogeneous Poisson with
-the rate held over each presentation (no latency), spontaneous before and after.
+to back at 0.25 s each, after ``PRE_PERIOD_S`` of gray. Spikes: Poisson with the rate held over
+each presentation (no latency) times a trial gain drawn from a gamma distribution of mean 1 and
+shape ``k`` (a doubly stochastic Poisson process: spike counts vary more than Poisson's, as
+cortical counts do), spontaneous before and after. ``k`` is log-uniform over
+``GAIN_SHAPE_RANGE`` per unit, so the units' split-half reliabilities spread across the
+selection threshold rather than all sitting near 1.
 Quality metrics are drawn so that some units fail each of the release's default thresholds
 (about 15% each; 5% are sorted as noise); ``firing_rate`` is the unit's measured mean rate.
 """
@@ -46,7 +50,8 @@ PRESENTATION_S = 0.25
 PRE_PERIOD_S = 5.0
 POST_PERIOD_S = 2.0
 SPONTANEOUS_HZ = (1.0, 5.0)
-PEAK_HZ = (10.0, 40.0)
+PEAK_HZ = (2.0, 30.0)
+GAIN_SHAPE_RANGE = (0.3, 30.0)
 _SESSION_ID_BASE = 750_000_000
 _SPECIMEN_ID_BASE = 730_000_000
 _UNIT_ID_BASE = 950_000_000
@@ -189,9 +194,11 @@ def _poisson_spikes(rates: np.ndarray, presentations: pd.DataFrame, rng: np.rand
     start = presentations["start_time"].to_numpy()
     end = presentations["stop_time"].iloc[-1]
     spontaneous = rates.min(axis=1)
+    shape = np.exp(rng.uniform(*np.log(GAIN_SHAPE_RANGE), rates.shape[0]))
     trains = []
     for unit in range(rates.shape[0]):
-        counts = rng.poisson(rates[unit, condition] * PRESENTATION_S)
+        gain = rng.gamma(shape[unit], 1.0 / shape[unit], condition.size)
+        counts = rng.poisson(rates[unit, condition] * gain * PRESENTATION_S)
         evoked = np.repeat(start, counts) + rng.uniform(0.0, PRESENTATION_S, counts.sum())
         pre = rng.uniform(0.0, PRE_PERIOD_S, rng.poisson(spontaneous[unit] * PRE_PERIOD_S))
         post = end + rng.uniform(0.0, POST_PERIOD_S, rng.poisson(spontaneous[unit] * POST_PERIOD_S))
