@@ -25,6 +25,8 @@ shape ``k`` (a doubly stochastic Poisson process: spike counts vary more than Po
 cortical counts do), spontaneous before and after. ``k`` is log-uniform over
 ``GAIN_SHAPE_RANGE`` per unit, so the units' split-half reliabilities spread across the
 selection threshold rather than all sitting near 1.
+Running speed: the wheel sampled at ``RUNNING_RATE_HZ``, a rectified Ornstein-Uhlenbeck
+process (time constant ``RUNNING_TIME_CONSTANT_S``), independent of the spikes.
 Quality metrics are drawn so that some units fail each of the release's default thresholds
 (about 15% each; 5% are sorted as noise); ``firing_rate`` is the unit's measured mean rate.
 """
@@ -38,6 +40,7 @@ from typing import Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.signal
 
 from deepmouse.atomic import write_text
 from deepmouse.config import AREAS
@@ -52,6 +55,9 @@ POST_PERIOD_S = 2.0
 SPONTANEOUS_HZ = (1.0, 5.0)
 PEAK_HZ = (2.0, 30.0)
 GAIN_SHAPE_RANGE = (0.3, 30.0)
+RUNNING_RATE_HZ = 60.0
+RUNNING_TIME_CONSTANT_S = 2.0
+RUNNING_SCALE_CM_S = 12.0
 _SESSION_ID_BASE = 750_000_000
 _SPECIMEN_ID_BASE = 730_000_000
 _UNIT_ID_BASE = 950_000_000
@@ -132,7 +138,7 @@ def simulate_ecephys_dataset(
         units["firing_rate"] = [times.size / duration for times in spike_times]
         path = write_ecephys_session(out_dir / f"{session_id}.nwb", session_id=session_id, specimen_id=specimen_id,
                                      channels=channels, units=units, spike_times=spike_times,
-                                     presentations=presentations)
+                                     presentations=presentations, running_speed=_running_speed(duration, rng))
         truth[session_id] = rates
         sessions.append({"session_id": session_id, "specimen_id": specimen_id, "file": path.name,
                          "n_units": len(units), "areas": list(areas)})
@@ -185,6 +191,17 @@ def _presentations(n_repeats: int, rng: np.random.Generator) -> pd.DataFrame:
     start = PRE_PERIOD_S + PRESENTATION_S * np.arange(condition.size)
     return pd.DataFrame({"start_time": start, "stop_time": start + PRESENTATION_S,
                          "frame": np.where(condition == N_IMAGES, BLANK_SCENE, condition).astype(np.float64)})
+
+
+def _running_speed(duration: float, rng: np.random.Generator) -> pd.DataFrame:
+    """Wheel velocity samples over ``[0, duration)``: a rectified, scaled AR(1) (discretised OU) process."""
+    period = 1.0 / RUNNING_RATE_HZ
+    start = np.arange(0.0, duration, period)
+    decay = np.exp(-period / RUNNING_TIME_CONSTANT_S)
+    innovation = rng.standard_normal(start.size) * np.sqrt(1.0 - decay**2)
+    state = scipy.signal.lfilter([1.0], [1.0, -decay], innovation)
+    return pd.DataFrame({"start_time": start, "end_time": start + period,
+                         "velocity": RUNNING_SCALE_CM_S * np.maximum(state, 0.0)})
 
 
 def _poisson_spikes(rates: np.ndarray, presentations: pd.DataFrame, rng: np.random.Generator) -> list[np.ndarray]:

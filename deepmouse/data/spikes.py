@@ -17,7 +17,9 @@ next scene's onset.
 
 Trials are written in the two-photon responses' columns
 (:data:`deepmouse.data.responses.TRIAL_COLUMNS`): ``experiment_id`` is the ecephys
-session id, ``neuron_id`` the unit id, ``running_speed`` NaN (not read), the blank
+session id, ``neuron_id`` the unit id, ``running_speed`` the mean wheel velocity (cm/s)
+of the running samples that start inside the response window (NaN where none does, or the
+file has no running speed), the blank
 (frame −1) is stimulus index 118. :func:`deepmouse.data.responses.mean_responses`
 then gives the 119 per-condition means, and the reliability, selectivity and
 selection of :mod:`deepmouse.data.selection` run on them unchanged.
@@ -137,6 +139,7 @@ def session_spike_responses(
                         f"{list(window)} s ({', '.join(f'{n} {r}' for r, n in dropped.items() if n)})")
 
     counts = spike_counts([session.spike_times[row] for row in rows], onset[kept] + start_s, onset[kept] + stop_s)
+    speed = window_mean_speed(session.running_speed, onset[kept] + start_s, onset[kept] + stop_s)
     rates = counts / (stop_s - start_s)
     stimulus = stimulus_index_from_scene(frame[kept].astype(np.int64), n_images)
     trial = pd.Series(stimulus).groupby(stimulus).cumcount().to_numpy()
@@ -148,9 +151,36 @@ def session_spike_responses(
         "trial": np.tile(trial.astype(np.int16), n_units),
         "presentation": np.tile(table.index.to_numpy()[kept].astype(np.int32), n_units),
         "response": rates.astype(np.float32).ravel(),
-        "running_speed": np.full(n_units * n_kept, np.nan, dtype=np.float32),
+        "running_speed": np.tile(speed.astype(np.float32), n_units),
     })
     return SessionResponses(trials, len(table), dropped)
+
+
+def window_mean_speed(running_speed: pd.DataFrame, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """Mean finite velocity of the running samples whose start lies in each window ``[start, stop)``.
+
+    Parameters
+    ----------
+    running_speed : DataFrame
+        ``start_time`` (sorted) and ``velocity``, as :attr:`EcephysSession.running_speed`.
+    start, stop : ndarray of float, shape (n_windows,)
+
+    Returns
+    -------
+    ndarray of float64, shape (n_windows,)
+        NaN where no finite sample starts in the window.
+    """
+    times = running_speed["start_time"].to_numpy(np.float64)
+    velocity = running_speed["velocity"].to_numpy(np.float64)
+    finite = np.isfinite(velocity)
+    # prefix sums over the samples: a window's sum and count are differences at its edges
+    total = np.concatenate([[0.0], np.cumsum(np.where(finite, velocity, 0.0))])
+    count = np.concatenate([[0], np.cumsum(finite)])
+    first = np.searchsorted(times, start, side="left")
+    end = np.searchsorted(times, stop, side="left")
+    n = count[end] - count[first]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (total[end] - total[first]) / n, np.nan)
 
 
 def _recording_span(session: EcephysSession) -> tuple[float, float]:

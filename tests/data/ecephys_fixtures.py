@@ -14,7 +14,8 @@ SESSION_ID, SPECIMEN_ID = 715093703, 699733581
 
 def small_session_tables(rng: np.random.Generator) -> dict:
     """The arguments of ``write_ecephys_session`` for a small session: 8 units on 2 probes, every
-    kind of unit the filters tell apart, 3 repeats of the 119 conditions, one invalid interval."""
+    kind of unit the filters tell apart, 3 repeats of the 119 conditions, one invalid interval,
+    running speed at 60 Hz with some samples missing."""
     channels = pd.DataFrame({
         "probe_id": [11, 11, 11, 11, 12, 12, 12, 12],
         "probe_channel_number": [0, 1, 2, 3, 0, 1, 2, 3],
@@ -42,8 +43,14 @@ def small_session_tables(rng: np.random.Generator) -> dict:
     spike_times[2] = np.zeros(0)  # a unit without spikes is read as such
     invalid_times = pd.DataFrame({"start_time": [start[40] + 0.1], "stop_time": [start[44]],
                                   "tags": [("EcephysSession", str(SESSION_ID), "stimulus")]})
+    sample_start = np.arange(0.0, end, 1 / 60)
+    velocity = rng.gamma(1.0, 5.0, sample_start.size)
+    velocity[rng.random(sample_start.size) < 0.1] = np.nan  # dropped samples are left out of the means
+    running_speed = pd.DataFrame({"start_time": sample_start, "end_time": sample_start + 1 / 60,
+                                  "velocity": velocity})
     return dict(session_id=SESSION_ID, specimen_id=SPECIMEN_ID, channels=channels, units=units,
-                spike_times=spike_times, presentations=presentations, invalid_times=invalid_times)
+                spike_times=spike_times, presentations=presentations, invalid_times=invalid_times,
+                running_speed=running_speed)
 
 
 def write_small_session(path: Path, seed: int = 0) -> tuple[Path, dict]:

@@ -41,6 +41,7 @@ def test_reader_returns_what_was_written(written):
     np.testing.assert_array_equal(scenes["frame"], tables["presentations"]["frame"])
     assert scenes.index.tolist() == list(range(len(scenes)))
     assert session.invalid_times["tags"].tolist() == [("EcephysSession", str(SESSION_ID), "stimulus")]
+    pd.testing.assert_frame_equal(session.running_speed, tables["running_speed"])
 
 
 def test_allensdk_reads_the_same_units_metrics_areas_and_presentations(written):
@@ -56,6 +57,7 @@ def test_allensdk_reads_the_same_units_metrics_areas_and_presentations(written):
         presentations = theirs.stimulus_presentations
         spike_times = theirs.spike_times
         specimen = theirs.api.nwbfile.subject.subject_id
+        running = theirs.running_speed
         counts = theirs.presentationwise_spike_counts(
             bin_edges=[0.0, 0.25], stimulus_presentation_ids=ours.presentations.index.to_numpy(),
             unit_ids=ours.units.index.to_numpy())
@@ -67,6 +69,7 @@ def test_allensdk_reads_the_same_units_metrics_areas_and_presentations(written):
     # allensdk 2.16.2 names the unit's structure "structure_acronym" (None outside the brain)
     assert units["structure_acronym"].tolist() == ours.units["ecephys_structure_acronym"].tolist()
     assert int(specimen) == ours.specimen_id
+    pd.testing.assert_frame_equal(running[["start_time", "end_time", "velocity"]], ours.running_speed)
     # allensdk masks the presentations overlapping invalid times (name "invalid_presentation", frame
     # NaN), keeping their times: the same presentations our responses drop as "invalid_time"
     pd.testing.assert_index_equal(presentations.index, ours.presentations.index, check_names=False)

@@ -9,7 +9,7 @@ import pytest
 
 from deepmouse.data.layouts.ecephys import read_ecephys_session
 from deepmouse.data.responses import TRIAL_COLUMNS, check_dropped, mean_responses
-from deepmouse.data.spikes import DROP_REASONS, session_spike_responses, spike_counts
+from deepmouse.data.spikes import DROP_REASONS, session_spike_responses, spike_counts, window_mean_speed
 from deepmouse.errors import ConfigError, DataError
 from tests.data.ecephys_fixtures import SESSION_ID, write_small_session
 
@@ -53,7 +53,16 @@ def test_trials_and_means_have_the_two_photon_shapes(session):
     assert tuple(trials.columns) == TRIAL_COLUMNS
     assert set(trials["experiment_id"]) == {SESSION_ID}
     assert trials["neuron_id"].unique().tolist() == session.units.index.tolist()
-    assert trials["running_speed"].isna().all()
+    # running speed: the mean of the finite samples starting in the window, by brute force
+    first_unit = trials[trials["neuron_id"] == session.units.index[0]]
+    onset = session.presentations.loc[first_unit["presentation"], "start_time"].to_numpy()
+    samples = session.running_speed
+    expected = []
+    for t0 in onset:
+        inside = samples[(samples["start_time"] >= t0) & (samples["start_time"] < t0 + 0.25)]["velocity"].dropna()
+        expected.append(inside.mean() if len(inside) else np.nan)
+    np.testing.assert_allclose(first_unit["running_speed"].to_numpy(), np.float32(expected), rtol=1e-6)
+    assert np.isfinite(first_unit["running_speed"]).all()
     means = mean_responses(trials)
     assert len(means) == 119 * len(session.units)
     assert means.groupby("neuron_id")["stimulus_index"].apply(list).map(lambda s: s == list(range(119))).all()
@@ -61,7 +70,6 @@ def test_trials_and_means_have_the_two_photon_shapes(session):
     of_blank = trials[trials["stimulus_index"] == 118]
     assert set(of_blank["presentation"]) <= set(blank)
     # every stimulus keeps its trials, numbered from 0 in time order
-    first_unit = trials[trials["neuron_id"] == session.units.index[0]]
     assert (first_unit.groupby("stimulus_index")["trial"].apply(lambda t: list(t) == list(range(len(t))))).all()
 
 
@@ -93,6 +101,12 @@ def test_check_dropped_stops_a_session_that_lost_too_many(session):
     check_dropped(responses, session.path, SESSION_ID, 0.05)
     with pytest.raises(DataError, match=rf"{SESSION_ID}: 5 of 357 natural scenes presentations dropped .*5 invalid_time"):
         check_dropped(responses, session.path, SESSION_ID, 0.001)
+
+
+def test_running_speed_is_nan_without_samples(session):
+    no_running = dataclasses.replace(session, running_speed=session.running_speed.iloc[:0])
+    assert session_spike_responses(no_running, (0.0, 0.25)).trials["running_speed"].isna().all()
+    assert np.isnan(window_mean_speed(session.running_speed, np.array([-5.0]), np.array([-4.0]))).all()
 
 
 def test_only_the_units_asked_for_in_their_order(session):

@@ -23,6 +23,9 @@ Facts, from the reader the release is read with (allensdk 2.16.2,
   ``*_presentations`` table, sorts by ``start_time`` and numbers the rows from 0:
   that number is the ``stimulus_presentation_id``, and :func:`read_ecephys_session`
   numbers the natural scenes presentations the same way.
+- ``processing/running/running_speed`` (optional): a ``TimeSeries`` of the wheel's
+  velocity (cm/s) whose ``timestamps`` are each sample's start;
+  ``processing/running/running_speed_end_times``: its ends (in ``timestamps``).
 - ``intervals/invalid_times`` (optional): ``start_time``, ``stop_time`` and ragged
   ``tags`` of the intervals whose data are not usable (a probe that stopped
   sending data, gain fluctuations, very long frames).
@@ -95,6 +98,9 @@ class EcephysSession:
     invalid_times : DataFrame
         Columns ``start_time``, ``stop_time`` and ``tags`` (tuple of str); empty when the
         file has none.
+    running_speed : DataFrame
+        Columns ``start_time``, ``end_time`` (s) and ``velocity`` (cm/s), sorted by
+        ``start_time``; empty when the file has none.
     """
 
     path: Path
@@ -104,6 +110,7 @@ class EcephysSession:
     spike_times: tuple[np.ndarray, ...]
     presentations: pd.DataFrame
     invalid_times: pd.DataFrame
+    running_speed: pd.DataFrame
 
 
 def read_ecephys_session(path: str | Path) -> EcephysSession:
@@ -139,7 +146,9 @@ def read_ecephys_session(path: str | Path) -> EcephysSession:
         units, spike_times = _read_units(f, path, channels)
         presentations = _read_presentations(f, path)
         invalid_times = _read_invalid_times(f, path)
-    return EcephysSession(path, session_id, specimen_id, units, spike_times, presentations, invalid_times)
+        running_speed = _read_running_speed(f, path)
+    return EcephysSession(path, session_id, specimen_id, units, spike_times, presentations, invalid_times,
+                          running_speed)
 
 
 def write_ecephys_session(
@@ -152,6 +161,7 @@ def write_ecephys_session(
     spike_times: list[np.ndarray] | tuple[np.ndarray, ...],
     presentations: pd.DataFrame,
     invalid_times: pd.DataFrame | None = None,
+    running_speed: pd.DataFrame | None = None,
 ) -> Path:
     """Write a Neuropixels session NWB file in the release's layout, with pynwb; atomically.
 
@@ -170,6 +180,8 @@ def write_ecephys_session(
         Natural scenes presentations: ``start_time``, ``stop_time``, ``frame``.
     invalid_times : DataFrame, optional
         ``start_time``, ``stop_time``, ``tags`` (sequence of str).
+    running_speed : DataFrame, optional
+        ``start_time``, ``end_time``, ``velocity`` (cm/s), sorted by ``start_time``.
 
     Returns
     -------
@@ -186,7 +198,7 @@ def write_ecephys_session(
     _check_writable(path, channels, units, spike_times, presentations)
     with pynwb_file_compatible():
         _write_nwb(path, int(session_id), int(specimen_id), channels, units, spike_times, presentations,
-                   invalid_times)
+                   invalid_times, running_speed)
     return path
 
 
@@ -216,7 +228,7 @@ def pynwb_file_compatible():
 
 
 def _write_nwb(path: Path, session_id: int, specimen_id: int, channels, units, spike_times, presentations,
-               invalid_times) -> None:
+               invalid_times, running_speed) -> None:
     """The pynwb part of :func:`write_ecephys_session` (arguments checked)."""
     import pynwb
     from pynwb.epoch import TimeIntervals
@@ -291,6 +303,18 @@ def _write_nwb(path: Path, session_id: int, specimen_id: int, channels, units, s
     for _, row in (invalid_times if invalid_times is not None else pd.DataFrame()).iterrows():
         nwbfile.add_invalid_time_interval(start_time=float(row["start_time"]), stop_time=float(row["stop_time"]),
                                           tags=list(row["tags"]))
+
+    if running_speed is not None:
+        # As allensdk's own writer lays it out (write_nwb.add_running_speed_to_nwbfile).
+        running = pynwb.ProcessingModule("running", "running speed data")
+        nwbfile.add_processing_module(running)
+        running.add(pynwb.base.TimeSeries(
+            name="running_speed", timestamps=running_speed["start_time"].to_numpy(np.float64),
+            data=running_speed["velocity"].to_numpy(np.float64), unit="cm/s",
+            description="the velocity of the running wheel, from the start of each sample"))
+        running.add(pynwb.base.TimeSeries(
+            name="running_speed_end_times", timestamps=running_speed["end_time"].to_numpy(np.float64),
+            data=np.full(len(running_speed), np.nan), unit="s", description="the end of each running speed sample"))
 
     with atomic_file(path) as staging, warnings.catch_warnings():
         # The staging name does not end in .nwb; the file is renamed onto ``path`` when complete.
@@ -391,6 +415,20 @@ def _read_invalid_times(f: h5py.File, path: Path) -> pd.DataFrame:
         "stop_time": _dataset(f, path, f"{group}/stop_time")[()].astype(np.float64),
         "tags": [tuple(chunk) for chunk in np.split(np.array(tags, dtype=object), ends[:-1])] if ends.size else [],
     })
+
+
+def _read_running_speed(f: h5py.File, path: Path) -> pd.DataFrame:
+    group = "processing/running/running_speed"
+    if group not in f:
+        return pd.DataFrame({"start_time": np.zeros(0), "end_time": np.zeros(0), "velocity": np.zeros(0)})
+    start = _dataset(f, path, f"{group}/timestamps")[()].astype(np.float64)
+    velocity = _dataset(f, path, f"{group}/data")[()].astype(np.float64)
+    ends = "processing/running/running_speed_end_times/timestamps"
+    end = f[ends][()].astype(np.float64) if ends in f else np.full(start.size, np.nan)
+    if not start.shape == velocity.shape == end.shape or np.any(np.diff(start) < 0):
+        raise NwbLayoutError(f"{path}: {group}: expected as many sorted timestamps as samples (and end times), "
+                             f"got {start.shape}, {velocity.shape} and {end.shape}")
+    return pd.DataFrame({"start_time": start, "end_time": end, "velocity": velocity})
 
 
 def _check_writable(path: Path, channels, units, spike_times, presentations) -> None:
