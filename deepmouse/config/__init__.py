@@ -46,10 +46,11 @@ from deepmouse.atomic import write_bytes
 from deepmouse.config.base import AREAS, Section, validated
 from deepmouse.config.checks import ChecksConfig
 from deepmouse.config.compute import ComputeConfig
-from deepmouse.config.data import AllenConfig, DataConfig, NeuropixelsConfig, SimulatedConfig, TableConfig
+from deepmouse.config.data import AllenConfig, DataConfig, NeuropixelsPullConfig, SimulatedConfig, TableConfig
 from deepmouse.config.features import FeaturesConfig
 from deepmouse.config.neurons import NeuronsConfig
-from deepmouse.config.responses import MAX_RESPONSE_SPAN_S, ResponsesConfig
+from deepmouse.config.responses import (MAX_RESPONSE_SPAN_S, NeuropixelsResponsesConfig, ResponsesConfig,
+                                        UnitFiltersConfig)
 from deepmouse.config.scoring import (BootstrapConfig, ComparisonsConfig, CrossValidationConfig, RegressionConfig,
                                       RsaConfig, ScoringConfig)
 from deepmouse.config.zoo import CustomModelConfig, ZooConfig
@@ -58,9 +59,9 @@ from deepmouse.errors import ConfigError
 __all__ = [
     "AREAS", "MAX_RESPONSE_SPAN_S", "AllenConfig", "BootstrapConfig", "ChecksConfig", "ComparisonsConfig",
     "ComputeConfig", "CrossValidationConfig", "CustomModelConfig", "DataConfig", "FeaturesConfig", "NeuronsConfig",
-    "NeuropixelsConfig",
-    "Params", "RegressionConfig", "ResponsesConfig", "RsaConfig", "ScoringConfig", "SimulatedConfig", "TableConfig",
-    "ZooConfig", "load_params", "parse_params", "set_zoo_models",
+    "NeuropixelsPullConfig", "NeuropixelsResponsesConfig", "Params", "RegressionConfig", "ResponsesConfig",
+    "RsaConfig", "ScoringConfig", "SimulatedConfig", "TableConfig", "UnitFiltersConfig", "ZooConfig", "load_params",
+    "parse_params", "set_zoo_models",
 ]
 
 

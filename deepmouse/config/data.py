@@ -74,7 +74,7 @@ class SimulatedConfig(Section):
 
 
 @dataclass(frozen=True)
-class NeuropixelsConfig(Section):
+class NeuropixelsPullConfig(Section):
     """The Visual Coding Neuropixels pull (``brain_observatory_1.1`` sessions, session NWB files only).
 
     Off by default (``enabled: false``): the stages do not fetch Neuropixels sessions yet, and
@@ -119,7 +119,7 @@ class AllenConfig(Section):
     retries: StrictInt = 5
     timeout_s: StrictFloat = 60.0
     events: StrictBool = False
-    neuropixels: NeuropixelsConfig = field(default_factory=NeuropixelsConfig)
+    neuropixels: NeuropixelsPullConfig = field(default_factory=NeuropixelsPullConfig)
 
     _check_areas = field_validator("areas")(known_areas)
     _check_timeout = field_validator("timeout_s")(positive)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from deepmouse.atomic import atomic_dir, write_text
-from deepmouse.config import AllenConfig, NeuropixelsConfig
+from deepmouse.config import AllenConfig, NeuropixelsPullConfig
 from deepmouse.data.allen_api import as_list, is_within, query_with_retries, relative_to_cache
 from deepmouse.data.download import download_file, host_of, sha256_file
 from deepmouse.data.sources.base import describe_files
@@ -64,7 +64,7 @@ _TABLE_COLUMNS = {
 }
 
 
-def cached_session_files(cfg: NeuropixelsConfig) -> list[Path]:
+def cached_session_files(cfg: NeuropixelsPullConfig) -> list[Path]:
     """The finished session NWB files the AllenSDK cache in ``cfg.cache_dir`` holds now.
 
     Found by their place (``session_<id>/session_<id>.nwb``), without the network and without

@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from deepmouse.config import AllenConfig, NeuropixelsConfig, parse_params
+from deepmouse.config import AllenConfig, NeuropixelsPullConfig, parse_params
 from deepmouse.data.download import _CHUNK_BYTES as BLOCK
 from deepmouse.data.download import part_path
 from deepmouse.data.ecephys_warehouse import TimedRmaEngine, open_ecephys_cache
@@ -72,7 +72,7 @@ def server(session_bytes):
 
 def make_cfg(tmp_path: Path, retries: int = 2, timeout_s: float = 5.0, **neuropixels) -> AllenConfig:
     return AllenConfig(cache_dir=str(tmp_path / "ophys_cache"), retries=retries, timeout_s=timeout_s,
-                       neuropixels=NeuropixelsConfig(**({"cache_dir": str(tmp_path / "np_cache")} | neuropixels)))
+                       neuropixels=NeuropixelsPullConfig(**({"cache_dir": str(tmp_path / "np_cache")} | neuropixels)))
 
 
 def pull(cfg: AllenConfig, out_dir: Path, url: str, lines: list | None = None) -> dict:
@@ -374,7 +374,7 @@ def test_api_url_without_scheme_or_host_is_refused(tmp_path, url):
 
 def test_neuropixels_params():
     default = parse_params({}).data
-    assert default.allen.neuropixels == NeuropixelsConfig()
+    assert default.allen.neuropixels == NeuropixelsPullConfig()
     assert default.allen.neuropixels.enabled is False and default.neuropixels_dir is None
     given = parse_params({"data": {"allen": {"neuropixels": {"areas": ["VISp"], "max_sessions": 2}}}})
     assert given.data.allen.neuropixels.areas == ("VISp",) and given.data.allen.neuropixels.max_sessions == 2
