@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepmouse.data import nwb
-from deepmouse.data.nwb import Session, read_corrected_fluorescence, read_session, write_session_nwb
+from deepmouse.data.layouts import ophys
+from deepmouse.data.nwb import Session, read_corrected_fluorescence, read_session
+from deepmouse.data.nwb_writer import write_session_nwb
 from deepmouse.data.responses import (
     ALLEN_BASELINE_SWEEPS,
     ALLEN_RESPONSE_SWEEPS,
@@ -125,7 +126,7 @@ def test_frames_on_window_edges_count_once_on_a_regular_clock():
 
 def test_per_image_means_equal_direct_computation_from_the_file(session_path):
     with h5py.File(session_path, "r") as f:
-        dff = f[nwb.DFF_PATH][()]
+        dff = f[ophys.DFF_PATH][()]
     means = mean_responses(session_responses(read_session(session_path), WINDOW, BASELINE).trials)
     assert_means_equal_explicit_loop(means, dff, session_path, WINDOW, BASELINE)
 
@@ -226,9 +227,9 @@ def _allensdk_natural_scenes(path):
 def _corrected_fluorescence_from_h5py(path) -> np.ndarray:
     """demixed - r * neuropil, read without the AllenSDK."""
     with h5py.File(path, "r") as f:
-        demixed = f[nwb.DEMIXED_FLUORESCENCE_PATH][()].astype(np.float64)
-        neuropil = f[nwb.NEUROPIL_PATH][()].astype(np.float64)
-        r = f[nwb.NEUROPIL_R_PATH][()]
+        demixed = f[ophys.DEMIXED_FLUORESCENCE_PATH][()].astype(np.float64)
+        neuropil = f[ophys.NEUROPIL_PATH][()].astype(np.float64)
+        r = f[ophys.NEUROPIL_R_PATH][()]
     return demixed - r[:, None] * neuropil
 
 
@@ -342,9 +343,9 @@ def test_allen_sweep_names_a_file_without_fluorescence(tmp_path, session_path):
     broken = tmp_path / "77.nwb"
     broken.write_bytes(session_path.read_bytes())
     with h5py.File(broken, "a") as f:
-        del f[nwb.NEUROPIL_R_PATH]
+        del f[ophys.NEUROPIL_R_PATH]
     session = read_session(broken)  # dF/F reading does not need it
-    with pytest.raises(NwbLayoutError, match=re.escape(f"{broken}: missing dataset {nwb.NEUROPIL_R_PATH}")):
+    with pytest.raises(NwbLayoutError, match=re.escape(f"{broken}: missing dataset {ophys.NEUROPIL_R_PATH}")):
         session_responses(session, WINDOW, BASELINE, definition="allen_sweep").trials
 
 
@@ -376,8 +377,8 @@ def test_responses_stage_with_allen_sweep(tmp_path):
     pd.testing.assert_frame_equal(trials.iloc[:len(expected)].reset_index(drop=True), expected)
     # A file without fluorescence stops the stage before any session is read.
     with h5py.File(tmp_path / "raw" / manifest["experiments"][1]["file"], "a") as f:
-        del f[nwb.NEUROPIL_PATH]
-    with pytest.raises(NwbLayoutError, match=f"missing dataset {nwb.NEUROPIL_PATH}"):
+        del f[ophys.NEUROPIL_PATH]
+    with pytest.raises(NwbLayoutError, match=f"missing dataset {ophys.NEUROPIL_PATH}"):
         run_responses(params, tmp_path / "raw", tmp_path / "out2", progress=pytest.fail)
 
 
