@@ -46,6 +46,7 @@ from deepmouse.data.layouts.ophys import (
     expect_ndim,
 )
 from deepmouse.data.session_metadata import SessionMetadata, cre_line_from_genotype
+from deepmouse.data.validate import expected_got
 from deepmouse.errors import NwbLayoutError
 
 
@@ -243,10 +244,9 @@ def _fluorescence_layout(path: Path):
     for dataset in required:
         expected = (n_cells,) if dataset in (NEUROPIL_R_PATH, LEGACY_NEUROPIL_R_PATH) else (n_cells, n_frames)
         if shapes[dataset] != expected:
-            raise NwbLayoutError(
-                f"{path}: {dataset} ({CORRECTED_FLUORESCENCE_DATASETS[demixed][dataset]}) has shape "
-                f"{shapes[dataset]}, expected {expected} to match {DFF_PATH} of shape {(n_cells, n_frames)}"
-            )
+            raise NwbLayoutError(expected_got(
+                path, f"{dataset} ({CORRECTED_FLUORESCENCE_DATASETS[demixed][dataset]})",
+                f"shape {expected} to match {DFF_PATH} of shape {(n_cells, n_frames)}", f"shape {shapes[dataset]}"))
     return data_set, shapes
 
 
@@ -300,10 +300,8 @@ def read_stimulus_templates(path: str | Path) -> np.ndarray:
     read_template = type(data_set).get_stimulus_template.__wrapped__
     templates = read_template(data_set, STIMULUS_NAME)
     if templates.dtype != np.uint8 or templates.ndim != 3:
-        raise NwbLayoutError(
-            f"{path}: {TEMPLATES_PATH} (natural scenes templates) must be uint8 "
-            f"(n_images, height, width), got {templates.dtype} {templates.shape}"
-        )
+        raise NwbLayoutError(expected_got(path, f"{TEMPLATES_PATH} (natural scenes templates)",
+                                          "uint8 (n_images, height, width)", f"{templates.dtype} {templates.shape}"))
     return templates
 
 

@@ -15,6 +15,17 @@ import numpy as np
 from deepmouse.atomic import atomic_file
 from deepmouse.data.layouts import ophys
 from deepmouse.data.session_metadata import SessionMetadata, cre_line_from_genotype
+from deepmouse.data.validate import (
+    check_dtype,
+    check_finite,
+    check_in_range,
+    check_increasing,
+    check_ndim,
+    check_shape,
+    check_unique,
+    expected_got,
+    first_true,
+)
 from deepmouse.errors import DataError
 
 
@@ -86,9 +97,8 @@ def write_session_nwb(
     timestamps = np.asarray(timestamps, dtype=ophys.TIMESTAMPS_DTYPE)
     scene_index = np.asarray(scene_index)
     frame_start, frame_end = np.asarray(frame_start), np.asarray(frame_end)
-    if frame_start.ndim != 1 or frame_start.shape != frame_end.shape:
-        raise DataError(f"{path}: cannot write session: frame_start and frame_end must be 1-D of equal length, "
-                        f"got {frame_start.shape} and {frame_end.shape}")
+    check_ndim(frame_start, 1, path, "frame_start", expected="(n_presentations,)")
+    check_shape(frame_end, frame_start.shape, path, "frame_end", reason="like frame_start")
     frames = np.column_stack([frame_start, frame_end])
     templates = np.asarray(templates)
     running_speed = np.asarray(running_speed, dtype=ophys.TRACE_DTYPE)
@@ -106,43 +116,33 @@ def write_session_nwb(
 
 def _check_session_arrays(path, metadata, cell_specimen_ids, dff, timestamps, scene_index, frames,
                           templates, running_speed) -> None:
-    where = f"{path}: cannot write session"
-    if dff.ndim != 2:
-        raise DataError(f"{where}: dff must be (n_cells, n_frames), got shape {dff.shape}")
+    check_ndim(dff, 2, path, "dff", expected="(n_cells, n_frames)")
     n_cells, n_frames = dff.shape
-    if cell_specimen_ids.shape != (n_cells,) or not np.issubdtype(cell_specimen_ids.dtype, np.integer):
-        raise DataError(f"{where}: cell_specimen_ids must be {n_cells} integers, got "
-                        f"{cell_specimen_ids.dtype} {cell_specimen_ids.shape}")
-    if np.unique(cell_specimen_ids).size != n_cells:
-        raise DataError(f"{where}: cell_specimen_ids are not unique")
+    check_shape(cell_specimen_ids, (n_cells,), path, "cell_specimen_ids", reason="like dff's cells")
+    check_dtype(cell_specimen_ids, np.integer, path, "cell_specimen_ids")
+    check_unique(cell_specimen_ids, path, "cell_specimen_ids")
     for name, array in (("timestamps", timestamps), ("running_speed", running_speed)):
-        if array.shape != (n_frames,):
-            raise DataError(f"{where}: {name} must have shape ({n_frames},) like dff's frames, got {array.shape}")
-    if np.any(np.diff(timestamps) <= 0):
-        raise DataError(f"{where}: timestamps must increase")
-    if templates.dtype != np.uint8 or templates.ndim != 3:
-        raise DataError(f"{where}: templates must be uint8 (n_images, height, width), got "
-                        f"{templates.dtype} {templates.shape}")
-    n_presentations = scene_index.shape[0] if scene_index.ndim == 1 else -1
-    if n_presentations < 0 or frames.shape != (n_presentations, 2):
-        raise DataError(f"{where}: scene_index, frame_start and frame_end must be 1-D of equal length, "
-                        f"got {scene_index.shape} and {frames.shape}")
-    if not (np.issubdtype(scene_index.dtype, np.integer) and np.issubdtype(frames.dtype, np.integer)):
-        raise DataError(f"{where}: scene_index and frames must be integers")
-    outside = np.flatnonzero((scene_index < -1) | (scene_index >= templates.shape[0]))
-    if outside.size:
-        raise DataError(f"{where}: presentation {outside[0]} shows scene {scene_index[outside[0]]}, "
-                        f"outside [-1, {templates.shape[0] - 1}]")
-    bad = np.flatnonzero((frames[:, 0] < 0) | (frames[:, 1] >= n_frames) | (frames[:, 1] < frames[:, 0]))
-    if bad.size:
-        raise DataError(f"{where}: presentation {bad[0]} has frames {frames[bad[0]].tolist()}, "
-                        f"outside [0, {n_frames - 1}] or reversed")
+        check_shape(array, (n_frames,), path, name, reason="like dff's frames")
+    check_increasing(timestamps, path, "timestamps")
+    check_dtype(templates, ophys.TEMPLATES_DTYPE, path, "templates", shape_text="(n_images, height, width)")
+    check_ndim(templates, 3, path, "templates", expected="(n_images, height, width)")
+    check_ndim(scene_index, 1, path, "scene_index", expected="(n_presentations,)")
+    check_shape(frames, (scene_index.shape[0], 2), path, "frame_start and frame_end",
+                reason="(one start and end per scene_index)")
+    check_dtype(scene_index, np.integer, path, "scene_index")
+    check_dtype(frames, np.integer, path, "frame_start and frame_end")
+    check_in_range(scene_index, -1, templates.shape[0] - 1, path, "scene_index", element="presentation")
+    bad = first_true((frames[:, 0] < 0) | (frames[:, 1] >= n_frames) | (frames[:, 1] < frames[:, 0]))
+    if bad is not None:
+        raise DataError(expected_got(path, f"frame_start and frame_end: presentation {bad}",
+                                     f"start <= end within [0, {n_frames - 1}]", str(frames[bad].tolist())))
     for name in ("session_type", "genotype"):
         if getattr(metadata, name) is None:
-            raise DataError(f"{where}: metadata.{name} is required")
+            raise DataError(expected_got(path, f"metadata.{name}", "a value (it is required to write a file)",
+                                         "None"))
     if cre_line_from_genotype(metadata.genotype) != metadata.cre_line:
-        raise DataError(f"{where}: genotype {metadata.genotype!r} does not start with the Cre line "
-                        f"{metadata.cre_line!r}")
+        raise DataError(expected_got(path, "metadata.genotype", f"a genotype that starts with the Cre line "
+                                     f"{metadata.cre_line!r}", repr(metadata.genotype)))
 
 
 def _checked_fluorescence(path: Path, dff_shape: tuple[int, int], fluorescence, neuropil, neuropil_r):
@@ -150,17 +150,15 @@ def _checked_fluorescence(path: Path, dff_shape: tuple[int, int], fluorescence, 
     given = {"fluorescence": fluorescence, "neuropil": neuropil, "neuropil_r": neuropil_r}
     if all(value is None for value in given.values()):
         return None
-    where = f"{path}: cannot write session"
     absent = [name for name, value in given.items() if value is None]
     if absent:
-        raise DataError(f"{where}: fluorescence, neuropil and neuropil_r go together; {', '.join(absent)} missing")
+        raise DataError(expected_got(path, ", ".join(absent), "fluorescence, neuropil and neuropil_r together",
+                                     f"{' and '.join(absent)} missing"))
     fluorescence = np.asarray(fluorescence, dtype=ophys.TRACE_DTYPE)
     neuropil = np.asarray(neuropil, dtype=ophys.TRACE_DTYPE)
     neuropil_r = np.asarray(neuropil_r, dtype=ophys.NEUROPIL_R_DTYPE)
     expected = {"fluorescence": dff_shape, "neuropil": dff_shape, "neuropil_r": dff_shape[:1]}
     for name, array in zip(expected, (fluorescence, neuropil, neuropil_r)):
-        if array.shape != expected[name]:
-            raise DataError(f"{where}: {name} must have shape {expected[name]} like dff, got {array.shape}")
-        if not np.isfinite(array).all():
-            raise DataError(f"{where}: {name} holds NaN or infinite values")
+        check_shape(array, expected[name], path, name, reason="like dff")
+        check_finite(array, path, name)
     return fluorescence, neuropil, neuropil_r

@@ -75,7 +75,7 @@ def test_metadata_from_a_table_row():
 
 def test_writer_needs_genotype_and_session_type(tmp_path, session_arrays):
     for name in ("genotype", "session_type"):
-        with pytest.raises(DataError, match=f"metadata.{name} is required"):
+        with pytest.raises(DataError, match=f"metadata.{name}: expected a value \\(it is required to write a file\\), got None"):
             write_session_nwb(tmp_path / "x.nwb", metadata=make_metadata(**{name: None}), **session_arrays)
 
 
@@ -215,7 +215,8 @@ def test_inconsistent_shapes_are_reported(tmp_path, session_path):
         ids = f[CELL_SPECIMEN_IDS_PATH][()]
         del f[CELL_SPECIMEN_IDS_PATH]
         f[CELL_SPECIMEN_IDS_PATH] = ids[:-1]
-    expected = r"cell_specimen_ids \(cell specimen ids\) has shape \(7,\), expected \(8,\)"
+    expected = (r"cell_specimen_ids \(cell specimen ids\): expected shape \(8,\) to match "
+                r"processing/brain_observatory_pipeline/DfOverF/imaging_plane_1/data of shape \(8, \d+\), got shape \(7,\)")
     with pytest.raises(NwbLayoutError, match=expected):
         read_session(broken)
 
@@ -239,13 +240,15 @@ def test_not_a_file_or_not_hdf5(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(scene_index="out_of_range"), r"presentation 0 shows scene 118, outside \[-1, 117\]"),
-    (dict(timestamps="reversed"), "timestamps must increase"),
-    (dict(cell_specimen_ids="short"), "cell_specimen_ids must be 8 integers"),
-    (dict(running_speed="short"), r"running_speed must have shape"),
-    (dict(frame_end="past_end"), "outside"),
-    (dict(frame_end="short"), "frame_start and frame_end must be 1-D of equal length"),
-    (dict(templates="float"), "templates must be uint8"),
+    (dict(scene_index="out_of_range"), r"scene_index: presentation 0: expected a value in \[-1, 117\], got 118"),
+    (dict(timestamps="reversed"), r"timestamps\[1\]: expected a value above timestamps\[0\] = "),
+    (dict(cell_specimen_ids="short"), r"cell_specimen_ids: expected shape \(8,\) like dff's cells, got shape \(7,\)"),
+    (dict(cell_specimen_ids="float"), "cell_specimen_ids: expected integer, got float32"),
+    (dict(cell_specimen_ids="repeated"), "cell_specimen_ids: expected unique values, got "),
+    (dict(running_speed="short"), r"running_speed: expected shape \(\d+,\) like dff's frames, got shape"),
+    (dict(frame_end="past_end"), r"frame_start and frame_end: presentation \d+: expected start <= end within"),
+    (dict(frame_end="short"), r"frame_end: expected shape \(\d+,\) like frame_start, got shape"),
+    (dict(templates="float"), r"templates: expected uint8 \(n_images, height, width\), got float32"),
 ])
 def test_writer_rejects_inconsistent_arrays(tmp_path, session_arrays, change, message):
     arrays = dict(session_arrays)
@@ -261,6 +264,8 @@ def test_writer_rejects_inconsistent_arrays(tmp_path, session_arrays, change, me
         value[-1] = arrays["dff"].shape[1]
     elif how == "float":
         value = value.astype(np.float32)
+    elif how == "repeated":
+        value[1] = value[0]
     arrays[name] = value
     with pytest.raises(DataError, match=message):
         write_session_nwb(tmp_path / "x.nwb", metadata=make_metadata(), **arrays)
@@ -268,7 +273,7 @@ def test_writer_rejects_inconsistent_arrays(tmp_path, session_arrays, change, me
 
 
 def test_writer_rejects_genotype_without_cre_line(tmp_path, session_arrays):
-    with pytest.raises(DataError, match="does not start with the Cre line 'Rbp4-Cre_KL100'"):
+    with pytest.raises(DataError, match="metadata.genotype: expected a genotype that starts with the Cre line 'Rbp4-Cre_KL100', got "):
         write_session_nwb(tmp_path / "x.nwb", metadata=make_metadata(cre_line="Rbp4-Cre_KL100"), **session_arrays)
 
 
@@ -323,7 +328,7 @@ def test_missing_fluorescence_dataset_is_named(tmp_path, session_path, dataset, 
         read_corrected_fluorescence(broken)
 
 
-def test_fluorescence_shapes_must_match_the_dff(tmp_path, session_path):
+def test_fluorescence_shapes_must_match_the_dff(tmp_path, session_path, session_arrays):
     broken = tmp_path / "broken.nwb"
     shutil.copy(session_path, broken)
     with h5py.File(broken, "a") as f:
@@ -331,7 +336,8 @@ def test_fluorescence_shapes_must_match_the_dff(tmp_path, session_path):
         del f[ophys.NEUROPIL_R_PATH]
         f[ophys.NEUROPIL_R_PATH] = r[:-1]
     with pytest.raises(NwbLayoutError, match=re.escape(
-            f"{ophys.NEUROPIL_R_PATH} (neuropil contamination ratio r) has shape (7,), expected (8,)")):
+            f"{ophys.NEUROPIL_R_PATH} (neuropil contamination ratio r): expected shape (8,) to match {DFF_PATH} of shape "
+            f"{session_arrays['dff'].shape}, got shape (7,)")):
         read_corrected_fluorescence(broken)
 
 
@@ -355,10 +361,10 @@ def test_files_before_pipeline_version_2_correct_the_raw_fluorescence(tmp_path, 
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(neuropil=None), "fluorescence, neuropil and neuropil_r go together; neuropil missing"),
-    (dict(neuropil_r=np.ones(7)), r"neuropil_r must have shape \(8,\) like dff, got \(7,\)"),
-    (dict(fluorescence=np.ones((8, 5), np.float32)), r"fluorescence must have shape \(8, \d+\) like dff"),
-    (dict(neuropil="nan"), "neuropil holds NaN or infinite values"),
+    (dict(neuropil=None), "neuropil: expected fluorescence, neuropil and neuropil_r together, got neuropil missing"),
+    (dict(neuropil_r=np.ones(7)), r"neuropil_r: expected shape \(8,\) like dff, got shape \(7,\)"),
+    (dict(fluorescence=np.ones((8, 5), np.float32)), r"fluorescence: expected shape \(8, \d+\) like dff"),
+    (dict(neuropil="nan"), "neuropil: row 0: expected finite values, got NaN or infinite values"),
 ])
 def test_writer_rejects_inconsistent_fluorescence(tmp_path, session_arrays, change, message):
     arrays = dict(session_arrays)

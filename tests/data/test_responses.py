@@ -12,13 +12,15 @@ import pytest
 from deepmouse.data.layouts import ophys
 from deepmouse.data.nwb import Session, read_corrected_fluorescence, read_session
 from deepmouse.data.nwb_writer import write_session_nwb
-from deepmouse.data.responses import (
+from deepmouse.data.response_definitions import (
     ALLEN_BASELINE_SWEEPS,
     ALLEN_RESPONSE_SWEEPS,
     BOUNDARY_TOLERANCE_S,
     DROP_REASONS,
-    TRIAL_COLUMNS,
     allen_sweep_responses,
+)
+from deepmouse.data.responses import (
+    TRIAL_COLUMNS,
     mean_responses,
     session_responses,
     trials_array,
@@ -137,7 +139,7 @@ def test_nan_dff_names_file_and_cell():
     dff[2, 40] = np.nan
     bad = Session(**{**vars(session), "dff": dff})
     cell = session.cell_specimen_ids[2]
-    with pytest.raises(DataError, match=re.escape(f"mem/501.nwb: cell {cell}: dF/F trace holds NaN")):
+    with pytest.raises(DataError, match=re.escape(f"mem/501.nwb: dF/F trace: cell {cell}: expected finite values, got NaN")):
         session_responses(bad, WINDOW, BASELINE).trials
 
 
@@ -212,7 +214,7 @@ def test_trials_array_checks_its_input():
         trials_array(two, [11])
     with pytest.raises(DataError, match="duplicate"):
         trials_array(pd.concat([trials, trials.iloc[:1]]), [11])
-    with pytest.raises(DataError, match=r"stimulus_index 119, outside \[0, 119\)"):
+    with pytest.raises(DataError, match=r"row \d+: stimulus_index: expected a value in \[0, 119\), got 119"):
         trials_array(trials.assign(stimulus_index=trials["stimulus_index"] + 1), [11])
 
 
@@ -310,11 +312,11 @@ def test_allen_sweep_takes_given_fluorescence_and_checks_it():
     last = len(session.stimulus_table) - 1
     assert last not in set(trials["presentation"]) and last - 1 in set(trials["presentation"])
 
-    with pytest.raises(DataError, match=r"mem/501\.nwb \(fluorescence given\): corrected fluorescence has shape"):
+    with pytest.raises(DataError, match=r"mem/501\.nwb \(fluorescence given\): corrected fluorescence: expected shape \(\d+, \d+\) \(cells, frames\) of the session, got shape"):
         session_responses(session, WINDOW, BASELINE, definition="allen_sweep", fluorescence=ramp[:, :-1]).trials
     nan = ramp.copy()
     nan[1, 50] = np.nan
-    with pytest.raises(DataError, match=f"cell {session.cell_specimen_ids[1]}: corrected fluorescence trace holds NaN"):
+    with pytest.raises(DataError, match=f"corrected fluorescence trace: cell {session.cell_specimen_ids[1]}: expected finite values, got NaN"):
         session_responses(session, WINDOW, BASELINE, definition="allen_sweep", fluorescence=nan).trials
     silent = ramp.copy()
     silent[2, :] = 0.0

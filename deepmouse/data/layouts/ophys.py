@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
+from deepmouse.data.validate import expected_got
 from deepmouse.errors import NwbLayoutError
 
 if TYPE_CHECKING:
@@ -304,10 +305,9 @@ def check_session_layout(path: str | Path) -> dict[str, tuple[int, ...]]:
     }
     for dataset, shape in expected.items():
         if shapes[dataset] != shape:
-            raise NwbLayoutError(
-                f"{path}: {dataset} ({REQUIRED_DATASETS[dataset]}) has shape {shapes[dataset]}, "
-                f"expected {shape} to match {DFF_PATH} of shape {(n_cells, n_frames)}"
-            )
+            raise NwbLayoutError(expected_got(
+                path, f"{dataset} ({REQUIRED_DATASETS[dataset]})",
+                f"shape {shape} to match {DFF_PATH} of shape {(n_cells, n_frames)}", f"shape {shapes[dataset]}"))
     expect_ndim(path, shapes, TEMPLATES_PATH, 3, "natural scenes templates")
     scene_path, frames_path = (p for p in shapes if p.startswith(PRESENTATION_ROOT))
     n_presentations = shapes[scene_path][0] if shapes[scene_path] else 0
@@ -367,7 +367,6 @@ def _presentation_group(f: h5py.File, path: Path) -> str:
 
 def expect_ndim(path: Path, shapes: dict, dataset: str, ndim: int, description: str) -> tuple[int, ...]:
     if len(shapes[dataset]) != ndim:
-        raise NwbLayoutError(
-            f"{path}: {dataset} ({description}) must have {ndim} dimensions, got shape {shapes[dataset]}"
-        )
+        raise NwbLayoutError(expected_got(path, f"{dataset} ({description})", f"{ndim} dimensions",
+                                          f"shape {shapes[dataset]}"))
     return shapes[dataset]
