@@ -101,7 +101,8 @@ def check_unique(values: np.ndarray, file, where: str, *, error: type[DeepmouseE
     values = np.asarray(values)
     unique, counts = np.unique(values, return_counts=True)
     if (counts > 1).any():
-        raise error(expected_got(file, where, "unique values", f"{unique[counts > 1][0]!r} {counts[counts > 1][0]} times"))
+        repeated = counts > 1
+        raise error(expected_got(file, where, "unique values", f"{unique[repeated][0]!r} {counts[repeated][0]} times"))
 
 
 def check_in_range(values: np.ndarray, low, high, file, where: str, *, element: str = "row",
@@ -122,6 +123,5 @@ def check_required(present: Collection[str], required: Iterable[str], file, what
     """
     absent = [name for name in required if name not in present]
     if absent:
-        got = f"no {absent[0]!r}" + (f" ({len(absent)} missing: {', '.join(map(repr, absent))})" if len(absent) > 1
-                                     else "")
-        raise error(expected_got(file, what, f"a {what} {absent[0]!r}", got) + (f"; {hint}" if hint else ""))
+        message = expected_got(file, f"{what} {absent[0]!r}", "present", "missing")
+        raise error(message + (f"; {hint}" if hint else ""))

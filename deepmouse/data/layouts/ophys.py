@@ -26,7 +26,7 @@ Layout (paths relative to the file root; ``P`` =
 AllenSDK reads ``general/*`` strings only when they are fixed-length bytes
 (``np.bytes_``); a variable-length str dataset makes ``get_metadata`` fail.
 
-The fluorescence datasets are needed only by :func:`read_corrected_fluorescence`
+The fluorescence datasets are needed only by :func:`deepmouse.data.nwb.read_corrected_fluorescence`
 (the Allen sweep response, ``responses.definition: allen_sweep``). From pipeline
 version 2.0 (the last element of ``general/generated_by``) the AllenSDK corrects
 the *demixed* ROI fluorescence, ``F_demixed - r * F_neuropil``; older files hold
@@ -238,7 +238,8 @@ def _write_imaging(f: h5py.File, cell_specimen_ids, dff, timestamps, running_spe
         compression_opts=GZIP_LEVEL, shuffle=True, track_times=False,
     )
     data.attrs[UNIT_ATTRIBUTE] = np.bytes_(DFF_UNIT)
-    f.create_dataset(DFF_TIMESTAMPS_PATH, data=timestamps, track_times=False).attrs[UNIT_ATTRIBUTE] = np.bytes_(TIMESTAMPS_UNIT)
+    frame_times = f.create_dataset(DFF_TIMESTAMPS_PATH, data=timestamps, track_times=False)
+    frame_times.attrs[UNIT_ATTRIBUTE] = np.bytes_(TIMESTAMPS_UNIT)
     # Hard links: one copy of the frame times serves every series sampled on imaging frames.
     f[FLUORESCENCE_TIMESTAMPS_PATH] = f[DFF_TIMESTAMPS_PATH]
     f[RUNNING_SPEED_TIMESTAMPS_PATH] = f[DFF_TIMESTAMPS_PATH]
