@@ -21,10 +21,11 @@ relative to the project root (the nearest folder above the database holding ``dv
 :func:`project_root`), so a clone that ``dvc pull``\ s its outputs, or a project moved
 elsewhere, reads its own files; a file outside the project is named by its absolute path.
 The views prefix each relative name with the DuckDB variable ``deepmouse_root``
-(:data:`~deepmouse.store.parquet_views.ROOT_VARIABLE`), which :func:`open_store` and :func:`open_query_connection` set to the project root, so the files
-read never depend on the current directory; another reader runs ``SET VARIABLE
-deepmouse_root = '<project root>'`` first, or, without it, names are taken from the
-current directory (right when it is the project root). A missing file is named by
+(:data:`~deepmouse.store.parquet_views.ROOT_VARIABLE`), which :func:`open_store` and
+:func:`open_query_connection` set to the project root, so the files read never depend on
+the current directory; another reader runs ``SET VARIABLE deepmouse_root = '<project
+root>'`` first, or, without it, names are taken from the current directory (right when it
+is the project root). A missing file is named by
 :func:`open_store`, with how to restore it.
 
 The views themselves are made in :mod:`deepmouse.store.parquet_views`.
