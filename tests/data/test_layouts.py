@@ -5,7 +5,6 @@ import re
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 
 from deepmouse.data.layouts import ophys
@@ -46,7 +45,7 @@ def test_the_scan_finds_a_path_spelled_elsewhere(tmp_path):
     package = tmp_path / "deepmouse"
     (package / "data").mkdir(parents=True)
     (package / "data" / "reader.py").write_text('"""A reader."""\nPATH = f"{1}/processing/x/data"\n')
-    assert _nwb_paths_outside_layouts(package) == [f"deepmouse/data/reader.py:2: '/processing/x/data'"]
+    assert _nwb_paths_outside_layouts(package) == ["deepmouse/data/reader.py:2: '/processing/x/data'"]
 
 
 def test_a_written_session_holds_the_layout(session_path, session_arrays):
