@@ -40,7 +40,8 @@ from deepmouse.config import AllenConfig
 from deepmouse.data.allen_api import as_list, is_within, query_with_retries, relative_to_cache
 from deepmouse.data.download import download_file, host_of, sha256_file
 from deepmouse.data.events import ALLENSDK_EVENTS_FOLDER, EVENTS_SUFFIX, events_shape, place_events_file
-from deepmouse.data.nwb import DFF_PATH, check_session_layout, staged_directory
+from deepmouse.data.layouts.ophys import DFF_PATH, EXPERIMENT_ID_PATH, check_session_layout
+from deepmouse.data.nwb import staged_directory
 from deepmouse.errors import ConfigError, DataError, NwbLayoutError, SourceError
 
 Progress = Callable[[str], None]
@@ -474,7 +475,7 @@ def _check_file_holds_experiment(cache, experiment_id: int, path: Path) -> None:
     found = metadata.get("ophys_experiment_id")
     if found != experiment_id:
         raise SourceError(
-            f"{path}: holds ophys experiment {found} (general/session_id), but the cache keeps experiment "
+            f"{path}: holds ophys experiment {found} ({EXPERIMENT_ID_PATH}), but the cache keeps experiment "
             f"{experiment_id} there; delete the file and pull again"
         )
 

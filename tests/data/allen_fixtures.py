@@ -31,7 +31,9 @@ import h5py
 import numpy as np
 
 from deepmouse.data.events import events_path, write_events
-from deepmouse.data.nwb import DFF_PATH, SessionMetadata, write_session_nwb
+from deepmouse.data.layouts.ophys import DFF_PATH
+from deepmouse.data.nwb_writer import write_session_nwb
+from deepmouse.data.session_metadata import SessionMetadata
 
 QUERY_PATH = "/api/v2/data/query.json"
 DOWNLOAD_PREFIX = "/api/v2/well_known_file_download/"
