@@ -31,12 +31,18 @@ diagonal zeroed, every term above is a weighted sum over the original stimuli:
 
     tr(K̃ L̃) = cᵀ(K₀∘L₀)c,   1ᵀK̃1 = cᵀK₀c,   1ᵀK̃L̃1 = Σ_j c_j (K₀c)_j (L₀c)_j
 
-(``∘`` the elementwise product). Pairs of two copies of one stimulus are treated as the
-diagonal (left out), as RSA leaves them out of its pairs: they are not two samples, and
+(``∘`` the elementwise product). Pairs of two copies of one stimulus are left out (their
+entries set to zero), as RSA leaves them out of its pairs: they are not two samples, and
 keeping them would bring back the self-pairing bias the unbiased estimator removes. The
-biased estimator keeps them, as it keeps the diagonal; with weighted centring,
+biased estimator keeps the true diagonal (each copy with itself) and also leaves out the
+pairs of copies, so that a resample carries the same share of self-pairs, 1/m, as the data
+(keeping them would inflate the replicates above the observed score). With ``K'`` the
+resample's Gram so formed and weighted centring,
 
-    tr(K H L H) = cᵀ(K∘L)c - (2/m) Σ_j c_j (Kc)_j (Lc)_j + cᵀKc cᵀLc / m².
+    tr(K' H L' H) = Σ_ab K'_ab L'_ab - (2/m) Σ_a (K'1)_a (L'1)_a + 1ᵀK'1 1ᵀL'1 / m²,
+
+where ``(K'1)_a = (K₀c)_j + K_jj`` for a copy ``a`` of stimulus ``j`` and
+``Σ_ab K'_ab L'_ab = cᵀ(K₀∘L₀)c + Σ_j c_j K_jj L_jj``.
 
 So every weighting of every layer costs three products with the counts, and no
 resample is ever gathered.
@@ -55,6 +61,7 @@ from __future__ import annotations
 import numpy as np
 
 from deepmouse.errors import DataError
+from deepmouse.metrics.reliability import spearman_brown
 
 ESTIMATORS = ("unbiased", "biased")
 """HSIC estimators by name (module docstring)."""
@@ -133,8 +140,8 @@ def hsic(gram_a: np.ndarray, gram_b: np.ndarray, estimator: str = "unbiased") ->
     _check_estimator(estimator)
     gram_a, gram_b = _check_pair(gram_a, gram_b)
     ones = np.ones((1, gram_a.shape[0]))
-    a, b = _prepared(gram_a, estimator, scale=False), _prepared(gram_b, estimator, scale=False)
-    return float(_weighted_hsic(a * b, ones @ a, ones @ b, ones, estimator)[0])
+    (a, a_diag), (b, b_diag) = _prepared(gram_a, estimator, scale=False), _prepared(gram_b, estimator, scale=False)
+    return float(_weighted_hsic(a * b, a_diag * b_diag, ones @ a + a_diag, ones @ b + b_diag, ones, estimator)[0])
 
 
 def linear_cka(gram_a: np.ndarray, gram_b: np.ndarray, estimator: str = "unbiased") -> float:
@@ -177,8 +184,8 @@ def cka_layers(layer_grams: np.ndarray, neural_gram: np.ndarray, weights: np.nda
         Gram matrix of the site's mean responses (``response_gram``).
     weights : ndarray of shape (n_weightings, n_stimuli)
         Non-negative counts of each stimulus: all ones for the observed data, bootstrap
-        counts, or 0/1 masks for a subset; each row must hold at least
-        :data:`MIN_STIMULI`.
+        counts, or 0/1 masks for a subset. The first row must hold at least
+        :data:`MIN_STIMULI` stimuli; any other row with fewer gives NaN.
     estimator : {"unbiased", "biased"}
     name : str
         What ``neural_gram`` stands for, in error messages.
@@ -186,14 +193,15 @@ def cka_layers(layer_grams: np.ndarray, neural_gram: np.ndarray, weights: np.nda
     Returns
     -------
     cka : ndarray of shape (n_weightings, n_layers)
-        NaN where a weighting leaves a layer or the neurons without variance.
+        NaN where a weighting leaves a layer or the neurons without variance, or holds
+        fewer than :data:`MIN_STIMULI` stimuli.
 
     Raises
     ------
     ValueError
         Unknown ``estimator``, mismatched shapes, or negative weights.
     DataError
-        If the Grams hold NaN or infinite values, a weighting holds fewer than
+        If the Grams hold NaN or infinite values, the first weighting holds fewer than
         :data:`MIN_STIMULI` stimuli, or ``neural_gram`` has no variance under the first
         weighting (its CKA with anything is undefined); the message uses ``name``.
     """
@@ -209,52 +217,62 @@ def cka_layers(layer_grams: np.ndarray, neural_gram: np.ndarray, weights: np.nda
         raise ValueError(f"weights must be (n_weightings, {n}), got {weights.shape}")
     if (weights < 0).any():
         raise ValueError("weights must be non-negative counts of the stimuli")
-    if (weights.sum(axis=1) < MIN_STIMULI).any():
-        raise DataError(f"CKA needs at least {MIN_STIMULI} stimuli in every weighting; "
-                        f"one holds {weights.sum(axis=1).min():g}")
+    enough = weights.sum(axis=1) >= MIN_STIMULI
+    if not enough[0]:
+        raise DataError(f"CKA needs at least {MIN_STIMULI} stimuli; the first weighting holds "
+                        f"{weights[0].sum():g}")
     _check_finite(neural_gram, name)
-    neural = _prepared(neural_gram, estimator)
-    neural_weighted = weights @ neural
-    neural_self = _weighted_hsic(neural * neural, neural_weighted, neural_weighted, weights, estimator)
+    neural, neural_diag = _prepared(neural_gram, estimator)
+    neural_weighted = weights @ neural + neural_diag
+    neural_self = _weighted_hsic(neural * neural, neural_diag**2, neural_weighted, neural_weighted, weights, estimator)
     if not neural_self[0] > 0:
         raise DataError(f"{name}: the responses do not vary over the stimuli (HSIC with itself "
                         f"{neural_self[0]:.3g} <= 0); CKA is undefined")
     out = np.empty((weights.shape[0], layer_grams.shape[0]))
     for index, gram in enumerate(layer_grams):
         _check_finite(gram, f"Gram of layer index {index}")
-        layer = _prepared(gram, estimator)
-        layer_weighted = weights @ layer
-        cross = _weighted_hsic(layer * neural, layer_weighted, neural_weighted, weights, estimator)
-        own = _weighted_hsic(layer * layer, layer_weighted, layer_weighted, weights, estimator)
+        layer, layer_diag = _prepared(gram, estimator)
+        layer_weighted = weights @ layer + layer_diag
+        cross = _weighted_hsic(layer * neural, layer_diag * neural_diag, layer_weighted, neural_weighted, weights,
+                               estimator)
+        own = _weighted_hsic(layer * layer, layer_diag**2, layer_weighted, layer_weighted, weights, estimator)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[:, index] = np.where((own > 0) & (neural_self > 0), cross / np.sqrt(own * neural_self), np.nan)
+            out[:, index] = np.where(enough & (own > 0) & (neural_self > 0), cross / np.sqrt(own * neural_self),
+                                     np.nan)
     return np.clip(out, -1.0, 1.0)
 
 
-def _weighted_hsic(product: np.ndarray, weighted_a: np.ndarray, weighted_b: np.ndarray, weights: np.ndarray,
-                   estimator: str) -> np.ndarray:
-    """HSIC under every weighting from ``A∘B``, ``c A`` and ``c B`` (module docstring).
+def _weighted_hsic(product: np.ndarray, diagonal_product: np.ndarray, weighted_a: np.ndarray,
+                   weighted_b: np.ndarray, weights: np.ndarray, estimator: str) -> np.ndarray:
+    """HSIC under every weighting (module docstring).
 
-    ``A`` and ``B`` come from :func:`_prepared`, so the unbiased estimator sees zero diagonals.
+    With ``A₀``, ``B₀`` the Grams without their diagonals and ``a``, ``b`` the diagonals
+    the estimator keeps (:func:`_prepared`: none for the unbiased one), ``product`` is
+    ``A₀∘B₀``, ``diagonal_product`` ``a∘b``, and ``weighted_a`` the row sums of the
+    resample, ``c A₀ + a`` per weighting (likewise ``weighted_b``).
     """
     m = weights.sum(axis=1)
-    trace = np.einsum("wi,wi->w", weights @ product, weights)
+    trace = np.einsum("wi,wi->w", weights @ product, weights) + weights @ diagonal_product
     sum_a = np.einsum("wi,wi->w", weighted_a, weights)
     sum_b = np.einsum("wi,wi->w", weighted_b, weights)
     cross = np.einsum("wi,wi,wi->w", weights, weighted_a, weighted_b)
-    if estimator == "unbiased":
-        return (trace + sum_a * sum_b / ((m - 1) * (m - 2)) - 2 * cross / (m - 2)) / (m * (m - 3))
-    return (trace - 2 * cross / m + sum_a * sum_b / m**2) / m**2
+    with np.errstate(invalid="ignore", divide="ignore"):  # weightings of < 4 stimuli: NaN, dropped by the caller
+        if estimator == "unbiased":
+            return (trace + sum_a * sum_b / ((m - 1) * (m - 2)) - 2 * cross / (m - 2)) / (m * (m - 3))
+        return (trace - 2 * cross / m + sum_a * sum_b / m**2) / m**2
 
 
-def _prepared(gram: np.ndarray, estimator: str, *, scale: bool = True) -> np.ndarray:
-    """A copy of ``gram``, scaled to unit mean absolute entry unless ``scale`` is false (CKA does
-    not change, and the products stay in range), with its diagonal zeroed for the unbiased estimator."""
+def _prepared(gram: np.ndarray, estimator: str, *, scale: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``gram`` without its diagonal, and the diagonal the estimator keeps (zeros for the unbiased one).
+
+    Both are scaled to unit mean absolute entry unless ``scale`` is false: CKA does not
+    change, and the products stay in range.
+    """
     size = np.abs(gram).mean() if scale else 0.0
     gram = gram / size if size > 0 else gram.copy()
-    if estimator == "unbiased":
-        np.fill_diagonal(gram, 0.0)
-    return gram
+    diagonal = np.diagonal(gram).copy() if estimator == "biased" else np.zeros(gram.shape[0])
+    np.fill_diagonal(gram, 0.0)
+    return gram, diagonal
 
 
 def _double_centre(grams: np.ndarray) -> np.ndarray:
@@ -277,3 +295,35 @@ def _check_pair(gram_a: np.ndarray, gram_b: np.ndarray) -> tuple[np.ndarray, np.
 def _check_finite(gram: np.ndarray, name: str) -> None:
     if not np.all(np.isfinite(gram)):
         raise DataError(f"{name}: holds NaN or infinite values")
+
+
+def cka_noise_ceiling(half_a: np.ndarray, half_b: np.ndarray, estimator: str = "unbiased") -> float:
+    """Split-half noise ceiling of a site's CKA, as RSA's (``rdm_noise_ceiling``).
+
+    The CKA of the Grams of two disjoint halves of the trials (odd and even) is stepped up
+    to the full number of trials with the Spearman–Brown formula ``2r / (1 + r)``.
+
+    Parameters
+    ----------
+    half_a, half_b : ndarray of shape (n_stimuli, n_neurons)
+        Mean response of each neuron to each stimulus over each half's trials.
+    estimator : {"unbiased", "biased"}
+
+    Returns
+    -------
+    ceiling : float
+        1 for noiseless responses; below 0 where the halves disagree systematically.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``estimator`` or halves of different shapes.
+    DataError
+        As :func:`linear_cka` (a half without variance).
+    """
+    half_a, half_b = np.asarray(half_a, dtype=np.float64), np.asarray(half_b, dtype=np.float64)
+    if half_a.shape != half_b.shape:
+        raise ValueError(f"half_a shape {half_a.shape} differs from half_b shape {half_b.shape}")
+    split_half = linear_cka(response_gram(half_a), response_gram(half_b), estimator)
+    with np.errstate(divide="ignore"):
+        return float(spearman_brown(split_half))

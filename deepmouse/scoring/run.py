@@ -4,6 +4,7 @@ Layout of the stage's output folder::
 
     models/<model_id>/              one folder per model of ``zoo.models``
         rsa_scores.parquet            the tables of :data:`MODEL_TABLES`
+        cka_scores.parquet
         regression_scores.parquet
         model_scores.parquet
         neuron_scores.parquet
@@ -57,7 +58,8 @@ from deepmouse.scoring.comparisons import compare_models
 from deepmouse.scoring.model import score_model
 from deepmouse.scoring.neural import load_neural_data
 
-MODEL_TABLES = ("rsa_scores", "regression_scores", "model_scores", "neuron_scores", "bootstrap_replicates")
+MODEL_TABLES = ("rsa_scores", "cka_scores", "regression_scores", "model_scores", "neuron_scores",
+                "bootstrap_replicates")
 """The Parquet files of each model's folder, ``<name>.parquet``."""
 
 SCORE_TABLES = (*MODEL_TABLES, "model_comparisons")

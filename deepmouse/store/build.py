@@ -56,8 +56,8 @@ import pyarrow.parquet as pq
 from deepmouse.atomic import fsync_path, remove_stale_staging, staging_path
 from deepmouse.errors import DeepmouseError, StoreError
 
-TABLES = ("runs", "models", "layers", "neurons", "rsa_scores", "regression_scores", "model_scores", "neuron_scores",
-          "model_comparisons")
+TABLES = ("runs", "models", "layers", "neurons", "rsa_scores", "cka_scores", "regression_scores", "model_scores",
+          "neuron_scores", "model_comparisons")
 """The stable tables of DESIGN §7, in load order."""
 
 TABLE_KEYS = {
@@ -66,6 +66,7 @@ TABLE_KEYS = {
     "layers": ("model_id", "layer_index"),
     "neurons": ("neuron_id",),
     "rsa_scores": ("model_id", "layer_index", "site_kind", "site", "metric"),
+    "cka_scores": ("model_id", "layer_index", "site_kind", "site", "estimator"),
     "regression_scores": ("model_id", "layer_index", "neuron_id"),
     "model_scores": ("model_id", "method", "layer_selection", "site_kind", "site"),
     "neuron_scores": ("model_id", "method", "layer_selection", "neuron_id"),
