@@ -417,6 +417,6 @@ def run_report(db_path: str | Path, out_dir: str | Path) -> str:
     from deepmouse.report.plots import write_report
 
     metrics = write_report(db_path, out_dir)
-    parts = [f"{m}: {metrics[m]['best_model']} ({metrics[m]['best_mean_score']:.3f})" for m in ("rsa", "regression") if m in metrics]
+    parts = [f"{m}: {metrics[m]['best_model']} ({metrics[m]['best_mean_score']:.3f})" for m in ("rsa", "cka", "regression") if m in metrics]
     return "report: best " + "; ".join(parts) + f"; figures in {out_dir}"
 
