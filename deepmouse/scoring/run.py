@@ -69,9 +69,10 @@ MODELS_FOLDER = "models"
 KEY_FILE = "key.json"
 COMPARISONS_FILE = "model_comparisons.parquet"
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Raised whenever the files of a model's folder change layout, so no older folder is reused.
-2: folders kept by :mod:`deepmouse.keyed` (sealed record; inputs by path and sha256)."""
+2: folders kept by :mod:`deepmouse.keyed` (sealed record; inputs by path and sha256).
+3: ``cka_scores.parquet``; ``low_ceiling`` in ``model_scores`` and ``neuron_scores``."""
 
 SCORING_CODE = "deepmouse.scoring.run:_score_one"
 """The scoring of one model (reading its feature entry, scoring, writing its folder): the key's code
