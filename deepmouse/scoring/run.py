@@ -4,6 +4,7 @@ Layout of the stage's output folder::
 
     models/<model_id>/              one folder per model of ``zoo.models``
         rsa_scores.parquet            the tables of :data:`MODEL_TABLES`
+        cka_scores.parquet
         regression_scores.parquet
         model_scores.parquet
         neuron_scores.parquet
@@ -57,7 +58,8 @@ from deepmouse.scoring.comparisons import compare_models
 from deepmouse.scoring.model import score_model
 from deepmouse.scoring.neural import load_neural_data
 
-MODEL_TABLES = ("rsa_scores", "regression_scores", "model_scores", "neuron_scores", "bootstrap_replicates")
+MODEL_TABLES = ("rsa_scores", "cka_scores", "regression_scores", "model_scores", "neuron_scores",
+                "bootstrap_replicates")
 """The Parquet files of each model's folder, ``<name>.parquet``."""
 
 SCORE_TABLES = (*MODEL_TABLES, "model_comparisons")
@@ -67,9 +69,10 @@ MODELS_FOLDER = "models"
 KEY_FILE = "key.json"
 COMPARISONS_FILE = "model_comparisons.parquet"
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Raised whenever the files of a model's folder change layout, so no older folder is reused.
-2: folders kept by :mod:`deepmouse.keyed` (sealed record; inputs by path and sha256)."""
+2: folders kept by :mod:`deepmouse.keyed` (sealed record; inputs by path and sha256).
+3: ``cka_scores.parquet``; ``low_ceiling`` in ``model_scores`` and ``neuron_scores``."""
 
 SCORING_CODE = "deepmouse.scoring.run:_score_one"
 """The scoring of one model (reading its feature entry, scoring, writing its folder): the key's code

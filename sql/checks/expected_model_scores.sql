@@ -4,7 +4,7 @@ WITH areas AS (SELECT DISTINCT area FROM neurons WHERE selected),
      selections AS (SELECT DISTINCT layer_selection FROM model_scores),
      expected AS (
         SELECT m.model_id, x.method, l.layer_selection, a.area
-        FROM models AS m, areas AS a, selections AS l, (VALUES ('rsa'), ('regression')) AS x(method)
+        FROM models AS m, areas AS a, selections AS l, (VALUES ('rsa'), ('cka'), ('regression')) AS x(method)
      )
 SELECT e.model_id, e.method, e.layer_selection, e.area, 'no model score' AS problem
 FROM expected AS e
