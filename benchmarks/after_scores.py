@@ -15,9 +15,12 @@ Each stage after scoring is then measured in a fresh process, wall time and peak
 (``VmHWM``, restarted after the imports), in the order the pipeline runs them:
 
 1. ``comparisons``: what :func:`deepmouse.scoring.run.score_models` does after scoring, on
-   every run of the stage: read every model's ``model_scores`` and ``bootstrap_replicates``
-   (each checked against its ``key.json``), compare every pair per site, write
-   ``model_comparisons.parquet``;
+   every run of the stage (:func:`deepmouse.scoring.run.compare_scored_models`): read every
+   model's ``model_scores`` and ``bootstrap_replicates`` (each checked against its
+   ``key.json``), compare every pair per site, write ``model_comparisons.parquet`` and its
+   record. Three runs: ``first`` (the first ``--models`` - 1 models, nothing kept), ``+1
+   model`` (all of them: the last model's pairs computed, the others kept) and ``nothing
+   changed``;
 2. ``store``: the score tables of :func:`deepmouse.pipeline.run_store` read as it reads
    them, with synthetic ``models``, ``layers``, ``neurons`` and ``runs``, built by
    :func:`deepmouse.store.build.build_store`;
@@ -27,7 +30,8 @@ Each stage after scoring is then measured in a fresh process, wall time and peak
 4. ``report``: :func:`deepmouse.report.plots.write_report` on the published store.
 
 ``--old-rev`` adds ``comparisons (old)``: the ``compare_models`` of that git revision on
-the same tables, whose table must equal the current one. The models' folders are kept
+all the models' tables, whose table must equal the one the ``+1 model`` run wrote (same pairs
+and verdicts, numbers to 1e-12). The models' folders are kept
 under ``--root`` and reused by a later run with more models (model ``i`` is the same in
 every run). Run, once per size::
 
@@ -231,17 +235,24 @@ def small_store_tables(model_ids: list[str], n_layers: int, neurons: pd.DataFram
 
 
 # ---------------------------------------------------------------------------- the stages
-def stage_comparisons(root: Path, model_ids: list[str], n_boot: int, compare=None) -> str:
-    """As :func:`deepmouse.scoring.run.score_models` after scoring: read, compare, write."""
-    from deepmouse.scoring.comparisons import compare_models
-    from deepmouse.scoring.run import COMPARISONS_FILE, _write_parquet_atomically, read_model_tables
+def stage_comparisons(root: Path, model_ids: list[str], n_boot: int) -> str:
+    """As :func:`deepmouse.scoring.run.score_models` after scoring: read, compare (keeping what still holds), write."""
+    from deepmouse.scoring.run import compare_scored_models
+
+    lines = []
+    _, table = compare_scored_models(root / "data" / "scores", model_ids, scoring_config(n_boot), progress=lines.append)
+    return f"{len(table)} pairs x sites, {int(table['distinguishable'].sum())} distinguishable; {lines[-1]}"
+
+
+def stage_old_comparisons(root: Path, model_ids: list[str], n_boot: int, rev: str) -> str:
+    """``compare_models`` of git revision ``rev`` on the same tables, written beside the stage's table."""
+    from deepmouse.scoring.run import read_model_tables
 
     scores_dir = root / "data" / "scores"
-    model_scores = read_model_tables(scores_dir, model_ids, "model_scores")
-    table = (compare or compare_models)(model_scores, read_model_tables(scores_dir, model_ids, "bootstrap_replicates"),
-                                        scoring_config(n_boot))
-    # The old code's table goes beside the stage's file, to be compared with it.
-    _write_parquet_atomically(table, scores_dir / (OLD_COMPARISONS_FILE if compare else COMPARISONS_FILE))
+    table = old_compare_models(rev)(read_model_tables(scores_dir, model_ids, "model_scores"),
+                                    read_model_tables(scores_dir, model_ids, "bootstrap_replicates"),
+                                    scoring_config(n_boot))
+    table.to_parquet(scores_dir / OLD_COMPARISONS_FILE, index=False)
     return f"{len(table)} pairs x sites, {int(table['distinguishable'].sum())} distinguishable"
 
 
@@ -323,12 +334,19 @@ def run_child(kind: str, root: Path, n_models: int, n_layers: int, n_boot: int, 
     import deepmouse.scoring.comparisons  # noqa: F401
     import deepmouse.store.build  # noqa: F401
 
-    compare = old_compare_models(old_rev) if kind == "comparisons (old)" else None
+    if kind == "comparisons, first":
+        # The stage's first comparison: nothing kept (the +1 model run that follows keeps it).
+        for name in ("model_comparisons.parquet", "model_comparisons.json"):
+            (root / "data" / "scores" / name).unlink(missing_ok=True)
     reset = reset_peak_rss()
     base = peak_rss_bytes()
     started = time.perf_counter()
-    if kind.startswith("comparisons"):
-        note = stage_comparisons(root, model_ids, n_boot, compare)
+    if kind == "comparisons, first":
+        note = stage_comparisons(root, model_ids[:-1], n_boot)
+    elif kind == "comparisons (old)":
+        note = stage_old_comparisons(root, model_ids, n_boot, old_rev)
+    elif kind.startswith("comparisons"):
+        note = stage_comparisons(root, model_ids, n_boot)
     elif kind == "store":
         note = stage_store(root, model_ids, n_layers)
     elif kind.startswith("checks"):
@@ -389,8 +407,8 @@ def main(argv: list[str] | None = None) -> None:
             path.unlink()
     written = write_project(root, args.models, args.layers, args.neurons, args.boot)
     print(f"synthetic project ready in {written:.1f} s: {args.models} models under {root}", flush=True)
-    kinds = ["comparisons", *(["comparisons (old)"] if args.old_rev else []), "store", "checks cold", "checks warm",
-             "report"]
+    kinds = ["comparisons, first", "comparisons, +1 model", "comparisons, nothing changed",
+             *(["comparisons (old)"] if args.old_rev else []), "store", "checks cold", "checks warm", "report"]
     runs = []
     for kind in kinds:
         row = measure(kind, root, args)

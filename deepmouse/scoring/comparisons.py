@@ -17,31 +17,56 @@ same order statistics and interpolation as the per-pair call, so the same number
 last bit), and the p-values' counts one comparison with 0. A pair with a non-finite
 difference in some replicate (a replicate that could not be scored) is handed to the
 per-pair function, which leaves those replicates out.
+
+The scores stage compares the models on every run, and a run usually adds or rescores a few
+models. So the table is written with a record beside it (:func:`write_comparisons`,
+``model_comparisons.json``, a :class:`~deepmouse.keyed.KeyedFile`): under a key of this
+code's digest and ``scoring.bootstrap.level``, the table's sha256 and, per model, the sha256
+of its ``bootstrap_replicates`` and ``model_scores`` files. The next run
+(:func:`reusable_comparisons`) takes from that table the difference, interval and p-value of
+every pair whose two models' files are unchanged, and computes the others; the q-values and
+verdicts are always computed again over all the pairs of each site (a new pair changes its
+site's Benjamini-Hochberg adjustment). As the statistics are deterministic, the table is the
+same bytes as a full recomputation. A record that does not match its table (edited, damaged,
+left from another code or level) reuses nothing, and the log says why.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Collection, Mapping
+
 import numpy as np
 import pandas as pd
 
+from deepmouse.atomic import atomic_file
 from deepmouse.config import ScoringConfig
 from deepmouse.errors import DataError
+from deepmouse.hashing import file_sha256
+from deepmouse.keyed import KeyedFile, make_key
 from deepmouse.metrics.bootstrap import benjamini_hochberg, paired_bootstrap_difference
 
 GROUP = ["method", "layer_selection", "site_kind", "site"]
+STATISTICS = ["difference", "ci_low", "ci_high", "p_value"]
+"""What a pair's two models' replicates and scores alone determine: reusable while they are unchanged."""
 COLUMNS = GROUP + ["model_a", "model_b", "difference", "ci_low", "ci_high", "p_value", "q_value", "distinguishable"]
 
 _DIFFERENCES_PER_BLOCK = 1 << 22
 """Replicate differences formed at once (32 MiB of float64): bounds memory whatever the number of pairs."""
 
 
-def compare_models(model_scores: pd.DataFrame, replicates: pd.DataFrame, cfg: ScoringConfig) -> pd.DataFrame:
+def compare_models(model_scores: pd.DataFrame, replicates: pd.DataFrame, cfg: ScoringConfig, *,
+                   previous: pd.DataFrame | None = None, unchanged: Collection[str] = ()) -> pd.DataFrame:
     """Every pair of models within each method × layer selection × site.
 
     Parameters
     ----------
     model_scores : the ``model_scores`` table (observed scores).
     replicates : the ``bootstrap_replicates`` table (model, group, replicate, value).
+    previous : DataFrame with :data:`COLUMNS`, optional
+        A table computed before, with the same ``scoring.bootstrap.level``: its
+        :data:`STATISTICS` of a pair of two ``unchanged`` models are taken, not computed.
+    unchanged : the models whose replicates and observed scores are those ``previous`` was computed from.
 
     Returns
     -------
@@ -55,6 +80,7 @@ def compare_models(model_scores: pd.DataFrame, replicates: pd.DataFrame, cfg: Sc
         finite replicate difference; naming the site and the models.
     """
     observed = model_scores.set_index(GROUP + ["model_id"])["score"]
+    kept = _kept_pairs(previous, unchanged)
     parts = []
     for key, group in replicates.groupby(GROUP, sort=True):
         wide = group.pivot(index="replicate", columns="model_id", values="value").sort_index(axis=1)
@@ -68,11 +94,17 @@ def compare_models(model_scores: pd.DataFrame, replicates: pd.DataFrame, cfg: Sc
                             "which has bootstrap replicates")
         scores = observed.loc[site_keys].to_numpy(dtype=np.float64)
         first, second = np.triu_indices(models.size, k=1)  # itertools.combinations order
+        statistics = np.empty((4, first.size))
+        found = _lookup(kept.get(key), models, first, second, unchanged)
+        reuse = found >= 0
+        statistics[:, reuse] = kept[key].values[found[reuse]].T if reuse.any() else np.empty((4, 0))
+        todo = ~reuse
         try:
-            difference, low, high, p_value = paired_differences(scores, wide.to_numpy(dtype=np.float64),
-                                                                 first, second, cfg.bootstrap.level)
+            statistics[:, todo] = paired_differences(scores, wide.to_numpy(dtype=np.float64), first[todo],
+                                                     second[todo], cfg.bootstrap.level)
         except DataError as err:
             raise DataError(f"{_describe(key)}: {err}") from None
+        difference, low, high, p_value = statistics
         q_value = benjamini_hochberg(p_value)
         parts.append(pd.DataFrame({
             **{column: value for column, value in zip(GROUP, key)},
@@ -109,18 +141,25 @@ def paired_differences(observed: np.ndarray, replicates: np.ndarray, first: np.n
         If a pair has no finite replicate difference, naming its columns.
     """
     by_model = np.ascontiguousarray(np.asarray(replicates, dtype=np.float64).T)  # each model's replicates contiguous
+    first, second = np.asarray(first, dtype=np.intp), np.asarray(second, dtype=np.intp)
     n_pairs, n_boot = first.size, by_model.shape[1]
     observed = np.asarray(observed, dtype=np.float64)
     difference = observed[first] - observed[second]
     low, high, p_value = np.empty(n_pairs), np.empty(n_pairs), np.empty(n_pairs)
     quantiles = [50 * (1 - level), 50 * (1 + level)]
+    finite_model = np.isfinite(by_model).all(axis=1)
     step = max(1, _DIFFERENCES_PER_BLOCK // max(n_boot, 1))
-    for start in range(0, n_pairs, step):
-        block = slice(start, min(start + step, n_pairs))
-        a, b = first[block], second[block]
-        paired = by_model[a] - by_model[b]  # (pairs in block, n_boot)
-        finite = np.isfinite(paired).all(axis=1)
-        whole = paired[finite]
+    # Pairs that share model A in a run of consecutive pairs (as combinations list them) are one
+    # broadcast subtraction, from a slice of rows when their B models are consecutive too.
+    for start, stop in _blocks(first, second, step):
+        a, b = first[start], second[start:stop]
+        consecutive = b[-1] - b[0] == stop - start - 1 and np.all(np.diff(b) == 1)
+        paired = by_model[a] - (by_model[b[0]:b[-1] + 1] if consecutive else by_model[b])  # (pairs, n_boot)
+        finite = finite_model[b] & finite_model[a]
+        if not finite.all():
+            finite &= np.isfinite(paired).all(axis=1)  # a model's non-finite replicate may pair with a non-finite one
+        whole = paired if finite.all() else paired[finite]
+        block = slice(start, stop)
         if whole.size:
             low[block][finite], high[block][finite] = np.percentile(whole, quantiles, axis=1)
             below, above = np.sum(whole <= 0, axis=1), np.sum(whole >= 0, axis=1)
@@ -133,6 +172,111 @@ def paired_differences(observed: np.ndarray, replicates: np.ndarray, first: np.n
             except DataError as err:
                 raise DataError(f"models at columns {first[i]} and {second[i]}: {err}") from None
     return difference, low, high, p_value
+
+
+def _blocks(first: np.ndarray, second: np.ndarray, step: int):
+    """``(start, stop)`` of runs of pairs with the same model A, at most ``step`` pairs each."""
+    if first.size == 0:
+        return
+    changes = np.flatnonzero(np.diff(first)) + 1
+    for start, stop in zip(np.r_[0, changes], np.r_[changes, first.size]):
+        for begin in range(int(start), int(stop), step):
+            yield begin, min(begin + step, int(stop))
+
+
+def _kept_pairs(previous: pd.DataFrame | None, unchanged: Collection[str]) -> dict:
+    """Per site of ``previous``, its pairs of two ``unchanged`` models (the only ones that can be reused)."""
+    if previous is None or not len(unchanged) or previous.empty:
+        return {}
+    unchanged = set(unchanged)
+    previous = previous[previous["model_a"].isin(unchanged) & previous["model_b"].isin(unchanged)]
+    kept = {}
+    for key, rows in previous.groupby(GROUP, sort=False):
+        kept[key] = _SitePairs(pd.MultiIndex.from_arrays([rows["model_a"], rows["model_b"]]),
+                               rows[STATISTICS].to_numpy(dtype=np.float64))
+    return kept
+
+
+class _SitePairs:
+    """The kept pairs of one site: ``index`` (model_a, model_b) and their :data:`STATISTICS`, rows aligned."""
+
+    def __init__(self, index: pd.MultiIndex, values: np.ndarray) -> None:
+        self.index, self.values = index, values
+
+
+def _lookup(site: _SitePairs | None, models: np.ndarray, first: np.ndarray, second: np.ndarray,
+            unchanged: Collection[str]) -> np.ndarray:
+    """For each pair, its row among the site's kept pairs; -1 where it must be computed."""
+    found = np.full(first.size, -1, dtype=np.intp)
+    if site is None or not site.index.is_unique:
+        return found
+    both = np.isin(models, list(unchanged))
+    candidates = np.flatnonzero(both[first] & both[second])
+    if candidates.size:
+        wanted = pd.MultiIndex.from_arrays([models[first[candidates]], models[second[candidates]]])
+        found[candidates] = site.index.get_indexer(wanted)
+    return found
+
+
+# ----------------------------------------------------------------------- kept from run to run
+RECORD_FORMAT = 1
+"""Raised whenever the record's layout or meaning changes, so no older record is trusted."""
+
+COMPARISONS_CODE = "deepmouse.scoring.comparisons:compare_models"
+"""The comparisons: the record key's code digest is over its import closure."""
+
+
+def comparisons_key(cfg: ScoringConfig) -> dict:
+    """What every pair's statistics depend on besides its two models' files: this code and the interval level."""
+    from deepmouse.codedeps import code_digest
+
+    return make_key(format_version=RECORD_FORMAT, code=code_digest(COMPARISONS_CODE), level=cfg.bootstrap.level)
+
+
+def reusable_comparisons(table_path: str | Path, record_path: str | Path, key: Mapping,
+                         inputs: Mapping[str, str]) -> tuple[pd.DataFrame | None, set[str], str]:
+    """The last table, the models whose pairs in it still hold, and a line saying so.
+
+    Parameters
+    ----------
+    table_path, record_path : the table and its record, as :func:`write_comparisons` wrote them.
+    key : from :func:`comparisons_key`.
+    inputs : each current model's digest of its ``bootstrap_replicates`` and ``model_scores`` files.
+
+    Returns
+    -------
+    previous : DataFrame, or None when nothing can be reused
+    unchanged : the models of ``inputs`` with the digest the record holds
+    note : why nothing is reused, or how much is
+    """
+    table_path, kept = Path(table_path), KeyedFile(record_path)
+    reason = kept.reason_to_recompute(key)
+    if reason is None:
+        value = kept.record()["value"]
+        if not table_path.is_file():
+            reason = f"{table_path} is missing"
+        elif not isinstance(value, dict) or file_sha256(table_path) != value.get("table_sha256"):
+            reason = f"{table_path} is not the table {kept.path} describes"
+    if reason is not None:
+        return None, set(), f"every pair compared ({kept.path}: {reason})"
+    try:
+        previous = pd.read_parquet(table_path, columns=COLUMNS)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        return None, set(), f"every pair compared ({table_path}: unreadable, {err})"
+    models = value.get("models", {})
+    unchanged = {model for model, digest in inputs.items() if models.get(model) == digest}
+    return previous, unchanged, (f"pairs of {len(unchanged)} of {len(inputs)} models unchanged since the last "
+                                 f"comparison reused from {table_path}")
+
+
+def write_comparisons(table: pd.DataFrame, table_path: str | Path, record_path: str | Path, key: Mapping,
+                      inputs: Mapping[str, str]) -> None:
+    """Write the table, then its record (last: a record always describes the table beside it)."""
+    table_path, record_path = Path(table_path), Path(record_path)
+    record_path.unlink(missing_ok=True)
+    with atomic_file(table_path) as staging:
+        table.to_parquet(staging, index=False)
+    KeyedFile(record_path).write(key, {"table_sha256": file_sha256(table_path), "models": dict(sorted(inputs.items()))})
 
 
 _EMPTY_DTYPES = {"difference": np.float64, "ci_low": np.float64, "ci_high": np.float64, "p_value": np.float64,
