@@ -24,9 +24,10 @@ Each stage after scoring is then measured in a fresh process, wall time and peak
 2. ``store``: the score tables of :func:`deepmouse.pipeline.run_store` read as it reads
    them, with synthetic ``models``, ``layers``, ``neurons`` and ``runs``, built by
    :func:`deepmouse.store.build.build_store`;
-3. ``checks cold`` and ``checks warm``: :func:`deepmouse.pipeline.run_checks_stage` (copy,
-   snapshot of the per-neuron files, every check, publish) with an empty verdicts folder, then
-   again with nothing changed;
+3. ``checks`` and ``checks, nothing changed``: :func:`deepmouse.pipeline.run_checks_stage`
+   (copy, snapshot of the per-neuron files, every check, publish), validating the models that
+   have no verdict yet (a run with fewer models under the same ``--root`` leaves its verdicts),
+   then again with nothing changed;
 4. ``report``: :func:`deepmouse.report.plots.write_report` on the published store.
 
 ``--old-rev`` adds ``comparisons (old)``: the ``compare_models`` of that git revision on
@@ -367,7 +368,11 @@ def measure(kind: str, root: Path, args: argparse.Namespace) -> dict:
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     if done.returncode != 0:
         raise RuntimeError(f"{kind} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    validated = [line for line in done.stdout.splitlines() if line.startswith("per-neuron tables:")]
+    if validated:  # the checks: how many models were validated, how many verdicts reused
+        row["note"] = validated[-1].removeprefix("per-neuron tables: ")
+    return row
 
 
 def format_table(report: dict) -> str:
@@ -388,6 +393,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="the synthetic project (kept, reused)")
     parser.add_argument("--old-rev", default="", help="also time compare_models of this git revision")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for every number")
+    parser.add_argument("--stages", nargs="*", default=None, help="only these (comparisons, store, checks, report)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -398,8 +404,9 @@ def main(argv: list[str] | None = None) -> None:
         run_child(args.child, args.root, args.models, args.layers, args.boot, args.old_rev)
         return
     root = args.root
-    # The store, the checks' verdicts and snapshot and the report are this size's, every run.
-    for stale in ("data/store", "data/checks", "data/published", "data/deepmouse.duckdb", "reports"):
+    # The store and the report are this size's, every run. The checks' verdicts and snapshot are
+    # keyed by content: a model checked in a run of fewer models is not validated again.
+    for stale in ("data/store", "data/deepmouse.duckdb", "reports"):
         path = root / stale
         if path.is_dir():
             shutil.rmtree(path)
@@ -408,9 +415,11 @@ def main(argv: list[str] | None = None) -> None:
     written = write_project(root, args.models, args.layers, args.neurons, args.boot)
     print(f"synthetic project ready in {written:.1f} s: {args.models} models under {root}", flush=True)
     kinds = ["comparisons, first", "comparisons, +1 model", "comparisons, nothing changed",
-             *(["comparisons (old)"] if args.old_rev else []), "store", "checks cold", "checks warm", "report"]
+             *(["comparisons (old)"] if args.old_rev else []), "store", "checks", "checks, nothing changed", "report"]
     runs = []
     for kind in kinds:
+        if args.stages and not any(kind.startswith(stage) for stage in args.stages):
+            continue
         row = measure(kind, root, args)
         runs.append(row)
         print(f"{kind}: {row['seconds']:.1f} s, peak {row['peak_rss_mib']:,.0f} MiB - {row['note']}", flush=True)
