@@ -271,9 +271,12 @@ def reusable_comparisons(table_path: str | Path, record_path: str | Path, key: M
 
 def write_comparisons(table: pd.DataFrame, table_path: str | Path, record_path: str | Path, key: Mapping,
                       inputs: Mapping[str, str]) -> None:
-    """Write the table, then its record (last: a record always describes the table beside it)."""
+    """Write the table, then its record, each atomically.
+
+    A writer killed between the two leaves the new table with the old record, which holds the
+    old table's sha256: the next run sees that they differ and reuses nothing.
+    """
     table_path, record_path = Path(table_path), Path(record_path)
-    record_path.unlink(missing_ok=True)
     with atomic_file(table_path) as staging:
         table.to_parquet(staging, index=False)
     KeyedFile(record_path).write(key, {"table_sha256": file_sha256(table_path), "models": dict(sorted(inputs.items()))})
