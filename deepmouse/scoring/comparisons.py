@@ -34,7 +34,7 @@ left from another code or level) reuses nothing, and the log says why.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Collection, Mapping
+from typing import Collection, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -76,15 +76,61 @@ def compare_models(model_scores: pd.DataFrame, replicates: pd.DataFrame, cfg: Sc
     Raises
     ------
     DataError
-        If a model has replicates at a site but no observed score there, or a pair has no
-        finite replicate difference; naming the site and the models.
+        If a model has replicates at a site but no observed score there, a replicate twice,
+        or a pair has no finite replicate difference; naming the site and the models.
     """
+    per_model = (rows for _, rows in replicates.groupby("model_id", sort=False))
+    return compare_sites(model_scores, site_replicates(per_model), cfg, previous=previous, unchanged=unchanged)
+
+
+def site_replicates(per_model: Iterable[pd.DataFrame]) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
+    """Each site's replicates as one matrix, from the ``bootstrap_replicates`` rows of one model at a time.
+
+    Parameters
+    ----------
+    per_model : DataFrames of ``bootstrap_replicates`` rows, each holding all the rows of the
+        models it holds (as one model's file does).
+
+    Returns
+    -------
+    dict, sorted by its keys (:data:`GROUP` values)
+        ``(models, values)``: the site's models, sorted, and ``values`` of shape
+        (n_replicates, n_models), the replicates in order of their number; a replicate a model
+        lacks is NaN. Replicates no model has a finite value for are left out: every pair
+        would leave them out anyway.
+
+    Raises
+    ------
+    DataError
+        If a model has the same replicate twice at a site, naming both.
+    """
+    collected: dict[tuple, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for frame in per_model:
+        for key, rows in frame.groupby(GROUP + ["model_id"], sort=False):
+            collected.setdefault(key[:-1], {})[key[-1]] = (rows["replicate"].to_numpy(),
+                                                           rows["value"].to_numpy(dtype=np.float64))
+    sites = {}
+    for key in sorted(collected):
+        models = sorted(collected[key])
+        numbers = np.unique(np.concatenate([collected[key][m][0] for m in models]))
+        values = np.full((numbers.size, len(models)), np.nan)
+        for k, model in enumerate(models):
+            replicate, value = collected[key][model]
+            if np.unique(replicate).size != replicate.size:
+                raise DataError(f"bootstrap_replicates: {model} has a replicate twice at {_describe(key)}")
+            values[np.searchsorted(numbers, replicate), k] = value
+        sites[key] = (np.array(models, dtype=object), values[~np.isnan(values).all(axis=1)])
+    return sites
+
+
+def compare_sites(model_scores: pd.DataFrame, sites: Mapping[tuple, tuple[np.ndarray, np.ndarray]],
+                  cfg: ScoringConfig, *, previous: pd.DataFrame | None = None,
+                  unchanged: Collection[str] = ()) -> pd.DataFrame:
+    """:func:`compare_models` of the sites' replicate matrices of :func:`site_replicates`."""
     observed = model_scores.set_index(GROUP + ["model_id"])["score"]
     kept = _kept_pairs(previous, unchanged)
     parts = []
-    for key, group in replicates.groupby(GROUP, sort=True):
-        wide = group.pivot(index="replicate", columns="model_id", values="value").sort_index(axis=1)
-        models = wide.columns.to_numpy()
+    for key, (models, values) in sites.items():
         if models.size < 2:
             continue
         site_keys = pd.MultiIndex.from_tuples([(*key, model) for model in models])
@@ -95,13 +141,14 @@ def compare_models(model_scores: pd.DataFrame, replicates: pd.DataFrame, cfg: Sc
         scores = observed.loc[site_keys].to_numpy(dtype=np.float64)
         first, second = np.triu_indices(models.size, k=1)  # itertools.combinations order
         statistics = np.empty((4, first.size))
-        found = _lookup(kept.get(key), models, first, second, unchanged)
-        reuse = found >= 0
-        statistics[:, reuse] = kept[key].values[found[reuse]].T if reuse.any() else np.empty((4, 0))
-        todo = ~reuse
+        reuse = np.zeros(first.size, dtype=bool)
+        if key in kept:
+            rows, pair_values = _pair_rows(kept[key], models)
+            statistics[:, rows] = pair_values.T
+            reuse[rows] = True
         try:
-            statistics[:, todo] = paired_differences(scores, wide.to_numpy(dtype=np.float64), first[todo],
-                                                     second[todo], cfg.bootstrap.level)
+            statistics[:, ~reuse] = paired_differences(scores, values, first[~reuse], second[~reuse],
+                                                       cfg.bootstrap.level)
         except DataError as err:
             raise DataError(f"{_describe(key)}: {err}") from None
         difference, low, high, p_value = statistics
@@ -184,38 +231,24 @@ def _blocks(first: np.ndarray, second: np.ndarray, step: int):
             yield begin, min(begin + step, int(stop))
 
 
-def _kept_pairs(previous: pd.DataFrame | None, unchanged: Collection[str]) -> dict:
+def _kept_pairs(previous: pd.DataFrame | None, unchanged: Collection[str]) -> dict[tuple, pd.DataFrame]:
     """Per site of ``previous``, its pairs of two ``unchanged`` models (the only ones that can be reused)."""
     if previous is None or not len(unchanged) or previous.empty:
         return {}
-    unchanged = set(unchanged)
+    unchanged = list(unchanged)
     previous = previous[previous["model_a"].isin(unchanged) & previous["model_b"].isin(unchanged)]
-    kept = {}
-    for key, rows in previous.groupby(GROUP, sort=False):
-        kept[key] = _SitePairs(pd.MultiIndex.from_arrays([rows["model_a"], rows["model_b"]]),
-                               rows[STATISTICS].to_numpy(dtype=np.float64))
-    return kept
+    return {key: rows for key, rows in previous.groupby(GROUP, sort=False)}
 
 
-class _SitePairs:
-    """The kept pairs of one site: ``index`` (model_a, model_b) and their :data:`STATISTICS`, rows aligned."""
-
-    def __init__(self, index: pd.MultiIndex, values: np.ndarray) -> None:
-        self.index, self.values = index, values
-
-
-def _lookup(site: _SitePairs | None, models: np.ndarray, first: np.ndarray, second: np.ndarray,
-            unchanged: Collection[str]) -> np.ndarray:
-    """For each pair, its row among the site's kept pairs; -1 where it must be computed."""
-    found = np.full(first.size, -1, dtype=np.intp)
-    if site is None or not site.index.is_unique:
-        return found
-    both = np.isin(models, list(unchanged))
-    candidates = np.flatnonzero(both[first] & both[second])
-    if candidates.size:
-        wanted = pd.MultiIndex.from_arrays([models[first[candidates]], models[second[candidates]]])
-        found[candidates] = site.index.get_indexer(wanted)
-    return found
+def _pair_rows(kept: pd.DataFrame, models: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each kept pair falls among the pairs of ``models`` (sorted; ``np.triu_indices`` order), and its
+    :data:`STATISTICS` of shape (n, 4); kept pairs of models not compared here are left out."""
+    index = pd.Index(models)
+    a, b = index.get_indexer(kept["model_a"]), index.get_indexer(kept["model_b"])
+    present = (a >= 0) & (b > a)
+    a, b, n = a[present], b[present], models.size
+    # Row i of the upper triangle (without the diagonal) starts after i n - i (i + 1) / 2 pairs.
+    return a * n - a * (a + 1) // 2 + (b - a - 1), kept[STATISTICS].to_numpy(dtype=np.float64)[present]
 
 
 # ----------------------------------------------------------------------- kept from run to run

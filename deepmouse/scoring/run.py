@@ -45,7 +45,7 @@ import shutil
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -56,7 +56,8 @@ from deepmouse.errors import CacheError, DataError
 from deepmouse.failures import doing, writing
 
 from deepmouse.keyed import KeyedFolder, input_record, make_key
-from deepmouse.scoring.comparisons import compare_models, comparisons_key, reusable_comparisons, write_comparisons
+from deepmouse.scoring.comparisons import (compare_sites, comparisons_key, reusable_comparisons, site_replicates,
+                                           write_comparisons)
 from deepmouse.scoring.model import score_model
 from deepmouse.scoring.neural import load_neural_data
 
@@ -221,15 +222,18 @@ def read_model_tables(out_dir: str | Path, model_ids: Sequence[str], name: str) 
     DataError
         Naming the first file that is missing, truncated or corrupted, and how to get it back.
     """
-    frames = []
+    return pd.concat(list(iter_model_tables(out_dir, model_ids, name)), ignore_index=True)
+
+
+def iter_model_tables(out_dir: str | Path, model_ids: Sequence[str], name: str) -> Iterator[pd.DataFrame]:
+    """:func:`read_model_tables`, one model's table at a time (each checked as it is read)."""
     for model_id, path in zip(model_ids, model_table_files(out_dir, model_ids, name)):
         folder = _keyed(model_folder(out_dir, model_id))
         try:
             folder.read(names=[path.name])
         except CacheError as err:
             raise DataError(f"{err}; re-run `dvc repro scores` to score {model_id} again") from None
-        frames.append(pd.read_parquet(path))
-    return pd.concat(frames, ignore_index=True)
+        yield pd.read_parquet(path)
 
 
 def table_rows(out_dir: str | Path, model_ids: Sequence[str], name: str) -> int:
@@ -334,8 +338,9 @@ def compare_scored_models(out_dir: str | Path, model_ids: Sequence[str], cfg: Sc
     previous, unchanged, note = reusable_comparisons(out_dir / COMPARISONS_FILE, out_dir / COMPARISONS_RECORD, key,
                                                      inputs)
     progress(f"comparisons: {note}")
-    comparisons = compare_models(model_scores, read_model_tables(out_dir, model_ids, "bootstrap_replicates"), cfg,
-                                 previous=previous, unchanged=unchanged)
+    # One model's replicates at a time into each site's matrix: never the whole table (24 k rows per model).
+    sites = site_replicates(iter_model_tables(out_dir, model_ids, "bootstrap_replicates"))
+    comparisons = compare_sites(model_scores, sites, cfg, previous=previous, unchanged=unchanged)
     with doing(f"comparing the models into {out_dir / COMPARISONS_FILE}",
                kept=f"every model's scores are kept in {out_dir / MODELS_FOLDER}; a rerun only compares them"), \
             writing(out_dir / COMPARISONS_FILE):

@@ -123,3 +123,19 @@ def test_a_pair_without_any_finite_difference_names_the_site():
     with pytest.raises(DataError, match=r"method regression, layer_selection cv, site_kind area, site VISp: "
                                         r"models at columns \d and \d: paired bootstrap: no finite"):
         compare_models(model_scores, replicates, cfg)
+
+
+def test_a_replicate_no_model_could_score_is_left_out_as_every_pair_would_leave_it_out():
+    cfg = scoring_cfg(bootstrap={"n": 150})
+    model_scores, replicates = seeded_tables(seed=6)
+    replicates.loc[(replicates["site"] == "VISl") & (replicates["replicate"] == 17), "value"] = np.nan
+    assert_same(compare_models(model_scores, replicates, cfg), loop_reference(model_scores, replicates, cfg))
+
+
+def test_a_replicate_given_twice_names_the_model_and_site():
+    cfg = scoring_cfg()
+    model_scores, replicates = seeded_tables(seed=9)
+    twice = replicates[(replicates["model_id"] == "m0") & (replicates["site"] == "VISl")].head(1)
+    with pytest.raises(DataError, match=r"bootstrap_replicates: m0 has a replicate twice at method rsa, "
+                                        r"layer_selection cv, site_kind area, site VISl"):
+        compare_models(model_scores, pd.concat([replicates, twice]), cfg)
