@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> None:
     root = args.root
     # The store and the report are this size's, every run. The checks' verdicts and snapshot are
     # keyed by content: a model checked in a run of fewer models is not validated again.
-    for stale in ("data/store", "data/deepmouse.duckdb", "reports"):
+    for stale in ("data/store", "data/deepmouse.duckdb", "reports") if not args.stages or "store" in args.stages else ():
         path = root / stale
         if path.is_dir():
             shutil.rmtree(path)

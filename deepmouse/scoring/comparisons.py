@@ -104,18 +104,30 @@ def site_replicates(per_model: Iterable[pd.DataFrame]) -> dict[tuple, tuple[np.n
     DataError
         If a model has the same replicate twice at a site, naming both.
     """
-    collected: dict[tuple, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    collected: dict[tuple, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {}
     for frame in per_model:
-        for key, rows in frame.groupby(GROUP + ["model_id"], sort=False):
-            collected.setdefault(key[:-1], {})[key[-1]] = (rows["replicate"].to_numpy(),
-                                                           rows["value"].to_numpy(dtype=np.float64))
+        keys = frame[GROUP + ["model_id"]].to_numpy(dtype=object)
+        missing = pd.isna(keys)
+        if missing.any():
+            row, column = np.argwhere(missing)[0]
+            raise DataError(f"bootstrap_replicates: {(GROUP + ['model_id'])[column]} missing in row {row} of "
+                            f"the rows of {keys[row, -1]!r}")
+        replicate, value = frame["replicate"].to_numpy(), frame["value"].to_numpy(dtype=np.float64)
+        # The scores stage writes each site's replicates as one run of rows: grouping by runs is
+        # one comparison of neighbouring rows (any order works, in more runs).
+        starts = np.r_[0, np.flatnonzero((keys[1:] != keys[:-1]).any(axis=1)) + 1]
+        for start, stop in zip(starts, np.r_[starts[1:], len(keys)]):
+            key = tuple(keys[start])
+            collected.setdefault(key[:-1], {}).setdefault(key[-1], []).append(
+                (replicate[start:stop], value[start:stop]))
     sites = {}
     for key in sorted(collected):
         models = sorted(collected[key])
-        numbers = np.unique(np.concatenate([collected[key][m][0] for m in models]))
+        runs = {model: [np.concatenate(parts) for parts in zip(*collected[key][model])] for model in models}
+        numbers = np.unique(np.concatenate([runs[m][0] for m in models]))
         values = np.full((numbers.size, len(models)), np.nan)
         for k, model in enumerate(models):
-            replicate, value = collected[key][model]
+            replicate, value = runs[model]
             if np.unique(replicate).size != replicate.size:
                 raise DataError(f"bootstrap_replicates: {model} has a replicate twice at {_describe(key)}")
             values[np.searchsorted(numbers, replicate), k] = value

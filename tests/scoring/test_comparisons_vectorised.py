@@ -139,3 +139,18 @@ def test_a_replicate_given_twice_names_the_model_and_site():
     with pytest.raises(DataError, match=r"bootstrap_replicates: m0 has a replicate twice at method rsa, "
                                         r"layer_selection cv, site_kind area, site VISl"):
         compare_models(model_scores, pd.concat([replicates, twice]), cfg)
+
+
+def test_rows_in_any_order_give_the_same_table():
+    cfg = scoring_cfg(bootstrap={"n": 150})
+    model_scores, replicates = seeded_tables(seed=10)
+    shuffled = replicates.sample(frac=1.0, random_state=1)  # every site's replicates in many runs
+    pd.testing.assert_frame_equal(compare_models(model_scores, shuffled, cfg), compare_models(model_scores, replicates, cfg))
+
+
+def test_a_replicate_row_without_its_site_names_the_column():
+    cfg = scoring_cfg()
+    model_scores, replicates = seeded_tables(seed=11)
+    replicates.loc[replicates.index[5], "site"] = None
+    with pytest.raises(DataError, match=r"bootstrap_replicates: site missing in row \d+ of the rows of 'm\d'"):
+        compare_models(model_scores, replicates, cfg)
