@@ -45,6 +45,7 @@ import argparse
 import datetime
 import json
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -341,7 +342,7 @@ def run_child(kind: str, root: Path, n_models: int, n_layers: int, n_boot: int, 
             (root / "data" / "scores" / name).unlink(missing_ok=True)
     reset = reset_peak_rss()
     base = peak_rss_bytes()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
     if kind == "comparisons, first":
         note = stage_comparisons(root, model_ids[:-1], n_boot)
     elif kind == "comparisons (old)":
@@ -356,9 +357,15 @@ def run_child(kind: str, root: Path, n_models: int, n_layers: int, n_boot: int, 
         note = stage_report(root)
     else:
         raise ValueError(f"unknown measurement {kind!r}")
-    seconds = time.perf_counter() - started
-    print(json.dumps({"kind": kind, "seconds": seconds, "peak_rss_mib": peak_rss_bytes() / 2**20,
+    seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_started
+    print(json.dumps({"kind": kind, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mib": peak_rss_bytes() / 2**20,
                       "above_imports_mib": (peak_rss_bytes() - base) / 2**20 if reset else None, "note": note}))
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all its threads (on a shared machine, less load-bound than wall time)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure(kind: str, root: Path, args: argparse.Namespace) -> dict:
@@ -376,11 +383,13 @@ def measure(kind: str, root: Path, args: argparse.Namespace) -> dict:
 
 
 def format_table(report: dict) -> str:
-    lines = ["| models | run | s | peak RSS MiB | above imports MiB | what |", "|---|---|---|---|---|---|"]
+    lines = ["| models | run | wall s | CPU s | peak RSS MiB | above imports MiB | what |",
+             "|---|---|---|---|---|---|---|"]
     for row in report["runs"]:
         above = "" if row["above_imports_mib"] is None else f"{row['above_imports_mib']:,.0f}"
-        lines.append(f"| {report['models']} | {row['kind']} | {row['seconds']:.1f} | {row['peak_rss_mib']:,.0f} | "
-                     f"{above} | {row['note'][:90]} |")
+        cpu = f"{row['cpu_seconds']:.1f}" if "cpu_seconds" in row else ""
+        lines.append(f"| {report['models']} | {row['kind']} | {row['seconds']:.1f} | {cpu} | "
+                     f"{row['peak_rss_mib']:,.0f} | {above} | {row['note'][:90]} |")
     return "\n".join(lines)
 
 
@@ -422,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         row = measure(kind, root, args)
         runs.append(row)
-        print(f"{kind}: {row['seconds']:.1f} s, peak {row['peak_rss_mib']:,.0f} MiB - {row['note']}", flush=True)
+        print(f"{kind}: {row['seconds']:.1f} s ({row['cpu_seconds']:.1f} s CPU), peak {row['peak_rss_mib']:,.0f} MiB - {row['note']}", flush=True)
         if kind == "comparisons (old)":
             runs[-1]["largest_difference"] = compare_with_old(root)
             print(f"old and current tables agree; largest difference {runs[-1]['largest_difference']:.2e}", flush=True)

@@ -47,6 +47,8 @@ from deepmouse.keyed import KeyedFile, make_key
 from deepmouse.metrics.bootstrap import benjamini_hochberg, paired_bootstrap_difference
 
 GROUP = ["method", "layer_selection", "site_kind", "site"]
+KEY_COLUMNS = [*GROUP, "model_id"]
+"""The columns naming whose replicates a row of ``bootstrap_replicates`` holds, and where."""
 STATISTICS = ["difference", "ci_low", "ci_high", "p_value"]
 """What a pair's two models' replicates and scores alone determine: reusable while they are unchanged."""
 COLUMNS = GROUP + ["model_a", "model_b", "difference", "ci_low", "ci_high", "p_value", "q_value", "distinguishable"]
@@ -106,18 +108,20 @@ def site_replicates(per_model: Iterable[pd.DataFrame]) -> dict[tuple, tuple[np.n
     """
     collected: dict[tuple, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {}
     for frame in per_model:
-        keys = frame[GROUP + ["model_id"]].to_numpy(dtype=object)
-        missing = pd.isna(keys)
+        # Codes, not strings: read dictionary-encoded, a file's key columns cost no string per row.
+        factorized = [pd.factorize(frame[column]) for column in KEY_COLUMNS]
+        codes = np.column_stack([column_codes for column_codes, _ in factorized])
+        missing = codes < 0
         if missing.any():
             row, column = np.argwhere(missing)[0]
-            raise DataError(f"bootstrap_replicates: {(GROUP + ['model_id'])[column]} missing in row {row} of "
-                            f"the rows of {keys[row, -1]!r}")
+            model = frame["model_id"].iloc[row]
+            raise DataError(f"bootstrap_replicates: {KEY_COLUMNS[column]} missing in row {row} of the rows of {model!r}")
         replicate, value = frame["replicate"].to_numpy(), frame["value"].to_numpy(dtype=np.float64)
         # The scores stage writes each site's replicates as one run of rows: grouping by runs is
         # one comparison of neighbouring rows (any order works, in more runs).
-        starts = np.r_[0, np.flatnonzero((keys[1:] != keys[:-1]).any(axis=1)) + 1]
-        for start, stop in zip(starts, np.r_[starts[1:], len(keys)]):
-            key = tuple(keys[start])
+        starts = np.r_[0, np.flatnonzero((codes[1:] != codes[:-1]).any(axis=1)) + 1]
+        for start, stop in zip(starts, np.r_[starts[1:], len(codes)]):
+            key = tuple(uniques[code] for (_, uniques), code in zip(factorized, codes[start]))
             collected.setdefault(key[:-1], {}).setdefault(key[-1], []).append(
                 (replicate[start:stop], value[start:stop]))
     sites = {}
@@ -249,7 +253,7 @@ def _kept_pairs(previous: pd.DataFrame | None, unchanged: Collection[str]) -> di
         return {}
     unchanged = list(unchanged)
     previous = previous[previous["model_a"].isin(unchanged) & previous["model_b"].isin(unchanged)]
-    return {key: rows for key, rows in previous.groupby(GROUP, sort=False)}
+    return {key: rows for key, rows in previous.groupby(GROUP, sort=False, observed=True)}
 
 
 def _pair_rows(kept: pd.DataFrame, models: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -305,7 +309,7 @@ def reusable_comparisons(table_path: str | Path, record_path: str | Path, key: M
     if reason is not None:
         return None, set(), f"every pair compared ({kept.path}: {reason})"
     try:
-        previous = pd.read_parquet(table_path, columns=COLUMNS)
+        previous = pd.read_parquet(table_path, columns=COLUMNS, read_dictionary=[*GROUP, "model_a", "model_b"])
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
         return None, set(), f"every pair compared ({table_path}: unreadable, {err})"
     models = value.get("models", {})

@@ -56,8 +56,8 @@ from deepmouse.errors import CacheError, DataError
 from deepmouse.failures import doing, writing
 
 from deepmouse.keyed import KeyedFolder, input_record, make_key
-from deepmouse.scoring.comparisons import (compare_sites, comparisons_key, reusable_comparisons, site_replicates,
-                                           write_comparisons)
+from deepmouse.scoring.comparisons import (KEY_COLUMNS, compare_sites, comparisons_key, reusable_comparisons,
+                                           site_replicates, write_comparisons)
 from deepmouse.scoring.model import score_model
 from deepmouse.scoring.neural import load_neural_data
 
@@ -225,15 +225,17 @@ def read_model_tables(out_dir: str | Path, model_ids: Sequence[str], name: str) 
     return pd.concat(list(iter_model_tables(out_dir, model_ids, name)), ignore_index=True)
 
 
-def iter_model_tables(out_dir: str | Path, model_ids: Sequence[str], name: str) -> Iterator[pd.DataFrame]:
-    """:func:`read_model_tables`, one model's table at a time (each checked as it is read)."""
+def iter_model_tables(out_dir: str | Path, model_ids: Sequence[str], name: str, *,
+                      categorical: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
+    """:func:`read_model_tables`, one model's table at a time (each checked as it is read); the
+    ``categorical`` string columns read dictionary-encoded (categories, no string per row)."""
     for model_id, path in zip(model_ids, model_table_files(out_dir, model_ids, name)):
         folder = _keyed(model_folder(out_dir, model_id))
         try:
             folder.read(names=[path.name])
         except CacheError as err:
             raise DataError(f"{err}; re-run `dvc repro scores` to score {model_id} again") from None
-        yield pd.read_parquet(path)
+        yield pd.read_parquet(path, read_dictionary=list(categorical) or None)
 
 
 def table_rows(out_dir: str | Path, model_ids: Sequence[str], name: str) -> int:
@@ -339,7 +341,7 @@ def compare_scored_models(out_dir: str | Path, model_ids: Sequence[str], cfg: Sc
                                                      inputs)
     progress(f"comparisons: {note}")
     # One model's replicates at a time into each site's matrix: never the whole table (24 k rows per model).
-    sites = site_replicates(iter_model_tables(out_dir, model_ids, "bootstrap_replicates"))
+    sites = site_replicates(iter_model_tables(out_dir, model_ids, "bootstrap_replicates", categorical=KEY_COLUMNS))
     comparisons = compare_sites(model_scores, sites, cfg, previous=previous, unchanged=unchanged)
     with doing(f"comparing the models into {out_dir / COMPARISONS_FILE}",
                kept=f"every model's scores are kept in {out_dir / MODELS_FOLDER}; a rerun only compares them"), \
