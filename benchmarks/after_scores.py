@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
+import importlib.util
 import json
 import platform
 import resource
@@ -294,8 +296,6 @@ def stage_report(root: Path) -> str:
 
 def old_compare_models(rev: str):
     """``compare_models`` of git revision ``rev``."""
-    import importlib.util
-
     source = subprocess.run(["git", "show", f"{rev}:deepmouse/scoring/comparisons.py"], cwd=REPO,
                             capture_output=True, text=True, check=True).stdout
     with tempfile.TemporaryDirectory(prefix="old-comparisons-") as folder:
@@ -330,11 +330,9 @@ def run_child(kind: str, root: Path, n_models: int, n_layers: int, n_boot: int, 
     """One measurement in this (fresh) process; prints its JSON line last."""
     model_ids = [model_id(i) for i in range(n_models)]
     # Everything the stage imports, imported before the peak is restarted: the stage's own memory is measured.
-    import deepmouse.pipeline  # noqa: F401
-    import deepmouse.quality.gate  # noqa: F401
-    import deepmouse.report.plots  # noqa: F401
-    import deepmouse.scoring.comparisons  # noqa: F401
-    import deepmouse.store.build  # noqa: F401
+    for module in ("deepmouse.pipeline", "deepmouse.quality.gate", "deepmouse.report.plots",
+                   "deepmouse.scoring.run", "deepmouse.store.build"):
+        importlib.import_module(module)
 
     if kind == "comparisons, first":
         # The stage's first comparison: nothing kept (the +1 model run that follows keeps it).
