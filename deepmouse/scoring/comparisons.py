@@ -10,13 +10,14 @@ adjusted with Benjamini-Hochberg across the pairs of each site, and a pair is
 The statistics of one pair are those of
 :func:`deepmouse.metrics.bootstrap.paired_bootstrap_difference`; at zoo scale (237 models:
 27,966 pairs × 24 sites, 1,000 replicates each) calling it once per pair costs minutes, so
-the pairs of a site are computed together, a block of pairs at a time, from one matrix of
-the site's replicates (replicate × model): each block's differences are one subtraction of
-two row selections, their percentiles one ``numpy.percentile`` along the replicates (the
-same order statistics and interpolation as the per-pair call, so the same numbers to the
-last bit), and the p-values' counts one comparison with 0. A pair with a non-finite
-difference in some replicate (a replicate that could not be scored) is handed to the
-per-pair function, which leaves those replicates out.
+the pairs of a site are computed together from one matrix of the site's replicates
+(replicate × model, :func:`site_replicates`, filled one model's rows at a time), a block of
+pairs sharing model A at a time: the block's differences are one subtraction (A's
+replicates minus a slice of the matrix), their percentiles one ``numpy.percentile`` along the
+replicates (the same order statistics and interpolation as the per-pair call, so the same
+numbers to the last bit), and the p-values' counts one comparison with 0. A pair with a
+non-finite difference in some replicate (a replicate that could not be scored) is handed to
+the per-pair function, which leaves those replicates out.
 
 The scores stage compares the models on every run, and a run usually adds or rescores a few
 models. So the table is written with a record beside it (:func:`write_comparisons`,
