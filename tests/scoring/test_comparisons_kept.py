@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepmouse.scoring import score_model
+from deepmouse.scoring import comparisons, score_model
 from deepmouse.scoring.comparisons import (COLUMNS, compare_models, comparisons_key, reusable_comparisons,
                                            write_comparisons)
 from deepmouse.scoring.run import COMPARISONS_FILE, COMPARISONS_RECORD, _write_model_folder, compare_scored_models
@@ -86,8 +86,17 @@ def scored_tables():
     return cfg, tables
 
 
-def test_the_stage_keeps_unchanged_pairs_and_writes_what_a_full_comparison_writes(tmp_path, scored_tables):
+def test_the_stage_keeps_unchanged_pairs_and_writes_what_a_full_comparison_writes(tmp_path, scored_tables,
+                                                                                   monkeypatch):
     cfg, tables = scored_tables
+    computed = []
+    counted = comparisons.paired_differences
+
+    def counting(observed, values, first, second, level):
+        computed.append(first.size)
+        return counted(observed, values, first, second, level)
+
+    monkeypatch.setattr(comparisons, "paired_differences", counting)
     out = tmp_path / "scores"
     key = {"synthetic": True}
 
@@ -100,24 +109,32 @@ def test_the_stage_keeps_unchanged_pairs_and_writes_what_a_full_comparison_write
     notes = []
     _, first = compare_scored_models(out, ["m0", "m1", "m2", "m3"], cfg, progress=notes.append)
     assert "every pair compared" in notes[-1]
+    n_sites = first.groupby(["method", "layer_selection", "site_kind", "site"]).ngroups
+    assert sum(computed) == n_sites * 6
     assert_same(first, full(["m0", "m1", "m2", "m3"]))
 
     _write_model_folder(out / "models" / "m4", tables["m4"], key)  # a model added
+    computed.clear()
     _, added = compare_scored_models(out, ["m0", "m1", "m2", "m3", "m4"], cfg, progress=notes.append)
     assert "pairs of 4 of 5 models unchanged" in notes[-1]
+    assert sum(computed) == n_sites * 4  # m4 with each of the others; the 6 pairs of the others kept
     assert_same(added, full(["m0", "m1", "m2", "m3", "m4"]))
     written = (out / COMPARISONS_FILE).read_bytes()
 
+    computed.clear()
     _, again = compare_scored_models(out, ["m0", "m1", "m2", "m3", "m4"], cfg, progress=notes.append)
     assert "pairs of 5 of 5 models unchanged" in notes[-1]
+    assert sum(computed) == 0
     assert (out / COMPARISONS_FILE).read_bytes() == written
 
     # m2 rescored with other numbers, m0 removed from the zoo
     rescored = {name: frame.copy() for name, frame in tables["m2"].items()}
     rescored["bootstrap_replicates"]["value"] *= 0.5
     _write_model_folder(out / "models" / "m2", rescored, key)
+    computed.clear()
     _, changed = compare_scored_models(out, ["m1", "m2", "m3", "m4"], cfg, progress=notes.append)
     assert "pairs of 3 of 4 models unchanged" in notes[-1]
+    assert sum(computed) == n_sites * 3  # m2 with each of the others
     tables_now = {**tables, "m2": rescored}
     reference = compare_models(pd.concat([tables_now[m]["model_scores"] for m in ("m1", "m2", "m3", "m4")]),
                                pd.concat([tables_now[m]["bootstrap_replicates"] for m in ("m1", "m2", "m3", "m4")]),
