@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -57,11 +57,13 @@ def simulate_dataset(
     planted_features: Mapping[str, np.ndarray] | None = None,
     planted_layers: Mapping[str, dict] | None = None,
     scenes: np.ndarray | None = None,
+    experiments: Sequence[PlannedExperiment] | None = None,
 ) -> dict:
     """Write the simulated source: one NWB file and one events file per experiment, and a manifest.
 
-    For each area of ``cfg.planted_depths``, ``cfg.experiments_per_area``
-    experiments of ``cfg.neurons_per_experiment`` neurons reading out that
+    For each area of ``cfg.planted_depths``, the experiments of
+    :func:`experiment_plan` (``cfg.experiments_per_area`` of
+    ``cfg.neurons_per_experiment`` neurons) reading out that
     area's planted features (``cfg.tuning: planted``), or with random tuning
     unrelated to any features (``random``: :func:`simulate_random_rates`).
     Experiments cycle through Cre lines with their usual imaging depths; each
@@ -91,6 +93,9 @@ def simulate_dataset(
     scenes : ndarray of uint8, shape (118, cfg.image_height, cfg.image_width), optional
         The images the planted features were computed from; by default
         ``simulated_scenes(cfg)``, which is what a caller should have used.
+    experiments : sequence of PlannedExperiment, optional
+        Only these experiments of ``experiment_plan(cfg)`` (e.g. a sample of a large
+        plan); each is the same, byte for byte, as in the whole data set.
 
     Returns
     -------
@@ -107,7 +112,7 @@ def simulate_dataset(
     DataError
         With ``cfg.tuning: planted``, if an area lacks planted features or
         layer, or its features do not have 119 rows; if ``scenes`` has the
-        wrong shape or type.
+        wrong shape or type; if ``experiments`` holds one not in the plan.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -126,8 +131,14 @@ def simulate_dataset(
         raise DataError(f"simulated source: scenes must be uint8 of shape {expected_shape}, got "
                         f"{np.asarray(scenes).dtype} {np.shape(scenes)}")
     templates = np.asarray(scenes)
-    experiments = []
-    for planned in experiment_plan(cfg):
+    plan = experiment_plan(cfg)
+    if experiments is None:
+        experiments = plan
+    for planned in experiments:
+        if planned not in plan:
+            raise DataError(f"simulated source: experiment {planned} is not in the plan of data.simulated")
+    written = []
+    for planned in experiments:
         rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(planned.area_index, planned.index)))
         metadata = _experiment_metadata(planned.serial, planned.area, planned.area_index + planned.index, rng)
         n_neurons = planned.n_neurons
@@ -141,7 +152,7 @@ def simulate_dataset(
             out_dir / f"{metadata.experiment_id}.nwb", metadata=metadata, rates=rates, templates=templates,
             n_repeats=cfg.n_repeats, noise_levels=noise_levels, cell_specimen_ids=cell_ids, rng=rng,
         )
-        experiments.append({
+        written.append({
             "experiment_id": metadata.experiment_id,
             "container_id": metadata.container_id,
             "area": planned.area,
@@ -156,7 +167,7 @@ def simulate_dataset(
     manifest = {
         "source": "simulated",
         "tuning": cfg.tuning,
-        "experiments": experiments,
+        "experiments": written,
         "planted": {
             "generator": cfg.generator,
             "generator_seed": cfg.generator_seed,
