@@ -39,9 +39,10 @@ class SimulatedConfig(Section):
     ``experiments_per_area`` is one count for every area or a count per area (every area of
     ``planted_depths``, no other); ``neurons_per_experiment`` is one size for every
     experiment or a ``[low, high]`` range, which each area's experiments spread evenly over
-    (shuffled), so an area of ``n`` experiments holds ``n * (low + high) / 2`` neurons,
-    rounded. ``preset`` (read from params.yaml only, see :data:`SIMULATED_PRESETS`) is
-    resolved when params are read and not kept: the values it sets are.
+    (shuffled), so an area of ``n`` experiments holds ``n * (low + high) / 2`` neurons
+    (exactly when ``low + high`` is even). ``preset`` (read from params.yaml only, see
+    :data:`SIMULATED_PRESETS`) is resolved when params are read and not kept: the values it
+    sets are.
     """
 
     seed: StrictInt = 0

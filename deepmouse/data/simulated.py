@@ -203,10 +203,12 @@ def experiment_plan(cfg: SimulatedConfig) -> list[PlannedExperiment]:
     """Every experiment of the simulated source, in the order of ``cfg.planted_depths``.
 
     Sizes: ``cfg.neurons_per_experiment`` when it is one number; for a ``(low, high)``
-    range, an area of ``n`` experiments gets ``rint(linspace(low, high, n))`` neurons in an
-    order shuffled by ``default_rng(SeedSequence(cfg.seed, spawn_key=(area_index,)))``. The
-    grid is symmetric, so the area holds ``n * (low + high) / 2`` neurons when ``low + high``
-    is even: the totals are exact, not random, and the spread realistic.
+    range, an area of ``n`` experiments gets ``rint(low + (high - low) * (i + 0.5) / n)``
+    neurons, ``i = 0 .. n - 1`` (the centres of ``n`` equal bins), in an order shuffled by
+    ``default_rng(SeedSequence(cfg.seed, spawn_key=(area_index,)))``. The grid is symmetric
+    about the middle and ``rint`` rounds halves to even, so the area holds exactly
+    ``n * (low + high) / 2`` neurons when ``low + high`` is even: the totals are exact, not
+    random, and the spread realistic.
 
     Numbering: ``serial`` and ``first_cell`` run over ``AREAS`` in order, counting every area
     of ``cfg.experiments_per_area`` as it would be simulated, so that an experiment's ids do
@@ -244,7 +246,8 @@ def _experiment_sizes(cfg: SimulatedConfig, area: str, count: int) -> list[int]:
     if not isinstance(cfg.neurons_per_experiment, tuple):
         return [int(cfg.neurons_per_experiment)] * int(count)
     low, high = cfg.neurons_per_experiment
-    grid = np.rint(np.linspace(low, high, int(count))).astype(int)
+    # Bin centres, not linspace: one experiment gets the middle size, not the smallest.
+    grid = np.rint(low + (high - low) * (np.arange(int(count)) + 0.5) / int(count)).astype(int)
     shuffle = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(AREAS.index(area),)))
     return [int(n) for n in shuffle.permutation(grid)]
 
