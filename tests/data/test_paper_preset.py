@@ -1,12 +1,13 @@
 """The paper-scale preset (``data.simulated.preset: paper``, docs/paper-scale.md).
 
 The plan (areas, experiments, sizes, Cre lines) is checked whole: it is cheap. The
-selection is checked on a sample of the preset's own experiments, written, measured and
-selected by the code the pull, responses and neurons stages run (``simulate_dataset``,
-``run_responses``, ``run_neurons``): writing all 37,400 neurons takes tens of minutes.
-Each planned experiment spreads its noise levels evenly over ``noise_range``, so a
-sample's selected fraction estimates the whole set's; the full run's counts are in
-docs/paper-scale.md.
+selection is checked on a sample of the preset's own experiments (the first of each area,
+1,283 neurons), written with the planted generator, measured and selected by the functions
+the pull, responses and neurons stages call (``simulate_dataset``, ``run_responses``,
+``run_neurons``): writing all 37,400 neurons takes tens of minutes. Each planned experiment
+spreads its noise levels evenly over ``noise_range``, so a sample's selected fraction
+estimates the whole set's, within its sampling error (a few percent); the measured counts
+are in docs/paper-scale.md.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from deepmouse.config import AREAS, parse_params
 from deepmouse.config.data import SIMULATED_PRESETS, SimulatedConfig, simulated_preset
 from deepmouse.data.simulated import experiment_plan, simulate_dataset
+from deepmouse.data.sources.simulated import planted_generator
 from deepmouse.errors import ConfigError, DataError
 from deepmouse.pipeline import run_neurons, run_responses
 
@@ -45,7 +47,7 @@ def test_plan_has_the_reference_study_size_and_area_shares(paper):
         assert recorded[area] / sum(recorded.values()) == pytest.approx(share, abs=0.01), area
 
 
-def test_plan_has_realistic_experiments(paper, tmp_path):
+def test_plan_has_realistic_experiments(paper):
     plan = experiment_plan(paper)
     sizes = np.array([planned.n_neurons for planned in plan])
     assert sizes.min() >= 100 and sizes.max() <= 300
@@ -56,8 +58,8 @@ def test_plan_has_realistic_experiments(paper, tmp_path):
     assert all(a + n == b for (a, n), (b, _) in zip(firsts, firsts[1:]))
 
 
-def test_every_area_has_several_cre_lines_and_depths(paper, tmp_path):
-    # Metadata are drawn per experiment: write one small experiment per Cre slot to read them.
+def test_every_area_has_several_cre_lines_and_depths(paper):
+    # The Cre line and depth follow from the plan; the generator only draws sex and age.
     from deepmouse.data.simulated import _experiment_metadata
 
     plan = experiment_plan(paper)
@@ -78,16 +80,12 @@ def test_default_plan_is_unchanged():
 
 @pytest.fixture(scope="module")
 def sample_run(paper, tmp_path_factory):
-    """The smallest planned experiment of each area, through pull, responses and neurons."""
+    """The first planned experiment of each area, through pull, responses and neurons."""
     root = tmp_path_factory.mktemp("paper")
-    plan = experiment_plan(paper)
-    sample = [min((p for p in plan if p.area == area), key=lambda p: (p.n_neurons, p.index)) for area in AREAS]
-    # A stand-in for the generator's layer: a neuron's reliability follows from its noise
-    # level and its rates' spread, not from which features it reads.
-    features = np.random.default_rng(3).standard_normal((119, 256)).astype(np.float32)
-    layers = {area: {"name": "stand-in", "index": 0, "depth": depth} for area, depth in paper.planted_depths.items()}
-    simulate_dataset(root / "raw", paper, {area: features for area in AREAS}, layers, experiments=sample)
+    sample = [p for p in experiment_plan(paper) if p.index == 0]
     params = parse_params({"data": {"simulated": {"preset": "paper"}}})
+    scenes, features, planted = planted_generator(params, progress=lambda message: None)
+    simulate_dataset(root / "raw", paper, features, planted, scenes=scenes, experiments=sample)
     run_responses(params, root / "raw", root / "responses", progress=lambda message: None)
     run_neurons(params, root / "responses", root / "neurons.parquet", root / "counts.json")
     return sample, json.loads((root / "counts.json").read_text())
