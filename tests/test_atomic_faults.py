@@ -221,7 +221,8 @@ class Case:
 
 
 CASES = {
-    "pull source folder": Case(_pull, ("raw/simulated",), ("deepmouse.data.simulated", "write_session_nwb"), nth=2),
+    "pull source folder": Case(_pull, ("raw/simulated",), ("deepmouse.data.simulated_sessions", "write_session_nwb"),
+                               nth=2),
     "nwb file": Case(_nwb_file, ("601.nwb",), ("deepmouse.data.layouts.ophys", "_write_imaging")),
     "events file": Case(_events_file, ("601_events.npz",), ("numpy.lib.format", "write_array")),
     "params.yaml (zoo use)": Case(_params_yaml, ("params.yaml",), ("pathlib", "Path.write_bytes"), how="half",

@@ -283,12 +283,15 @@ def _number_slots(hint: object, path: tuple = (), default: object = None, want: 
             # day such an item gains a float key, so that it gets a test of its own.
             assert not any(_number_slots(item) for item in sections), path
             return []
-        if not default:  # null or empty by default: a value is put in a list of the defaults only
+        # null or empty by default, or the default is another arm of a union (one count, not a range):
+        # a value is put in a list of the defaults only
+        if not default or not isinstance(default, (tuple, list)):
             return []
         indices = [len(default) - 1] if args[-1] is Ellipsis else range(len(args))
         return [((*path, i), default) for i in indices if _is_number(items[min(i, len(items) - 1)], want)]
     if isinstance(origin, type) and issubclass(origin, abc.Mapping):
-        return [((*path, next(iter(default))), default)] if default and _is_number(args[-1], want) else []
+        return ([((*path, next(iter(default))), default)]
+                if isinstance(default, abc.Mapping) and default and _is_number(args[-1], want) else [])
     return [(path, None)] if _is_number(hint, want) else []
 
 
