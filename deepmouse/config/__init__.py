@@ -50,15 +50,16 @@ from deepmouse.config.data import AllenConfig, DataConfig, SimulatedConfig, Tabl
 from deepmouse.config.features import FeaturesConfig
 from deepmouse.config.neurons import NeuronsConfig
 from deepmouse.config.responses import MAX_RESPONSE_SPAN_S, ResponsesConfig
-from deepmouse.config.scoring import (BootstrapConfig, ComparisonsConfig, CrossValidationConfig, RegressionConfig,
-                                      RsaConfig, ScoringConfig)
+from deepmouse.config.scoring import (BootstrapConfig, ComparisonsConfig, CrossValidationConfig, PlsConfig,
+                                      RegressionConfig, RsaConfig, ScoringConfig)
 from deepmouse.config.zoo import CustomModelConfig, ZooConfig
 from deepmouse.errors import ConfigError
 
 __all__ = [
     "AREAS", "MAX_RESPONSE_SPAN_S", "AllenConfig", "BootstrapConfig", "ChecksConfig", "ComparisonsConfig",
     "ComputeConfig", "CrossValidationConfig", "CustomModelConfig", "DataConfig", "FeaturesConfig", "NeuronsConfig",
-    "Params", "RegressionConfig", "ResponsesConfig", "RsaConfig", "ScoringConfig", "SimulatedConfig", "TableConfig",
+    "Params", "PlsConfig", "RegressionConfig", "ResponsesConfig", "RsaConfig", "ScoringConfig", "SimulatedConfig",
+    "TableConfig",
     "ZooConfig", "load_params", "parse_params", "set_zoo_models",
 ]
 

@@ -35,7 +35,8 @@ The number of components is chosen per layer and outer fold by inner K-fold CV o
 training part (total squared error over the site's neurons, the loss PLS2 fits; the
 fewest components on ties), from a grid capped at the smallest inner training size
 minus one. Each inner error is ``Σ_a r_aᵀ M r_a`` over the inner held-out stimuli ``a``,
-with ``r_a = e_a - (prediction operator row a)`` — no product with the neurons.
+with ``r_a = e_a - (prediction operator row a)``, i.e. ``‖R L‖²`` with ``M = L Lᵀ``: no
+product with the neurons.
 
 The score is defined as ridge's (``deepmouse.metrics.ridge.fit_ridge_folds``, DESIGN §6):
 Pearson r between held-out predictions and responses within each outer fold, per neuron;
@@ -94,7 +95,7 @@ DEFAULT_INNER_FOLDS = 5
 RANK_TOLERANCE = 1e-10
 """A component whose eigenvalue is below this fraction of the fit's first is left out."""
 
-FITS_PER_GROUP = 512
+FITS_PER_GROUP = 256
 """Fits (layers × outer folds × (inner folds + 1)) extracted in one batch; with 119
 stimuli each needs a few n × n float64 arrays, about 0.6 MB in all."""
 
@@ -244,6 +245,11 @@ def fit_pls_folds(
         gram += y[:, start:start + chunk_size] @ y[:, start:start + chunk_size].T
     fits = _Fits(fits.train.to(device), fits.held_out.to(device))
     centred_gram = _centred_on(gram, fits.train)  # (B, n, n): the responses' Gram, centred per fit
+    # Residuals of predictions are unchanged by a constant added to the responses (each row of a
+    # prediction operator sums to 1), so one root of the globally centred Gram serves every fit.
+    values, vectors = _eigh(gram)
+    rank = min(n, y.shape[1])
+    gram_root = vectors[:, -rank:] * values[-rank:].clamp_min(0.0).sqrt()  # (n, r): Y Yᵀ = gram_root gram_rootᵀ
 
     n_targets = y.shape[1]
     shape = (n_outer, n_layers, n_targets)
@@ -259,19 +265,23 @@ def fit_pls_folds(
         g = len(layers)
         extraction = _extract(kernels[layers.start:layers.stop].to(device), fits, centred_gram, int(grid[-1]),
                               n_targets)
-        inner_error = torch.stack([
-            _inner_squared_error(extraction, fits, centred_gram, a).reshape(g, n_outer, n_per_fold)[:, :, 1:].sum(-1)
-            for a in grid
-        ])  # (n_grid, g, n_outer)
-        best = inner_error.argmin(dim=0)  # first, i.e. fewest components, on ties
-        chosen[:, layers.start:layers.stop] = grid[best.cpu().numpy()].T
+        held_out = torch.diag_embed(fits.held_out.to(y.dtype))  # (B, n, n)
         # The chosen operator of every fit; the outer fit's rows predict the held-out stimuli and
         # the inner fits' rows, one stimulus each, give the inner-CV residuals.
         operator = torch.zeros(g, fits.train.shape[0], n, n, dtype=y.dtype, device=device)
+        best_error = torch.full((g, n_outer), torch.inf, dtype=y.dtype, device=device)
+        best = torch.zeros(g, n_outer, dtype=torch.long, device=device)
         for position, a in enumerate(grid):
-            use = (best == position).repeat_interleave(n_per_fold, dim=1)  # (g, B)
-            if use.any():
-                operator += torch.where(use[..., None, None], _prediction_operator(extraction, fits, int(a)), 0.0)
+            candidate = _prediction_operator(extraction, fits, int(a))  # (g, B, n, n)
+            # Total squared error over the targets on each inner fit's held-out stimuli: ‖R Y‖².
+            error = ((held_out - candidate) @ gram_root).square().sum(dim=(-2, -1))
+            error = error.reshape(g, n_outer, n_per_fold)[:, :, 1:].sum(dim=-1)
+            better = error < best_error  # strictly: the fewest components on ties
+            best = torch.where(better, position, best)
+            best_error = torch.where(better, error, best_error)
+            use = better.repeat_interleave(n_per_fold, dim=1)[..., None, None]
+            operator = torch.where(use, candidate, operator)
+        chosen[:, layers.start:layers.stop] = grid[best.cpu().numpy()].T
         inner = operator.reshape(g, n_outer, n_per_fold, n, n)[:, :, 1:]
         held = fits.held_out.reshape(n_outer, n_per_fold, n)[None, :, 1:, :, None]
         residual_maker = (torch.eye(n, dtype=y.dtype, device=device) * held - inner).sum(dim=2)  # (g, F, n, n)
@@ -353,10 +363,10 @@ def _extract(kernels: torch.Tensor, fits: _Fits, centred_gram: torch.Tensor, n_c
     With ``M = L Lᵀ`` (``L`` of shape n × r, ``r = min(n, n_targets)``, from one symmetric
     eigendecomposition per fit shared by the layers), ``t`` is the top eigenvector of
     ``K_k M`` exactly when ``z`` is the top eigenvector of the symmetric r × r matrix
-    ``S_k = Lᵀ K_k L``, with the same eigenvalue ``λ``, and ``t ∝ K_k L z``. The deflated
-    kernel ``K_k = P K P`` is kept up to date by a rank-two update per component
-    (``K_{k+1} = K_k - t aᵀ - a tᵀ + (tᵀ a) t tᵀ`` with ``a = K_k t``), so a component costs
-    ``S_k``'s product and eigendecomposition, and nothing iterates.
+    ``S_k = Lᵀ K_k L``, with the same eigenvalue ``λ``, and ``t ∝ K_k L z``. ``K_k L`` comes
+    from ``K L`` (once) and ``K T`` (a column per component), so a component costs one
+    ``K t``, products of n × r by r × r or k × r, and ``S_k``'s eigendecomposition; nothing
+    iterates.
     """
     train = fits.train.to(kernels.dtype)
     centred = _centred_on(kernels, fits.train)  # (g, B, n, n)
@@ -371,29 +381,37 @@ def _extract(kernels: torch.Tensor, fits: _Fits, centred_gram: torch.Tensor, n_c
     root = vectors[..., -rank:] * values[..., -rank:].clamp_min(0.0).sqrt()[..., None, :]  # (B, n, r)
     scores = torch.zeros(g, b, n, n_components, dtype=dtype, device=device)
     y_scores = torch.zeros_like(scores)
-    deflated = kernel.clone()
+    kernel_scores = torch.zeros_like(scores)  # K T, one column per component
+    kernel_root = kernel @ root  # (g, B, n, r)
     first_eigenvalue = None
     for k in range(n_components):
-        projected = deflated @ root  # (g, B, n, r)
-        eigenvalues, eigenvectors = _eigh(root.transpose(-1, -2) @ projected)
+        # P K P L = P (K L - K T (Tᵀ L)) with P = I - T Tᵀ: no n × n product per component.
+        previous, kernel_previous = scores[..., :k], kernel_scores[..., :k]
+        on_previous = _per_fit(root.transpose(-1, -2), previous).transpose(-1, -2)  # Tᵀ L: (g, B, k, r)
+        deflated_root = root - previous @ on_previous  # P L
+        image = kernel_root - kernel_previous @ on_previous  # K P L
+        eigenvalues, eigenvectors = _eigh(deflated_root.transpose(-1, -2) @ image)
         eigenvalue = eigenvalues[..., -1]
         if first_eigenvalue is None:
             first_eigenvalue = eigenvalue
-        t = projected @ eigenvectors[..., -1:]  # (g, B, n, 1)
-        t = t / t.norm(dim=-2, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
-        # Rounding leaves t a little outside the deflated space; project it back in.
-        previous = scores[..., :k]
+        t = image @ eigenvectors[..., -1:]  # (g, B, n, 1)
         t = t - previous @ (previous.transpose(-1, -2) @ t)
         t = t / t.norm(dim=-2, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
-        # Once the layer's or the responses' rank is exhausted, S_k is rounding noise.
-        keep = (eigenvalue > RANK_TOLERANCE * first_eigenvalue).to(dtype)[..., None, None]
-        t = t * keep
-        u = gram @ t
+        # Once the layer's or the responses' rank is exhausted, the eigenproblem is rounding noise.
+        t = t * (eigenvalue > RANK_TOLERANCE * first_eigenvalue).to(dtype)[..., None, None]
+        u = _per_fit(gram, t)
         scores[..., k:k + 1] = t
         y_scores[..., k:k + 1] = u - previous @ (previous.transpose(-1, -2) @ u)
-        a = deflated @ t
-        deflated = deflated - t @ a.transpose(-1, -2) - a @ t.transpose(-1, -2) + (t.transpose(-1, -2) @ a) * (t @ t.transpose(-1, -2))
+        kernel_scores[..., k:k + 1] = kernel @ t
     return _Extraction(kernel, cross, scores, y_scores)
+
+
+def _per_fit(matrices: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``matrices @ x`` for matrices (B, n, m) shared by the layers of x (g, B, m, c): one batched
+    product over the fits, where broadcasting would copy the matrices once per layer."""
+    g, b, m, c = x.shape
+    stacked = x.permute(1, 2, 0, 3).reshape(b, m, g * c)
+    return torch.bmm(matrices, stacked).reshape(b, matrices.shape[1], g, c).permute(2, 0, 1, 3)
 
 
 def _eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -423,14 +441,6 @@ def _prediction_operator(extraction: _Extraction, fits: _Fits, n_components: int
     held = fits.held_out.to(t.dtype)
     mean = held[:, :, None] * train[:, None, :] / train.sum(dim=1)[:, None, None]
     return mean + (extraction.cross @ u) @ coefficients
-
-
-def _inner_squared_error(extraction: _Extraction, fits: _Fits, centred_gram: torch.Tensor,
-                         n_components: int) -> torch.Tensor:
-    """Total squared error over the targets on each fit's held-out stimuli: ``Σ_a r_aᵀ M r_a``; (g, B)."""
-    held = fits.held_out.to(centred_gram.dtype)
-    residual = torch.diag_embed(held) - _prediction_operator(extraction, fits, int(n_components))  # (g, B, n, n)
-    return ((residual @ centred_gram) * residual).sum(dim=(-2, -1))
 
 
 def _pair_weights(quadratic: torch.Tensor) -> torch.Tensor:
