@@ -65,13 +65,13 @@ stimuli, so fits of different sizes share one shape.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from deepmouse.errors import DataError
 from deepmouse.metrics.folds import stimulus_folds
 
 # The checks and the two per-neuron products are ridge's, so both scores are defined alike.
@@ -263,37 +263,38 @@ def fit_pls_folds(
     for first in range(0, n_layers, layers_per_group):
         layers = range(first, min(first + layers_per_group, n_layers))
         g = len(layers)
-        extraction = _extract(kernels[layers.start:layers.stop].to(device), fits, centred_gram, int(grid[-1]),
-                              n_targets)
-        held_out = torch.diag_embed(fits.held_out.to(y.dtype))  # (B, n, n)
-        # The chosen operator of every fit; the outer fit's rows predict the held-out stimuli and
-        # the inner fits' rows, one stimulus each, give the inner-CV residuals.
-        operator = torch.zeros(g, fits.train.shape[0], n, n, dtype=y.dtype, device=device)
-        best_error = torch.full((g, n_outer), torch.inf, dtype=y.dtype, device=device)
-        best = torch.zeros(g, n_outer, dtype=torch.long, device=device)
-        for position, a in enumerate(grid):
-            candidate = _prediction_operator(extraction, fits, int(a))  # (g, B, n, n)
-            # Total squared error over the targets on each inner fit's held-out stimuli: ‖R Y‖².
-            error = ((held_out - candidate) @ gram_root).square().sum(dim=(-2, -1))
-            error = error.reshape(g, n_outer, n_per_fold)[:, :, 1:].sum(dim=-1)
-            better = error < best_error  # strictly: the fewest components on ties
-            best = torch.where(better, position, best)
-            best_error = torch.where(better, error, best_error)
-            use = better.repeat_interleave(n_per_fold, dim=1)[..., None, None]
-            operator = torch.where(use, candidate, operator)
-        chosen[:, layers.start:layers.stop] = grid[best.cpu().numpy()].T
-        inner = operator.reshape(g, n_outer, n_per_fold, n, n)[:, :, 1:]
-        held = fits.held_out.reshape(n_outer, n_per_fold, n)[None, :, 1:, :, None]
-        residual_maker = (torch.eye(n, dtype=y.dtype, device=device) * held - inner).sum(dim=2)  # (g, F, n, n)
-        training_sizes = fits.train[outer_rows].sum(dim=1).to(y.dtype)  # (F,)
-        quadratic = residual_maker.transpose(-1, -2) @ residual_maker / training_sizes[None, :, None, None]
-        error_weights = _pair_weights(quadratic).reshape(g * n_outer, -1)
-        outer = operator[:, outer_rows]  # (g, F, n, n)
-        groups = []
-        for size, fold_ids in by_size.items():
-            test = torch.as_tensor(np.stack([test_sets[f] for f in fold_ids]), device=device)  # (k, b)
-            rows = outer[:, fold_ids][:, torch.arange(len(fold_ids), device=device)[:, None], test]  # (g, k, b, n)
-            groups.append((fold_ids, test, rows.reshape(-1, n)))
+        with _one_cpu_thread(device):
+            extraction = _extract(kernels[layers.start:layers.stop].to(device), fits, centred_gram, int(grid[-1]),
+                                  n_targets)
+            held_out = torch.diag_embed(fits.held_out.to(y.dtype))  # (B, n, n)
+            # The chosen operator of every fit; the outer fit's rows predict the held-out stimuli and
+            # the inner fits' rows, one stimulus each, give the inner-CV residuals.
+            operator = torch.zeros(g, fits.train.shape[0], n, n, dtype=y.dtype, device=device)
+            best_error = torch.full((g, n_outer), torch.inf, dtype=y.dtype, device=device)
+            best = torch.zeros(g, n_outer, dtype=torch.long, device=device)
+            for position, a in enumerate(grid):
+                candidate = _prediction_operator(extraction, fits, int(a))  # (g, B, n, n)
+                # Total squared error over the targets on each inner fit's held-out stimuli: ‖R Y‖².
+                error = ((held_out - candidate) @ gram_root).square().sum(dim=(-2, -1))
+                error = error.reshape(g, n_outer, n_per_fold)[:, :, 1:].sum(dim=-1)
+                better = error < best_error  # strictly: the fewest components on ties
+                best = torch.where(better, position, best)
+                best_error = torch.where(better, error, best_error)
+                use = better.repeat_interleave(n_per_fold, dim=1)[..., None, None]
+                operator = torch.where(use, candidate, operator)
+            chosen[:, layers.start:layers.stop] = grid[best.cpu().numpy()].T
+            inner = operator.reshape(g, n_outer, n_per_fold, n, n)[:, :, 1:]
+            held = fits.held_out.reshape(n_outer, n_per_fold, n)[None, :, 1:, :, None]
+            residual_maker = (torch.eye(n, dtype=y.dtype, device=device) * held - inner).sum(dim=2)  # (g, F, n, n)
+            training_sizes = fits.train[outer_rows].sum(dim=1).to(y.dtype)  # (F,)
+            quadratic = residual_maker.transpose(-1, -2) @ residual_maker / training_sizes[None, :, None, None]
+            error_weights = _pair_weights(quadratic).reshape(g * n_outer, -1)
+            outer = operator[:, outer_rows]  # (g, F, n, n)
+            groups = []
+            for size, fold_ids in by_size.items():
+                test = torch.as_tensor(np.stack([test_sets[f] for f in fold_ids]), device=device)  # (k, b)
+                rows = outer[:, fold_ids][:, torch.arange(len(fold_ids), device=device)[:, None], test]  # (g, k, b, n)
+                groups.append((fold_ids, test, rows.reshape(-1, n)))
         train_masks = fits.train[outer_rows].T.to(y.dtype)  # (n, F)
         for start in range(0, n_targets, chunk_size):
             chunk = y[:, start:start + chunk_size]
@@ -415,14 +416,22 @@ def _per_fit(matrices: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def _eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.linalg.eigh``, on one CPU thread: LAPACK's threads slow small matrices down
-    (``deepmouse.metrics.ridge._centred_eigh``)."""
-    if matrices.device.type != "cpu":
+    with _one_cpu_thread(matrices.device):
         return torch.linalg.eigh(matrices)
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """One torch thread on the CPU: the fits are many small batched products and
+    eigendecompositions, which threads slow down (measured on a shared 2-core machine: 1.7 s per
+    layer on one thread, 6.9 s on two, for an area of 20 neurons; as ridge's eigensolver)."""
+    if device.type != "cpu":
+        yield
+        return
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return torch.linalg.eigh(matrices)
+        yield
     finally:
         torch.set_num_threads(threads)
 
