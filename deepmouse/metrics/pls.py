@@ -60,7 +60,9 @@ features of large magnitude from deciding every component, as for ridge.
 
 All fits of a group of layers (every outer fold and inner split) run as one batch in
 torch, float64, each embedded in the ``n`` stimuli with zeros outside its training
-stimuli, so fits of different sizes share one shape.
+stimuli, so fits of different sizes share one shape; on the CPU the fits run on one
+thread (many small batched products and eigendecompositions), the products with the
+neurons on all of them. Speed against the products' floor: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
