@@ -46,20 +46,21 @@ from deepmouse.atomic import write_bytes
 from deepmouse.config.base import AREAS, Section, validated
 from deepmouse.config.checks import ChecksConfig
 from deepmouse.config.compute import ComputeConfig
-from deepmouse.config.data import AllenConfig, DataConfig, SimulatedConfig, TableConfig
+from deepmouse.config.data import AllenConfig, DataConfig, NeuropixelsPullConfig, SimulatedConfig, TableConfig
 from deepmouse.config.features import FeaturesConfig
 from deepmouse.config.neurons import NeuronsConfig
-from deepmouse.config.responses import MAX_RESPONSE_SPAN_S, ResponsesConfig
-from deepmouse.config.scoring import (BootstrapConfig, ComparisonsConfig, CrossValidationConfig, PlsConfig,
+from deepmouse.config.responses import (MAX_RESPONSE_SPAN_S, NeuropixelsResponsesConfig, ResponsesConfig,
+                                        UnitFiltersConfig)
+from deepmouse.config.scoring import (BootstrapConfig, CkaConfig, ComparisonsConfig, CrossValidationConfig, PlsConfig,
                                       RegressionConfig, RsaConfig, ScoringConfig)
 from deepmouse.config.zoo import CustomModelConfig, ZooConfig
 from deepmouse.errors import ConfigError
 
 __all__ = [
-    "AREAS", "MAX_RESPONSE_SPAN_S", "AllenConfig", "BootstrapConfig", "ChecksConfig", "ComparisonsConfig",
+    "AREAS", "MAX_RESPONSE_SPAN_S", "AllenConfig", "BootstrapConfig", "ChecksConfig", "CkaConfig", "ComparisonsConfig",
     "ComputeConfig", "CrossValidationConfig", "CustomModelConfig", "DataConfig", "FeaturesConfig", "NeuronsConfig",
-    "Params", "PlsConfig", "RegressionConfig", "ResponsesConfig", "RsaConfig", "ScoringConfig", "SimulatedConfig",
-    "TableConfig",
+    "NeuropixelsPullConfig", "NeuropixelsResponsesConfig", "Params", "PlsConfig", "RegressionConfig",
+    "ResponsesConfig", "RsaConfig", "ScoringConfig", "SimulatedConfig", "TableConfig", "UnitFiltersConfig",
     "ZooConfig", "load_params", "parse_params", "set_zoo_models",
 ]
 

@@ -74,6 +74,34 @@ class SimulatedConfig(Section):
 
 
 @dataclass(frozen=True)
+class NeuropixelsPullConfig(Section):
+    """The Visual Coding Neuropixels pull (``brain_observatory_1.1`` sessions, session NWB files only).
+
+    Off by default (``enabled: false``): the stages do not fetch Neuropixels sessions yet, and
+    :func:`deepmouse.data.neuropixels.pull_neuropixels` is called by hand or by a later stage.
+    ``areas`` keeps the sessions whose probes recorded from at least one of the areas (the
+    session table's ``ecephys_structure_acronyms``); ``null`` keeps every session.
+    ``max_sessions`` keeps the lowest session ids (a partial pull). ``cache_dir`` holds
+    allensdk's ecephys manifest, its metadata tables and the session NWB files; it must not be
+    the two-photon ``cache_dir``.
+    """
+
+    enabled: StrictBool = False
+    cache_dir: StrictStr = "data/neuropixels_cache"
+    areas: tuple[StrictStr, ...] | None = None
+    max_sessions: StrictInt | None = None
+
+    _check_areas = field_validator("areas")(known_areas)
+
+    @field_validator("max_sessions")
+    @classmethod
+    def _check_max_sessions(cls, max_sessions: int | None) -> int | None:
+        if max_sessions is not None and max_sessions <= 0:
+            raise invalid(f"must be positive or null, got {max_sessions}")
+        return max_sessions
+
+
+@dataclass(frozen=True)
 class AllenConfig(Section):
     """The real pull through allensdk's ``BrainObservatoryCache`` (natural scenes, session B).
 
@@ -91,9 +119,18 @@ class AllenConfig(Section):
     retries: StrictInt = 5
     timeout_s: StrictFloat = 60.0
     events: StrictBool = False
+    neuropixels: NeuropixelsPullConfig = field(default_factory=NeuropixelsPullConfig)
 
     _check_areas = field_validator("areas")(known_areas)
     _check_timeout = field_validator("timeout_s")(positive)
+
+    @model_validator(mode="after")
+    def _check_caches_apart(self) -> AllenConfig:
+        # Two AllenSDK caches in one folder would share (and overwrite) one manifest.json.
+        if Path(self.neuropixels.cache_dir).resolve() == Path(self.cache_dir).resolve():
+            raise invalid(f"must differ from data.allen.cache_dir ({self.cache_dir!r}): the two-photon and "
+                          "Neuropixels AllenSDK caches each keep their own manifest", key="neuropixels.cache_dir")
+        return self
 
     @field_validator("max_experiments")
     @classmethod
@@ -164,6 +201,7 @@ class TableConfig(Section):
 class DataConfig(Section):
     source: Literal["simulated", "nwb_dir", "allen", "table"] = "simulated"
     nwb_dir: StrictStr | None = None
+    neuropixels_dir: StrictStr | None = None
     simulated: SimulatedConfig = field(default_factory=SimulatedConfig)
     allen: AllenConfig = field(default_factory=AllenConfig)
     table: TableConfig = field(default_factory=TableConfig)
@@ -177,6 +215,11 @@ class DataConfig(Section):
         if self.source == "nwb_dir" and not Path(self.nwb_dir).is_dir():
             relative = "" if Path(self.nwb_dir).is_absolute() else f" in {Path.cwd()}"
             raise invalid(f"no such folder {self.nwb_dir!r}{relative} (data.source is 'nwb_dir')", key="nwb_dir")
+        # A key of its own rather than nwb_dir: the nwb_dir pull reads every file it finds as a
+        # two-photon session, and a user may keep both kinds. Set only by hand, so checked when set.
+        if self.neuropixels_dir is not None and not Path(self.neuropixels_dir).is_dir():
+            relative = "" if Path(self.neuropixels_dir).is_absolute() else f" in {Path.cwd()}"
+            raise invalid(f"no such folder {self.neuropixels_dir!r}{relative}", key="neuropixels_dir")
         if self.source == "table":
             try:
                 self.table.check_paths("data.table")

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import StrictFloat, field_validator, model_validator
+from pydantic import StrictBool, StrictFloat, field_validator, model_validator
 
 from deepmouse.config.base import Section, invalid
 
@@ -21,6 +21,63 @@ def _ordered(span: tuple[float, float]) -> tuple[float, float]:
     if not start < stop:
         raise invalid(f"start must be before stop, got {[start, stop]}")
     return start, stop
+
+
+@dataclass(frozen=True)
+class UnitFiltersConfig(Section):
+    """Quality filters of Neuropixels units (``responses.neuropixels.units``; ``deepmouse.data.units``).
+
+    The three thresholds default to the release's own (allensdk's ``EcephysSession``
+    defaults, ``UNIT_FILTER_DEFAULTS``): ``amplitude_cutoff <= 0.1``, ``presence_ratio >=
+    0.95``, ``isi_violations <= 0.5``. ``snr_minimum`` and ``firing_rate_minimum`` are off
+    (null) by default: the release applies neither. null turns any filter off.
+    ``require_good_quality``: keep only units sorted as ``good`` whose peak channel holds valid
+    data (allensdk's ``filter_by_validity``).
+    """
+
+    amplitude_cutoff_maximum: StrictFloat | None = 0.1
+    presence_ratio_minimum: StrictFloat | None = 0.95
+    isi_violations_maximum: StrictFloat | None = 0.5
+    snr_minimum: StrictFloat | None = None
+    firing_rate_minimum: StrictFloat | None = None
+    require_good_quality: StrictBool = True
+
+    @field_validator("amplitude_cutoff_maximum", "presence_ratio_minimum")
+    @classmethod
+    def _check_fraction(cls, value: float | None) -> float | None:
+        # Both metrics are fractions (amplitude cutoff: of spikes missed, at most 0.5 by construction).
+        if value is not None and not 0 <= value <= 1:
+            raise invalid(f"must lie in [0, 1] (the metric is a fraction) or be null, got {value}")
+        return value
+
+    @field_validator("isi_violations_maximum", "snr_minimum", "firing_rate_minimum")
+    @classmethod
+    def _check_non_negative(cls, value: float | None) -> float | None:
+        if value is not None and value < 0:
+            raise invalid(f"must be non-negative (the metric is) or null, got {value}")
+        return value
+
+
+@dataclass(frozen=True)
+class NeuropixelsResponsesConfig(Section):
+    """Spike-count responses of Neuropixels units (``deepmouse.data.spikes``).
+
+    ``window``: seconds after onset over which spikes are counted (a rate, spikes/s); the
+    default, the presentation's 0.25 s, is the window of the release's own natural scenes
+    analysis. ``units``: the unit quality filters.
+    """
+
+    window: tuple[StrictFloat, StrictFloat] = (0.0, 0.25)
+    units: UnitFiltersConfig = field(default_factory=UnitFiltersConfig)
+
+    @field_validator("window")
+    @classmethod
+    def _check_window(cls, window: tuple[float, float]) -> tuple[float, float]:
+        start, stop = _ordered(window)
+        if not 0 <= start < stop <= MAX_RESPONSE_SPAN_S:
+            raise invalid(f"must lie within the {MAX_RESPONSE_SPAN_S:g} s after onset "
+                           f"(0 <= start < stop <= {MAX_RESPONSE_SPAN_S:g}), got {[start, stop]}")
+        return window
 
 
 @dataclass(frozen=True)
@@ -46,6 +103,7 @@ class ResponsesConfig(Section):
     # so a window or baseline reaches past its recording for a handful at most; 1% (about 60) is
     # well above that and well below what a recording cut short or a misplaced window loses.
     max_dropped_fraction: StrictFloat = 0.01
+    neuropixels: NeuropixelsResponsesConfig = field(default_factory=NeuropixelsResponsesConfig)
 
     @field_validator("max_dropped_fraction")
     @classmethod

@@ -71,6 +71,18 @@ class PlsConfig(Section):
 
 
 @dataclass(frozen=True)
+class CkaConfig(Section):
+    """Linear CKA between a layer's features and a site's neurons (DESIGN §6).
+
+    ``estimator``: ``unbiased`` (U-statistic HSIC, Song et al. 2012; the default, since the
+    biased one is inflated with many features at 119 stimuli) or ``biased`` (the V-statistic).
+    CKA uses the RSA sites (``scoring.rsa.sites``).
+    """
+
+    estimator: Literal["unbiased", "biased"] = "unbiased"
+
+
+@dataclass(frozen=True)
 class CrossValidationConfig(Section):
     """Seeded splits of the stimuli shared by every model and site.
 
@@ -123,12 +135,17 @@ class ScoringConfig(Section):
     ``cv`` (the layer chosen on held-out-free data and scored on held-out data).
     ``ceiling``: which per-neuron ceiling normalises regression scores — ``split_half``
     (Spearman-Brown reliability) or ``cc_max`` (Schoppe et al. 2016, squared).
+    ``min_ceiling``: a neuron's (regression) or site's (RSA, CKA) ceiling below it keeps its
+    raw score but gets no normalised score and is flagged ``low_ceiling``: r / sqrt(ceiling)
+    of a tiny ceiling is mostly noise.
     """
 
     layer_selection: tuple[Literal["max", "cv"], ...] = ("max", "cv")
     ceiling: Literal["split_half", "cc_max"] = "split_half"
+    min_ceiling: StrictFloat = 0.3
     rsa: RsaConfig = field(default_factory=RsaConfig)
     regression: RegressionConfig = field(default_factory=RegressionConfig)
+    cka: CkaConfig = field(default_factory=CkaConfig)
     pls: PlsConfig = field(default_factory=PlsConfig)
     cv: CrossValidationConfig = field(default_factory=CrossValidationConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
@@ -142,3 +159,10 @@ class ScoringConfig(Section):
         if len(set(layer_selection)) != len(layer_selection):
             raise invalid(f"duplicate entries in {list(layer_selection)}")
         return layer_selection
+
+    @field_validator("min_ceiling")
+    @classmethod
+    def _check_min_ceiling(cls, min_ceiling: float) -> float:
+        if not 0 <= min_ceiling < 1:
+            raise invalid(f"must be in [0, 1), got {min_ceiling}")
+        return min_ceiling

@@ -21,30 +21,27 @@ own listing file is cached); without a connection the pull stops within
 seconds with a :class:`~deepmouse.errors.SourceError` that names the host and
 says how to use ``data.source: nwb_dir`` instead.
 
-Size: one source's pull (listing, download addresses, fetching and checking its files); to be
-split when sources share one interface.
+The retried queries and the cache-folder helpers both Allen pulls use are in
+:mod:`deepmouse.data.allen_api`; the Neuropixels pull is :mod:`deepmouse.data.neuropixels`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import http.client
 import json
 import shutil
-import socket
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
-from urllib.error import HTTPError, URLError
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from deepmouse.atomic import write_text
 from deepmouse.config import AllenConfig
-from deepmouse.data.download import OFFLINE_HINT, describe_network_error, download_file, host_of, sha256_file
+from deepmouse.data.allen_api import as_list, is_within, query_with_retries, relative_to_cache
+from deepmouse.data.download import download_file, host_of, sha256_file
 from deepmouse.data.events import ALLENSDK_EVENTS_FOLDER, EVENTS_SUFFIX, events_shape, place_events_file
-from deepmouse.data.nwb import DFF_PATH, check_session_layout, staged_directory
+from deepmouse.data.layouts.ophys import DFF_PATH, EXPERIMENT_ID_PATH, check_session_layout
+from deepmouse.data.nwb import staged_directory
 from deepmouse.errors import ConfigError, DataError, NwbLayoutError, SourceError
 
 Progress = Callable[[str], None]
@@ -73,8 +70,6 @@ _LISTING_FIELDS = {
     "cre_line": "Cre line",
     "imaging_depth": "imaging depth",
 }
-# Answers that a later attempt may not get again.
-_RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 def open_brain_observatory_cache(manifest_file: str | Path):
@@ -182,7 +177,7 @@ def pull_allen(
     """
     out_dir = Path(out_dir)
     cache_dir = Path(cfg.cache_dir)
-    if _is_within(cache_dir, out_dir):
+    if is_within(cache_dir, out_dir):
         raise ConfigError(
             f"data.allen.cache_dir: {cache_dir} lies inside the pull output folder {out_dir}, "
             "which every pull replaces; choose a cache folder outside it"
@@ -218,7 +213,7 @@ def pull_allen(
                 "imaging_depth": int(row["imaging_depth"]),
                 "session_type": row.get("session_type"),
                 "file": target.name,
-                "source_file": _relative_to_cache(path, cache_dir),
+                "source_file": relative_to_cache(path, cache_dir),
                 "sha256": sha256 or sha256_file(target),
                 "bytes": target.stat().st_size,
                 "events_file": events_file,
@@ -228,9 +223,9 @@ def pull_allen(
             "api_url": cache.api.api_url,
             "cache_dir": str(cfg.cache_dir),
             "filters": {
-                "areas": _as_list(cfg.areas),
-                "cre_lines": _as_list(cfg.cre_lines),
-                "imaging_depths": _as_list(cfg.imaging_depths),
+                "areas": as_list(cfg.areas),
+                "cre_lines": as_list(cfg.cre_lines),
+                "imaging_depths": as_list(cfg.imaging_depths),
                 "max_experiments": cfg.max_experiments,
             },
             "experiments": records,
@@ -310,9 +305,9 @@ def list_natural_scenes_experiments(cache, cfg: AllenConfig, *, backoff_s: float
         If the API cannot be reached, nothing matches, or a row lacks a field.
     """
     filters = {
-        "targeted_structures": _as_list(cfg.areas),
-        "cre_lines": _as_list(cfg.cre_lines),
-        "imaging_depths": _as_list(cfg.imaging_depths),
+        "targeted_structures": as_list(cfg.areas),
+        "cre_lines": as_list(cfg.cre_lines),
+        "imaging_depths": as_list(cfg.imaging_depths),
     }
     rows = _query_allen(
         cache, "the list of ophys experiments",
@@ -480,71 +475,13 @@ def _check_file_holds_experiment(cache, experiment_id: int, path: Path) -> None:
     found = metadata.get("ophys_experiment_id")
     if found != experiment_id:
         raise SourceError(
-            f"{path}: holds ophys experiment {found} (general/session_id), but the cache keeps experiment "
+            f"{path}: holds ophys experiment {found} ({EXPERIMENT_ID_PATH}), but the cache keeps experiment "
             f"{experiment_id} there; delete the file and pull again"
         )
 
 
 def _query_allen(cache, what: str, query: Callable[[], Any], cfg: AllenConfig, backoff_s: float,
                  progress: Progress):
-    """Run one AllenSDK metadata query, retrying what a later attempt may not repeat.
-
-    A host that cannot be reached at all (no network, unknown name, refused
-    connection) stops at once: waiting would only delay the message.
-    """
-    host = host_of(cache.api.api_url)
-    failure = ""
-    for attempt in range(cfg.retries + 1):
-        if attempt:
-            delay = backoff_s * 2 ** (attempt - 1)
-            progress(f"{host}: {failure} when asked for {what}; retry {attempt} of {cfg.retries} in {delay:.1f} s")
-            time.sleep(delay)
-        try:
-            with _socket_timeout(cfg.timeout_s):
-                return query()
-        except HTTPError as err:
-            if err.code not in _RETRYABLE_STATUS:
-                raise SourceError(f"{host} answered HTTP {err.code} {err.reason} when asked for {what}") from err
-            failure = f"HTTP {err.code} {err.reason}"
-        except URLError as err:
-            if not isinstance(err.reason, TimeoutError):
-                raise SourceError(
-                    f"could not reach {host} ({describe_network_error(err)}) to get {what}; {OFFLINE_HINT}"
-                ) from err
-            failure = f"no answer within {cfg.timeout_s:g} s"
-        except TimeoutError:
-            failure = f"no answer within {cfg.timeout_s:g} s"
-        except (ConnectionError, http.client.HTTPException) as err:
-            failure = f"connection lost ({describe_network_error(err)})"
-        except json.JSONDecodeError as err:
-            raise SourceError(f"{host} answered the request for {what} with something that is not JSON "
-                              f"({err}); is a proxy or login page in the way?") from err
-    raise SourceError(f"{host} did not answer the request for {what} after {cfg.retries + 1} attempts: {failure}")
-
-
-@contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    # The AllenSDK's queries go through urllib without a timeout, so a silent network
-    # would hang them; the process-wide default is the only handle, restored afterwards.
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
-
-
-def _relative_to_cache(path: Path, cache_dir: Path) -> str:
-    try:
-        return path.resolve().relative_to(cache_dir.resolve()).as_posix()
-    except ValueError:  # a manifest of the user's may keep files elsewhere
-        return str(path)
-
-
-def _as_list(values) -> list | None:
-    return None if values is None else list(values)
+    """Run one AllenSDK metadata query through :func:`~deepmouse.data.allen_api.query_with_retries`."""
+    return query_with_retries(host_of(cache.api.api_url), what, query, retries=cfg.retries,
+                              timeout_s=cfg.timeout_s, backoff_s=backoff_s, progress=progress)

@@ -11,8 +11,11 @@ where a finished one belongs. :func:`download_file` therefore
 - resumes an interrupted transfer, in a later attempt or a later run, with an
   HTTP ``Range`` request from the ``.part``'s size when the server answers
   206 Partial Content, and starts again from zero when it answers 200;
+- runs a caller's ``check`` of the complete ``.part`` (e.g. "is this an HDF5
+  file") before the rename, so that a file the check refuses never takes the
+  place of a finished one;
 - retries connection errors, timeouts, interrupted transfers, 5xx (and 408,
-  429) answers and size or checksum mismatches with exponential backoff
+  429) answers, size or checksum mismatches and refused checks with exponential backoff
   (``backoff_s``, ``2 * backoff_s``, ``4 * backoff_s``, ...), at most
   ``retries`` times;
 - stops at once on any other 4xx answer (404, 403, ...), which a retry would
@@ -33,7 +36,7 @@ from urllib.parse import urlsplit
 import requests
 
 from deepmouse.atomic import fsync_path
-from deepmouse.errors import SourceError
+from deepmouse.errors import DeepmouseError, SourceError
 from deepmouse.hashing import file_sha256 as sha256_file
 
 Progress = Callable[[str], None]
@@ -144,6 +147,8 @@ def download_file(
     backoff_s: float = 1.0,
     progress: Progress = print,
     session: requests.Session | None = None,
+    check: Callable[[Path], None] | None = None,
+    offline_hint: str = OFFLINE_HINT,
 ) -> DownloadResult:
     """Download ``url`` to ``dest``, resuming, retrying and verifying (see the module docstring).
 
@@ -176,6 +181,13 @@ def download_file(
     session : requests.Session, optional
         Session to reuse (connection pooling, proxies, tests); a private one
         is opened and closed otherwise.
+    check : callable, optional
+        ``check(part)`` is called on the complete ``.part`` once its size and
+        sha256 check out; a :class:`~deepmouse.errors.DeepmouseError` it
+        raises deletes the ``.part`` and fails the attempt with its message
+        (retried like a checksum mismatch).
+    offline_hint : str
+        What to do instead, said when the host could not be reached at all.
 
     Returns
     -------
@@ -213,17 +225,19 @@ def download_file(
                 progress(f"{dest.name}: {failure.reason}; retry {attempt} of {retries} in {delay:.1f} s")
                 time.sleep(delay)
             try:
-                return _attempt_download(url, dest, expected_size, expected_sha256, timeout_s, session, progress)
+                return _attempt_download(url, dest, expected_size, expected_sha256, timeout_s, session, progress,
+                                         check)
             except _AttemptFailed as err:
                 failure = err
     finally:
         if own_session:
             session.close()
-    raise SourceError(_give_up_message(url, dest, failure, retries + 1))
+    raise SourceError(_give_up_message(url, dest, failure, retries + 1, offline_hint))
 
 
 def _attempt_download(url: str, dest: Path, expected_size: int | None, expected_sha256: str | None,
-                      timeout_s: float, session: requests.Session, progress: Progress) -> DownloadResult:
+                      timeout_s: float, session: requests.Session, progress: Progress,
+                      check: Callable[[Path], None] | None = None) -> DownloadResult:
     part = part_path(dest)
     offset = part.stat().st_size if part.exists() else 0
     if expected_size is not None and offset > expected_size:
@@ -254,7 +268,7 @@ def _attempt_download(url: str, dest: Path, expected_size: int | None, expected_
                                      f"({total if total is not None else 'unknown'} bytes); starting again")
             # The .part already holds every byte: only verification is left.
             return _finish(dest, offset, _hash_prefix(part, offset), expected_size, expected_sha256,
-                           resumed=True, progress=progress)
+                           resumed=True, progress=progress, check=check)
         if status in _RETRYABLE_STATUS:
             raise _AttemptFailed(f"{host_of(url)} answered HTTP {status} {response.reason}")
         if status >= 400:
@@ -293,12 +307,13 @@ def _attempt_download(url: str, dest: Path, expected_size: int | None, expected_
     if total is not None and done > total:
         part.unlink()
         raise _AttemptFailed(f"received {done} bytes, more than the {total} the server announced")
-    return _finish(dest, done, digest, expected_size, expected_sha256, resumed=resumed, progress=progress)
+    return _finish(dest, done, digest, expected_size, expected_sha256, resumed=resumed, progress=progress,
+                   check=check)
 
 
 def _finish(dest: Path, size: int, digest, expected_size: int | None, expected_sha256: str | None, *,
-            resumed: bool, progress: Progress) -> DownloadResult:
-    """Check the complete ``.part`` and rename it onto ``dest``; a mismatch deletes it."""
+            resumed: bool, progress: Progress, check: Callable[[Path], None] | None = None) -> DownloadResult:
+    """Check the complete ``.part`` and rename it onto ``dest``; a mismatch or a refused check deletes it."""
     part = part_path(dest)
     if expected_size is not None and size != expected_size:
         part.unlink()
@@ -307,6 +322,12 @@ def _finish(dest: Path, size: int, digest, expected_size: int | None, expected_s
     if expected_sha256 is not None and sha256 != expected_sha256:
         part.unlink()
         raise _AttemptFailed(f"sha256 mismatch: got {sha256}, expected {expected_sha256}")
+    if check is not None:
+        try:
+            check(part)
+        except DeepmouseError as err:
+            part.unlink()
+            raise _AttemptFailed(str(err)) from err
     fsync_path(part)  # a .part completed by an earlier, killed run may not be on disk yet
     os.replace(part, dest)
     fsync_path(dest.parent)
@@ -315,11 +336,12 @@ def _finish(dest: Path, size: int, digest, expected_size: int | None, expected_s
     return DownloadResult(path=dest, sha256=sha256, bytes=size, resumed=resumed)
 
 
-def _give_up_message(url: str, dest: Path, failure: _AttemptFailed, n_attempts: int) -> str:
+def _give_up_message(url: str, dest: Path, failure: _AttemptFailed, n_attempts: int,
+                     offline_hint: str = OFFLINE_HINT) -> str:
     attempts = f"{n_attempts} attempt{'s' if n_attempts > 1 else ''}"
     if failure.unreachable:
         return (f"could not reach {host_of(url)} after {attempts} ({failure.cause}) to download {url}; "
-                f"{OFFLINE_HINT}")
+                f"{offline_hint}")
     message = f"{url}: download failed after {attempts}: {failure.reason}"
     part = part_path(dest)
     if part.exists():

@@ -72,7 +72,8 @@ import scipy.signal
 from deepmouse.atomic import write_text
 from deepmouse.config import AREAS, SimulatedConfig
 from deepmouse.data.events import events_path, write_events
-from deepmouse.data.nwb import SessionMetadata, write_session_nwb
+from deepmouse.data.nwb_writer import write_session_nwb
+from deepmouse.data.session_metadata import SessionMetadata
 from deepmouse.data.stimuli import BLANK_SCENE, N_IMAGES, N_STIMULI
 from deepmouse.errors import DataError
 from deepmouse.hashing import file_sha256

@@ -15,7 +15,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from deepmouse.data.nwb import TEMPLATES_PATH, read_stimulus_templates
+from deepmouse.data.layouts.ophys import TEMPLATES_PATH
+from deepmouse.data.nwb import read_stimulus_templates
 from deepmouse.errors import DataError
 
 N_IMAGES = 118

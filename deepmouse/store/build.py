@@ -3,61 +3,51 @@
 The schema (``sql/schema.sql``) fixes each table's columns and types; every build creates
 every table whole, so building twice gives the same rows, never duplicates.
 
-A store is never written in place. :func:`replacing` hands out a staging file next to the
-target (same folder, so same filesystem) and renames it onto the target with ``os.replace``
-only when the work on it is complete: a reader sees the old database or the new one, never
-half of one. :func:`build_store` builds into it, checks that every table and view is there
+A store is never written in place (:func:`deepmouse.store.replace.replacing`).
+:func:`build_store` builds into a staging file, checks that every table and view is there
 with the rows it was given, checkpoints and closes it (so no ``.wal`` is left); the ``checks``
 stage copies a built store into it and publishes it only if every check passes. An error or
 an interrupt (Ctrl-C) removes the staging file and leaves the target as it was; a staging
 file left by a process killed outright (SIGKILL) is removed by the next replacement of the
 same target.
 
-Renaming over a file another process has open for writing would silently orphan that
-process's writes, so the target is first opened read-only: DuckDB's file lock then refuses
-while a writer holds it. Readers do not block the replacement; they keep reading the file
-they opened. The read-only connection is held across the rename, so no writer can open the
-old file in between.
-
 Tables that grow with neurons × layers (:data:`PARQUET_TABLES`; ~155 M rows for the whole
 zoo) are not copied into the database: the store holds a view of the same name and columns
 over the scores stage's per-model Parquet files, and lists those files in the
 ``parquet_files`` table. (The published store's views name a checked snapshot of them
-instead, :mod:`deepmouse.store.publish`, pointed at by :func:`repoint_parquet_view`.) The view names each file relative to the project root (the nearest
-folder above the database holding ``dvc.yaml``, :func:`project_root`), so a clone that
-``dvc pull``\ s its outputs, or a project moved elsewhere, reads its own files; a file
-outside the project is named by its absolute path. The views prefix each relative name
-with the DuckDB variable ``deepmouse_root`` (:data:`ROOT_VARIABLE`), which
-:func:`open_store` and :func:`open_query_connection` set to the project root, so the files
-read never depend on the current directory; another reader runs ``SET VARIABLE
-deepmouse_root = '<project root>'`` first, or, without it, names are taken from the
-current directory (right when it is the project root). A missing file is named by
+instead, :mod:`deepmouse.store.publish`, pointed at by
+:func:`~deepmouse.store.parquet_views.repoint_parquet_view`.) The view names each file
+relative to the project root (the nearest folder above the database holding ``dvc.yaml``,
+:func:`project_root`), so a clone that ``dvc pull``\ s its outputs, or a project moved
+elsewhere, reads its own files; a file outside the project is named by its absolute path.
+The views prefix each relative name with the DuckDB variable ``deepmouse_root``
+(:data:`~deepmouse.store.parquet_views.ROOT_VARIABLE`), which :func:`open_store` and
+:func:`open_query_connection` set to the project root, so the files read never depend on
+the current directory; another reader runs ``SET VARIABLE deepmouse_root = '<project
+root>'`` first, or, without it, names are taken from the current directory (right when it
+is the project root). A missing file is named by
 :func:`open_store`, with how to restore it.
 
-Size: the build, and the staging file the store is replaced through; the staging and its
-clean-up are to move beside :mod:`deepmouse.atomic` when the store is next restructured.
+The views themselves are made in :mod:`deepmouse.store.parquet_views`.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import duckdb
 import pandas as pd
-import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from deepmouse.atomic import fsync_path, remove_stale_staging, staging_path
-from deepmouse.errors import DeepmouseError, StoreError
+from deepmouse.errors import StoreError
+from deepmouse.store.parquet_views import FILES_TABLE, identifier, name_rows, serve_parquet_table, set_root, view_parquet
+from deepmouse.store.replace import cannot_open, connect, one_line, replacing, restore_hint, wal
 
-TABLES = ("runs", "models", "layers", "neurons", "rsa_scores", "regression_scores", "model_scores", "neuron_scores",
-          "model_comparisons")
+TABLES = ("runs", "models", "layers", "neurons", "rsa_scores", "cka_scores", "regression_scores", "model_scores",
+          "neuron_scores", "model_comparisons")
 """The stable tables of DESIGN §7, in load order."""
 
 TABLE_KEYS = {
@@ -66,6 +56,7 @@ TABLE_KEYS = {
     "layers": ("model_id", "layer_index"),
     "neurons": ("neuron_id",),
     "rsa_scores": ("model_id", "layer_index", "site_kind", "site", "metric"),
+    "cka_scores": ("model_id", "layer_index", "site_kind", "site", "estimator"),
     "regression_scores": ("model_id", "layer_index", "neuron_id"),
     "model_scores": ("model_id", "method", "layer_selection", "site_kind", "site"),
     "neuron_scores": ("model_id", "method", "layer_selection", "neuron_id"),
@@ -75,12 +66,6 @@ TABLE_KEYS = {
 
 PARQUET_TABLES = ("regression_scores", "neuron_scores")
 """Tables of :data:`TABLES` that grow with neurons × layers: views over Parquet files, never copied in."""
-
-SERVED_SUFFIX = "_files"
-"""What the query connection names the Arrow dataset behind each of :data:`PARQUET_TABLES` (``regression_scores_files``)."""
-
-FILES_TABLE = "parquet_files"
-"""The store's list of the Parquet files behind its views: ``(table_name, path, n_rows)``."""
 
 
 @dataclass(frozen=True)
@@ -97,32 +82,6 @@ class ParquetFiles:
 
     def __init__(self, paths: Sequence[str | Path]) -> None:
         object.__setattr__(self, "paths", tuple(Path(p) for p in paths))
-
-
-def restore_hint(db_path: str | Path) -> str:
-    """How to get the last good version of a store back (DVC keeps it in its cache)."""
-    return f"`dvc checkout --force {db_path}` restores the last good one"
-
-
-def connect(db_path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the store, turning DuckDB's lock error into one that says what to do.
-
-    Raises
-    ------
-    StoreError
-        If another process holds the database open for writing, or it is not a DuckDB file.
-    """
-    try:
-        return duckdb.connect(str(db_path), read_only=read_only)
-    except duckdb.IOException as err:
-        raise _cannot_open(db_path, err) from None
-
-
-def _cannot_open(db_path: str | Path, err: duckdb.IOException) -> StoreError:
-    if "lock" in str(err).lower():
-        return StoreError(f"{db_path}: locked by another process ({_one_line(err)}). Close the other DuckDB session "
-                          "(or open it with read_only=True) and run again.")
-    return StoreError(f"{db_path}: cannot open ({_one_line(err)}); {restore_hint(db_path)}")
 
 
 def open_store(db_path: str | Path, *, views: Sequence[str] = ()) -> duckdb.DuckDBPyConnection:
@@ -145,7 +104,7 @@ def open_store(db_path: str | Path, *, views: Sequence[str] = ()) -> duckdb.Duck
         raise StoreError(f"{db_path}: not a complete results store (no {', '.join(missing)}); {restore_hint(db_path)}")
     try:
         root = _check_parquet_files(con, db_path)
-        _set_root(con, root)
+        set_root(con, root)
     except BaseException:
         con.close()
         raise
@@ -190,7 +149,7 @@ def open_query_connection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
 
     As SQL can open no file, the tables of :data:`PARQUET_TABLES` are served another way:
     each store view is shadowed by a temporary view of the same name, columns and types over
-    an Arrow dataset of the same files (:func:`_serve_parquet_table`), opened here, by
+    an Arrow dataset of the same files (:func:`serve_parquet_table`), opened here, by
     Python, read-only. DuckDB pushes projections and filters into the dataset's scan, so a
     query reads the columns and row groups it needs. The store's other views, which name
     these tables, read them the same way.
@@ -215,11 +174,11 @@ def open_query_connection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     try:
         try:
-            con.execute(f"ATTACH ? AS {_identifier(Path(db_path).stem)} (READ_ONLY)", [str(db_path)])
+            con.execute(f"ATTACH ? AS {identifier(Path(db_path).stem)} (READ_ONLY)", [str(db_path)])
         except duckdb.IOException as err:
-            raise _cannot_open(db_path, err) from None
-        con.execute(f"USE {_identifier(Path(db_path).stem)}")
-        _set_root(con, project_root(db_path))
+            raise cannot_open(db_path, err) from None
+        con.execute(f"USE {identifier(Path(db_path).stem)}")
+        set_root(con, project_root(db_path))
         con.execute("SET temp_directory = ''")
         # Both lists are empty by default; set them so, as they cannot change once access is off.
         con.execute("SET allowed_paths = []")
@@ -229,48 +188,11 @@ def open_query_connection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
             con.execute(f"SET {setting} = false")
         con.execute("SET lock_configuration = true")
         for table, (files, described) in served.items():
-            _serve_parquet_table(con, table, files, described)
+            serve_parquet_table(con, table, files, described)
     except BaseException:
         con.close()
         raise
     return con
-
-
-def _serve_parquet_table(con: duckdb.DuckDBPyConnection, table: str, files: Sequence[Path],
-                         described: Sequence[tuple]) -> None:
-    """Shadow the store's view ``table`` with a temporary view over an Arrow dataset of ``files``.
-
-    ``described`` is the store view's ``DESCRIBE`` (columns and types), which the temporary
-    view keeps. String columns are read dictionary-encoded (``model_id`` holds one value per
-    file): DuckDB then scans them nearly as fast as its own Parquet reader does.
-    """
-    schemas = []
-    for path in files:
-        try:
-            schemas.append(pq.read_schema(path))
-        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-            raise StoreError(f"{path}: not a readable Parquet file ({_one_line(err)}); `dvc checkout` restores it") from None
-    try:
-        schema = pa.unify_schemas(schemas)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-        raise StoreError(f"table {table}: its Parquet files disagree on column types ({_one_line(err)}): "
-                         f"{', '.join(str(path) for path in files)}") from None
-    strings = [field.name for field in schema if pa.types.is_string(field.type) or pa.types.is_large_string(field.type)]
-    schema = pa.schema([pa.field(field.name, pa.dictionary(pa.int32(), pa.string()))
-                        if field.name in strings else field for field in schema])
-    parquet = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=strings))
-    dataset = pads.dataset([str(path) for path in files], schema=schema, format=parquet)
-    source = f"{table}{SERVED_SUFFIX}"
-    con.register(source, dataset)
-    served_types = {row[0]: row[1] for row in con.execute(f"DESCRIBE {source}").fetchall()}
-    absent = [column for column, *_ in described if column not in served_types]
-    if absent:
-        raise StoreError(f"table {table}: its Parquet files lack column(s) {', '.join(absent)}: "
-                         f"{', '.join(str(path) for path in files)}")
-    # A cast only where the types differ: DuckDB pushes no filter through one.
-    columns = ", ".join(column if served_types[column] == kind else f"CAST({column} AS {kind}) AS {column}"
-                        for column, kind, *_ in described)
-    con.execute(f"CREATE TEMP VIEW {table} AS SELECT {columns} FROM {source}")
 
 
 def _check_parquet_files(con: duckdb.DuckDBPyConnection, db_path: str | Path) -> Path:
@@ -322,14 +244,14 @@ def build_store(db_path: str | Path, tables: Mapping[str, pd.DataFrame | Parquet
     with replacing(db_path) as staging:
         con = duckdb.connect(str(staging))
         try:
-            _set_root(con, root)
+            set_root(con, root)
             con.execute("BEGIN TRANSACTION")
             _run_sql_file(con, sql_dir / "schema.sql")
             con.execute(f"CREATE OR REPLACE TABLE {FILES_TABLE} (table_name VARCHAR NOT NULL, path VARCHAR NOT NULL, "
                         "n_rows BIGINT NOT NULL, PRIMARY KEY (table_name, path))")
             for name in TABLES:
                 if isinstance(tables[name], ParquetFiles):
-                    _view_parquet(con, name, tables[name], root)
+                    view_parquet(con, name, tables[name].paths, root, TABLE_KEYS.get(name, ()))
                 else:
                     _load_table(con, name, tables[name])
             for view in views:
@@ -363,7 +285,7 @@ def validate_store(con: duckdb.DuckDBPyConnection, db_path: str | Path, row_coun
         try:
             con.execute(f"SELECT * FROM {view} LIMIT 0")
         except duckdb.Error as err:
-            raise StoreError(f"cannot build {db_path}: view {view} does not run ({_one_line(err)})") from None
+            raise StoreError(f"cannot build {db_path}: view {view} does not run ({one_line(err)})") from None
     return counts
 
 
@@ -371,96 +293,11 @@ def copy_store(source: str | Path, destination: str | Path) -> None:
     """Copy a finished store (checked by :func:`open_store`) to ``destination``, without a ``.wal``."""
     open_store(source).close()
     shutil.copyfile(source, destination)
-    if _wal(Path(source)).exists():  # committed writes not yet checkpointed into the file
-        shutil.copyfile(_wal(Path(source)), _wal(Path(destination)))
+    if wal(Path(source)).exists():  # committed writes not yet checkpointed into the file
+        shutil.copyfile(wal(Path(source)), wal(Path(destination)))
         con = duckdb.connect(str(destination))
         con.execute("CHECKPOINT")
         con.close()
-
-
-@contextmanager
-def replacing(target: str | Path) -> Iterator[Path]:
-    """Yield a staging path next to ``target``; rename it onto ``target`` if the block completes.
-
-    Whatever the block raises, and an interrupt, removes the staging file and leaves
-    ``target`` as it was; a :class:`DeepmouseError` then also says so, and how to restore it.
-
-    Raises
-    ------
-    StoreError
-        If another process has ``target`` open for writing: checked before the block runs
-        (so no work is wasted) and again, holding a read-only connection, at the rename.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(target)  # its logs (``<staging>.wal``) too: they carry the staging name
-    staging = staging_path(target)
-    try:
-        guard = _open_unless_written(target)
-        if guard is not None:
-            guard.close()
-        yield staging
-        _replace(staging, target)
-    except DeepmouseError as err:
-        raise type(err)(_untouched(err, target)) from None
-    # A full disk or no write permission: DuckDB raises IOException where it writes, but FatalException
-    # (and invalidates the database) when a CHECKPOINT cannot write its blocks.
-    except (OSError, duckdb.IOException, duckdb.TransactionException, duckdb.FatalException) as err:
-        raise StoreError(_untouched(StoreError(f"cannot write next to {target}: {_one_line(err)}"), target)) from None
-    finally:
-        _remove_with_wal(staging)
-
-
-def _replace(staging: Path, target: Path) -> None:
-    if _wal(staging).exists():
-        raise StoreError(f"{staging}: a write-ahead log is left; its connection was not checkpointed and closed")
-    fsync_path(staging)
-    guard = _open_unless_written(target)
-    try:
-        # A log left by a killed writer of the old file would be replayed onto the new one.
-        _wal(target).unlink(missing_ok=True)
-        os.replace(staging, target)
-    finally:
-        if guard is not None:
-            guard.close()
-    fsync_path(target.parent)
-
-
-def _open_unless_written(target: Path) -> duckdb.DuckDBPyConnection | None:
-    """A read-only connection to ``target`` (None if absent or unreadable); StoreError if a writer holds it."""
-    if not target.exists():
-        return None
-    try:
-        return connect(target, read_only=True)
-    except StoreError as err:
-        if "locked by another process" in str(err):
-            raise
-        return None  # not a DuckDB database, or a damaged one: nothing of it to protect
-
-
-def _untouched(err: DeepmouseError, target: Path) -> str:
-    text = str(err).rstrip(".")
-    note = f"nothing was replaced: {target} is as it was (if it is missing or damaged, {restore_hint(target)})"
-    return f"{text}\n  {note}" if "\n" in text else f"{text}; {note}"
-
-
-def _remove_with_wal(path: Path) -> None:
-    path.unlink(missing_ok=True)
-    _wal(path).unlink(missing_ok=True)
-
-
-def _wal(path: Path) -> Path:
-    return path.with_name(path.name + ".wal")
-
-
-def _one_line(err: Exception) -> str:
-    """DuckDB's messages span lines (the SQL, a caret); the first line says what went wrong."""
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
-def _name_rows(frame: pd.DataFrame, keys: Sequence[str], limit: int = 3) -> str:
-    shown = ["(" + ", ".join(f"{k}={row[k]}" for k in keys) + ")" for _, row in frame.head(limit).iterrows()]
-    return ", ".join(shown) + (", ..." if len(frame) > limit else "")
 
 
 def _load_table(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> None:
@@ -474,15 +311,15 @@ def _load_table(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) 
         missing = frame[column].isna()
         if nullable == "NO" and missing.any():
             raise StoreError(f"table {name}: {column} is NaN or missing in {int(missing.sum())} row(s): "
-                             f"{_name_rows(frame[missing], keys)}")
+                             f"{name_rows(frame[missing], keys)}")
     try:
         con.from_df(frame[columns]).insert_into(name)
     except duckdb.ConstraintException as err:
         duplicated = frame[frame.duplicated(keys, keep=False)]
         if len(duplicated):
             raise StoreError(f"table {name}: {len(duplicated)} rows share a key ({', '.join(keys)}): "
-                             f"{_name_rows(duplicated, keys)}") from None
-        raise StoreError(f"table {name}: {_one_line(err)}") from None
+                             f"{name_rows(duplicated, keys)}") from None
+        raise StoreError(f"table {name}: {one_line(err)}") from None
 
 
 def _parquet_rows(files: ParquetFiles) -> int:
@@ -494,92 +331,8 @@ def _parquet_rows(files: ParquetFiles) -> int:
         except FileNotFoundError:
             raise StoreError(f"{path}: Parquet file not found") from None
         except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-            raise StoreError(f"{path}: not a readable Parquet file ({_one_line(err)})") from None
+            raise StoreError(f"{path}: not a readable Parquet file ({one_line(err)})") from None
     return rows
-
-
-ROOT_VARIABLE = "deepmouse_root"
-"""The DuckDB variable the Parquet-backed views prefix their relative file names with."""
-
-
-def _set_root(con: duckdb.DuckDBPyConnection, root: Path) -> None:
-    con.execute(f"SET VARIABLE {ROOT_VARIABLE} = ?", [str(root)])
-
-
-def _rooted(path: str) -> str:
-    """SQL for one file name of a view: relative names under the project root variable."""
-    if os.path.isabs(path):
-        return _sql_string(path)
-    return f"coalesce(getvariable('{ROOT_VARIABLE}'), '.') || '/' || {_sql_string(path)}"
-
-
-def _view_parquet(con: duckdb.DuckDBPyConnection, name: str, files: ParquetFiles, root: Path) -> None:
-    """Replace the schema's table ``name`` with a view of its columns and types over ``files``.
-
-    Checks what loading would: every column there in every file, no NaN or NULL where the
-    schema says NOT NULL (naming the rows by the table's key).
-    """
-    if not files.paths:
-        raise StoreError(f"table {name}: no Parquet files to read")
-    described = con.execute(f"DESCRIBE {name}").fetchall()
-    names = [_relative_to(path, root) for path in files.paths]
-    for path in files.paths:
-        present = set(pq.read_schema(path).names)
-        absent = [column for column, *_ in described if column not in present]
-        if absent:
-            raise StoreError(f"table {name}: {path} lacks column(s) {', '.join(absent)}")
-    con.execute(f"DROP TABLE {name}")
-    _create_parquet_view(con, name, described, names)
-    keys = [c for c in TABLE_KEYS.get(name, ()) if c in {row[0] for row in described}] or [described[0][0]]
-    for column, kind, nullable, *_ in described:
-        if nullable != "NO":
-            continue
-        bad = f"{column} IS NULL" + (f" OR isnan({column})" if kind in ("DOUBLE", "FLOAT") else "")
-        count = con.execute(f"SELECT count(*) FROM {name} WHERE {bad}").fetchone()[0]
-        if count:
-            rows = con.execute(f"SELECT {', '.join(keys)} FROM {name} WHERE {bad} LIMIT 4").fetchdf()
-            raise StoreError(f"table {name}: {column} is NaN or missing in {count} row(s): {_name_rows(rows, keys)}")
-    con.executemany(f"INSERT INTO {FILES_TABLE} VALUES (?, ?, ?)",
-                    [[name, path, pq.read_metadata(file).num_rows] for path, file in zip(names, files.paths)])
-
-
-def _create_parquet_view(con: duckdb.DuckDBPyConnection, name: str, described: Sequence[tuple],
-                         names: Sequence[str]) -> None:
-    """(Re)create the view ``name`` with the columns and types of ``described`` over the files ``names``."""
-    listing = ", ".join(_rooted(path) for path in names)
-    columns = ", ".join(f"CAST({column} AS {kind}) AS {column}" for column, kind, *_ in described)
-    con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {columns} FROM read_parquet([{listing}])")
-
-
-def repoint_parquet_view(con: duckdb.DuckDBPyConnection, name: str, files: Sequence[Path], root: Path) -> None:
-    """Point the store's view ``name`` over Parquet files at ``files`` (copies of the same rows), and list them.
-
-    Used to publish a store over a snapshot of its files (:mod:`deepmouse.store.publish`): the
-    view keeps its columns and types; the ``parquet_files`` table names the new files.
-    """
-    _set_root(con, root)  # DESCRIBE binds the view, which reads the files it names now
-    described = con.execute(f"DESCRIBE {name}").fetchall()
-    names = [_relative_to(path, root) for path in files]
-    con.execute("BEGIN TRANSACTION")
-    _create_parquet_view(con, name, described, names)
-    con.execute(f"DELETE FROM {FILES_TABLE} WHERE table_name = ?", [name])
-    con.executemany(f"INSERT INTO {FILES_TABLE} VALUES (?, ?, ?)",
-                    [[name, path, pq.read_metadata(file).num_rows] for path, file in zip(names, files)])
-    con.execute("COMMIT")
-
-
-def _relative_to(path: Path, root: Path) -> str:
-    """``path`` as a view names it: relative to the project root if inside it, else absolute."""
-    absolute = path.resolve()
-    return absolute.relative_to(root).as_posix() if absolute.is_relative_to(root) else absolute.as_posix()
-
-
-def _identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _run_sql_file(con: duckdb.DuckDBPyConnection, path: Path) -> None:
@@ -588,4 +341,4 @@ def _run_sql_file(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     except FileNotFoundError:
         raise StoreError(f"{path}: SQL file not found") from None
     except duckdb.Error as err:
-        raise StoreError(f"{path}: {_one_line(err)}") from None
+        raise StoreError(f"{path}: {one_line(err)}") from None

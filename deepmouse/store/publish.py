@@ -27,7 +27,8 @@ import duckdb
 from deepmouse import atomic
 from deepmouse.errors import StoreError
 from deepmouse.hashing import file_sha256
-from deepmouse.store.build import PARQUET_TABLES, connect, parquet_files, project_root, repoint_parquet_view
+from deepmouse.store.build import PARQUET_TABLES, connect, parquet_files, project_root
+from deepmouse.store.parquet_views import repoint_parquet_view
 
 SUFFIX = ".parquet"
 

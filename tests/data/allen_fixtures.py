@@ -8,6 +8,13 @@ makes for a pull (the experiment listing, the eye-tracking file list, an
 experiment's NWB file), so a real ``BrainObservatoryCache`` pointed at it runs
 its own code end to end without the internet; and an experiment's events
 file query, for pulls with ``data.allen.events``.
+
+For the Neuropixels release it answers the ecephys warehouse queries an
+``EcephysProjectCache`` makes (the ``EcephysSession``, ``EcephysProbe``,
+``EcephysChannel`` and ``EcephysUnit`` tables, paged as the warehouse pages
+them, and the ``EcephysNwb`` / ``EcephysLfpNwb`` well-known files), built by
+:func:`ecephys_release` from a few sessions; :func:`write_placeholder_session_nwb`
+writes the small HDF5 files it serves as session NWB files.
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ import h5py
 import numpy as np
 
 from deepmouse.data.events import events_path, write_events
-from deepmouse.data.nwb import DFF_PATH, SessionMetadata, write_session_nwb
+from deepmouse.data.layouts.ophys import DFF_PATH
+from deepmouse.data.nwb_writer import write_session_nwb
+from deepmouse.data.session_metadata import SessionMetadata
 
 QUERY_PATH = "/api/v2/data/query.json"
 DOWNLOAD_PREFIX = "/api/v2/well_known_file_download/"
@@ -53,11 +62,17 @@ class LocalAllenServer:
         Experiment id -> download link its NWB file query answers with.
     events_links : dict of int to str
         Experiment id -> download link its events file query answers with.
+    ecephys : dict of str to list of dict
+        ``sessions``, ``probes``, ``channels``, ``units``: rows the Neuropixels warehouse
+        table queries answer with (see :func:`ecephys_release`).
+    session_nwb_links, lfp_links : dict of int to str
+        Session id / probe id -> download link of its session NWB / probe LFP file.
     """
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.requests: list[tuple[str, str | None]] = []
+        self.full_requests: list[tuple[str, str | None, str]] = []
         self.drop_after: dict[str, int] = {}
         self.corrupt_next: dict[str, int] = {}
         self.status_next: dict[str, list[int]] = {}
@@ -65,6 +80,9 @@ class LocalAllenServer:
         self.experiments: list[dict] = []
         self.nwb_links: dict[int, str] = {}
         self.events_links: dict[int, str] = {}
+        self.ecephys: dict[str, list[dict]] = {"sessions": [], "probes": [], "channels": [], "units": []}
+        self.session_nwb_links: dict[int, str] = {}
+        self.lfp_links: dict[int, str] = {}
         self.lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -102,6 +120,25 @@ class LocalAllenServer:
         self.nwb_links[experiment_id] = link
         return link
 
+    def serve_session_nwb(self, session_id: int, content: bytes) -> str:
+        """Serve a Neuropixels session NWB file where its ``EcephysNwb`` query points."""
+        link = f"{DOWNLOAD_PREFIX}{1_100_000_000 + session_id}"
+        self.files[link] = content
+        self.session_nwb_links[session_id] = link
+        return link
+
+    def serve_probe_lfp(self, probe_id: int, content: bytes) -> str:
+        """Serve a probe's LFP file where its ``EcephysLfpNwb`` query points (a pull must never ask)."""
+        link = f"{DOWNLOAD_PREFIX}{1_200_000_000 + probe_id}"
+        self.files[link] = content
+        self.lfp_links[probe_id] = link
+        return link
+
+    def queries(self) -> list[str]:
+        """The decoded query strings of every Allen API query, in arrival order."""
+        with self.lock:
+            return [query for path, _, query in self.full_requests if path == QUERY_PATH]
+
     def serve_events(self, experiment_id: int, content: bytes) -> str:
         """Serve an events file where the Allen API's events query for ``experiment_id`` points."""
         link = f"{DOWNLOAD_PREFIX}{950_000 + experiment_id}"
@@ -122,6 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = parsed.path
         with owner.lock:
             owner.requests.append((path, self.headers.get("Range")))
+            owner.full_requests.append((path, self.headers.get("Range"), unquote(parsed.query)))
             queued = owner.status_next.get(path)
             status = queued.pop(0) if queued else None
             drop_after = owner.drop_after.pop(path, None)
@@ -171,6 +209,16 @@ class _Handler(BaseHTTPRequestHandler):
         return int(match.group(1)) if match else None
 
     def _answer_query(self, owner: LocalAllenServer, query: str) -> None:
+        ecephys_table = re.search(r"criteria=model::Ecephys(Session|Probe|Channel|Unit)(?![A-Za-z])", query)
+        if ecephys_table is not None:
+            rows = owner.ecephys[ecephys_table.group(1).lower() + "s"]
+            # Paged as the warehouse pages: rows start_row .. start_row + num_rows, by id.
+            start = int(m.group(1)) if (m := re.search(r"start_row\$eq(\d+)", query)) else 0
+            count = int(m.group(1)) if (m := re.search(r"num_rows\$eq(\d+)", query)) else len(rows)
+            page = sorted(rows, key=lambda row: row["id"])[start:start + count]
+            self._send_json({"success": True, "id": 0, "start_row": start, "num_rows": len(page),
+                             "total_rows": len(rows), "msg": page})
+            return
         if "model::OphysExperiment" in query:
             rows = owner.experiments
         elif "EyeDlcScreenMapping" in query:
@@ -183,8 +231,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_error(400, f"query not known to the test server: {query}")
             return
-        body = json.dumps({"success": True, "id": 0, "start_row": 0, "num_rows": len(rows),
-                           "total_rows": len(rows), "msg": rows}).encode()
+        self._send_json({"success": True, "id": 0, "start_row": 0, "num_rows": len(rows),
+                         "total_rows": len(rows), "msg": rows})
+
+    def _send_json(self, answer: dict) -> None:
+        body = json.dumps(answer).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -198,6 +249,10 @@ def _well_known_file_links(owner: LocalAllenServer, query: str) -> dict[int, str
         return owner.nwb_links
     if "ObservatoryEventsFile" in query:
         return owner.events_links
+    if "'EcephysNwb'" in query:
+        return owner.session_nwb_links
+    if "'EcephysLfpNwb'" in query:
+        return owner.lfp_links
     return None
 
 
@@ -285,3 +340,71 @@ def write_tiny_events(nwb_path: Path, seed: int = 0, dest: Path | None = None) -
     rng = np.random.default_rng(seed)
     events = np.where(rng.random((n_cells, n_frames)) < 0.1, rng.exponential(0.2, (n_cells, n_frames)), 0.0)
     return write_events(dest if dest is not None else events_path(nwb_path), events)
+
+
+def ecephys_release(sessions: list[tuple[int, int, str, tuple[str, ...]]]) -> dict[str, list[dict]]:
+    """The four Neuropixels warehouse tables, in the warehouse's row format, for a few sessions.
+
+    Parameters
+    ----------
+    sessions : list of (session_id, specimen_id, session_type, areas)
+        Each session gets one probe per area (id ``10 * session_id + k``), two channels per
+        probe in that area and one outside the brain (no structure), and one unit per channel
+        that passes the AllenSDK's default unit filters.
+
+    Returns
+    -------
+    dict
+        ``sessions``, ``probes``, ``channels``, ``units``: lists of rows, as
+        :attr:`LocalAllenServer.ecephys` takes them.
+    """
+    tables = {"sessions": [], "probes": [], "channels": [], "units": []}
+    for session_id, specimen_id, session_type, areas in sessions:
+        tables["sessions"].append({
+            "id": session_id, "specimen_id": specimen_id, "stimulus_name": session_type,
+            "date_of_acquisition": "2019-01-09T00:26:20Z", "published_at": "2019-10-03T00:00:00Z",
+            "isi_experiment_id": 700_000 + session_id, "fail_eye_tracking": False,
+            "specimen": {"donor": {"age": {"days": 112}, "sex": "M",
+                                   "full_genotype": "Sst-IRES-Cre/wt;Ai32(RCL-ChR2(H134R)_EYFP)/wt"}},
+            "well_known_files": [{"well_known_file_type": {"name": "EcephysNwb"}}],
+        })
+        for k, area in enumerate(areas):
+            probe_id = 10 * session_id + k
+            tables["probes"].append({
+                "id": probe_id, "ecephys_session_id": session_id, "name": f"probe{'ABCDEF'[k]}",
+                "sampling_rate": 29999.95, "lfp_sampling_rate": 2499.99, "phase": "3a", "use_lfp_data": True,
+                "air_channel_index": 384, "surface_channel_index": 360, "lfp_temporal_subsampling_factor": 2.0,
+            })
+            for c, structure in enumerate((area, area, None)):
+                channel_id = 100 * probe_id + c
+                tables["channels"].append({
+                    "id": channel_id, "ecephys_probe_id": probe_id, "local_index": c,
+                    "probe_horizontal_position": 43, "probe_vertical_position": 20 * (c + 1),
+                    "anterior_posterior_ccf_coordinate": 8000 + c, "dorsal_ventral_ccf_coordinate": 1500 + c,
+                    "left_right_ccf_coordinate": 7000 + c,
+                    "ecephys_structure_id": None if structure is None else 385 + k,
+                    "ecephys_structure_acronym": structure,
+                })
+                tables["units"].append({
+                    "id": 10 * channel_id, "ecephys_channel_id": channel_id, "quality": "good",
+                    "amplitude_cutoff": 0.01, "presence_ratio": 0.99, "isi_violations": 0.05,
+                    "firing_rate": 5.0 + c, "snr": 3.0,
+                })
+    return tables
+
+
+def write_placeholder_session_nwb(path: Path, session_id: int, n_payload_bytes: int = 4096, seed: int = 0) -> Path:
+    """A small HDF5 file standing in for a Neuropixels session NWB file, for pull tests.
+
+    Holds the NWB 2 root attributes and ``identifier`` (the session id, as the AllenSDK
+    writes it) and ``n_payload_bytes`` of seeded random bytes, so that files of different
+    sessions differ. Not a session a reader can use: a pull only moves and checks bytes.
+    """
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as f:
+        f.attrs["namespace"] = "core"
+        f.attrs["neurodata_type"] = "NWBFile"
+        f.attrs["nwb_version"] = "2.2.2"
+        f["identifier"] = str(session_id)
+        f["payload"] = rng.integers(0, 256, n_payload_bytes, dtype=np.uint8)
+    return path

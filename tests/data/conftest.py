@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepmouse.data.nwb import SessionMetadata, write_session_nwb
+from deepmouse.data.nwb_writer import write_session_nwb
+from deepmouse.data.session_metadata import SessionMetadata
 from deepmouse.data.simulated import simulate_experiment_nwb, simulate_rates
 
 GENOTYPE = "Cux2-CreERT2/wt;Camk2a-tTA/wt;Ai93(TITL-GCaMP6f)/wt"
@@ -100,13 +101,13 @@ def assert_means_equal_explicit_loop(means, traces: np.ndarray, path: Path, wind
     """
     import h5py
 
-    from deepmouse.data import nwb
+    from deepmouse.data.layouts import ophys
 
     with h5py.File(path, "r") as f:
-        t = f[nwb.DFF_TIMESTAMPS_PATH][()]
-        scenes = f[f"{nwb.NATURAL_SCENES_PRESENTATION_PATH}/data"][()]
-        starts = f[f"{nwb.NATURAL_SCENES_PRESENTATION_PATH}/frame_duration"][()][:, 0]
-        ids = f[nwb.CELL_SPECIMEN_IDS_PATH][()]
+        t = f[ophys.DFF_TIMESTAMPS_PATH][()]
+        scenes = f[f"{ophys.NATURAL_SCENES_PRESENTATION_PATH}/{ophys.SCENE_INDEX_NAME}"][()]
+        starts = f[f"{ophys.NATURAL_SCENES_PRESENTATION_PATH}/{ophys.FRAME_DURATION_NAME}"][()][:, 0]
+        ids = f[ophys.CELL_SPECIMEN_IDS_PATH][()]
     traces = np.asarray(traces, dtype=np.float64)
     assert len(means) == 119 * ids.size
     for row, neuron in enumerate(ids):

@@ -16,7 +16,7 @@ from deepmouse.data.download import (
     part_path,
     sha256_file,
 )
-from deepmouse.errors import SourceError
+from deepmouse.errors import DataError, SourceError
 from tests.data.allen_fixtures import LocalAllenServer, closed_port_url, refuse_non_local_addresses
 
 PATH = "/files/session.nwb"
@@ -225,6 +225,35 @@ def test_existing_destination_is_replaced_only_by_verified_bytes(server, payload
     server.corrupt_next[PATH] = 0
     fetch(server, dest, expected_sha256=sha256_of(payload))
     assert dest.read_bytes() == payload
+
+
+def test_a_refused_check_is_retried_and_never_takes_the_file_s_place(server, payload, tmp_path):
+    dest = tmp_path / "session.nwb"
+    dest.write_bytes(b"the earlier file")
+    seen = []
+
+    def first_bytes_must_match(part):
+        seen.append(part.name)
+        if part.read_bytes()[:4] != payload[:4]:
+            raise DataError(f"{part}: does not start as the file should")
+
+    server.corrupt_next[PATH] = 100
+    with pytest.raises(SourceError, match=r"download failed after 2 attempts: .*session\.nwb\.part: does not start"):
+        fetch(server, dest, retries=1, check=first_bytes_must_match)
+    assert seen == ["session.nwb.part", "session.nwb.part"]
+    assert dest.read_bytes() == b"the earlier file" and not part_path(dest).exists()
+
+    server.corrupt_next[PATH] = 1
+    lines = []
+    result = fetch(server, dest, lines, check=first_bytes_must_match)
+    assert result.sha256 == sha256_of(payload) and dest.read_bytes() == payload
+    assert any("does not start as the file should; retry 1 of 3" in line for line in lines)
+
+
+def test_offline_hint_is_the_caller_s(tmp_path):
+    with pytest.raises(SourceError, match=r"could not reach .*; point data\.neuropixels_dir elsewhere$"):
+        download_file(f"{closed_port_url()}/x.nwb", tmp_path / "x.nwb", retries=0, timeout_s=2.0,
+                      progress=lambda line: None, offline_hint="point data.neuropixels_dir elsewhere")
 
 
 def test_bigger_than_one_block_round_trips(server, tmp_path):

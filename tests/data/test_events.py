@@ -178,9 +178,9 @@ def test_event_errors_name_the_file_and_cell(session_path):
     events = sparse_events(np.random.default_rng(4), session.dff.shape)
     events[1, 7] = np.inf
     cell = session.cell_specimen_ids[1]
-    with pytest.raises(DataError, match=re.escape(f"cell {cell}: events trace holds NaN or infinite values")):
+    with pytest.raises(DataError, match=re.escape(f"events trace: cell {cell}: expected finite values, got NaN or infinite values")):
         session_responses(session, WINDOW, BASELINE, "events", events=events).trials
-    with pytest.raises(DataError, match=r"events have shape \(8, 5\), but the session has \(8, \d+\)"):
+    with pytest.raises(DataError, match=r"events: expected shape \(8, \d+\) \(cells, frames\) of the session, got shape \(8, 5\)"):
         session_responses(session, WINDOW, BASELINE, "events", events=events[:, :5]).trials
 
 

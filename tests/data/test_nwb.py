@@ -10,22 +10,24 @@ import numpy as np
 import pytest
 from allensdk.core.brain_observatory_nwb_data_set import BrainObservatoryNwbDataSet
 
-from deepmouse.data import nwb
-from deepmouse.data.nwb import (
+from deepmouse.data.layouts import ophys
+from deepmouse.data.layouts.ophys import (
     CELL_SPECIMEN_IDS_PATH,
     DFF_PATH,
     GENOTYPE_PATH,
     NATURAL_SCENES_PRESENTATION_PATH,
     TEMPLATES_PATH,
-    SessionMetadata,
+)
+from deepmouse.data.nwb import (
     check_fluorescence_layout,
     read_corrected_fluorescence,
     read_session,
     read_session_metadata,
     read_stimulus_templates,
     staged_directory,
-    write_session_nwb,
 )
+from deepmouse.data.nwb_writer import write_session_nwb
+from deepmouse.data.session_metadata import SessionMetadata, cre_line_from_genotype
 from deepmouse.errors import DataError, NwbLayoutError
 from tests.data.conftest import make_metadata
 
@@ -55,7 +57,7 @@ def test_round_trip_through_allensdk_is_identical(session_path, session_arrays):
 
 def test_metadata_alone(tmp_path, session_path):
     assert read_session_metadata(session_path) == make_metadata()
-    broken = _copy_without(session_path, tmp_path / "broken.nwb", nwb.TARGETED_STRUCTURE_PATH)
+    broken = _copy_without(session_path, tmp_path / "broken.nwb", ophys.TARGETED_STRUCTURE_PATH)
     with pytest.raises(NwbLayoutError, match="missing dataset general/optophysiology/imaging_plane_1/location "
                        r"\(targeted structure \(visual area\)\)"):
         read_session_metadata(broken)
@@ -73,7 +75,7 @@ def test_metadata_from_a_table_row():
 
 def test_writer_needs_genotype_and_session_type(tmp_path, session_arrays):
     for name in ("genotype", "session_type"):
-        with pytest.raises(DataError, match=f"metadata.{name} is required"):
+        with pytest.raises(DataError, match=f"metadata.{name}: expected a value \\(it is required to write a file\\), got None"):
             write_session_nwb(tmp_path / "x.nwb", metadata=make_metadata(**{name: None}), **session_arrays)
 
 
@@ -89,12 +91,12 @@ def test_allensdk_reads_every_metadata_key_without_warnings(session_path, caplog
     assert meta["session_type"] == "three_session_B"
     assert meta["age_days"] == 104
     assert (meta["device"], meta["device_name"]) == ("test microscope", "TEST2P.1")
-    assert meta["pipeline_version"] == nwb.LAYOUT_PIPELINE_VERSION
+    assert meta["pipeline_version"] == ophys.LAYOUT_PIPELINE_VERSION
 
 
 def test_general_strings_are_fixed_length_bytes(session_path):
     with h5py.File(session_path, "r") as f:
-        for path in (nwb.SESSION_TYPE_PATH, GENOTYPE_PATH, nwb.TARGETED_STRUCTURE_PATH, nwb.GENERATED_BY_PATH):
+        for path in (ophys.SESSION_TYPE_PATH, GENOTYPE_PATH, ophys.TARGETED_STRUCTURE_PATH, ophys.GENERATED_BY_PATH):
             assert f[path].dtype.kind == "S", path
 
 
@@ -123,7 +125,7 @@ def test_failed_write_leaves_no_partial_file(tmp_path, session_arrays, monkeypat
 
     target = tmp_path / "1.nwb"
     target.write_bytes(b"previous version")
-    monkeypatch.setattr(nwb, "_write_natural_scenes", broken)
+    monkeypatch.setattr(ophys, "_write_natural_scenes", broken)
     with pytest.raises(OSError, match="disk full"):
         write_session_nwb(target, metadata=make_metadata(), **session_arrays)
     assert target.read_bytes() == b"previous version"
@@ -168,7 +170,7 @@ def _copy_without(source, destination, dataset):
     (CELL_SPECIMEN_IDS_PATH, "cell specimen ids"),
     (TEMPLATES_PATH, "natural scenes templates"),
     (GENOTYPE_PATH, "genotype (Cre line)"),
-    (nwb.FLUORESCENCE_TIMESTAMPS_PATH, "fluorescence timestamps, used to align running speed"),
+    (ophys.FLUORESCENCE_TIMESTAMPS_PATH, "fluorescence timestamps, used to align running speed"),
     (f"{NATURAL_SCENES_PRESENTATION_PATH}/frame_duration", "natural scenes presentation start/end frames"),
 ])
 def test_missing_dataset_is_named(tmp_path, session_path, dataset, description):
@@ -213,7 +215,8 @@ def test_inconsistent_shapes_are_reported(tmp_path, session_path):
         ids = f[CELL_SPECIMEN_IDS_PATH][()]
         del f[CELL_SPECIMEN_IDS_PATH]
         f[CELL_SPECIMEN_IDS_PATH] = ids[:-1]
-    expected = r"cell_specimen_ids \(cell specimen ids\) has shape \(7,\), expected \(8,\)"
+    expected = (r"cell_specimen_ids \(cell specimen ids\): expected shape \(8,\) to match "
+                r"processing/brain_observatory_pipeline/DfOverF/imaging_plane_1/data of shape \(8, \d+\), got shape \(7,\)")
     with pytest.raises(NwbLayoutError, match=expected):
         read_session(broken)
 
@@ -237,13 +240,15 @@ def test_not_a_file_or_not_hdf5(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(scene_index="out_of_range"), r"presentation 0 shows scene 118, outside \[-1, 117\]"),
-    (dict(timestamps="reversed"), "timestamps must increase"),
-    (dict(cell_specimen_ids="short"), "cell_specimen_ids must be 8 integers"),
-    (dict(running_speed="short"), r"running_speed must have shape"),
-    (dict(frame_end="past_end"), "outside"),
-    (dict(frame_end="short"), "frame_start and frame_end must be 1-D of equal length"),
-    (dict(templates="float"), "templates must be uint8"),
+    (dict(scene_index="out_of_range"), r"scene_index: presentation 0: expected a value in \[-1, 117\], got 118"),
+    (dict(timestamps="reversed"), r"timestamps\[1\]: expected a value above timestamps\[0\] = "),
+    (dict(cell_specimen_ids="short"), r"cell_specimen_ids: expected shape \(8,\) like dff's cells, got shape \(7,\)"),
+    (dict(cell_specimen_ids="float"), "cell_specimen_ids: expected integer, got float32"),
+    (dict(cell_specimen_ids="repeated"), "cell_specimen_ids: expected unique values, got "),
+    (dict(running_speed="short"), r"running_speed: expected shape \(\d+,\) like dff's frames, got shape"),
+    (dict(frame_end="past_end"), r"frame_start and frame_end: presentation \d+: expected start <= end within"),
+    (dict(frame_end="short"), r"frame_end: expected shape \(\d+,\) like frame_start, got shape"),
+    (dict(templates="float"), r"templates: expected uint8 \(n_images, height, width\), got float32"),
 ])
 def test_writer_rejects_inconsistent_arrays(tmp_path, session_arrays, change, message):
     arrays = dict(session_arrays)
@@ -259,6 +264,8 @@ def test_writer_rejects_inconsistent_arrays(tmp_path, session_arrays, change, me
         value[-1] = arrays["dff"].shape[1]
     elif how == "float":
         value = value.astype(np.float32)
+    elif how == "repeated":
+        value[1] = value[0]
     arrays[name] = value
     with pytest.raises(DataError, match=message):
         write_session_nwb(tmp_path / "x.nwb", metadata=make_metadata(), **arrays)
@@ -266,7 +273,7 @@ def test_writer_rejects_inconsistent_arrays(tmp_path, session_arrays, change, me
 
 
 def test_writer_rejects_genotype_without_cre_line(tmp_path, session_arrays):
-    with pytest.raises(DataError, match="does not start with the Cre line 'Rbp4-Cre_KL100'"):
+    with pytest.raises(DataError, match="metadata.genotype: expected a genotype that starts with the Cre line 'Rbp4-Cre_KL100', got "):
         write_session_nwb(tmp_path / "x.nwb", metadata=make_metadata(cre_line="Rbp4-Cre_KL100"), **session_arrays)
 
 
@@ -276,7 +283,7 @@ def test_writer_rejects_genotype_without_cre_line(tmp_path, session_arrays):
     ("Emx1-IRES-Cre", "Emx1-IRES-Cre"),
 ])
 def test_cre_line_from_genotype(genotype, cre_line):
-    assert nwb.cre_line_from_genotype(genotype) == cre_line
+    assert cre_line_from_genotype(genotype) == cre_line
 
 
 # ------------------------------------------------------------ fluorescence
@@ -293,10 +300,10 @@ def test_corrected_fluorescence_round_trip_through_allensdk(session_path, sessio
     np.testing.assert_array_equal(corrected, allensdk_traces)
     with h5py.File(session_path, "r") as f:
         # Simulated ROIs do not overlap: the demixed signal is the raw one, stored once.
-        assert f[nwb.DEMIXED_FLUORESCENCE_PATH] == f[nwb.FLUORESCENCE_PATH]
-        assert f[nwb.NEUROPIL_PATH].dtype == np.float32 and f[nwb.NEUROPIL_PATH].compression == "gzip"
-        assert f[nwb.NEUROPIL_R_PATH].shape == (8,)
-    assert check_fluorescence_layout(session_path)[nwb.NEUROPIL_PATH] == session_arrays["dff"].shape
+        assert f[ophys.DEMIXED_FLUORESCENCE_PATH] == f[ophys.FLUORESCENCE_PATH]
+        assert f[ophys.NEUROPIL_PATH].dtype == np.float32 and f[ophys.NEUROPIL_PATH].compression == "gzip"
+        assert f[ophys.NEUROPIL_R_PATH].shape == (8,)
+    assert check_fluorescence_layout(session_path)[ophys.NEUROPIL_PATH] == session_arrays["dff"].shape
 
 
 def test_fluorescence_is_optional_for_sessions(tmp_path, session_arrays):
@@ -304,16 +311,16 @@ def test_fluorescence_is_optional_for_sessions(tmp_path, session_arrays):
     path = write_session_nwb(tmp_path / "1.nwb", metadata=make_metadata(), **arrays)
     np.testing.assert_array_equal(read_session(path).dff, session_arrays["dff"])
     with pytest.raises(NwbLayoutError, match=re.escape(
-            f"{path}: missing dataset {nwb.DEMIXED_FLUORESCENCE_PATH} (demixed ROI fluorescence, for the "
+            f"{path}: missing dataset {ophys.DEMIXED_FLUORESCENCE_PATH} (demixed ROI fluorescence, for the "
             "corrected fluorescence of a pipeline version 2.0 file)")):
         read_corrected_fluorescence(path)
 
 
 @pytest.mark.parametrize("dataset, description", [
-    (nwb.DEMIXED_FLUORESCENCE_PATH, "demixed ROI fluorescence"),
-    (nwb.NEUROPIL_PATH, "neuropil fluorescence"),
-    (nwb.NEUROPIL_R_PATH, "neuropil contamination ratio r"),
-    (nwb.FLUORESCENCE_TIMESTAMPS_PATH, "fluorescence timestamps"),
+    (ophys.DEMIXED_FLUORESCENCE_PATH, "demixed ROI fluorescence"),
+    (ophys.NEUROPIL_PATH, "neuropil fluorescence"),
+    (ophys.NEUROPIL_R_PATH, "neuropil contamination ratio r"),
+    (ophys.FLUORESCENCE_TIMESTAMPS_PATH, "fluorescence timestamps"),
 ])
 def test_missing_fluorescence_dataset_is_named(tmp_path, session_path, dataset, description):
     broken = _copy_without(session_path, tmp_path / "broken.nwb", dataset)
@@ -321,15 +328,16 @@ def test_missing_fluorescence_dataset_is_named(tmp_path, session_path, dataset, 
         read_corrected_fluorescence(broken)
 
 
-def test_fluorescence_shapes_must_match_the_dff(tmp_path, session_path):
+def test_fluorescence_shapes_must_match_the_dff(tmp_path, session_path, session_arrays):
     broken = tmp_path / "broken.nwb"
     shutil.copy(session_path, broken)
     with h5py.File(broken, "a") as f:
-        r = f[nwb.NEUROPIL_R_PATH][()]
-        del f[nwb.NEUROPIL_R_PATH]
-        f[nwb.NEUROPIL_R_PATH] = r[:-1]
+        r = f[ophys.NEUROPIL_R_PATH][()]
+        del f[ophys.NEUROPIL_R_PATH]
+        f[ophys.NEUROPIL_R_PATH] = r[:-1]
     with pytest.raises(NwbLayoutError, match=re.escape(
-            f"{nwb.NEUROPIL_R_PATH} (neuropil contamination ratio r) has shape (7,), expected (8,)")):
+            f"{ophys.NEUROPIL_R_PATH} (neuropil contamination ratio r): expected shape (8,) to match {DFF_PATH} of shape "
+            f"{session_arrays['dff'].shape}, got shape (7,)")):
         read_corrected_fluorescence(broken)
 
 
@@ -338,25 +346,25 @@ def test_files_before_pipeline_version_2_correct_the_raw_fluorescence(tmp_path, 
     legacy = tmp_path / "legacy.nwb"
     shutil.copy(session_path, legacy)
     with h5py.File(legacy, "a") as f:
-        del f[nwb.GENERATED_BY_PATH]
-        f[nwb.GENERATED_BY_PATH] = np.array([b"test", b"1.0"])
-        f.move(nwb.NEUROPIL_PATH, nwb.LEGACY_NEUROPIL_PATH)
-        f.move(nwb.NEUROPIL_R_PATH, nwb.LEGACY_NEUROPIL_R_PATH)
-        del f[nwb.DEMIXED_FLUORESCENCE_PATH]
+        del f[ophys.GENERATED_BY_PATH]
+        f[ophys.GENERATED_BY_PATH] = np.array([b"test", b"1.0"])
+        f.move(ophys.NEUROPIL_PATH, ophys.LEGACY_NEUROPIL_PATH)
+        f.move(ophys.NEUROPIL_R_PATH, ophys.LEGACY_NEUROPIL_R_PATH)
+        del f[ophys.DEMIXED_FLUORESCENCE_PATH]
     np.testing.assert_allclose(read_corrected_fluorescence(legacy), _expected_corrected(session_arrays), rtol=1e-12)
     with h5py.File(legacy, "a") as f:
-        del f[nwb.LEGACY_NEUROPIL_R_PATH]
+        del f[ophys.LEGACY_NEUROPIL_R_PATH]
     with pytest.raises(NwbLayoutError, match=re.escape(
-            f"missing dataset {nwb.LEGACY_NEUROPIL_R_PATH} (neuropil contamination ratio r, for the corrected "
+            f"missing dataset {ophys.LEGACY_NEUROPIL_R_PATH} (neuropil contamination ratio r, for the corrected "
             "fluorescence of a pipeline version 1.0 file)")):
         read_corrected_fluorescence(legacy)
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(neuropil=None), "fluorescence, neuropil and neuropil_r go together; neuropil missing"),
-    (dict(neuropil_r=np.ones(7)), r"neuropil_r must have shape \(8,\) like dff, got \(7,\)"),
-    (dict(fluorescence=np.ones((8, 5), np.float32)), r"fluorescence must have shape \(8, \d+\) like dff"),
-    (dict(neuropil="nan"), "neuropil holds NaN or infinite values"),
+    (dict(neuropil=None), "neuropil: expected fluorescence, neuropil and neuropil_r together, got neuropil missing"),
+    (dict(neuropil_r=np.ones(7)), r"neuropil_r: expected shape \(8,\) like dff, got shape \(7,\)"),
+    (dict(fluorescence=np.ones((8, 5), np.float32)), r"fluorescence: expected shape \(8, \d+\) like dff"),
+    (dict(neuropil="nan"), "neuropil: row 0: expected finite values, got NaN or infinite values"),
 ])
 def test_writer_rejects_inconsistent_fluorescence(tmp_path, session_arrays, change, message):
     arrays = dict(session_arrays)

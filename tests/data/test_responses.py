@@ -9,15 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepmouse.data import nwb
-from deepmouse.data.nwb import Session, read_corrected_fluorescence, read_session, write_session_nwb
-from deepmouse.data.responses import (
+from deepmouse.data.layouts import ophys
+from deepmouse.data.nwb import Session, read_corrected_fluorescence, read_session
+from deepmouse.data.nwb_writer import write_session_nwb
+from deepmouse.data.response_definitions import (
     ALLEN_BASELINE_SWEEPS,
     ALLEN_RESPONSE_SWEEPS,
     BOUNDARY_TOLERANCE_S,
     DROP_REASONS,
-    TRIAL_COLUMNS,
     allen_sweep_responses,
+)
+from deepmouse.data.responses import (
+    TRIAL_COLUMNS,
     mean_responses,
     session_responses,
     trials_array,
@@ -125,7 +128,7 @@ def test_frames_on_window_edges_count_once_on_a_regular_clock():
 
 def test_per_image_means_equal_direct_computation_from_the_file(session_path):
     with h5py.File(session_path, "r") as f:
-        dff = f[nwb.DFF_PATH][()]
+        dff = f[ophys.DFF_PATH][()]
     means = mean_responses(session_responses(read_session(session_path), WINDOW, BASELINE).trials)
     assert_means_equal_explicit_loop(means, dff, session_path, WINDOW, BASELINE)
 
@@ -136,7 +139,7 @@ def test_nan_dff_names_file_and_cell():
     dff[2, 40] = np.nan
     bad = Session(**{**vars(session), "dff": dff})
     cell = session.cell_specimen_ids[2]
-    with pytest.raises(DataError, match=re.escape(f"mem/501.nwb: cell {cell}: dF/F trace holds NaN")):
+    with pytest.raises(DataError, match=re.escape(f"mem/501.nwb: dF/F trace: cell {cell}: expected finite values, got NaN")):
         session_responses(bad, WINDOW, BASELINE).trials
 
 
@@ -211,7 +214,7 @@ def test_trials_array_checks_its_input():
         trials_array(two, [11])
     with pytest.raises(DataError, match="duplicate"):
         trials_array(pd.concat([trials, trials.iloc[:1]]), [11])
-    with pytest.raises(DataError, match=r"stimulus_index 119, outside \[0, 119\)"):
+    with pytest.raises(DataError, match=r"row \d+: stimulus_index: expected a value in \[0, 119\), got 119"):
         trials_array(trials.assign(stimulus_index=trials["stimulus_index"] + 1), [11])
 
 
@@ -226,9 +229,9 @@ def _allensdk_natural_scenes(path):
 def _corrected_fluorescence_from_h5py(path) -> np.ndarray:
     """demixed - r * neuropil, read without the AllenSDK."""
     with h5py.File(path, "r") as f:
-        demixed = f[nwb.DEMIXED_FLUORESCENCE_PATH][()].astype(np.float64)
-        neuropil = f[nwb.NEUROPIL_PATH][()].astype(np.float64)
-        r = f[nwb.NEUROPIL_R_PATH][()]
+        demixed = f[ophys.DEMIXED_FLUORESCENCE_PATH][()].astype(np.float64)
+        neuropil = f[ophys.NEUROPIL_PATH][()].astype(np.float64)
+        r = f[ophys.NEUROPIL_R_PATH][()]
     return demixed - r[:, None] * neuropil
 
 
@@ -309,11 +312,11 @@ def test_allen_sweep_takes_given_fluorescence_and_checks_it():
     last = len(session.stimulus_table) - 1
     assert last not in set(trials["presentation"]) and last - 1 in set(trials["presentation"])
 
-    with pytest.raises(DataError, match=r"mem/501\.nwb \(fluorescence given\): corrected fluorescence has shape"):
+    with pytest.raises(DataError, match=r"mem/501\.nwb \(fluorescence given\): corrected fluorescence: expected shape \(\d+, \d+\) \(cells, frames\) of the session, got shape"):
         session_responses(session, WINDOW, BASELINE, definition="allen_sweep", fluorescence=ramp[:, :-1]).trials
     nan = ramp.copy()
     nan[1, 50] = np.nan
-    with pytest.raises(DataError, match=f"cell {session.cell_specimen_ids[1]}: corrected fluorescence trace holds NaN"):
+    with pytest.raises(DataError, match=f"corrected fluorescence trace: cell {session.cell_specimen_ids[1]}: expected finite values, got NaN"):
         session_responses(session, WINDOW, BASELINE, definition="allen_sweep", fluorescence=nan).trials
     silent = ramp.copy()
     silent[2, :] = 0.0
@@ -342,9 +345,9 @@ def test_allen_sweep_names_a_file_without_fluorescence(tmp_path, session_path):
     broken = tmp_path / "77.nwb"
     broken.write_bytes(session_path.read_bytes())
     with h5py.File(broken, "a") as f:
-        del f[nwb.NEUROPIL_R_PATH]
+        del f[ophys.NEUROPIL_R_PATH]
     session = read_session(broken)  # dF/F reading does not need it
-    with pytest.raises(NwbLayoutError, match=re.escape(f"{broken}: missing dataset {nwb.NEUROPIL_R_PATH}")):
+    with pytest.raises(NwbLayoutError, match=re.escape(f"{broken}: missing dataset {ophys.NEUROPIL_R_PATH}")):
         session_responses(session, WINDOW, BASELINE, definition="allen_sweep").trials
 
 
@@ -376,8 +379,8 @@ def test_responses_stage_with_allen_sweep(tmp_path):
     pd.testing.assert_frame_equal(trials.iloc[:len(expected)].reset_index(drop=True), expected)
     # A file without fluorescence stops the stage before any session is read.
     with h5py.File(tmp_path / "raw" / manifest["experiments"][1]["file"], "a") as f:
-        del f[nwb.NEUROPIL_PATH]
-    with pytest.raises(NwbLayoutError, match=f"missing dataset {nwb.NEUROPIL_PATH}"):
+        del f[ophys.NEUROPIL_PATH]
+    with pytest.raises(NwbLayoutError, match=f"missing dataset {ophys.NEUROPIL_PATH}"):
         run_responses(params, tmp_path / "raw", tmp_path / "out2", progress=pytest.fail)
 
 

@@ -12,7 +12,8 @@ import scipy.stats
 
 from deepmouse.config import NeuronsConfig, SimulatedConfig
 from deepmouse.data.events import events_path, read_events
-from deepmouse.data.nwb import NEUROPIL_PATH, NEUROPIL_R_PATH, read_corrected_fluorescence, read_session
+from deepmouse.data.layouts.ophys import NEUROPIL_PATH, NEUROPIL_R_PATH
+from deepmouse.data.nwb import read_corrected_fluorescence, read_session
 from deepmouse.data.responses import mean_responses, session_responses
 from deepmouse.data.selection import annotate_neurons
 from deepmouse.data.simulated import (

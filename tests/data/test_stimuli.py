@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from deepmouse.data.nwb import write_session_nwb
+from deepmouse.data.nwb_writer import write_session_nwb
 from deepmouse.data.stimuli import (
     BLANK_GRAY,
     BLANK_INDEX,

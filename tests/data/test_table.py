@@ -22,7 +22,8 @@ from PIL import Image
 from deepmouse.config import NeuronsConfig, SimulatedConfig, parse_params
 from deepmouse.data.selection import annotate_listed_neurons
 from deepmouse.data.simulated import simulate_dataset, simulated_scenes
-from deepmouse.data.table import condition_index, read_recordings, read_scene_images
+from deepmouse.data.table import read_recordings, read_scene_images
+from deepmouse.data.table_columns import condition_index
 from deepmouse.errors import ConfigError, DataError, SourceError
 from deepmouse.pipeline import run_fingerprint, run_neurons, run_pull, run_responses, run_stimuli
 
@@ -326,7 +327,8 @@ BAD_TRIALS = {
                        r".*trials\.csv average"),
     "running speed differs": (lambda t: t.assign(running_speed=np.where(t.index == 3 * 119 * N_TRIALS + 4, 9.0, 1.0)),
                               r"experiment 0, scene 1, repeat 1: the neurons give different running_speed values"),
-    "no response column": (lambda t: t.rename(columns={"response": "dff"}), r"trials\.csv: no 'response' column"),
+    "no response column": (lambda t: t.rename(columns={"response": "dff"}),
+                           r"trials\.csv: column 'response': expected present, got missing; a trials table has"),
 }
 
 

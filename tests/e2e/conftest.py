@@ -29,7 +29,7 @@ module fixture is built once; the first worker to ask for a shared run builds it
 others wait on a file lock, and all of them read the one folder.
 
 Runs of their own, and why: test_codedeps.py (its stages import the project's own copy of the
-package, which its tests edit), test_null.py, test_nwb_dir.py, test_table_source.py,
+package, which its tests edit), test_null.py (null tuning, read from an `nwb_dir`), test_table_source.py,
 test_source_changes.py and test_params_stage.py (a source, model or partial run no other file
 uses).
 """

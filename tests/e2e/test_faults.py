@@ -104,7 +104,9 @@ def test_a_full_disk_stops_the_store_and_keeps_the_last_build(project):
     assert leftovers == []
 
 
-def test_a_run_killed_during_features_resumes_with_the_finished_model_kept(project):
+def test_a_run_killed_during_features_resumes_with_the_finished_model_kept(small_project):
+    # A copy of its own: the changed init_seed leaves every feature entry of the module's project stale.
+    project = small_project
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["features"]["init_seed"] = 1
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -123,9 +125,6 @@ def test_a_run_killed_during_features_resumes_with_the_finished_model_kept(proje
     resumed = _repro_ok(project)
     assert "features@alexnet_random" not in _ran(resumed)
     assert {"features@squeezenet1_1_random", "scores"} <= _ran(resumed)
-    params["features"]["init_seed"] = 0
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _repro_ok(project)
 
 
 def _stage_command(project: Path, stage: str, out: Path) -> list[str]:

@@ -3,8 +3,13 @@
 An `nwb_dir` of Allen-layout files whose neurons have random tuning (`data.simulated.tuning:
 random`) goes through `dvc repro`; every model's `cv` score must sit at 0 for both methods,
 and the paired comparisons must find (almost) no model better than another.
+
+The files sit in nested folders under names of their own, as a user's own downloads would, so
+this run is also the whole-pipeline test of `data.source: nwb_dir` (its error paths are in
+test_nwb_dir.py).
 """
 
+import json
 import shutil
 
 import duckdb
@@ -24,12 +29,14 @@ MODELS = ["alexnet_random", "squeezenet1_1_random", "resnet18_random"]
 
 
 @pytest.fixture(scope="module")
-def null_store(tmp_path_factory):
+def null_project(tmp_path_factory):
     staging = tmp_path_factory.mktemp("null_staging")
     run_pull(parse_params({"data": {"simulated": NULL}}), staging, progress=lambda _: None)
-    folder = tmp_path_factory.mktemp("null_nwb")
-    for nwb in staging.glob("*.nwb"):
-        shutil.copy2(nwb, folder / nwb.name)
+    folder = tmp_path_factory.mktemp("my_allen_downloads")
+    for i, nwb in enumerate(sorted(staging.glob("*.nwb"))):
+        target = folder / f"batch{i % 2}" / f"ophys_{nwb.name}"
+        target.parent.mkdir(exist_ok=True)
+        shutil.copy2(nwb, target)
     project = tmp_path_factory.mktemp("null_project")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(source="nwb_dir", nwb_dir=str(folder))
@@ -38,9 +45,23 @@ def null_store(tmp_path_factory):
     copy_project(project, params)
     result = _dvc(project, "repro")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    con = duckdb.connect(str(project / "data/deepmouse.duckdb"), read_only=True)
+    return project
+
+
+@pytest.fixture(scope="module")
+def null_store(null_project):
+    con = duckdb.connect(str(null_project / "data/deepmouse.duckdb"), read_only=True)
     yield con
     con.close()
+
+
+def test_nwb_dir_pulls_every_file_of_the_nested_folder(null_project, null_store):
+    manifest = json.loads((null_project / "data/raw/nwb_dir/manifest.json").read_text())
+    assert manifest["source"] == "nwb_dir" and len(manifest["experiments"]) == 6 * NULL["experiments_per_area"]
+    assert all((null_project / "data/raw/nwb_dir" / e["file"]).exists() for e in manifest["experiments"])
+    rows = null_store.execute(
+        "select method, count(distinct site) from model_ranking group by method order by method").fetchall()
+    assert rows == [("regression", 6), ("rsa", 6)]
 
 
 def test_every_models_cv_score_is_zero_for_both_methods(null_store):

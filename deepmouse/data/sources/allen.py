@@ -25,9 +25,10 @@ class AllenSource(Source):
         from deepmouse.data.allen import cached_files
 
         cfg = params.data.allen
-        # retries and timeout_s change how files are fetched, not which: they rerun nothing.
+        # retries and timeout_s change how files are fetched, not which: they rerun nothing;
+        # neuropixels names another release, which this source does not pull.
         return {"allen": {key: value for key, value in dataclasses.asdict(cfg).items()
-                          if key not in ("retries", "timeout_s")},
+                          if key not in ("retries", "timeout_s", "neuropixels")},
                 "files": describe_files(cached_files(cfg), Path(cfg.cache_dir))}
 
     def pull(self, params, out_dir: Path, progress: Progress) -> dict:

@@ -59,7 +59,8 @@ def pull_nwb_dir(source_dir: Path, out_dir: Path, progress: Progress) -> dict:
         If an events file does not match its session's dF/F traces.
     """
     from deepmouse.data.events import events_shape, find_events_file, place_events_file
-    from deepmouse.data.nwb import DFF_PATH, check_session_layout, read_session_metadata
+    from deepmouse.data.layouts.ophys import DFF_PATH, check_session_layout
+    from deepmouse.data.nwb import read_session_metadata
 
     files = sorted(source_dir.glob("**/*.nwb")) if source_dir.is_dir() else []
     if not files:

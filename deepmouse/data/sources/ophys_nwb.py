@@ -103,7 +103,7 @@ class OphysNwbReader(Reader):
                 f"trials ({measure}) from {len(paths)} experiments")
 
     def neurons(self, params, responses_dir: Path) -> pd.DataFrame:
-        from deepmouse.data.nwb import SessionMetadata
+        from deepmouse.data.session_metadata import SessionMetadata
         from deepmouse.data.selection import annotate_neurons
 
         trials = pd.read_parquet(responses_dir / "trials.parquet")
