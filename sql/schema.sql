@@ -100,7 +100,7 @@ CREATE OR REPLACE TABLE runs (
 -- Each model's score per method, layer selection and site, with interval and noise ceiling.
 CREATE OR REPLACE TABLE model_scores (
     model_id           VARCHAR NOT NULL,
-    method             VARCHAR NOT NULL,   -- rsa | cka | regression
+    method             VARCHAR NOT NULL,   -- rsa | cka | regression | pls
     layer_selection    VARCHAR NOT NULL,   -- max (best layer, optimistic) | cv (chosen and scored on disjoint data)
     site_kind          VARCHAR NOT NULL,
     site               VARCHAR NOT NULL,
@@ -108,7 +108,7 @@ CREATE OR REPLACE TABLE model_scores (
     ci_low             DOUBLE  NOT NULL,   -- bootstrap percentile interval, layer selection inside each replicate
     ci_high            DOUBLE  NOT NULL,
     normalized_score   DOUBLE,             -- score / sqrt(noise_ceiling) (per neuron for regression); NULL if low_ceiling
-    noise_ceiling      DOUBLE,             -- RSA: split-half RDM reliability; CKA: split-half CKA; regression: mean neuron ceiling
+    noise_ceiling      DOUBLE,             -- RSA: split-half RDM reliability; CKA: split-half CKA; regression, pls: mean neuron ceiling
     best_layer_index   INTEGER NOT NULL,   -- cv: the layer chosen most often over folds / splits
     best_layer_depth   DOUBLE  NOT NULL,
     layer_stability    DOUBLE  NOT NULL,   -- fraction of folds / splits that chose best_layer_index
@@ -121,7 +121,7 @@ CREATE OR REPLACE TABLE model_scores (
 -- Each selected neuron's score per model, method and layer selection (a view over Parquet).
 CREATE OR REPLACE TABLE neuron_scores (
     model_id          VARCHAR NOT NULL,
-    method            VARCHAR NOT NULL,   -- regression
+    method            VARCHAR NOT NULL,   -- regression | pls
     layer_selection   VARCHAR NOT NULL,
     neuron_id         BIGINT  NOT NULL,
     score             DOUBLE  NOT NULL,   -- max: at the area's best layer; cv: held-out r averaged over folds

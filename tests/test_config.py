@@ -60,6 +60,7 @@ DEFAULTS = {
         "regression": {"alpha_mode": "loo",
                        "relative_alphas": (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)},
         "cka": {"estimator": "unbiased"},
+        "pls": {"enabled": False, "components": (5, 10, 25, 50), "inner_folds": 5},
         "cv": {"n_folds": 10, "n_repeats": 1, "n_splits": 10, "seed": 0},
         "bootstrap": {"n": 1000, "seed": 0, "level": 0.95},
         "comparisons": {"fdr": 0.05},
@@ -345,7 +346,8 @@ def test_a_nan_alpha_is_named_by_its_index(tmp_path):
         load_params(path)
 
 
-SEED_SLOTS = [(path, default) for path, default in _number_slots(Params, want=int) if path[-1].endswith("seed")]
+SEED_SLOTS = [(path, default) for path, default in _number_slots(Params, want=int)
+              if isinstance(path[-1], str) and path[-1].endswith("seed")]
 
 
 @pytest.mark.parametrize(("path", "default"), SEED_SLOTS, ids=[_dotted_key(path) for path, _ in SEED_SLOTS])
@@ -370,6 +372,11 @@ def test_no_seed_is_negative(path, default):
         ({"data": {"simulated": {"generator_seed": 2**64}}}, r"^data\.simulated\.generator_seed: must be in \[0, "),
         ({"scoring": {"cv": {"seed": -2}}}, r"^scoring\.cv\.seed: must be at least 0 \(numpy takes non-negative "
                                             r"seeds\), got -2$"),
+        ({"scoring": {"pls": {"components": [10, 0]}}},
+         r"^scoring\.pls\.components: need at least one positive number of components, got \[10, 0\]$"),
+        ({"scoring": {"pls": {"components": []}}}, r"^scoring\.pls\.components: need at least one positive"),
+        ({"scoring": {"pls": {"inner_folds": 1}}}, r"^scoring\.pls\.inner_folds: must be in \[2, 20\]"),
+        ({"scoring": {"pls": {"enabled": "yes"}}}, r"^scoring\.pls\.enabled: expected true or false"),
     ],
 )
 def test_counts_sizes_and_seeds_outside_what_the_code_needs_are_named(raw, message):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import StrictFloat, StrictInt, field_validator
+from pydantic import StrictBool, StrictFloat, StrictInt, field_validator
 
 from deepmouse.config.base import NUMPY_SEED, Section, in_unit_interval, invalid, positive
 
@@ -37,6 +37,37 @@ class RegressionConfig(Section):
         if not alphas or min(alphas) <= 0:
             raise invalid("need at least one positive alpha")
         return alphas
+
+
+@dataclass(frozen=True)
+class PlsConfig(Section):
+    """PLS2 regression per site (DESIGN §6): one fit per layer for all of a site's neurons.
+
+    Outer folds and the score as for ridge (``scoring.cv``); in each training part the
+    number of components is chosen from ``components`` (each capped at the inner training
+    size minus one) by ``inner_folds``-fold CV on that part. Off unless ``enabled``: one
+    component costs an eigendecomposition per fit (of size min(stimuli, neurons)), for every
+    layer × area × outer fold × (inner folds + 1), several times ridge's time per layer.
+    """
+
+    enabled: StrictBool = False
+    components: tuple[StrictInt, ...] = (5, 10, 25, 50)
+    inner_folds: StrictInt = 5
+
+    @field_validator("components")
+    @classmethod
+    def _check_components(cls, components: tuple[int, ...]) -> tuple[int, ...]:
+        if not components or min(components) < 1:
+            raise invalid(f"need at least one positive number of components, got {list(components)}")
+        return components
+
+    @field_validator("inner_folds")
+    @classmethod
+    def _check_inner_folds(cls, inner_folds: int) -> int:
+        if not 2 <= inner_folds <= 20:
+            raise invalid(f"must be in [2, 20] so every inner part of a training fold holds at least 3 stimuli, "
+                          f"got {inner_folds}")
+        return inner_folds
 
 
 @dataclass(frozen=True)
@@ -115,6 +146,7 @@ class ScoringConfig(Section):
     rsa: RsaConfig = field(default_factory=RsaConfig)
     regression: RegressionConfig = field(default_factory=RegressionConfig)
     cka: CkaConfig = field(default_factory=CkaConfig)
+    pls: PlsConfig = field(default_factory=PlsConfig)
     cv: CrossValidationConfig = field(default_factory=CrossValidationConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     comparisons: ComparisonsConfig = field(default_factory=ComparisonsConfig)

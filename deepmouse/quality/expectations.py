@@ -95,7 +95,7 @@ def model_scores_expectations(expected_rows: int) -> list:
         gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=["model_id", "method", "layer_selection", "site_kind", "site"]),
         gx.expectations.ExpectColumnValuesToNotBeNull(column="score"),
         gx.expectations.ExpectColumnValuesToBeBetween(column="score", min_value=-1.0, max_value=1.0),
-        gx.expectations.ExpectColumnValuesToBeInSet(column="method", value_set=["rsa", "cka", "regression"]),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="method", value_set=["rsa", "cka", "regression", "pls"]),
     ]
 
 

@@ -5,11 +5,11 @@ Tables (DESIGN §7):
 - ``rsa_scores``: layer × site × metric, with the site's noise ceiling;
 - ``cka_scores``: layer × site (the RSA sites) × estimator, with the site's CKA ceiling;
 - ``regression_scores``: layer × neuron, with the neuron's alpha;
-- ``model_scores``: method (``rsa``, ``cka``, ``regression``) × layer selection × site,
-  with its bootstrap interval (which includes the layer selection), normalised score and
-  selected layer;
-- ``neuron_scores``: each neuron's regression score under each layer selection (at the
-  area's selected layer, or held out over folds for ``cv``), raw and normalised
+- ``model_scores``: method (``rsa``, ``cka``, ``regression``, ``pls``) × layer selection ×
+  site, with its bootstrap interval (which includes the layer selection), normalised score
+  and selected layer;
+- ``neuron_scores``: each neuron's regression and PLS score under each layer selection (at
+  the area's selected layer, or held out over folds for ``cv``), raw and normalised
   (``r / sqrt(ceiling)``, correction for attenuation);
 
 Low ceilings (``scoring.min_ceiling``, :func:`normalise_scores`): a site's (RSA, CKA) or
@@ -35,6 +35,7 @@ from deepmouse.features.stats import LayerStatistics
 from deepmouse.metrics.bootstrap import percentile_interval, resample_counts
 from deepmouse.metrics.cka import cka_layers, cka_noise_ceiling, response_gram, stimulus_centred_grams
 from deepmouse.metrics.folds import stimulus_folds, stimulus_halves
+from deepmouse.metrics.pls import fit_pls_folds
 from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
 from deepmouse.metrics.rsa import rdm_noise_ceiling, score_entries
 from deepmouse.scoring.neural import NeuralData
@@ -133,21 +134,32 @@ def score_model(
     fits = fit_regression_layers(stats.kernel[usable], neural.means, folds, cfg.regression)
     progress(f"  {model_id}: ridge on {len(layers)} layers x {neural.means.shape[1]} neurons x {len(folds)} folds")
     ceilings = neural.ceilings(cfg.ceiling)
-    for kind, site, columns in neural.sites(["area"]):
-        counts = resample_counts(len(columns), cfg.bootstrap.n, _site_rng(cfg, "regression", kind, site))
+
+    def add_per_neuron(method, kind, site, columns, scores, fold_scores, fold_errors):
+        counts = resample_counts(len(columns), cfg.bootstrap.n, _site_rng(cfg, method, kind, site))
         weights = np.vstack([np.ones(len(columns)), counts]) / len(columns)
-        selections = select_regression(fits.scores[:, columns], fits.fold_scores[:, :, columns],
-                                       fits.fold_errors[:, :, columns], weights, rules)
+        selections = select_regression(scores, fold_scores, fold_errors, weights, rules)
         site_ceilings = ceilings[columns]
         for rule, selected in selections.items():
             normalised, low = normalise_scores(selected.unit_scores, site_ceilings, cfg.min_ceiling)
-            add("regression", rule, kind, site, selected, np.nanmean(normalised) if np.isfinite(normalised).any()
+            add(method, rule, kind, site, selected, np.nanmean(normalised) if np.isfinite(normalised).any()
                 else np.nan, np.mean(site_ceilings), len(columns), low.all(), int(low.sum()))
             neuron_rows.append(pd.DataFrame({
-                "model_id": model_id, "method": "regression", "layer_selection": rule,
+                "model_id": model_id, "method": method, "layer_selection": rule,
                 "neuron_id": neural.neurons["neuron_id"].to_numpy()[columns], "score": selected.unit_scores,
                 "normalized_score": normalised, "low_ceiling": low,
             }))
+
+    for kind, site, columns in neural.sites(["area"]):
+        add_per_neuron("regression", kind, site, columns, fits.scores[:, columns], fits.fold_scores[:, :, columns],
+                       fits.fold_errors[:, :, columns])
+    # PLS2 fits all of an area's neurons at once; the inner folds are drawn afresh for every
+    # area and model from the same seed, so they are the same wherever scores are compared.
+    for kind, site, columns in (neural.sites(["area"]) if cfg.pls.enabled else []):
+        pls = fit_pls_folds(stats.kernel[usable], neural.means[:, columns], folds,
+                            np.random.default_rng([cfg.cv.seed, 2]), components=cfg.pls.components,
+                            inner_folds=cfg.pls.inner_folds)
+        add_per_neuron("pls", kind, site, columns, pls.fold_scores.mean(axis=0), pls.fold_scores, pls.fold_errors)
 
     neuron_ids = neural.neurons["neuron_id"].to_numpy()
     regression = pd.DataFrame({

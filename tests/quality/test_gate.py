@@ -55,6 +55,16 @@ def test_missing_model_score_is_named(tmp_path, score_tables):
         _run(tmp_path, score_tables)
 
 
+def test_a_method_scored_for_some_models_only_is_named(tmp_path, score_tables):
+    """pls rows (scoring.pls.enabled) for one model: every other model must have them too."""
+    scores = score_tables["model_scores"]
+    others = sorted(set(scores["model_id"]) - {"alexnet_random"})
+    pls = scores[(scores["model_id"] == "alexnet_random") & (scores["method"] == "regression")].assign(method="pls")
+    score_tables["model_scores"] = pd.concat([scores, pls], ignore_index=True)
+    with pytest.raises(QualityGateError, match=rf"expected_model_scores\.sql.*{others[0]}.*pls"):
+        _run(tmp_path, score_tables)
+
+
 def test_unknown_area_and_reliability_out_of_range(tmp_path, score_tables):
     score_tables["neurons"].loc[2, "area"] = "V1"
     score_tables["neurons"].loc[3, "reliability"] = 1.7
