@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.runs import REPO, check_unchanged, shared_run  # noqa: F401 (REPO: imported from here by many tests)
+from tests.runs import REPO, build_in_background, check_unchanged, shared_run  # noqa: F401 (REPO: imported from here by many tests)
 
 # Spread test by test over the xdist workers: every test builds its own model, none shares a fixture.
 SPREAD = {"tests/models/test_whole_zoo.py"}
@@ -30,6 +30,24 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault(name, threads)
     if "torch" in sys.modules:  # it read OMP_NUM_THREADS when it was imported
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected: only the tests that will run count
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    """The tests that read the default run go last, and the run starts building now, beside the others.
+
+    The default run (`dvc repro` of the repository's params) is the longest fixture of the
+    suite; built in a process of its own from the start (:func:`tests.runs.build_in_background`),
+    it takes the core the other tests leave idle, and is done, or nearly, when its readers come.
+    Under xdist every worker collects the same items in the same order, and the first to get
+    here starts it.
+    """
+    readers = [item for item in items if "default_run" in getattr(item, "fixturenames", ())]
+    if not readers or config.getoption("collectonly"):
+        return
+    items[:] = [item for item in items if "default_run" not in getattr(item, "fixturenames", ())] + readers
+    owner = os.getppid() if "PYTEST_XDIST_WORKER" in os.environ else os.getpid()
+    build_in_background(config._tmp_path_factory, "default", owner_pid=owner)
 
 
 @pytest.hookimpl(optionalhook=True)
