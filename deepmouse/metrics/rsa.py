@@ -18,11 +18,13 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import torch
 from scipy.stats import rankdata
 
 from deepmouse.errors import DataError
 from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
 from deepmouse.metrics.reliability import spearman_brown
+from deepmouse.metrics.ridge import default_device
 
 
 def pearson_entries(a: np.ndarray, b: np.ndarray) -> float:
@@ -185,14 +187,19 @@ def score_entries(model_entries: np.ndarray, neural_entries: np.ndarray, method:
     return np.clip(r, -1.0, 1.0)
 
 
-def weighted_pearson_entries(model_entries: np.ndarray, neural_entries: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def weighted_pearson_entries(model_entries: np.ndarray, neural_entries: np.ndarray, weights: np.ndarray, *,
+                             device: str | torch.device | None = None) -> np.ndarray:
     """Pearson r of every layer's entries with the neural entries, under many weightings of the pairs.
 
     A bootstrap resample of the stimuli, drawn with counts ``c``, holds the pair of
     stimuli ``(i, j)`` ``c_i c_j`` times (pairs of two copies of one stimulus are not
     dissimilarities and are dropped). The Pearson r over the resampled pairs is the
     weighted Pearson r over the original pairs with those weights, so every replicate
-    and every layer come from three matrix products instead of one gather per replicate.
+    and every layer come from one matrix product instead of one gather per replicate:
+    the weights times the columns ``x``, ``x y`` and ``x²`` of every layer and ``1``,
+    ``y``, ``y²`` give every weighted moment at once. The product is float64 in torch,
+    whose BLAS runs it 3-4 times faster on a 2-core CPU than numpy's three products did
+    (``benchmarks/README.md``), at the same precision.
 
     Parameters
     ----------
@@ -200,27 +207,33 @@ def weighted_pearson_entries(model_entries: np.ndarray, neural_entries: np.ndarr
     neural_entries : ndarray of shape (n_pairs,)
     weights : ndarray of shape (n_weightings, n_pairs)
         Non-negative; all-ones gives the plain Pearson r.
+    device : str or torch.device, optional
+        Where to compute; CUDA when available by default. Results agree across devices
+        to rounding.
 
     Returns
     -------
     r : ndarray of shape (n_weightings, n_layers)
         NaN where a weighting leaves a layer's or the neural entries constant.
     """
-    x = np.asarray(model_entries, dtype=np.float64)
-    y = np.asarray(neural_entries, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
+    device = default_device() if device is None else torch.device(device)
+    x = torch.as_tensor(np.asarray(model_entries, dtype=np.float64), device=device)
+    y = torch.as_tensor(np.asarray(neural_entries, dtype=np.float64), device=device)
+    w = torch.as_tensor(np.asarray(weights, dtype=np.float64), device=device)
+    n_layers = x.shape[0]
     # Centring first keeps the moment differences below free of cancellation.
-    x = x - x.mean(axis=1, keepdims=True)
+    x = x - x.mean(dim=1, keepdim=True)
     y = y - y.mean()
-    total = w.sum(axis=1, keepdims=True)
-    mean_x = (w @ x.T) / total
-    mean_y = (w @ y)[:, None] / total
-    covariance = (w @ (x * y).T) / total - mean_x * mean_y
-    variance_x = (w @ (x * x).T) / total - mean_x**2
-    variance_y = (w @ (y * y))[:, None] / total - mean_y**2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = covariance / np.sqrt(variance_x * variance_y)
-    return np.clip(r, -1.0, 1.0)
+    columns = torch.cat([x, x * y, x * x, torch.ones_like(y)[None], y[None], (y * y)[None]])
+    moments = w @ columns.T  # (n_weightings, 3 n_layers + 3)
+    total = moments[:, -3:-2]
+    mean_x = moments[:, :n_layers] / total
+    mean_y = moments[:, -2:-1] / total
+    covariance = moments[:, n_layers:2 * n_layers] / total - mean_x * mean_y
+    variance_x = moments[:, 2 * n_layers:3 * n_layers] / total - mean_x**2
+    variance_y = moments[:, -1:] / total - mean_y**2
+    r = covariance / torch.sqrt(variance_x * variance_y)
+    return r.clamp(-1.0, 1.0).cpu().numpy()
 
 
 def rdm_noise_ceiling(half_a: np.ndarray, half_b: np.ndarray, method: str = "pearson") -> float:
