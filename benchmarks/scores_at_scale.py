@@ -6,10 +6,10 @@ synthetic neurons in the six areas (default 177, the default run's selection, an
 reference study's count), one fresh process per measurement runs
 :func:`deepmouse.scoring.model.score_model` with the params' ``scoring`` section and reports:
 
-- the total wall time, the process's CPU time (all threads; the observed-only selection calls
-  below included: on a shared machine it moves less with the load than the wall time), and the peak RSS above what the process held before scoring (Linux
+- the total wall time and CPU time (the process's, all threads: on a shared machine it moves
+  less with the load than the wall time), and the peak RSS above what the process held before scoring (Linux
   ``VmHWM`` reset through ``/proc/self/clear_refs``);
-- the time of each step, by method: RSA ``rdms`` (neural RDMs), ``ceilings`` (split-half RDM
+- the wall and CPU time of each step, by method: RSA ``rdms`` (neural RDMs), ``ceilings`` (split-half RDM
   ceilings), ``layer scores``, ``selection`` (``max`` and ``cv`` on the observed data alone),
   ``bootstrap`` (the same selections inside every resample: the selection call with all the
   weightings, less the observed-only one); regression ``fits`` (outer folds with the inner-LOO
@@ -109,38 +109,43 @@ class StepTimer:
     def __init__(self, module) -> None:
         self.module = module
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
         self.extra = 0.0  # observed-only selections: timed, not part of score_model
+        self.extra_cpu = 0.0
 
-    def add(self, key: str, seconds: float) -> None:
+    def add(self, key: str, seconds: float, cpu_seconds: float) -> None:
         self.seconds[key] = self.seconds.get(key, 0.0) + seconds
+        self.cpu_seconds[key] = self.cpu_seconds.get(key, 0.0) + cpu_seconds
 
     def timed(self, key: str, function):
         def wrapper(*args, **kwargs):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             try:
                 return function(*args, **kwargs)
             finally:
-                self.add(key, time.perf_counter() - start)
+                self.add(key, time.perf_counter() - start, time.process_time() - cpu_start)
         return wrapper
 
     def selection(self, method: str, function, weights_position: int):
         """The selection with every weighting, and apart, each rule on the observed row alone."""
         def wrapper(*args):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             result = function(*args)
-            full = time.perf_counter() - start
+            full, full_cpu = time.perf_counter() - start, time.process_time() - cpu_start
             observed_args = list(args)
             observed_args[weights_position] = args[weights_position][:1]
-            observed = 0.0
+            observed = observed_cpu = 0.0
             for rule in args[-1]:
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 function(*observed_args[:-1], (rule,))
-                seconds = time.perf_counter() - start
-                self.add(f"{method} selection {rule}", seconds)
+                seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+                self.add(f"{method} selection {rule}", seconds, cpu_seconds)
                 observed += seconds
+                observed_cpu += cpu_seconds
             self.extra += observed
-            self.add(f"{method} selection", observed)
-            self.add(f"{method} bootstrap", full - observed)
+            self.extra_cpu += observed_cpu
+            self.add(f"{method} selection", observed, observed_cpu)
+            self.add(f"{method} bootstrap", full - observed, full_cpu - observed_cpu)
             return result
         return wrapper
 
@@ -189,13 +194,16 @@ def measure(args: argparse.Namespace) -> dict:
         start, cpu_start = time.perf_counter(), time.process_time()
         tables = model_module.score_model(args.model, stats, neural, params.scoring, progress=lambda _: None)
         wall = time.perf_counter() - start - timer.extra
-        cpu = time.process_time() - cpu_start
+        cpu = time.process_time() - cpu_start - timer.extra_cpu
     peak = peak_rss_bytes() - before
     pd.to_pickle(tables, args.tables)
-    steps = dict(timer.seconds)
-    steps["other"] = wall - sum(steps.get(f"{method} {step}", 0.0) for method, names in STEPS.items() for step in names)
+    steps, cpu_steps = dict(timer.seconds), dict(timer.cpu_seconds)
+    listed = [f"{method} {step}" for method, names in STEPS.items() for step in names]
+    steps["other"] = wall - sum(steps.get(key, 0.0) for key in listed)
+    cpu_steps["other"] = cpu - sum(cpu_steps.get(key, 0.0) for key in listed)
     return {"model": args.model, "neurons": args.neurons, "layers": int(usable.sum()),
-            "seconds": wall, "cpu_seconds_with_extra_calls": cpu, "steps": steps, "peak_rss_above_start_bytes": peak, "peak_reset": reset,
+            "seconds": wall, "cpu_seconds": cpu, "steps": steps,
+            "cpu_steps": cpu_steps, "peak_rss_above_start_bytes": peak, "peak_reset": reset,
             "torch_threads": torch.get_num_threads(), "deepmouse": str(Path(model_module.__file__).parents[2])}
 
 
@@ -249,15 +257,18 @@ def zoo_estimate(results: list[dict], neurons: int) -> dict:
 
 
 def format_table(results: list[dict]) -> str:
-    lines = ["| model | layers | neurons | code | total s | CPU s | rsa: rdms / ceilings / layer scores / selection / "
-             "bootstrap s | regression: fits / selection / bootstrap / ceilings s | other s | peak MiB |",
+    """Markdown rows: wall and CPU totals, CPU seconds per step, peak memory."""
+    lines = ["| model | layers | neurons | code | wall s | CPU s | RSA CPU s: rdms / ceilings / layer scores / "
+             "selection / bootstrap | regression CPU s: fits / selection / bootstrap / ceilings | other CPU s "
+             "| peak MiB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        steps = r["steps"]
+        steps = r["cpu_steps"]
         rsa = " / ".join(f"{steps.get('rsa ' + s, 0):.2f}" for s in STEPS["rsa"])
         regression = " / ".join(f"{steps.get('regression ' + s, 0):.2f}" for s in STEPS["regression"])
-        lines.append(f"| {r['model']} | {r['layers']} | {r['neurons']:,} | {r['code']} | {r['seconds']:.1f} | {r['cpu_seconds_with_extra_calls']:.1f} | {rsa} | "
-                     f"{regression} | {steps['other']:.2f} | {r['peak_rss_above_start_bytes'] / 2**20:,.0f} |")
+        lines.append(f"| {r['model']} | {r['layers']} | {r['neurons']:,} | {r['code']} | {r['seconds']:.1f} "
+                     f"| {r['cpu_seconds']:.1f} | {rsa} | {regression} | {steps['other']:.2f} "
+                     f"| {r['peak_rss_above_start_bytes'] / 2**20:,.0f} |")
     return "\n".join(lines)
 
 

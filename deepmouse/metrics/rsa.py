@@ -195,11 +195,8 @@ def weighted_pearson_entries(model_entries: np.ndarray, neural_entries: np.ndarr
     stimuli ``(i, j)`` ``c_i c_j`` times (pairs of two copies of one stimulus are not
     dissimilarities and are dropped). The Pearson r over the resampled pairs is the
     weighted Pearson r over the original pairs with those weights, so every replicate
-    and every layer come from one matrix product instead of one gather per replicate:
-    the weights times the columns ``x``, ``x y`` and ``x²`` of every layer and ``1``,
-    ``y``, ``y²`` give every weighted moment at once. The product is float64 in torch,
-    whose BLAS runs it 3-4 times faster on a 2-core CPU than numpy's three products did
-    (``benchmarks/README.md``), at the same precision.
+    and every layer come from one matrix product (``pearson_moment_columns``,
+    ``weighted_sums``) instead of one gather per replicate.
 
     Parameters
     ----------
@@ -208,32 +205,88 @@ def weighted_pearson_entries(model_entries: np.ndarray, neural_entries: np.ndarr
     weights : ndarray of shape (n_weightings, n_pairs)
         Non-negative; all-ones gives the plain Pearson r.
     device : str or torch.device, optional
-        Where to compute; CUDA when available by default. Results agree across devices
-        to rounding.
+        Where the product runs; CUDA when available by default. Results agree across
+        devices to rounding.
 
     Returns
     -------
     r : ndarray of shape (n_weightings, n_layers)
         NaN where a weighting leaves a layer's or the neural entries constant.
     """
-    device = default_device() if device is None else torch.device(device)
-    x = torch.as_tensor(np.asarray(model_entries, dtype=np.float64), device=device)
-    y = torch.as_tensor(np.asarray(neural_entries, dtype=np.float64), device=device)
-    w = torch.as_tensor(np.asarray(weights, dtype=np.float64), device=device)
-    n_layers = x.shape[0]
-    # Centring first keeps the moment differences below free of cancellation.
-    x = x - x.mean(dim=1, keepdim=True)
+    columns = pearson_moment_columns(model_entries, neural_entries)
+    return pearson_from_moments(weighted_sums(weights, columns, device=device), len(model_entries))
+
+
+def pearson_moment_columns(model_entries: np.ndarray, neural_entries: np.ndarray) -> np.ndarray:
+    """The columns whose weighted sums are every moment of the weighted Pearson r.
+
+    ``x`` (each layer's entries), ``x y``, ``x²``, then ``1``, ``y``, ``y²``: weights times
+    these columns give every layer's weighted moments in one product, for any weighting and
+    any subset of the pairs (a subset is a subset of the rows). Both sides are centred over
+    all the pairs first: a shift does not change r, and centred moments keep the differences
+    in ``pearson_from_moments`` free of cancellation (the mean over a subset or a weighting
+    stays of the order of the spread).
+
+    Parameters
+    ----------
+    model_entries : ndarray of shape (n_layers, n_pairs)
+    neural_entries : ndarray of shape (n_pairs,)
+
+    Returns
+    -------
+    columns : ndarray of shape (n_pairs, 3 n_layers + 3), float64
+    """
+    x = np.asarray(model_entries, dtype=np.float64)
+    y = np.asarray(neural_entries, dtype=np.float64)
+    x = x - x.mean(axis=1, keepdims=True)
     y = y - y.mean()
-    columns = torch.cat([x, x * y, x * x, torch.ones_like(y)[None], y[None], (y * y)[None]])
-    moments = w @ columns.T  # (n_weightings, 3 n_layers + 3)
+    return np.ascontiguousarray(np.vstack([x, x * y, x * x, np.ones_like(y), y, y * y]).T)
+
+
+def weighted_sums(weights: np.ndarray, columns: np.ndarray, *, device: str | torch.device | None = None) -> np.ndarray:
+    """``weights @ columns`` in float64, in torch on ``device`` (CUDA when available by default).
+
+    On a 2-core CPU torch's BLAS ran this product 3 times faster than numpy's
+    (``benchmarks/README.md``) at the same precision; everything around it stays in numpy,
+    where small element-wise steps do not wait on a thread pool.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (n_weightings, n_pairs)
+    columns : ndarray of shape (n_pairs, n_columns)
+
+    Returns
+    -------
+    sums : ndarray of shape (n_weightings, n_columns)
+    """
+    device = default_device() if device is None else torch.device(device)
+    w = torch.as_tensor(np.asarray(weights, dtype=np.float64), device=device)
+    return (w @ torch.as_tensor(np.asarray(columns, dtype=np.float64), device=device)).cpu().numpy()
+
+
+def pearson_from_moments(moments: np.ndarray, n_layers: int) -> np.ndarray:
+    """Weighted Pearson r from the weighted sums of ``pearson_moment_columns``.
+
+    Parameters
+    ----------
+    moments : ndarray of shape (n_weightings, 3 n_layers + 3)
+        ``weighted_sums(weights, columns)``.
+    n_layers : int
+
+    Returns
+    -------
+    r : ndarray of shape (n_weightings, n_layers)
+        NaN where a weighting leaves a layer's or the neural entries constant.
+    """
     total = moments[:, -3:-2]
     mean_x = moments[:, :n_layers] / total
     mean_y = moments[:, -2:-1] / total
     covariance = moments[:, n_layers:2 * n_layers] / total - mean_x * mean_y
     variance_x = moments[:, 2 * n_layers:3 * n_layers] / total - mean_x**2
     variance_y = moments[:, -1:] / total - mean_y**2
-    r = covariance / torch.sqrt(variance_x * variance_y)
-    return r.clamp(-1.0, 1.0).cpu().numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = covariance / np.sqrt(variance_x * variance_y)
+    return np.clip(r, -1.0, 1.0)
 
 
 def rdm_noise_ceiling(half_a: np.ndarray, half_b: np.ndarray, method: str = "pearson") -> float:
