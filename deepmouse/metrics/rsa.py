@@ -76,6 +76,9 @@ def kendall_tau_a_entries(a: np.ndarray, b: np.ndarray) -> float:
     return float(numerator / n_pairs)
 
 
+TORCH_PRODUCT_MIN = 1 << 22
+"""Multiply-adds from which ``weighted_sums`` hands its product to torch (below it, numpy)."""
+
 COMPARISONS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "pearson": pearson_entries,
     "spearman": spearman_entries,
@@ -246,9 +249,12 @@ def pearson_moment_columns(model_entries: np.ndarray, neural_entries: np.ndarray
 def weighted_sums(weights: np.ndarray, columns: np.ndarray, *, device: str | torch.device | None = None) -> np.ndarray:
     """``weights @ columns`` in float64, in torch on ``device`` (CUDA when available by default).
 
-    On a 2-core CPU torch's BLAS ran this product 3 times faster than numpy's
-    (``benchmarks/README.md``) at the same precision; everything around it stays in numpy,
-    where small element-wise steps do not wait on a thread pool.
+    On a 2-core CPU torch's BLAS ran the bootstrap's products (1,001 weightings) 3 times
+    faster than numpy's (``benchmarks/README.md``) at the same precision. Products below
+    ``TORCH_PRODUCT_MIN`` multiply-adds (a single weighting, tiny data) run in numpy: there
+    torch's call and thread-pool overhead (measured 19 ms CPU for 1 × 1,770 by 1,770 × 57 on a
+    busy 2-core machine) costs more than the product. Everything around the product stays in
+    numpy, where small element-wise steps do not wait on a thread pool either.
 
     Parameters
     ----------
@@ -259,9 +265,12 @@ def weighted_sums(weights: np.ndarray, columns: np.ndarray, *, device: str | tor
     -------
     sums : ndarray of shape (n_weightings, n_columns)
     """
+    weights = np.asarray(weights, dtype=np.float64)
+    columns = np.asarray(columns, dtype=np.float64)
+    if weights.shape[0] * weights.shape[1] * columns.shape[1] < TORCH_PRODUCT_MIN:
+        return weights @ columns
     device = default_device() if device is None else torch.device(device)
-    w = torch.as_tensor(np.asarray(weights, dtype=np.float64), device=device)
-    return (w @ torch.as_tensor(np.asarray(columns, dtype=np.float64), device=device)).cpu().numpy()
+    return (torch.as_tensor(weights, device=device) @ torch.as_tensor(columns, device=device)).cpu().numpy()
 
 
 def pearson_from_moments(moments: np.ndarray, n_layers: int) -> np.ndarray:

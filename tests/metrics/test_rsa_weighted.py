@@ -7,6 +7,7 @@ from scipy.stats import pearsonr
 
 from deepmouse.metrics.bootstrap import resample_counts
 from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
+from deepmouse.metrics import rsa
 from deepmouse.metrics.rsa import weighted_pearson_entries
 
 N_STIMULI, N_LAYERS, N_BOOT = 14, 5, 30
@@ -26,8 +27,16 @@ def _previous_numpy(model_entries, neural_entries, weights):
         return np.clip(covariance / np.sqrt(variance_x * variance_y), -1.0, 1.0)
 
 
+@pytest.fixture(params=["numpy", "torch"])
+def product(request, monkeypatch):
+    """Every test runs with the product in numpy (tiny data) and forced into torch (bootstrap size)."""
+    if request.param == "torch":
+        monkeypatch.setattr(rsa, "TORCH_PRODUCT_MIN", 0)
+    return request.param
+
+
 @pytest.fixture
-def entries_and_weights():
+def entries_and_weights(product):
     rng = np.random.default_rng(3)
     latent = rng.normal(size=(N_STIMULI, 4))
     layers = [latent @ rng.normal(size=(4, 10)) + s * rng.normal(size=(N_STIMULI, 10)) for s in (0.2, 0.5, 1, 2, 5)]
@@ -72,3 +81,12 @@ def test_a_weighting_that_leaves_entries_constant_gives_nan(entries_and_weights)
     r = weighted_pearson_entries(model, neural, only_two_pairs, device="cpu")
     assert np.isnan(r[0, 1])
     assert np.isfinite(r[1]).all()
+
+
+def test_the_numpy_and_torch_products_agree(entries_and_weights, monkeypatch):
+    model, neural, weights = entries_and_weights
+    columns = rsa.pearson_moment_columns(model, neural)
+    monkeypatch.setattr(rsa, "TORCH_PRODUCT_MIN", 0)
+    in_torch = rsa.weighted_sums(weights, columns, device="cpu")
+    monkeypatch.setattr(rsa, "TORCH_PRODUCT_MIN", np.inf)
+    np.testing.assert_allclose(in_torch, rsa.weighted_sums(weights, columns, device="cpu"), rtol=1e-14, atol=1e-12)
