@@ -247,13 +247,16 @@ def table_differences(before: dict[str, pd.DataFrame], after: dict[str, pd.DataF
 
 
 def zoo_estimate(results: list[dict], neurons: int) -> dict:
-    """Least-squares ``seconds = a + b · layers`` over the measured models, applied to the zoo's layers."""
+    """CPU hours for 99 and 237 models: least squares ``cpu_seconds = a + b · layers`` over the measured
+    models (working tree's code), at the untrained zoo's mean layers per model."""
     rows = [r for r in results if r["neurons"] == neurons and r["code"] == "current"]
+    if not rows:
+        return {}
     layers = np.array([r["layers"] for r in rows], dtype=float)
-    seconds = np.array([r["seconds"] for r in rows])
+    seconds = np.array([r["cpu_seconds"] for r in rows])
     slope, intercept = np.polyfit(layers, seconds, 1) if len(rows) > 1 else (seconds[0] / layers[0], 0.0)
     per_model_layers = UNTRAINED_ZOO_LAYERS / 99
-    return {f"{count} models": (intercept * count + slope * per_model_layers * count) / 3600 for count in (99, 237)}
+    return {f"{count} models": count * (intercept + slope * per_model_layers) / 3600 for count in (99, 237)}
 
 
 def format_table(results: list[dict]) -> str:
@@ -319,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     estimates = {n: zoo_estimate(results, n) for n in args.neurons}
     print(format_table(results))
     for n, estimate in estimates.items():
-        print(f"zoo estimate at {n:,} neurons (hours, CPU as measured): "
+        print(f"zoo estimate at {n:,} neurons (CPU hours): "
               + ", ".join(f"{k}: {v:.2f}" for k, v in estimate.items()))
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
