@@ -7,22 +7,22 @@ reference study's count), one fresh process per measurement runs
 :func:`deepmouse.scoring.model.score_model` with the params' ``scoring`` section and reports:
 
 - the total wall time and CPU time (the process's, all threads: on a shared machine it moves
-  less with the load than the wall time), and the peak RSS above what the process held before scoring (Linux
-  ``VmHWM`` reset through ``/proc/self/clear_refs``);
-- the wall and CPU time of each step, by method: RSA ``rdms`` (neural RDMs), ``ceilings`` (split-half RDM
-  ceilings), ``layer scores``, ``selection`` (``max`` and ``cv`` on the observed data alone),
-  ``bootstrap`` (the same selections inside every resample: the selection call with all the
-  weightings, less the observed-only one); regression ``fits`` (outer folds with the inner-LOO
-  alpha, every layer and neuron), ``selection``, ``bootstrap``, ``ceilings``; ``other`` is the
-  rest of ``score_model`` (model RDMs, tables). The observed-only selections are extra calls,
-  timed apart and left out of the total.
+  less with the load than the wall time), and the peak RSS above what the process held
+  before scoring (Linux ``VmHWM`` reset through ``/proc/self/clear_refs``);
+- the wall and CPU time of each step, by method: RSA ``rdms`` (neural RDMs), ``ceilings``
+  (split-half RDM ceilings), ``layer scores``, ``selection`` (``max`` and ``cv`` on the
+  observed data alone), ``bootstrap`` (the same selections inside every resample: the
+  selection call with all the weightings, less the observed-only one); regression ``fits``
+  (outer folds with the inner-LOO alpha, every layer and neuron), ``selection``,
+  ``bootstrap``, ``ceilings``; ``other`` is the rest of ``score_model`` (model RDMs, tables).
+  The observed-only selections are extra calls, timed apart and left out of the total.
 
 With ``--baseline REV`` each measurement also runs on the ``deepmouse`` package (and
 ``params.yaml``) of git revision ``REV``, interleaved with the working tree's (baseline, current,
 per model and size), so both see the same load; the score tables of the two are compared
 (largest absolute difference per table). The synthetic neurons: each is planted in one
 random layer (its responses a random direction of that layer's centred kernel, ``K_c^{1/2} g``)
-plus trial noise, two halves of trials per neuron, so reliabilities spread over about 0.2-0.9.
+plus trial noise, two halves of trials per neuron, so split-half reliabilities spread over about 0.3-0.95.
 The timing does not depend on the values beyond the alphas and layers chosen.
 
 Run from the project root (the default data folder is this checkout's ``data/``)::
