@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from deepmouse.metrics.cka import cka_layers
-from deepmouse.metrics.rsa import score_entries, weighted_pearson_entries
+from deepmouse.metrics.ridge import default_device
+from deepmouse.metrics.rsa import pearson_from_moments, pearson_moment_columns, score_entries, weighted_sums
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,16 @@ def _cka_within(layer_grams, neural_gram, counts, stimuli, estimator):
 def _weighted_scorer(model_entries, neural_entries, pair_weights, method):
     """``score(pair_mask) -> (n_weightings, n_layers)``: every layer's comparison on the masked pairs."""
     if method == "pearson":
-        return lambda mask: weighted_pearson_entries(model_entries[:, mask], neural_entries[mask], pair_weights[:, mask])
+        # The moment columns are the same for every subset of pairs: built once per site.
+        columns = pearson_moment_columns(model_entries, neural_entries)
+        device = default_device()
+
+        def score_pearson(mask):
+            kept = np.flatnonzero(mask)
+            return pearson_from_moments(weighted_sums(pair_weights[:, kept], columns[kept], device=device),
+                                        len(model_entries))
+
+        return score_pearson
 
     counts = pair_weights.astype(np.int64)
 

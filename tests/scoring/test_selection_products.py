@@ -1,0 +1,59 @@
+"""RSA layer selection with the moment products in numpy and in torch, against the previous
+per-subset computation (each subset of pairs centred and multiplied on its own)."""
+
+import numpy as np
+import pytest
+
+from deepmouse.metrics import rsa
+from deepmouse.metrics.bootstrap import resample_counts
+from deepmouse.metrics.folds import stimulus_halves
+from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
+from deepmouse.scoring import selection
+from deepmouse.scoring.selection import select_rsa
+
+N_STIMULI, N_BOOT = 18, 40
+
+
+def _previous_weighted_pearson(model_entries, neural_entries, weights):
+    """The numpy code the selection used before, on one subset of pairs."""
+    x = model_entries - model_entries.mean(axis=1, keepdims=True)
+    y = neural_entries - neural_entries.mean()
+    total = weights.sum(axis=1, keepdims=True)
+    mean_x = (weights @ x.T) / total
+    mean_y = (weights @ y)[:, None] / total
+    covariance = (weights @ (x * y).T) / total - mean_x * mean_y
+    variance_x = (weights @ (x * x).T) / total - mean_x**2
+    variance_y = (weights @ (y * y))[:, None] / total - mean_y**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(covariance / np.sqrt(variance_x * variance_y), -1.0, 1.0)
+
+
+@pytest.fixture
+def site():
+    rng = np.random.default_rng(11)
+    latent = rng.normal(size=(N_STIMULI, 5))
+    layers = [latent @ rng.normal(size=(5, 15)) + s * rng.normal(size=(N_STIMULI, 15)) for s in (0.3, 0.6, 1, 2, 3, 6)]
+    model = upper_triangle(np.stack([rdm_from_responses(x) for x in layers]))
+    neural = upper_triangle(rdm_from_responses(latent @ rng.normal(size=(5, 8)) + rng.normal(size=(N_STIMULI, 8))))
+    rows, cols = np.triu_indices(N_STIMULI, k=1)
+    counts = resample_counts(N_STIMULI, N_BOOT, np.random.default_rng(12))
+    weights = np.vstack([np.ones(rows.size), counts[:, rows] * counts[:, cols]])
+    halves = stimulus_halves(N_STIMULI, 4, np.random.default_rng(13))
+    return model, neural, weights, halves, (rows, cols)
+
+
+@pytest.mark.parametrize("torch_from", [0, np.inf], ids=["torch", "numpy"])
+def test_selection_equals_the_previous_per_subset_products(site, torch_from, monkeypatch):
+    model, neural, weights, halves, pairs = site
+    monkeypatch.setattr(rsa, "TORCH_PRODUCT_MIN", torch_from)
+    selected = select_rsa(model, neural, weights, halves, pairs, "pearson", ("max", "cv"))
+
+    def previous_scorer(model_entries, neural_entries, pair_weights, method):
+        return lambda mask: _previous_weighted_pearson(model_entries[:, mask], neural_entries[mask],
+                                                       pair_weights[:, mask])
+
+    monkeypatch.setattr(selection, "_weighted_scorer", previous_scorer)
+    previous = select_rsa(model, neural, weights, halves, pairs, "pearson", ("max", "cv"))
+    for rule in ("max", "cv"):
+        np.testing.assert_allclose(selected[rule].values, previous[rule].values, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(selected[rule].choices, previous[rule].choices)
