@@ -10,22 +10,9 @@ from deepmouse.metrics.folds import stimulus_halves
 from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
 from deepmouse.scoring import selection
 from deepmouse.scoring.selection import select_rsa
+from tests.metrics.test_rsa_weighted import _previous_numpy as _previous_weighted_pearson
 
 N_STIMULI, N_BOOT = 18, 40
-
-
-def _previous_weighted_pearson(model_entries, neural_entries, weights):
-    """The numpy code the selection used before, on one subset of pairs."""
-    x = model_entries - model_entries.mean(axis=1, keepdims=True)
-    y = neural_entries - neural_entries.mean()
-    total = weights.sum(axis=1, keepdims=True)
-    mean_x = (weights @ x.T) / total
-    mean_y = (weights @ y)[:, None] / total
-    covariance = (weights @ (x * y).T) / total - mean_x * mean_y
-    variance_x = (weights @ (x * x).T) / total - mean_x**2
-    variance_y = (weights @ (y * y))[:, None] / total - mean_y**2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.clip(covariance / np.sqrt(variance_x * variance_y), -1.0, 1.0)
 
 
 @pytest.fixture
