@@ -21,6 +21,8 @@ class SimulatedConfig(Section):
     ``tuning: planted`` neurons read out the generator's layer at each area's planted depth;
     ``tuning: random`` neurons have image tuning drawn independently of the images and of
     every model (null data for the scores), and ``planted_depths`` then only names the areas.
+    ``animal_variation``: the fraction of each planted neuron's drive private to its animal
+    (each experiment is one animal), which neither a model nor the other animals predict.
     """
 
     seed: StrictInt = 0
@@ -39,6 +41,7 @@ class SimulatedConfig(Section):
     image_width: StrictInt = 294
     readout_sparsity: StrictFloat = 0.1
     noise_range: tuple[StrictFloat, StrictFloat] = (0.05, 1.0)
+    animal_variation: StrictFloat = 0.2
 
     _check_positive = field_validator("experiments_per_area", "neurons_per_experiment")(positive)
     # Split-half reliability and CC_max compare two halves of a neuron's trials.
@@ -63,6 +66,13 @@ class SimulatedConfig(Section):
             if not 0 <= depth <= 1:
                 raise invalid(f"depth must be in [0, 1], got {depth}", key=area)
         return depths
+
+    @field_validator("animal_variation")
+    @classmethod
+    def _check_animal_variation(cls, variation: float) -> float:
+        if not 0 <= variation < 1:
+            raise invalid(f"must be in [0, 1), got {variation}")
+        return variation
 
     @field_validator("noise_range")
     @classmethod

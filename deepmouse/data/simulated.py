@@ -11,7 +11,9 @@ The generative model of one neuron ``j`` of one experiment:
    random readout of the planted layer's standardised features,
    ``rate[s, j] = peak_j * softplus(beta * (drive[s, j] - theta_j)) / max_s(...)``,
    with ``drive`` the Gaussian-weighted sum of a random ``sparsity`` fraction of
-   the features, standardised over stimuli.
+   the features, standardised over stimuli, mixed with a drive private to the
+   neuron's animal (each experiment is one container and one mouse, named by its
+   ``specimen_name``) that carries ``animal_variation`` of its variance.
 2. Trial amplitudes (``simulate_experiment_nwb``): on a presentation of ``s``
    with running speed ``v``, ``a = rate[s, j] * gain_j(v) + noise``, where the
    noise is Gaussian with s.d. ``noise_level_j * sd_s(rate[:, j]) * sqrt(n_repeats)``.
@@ -220,7 +222,8 @@ def generate_scenes(n_images: int, height: int, width: int, rng: np.random.Gener
     return np.rint(np.clip(stretched, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def simulate_rates(features: np.ndarray, n_neurons: int, sparsity: float, rng: np.random.Generator) -> np.ndarray:
+def simulate_rates(features: np.ndarray, n_neurons: int, sparsity: float, rng: np.random.Generator, *,
+                   animal_drive: np.ndarray | None = None, animal_variation: float = 0.0) -> np.ndarray:
     """Noiseless mean responses of simulated neurons reading out a layer's features.
 
     Each neuron reads ``max(1, round(sparsity * n_varying))`` features drawn
@@ -238,6 +241,11 @@ def simulate_rates(features: np.ndarray, n_neurons: int, sparsity: float, rng: n
     sparsity : float
         Fraction of the features each neuron reads, in (0, 1].
     rng : numpy.random.Generator
+    animal_drive : ndarray of shape (n_stimuli, n_neurons), optional
+        Each neuron's drive private to its animal (:func:`animal_drives`), mixed in so that
+        a fraction ``animal_variation`` of the standardised drive's variance is the animal's
+        own: what no model and no other animal predicts.
+    animal_variation : float in [0, 1)
 
     Returns
     -------
@@ -267,7 +275,22 @@ def simulate_rates(features: np.ndarray, n_neurons: int, sparsity: float, rng: n
     spread = drive.std(axis=0)
     if np.any(spread <= 1e-12 * np.sqrt(n_read)):
         raise DataError(f"simulate_rates: neuron {np.argmin(spread)} reads features whose weighted sum is constant")
-    return _rectified_rates((drive - drive.mean(axis=0)) / spread, rng)
+    drive = (drive - drive.mean(axis=0)) / spread
+    if animal_drive is not None and animal_variation > 0:
+        private = (animal_drive - animal_drive.mean(axis=0)) / animal_drive.std(axis=0)
+        drive = np.sqrt(1 - animal_variation) * drive + np.sqrt(animal_variation) * private
+        drive = (drive - drive.mean(axis=0)) / drive.std(axis=0)
+    return _rectified_rates(drive, rng)
+
+
+ANIMAL_DIMENSIONS = 10
+"""Stimulus dimensions private to each simulated animal, shared by its neurons."""
+
+
+def animal_drives(n_stimuli: int, n_neurons: int, rng: np.random.Generator) -> np.ndarray:
+    """Drives private to one animal: random readouts of its own ``ANIMAL_DIMENSIONS`` random stimulus
+    dimensions, so its neurons share them with each other but not with other animals, shape (n_stimuli, n_neurons)."""
+    return rng.standard_normal((n_stimuli, ANIMAL_DIMENSIONS)) @ rng.standard_normal((ANIMAL_DIMENSIONS, n_neurons))
 
 
 def simulate_random_rates(n_stimuli: int, n_neurons: int, rng: np.random.Generator) -> np.ndarray:
@@ -600,7 +623,12 @@ def simulate_dataset(
             metadata = _experiment_metadata(serial, area, area_index + index, rng)
             noise_levels = rng.permutation(np.linspace(*cfg.noise_range, n_neurons))
             if planted:
-                rates = simulate_rates(planted_features[area], n_neurons, cfg.readout_sparsity, rng)
+                # Each experiment is its own container and mouse; its private drives have their own seed,
+                # so the experiment's other draws do not depend on animal_variation.
+                private = animal_drives(N_STIMULI, n_neurons, np.random.default_rng(
+                    np.random.SeedSequence(cfg.seed, spawn_key=(area_index, index, 1))))
+                rates = simulate_rates(planted_features[area], n_neurons, cfg.readout_sparsity, rng,
+                                       animal_drive=private, animal_variation=cfg.animal_variation)
             else:
                 rates = simulate_random_rates(N_STIMULI, n_neurons, rng)
             cell_ids = _CELL_ID_BASE + serial * n_neurons + np.arange(n_neurons)

@@ -1,0 +1,277 @@
+"""Inter-animal consistency: how well one animal's neurons are predicted from the other animals'.
+
+The field's second ceiling (Nayebi et al. 2023, "Mouse visual cortex as a limited resource
+system"): treat the other animals of an area as if they were a model, and score them with
+exactly the mapping, folds, alpha grid and bootstrap that score the models. A model "at the
+inter-animal ceiling" then predicts an animal as well as another mouse does; the split-half
+ceiling instead asks how much of a neuron's variance over stimuli is repeatable at all.
+
+Regression (per area, and per ``modality`` when the neurons carry one). For each target
+animal ``a`` the "features" are the mean responses (119 stimuli) of the *other* animals'
+selected neurons of the area, pooled, standardised per neuron over the stimuli, and reduced to
+the kernel ``K = Z Zᵀ`` — the statistic a model layer is reduced to (constant neurons dropped,
+population variance, as ``deepmouse.features.products.standardised_kernel``, here in float64).
+Each of ``a``'s neurons is then fitted through :func:`deepmouse.scoring.regression.fit_regression_layers`
+with ``K`` as a one-layer model: the same outer folds (``scoring.cv``), the same alphas
+(``scoring.regression``), the held-out Pearson r within each fold averaged over folds. A
+neuron's consistency is that score; the area's is the mean over the neurons of all its
+animals, with a bootstrap interval over neurons (``scoring.bootstrap``). The split-half
+corrected form divides each neuron's score by the square root of its ceiling
+(``scoring.ceiling``), as the models' ``normalized_score``.
+
+RSA. For each target animal, the RDM of its selected neurons is compared with the RDM of the
+other animals' pooled neurons (``scoring.rsa.comparison``); the area's consistency is the mean
+over target animals, with a bootstrap interval over stimuli (the same resample for every
+target animal of a replicate). The corrected form divides each animal's r by the square root
+of its own split-half RDM ceiling. An animal with fewer than 2 selected neurons in the area
+(or whose other animals hold fewer than 2) has no RDM and is left out of the RSA mean.
+
+The other animals' responses are noisy, unlike a model's features, so consistency is
+attenuated by the noise of both sides; the corrected form removes only the target's. Either
+way a model and the other animals are scored on the same target neurons by the same
+procedure, which is what makes their ratio (``normalized_interanimal``) meaningful.
+
+An area with fewer than 2 animals has no consistency: its rows hold NULL scores, and the
+stage summary counts them.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pandas as pd
+
+from deepmouse.config import ScoringConfig
+from deepmouse.errors import DataError
+from deepmouse.metrics.bootstrap import percentile_interval, resample_counts
+from deepmouse.metrics.folds import stimulus_folds, stimulus_halves
+from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
+from deepmouse.metrics.rsa import rdm_noise_ceiling
+from deepmouse.scoring.neural import SITE_COLUMNS, NeuralData
+from deepmouse.scoring.regression import fit_regression_layers
+from deepmouse.scoring.selection import select_rsa
+
+CONSISTENCY_FILE = "interanimal_consistency.parquet"
+"""Per area (and modality) and method, in the ``scores`` stage's folder."""
+NEURONS_FILE = "interanimal_neurons.parquet"
+"""Per target neuron, the regression consistency, in the ``scores`` stage's folder."""
+
+METHODS = ("rsa", "regression")
+CONSISTENCY_COLUMNS = ("area", "method", "score", "ci_low", "ci_high", "normalized_score", "n_animals", "n_neurons")
+"""Columns of the area table (``modality`` after ``area`` when the neurons carry it)."""
+MIN_ANIMALS = 2
+
+
+def group_columns(neurons: pd.DataFrame) -> list[str]:
+    """How neurons are grouped into the units a consistency is computed for: area, within modality if given."""
+    return ["modality", "area"] if "modality" in neurons.columns else ["area"]
+
+
+def check_animals(neurons: pd.DataFrame, name: str = "neurons.parquet") -> None:
+    """Raise :class:`DataError` unless every neuron names its animal.
+
+    Raises
+    ------
+    DataError
+        Naming the file and the first neuron without an animal.
+    """
+    if "animal" not in neurons.columns:
+        raise DataError(f"{name}: no 'animal' column; rerun the neurons stage (`dvc repro neurons`) to add it")
+    blank = neurons["animal"].isna() | (neurons["animal"].astype(str).str.strip() == "")
+    if blank.any():
+        raise DataError(f"{name}: neuron {neurons.loc[blank, 'neuron_id'].iloc[0]} has no animal "
+                        f"({int(blank.sum())} neuron(s) without)")
+
+
+def response_kernel(responses: np.ndarray) -> np.ndarray:
+    """``Z Zᵀ`` of responses standardised per neuron over the stimuli, constant neurons dropped.
+
+    Parameters
+    ----------
+    responses : ndarray of shape (n_stimuli, n_neurons)
+
+    Returns
+    -------
+    kernel : ndarray of shape (n_stimuli, n_stimuli), float64
+
+    Raises
+    ------
+    DataError
+        If no neuron's responses vary over the stimuli.
+    """
+    x = np.asarray(responses, dtype=np.float64)
+    varying = np.ptp(x, axis=0) > 0
+    if not varying.any():
+        raise DataError(f"inter-animal consistency: none of {x.shape[1]} source neurons varies over the stimuli")
+    z = x[:, varying] - x[:, varying].mean(axis=0)
+    z /= z.std(axis=0)
+    return z @ z.T
+
+
+def score_interanimal(neural: NeuralData, cfg: ScoringConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Inter-animal consistency of every area (and modality), by RSA and by regression.
+
+    Parameters
+    ----------
+    neural : NeuralData
+        The selected neurons (with ``animal``) and their mean (and split-half) responses.
+    cfg : ScoringConfig
+        The models' folds, alphas, RSA comparison, ceiling and bootstrap.
+
+    Returns
+    -------
+    areas : DataFrame
+        One row per area (and modality) and method: :data:`CONSISTENCY_COLUMNS`. Areas with
+        fewer than 2 animals have NaN scores.
+    neurons : DataFrame
+        One row per selected neuron of an area with at least 2 animals: ``neuron_id``,
+        ``animal``, the group columns, ``score`` and ``normalized_score`` (regression).
+    """
+    check_animals(neural.neurons)
+    keys = group_columns(neural.neurons)
+    n_stimuli = neural.means.shape[0]
+    folds = stimulus_folds(n_stimuli, cfg.cv.n_folds, cfg.cv.n_repeats, np.random.default_rng([cfg.cv.seed, 0]))
+    ceilings = neural.ceilings(cfg.ceiling) if neural.has_trials else np.full(len(neural.neurons), np.nan)
+    rows, neuron_rows = [], []
+    groups = neural.neurons.reset_index(drop=True).groupby(keys, sort=False).indices
+    for key, columns in groups.items():
+        key = key if isinstance(key, tuple) else (key,)
+        columns = np.sort(columns)
+        described = dict(zip(keys, key))
+        animals = neural.neurons["animal"].to_numpy()[columns].astype(str)
+        n_animals = len(np.unique(animals))
+        base = {**described, "n_animals": n_animals, "n_neurons": len(columns)}
+        if n_animals < MIN_ANIMALS:
+            rows += [{**base, "method": method, "score": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                      "normalized_score": np.nan} for method in METHODS]
+            continue
+        site = "|".join(str(k) for k in key)
+        rsa_values, rsa_normalised = _rsa_consistency(neural, columns, animals, cfg, site)
+        rows.append({**base, "method": "rsa", "score": rsa_values[0], **_interval(rsa_values, cfg),
+                     "normalized_score": rsa_normalised})
+        scores = _regression_consistency(neural.means, columns, animals, folds, cfg)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            normalised = np.where(ceilings[columns] > 0, scores / np.sqrt(ceilings[columns]), np.nan)
+        counts = resample_counts(len(columns), cfg.bootstrap.n, _rng(cfg, "regression", site))
+        values = np.concatenate([[scores.mean()], counts @ scores / len(columns)])
+        rows.append({**base, "method": "regression", "score": values[0], **_interval(values, cfg),
+                     "normalized_score": np.nanmean(normalised) if np.isfinite(normalised).any() else np.nan})
+        neuron_rows.append(pd.DataFrame({
+            "neuron_id": neural.neurons["neuron_id"].to_numpy()[columns], "animal": animals,
+            **{name: value for name, value in described.items()}, "score": scores, "normalized_score": normalised,
+        }))
+    areas = pd.DataFrame(rows)
+    order = [keys[0], "area", *CONSISTENCY_COLUMNS[1:]] if len(keys) > 1 else list(CONSISTENCY_COLUMNS)
+    areas = areas.loc[:, order].astype({"n_animals": np.int64, "n_neurons": np.int64})
+    neurons = (pd.concat(neuron_rows, ignore_index=True) if neuron_rows else
+               pd.DataFrame(columns=["neuron_id", "animal", *keys, "score", "normalized_score"]))
+    return areas, neurons
+
+
+def _regression_consistency(means: np.ndarray, columns: np.ndarray, animals: np.ndarray, folds,
+                            cfg: ScoringConfig) -> np.ndarray:
+    """Each neuron of ``columns`` scored from the other animals' neurons, in ``columns`` order, shape (n,)."""
+    scores = np.empty(len(columns))
+    for animal in np.unique(animals):
+        target = animals == animal
+        kernel = response_kernel(means[:, columns[~target]])
+        fits = fit_regression_layers(kernel[None], means[:, columns[target]], folds, cfg.regression)
+        scores[target] = fits.scores[0]
+    return scores
+
+
+def _rsa_consistency(neural: NeuralData, columns: np.ndarray, animals: np.ndarray, cfg: ScoringConfig,
+                     site: str) -> tuple[np.ndarray, float]:
+    """Mean over target animals of RDM-to-RDM comparisons: (observed, replicates...) and the corrected mean."""
+    n_stimuli = neural.means.shape[0]
+    pairs = np.triu_indices(n_stimuli, k=1)
+    counts = resample_counts(n_stimuli, cfg.bootstrap.n, _rng(cfg, "rsa", site))
+    weights = np.vstack([np.ones(pairs[0].size), counts[:, pairs[0]] * counts[:, pairs[1]]])
+    halves = stimulus_halves(n_stimuli, 1, np.random.default_rng([cfg.cv.seed, 1]))
+    per_animal, corrected = [], []
+    for animal in np.unique(animals):
+        target, source = columns[animals == animal], columns[animals != animal]
+        if len(target) < 2 or len(source) < 2:  # an RDM needs two neurons to correlate
+            continue
+        target_entries = upper_triangle(rdm_from_responses(neural.means[:, target]))
+        source_entries = upper_triangle(rdm_from_responses(neural.means[:, source]))
+        values = select_rsa(source_entries[None], target_entries, weights, halves, pairs, cfg.rsa.comparison,
+                            ("max",))["max"].values
+        per_animal.append(values)
+        if neural.has_trials:
+            ceiling = rdm_noise_ceiling(neural.half_a[:, target], neural.half_b[:, target], method=cfg.rsa.comparison)
+            corrected.append(values[0] / np.sqrt(ceiling) if ceiling > 0 else np.nan)
+    if not per_animal:
+        return np.full(cfg.bootstrap.n + 1, np.nan), np.nan
+    corrected = np.asarray(corrected, dtype=np.float64)
+    return np.mean(per_animal, axis=0), float(np.nanmean(corrected)) if np.isfinite(corrected).any() else np.nan
+
+
+def _interval(values: np.ndarray, cfg: ScoringConfig) -> dict[str, float]:
+    low, high = percentile_interval(values[1:], cfg.bootstrap.level)
+    return {"ci_low": low, "ci_high": high}
+
+
+def _rng(cfg: ScoringConfig, method: str, site: str) -> np.random.Generator:
+    """Seeded by ``scoring.bootstrap.seed`` and the site, apart from the models' resamples."""
+    return np.random.default_rng([cfg.bootstrap.seed, zlib.crc32(f"interanimal/{method}/{site}".encode())])
+
+
+def site_animals(neurons: pd.DataFrame, kinds) -> pd.DataFrame:
+    """How many animals each scoring site holds among the selected neurons.
+
+    Parameters
+    ----------
+    neurons : DataFrame from ``neurons.parquet`` (with ``selected`` and ``animal``).
+    kinds : iterable of site kinds (keys of :data:`deepmouse.scoring.neural.SITE_COLUMNS`).
+
+    Returns
+    -------
+    DataFrame with ``site_kind``, ``site`` (as the models' scores name it) and ``n_animals``.
+    """
+    check_animals(neurons)
+    selected = neurons[neurons["selected"].astype(bool)]
+    frames = []
+    for kind in kinds:
+        columns = list(SITE_COLUMNS[kind])
+        counts = selected.groupby(columns, sort=True)["animal"].nunique().reset_index()
+        site = counts[columns].astype(str).agg("|".join, axis=1)
+        frames.append(pd.DataFrame({"site_kind": kind, "site": site, "n_animals": counts["animal"].astype(np.int64)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def attach_interanimal(model_scores: pd.DataFrame, consistency: pd.DataFrame, neurons: pd.DataFrame) -> pd.DataFrame:
+    """``model_scores`` with ``n_animals``, ``interanimal_consistency``, ``normalized_interanimal`` and
+    ``above_interanimal``.
+
+    ``normalized_interanimal = score / consistency`` for the area sites of a method (the model
+    and the other animals scored on the same neurons by the same procedure); NaN at other
+    sites, where there is no consistency, or where the consistency is not positive (a ratio
+    to a ceiling at or below 0 means nothing). ``above_interanimal``: the model's score
+    exceeds the consistency (a model better than another mouse, shown, never hidden);
+    missing where there is no consistency.
+
+    Raises
+    ------
+    DataError
+        If the consistency holds more than one row for an area and method (one modality per
+        area is what the model scores' sites name).
+    """
+    scores = model_scores.merge(site_animals(neurons, model_scores["site_kind"].unique()),
+                                on=["site_kind", "site"], how="left", validate="many_to_one")
+    ceiling = consistency.loc[:, ["area", "method", "score"]].rename(
+        columns={"area": "site", "score": "interanimal_consistency"}).assign(site_kind="area")
+    if ceiling.duplicated(["site", "method"]).any():
+        row = ceiling[ceiling.duplicated(["site", "method"], keep=False)].iloc[0]
+        raise DataError(f"{CONSISTENCY_FILE}: more than one consistency for area {row['site']}, method {row['method']}")
+    scores = scores.merge(ceiling, on=["site_kind", "site", "method"], how="left", validate="many_to_one")
+    consistency_value = scores["interanimal_consistency"].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores["normalized_interanimal"] = np.where(consistency_value > 0,
+                                                    scores["score"].to_numpy(dtype=np.float64) / consistency_value,
+                                                    np.nan)
+    scores["above_interanimal"] = pd.array(
+        [None if np.isnan(c) else bool(s > c) for s, c in zip(scores["score"], consistency_value)], dtype="boolean")
+    scores["n_animals"] = scores["n_animals"].astype("Int64")
+    return scores
