@@ -38,17 +38,19 @@ stage summary counts them.
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from deepmouse.atomic import atomic_file
 from deepmouse.config import ScoringConfig
 from deepmouse.errors import DataError
 from deepmouse.metrics.bootstrap import percentile_interval, resample_counts
 from deepmouse.metrics.folds import stimulus_folds, stimulus_halves
 from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
 from deepmouse.metrics.rsa import rdm_noise_ceiling
-from deepmouse.scoring.neural import SITE_COLUMNS, NeuralData
+from deepmouse.scoring.neural import SITE_COLUMNS, NeuralData, load_neural_data
 from deepmouse.scoring.regression import fit_regression_layers
 from deepmouse.scoring.selection import select_rsa
 
@@ -167,6 +169,38 @@ def score_interanimal(neural: NeuralData, cfg: ScoringConfig) -> tuple[pd.DataFr
     neurons = (pd.concat(neuron_rows, ignore_index=True) if neuron_rows else
                pd.DataFrame(columns=["neuron_id", "animal", *keys, "score", "normalized_score"]))
     return areas, neurons
+
+
+def score_interanimal_files(neurons_path: str | Path, responses_dir: str | Path, cfg: ScoringConfig,
+                            out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score the inter-animal consistency of the selected neurons and write :data:`CONSISTENCY_FILE` and
+    :data:`NEURONS_FILE` into ``out_dir`` (each replaced whole, only once computed).
+
+    Returns
+    -------
+    The two tables of :func:`score_interanimal`.
+    """
+    responses_dir = Path(responses_dir)
+    neural = load_neural_data(
+        pd.read_parquet(neurons_path), pd.read_parquet(responses_dir / "means.parquet"),
+        pd.read_parquet(responses_dir / "trials.parquet", columns=["neuron_id", "stimulus_index", "trial", "response"]))
+    areas, neurons = score_interanimal(neural, cfg)
+    for frame, name in ((areas, CONSISTENCY_FILE), (neurons, NEURONS_FILE)):
+        with atomic_file(Path(out_dir) / name) as staging:
+            frame.to_parquet(staging, index=False)
+    return areas, neurons
+
+
+def describe_consistency(areas: pd.DataFrame) -> str:
+    """One line for the stage summary: the areas scored, and those without a consistency (fewer than 2 animals)."""
+    keys = [c for c in ("modality", "area") if c in areas.columns]
+    units = areas.groupby(keys, sort=False)["n_animals"].first()
+    lacking = units[units < MIN_ANIMALS]
+    line = f"inter-animal consistency of {len(units) - len(lacking)} of {len(units)} areas"
+    if len(lacking):
+        named = ", ".join("|".join(map(str, key)) if isinstance(key, tuple) else str(key) for key in lacking.index)
+        line += f"; {len(lacking)} with fewer than {MIN_ANIMALS} animals have none ({named})"
+    return line
 
 
 def _regression_consistency(means: np.ndarray, columns: np.ndarray, animals: np.ndarray, folds,

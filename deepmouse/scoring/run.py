@@ -10,6 +10,8 @@ Layout of the stage's output folder::
         bootstrap_replicates.parquet
         key.json                      what these scores depend on, and each file's bytes, sha256, rows
     model_comparisons.parquet       every pair of models, from all models' bootstrap replicates
+    interanimal_consistency.parquet per area and method: the other animals scored as a model
+    interanimal_neurons.parquet     per neuron: its regression consistency (deepmouse.scoring.interanimal)
 
 Incremental and resumable: each model's folder is a :class:`~deepmouse.keyed.KeyedFolder`.
 A model is scored only when its folder is missing, its key differs from the current one, or a
@@ -54,6 +56,7 @@ from deepmouse.failures import doing, writing
 
 from deepmouse.keyed import KeyedFolder, input_record, make_key
 from deepmouse.scoring.comparisons import compare_models
+from deepmouse.scoring.interanimal import score_interanimal_files
 from deepmouse.scoring.model import score_model
 from deepmouse.scoring.neural import load_neural_data
 
@@ -267,7 +270,8 @@ def score_models(
     Returns
     -------
     dict
-        ``model_scores`` of every listed model and ``model_comparisons``: the small tables.
+        ``model_scores`` of every listed model, ``model_comparisons`` and ``interanimal_consistency``
+        (recomputed on every run, like the comparisons): the small tables.
         The per-neuron tables stay in the folders (:func:`model_table_files`).
     """
     from deepmouse.compute import run_tasks
@@ -312,7 +316,9 @@ def score_models(
                kept=f"every model's scores are kept in {models_dir}; a rerun only compares them"), \
             writing(out_dir / COMPARISONS_FILE):
         _write_parquet_atomically(comparisons, out_dir / COMPARISONS_FILE)
-    return {"model_scores": model_scores, "model_comparisons": comparisons}
+    with doing("scoring the inter-animal consistency", kept=f"every model's scores are kept in {models_dir}"):
+        consistency, _ = score_interanimal_files(neurons_path, responses_dir, cfg, out_dir)
+    return {"model_scores": model_scores, "model_comparisons": comparisons, "interanimal_consistency": consistency}
 
 
 def _score_one(model_id: str, *, features_root: str, features: FeaturesConfig, neurons_path: str,

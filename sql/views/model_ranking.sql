@@ -1,7 +1,9 @@
 -- One row per model, method, layer selection and site, ranked within each method × site
 -- (rank 1 = best). The per-area rows answer "which model predicts VISp best?"; `standing`
 -- says whether a model is distinguishable from the best one there (paired bootstrap,
--- Benjamini-Hochberg over the site's pairs), so ties read as ties.
+-- Benjamini-Hochberg over the site's pairs), so ties read as ties. Both ceilings: normalized_score
+-- (split-half reliability) and normalized_interanimal (the other animals' score; above_interanimal
+-- flags a model that predicts the area better than another mouse does).
 CREATE OR REPLACE VIEW model_ranking AS
 WITH ranked AS (
     SELECT rank() OVER (PARTITION BY method, layer_selection, site_kind, site ORDER BY score DESC) AS rank,
@@ -18,6 +20,7 @@ SELECT
     r.rank, r.method, r.layer_selection, r.site_kind, r.site,
     r.model_id, m.display_name, m.family, m.training_category, m.training,
     r.score, r.ci_low, r.ci_high, r.normalized_score, r.noise_ceiling,
+    r.normalized_interanimal, r.interanimal_consistency, r.above_interanimal, r.n_animals,
     r.best_layer_index, r.best_layer_depth, r.layer_stability, r.n_neurons, r.source,
     CASE WHEN r.model_id = b.best_model_id THEN NULL ELSE c.q_value END AS q_vs_best,
     CASE WHEN r.model_id = b.best_model_id THEN 'best'
