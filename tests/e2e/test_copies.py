@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from deepmouse.store.build import open_query_connection
 from tests.runs import dvc, ran
 
 pytestmark = pytest.mark.slow
@@ -32,3 +33,17 @@ def test_a_copy_names_nothing_in_the_run_it_was_copied_from(small_run, small_pro
               if path.is_file() and not path.is_symlink() and named in path.read_bytes()]
     links = [str(path.relative_to(small_project)) for path in small_project.rglob("*") if path.is_symlink()]
     assert naming == [] and links == []
+
+
+def test_every_area_of_the_small_run_has_an_interanimal_consistency(small_run):
+    con = open_query_connection(small_run / "data" / "deepmouse.duckdb")
+    try:
+        consistency = con.execute("SELECT * FROM interanimal_consistency").fetchdf()
+        areas = {row[0] for row in con.execute("SELECT DISTINCT area FROM neurons WHERE selected").fetchall()}
+        ranking = con.execute("SELECT * FROM model_ranking WHERE site_kind = 'area'").fetchdf()
+    finally:
+        con.close()
+    assert set(consistency["area"]) == areas and len(consistency) == 2 * len(areas)
+    assert (consistency["n_animals"] >= 2).all() and consistency["score"].notna().all()
+    assert ((consistency["ci_low"] <= consistency["score"]) & (consistency["score"] <= consistency["ci_high"])).all()
+    assert ranking["normalized_interanimal"].notna().all() and ranking["above_interanimal"].notna().all()
