@@ -10,7 +10,13 @@ from sklearn.preprocessing import StandardScaler
 
 from deepmouse.errors import DataError
 from deepmouse.metrics.folds import stimulus_folds
-from deepmouse.scoring.interanimal import attach_interanimal, response_kernel, score_interanimal, site_animals
+from deepmouse.scoring.interanimal import (
+    attach_interanimal,
+    describe_consistency,
+    response_kernel,
+    score_interanimal,
+    site_animals,
+)
 from deepmouse.scoring.neural import NeuralData
 from tests.scoring.conftest import scoring_cfg
 from tests.scoring.test_model import _sklearn_fold_scores
@@ -138,6 +144,13 @@ def test_areas_with_one_animal_get_no_consistency_and_say_so(small):
     assert visl["score"].isna().all() and (visl["n_animals"] == 1).all() and (visl["n_neurons"] == 3).all()
     assert areas.loc[areas["area"] == "VISp", "score"].notna().all()
     assert set(per_neuron["area"]) == {"VISp"}
+
+
+def test_the_summary_counts_and_names_the_areas_without_a_consistency(small):
+    neurons = small.neurons.assign(area=np.where(small.neurons["animal"] == "m3", "VISl", "VISp"))
+    areas, _ = score_interanimal(NeuralData(neurons, small.means, small.half_a, small.half_b), _cfg())
+    assert describe_consistency(areas) == ("inter-animal consistency of 1 of 2 areas; 1 with fewer than 2 animals "
+                                           "have none (VISl)")
 
 
 def test_modality_groups_the_areas_when_neurons_carry_it(small):
