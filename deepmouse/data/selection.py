@@ -261,7 +261,8 @@ def annotate_listed_neurons(metadata: pd.DataFrame, trials: pd.DataFrame | None,
     ----------
     metadata : DataFrame
         One row per neuron: ``neuron_id``, ``experiment_id``, ``container_id``, ``area``,
-        ``cre_line``, ``imaging_depth``, ``cortical_layer``.
+        ``cre_line``, ``imaging_depth``, ``cortical_layer``, and optionally ``animal``
+        (default: one animal per container, :func:`container_animal`).
     trials : DataFrame or None
         Trial responses of these neurons (columns as for :func:`annotate_neurons`), or
         None (or empty) when only means were given.
@@ -283,6 +284,8 @@ def annotate_listed_neurons(metadata: pd.DataFrame, trials: pd.DataFrame | None,
         Without trials, if ``cfg`` asks for what needs them: ``require_selective`` (an ANOVA
         over trials) or ``max_per_area`` (which keeps the most reliable neurons).
     """
+    if "animal" not in metadata.columns:  # a source that does not say: one animal per container, as session_animal
+        metadata = metadata.assign(animal=[container_animal(c) for c in metadata["container_id"]])
     measured = trials is not None and len(trials) > 0
     if measured:
         stats = pd.concat([_trial_statistics(rows, int(experiment_id), cfg)
@@ -325,7 +328,12 @@ def session_animal(meta: SessionMetadata) -> str:
     """
     if meta.specimen_name is not None and str(meta.specimen_name).strip():
         return str(meta.specimen_name).strip()
-    return f"container-{int(meta.container_id)}"
+    return container_animal(meta.container_id)
+
+
+def container_animal(container_id) -> str:
+    """The animal named after an experiment container, where nothing names the mouse: ``container-<id>``."""
+    return f"container-{int(container_id)}"
 
 
 def _trial_statistics(trials: pd.DataFrame, experiment_id: int, cfg: NeuronsConfig) -> pd.DataFrame:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from deepmouse.config import AREAS
-from deepmouse.data.selection import LAYER_BY_CRE_GENE, cortical_layer
+from deepmouse.data.selection import LAYER_BY_CRE_GENE, container_animal, cortical_layer
 from deepmouse.data.stimuli import N_STIMULI
 from deepmouse.data.table_columns import (
     NAMING_HINT,
@@ -213,7 +213,7 @@ def neuron_metadata(ids: np.ndarray, sources: list[tuple], known_areas: tuple[st
     derived = [_layer_of(c, d) for c, d in zip(cre, depth)]
     container = columns.get("container_id", experiment).to_numpy(dtype=np.int64)
     # Without an animal column each container is one animal, as for NWB files without a specimen.
-    animal = columns.get("animal", pd.Series([f"container-{c}" for c in container], dtype=object))
+    animal = columns.get("animal", pd.Series([container_animal(c) for c in container], dtype=object))
     return pd.DataFrame({
         "neuron_id": ids.astype(np.int64),
         "experiment_id": experiment.to_numpy(dtype=np.int64),

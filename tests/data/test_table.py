@@ -532,7 +532,7 @@ def test_tables_of_a_simulated_dataset_give_the_nwb_routes_numbers(tmp_path, nwb
     table = {
         "responses": write_table(wide.reset_index().rename(columns={"neuron_id": "cell_specimen_id"}),
                                  inputs / "cell_response_average.csv"),
-        "metadata": write_table(neurons[["neuron_id", "experiment_id", "container_id", "area", "cre_line",
+        "metadata": write_table(neurons[["neuron_id", "experiment_id", "container_id", "animal", "area", "cre_line",
                                          "imaging_depth"]], inputs / "metadata.csv"),
         "trials": write_table(trials.assign(condition=np.where(trials["stimulus_index"] == 118, -1,
                                                                trials["stimulus_index"]))
