@@ -281,10 +281,11 @@ def attach_interanimal(model_scores: pd.DataFrame, consistency: pd.DataFrame, ne
 
     ``normalized_interanimal = score / consistency`` for the area sites of a method (the model
     and the other animals scored on the same neurons by the same procedure); NaN at other
-    sites, where there is no consistency, or where the consistency is not positive (a ratio
-    to a ceiling at or below 0 means nothing). ``above_interanimal``: the model's score
-    exceeds the consistency (a model better than another mouse, shown, never hidden);
-    missing where there is no consistency.
+    sites, where there is no consistency, and where the consistency's interval reaches 0
+    (``ci_low <= 0``): a ratio to a ceiling not distinguishable from 0 is unbounded noise (on
+    few neurons per animal, consistencies of 0.02 turn scores of 0.4 into 20).
+    ``above_interanimal``: the model's score exceeds the consistency (a model better than
+    another mouse, shown, never hidden); missing where there is no consistency.
 
     Raises
     ------
@@ -294,15 +295,16 @@ def attach_interanimal(model_scores: pd.DataFrame, consistency: pd.DataFrame, ne
     """
     scores = model_scores.merge(site_animals(neurons, model_scores["site_kind"].unique()),
                                 on=["site_kind", "site"], how="left", validate="many_to_one")
-    ceiling = consistency.loc[:, ["area", "method", "score"]].rename(
-        columns={"area": "site", "score": "interanimal_consistency"}).assign(site_kind="area")
+    ceiling = consistency.loc[:, ["area", "method", "score", "ci_low"]].rename(
+        columns={"area": "site", "score": "interanimal_consistency", "ci_low": "_ci_low"}).assign(site_kind="area")
     if ceiling.duplicated(["site", "method"]).any():
         row = ceiling[ceiling.duplicated(["site", "method"], keep=False)].iloc[0]
         raise DataError(f"{CONSISTENCY_FILE}: more than one consistency for area {row['site']}, method {row['method']}")
     scores = scores.merge(ceiling, on=["site_kind", "site", "method"], how="left", validate="many_to_one")
     consistency_value = scores["interanimal_consistency"].to_numpy(dtype=np.float64)
+    distinguishable = scores.pop("_ci_low").to_numpy(dtype=np.float64) > 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        scores["normalized_interanimal"] = np.where(consistency_value > 0,
+        scores["normalized_interanimal"] = np.where(distinguishable,
                                                     scores["score"].to_numpy(dtype=np.float64) / consistency_value,
                                                     np.nan)
     scores["above_interanimal"] = pd.array(

@@ -7,6 +7,7 @@ as good as these properties of the copy.
 import json
 import subprocess
 
+import numpy as np
 import pytest
 
 from deepmouse.store.build import open_query_connection
@@ -46,4 +47,9 @@ def test_every_area_of_the_small_run_has_an_interanimal_consistency(small_run):
     assert set(consistency["area"]) == areas and len(consistency) == 2 * len(areas)
     assert (consistency["n_animals"] >= 2).all() and consistency["score"].notna().all()
     assert ((consistency["ci_low"] <= consistency["score"]) & (consistency["score"] <= consistency["ci_high"])).all()
-    assert ranking["normalized_interanimal"].notna().all() and ranking["above_interanimal"].notna().all()
+    # Each model against the other animals: score / consistency where the consistency is clearly above 0.
+    both = ranking.merge(consistency.rename(columns={"area": "site", "score": "consistency", "ci_low": "low"})
+                         [["site", "method", "consistency", "low"]], on=["site", "method"], validate="many_to_one")
+    expected = (both["score"] / both["consistency"]).where(both["low"] > 0)
+    assert np.allclose(both["normalized_interanimal"], expected, equal_nan=True)
+    assert (both["above_interanimal"] == (both["score"] > both["consistency"])).all()

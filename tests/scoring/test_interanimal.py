@@ -184,7 +184,7 @@ def test_models_are_normalised_by_the_consistency_and_flagged_above_it():
                             "area": ["VISp"] * 4 + ["VISl"] * 2, "cortical_layer": ["L2/3", "L4"] * 3,
                             "selected": [True] * 5 + [False]})
     consistency = pd.DataFrame({"area": ["VISp", "VISp", "VISl", "VISl"], "method": ["rsa", "regression"] * 2,
-                                "score": [0.5, 0.4, np.nan, np.nan]})
+                                "score": [0.5, 0.4, np.nan, np.nan], "ci_low": [0.45, 0.3, np.nan, np.nan]})
     scores = attach_interanimal(_model_scores([
         ("m", "rsa", "area", "VISp", 0.25), ("m", "regression", "area", "VISp", 0.6),
         ("m", "regression", "area", "VISl", 0.3), ("m", "rsa", "area_layer", "VISp|L4", 0.2),
@@ -196,11 +196,16 @@ def test_models_are_normalised_by_the_consistency_and_flagged_above_it():
     assert pd.isna(scores.loc[("regression", "VISl"), "above_interanimal"])
     assert np.isnan(scores.loc[("rsa", "VISp|L4"), "normalized_interanimal"])
     assert scores["n_animals"].tolist() == [2, 2, 1, 1]  # VISp|L4: neurons 1 and 3, both of y
+    # A consistency whose interval reaches 0 is no ceiling to divide by; the flag still says above or below.
+    weak = attach_interanimal(_model_scores([("m", "rsa", "area", "VISp", 0.25)]),
+                              consistency.assign(ci_low=[0.0, 0.3, np.nan, np.nan]), neurons)
+    assert np.isnan(weak["normalized_interanimal"].iloc[0]) and not weak["above_interanimal"].iloc[0]
 
 
 def test_one_consistency_per_area_and_method_or_an_error():
     neurons = pd.DataFrame({"neuron_id": [0, 1], "animal": ["x", "y"], "area": "VISp", "selected": True})
-    consistency = pd.DataFrame({"area": ["VISp", "VISp"], "method": ["rsa", "rsa"], "score": [0.5, 0.4]})
+    consistency = pd.DataFrame({"area": ["VISp", "VISp"], "method": ["rsa", "rsa"], "score": [0.5, 0.4],
+                                "ci_low": [0.4, 0.3]})
     with pytest.raises(DataError, match="more than one consistency for area VISp, method rsa"):
         attach_interanimal(_model_scores([("m", "rsa", "area", "VISp", 0.2)]), consistency, neurons)
 
