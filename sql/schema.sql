@@ -105,7 +105,7 @@ CREATE OR REPLACE TABLE model_scores (
     source             VARCHAR NOT NULL,   -- the neural data: simulated | nwb_dir | allen | table
     n_animals          INTEGER NOT NULL,   -- animals among the site's selected neurons
     interanimal_consistency DOUBLE,        -- area sites: the other animals' score (interanimal_consistency)
-    normalized_interanimal  DOUBLE,        -- score / interanimal_consistency; NULL without one (or if <= 0)
+    normalized_interanimal  DOUBLE,        -- score / interanimal_consistency; NULL without one, or where its CI reaches 0
     above_interanimal  BOOLEAN             -- score > interanimal_consistency: better than another mouse
 );
 
