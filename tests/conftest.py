@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from deepmouse.scoring.interanimal import attach_interanimal
-from tests.runs import REPO, check_unchanged, shared_run  # noqa: F401 (REPO: imported from here by many tests)
+from tests.runs import REPO, build_in_background, check_unchanged, shared_run  # noqa: F401 (REPO: imported from here by many tests)
 
 # Spread test by test over the xdist workers: every test builds its own model, none shares a fixture.
 SPREAD = {"tests/models/test_whole_zoo.py"}
@@ -31,6 +31,24 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault(name, threads)
     if "torch" in sys.modules:  # it read OMP_NUM_THREADS when it was imported
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected: only the tests that will run count
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    """The tests that read the default run go last, and the run starts building now, beside the others.
+
+    The default run (`dvc repro` of the repository's params) is the longest fixture of the
+    suite; built in a process of its own from the start (:func:`tests.runs.build_in_background`),
+    it takes the core the other tests leave idle, and is done, or nearly, when its readers come.
+    Under xdist every worker collects the same items in the same order, and the first to get
+    here starts it.
+    """
+    readers = [item for item in items if "default_run" in getattr(item, "fixturenames", ())]
+    if not readers or config.getoption("collectonly"):
+        return
+    items[:] = [item for item in items if "default_run" not in getattr(item, "fixturenames", ())] + readers
+    owner = os.getppid() if "PYTEST_XDIST_WORKER" in os.environ else os.getpid()
+    build_in_background(config._tmp_path_factory, "default", owner_pid=owner)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -115,27 +133,28 @@ def score_tables() -> dict[str, pd.DataFrame]:
         {"model_id": m, "method": method, "layer_selection": rule, "site_kind": "area", "site": area,
          "score": s, "ci_low": s - 0.05, "ci_high": s + 0.05, "normalized_score": s / np.sqrt(0.8),
          "noise_ceiling": 0.8, "best_layer_index": 1, "best_layer_depth": 0.5, "layer_stability": 1.0,
-         "n_neurons": 2, "source": "simulated"}
+         "n_neurons": 2, "low_ceiling": False, "n_low_ceiling": 0, "source": "simulated"}
         for m, base in (("alexnet", 0.4), ("alexnet_random", 0.3))
-        for method in ("rsa", "regression") for rule in ("max", "cv") for area, s in (("VISp", base), ("VISl", base - 0.1))
+        for method in ("rsa", "cka", "regression") for rule in ("max", "cv") for area, s in (("VISp", base), ("VISl", base - 0.1))
     ])
     model_comparisons = pd.DataFrame([
         {"method": method, "layer_selection": rule, "site_kind": "area", "site": area, "model_a": "alexnet",
          "model_b": "alexnet_random", "difference": 0.1, "ci_low": 0.02, "ci_high": 0.18, "p_value": 0.01,
          "q_value": 0.01, "distinguishable": area == "VISp"}
-        for method in ("rsa", "regression") for rule in ("max", "cv") for area in ("VISp", "VISl")
+        for method in ("rsa", "cka", "regression") for rule in ("max", "cv") for area in ("VISp", "VISl")
     ])
     selected = neurons.loc[neurons["selected"], ["neuron_id", "area"]]
     neuron_scores = pd.DataFrame([
         {"model_id": m, "method": "regression", "layer_selection": rule, "neuron_id": neuron_id,
-         "score": base, "normalized_score": base / np.sqrt(0.8)}
+         "score": base, "normalized_score": base / np.sqrt(0.8), "low_ceiling": False}
         for m, base in (("alexnet", 0.4), ("alexnet_random", 0.3)) for rule in ("max", "cv")
         for neuron_id in selected["neuron_id"]
     ])
     runs = runs_table([1, 2])
     consistency = interanimal_table(neurons, {"VISp": 0.5, "VISl": 0.35})
     return {"runs": runs, "models": models, "layers": layers, "neurons": neurons, "rsa_scores": rsa,
-            "regression_scores": regression, "model_scores": attach_interanimal(model_scores, consistency, neurons),
+            "cka_scores": rsa.drop(columns="metric").assign(estimator="unbiased"), "regression_scores": regression,
+            "model_scores": attach_interanimal(model_scores, consistency, neurons),
             "neuron_scores": neuron_scores, "model_comparisons": model_comparisons,
             "interanimal_consistency": consistency}
 

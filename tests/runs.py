@@ -12,6 +12,10 @@ hashes the copy's files once, on its first command.
 Under pytest-xdist every worker is a session of its own: :func:`shared_run` builds each
 configuration under a file lock in the folder the workers share, so that the first worker to
 ask builds it and the others wait for it and read the same folder.
+
+The default run takes minutes, and few tests read it; :func:`build_in_background` starts it in
+a process of its own as soon as the tests are collected (tests/conftest.py), while the rest of
+the suite runs on the other core, and the tests that read it are run last.
 """
 
 import hashlib
@@ -20,6 +24,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -159,6 +165,54 @@ def build_once(root: Path, label: str, params: dict | None = None) -> Path:
     return folder
 
 
+def build_in_background(tmp_path_factory: pytest.TempPathFactory, label: str, *, owner_pid: int,
+                        params: dict | None = None) -> subprocess.Popen | None:
+    """Start :func:`build_once` of a shared run in a process of its own; None if one was started already.
+
+    The first call of a session (of any xdist worker: a marker file in the shared folder says
+    it was started) starts it; :func:`shared_run` then finds it built, or waits on its lock.
+    The process uses one thread (one core): the tests run beside it. It stops, with the
+    `dvc repro` it runs, when the process ``owner_pid`` (the test session: the xdist
+    controller, or pytest itself) is gone; a half-built folder is built again by the next
+    caller of :func:`build_once`.
+    """
+    root = _shared_root(tmp_path_factory) / "runs"
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(root / f"{label}.background", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return None
+    params_file = ""
+    if params is not None:
+        params_file = str(root / f"{label}.background.yaml")
+        Path(params_file).write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    log = open(root / f"{label}.background.log", "w")  # noqa: SIM115 (the child holds it)
+    with log:
+        return subprocess.Popen([sys.executable, "-m", "tests.runs", str(root), label, params_file, str(owner_pid)],
+                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _build_while_owned(root: Path, label: str, params_file: str, owner_pid: int) -> int:
+    """:func:`build_once` for :func:`build_in_background`, ended with its process group when the owner is gone."""
+    def watch() -> None:
+        while True:
+            time.sleep(2)
+            try:
+                os.kill(owner_pid, 0)
+            except ProcessLookupError:
+                os.killpg(0, 9)  # this process leads its group: dvc and its stages go with it
+
+    threading.Thread(target=watch, daemon=True).start()
+    params = yaml.safe_load(Path(params_file).read_text()) if params_file else None
+    try:
+        build_once(root, label, params)
+    except RunFailed as err:
+        print(err, file=sys.stderr)
+        return 1
+    return 0
+
+
 def check_unchanged(run: Path) -> None:
     """Raise :class:`RunFailed` if a test changed ``run``'s dvc.lock or params.yaml since it was built."""
     recorded = run.with_name(run.name + ".done").read_text().splitlines()
@@ -166,3 +220,7 @@ def check_unchanged(run: Path) -> None:
     if changed:
         raise RunFailed(f"the shared run {run} was changed by a test ({', '.join(changed)}); "
                         "tests that change a project must work on copy_run(run, tmp_path / ...)")
+
+
+if __name__ == "__main__":
+    sys.exit(_build_while_owned(Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])))

@@ -154,3 +154,27 @@ def test_record(i, tmp_path_factory):
     result.assert_outcomes(passed=4)
     workers = {path.name.split("-")[0] for path in (pytester.path / "tmp").iterdir() if path.is_file()}
     assert workers == {"gw0", "gw1"}
+
+
+def _ended(process: subprocess.Popen, seconds: float = 120) -> int:
+    return process.wait(timeout=seconds)
+
+
+def test_a_background_build_records_its_failure_and_is_started_once(tmp_path_factory):
+    # An unknown params key stops `dvc repro` at its first stage: the real process, quickly.
+    params = yaml.safe_load((REPO / "params.yaml").read_text()) | {"zooo": 1}
+    process = runs.build_in_background(tmp_path_factory, "bg-failing", owner_pid=os.getpid(), params=params)
+    assert process is not None
+    assert runs.build_in_background(tmp_path_factory, "bg-failing", owner_pid=os.getpid(), params=params) is None
+    assert _ended(process) == 1
+    with pytest.raises(RunFailed, match=r"(?s)bg-failing-\w+ failed .*zooo: unknown key"):
+        runs.shared_run(tmp_path_factory, "bg-failing", params)
+
+
+def test_a_background_build_stops_when_its_session_is_gone(tmp_path_factory):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    process = runs.build_in_background(tmp_path_factory, "bg-orphan", owner_pid=gone.pid)
+    assert _ended(process, 60) == -9
+    root = runs._shared_root(tmp_path_factory) / "runs"
+    assert not list(root.glob("bg-orphan-*.done")) and not list(root.glob("bg-orphan-*.failed"))

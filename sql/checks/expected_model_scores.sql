@@ -1,10 +1,11 @@
 -- Every model has a score for each method and layer selection in every area that has
--- selected neurons.
+-- selected neurons (the methods any model was scored with: pls only when scoring.pls.enabled).
 WITH areas AS (SELECT DISTINCT area FROM neurons WHERE selected),
      selections AS (SELECT DISTINCT layer_selection FROM model_scores),
+     methods AS (SELECT 'rsa' AS method UNION SELECT 'cka' UNION SELECT 'regression' UNION SELECT DISTINCT method FROM model_scores),
      expected AS (
         SELECT m.model_id, x.method, l.layer_selection, a.area
-        FROM models AS m, areas AS a, selections AS l, (VALUES ('rsa'), ('regression')) AS x(method)
+        FROM models AS m, areas AS a, selections AS l, methods AS x
      )
 SELECT e.model_id, e.method, e.layer_selection, e.area, 'no model score' AS problem
 FROM expected AS e

@@ -3,7 +3,9 @@
 -- says whether a model is distinguishable from the best one there (paired bootstrap,
 -- Benjamini-Hochberg over the site's pairs), so ties read as ties. Both ceilings: normalized_score
 -- (split-half reliability) and normalized_interanimal (the other animals' score; above_interanimal
--- flags a model that predicts the area better than another mouse does).
+-- flags a model that predicts the area better than another mouse does). Rows whose ceiling is
+-- below scoring.min_ceiling keep their rank by raw score but have no normalized_score and
+-- say low_ceiling; n_low_ceiling counts the units left out of normalized_score.
 CREATE OR REPLACE VIEW model_ranking AS
 WITH ranked AS (
     SELECT rank() OVER (PARTITION BY method, layer_selection, site_kind, site ORDER BY score DESC) AS rank,
@@ -22,6 +24,7 @@ SELECT
     r.score, r.ci_low, r.ci_high, r.normalized_score, r.noise_ceiling,
     r.normalized_interanimal, r.interanimal_consistency, r.above_interanimal, r.n_animals,
     r.best_layer_index, r.best_layer_depth, r.layer_stability, r.n_neurons, r.source,
+    r.low_ceiling, r.n_low_ceiling,
     CASE WHEN r.model_id = b.best_model_id THEN NULL ELSE c.q_value END AS q_vs_best,
     CASE WHEN r.model_id = b.best_model_id THEN 'best'
          WHEN c.distinguishable THEN 'below best'
