@@ -155,11 +155,11 @@ CREATE OR REPLACE TABLE model_comparisons (
 -- mapping, folds and bootstrap (the inter-animal ceiling). NULL scores: fewer than 2 animals.
 CREATE OR REPLACE TABLE interanimal_consistency (
     area              VARCHAR NOT NULL,
-    method            VARCHAR NOT NULL,   -- rsa | regression
-    score             DOUBLE,             -- mean over target neurons (regression) or target animals (RSA)
+    method            VARCHAR NOT NULL,   -- rsa | regression | pls (when scoring.pls.enabled)
+    score             DOUBLE,             -- mean over target neurons (regression, PLS) or target animals (RSA)
     ci_low            DOUBLE,             -- bootstrap over neurons (regression) or stimuli (RSA)
     ci_high           DOUBLE,
-    normalized_score  DOUBLE,             -- split-half corrected: the target's score / sqrt(its ceiling)
+    normalized_score  DOUBLE,             -- split-half corrected: the target's score / sqrt(its ceiling), none below scoring.min_ceiling
     n_animals         INTEGER NOT NULL,
     n_neurons         INTEGER NOT NULL,
     PRIMARY KEY (area, method)

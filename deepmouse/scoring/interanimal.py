@@ -17,13 +17,20 @@ with ``K`` as a one-layer model: the same outer folds (``scoring.cv``), the same
 neuron's consistency is that score; the area's is the mean over the neurons of all its
 animals, with a bootstrap interval over neurons (``scoring.bootstrap``). The split-half
 corrected form divides each neuron's score by the square root of its ceiling
-(``scoring.ceiling``), as the models' ``normalized_score``.
+(``scoring.ceiling``), as the models' ``normalized_score``, and like it leaves out the neurons
+whose ceiling is below ``scoring.min_ceiling``.
+
+PLS (only when ``scoring.pls.enabled``): the same kernel of the other animals' neurons, fitted
+to all of the target animal's neurons at once by
+:func:`deepmouse.metrics.pls.fit_pls_folds` with the models' outer folds, component grid,
+inner folds and inner-fold seed; per neuron the held-out r averaged over folds, then as for
+regression.
 
 RSA. For each target animal, the RDM of its selected neurons is compared with the RDM of the
 other animals' pooled neurons (``scoring.rsa.comparison``); the area's consistency is the mean
 over target animals, with a bootstrap interval over stimuli (the same resample for every
 target animal of a replicate). The corrected form divides each animal's r by the square root
-of its own split-half RDM ceiling. An animal with fewer than 2 selected neurons in the area
+of its own split-half RDM ceiling (none below ``scoring.min_ceiling``). An animal with fewer than 2 selected neurons in the area
 (or whose other animals hold fewer than 2) has no RDM and is left out of the RSA mean.
 
 The other animals' responses are noisy, unlike a model's features, so consistency is
@@ -48,8 +55,10 @@ from deepmouse.config import ScoringConfig
 from deepmouse.errors import DataError
 from deepmouse.metrics.bootstrap import percentile_interval, resample_counts
 from deepmouse.metrics.folds import stimulus_folds, stimulus_halves
+from deepmouse.metrics.pls import fit_pls_folds
 from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
 from deepmouse.metrics.rsa import rdm_noise_ceiling
+from deepmouse.scoring.model import normalise_scores
 from deepmouse.scoring.neural import SITE_COLUMNS, NeuralData, load_neural_data
 from deepmouse.scoring.regression import fit_regression_layers
 from deepmouse.scoring.selection import select_rsa
@@ -59,7 +68,9 @@ CONSISTENCY_FILE = "interanimal_consistency.parquet"
 NEURONS_FILE = "interanimal_neurons.parquet"
 """Per target neuron, the regression consistency, in the ``scores`` stage's folder."""
 
-METHODS = ("rsa", "regression")
+METHODS = ("rsa", "regression", "pls")
+"""Every method a consistency can be scored by; ``pls`` only when ``scoring.pls.enabled``."""
+PER_NEURON_METHODS = ("regression", "pls")
 CONSISTENCY_COLUMNS = ("area", "method", "score", "ci_low", "ci_high", "normalized_score", "n_animals", "n_neurons")
 """Columns of the area table (``modality`` after ``area`` when the neurons carry it)."""
 MIN_ANIMALS = 2
@@ -127,14 +138,16 @@ def score_interanimal(neural: NeuralData, cfg: ScoringConfig) -> tuple[pd.DataFr
         One row per area (and modality) and method: :data:`CONSISTENCY_COLUMNS`. Areas with
         fewer than 2 animals have NaN scores.
     neurons : DataFrame
-        One row per selected neuron of an area with at least 2 animals: ``neuron_id``,
-        ``animal``, the group columns, ``score`` and ``normalized_score`` (regression).
+        One row per selected neuron of an area with at least 2 animals and per-neuron method
+        (regression, and PLS when enabled): ``neuron_id``, ``animal``, the group columns,
+        ``method``, ``score`` and ``normalized_score``.
     """
     check_animals(neural.neurons)
     keys = group_columns(neural.neurons)
     n_stimuli = neural.means.shape[0]
     folds = stimulus_folds(n_stimuli, cfg.cv.n_folds, cfg.cv.n_repeats, np.random.default_rng([cfg.cv.seed, 0]))
     ceilings = neural.ceilings(cfg.ceiling) if neural.has_trials else np.full(len(neural.neurons), np.nan)
+    methods = [m for m in METHODS if m != "pls" or cfg.pls.enabled]
     rows, neuron_rows = [], []
     groups = neural.neurons.reset_index(drop=True).groupby(keys, sort=False).indices
     for key, columns in groups.items():
@@ -146,28 +159,29 @@ def score_interanimal(neural: NeuralData, cfg: ScoringConfig) -> tuple[pd.DataFr
         base = {**described, "n_animals": n_animals, "n_neurons": len(columns)}
         if n_animals < MIN_ANIMALS:
             rows += [{**base, "method": method, "score": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-                      "normalized_score": np.nan} for method in METHODS]
+                      "normalized_score": np.nan} for method in methods]
             continue
         site = "|".join(str(k) for k in key)
         rsa_values, rsa_normalised = _rsa_consistency(neural, columns, animals, cfg, site)
         rows.append({**base, "method": "rsa", "score": rsa_values[0], **_interval(rsa_values, cfg),
                      "normalized_score": rsa_normalised})
-        scores = _regression_consistency(neural.means, columns, animals, folds, cfg)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            normalised = np.where(ceilings[columns] > 0, scores / np.sqrt(ceilings[columns]), np.nan)
-        counts = resample_counts(len(columns), cfg.bootstrap.n, _rng(cfg, "regression", site))
-        values = np.concatenate([[scores.mean()], counts @ scores / len(columns)])
-        rows.append({**base, "method": "regression", "score": values[0], **_interval(values, cfg),
-                     "normalized_score": np.nanmean(normalised) if np.isfinite(normalised).any() else np.nan})
-        neuron_rows.append(pd.DataFrame({
-            "neuron_id": neural.neurons["neuron_id"].to_numpy()[columns], "animal": animals,
-            **{name: value for name, value in described.items()}, "score": scores, "normalized_score": normalised,
-        }))
+        for method in (m for m in methods if m in PER_NEURON_METHODS):
+            scores = _per_neuron_consistency(method, neural.means, columns, animals, folds, cfg)
+            normalised, _ = normalise_scores(scores, ceilings[columns], cfg.min_ceiling)
+            counts = resample_counts(len(columns), cfg.bootstrap.n, _rng(cfg, method, site))
+            values = np.concatenate([[scores.mean()], counts @ scores / len(columns)])
+            rows.append({**base, "method": method, "score": values[0], **_interval(values, cfg),
+                         "normalized_score": np.nanmean(normalised) if np.isfinite(normalised).any() else np.nan})
+            neuron_rows.append(pd.DataFrame({
+                "neuron_id": neural.neurons["neuron_id"].to_numpy()[columns], "animal": animals,
+                **{name: value for name, value in described.items()}, "method": method, "score": scores,
+                "normalized_score": normalised,
+            }))
     areas = pd.DataFrame(rows)
     order = [keys[0], "area", *CONSISTENCY_COLUMNS[1:]] if len(keys) > 1 else list(CONSISTENCY_COLUMNS)
     areas = areas.loc[:, order].astype({"n_animals": np.int64, "n_neurons": np.int64})
     neurons = (pd.concat(neuron_rows, ignore_index=True) if neuron_rows else
-               pd.DataFrame(columns=["neuron_id", "animal", *keys, "score", "normalized_score"]))
+               pd.DataFrame(columns=["neuron_id", "animal", *keys, "method", "score", "normalized_score"]))
     return areas, neurons
 
 
@@ -203,15 +217,22 @@ def describe_consistency(areas: pd.DataFrame) -> str:
     return line
 
 
-def _regression_consistency(means: np.ndarray, columns: np.ndarray, animals: np.ndarray, folds,
+def _per_neuron_consistency(method: str, means: np.ndarray, columns: np.ndarray, animals: np.ndarray, folds,
                             cfg: ScoringConfig) -> np.ndarray:
-    """Each neuron of ``columns`` scored from the other animals' neurons, in ``columns`` order, shape (n,)."""
+    """Each neuron of ``columns`` scored from the other animals' neurons by ``regression`` or ``pls``,
+    in ``columns`` order, shape (n,)."""
     scores = np.empty(len(columns))
     for animal in np.unique(animals):
         target = animals == animal
         kernel = response_kernel(means[:, columns[~target]])
-        fits = fit_regression_layers(kernel[None], means[:, columns[target]], folds, cfg.regression)
-        scores[target] = fits.scores[0]
+        if method == "regression":
+            scores[target] = fit_regression_layers(kernel[None], means[:, columns[target]], folds,
+                                                   cfg.regression).scores[0]
+        else:
+            # The models' PLS inner folds: the same seed, drawn afresh for every fit (deepmouse.scoring.model).
+            pls = fit_pls_folds(kernel[None], means[:, columns[target]], folds, np.random.default_rng([cfg.cv.seed, 2]),
+                                components=cfg.pls.components, inner_folds=cfg.pls.inner_folds)
+            scores[target] = pls.fold_scores.mean(axis=0)[0]
     return scores
 
 
@@ -235,7 +256,7 @@ def _rsa_consistency(neural: NeuralData, columns: np.ndarray, animals: np.ndarra
         per_animal.append(values)
         if neural.has_trials:
             ceiling = rdm_noise_ceiling(neural.half_a[:, target], neural.half_b[:, target], method=cfg.rsa.comparison)
-            corrected.append(values[0] / np.sqrt(ceiling) if ceiling > 0 else np.nan)
+            corrected.append(normalise_scores(values[0], ceiling, cfg.min_ceiling)[0])
     if not per_animal:
         return np.full(cfg.bootstrap.n + 1, np.nan), np.nan
     corrected = np.asarray(corrected, dtype=np.float64)

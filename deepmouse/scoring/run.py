@@ -13,7 +13,7 @@ Layout of the stage's output folder::
     model_comparisons.parquet       every pair of models, from all models' bootstrap replicates
     model_comparisons.json          what that table was computed from: each model's files, by sha256
     interanimal_consistency.parquet per area and method: the other animals scored as a model
-    interanimal_neurons.parquet     per neuron: its regression consistency (deepmouse.scoring.interanimal)
+    interanimal_neurons.parquet     per neuron and method (regression, pls): its consistency (deepmouse.scoring.interanimal)
 
 Incremental and resumable: each model's folder is a :class:`~deepmouse.keyed.KeyedFolder`.
 A model is scored only when its folder is missing, its key differs from the current one, or a

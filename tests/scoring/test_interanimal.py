@@ -10,6 +10,7 @@ from sklearn.preprocessing import StandardScaler
 
 from deepmouse.errors import DataError
 from deepmouse.metrics.folds import stimulus_folds
+from deepmouse.metrics.pls import fit_pls_folds
 from deepmouse.scoring.interanimal import (
     attach_interanimal,
     describe_consistency,
@@ -90,6 +91,69 @@ def test_rsa_consistency_equals_mean_over_target_animals_of_rdm_correlations(sma
     assert row["score"] == pytest.approx(np.mean(rs), abs=1e-10)
     assert row["normalized_score"] == pytest.approx(np.mean(corrected), abs=1e-10)
     assert row["ci_low"] <= row["score"] <= row["ci_high"]
+
+
+def test_corrected_forms_leave_out_ceilings_below_min_ceiling(small):
+    """As the models' normalised scores: a neuron (regression) or target animal (RSA) whose ceiling is
+    below scoring.min_ceiling has no corrected score, and the area's corrected form averages the rest."""
+    reliability = small.neurons["reliability"].to_numpy()
+    threshold = float(np.median(reliability))
+    plain_areas, plain = score_interanimal(small, _cfg(min_ceiling=0.0))
+    areas, neurons = score_interanimal(small, _cfg(min_ceiling=threshold))
+    low = reliability < threshold
+    assert 0 < low.sum() < low.size
+    assert neurons.loc[low, "normalized_score"].isna().all()
+    np.testing.assert_allclose(neurons.loc[~low, "normalized_score"], plain.loc[~low, "normalized_score"])
+    np.testing.assert_allclose(neurons["score"], plain["score"])  # the raw consistency does not change
+    row = areas.set_index("method").loc["regression"]
+    assert row["normalized_score"] == pytest.approx(plain.loc[~low, "normalized_score"].mean())
+    # Every animal's RDM ceiling is below 0.99: no RSA corrected form, the raw one unchanged.
+    strict = score_interanimal(small, _cfg(min_ceiling=0.99))[0].set_index("method")
+    assert np.isnan(strict.loc["rsa", "normalized_score"]) and np.isnan(strict.loc["regression", "normalized_score"])
+    assert strict.loc["rsa", "score"] == pytest.approx(plain_areas.set_index("method").loc["rsa", "score"])
+
+
+PLS = {"enabled": True, "components": [1, 2, 4], "inner_folds": 3}
+
+
+def test_pls_consistency_only_when_enabled_and_fits_each_target_animal_from_the_others(small):
+    assert "pls" not in set(score_interanimal(small, _cfg())[0]["method"])
+    cfg = _cfg(pls=PLS, min_ceiling=0.0)
+    areas, neurons = score_interanimal(small, cfg)
+    folds = stimulus_folds(40, cfg.cv.n_folds, cfg.cv.n_repeats, np.random.default_rng([cfg.cv.seed, 0]))
+    expected = np.empty(small.means.shape[1])
+    for animal in ("m1", "m2", "m3"):
+        target = (small.neurons["animal"] == animal).to_numpy()
+        z = StandardScaler().fit_transform(small.means[:, ~target])
+        fits = fit_pls_folds((z @ z.T)[None], small.means[:, target], folds, np.random.default_rng([cfg.cv.seed, 2]),
+                             components=PLS["components"], inner_folds=PLS["inner_folds"])
+        expected[target] = fits.fold_scores.mean(axis=0)[0]
+    pls = neurons[neurons["method"] == "pls"]
+    np.testing.assert_allclose(pls["score"].to_numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(pls["normalized_score"].to_numpy(),
+                               expected / np.sqrt(small.neurons["reliability"].to_numpy()), atol=1e-6)
+    row = areas.set_index("method").loc["pls"]
+    assert row["score"] == pytest.approx(expected.mean(), abs=1e-6)
+    assert row["ci_low"] <= row["score"] <= row["ci_high"]
+    assert list(areas["method"]) == ["rsa", "regression", "pls"]
+    # A one-animal area has a NULL PLS row too.
+    one = small.neurons.assign(area=np.where(small.neurons["animal"] == "m3", "VISl", "VISp"))
+    visl = score_interanimal(NeuralData(one, small.means, small.half_a, small.half_b), cfg)[0].query("area == 'VISl'")
+    assert list(visl["method"]) == ["rsa", "regression", "pls"] and visl["score"].isna().all()
+
+
+def test_planted_pls_consistency_matches_the_noise_levels():
+    """PLS recovers the shared 3-dimensional tuning as ridge does: the consistency the noise levels imply."""
+    rng = np.random.default_rng(8)
+    animals = np.repeat(["a", "b", "c"], 40)
+    signal = rng.normal(size=(119, 3)) @ rng.normal(size=(3, animals.size))
+    noise_sd = signal.std(axis=0) * rng.permutation(np.linspace(0.2, 1.0, animals.size))
+    areas, neurons = score_interanimal(_neural(signal, noise_sd, animals, rng),
+                                       scoring_cfg(pls={"enabled": True, "components": [2, 3, 5]}))
+    truth = np.sqrt(signal.var(axis=0) / (signal.var(axis=0) + noise_sd**2))
+    pls = neurons[neurons["method"] == "pls"]
+    assert pls["score"].mean() == pytest.approx(truth.mean(), abs=0.03)
+    assert areas.set_index("method").loc["pls", "normalized_score"] == pytest.approx(1.0, abs=0.05)
 
 
 def test_kernel_is_the_standardised_gram_and_drops_constant_neurons():
