@@ -22,7 +22,7 @@ import pandas as pd
 from deepmouse.atomic import atomic_dir, atomic_file, remove_stale_staging_in, write_text
 from deepmouse.config import Params
 from deepmouse.failures import doing
-from deepmouse.errors import DeepmouseError, StoreError
+from deepmouse.errors import DataError, DeepmouseError, StoreError
 
 Progress = Callable[[str], None]
 
@@ -284,6 +284,7 @@ def run_scores(params: Params, features_root: str | Path, stimuli_dir: str | Pat
     Only models without current scores are scored (:mod:`deepmouse.scoring.run`); the
     comparisons of every pair are recomputed from all the models' folders.
     """
+    from deepmouse.scoring.interanimal import describe_consistency
     from deepmouse.scoring.run import score_models, table_rows
 
     tables = score_models(params.zoo.models, features_root, params.features, stimuli_dir, neurons_path, responses_dir,
@@ -295,7 +296,8 @@ def run_scores(params: Params, features_root: str | Path, stimuli_dir: str | Pat
     n_distinct = int(tables["model_comparisons"]["distinguishable"].sum())
     n_fits = table_rows(out_dir, params.zoo.models, "regression_scores")
     return (f"scores: {len(params.zoo.models)} models, {n_fits} neuron x layer fits; "
-            f"best ({rule}) {leaders}; {n_distinct} of {len(tables['model_comparisons'])} model pairs distinguishable")
+            f"best ({rule}) {leaders}; {n_distinct} of {len(tables['model_comparisons'])} model pairs distinguishable; "
+            + describe_consistency(tables["interanimal_consistency"]))
 
 
 # -------------------------------------------------------------------------- store
@@ -313,6 +315,7 @@ def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, 
     ``scores_dir``, behind views; every other table is copied into the database.
     """
     from deepmouse.features.cache import load_feature_layers
+    from deepmouse.scoring.interanimal import CONSISTENCY_FILE, attach_interanimal
     from deepmouse.scoring.run import COMPARISONS_FILE, check_feature_key, model_table_files, read_model_tables, \
         stimuli_digest
     from deepmouse.store.build import PARQUET_TABLES, ParquetFiles, build_store
@@ -331,15 +334,19 @@ def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, 
         layers.append(model_layers.assign(model_id=model_id))
     manifest, _ = read_manifest(raw_dir)
     run = run_record(manifest, params_json, sql_dir)
+    neurons = pd.read_parquet(neurons_path)
+    consistency = _read_scores_file(Path(scores_dir) / CONSISTENCY_FILE)
+    model_scores = read_model_tables(scores_dir, model_ids, "model_scores").assign(source=run["source"])
     tables = {
         "runs": pd.DataFrame([run]),
         "models": pd.DataFrame(models),
         "layers": pd.concat(layers, ignore_index=True),
-        "neurons": pd.read_parquet(neurons_path),
+        "neurons": neurons,
         "rsa_scores": read_model_tables(scores_dir, model_ids, "rsa_scores"),
         "cka_scores": read_model_tables(scores_dir, model_ids, "cka_scores"),
-        "model_scores": read_model_tables(scores_dir, model_ids, "model_scores").assign(source=run["source"]),
+        "model_scores": attach_interanimal(model_scores, consistency, neurons),
         "model_comparisons": pd.read_parquet(Path(scores_dir) / COMPARISONS_FILE),
+        "interanimal_consistency": consistency,
         **{name: ParquetFiles(model_table_files(scores_dir, model_ids, name)) for name in PARQUET_TABLES},
     }
     counts = build_store(db_path, tables, sql_dir)
@@ -347,6 +354,13 @@ def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, 
     return (f"store: {run['source']} data, run {run['run_id']}: "
             + ", ".join(f"{name} {n}" for name, n in counts.items() if name != "runs")
             + f" rows in {db_path} ({kept} as views over {scores_dir})")
+
+
+def _read_scores_file(path: Path) -> pd.DataFrame:
+    """A table the scores stage writes once per run (not per model), or a DataError saying how to get it."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run the scores stage (`dvc repro scores`)")
+    return pd.read_parquet(path)
 
 
 def training_category(training: str) -> str:

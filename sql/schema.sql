@@ -36,6 +36,7 @@ CREATE OR REPLACE TABLE neurons (
     neuron_id          BIGINT PRIMARY KEY,
     experiment_id      BIGINT  NOT NULL,
     container_id       BIGINT  NOT NULL,
+    animal             VARCHAR NOT NULL,    -- the mouse: the session's specimen (table: the animal column)
     area               VARCHAR NOT NULL,
     cre_line           VARCHAR NOT NULL,
     imaging_depth      INTEGER,
@@ -115,7 +116,11 @@ CREATE OR REPLACE TABLE model_scores (
     n_neurons          INTEGER NOT NULL,
     low_ceiling        BOOLEAN NOT NULL,   -- ceiling below scoring.min_ceiling (regression: every neuron's): no normalized_score
     n_low_ceiling      INTEGER NOT NULL,   -- units left out of normalized_score: neurons (regression), the site (RSA, CKA: 0 or 1)
-    source             VARCHAR NOT NULL    -- the neural data: simulated | nwb_dir | allen | table
+    source             VARCHAR NOT NULL,   -- the neural data: simulated | nwb_dir | allen | table
+    n_animals          INTEGER NOT NULL,   -- animals among the site's selected neurons
+    interanimal_consistency DOUBLE,        -- area sites: the other animals' score (interanimal_consistency)
+    normalized_interanimal  DOUBLE,        -- score / interanimal_consistency; NULL without one, or where its CI reaches 0
+    above_interanimal  BOOLEAN             -- score > interanimal_consistency: better than another mouse
 );
 
 -- Each selected neuron's score per model, method and layer selection (a view over Parquet).
@@ -144,4 +149,18 @@ CREATE OR REPLACE TABLE model_comparisons (
     q_value          DOUBLE  NOT NULL,   -- Benjamini-Hochberg over the pairs of the site
     distinguishable  BOOLEAN NOT NULL,   -- q_value < scoring.comparisons.fdr
     PRIMARY KEY (method, layer_selection, site_kind, site, model_a, model_b)
+);
+
+-- How well each area's neurons are predicted from the other animals' neurons, by the models'
+-- mapping, folds and bootstrap (the inter-animal ceiling). NULL scores: fewer than 2 animals.
+CREATE OR REPLACE TABLE interanimal_consistency (
+    area              VARCHAR NOT NULL,
+    method            VARCHAR NOT NULL,   -- rsa | regression | pls (when scoring.pls.enabled)
+    score             DOUBLE,             -- mean over target neurons (regression, PLS) or target animals (RSA)
+    ci_low            DOUBLE,             -- bootstrap over neurons (regression) or stimuli (RSA)
+    ci_high           DOUBLE,
+    normalized_score  DOUBLE,             -- split-half corrected: the target's score / sqrt(its ceiling), none below scoring.min_ceiling
+    n_animals         INTEGER NOT NULL,
+    n_neurons         INTEGER NOT NULL,
+    PRIMARY KEY (area, method)
 );

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from deepmouse.scoring.interanimal import attach_interanimal
 from tests.runs import REPO, build_in_background, check_unchanged, shared_run  # noqa: F401 (REPO: imported from here by many tests)
 
 # Spread test by test over the xdist workers: every test builds its own model, none shares a fixture.
@@ -110,7 +111,7 @@ def score_tables() -> dict[str, pd.DataFrame]:
     ], ignore_index=True)
     neurons = pd.DataFrame({
         "neuron_id": np.arange(8) + 1000, "experiment_id": [1] * 4 + [2] * 4, "container_id": [11] * 4 + [12] * 4,
-        "area": ["VISp"] * 4 + ["VISl"] * 4, "cre_line": "Cux2-CreERT2", "imaging_depth": 175,
+        "animal": ["m1", "m2"] * 4, "area": ["VISp"] * 4 + ["VISl"] * 4, "cre_line": "Cux2-CreERT2", "imaging_depth": 175,
         "cortical_layer": "L2/3", "reliability": rng.uniform(0.5, 0.95, 8), "image_selective": True,
         "running_modulated": False,
     })
@@ -150,9 +151,26 @@ def score_tables() -> dict[str, pd.DataFrame]:
         for neuron_id in selected["neuron_id"]
     ])
     runs = runs_table([1, 2])
+    consistency = interanimal_table(neurons, {"VISp": 0.5, "VISl": 0.35})
     return {"runs": runs, "models": models, "layers": layers, "neurons": neurons, "rsa_scores": rsa,
-            "cka_scores": rsa.drop(columns="metric").assign(estimator="unbiased"), "regression_scores": regression, "model_scores": model_scores, "neuron_scores": neuron_scores,
-            "model_comparisons": model_comparisons}
+            "cka_scores": rsa.drop(columns="metric").assign(estimator="unbiased"), "regression_scores": regression,
+            "model_scores": attach_interanimal(model_scores, consistency, neurons),
+            "neuron_scores": neuron_scores, "model_comparisons": model_comparisons,
+            "interanimal_consistency": consistency}
+
+
+def interanimal_table(neurons: pd.DataFrame, scores: dict[str, float]) -> pd.DataFrame:
+    """The store's ``interanimal_consistency`` rows of these areas (one score per area for both
+    methods), with the selected neurons' animals and counts; no score where an area has one animal."""
+    selected = neurons[neurons["selected"]]
+    rows = []
+    for area, score in scores.items():
+        n_animals = selected.loc[selected["area"] == area, "animal"].nunique()
+        value = score if n_animals >= 2 else np.nan
+        rows += [{"area": area, "method": method, "score": value, "ci_low": value - 0.05, "ci_high": value + 0.05,
+                  "normalized_score": value / np.sqrt(0.8), "n_animals": n_animals,
+                  "n_neurons": int((selected["area"] == area).sum())} for method in ("rsa", "regression")]
+    return pd.DataFrame(rows)
 
 
 @pytest.fixture(scope="session")

@@ -83,7 +83,8 @@ def small_params(models: list[str]) -> dict:
     """The repository's params cut to a project that runs in about a minute (for fault tests)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["zoo"]["models"] = list(models)
-    params["data"]["simulated"].update(experiments_per_area=1, neurons_per_experiment=20, n_repeats=20,
+    # Two experiments (two animals) per area, so that every area has an inter-animal consistency.
+    params["data"]["simulated"].update(experiments_per_area=2, neurons_per_experiment=10, n_repeats=20,
                                        image_height=92, image_width=118)
     params["neurons"]["reliability_threshold"] = 0.3
     params["scoring"]["bootstrap"]["n"] = 100

@@ -35,7 +35,8 @@ DEFAULTS = {
                       "planted_depths": {"VISp": 0.1, "VISl": 0.25, "VISrl": 0.4, "VISal": 0.55, "VISpm": 0.7,
                                          "VISam": 0.85},
                       "experiments_per_area": 2, "neurons_per_experiment": 50, "n_repeats": 50, "image_height": 230,
-                      "image_width": 294, "readout_sparsity": 0.1, "noise_range": (0.05, 1.0)},
+                      "image_width": 294, "readout_sparsity": 0.1, "noise_range": (0.05, 1.0),
+                      "animal_variation": 0.2},
         "allen": {"cache_dir": "data/allen_cache", "areas": None, "cre_lines": None, "imaging_depths": None,
                   "max_experiments": None, "retries": 5, "timeout_s": 60.0, "events": False,
                   "neuropixels": {"enabled": False, "cache_dir": "data/neuropixels_cache", "areas": None,
@@ -137,6 +138,8 @@ def test_values_are_stored_as_declared():
         ({"neurons": {"n_split": 10}}, r"neurons\.n_split: unknown key; known keys here: .*n_splits"),
         ({"data": {"source": "nwb_dir"}}, r"data\.nwb_dir: required when data\.source is 'nwb_dir'"),
         ({"data": {"simulated": {"planted_depths": {"V1": 0.2}}}}, r"planted_depths: unknown area 'V1'"),
+        ({"data": {"simulated": {"animal_variation": 1.0}}},
+         r"data\.simulated\.animal_variation: must be in \[0, 1\), got 1\.0"),
         ({"zoo": {"models": []}}, r"zoo\.models: list at least one model id"),
         ({"zoo": "alexnet"}, r"zoo: expected a mapping"),
         # Each kind of error pydantic reports, named by its dotted key.
@@ -146,8 +149,8 @@ def test_values_are_stored_as_declared():
         ({"data": {"allen": {"imaging_depths": [175, 275.5]}}},
          r"^data\.allen\.imaging_depths\[1\]: expected an integer, got 275\.5$"),
         ({"data": {"simulated": {"nope": 1}}},
-         r"^data\.simulated\.nope: unknown key; known keys here: experiments_per_area, generator, generator_seed, "
-         r"image_height, image_width, n_repeats, neurons_per_experiment, noise_range, planted_depths, "
+         r"^data\.simulated\.nope: unknown key; known keys here: animal_variation, experiments_per_area, generator, "
+         r"generator_seed, image_height, image_width, n_repeats, neurons_per_experiment, noise_range, planted_depths, "
          r"readout_sparsity, seed, tuning$"),
         ({"neurons": {1: 2}}, r"^neurons\.1: unknown key; known keys here: exclude_running_modulated, "),
         ({"zoo": {"custom": [{"id": "tiny", "bogus": 1}]}},

@@ -36,6 +36,8 @@ class SimulatedConfig(Section):
     ``tuning: planted`` neurons read out the generator's layer at each area's planted depth;
     ``tuning: random`` neurons have image tuning drawn independently of the images and of
     every model (null data for the scores), and ``planted_depths`` then only names the areas.
+    ``animal_variation``: the fraction of each planted neuron's drive private to its animal
+    (each experiment is one animal), which neither a model nor the other animals predict.
 
     ``experiments_per_area`` is one count for every area or a count per area (every area of
     ``planted_depths``, no other); ``neurons_per_experiment`` is one size for every
@@ -62,6 +64,7 @@ class SimulatedConfig(Section):
     image_width: StrictInt = 294
     readout_sparsity: StrictFloat = 0.1
     noise_range: tuple[StrictFloat, StrictFloat] = (0.05, 1.0)
+    animal_variation: StrictFloat = 0.2
 
     @model_validator(mode="before")
     @classmethod
@@ -123,6 +126,13 @@ class SimulatedConfig(Section):
             if not 0 <= depth <= 1:
                 raise invalid(f"depth must be in [0, 1], got {depth}", key=area)
         return depths
+
+    @field_validator("animal_variation")
+    @classmethod
+    def _check_animal_variation(cls, variation: float) -> float:
+        if not 0 <= variation < 1:
+            raise invalid(f"must be in [0, 1), got {variation}")
+        return variation
 
     @field_validator("noise_range")
     @classmethod

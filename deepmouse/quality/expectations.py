@@ -49,6 +49,12 @@ NOT_MEASURED_WITHOUT_TRIALS = ("normalized_score", "noise_ceiling")
 missing by construction: no ceiling, so nothing to normalise by."""
 
 
+DEFINED_AT_SOME_SITES = ("interanimal_consistency", "normalized_interanimal")
+"""``model_scores`` columns missing by construction at sites that are not areas and in areas
+with fewer than 2 animals (no inter-animal consistency); ``sql/checks/interanimal_in_range.sql``
+checks the consistencies themselves."""
+
+
 def neurons_expectations(extra_areas: Sequence[str] = (), trial_responses: bool = True) -> list:
     """Ids unique, areas known (the six and ``extra_areas``), reliability and CC_max in range.
 

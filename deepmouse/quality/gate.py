@@ -139,7 +139,8 @@ def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str 
         + validator.validate("means", means, ex.means_expectations())
         + validator.validate("conditions_per_neuron", conditions, ex.conditions_per_neuron_expectations())
         + validator.validate("model_scores", model_scores, ex.model_scores_expectations(n_models * n_sites)
-                             + nan_fraction(model_scores))
+                             + ex.nan_fraction_expectations(model_scores, cfg.max_nan_fraction,
+                                                            not_measured=(*unmeasured, *ex.DEFINED_AT_SOME_SITES)))
         + validator.validate("rsa_scores", rsa, ex.layer_scores_expectations(["model_id", "layer_index", "site_kind", "site", "metric"])
                              + nan_fraction(rsa))
         + validator.validate("cka_scores", cka, ex.layer_scores_expectations(["model_id", "layer_index", "site_kind", "site", "estimator"])

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from deepmouse.report.ceilings import CAPTION as CEILINGS_CAPTION, ceilings_table
 from deepmouse.report.figure import ReportFigure
 from deepmouse.report.tables import TRAINING_CATEGORIES, ReportTables
 
@@ -64,7 +65,10 @@ def render_page(tables: ReportTables, figures: Sequence[ReportFigure], headline:
                      "data.table.trials): reliability, CC_max, noise ceilings and normalised scores are not "
                      "computed (shown as —), and neurons were not filtered by reliability. Give trial-level "
                      "responses in data.table.trials to have them.</div>")
-    parts += [_run_table(tables), "<h2 id=\"headline\">Headline</h2>", _headline_table(tables, headline),
+    parts += [_run_table(tables), "<h2 id=\"headline\">Headline</h2>", _headline_table(tables, headline)]
+    parts += ['<h2 id="ceilings">Two ceilings: split-half and inter-animal</h2>',
+              f'<p class="caption">{html.escape(CEILINGS_CAPTION.format(selection=tables.selection))}</p>',
+              table_html(ceilings_table(tables.ceilings, tables.ranking, tables.selection)),
               "<h2 id=\"low_ceilings\">Low ceilings</h2>", _low_ceiling_table(tables)]
     parts.append("<nav><h2>Figures</h2><ul>" + "".join(
         f'<li><a href="#{f.name}">{html.escape(f.title)}</a></li>' for f in shown) + "</ul></nav>")

@@ -14,7 +14,7 @@ import pandas as pd
 from deepmouse.config import AREAS
 from deepmouse.store.build import open_store
 
-VIEWS = ("model_ranking", "layer_profile", "trained_vs_random", "method_agreement", "taskonomy_ranking")
+VIEWS = ("model_ranking", "layer_profile", "trained_vs_random", "method_agreement", "taskonomy_ranking", "ceilings")
 """The store's views the report reads (``open_store`` checks they exist)."""
 
 TRAINING_CATEGORIES = {
@@ -59,6 +59,8 @@ class ReportTables:
         One row per scored model: ``model_id, display_name, training_category, family,
         n_params, imagenet_top1, imagenet_top1_source, n_layers`` (the store's ``models`` and
         ``layers`` tables).
+    ceilings : DataFrame
+        The ``ceilings`` view: split-half ceiling and inter-animal consistency per area and method.
     """
 
     source: str
@@ -72,6 +74,7 @@ class ReportTables:
     agreement: pd.DataFrame
     taskonomy: pd.DataFrame
     zoology: pd.DataFrame
+    ceilings: pd.DataFrame
 
     @property
     def simulated(self) -> bool:
@@ -108,6 +111,7 @@ def load_report_tables(db_path: str | Path) -> ReportTables:
         trained_vs_random = con.execute("SELECT * FROM trained_vs_random").fetchdf()
         agreement = con.execute("SELECT * FROM method_agreement WHERE site_kind = 'area'").fetchdf()
         taskonomy = con.execute("SELECT * FROM taskonomy_ranking").fetchdf()
+        ceilings = con.execute("SELECT * FROM ceilings").fetchdf()
         models = con.execute(
             "SELECT m.model_id, m.display_name, m.training_category, m.family, m.n_params, m.imagenet_top1, "
             "m.imagenet_top1_source, count(l.layer_index) AS n_layers FROM models AS m LEFT JOIN layers AS l USING (model_id) "
@@ -123,7 +127,7 @@ def load_report_tables(db_path: str | Path) -> ReportTables:
         ranking=ranking, profile=profile,
         neurons=neurons.set_index("area").reindex(ordered_areas(neurons["area"])).reset_index(),
         trained_vs_random=trained_vs_random, agreement=agreement, taskonomy=taskonomy,
-        zoology=models,
+        zoology=models, ceilings=ceilings,
     )
 
 

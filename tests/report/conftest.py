@@ -10,8 +10,9 @@ import pytest
 
 from deepmouse.models.registry import load_zoo
 from deepmouse.pipeline import training_category
+from deepmouse.scoring.interanimal import attach_interanimal
 from deepmouse.store.build import build_store
-from tests.conftest import REPO, runs_table
+from tests.conftest import REPO, interanimal_table, runs_table
 
 ZOO_MODELS = (
     "alexnet", "alexnet_random", "resnet18", "resnet18_random", "vit_small_patch16_224_dino",
@@ -50,7 +51,7 @@ def make_zoo_tables(model_ids=ZOO_MODELS, areas=AREAS, *, n_layers: int = 4, n_n
     neuron_area = np.repeat(areas, n_neurons)
     neurons = pd.DataFrame({
         "neuron_id": np.arange(len(neuron_area)) + 1000, "experiment_id": 1, "container_id": 11,
-        "area": neuron_area, "cre_line": "Cux2-CreERT2", "imaging_depth": 175, "cortical_layer": "L2/3",
+        "animal": np.resize(["m1", "m2", "m3"], len(neuron_area)), "area": neuron_area, "cre_line": "Cux2-CreERT2", "imaging_depth": 175, "cortical_layer": "L2/3",
         "reliability": rng.uniform(0.75, 0.95, len(neuron_area)), "image_selective": True,
         "running_modulated": False, "selected": True,
     })
@@ -89,9 +90,12 @@ def make_zoo_tables(model_ids=ZOO_MODELS, areas=AREAS, *, n_layers: int = 4, n_n
         for m in model_ids for rule in ("cv", "max") for n in neurons["neuron_id"]
     ])
     runs = runs_table([1])
+    consistency = interanimal_table(neurons, {a: 0.45 - 0.05 * k for k, a in enumerate(areas)})
     return {"runs": runs, "models": models, "layers": layers, "neurons": neurons, "rsa_scores": rsa,
-            "cka_scores": rsa.drop(columns="metric").assign(estimator="unbiased"), "regression_scores": regression, "model_scores": model_scores, "neuron_scores": neuron_scores,
-            "model_comparisons": model_comparisons}
+            "cka_scores": rsa.drop(columns="metric").assign(estimator="unbiased"), "regression_scores": regression,
+            "model_scores": attach_interanimal(model_scores, consistency, neurons),
+            "neuron_scores": neuron_scores, "model_comparisons": model_comparisons,
+            "interanimal_consistency": consistency}
 
 
 def build_zoo_store(path: Path, **kwargs) -> Path:

@@ -29,7 +29,7 @@ EXPERIMENTS_FILE = "experiments.parquet"
 def describe_experiment(meta) -> dict:
     """The manifest's (and ``experiments.parquet``'s) description of one session's metadata."""
     return {"experiment_id": int(meta.experiment_id), "container_id": int(meta.container_id), "area": meta.area,
-            "cre_line": meta.cre_line, "imaging_depth": int(meta.imaging_depth)}
+            "cre_line": meta.cre_line, "imaging_depth": int(meta.imaging_depth), "specimen_name": meta.specimen_name}
 
 
 class OphysNwbReader(Reader):
