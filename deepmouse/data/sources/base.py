@@ -147,6 +147,20 @@ class Source(ABC):
                 f"{n_bytes / 1e6:.1f} MB in {out_dir}")
 
 
+def pull_summary_with_neuropixels(summary: Callable[[dict, Path], str], manifest: dict, out_dir: Path) -> str:
+    """``summary`` of the two-photon experiments (if any), with the Neuropixels sessions the manifest lists."""
+    entry = manifest.get("neuropixels")
+    if entry is None:
+        return summary(manifest, out_dir)
+    sessions = entry["sessions"]
+    n_bytes = sum(s["bytes"] for s in sessions)
+    ephys = (f"{len(sessions)} Neuropixels sessions ({sum(s.get('n_units', 0) for s in sessions)} units), "
+             f"{n_bytes / 1e6:.1f} MB")
+    if not manifest["experiments"]:
+        return f"pull: {ephys} in {out_dir}"
+    return f"{summary(manifest, out_dir)}; {ephys}"
+
+
 def load_manifest(raw_dir: str | Path) -> dict:
     """The manifest of a pulled folder.
 

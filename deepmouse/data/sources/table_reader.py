@@ -78,6 +78,8 @@ class TableReader(Reader):
         from deepmouse.data.selection import annotate_listed_neurons
 
         trials = pd.read_parquet(responses_dir / "trials.parquet")
+        # Recordings given as tables are scored as the two-photon ones are (one modality).
         return annotate_listed_neurons(pd.read_parquet(responses_dir / NEURON_METADATA),
                                        trials if len(trials) else None,
-                                       pd.read_parquet(responses_dir / "means.parquet"), params.neurons)
+                                       pd.read_parquet(responses_dir / "means.parquet"),
+                                       params.neurons).assign(modality="calcium")
