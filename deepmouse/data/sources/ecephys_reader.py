@@ -40,7 +40,7 @@ NEUROPIXELS_FOLDER = "neuropixels"
 SCENES_FILE = "scenes.npy"
 """The scenes of a Neuropixels-only simulated pull, in its Neuropixels folder."""
 
-UNITS_FILE = "units.parquet"
+UNITS_FILE = "neuropixels_units.parquet"
 """Per-unit metadata of the kept Neuropixels units, in the responses folder."""
 
 NEUROPIXELS_ID_OFFSET = 10**12

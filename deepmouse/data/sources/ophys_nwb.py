@@ -108,7 +108,11 @@ class OphysNwbReader(Reader):
             parts.append(f"{n} Neuropixels units x {len(pixels.trials) // max(n, 1)} trials (spikes/s in "
                          f"{list(cfg.neuropixels.window)} s) from {len(pixels.dropped['sessions'])} sessions, "
                          f"{units['n_units'] - units['n_kept']} units and {shown['n_dropped']} presentations dropped")
-        progress(f"responses: dropped units and presentations by session and reason in {Path(out_dir) / DROPPED_FILE}")
+        where = Path(out_dir) / DROPPED_FILE
+        if trials is not None:
+            progress(f"responses: {n_dropped} presentations dropped (by experiment and reason in {where})")
+        if pixels is not None:
+            progress(f"responses: neuropixels: units and presentations dropped by session and reason in {where}")
         return "responses: " + "; ".join(parts)
 
     def _calcium_responses(self, params, paths: list[Path], manifest: dict, progress: Progress):
