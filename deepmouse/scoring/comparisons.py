@@ -18,7 +18,8 @@ import pandas as pd
 from deepmouse.config import ScoringConfig
 from deepmouse.metrics.bootstrap import benjamini_hochberg, paired_bootstrap_difference
 
-GROUP = ["method", "layer_selection", "site_kind", "site"]
+GROUP = ["method", "layer_selection", "modality", "site_kind", "site"]
+"""Models are compared within one method, rule and site of one modality (never across recordings)."""
 COLUMNS = GROUP + ["model_a", "model_b", "difference", "ci_low", "ci_high", "p_value", "q_value", "distinguishable"]
 
 
