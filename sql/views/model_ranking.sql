@@ -4,18 +4,18 @@
 -- Benjamini-Hochberg over the site's pairs), so ties read as ties.
 CREATE OR REPLACE VIEW model_ranking AS
 WITH ranked AS (
-    SELECT rank() OVER (PARTITION BY method, layer_selection, site_kind, site ORDER BY score DESC) AS rank,
-           row_number() OVER (PARTITION BY method, layer_selection, site_kind, site ORDER BY score DESC, model_id) AS position,
+    SELECT rank() OVER (PARTITION BY method, layer_selection, modality, site_kind, site ORDER BY score DESC) AS rank,
+           row_number() OVER (PARTITION BY method, layer_selection, modality, site_kind, site ORDER BY score DESC, model_id) AS position,
            s.*
     FROM model_scores AS s
 ),
 best AS (
-    SELECT method, layer_selection, site_kind, site, model_id AS best_model_id
+    SELECT method, layer_selection, modality, site_kind, site, model_id AS best_model_id
     FROM ranked
     WHERE position = 1
 )
 SELECT
-    r.rank, r.method, r.layer_selection, r.site_kind, r.site,
+    r.rank, r.method, r.layer_selection, r.modality, r.site_kind, r.site,
     r.model_id, m.display_name, m.family, m.training_category, m.training,
     r.score, r.ci_low, r.ci_high, r.normalized_score, r.noise_ceiling,
     r.best_layer_index, r.best_layer_depth, r.layer_stability, r.n_neurons, r.source,
@@ -26,8 +26,9 @@ SELECT
          ELSE 'not distinguishable from best' END AS standing
 FROM ranked AS r
 JOIN models AS m USING (model_id)
-JOIN best AS b USING (method, layer_selection, site_kind, site)
+JOIN best AS b USING (method, layer_selection, modality, site_kind, site)
 LEFT JOIN model_comparisons AS c
-  ON c.method = r.method AND c.layer_selection = r.layer_selection AND c.site_kind = r.site_kind AND c.site = r.site
+  ON c.method = r.method AND c.layer_selection = r.layer_selection AND c.modality = r.modality
+ AND c.site_kind = r.site_kind AND c.site = r.site
  AND ((c.model_a = r.model_id AND c.model_b = b.best_model_id) OR (c.model_b = r.model_id AND c.model_a = b.best_model_id))
-ORDER BY r.method, r.layer_selection, r.site_kind, r.site, r.rank, r.model_id;
+ORDER BY r.method, r.layer_selection, r.modality, r.site_kind, r.site, r.rank, r.model_id;
