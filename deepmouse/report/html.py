@@ -65,6 +65,8 @@ def render_page(tables: ReportTables, figures: Sequence[ReportFigure], headline:
                      "computed (shown as —), and neurons were not filtered by reliability. Give trial-level "
                      "responses in data.table.trials to have them.</div>")
     parts += [_run_table(tables), "<h2 id=\"headline\">Headline</h2>", _headline_table(tables, headline)]
+    if len(tables.modalities) > 1:
+        parts.append(_modality_section(tables))
     parts.append("<nav><h2>Figures</h2><ul>" + "".join(
         f'<li><a href="#{f.name}">{html.escape(f.title)}</a></li>' for f in shown) + "</ul></nav>")
     if omitted:
@@ -79,6 +81,16 @@ def render_page(tables: ReportTables, figures: Sequence[ReportFigure], headline:
                  "<code>data/deepmouse.duckdb</code> (<code>deepmouse query</code>).</p>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _modality_section(tables: ReportTables) -> str:
+    """Both recordings side by side: per method and area, do they rank the models alike?"""
+    caption = (f"<p class=\"caption\">The figures and headline below show the {html.escape(tables.modality)} "
+               "recording. Both recordings were scored; per method, layer selection and area: the rank "
+               "correlation (Spearman) of the models' scores measured with two-photon calcium imaging and with "
+               "Neuropixels spikes, and the best model in each (view <code>modality_agreement</code>; "
+               "every ranking of the store is per modality).</p>")
+    return "<h2 id=\"modalities\">Two recordings side by side</h2>" + caption + table_html(tables.modality_agreement)
 
 
 def _run_table(tables: ReportTables) -> str:

@@ -93,3 +93,17 @@ def test_the_area_checks_run_per_modality(tmp_path, score_tables):
     # Selected units in both areas but no Neuropixels scores: every model x method x rule x area is named.
     assert set(missing["modality"]) == {"neuropixels"}
     assert len(missing) == 2 * 2 * 2 * 2
+
+
+def test_the_report_shows_one_recording_in_its_figures_and_both_side_by_side(both, tmp_path):
+    from deepmouse.report.plots import write_report
+    from deepmouse.report.tables import load_report_tables
+
+    path, scores = both
+    tables = load_report_tables(path)
+    assert tables.modality == "calcium" and tables.modalities == ("calcium", "neuropixels")
+    assert set(tables.ranking["modality"]) == {"calcium"}
+    assert len(tables.modality_agreement) == 2 * 2 * 2  # method x rule x area
+    write_report(path, tmp_path / "report")
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "Two recordings side by side" in page and "spearman_r" in page
