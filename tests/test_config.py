@@ -74,8 +74,9 @@ order would invalidate every cache, so they are compared by repr, which tells th
 
 def test_defaults_and_the_shipped_file_parse_to_the_values_they_always_had():
     assert repr(dataclasses.asdict(parse_params({}))) == repr(DEFAULTS)
-    shipped = yaml.safe_load((REPO / "params.yaml").read_text())  # the defaults written out, and eleven models
-    expected = {**DEFAULTS, "zoo": {"models": tuple(shipped["zoo"]["models"]), "custom": ()}}
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())  # the defaults, 11 models, both recordings
+    expected = {**DEFAULTS, "zoo": {"models": tuple(shipped["zoo"]["models"]), "custom": ()},
+                "data": {**DEFAULTS["data"], "modalities": ("calcium", "neuropixels")}}
     assert repr(dataclasses.asdict(load_params(REPO / "params.yaml"))) == repr(expected)
     # What stages/params.py writes, and the run's scoring key reads back (tuples as lists).
     assert json.dumps(dataclasses.asdict(parse_params({})), indent=2, sort_keys=True) == json.dumps(
