@@ -87,6 +87,15 @@ def test_every_row_carries_its_modality_and_ids_never_collide(both):
     assert len(calcium) == 8 and calcium["imaging_depth"].notna().all()
 
 
+def test_the_neurons_stage_counts_each_recording(both):
+    root, _, summaries = both
+    neurons = pd.read_parquet(root / "neurons.parquet")
+    counts = json.loads((root / "counts.json").read_text())["modalities"]
+    for modality, rows in neurons.groupby("modality"):
+        assert counts[modality] == {"recorded": len(rows), "selected": int(rows["selected"].sum())}
+        assert f"{modality}: {int(rows['selected'].sum())} of {len(rows)}" in summaries["neurons"]
+
+
 def test_unit_and_presentation_drops_are_counted(both):
     root, _, summaries = both
     report = json.loads((root / "responses" / "dropped.json").read_text())["neuropixels"]
