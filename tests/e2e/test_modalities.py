@@ -13,7 +13,6 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
-from scipy.stats import spearmanr
 
 pytestmark = pytest.mark.slow
 
@@ -65,5 +64,8 @@ def test_the_planted_generator_is_recovered_from_the_units(small_run: Path, stor
     best = ranking[ranking["model_id"] == generator].set_index("site")["best_layer_depth"]
     order = sorted(planted, key=lambda area: planted[area]["depth"])
     recovered = [best[area] for area in order]
-    assert recovered == sorted(recovered), dict(zip(order, recovered))
-    assert spearmanr(recovered, [planted[a]["depth"] for a in order]).statistic > 0.9
+    out_of_order = sum(later < earlier for i, earlier in enumerate(recovered) for later in recovered[i + 1:])
+    # cv chooses and scores on disjoint stimuli: the planted order exactly. max (the reference study's
+    # optimistic best layer) with a dozen units per area here: one pair of areas may swap (the two-photon
+    # neurons of this small run swap one pair too; the default run's recover the order under both rules).
+    assert out_of_order <= (0 if rule == "cv" else 1), dict(zip(order, recovered))
