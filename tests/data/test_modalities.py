@@ -179,3 +179,59 @@ def test_a_pull_without_neuropixels_sessions_in_its_manifest_entry_is_named(both
     (raw / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match=rf"^{raw / 'manifest.json'}: key 'neuropixels': missing 'sessions'"):
         run_responses(params, raw, tmp_path / "responses", progress=lambda _: None)
+
+
+def _fake_allen_pulls(monkeypatch, fail_neuropixels: bool):
+    """pull_allen and pull_neuropixels as they write (atomically, manifest last), without the network."""
+    import deepmouse.data.allen as allen
+    import deepmouse.data.neuropixels as neuropixels
+    from deepmouse.atomic import atomic_dir
+
+    def pull_allen(cfg, out_dir, progress=print):
+        with atomic_dir(out_dir) as staging:
+            (staging / "501.nwb").write_bytes(b"two-photon")
+            manifest = {"source": "allen", "experiments": [{"experiment_id": 501, "area": "VISp", "file": "501.nwb",
+                                                            "bytes": 10}]}
+            (staging / "manifest.json").write_text(json.dumps(manifest))
+        return manifest
+
+    def pull_neuropixels(cfg, out_dir, progress=print):
+        if fail_neuropixels:
+            raise SourceError("warehouse unreachable")
+        with atomic_dir(out_dir) as staging:
+            (staging / "7.nwb").write_bytes(b"session")
+            manifest = {"source": "neuropixels", "api_url": "http://x", "sessions": [
+                {"session_id": 7, "specimen_id": 1, "file": "7.nwb", "bytes": 7, "sha256": "s", "n_units": 3}]}
+            (staging / "manifest.json").write_text(json.dumps(manifest))
+        return manifest
+
+    monkeypatch.setattr(allen, "pull_allen", pull_allen)
+    monkeypatch.setattr(neuropixels, "pull_neuropixels", pull_neuropixels)
+
+
+def test_the_allen_source_pulls_the_release_beside_the_two_photon_files(tmp_path, monkeypatch):
+    _fake_allen_pulls(monkeypatch, fail_neuropixels=False)
+    params = parse_params({"data": {"source": "allen", "modalities": ["calcium", "neuropixels"],
+                                    "allen": {"cache_dir": str(tmp_path / "cache"),
+                                              "neuropixels": {"cache_dir": str(tmp_path / "np_cache")}}}})
+    summary = run_pull(params, tmp_path / "raw", progress=lambda _: None)
+    manifest = json.loads((tmp_path / "raw" / "manifest.json").read_text())
+    assert manifest["neuropixels"]["origin"] == "allen" and manifest["neuropixels"]["api_url"] == "http://x"
+    assert [s["session_id"] for s in manifest["neuropixels"]["sessions"]] == [7]
+    assert (tmp_path / "raw" / "neuropixels" / "7.nwb").read_bytes() == b"session"
+    assert not (tmp_path / "raw" / "neuropixels" / "manifest.json").exists()
+    assert summary.endswith("1 Neuropixels sessions (3 units), 0.0 MB")
+
+
+def test_a_failed_release_pull_leaves_the_last_pull_whole(tmp_path, monkeypatch):
+    _fake_allen_pulls(monkeypatch, fail_neuropixels=False)
+    params = parse_params({"data": {"source": "allen", "modalities": ["calcium", "neuropixels"],
+                                    "allen": {"cache_dir": str(tmp_path / "cache"),
+                                              "neuropixels": {"cache_dir": str(tmp_path / "np_cache")}}}})
+    run_pull(params, tmp_path / "raw", progress=lambda _: None)
+    before = {p: p.read_bytes() for p in (tmp_path / "raw").rglob("*") if p.is_file()}
+    _fake_allen_pulls(monkeypatch, fail_neuropixels=True)
+    with pytest.raises(SourceError, match="^warehouse unreachable$"):
+        run_pull(params, tmp_path / "raw", progress=lambda _: None)
+    assert {p: p.read_bytes() for p in (tmp_path / "raw").rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
