@@ -47,21 +47,16 @@ Write its module (a :class:`Source`, and a :class:`Reader` unless an existing on
 what it pulls; a new reader in a module of its own that imports nothing of the pull), add
 one entry to :data:`~deepmouse.data.sources.registry.SOURCES` and one to
 :data:`~deepmouse.data.sources.readers.READERS`, and the name to ``data.source``'s allowed
-values in the config. No other source changes. A source of Allen's Neuropixels
-sessions (allensdk ``EcephysProjectCache``) would implement:
+values in the config. No other source changes.
 
-- ``describe``: its ``data.*`` params and the finished session files of its cache;
-- ``pull``: download the sessions whose ``natural_scenes`` presentations it needs into the
-  staging folder, with a manifest of session ids, files, sha256 and sizes;
-- ``stimuli``: the 118 natural-scene templates of a session (checked identical across
-  sessions);
-- ``responses``: per unit and presentation, the spike count in the response window
-  divided by its length (a rate), in ``trials.parquet``'s columns, with units that fail the
-  quality metrics (isi violations, amplitude cutoff, presence ratio) dropped and counted;
-  ``units.parquet`` (unit id, session, structure acronym as ``area``, probe, depth) as its
-  :attr:`responses_metadata`;
-- ``neurons``: the units annotated as :func:`~deepmouse.data.selection.annotate_listed_neurons`
-  does for listed neurons.
+Neuropixels sessions
+--------------------
+With ``data.modalities`` listing ``neuropixels``, the ``simulated``, ``allen`` and ``nwb_dir``
+sources also pull Neuropixels session files into ``neuropixels/`` of the same staging folder
+(:mod:`~deepmouse.data.sources.neuropixels_pull`), listed under the manifest's
+``"neuropixels"``; :class:`~deepmouse.data.sources.ophys_nwb.OphysNwbReader` measures them
+beside the two-photon experiments (:mod:`~deepmouse.data.sources.ecephys_reader`), with a
+``modality`` column on every row of the trials, means and neurons.
 """
 
 from __future__ import annotations
