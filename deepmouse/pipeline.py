@@ -22,7 +22,7 @@ import pandas as pd
 from deepmouse.atomic import atomic_dir, atomic_file, remove_stale_staging_in, write_text
 from deepmouse.config import Params
 from deepmouse.failures import doing
-from deepmouse.errors import DeepmouseError, StoreError
+from deepmouse.errors import DataError, DeepmouseError, StoreError
 
 Progress = Callable[[str], None]
 
@@ -233,7 +233,12 @@ def run_neurons(params: Params, responses_dir: str | Path, out_path: str | Path,
     from deepmouse.data.sources.readers import reader_of_responses
 
     responses_dir = Path(responses_dir)
-    neurons = reader_of_responses(responses_dir).neurons(params, responses_dir)
+    reader = reader_of_responses(responses_dir)
+    neurons = reader.neurons(params, responses_dir)
+    if "modality" not in neurons.columns:
+        # Rankings, checks and comparisons are per recording: a neuron without one cannot be placed.
+        raise DataError(f"neurons: the reader {type(reader).__name__} gave no 'modality' column "
+                        f"(calcium or neuropixels) for the neurons of {responses_dir}")
     # Only the row count: whether reliability could be measured at all.
     n_trials = pq.ParquetFile(responses_dir / "trials.parquet").metadata.num_rows
     with atomic_file(out_path) as staging:
