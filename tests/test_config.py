@@ -243,7 +243,8 @@ def test_modalities_alone_and_together_are_valid(tmp_path):
         assert parse_params({"data": {"modalities": modalities}}).data.modalities == tuple(modalities)
     with pytest.raises(ConfigError, match=r"^data\.modalities: lists neuropixels with data\.source 'nwb_dir': "
                                           r"set data\.neuropixels_dir"):
-        parse_params({"data": {"source": "nwb_dir", "nwb_dir": str(tmp_path), "modalities": ["calcium", "neuropixels"]}})
+        parse_params({"data": {"source": "nwb_dir", "nwb_dir": str(tmp_path),
+                               "modalities": ["calcium", "neuropixels"]}})
     both = parse_params({"data": {"source": "nwb_dir", "nwb_dir": str(tmp_path), "neuropixels_dir": str(tmp_path),
                                   "modalities": ["calcium", "neuropixels"]}})
     assert both.data.modalities == ("calcium", "neuropixels")

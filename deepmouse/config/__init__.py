@@ -61,7 +61,8 @@ __all__ = [
     "AREAS", "MAX_RESPONSE_SPAN_S", "AllenConfig", "BootstrapConfig", "ChecksConfig", "ComparisonsConfig",
     "ComputeConfig", "CrossValidationConfig", "CustomModelConfig", "DataConfig", "FeaturesConfig", "NeuronsConfig",
     "NeuropixelsPullConfig", "NeuropixelsResponsesConfig", "Params", "RegressionConfig", "ResponsesConfig",
-    "RsaConfig", "ScoringConfig", "SimulatedConfig", "SimulatedNeuropixelsConfig", "MODALITIES", "TableConfig", "UnitFiltersConfig", "ZooConfig", "load_params",
+    "RsaConfig", "ScoringConfig", "SimulatedConfig", "SimulatedNeuropixelsConfig", "MODALITIES", "TableConfig",
+    "UnitFiltersConfig", "ZooConfig", "load_params",
     "parse_params", "set_zoo_models",
 ]
 

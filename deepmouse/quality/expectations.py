@@ -93,7 +93,8 @@ def conditions_per_neuron_expectations() -> list:
 def model_scores_expectations(expected_rows: int) -> list:
     return [
         gx.expectations.ExpectTableRowCountToEqual(value=expected_rows),
-        gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=["model_id", "method", "layer_selection", "modality", "site_kind", "site"]),
+        gx.expectations.ExpectCompoundColumnsToBeUnique(
+            column_list=["model_id", "method", "layer_selection", "modality", "site_kind", "site"]),
         gx.expectations.ExpectColumnValuesToNotBeNull(column="score"),
         gx.expectations.ExpectColumnValuesToBeBetween(column="score", min_value=-1.0, max_value=1.0),
         gx.expectations.ExpectColumnValuesToBeInSet(column="method", value_set=["rsa", "regression"]),

@@ -139,7 +139,8 @@ def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str 
         + validator.validate("conditions_per_neuron", conditions, ex.conditions_per_neuron_expectations())
         + validator.validate("model_scores", model_scores, ex.model_scores_expectations(n_models * n_sites)
                              + nan_fraction(model_scores))
-        + validator.validate("rsa_scores", rsa, ex.layer_scores_expectations(["model_id", "layer_index", "modality", "site_kind", "site", "metric"])
+        + validator.validate("rsa_scores", rsa, ex.layer_scores_expectations(
+            ["model_id", "layer_index", "modality", "site_kind", "site", "metric"])
                              + nan_fraction(rsa))
         + per_neuron_findings
         + sql_findings

@@ -166,9 +166,10 @@ class OphysNwbReader(Reader):
             tables.append(annotate_neurons(calcium, metas, params.neurons).assign(modality="calcium"))
         if (responses_dir / UNITS_FILE).is_file():
             means = pd.read_parquet(responses_dir / "means.parquet")
-            tables.append(neuropixels_neurons(params, trials[modality == "neuropixels"],
-                                              means[means["modality"] == "neuropixels"],
-                                              pd.read_parquet(responses_dir / UNITS_FILE)).assign(modality="neuropixels"))
+            units = pd.read_parquet(responses_dir / UNITS_FILE)
+            pixels = neuropixels_neurons(params, trials[modality == "neuropixels"],
+                                         means[means["modality"] == "neuropixels"], units)
+            tables.append(pixels.assign(modality="neuropixels"))
         if not tables:
             raise DataError(f"{responses_dir / 'trials.parquet'}: no trials; run the responses stage again")
         neurons = pd.concat(tables, ignore_index=True)
