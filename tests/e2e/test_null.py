@@ -96,9 +96,10 @@ def test_every_models_cv_score_is_zero_for_the_neuropixels_units(null_store):
     assert len(rows) == len(MODELS) * 2
     for model_id, method, mean, worst, n_areas, fewest in rows:
         assert n_areas == 6 and fewest >= 5
-        # About a fifth of the two-photon neurons per area: the spread of a null score is about twice theirs.
+        # 13-25 units per area against 30-41 neurons: the spread of a null score is about twice theirs
+        # (measured here: |score| at most 0.07 at an area, means within 0.03).
         assert abs(mean) < 0.06, (model_id, method, mean)
-        assert worst < 0.25, (model_id, method, worst)
+        assert worst < 0.15, (model_id, method, worst)
 
 
 def test_no_model_is_distinguishable_from_another_beyond_chance(null_store):
