@@ -85,18 +85,18 @@ def small_tables(n_models: int, n_layers: int, n_neurons: int, rng: np.random.Ge
     rsa["n_neurons"] = rsa["site"].map(n_per_area)
     model_scores = pd.DataFrame([
         {"model_id": m, "method": method, "layer_selection": rule, "site_kind": "area", "site": area}
-        for m in models for method in ("rsa", "regression") for rule in ("max", "cv") for area in AREAS
+        for m in models for method in ("rsa", "cka", "regression") for rule in ("max", "cv") for area in AREAS
     ])
     score = rng.uniform(0, 0.5, len(model_scores))
     model_scores = model_scores.assign(
         score=score, ci_low=score - 0.05, ci_high=score + 0.05, normalized_score=score / np.sqrt(0.8),
         noise_ceiling=0.8, best_layer_index=0, best_layer_depth=0.0, layer_stability=1.0,
-        n_neurons=model_scores["site"].map(n_per_area), source="simulated")
+        n_neurons=model_scores["site"].map(n_per_area), low_ceiling=False, n_low_ceiling=0, source="simulated")
     comparisons = pd.DataFrame([
         {"method": method, "layer_selection": rule, "site_kind": "area", "site": area, "model_a": models[0],
          "model_b": models[1], "difference": 0.1, "ci_low": 0.02, "ci_high": 0.18, "p_value": 0.01, "q_value": 0.01,
          "distinguishable": True}
-        for method in ("rsa", "regression") for rule in ("max", "cv") for area in AREAS
+        for method in ("rsa", "cka", "regression") for rule in ("max", "cv") for area in AREAS
     ])
     return {
         "runs": pd.DataFrame([{
@@ -108,7 +108,8 @@ def small_tables(n_models: int, n_layers: int, n_neurons: int, rng: np.random.Ge
             "model_id": models, "display_name": models, "family": "convolutional", "source": "torchvision",
             "architecture": "synthetic", "training": "random", "training_category": "random", "task_cluster": None,
             "n_params": 1_000_000, "weights_sha256": None, "imagenet_top1": None, "imagenet_top1_source": None}),
-        "layers": layers, "neurons": neurons, "rsa_scores": rsa, "model_scores": model_scores,
+        "layers": layers, "neurons": neurons, "rsa_scores": rsa,
+        "cka_scores": rsa.drop(columns="metric").assign(estimator="unbiased"), "model_scores": model_scores,
         "model_comparisons": comparisons,
     }
 
@@ -128,7 +129,7 @@ def write_model_files(root: Path, index: int, n_layers: int, n_neurons: int) -> 
     neuron_scores = pd.DataFrame({
         "model_id": model_id(index), "method": "regression", "layer_selection": np.repeat(["max", "cv"], n_neurons),
         "neuron_id": np.tile(np.arange(n_neurons, dtype=np.int64), 2), "score": score,
-        "normalized_score": score / 0.9,
+        "normalized_score": score / 0.9, "low_ceiling": False,
     })
     paths = {"regression_scores": folder / "regression_scores.parquet", "neuron_scores": folder / "neuron_scores.parquet"}
     regression.to_parquet(paths["regression_scores"], index=False)

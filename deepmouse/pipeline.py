@@ -347,6 +347,7 @@ def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, 
         "layers": pd.concat(layers, ignore_index=True),
         "neurons": pd.read_parquet(neurons_path),
         "rsa_scores": read_model_tables(scores_dir, model_ids, "rsa_scores"),
+        "cka_scores": read_model_tables(scores_dir, model_ids, "cka_scores"),
         "model_scores": read_model_tables(scores_dir, model_ids, "model_scores").assign(source=run["source"]),
         "model_comparisons": pd.read_parquet(Path(scores_dir) / COMPARISONS_FILE),
         **{name: ParquetFiles(model_table_files(scores_dir, model_ids, name)) for name in PARQUET_TABLES},
@@ -426,6 +427,6 @@ def run_report(db_path: str | Path, out_dir: str | Path) -> str:
     from deepmouse.report.plots import write_report
 
     metrics = write_report(db_path, out_dir)
-    parts = [f"{m}: {metrics[m]['best_model']} ({metrics[m]['best_mean_score']:.3f})" for m in ("rsa", "regression") if m in metrics]
+    parts = [f"{m}: {metrics[m]['best_model']} ({metrics[m]['best_mean_score']:.3f})" for m in ("rsa", "cka", "regression") if m in metrics]
     return "report: best " + "; ".join(parts) + f"; figures in {out_dir}"
 

@@ -61,6 +61,19 @@ CREATE OR REPLACE TABLE rsa_scores (
     n_neurons      INTEGER NOT NULL
 );
 
+-- Linear CKA of every model layer at every RSA site, with the site's split-half CKA ceiling.
+CREATE OR REPLACE TABLE cka_scores (
+    model_id       VARCHAR NOT NULL,
+    layer_index    INTEGER NOT NULL,
+    modality       VARCHAR NOT NULL,    -- calcium | neuropixels: the recording of the site's neurons
+    site_kind      VARCHAR NOT NULL,    -- the RSA sites: area | area_layer | area_cre
+    site           VARCHAR NOT NULL,
+    estimator      VARCHAR NOT NULL,    -- unbiased (U-statistic HSIC) | biased
+    score          DOUBLE  NOT NULL,
+    noise_ceiling  DOUBLE,              -- split-half CKA, Spearman-Brown corrected; NULL without trials
+    n_neurons      INTEGER NOT NULL
+);
+
 -- Ridge regression fit of every selected neuron on every model layer (a view over Parquet).
 CREATE OR REPLACE TABLE regression_scores (
     model_id     VARCHAR NOT NULL,
@@ -90,7 +103,7 @@ CREATE OR REPLACE TABLE runs (
 -- Each model's score per method, layer selection and site, with interval and noise ceiling.
 CREATE OR REPLACE TABLE model_scores (
     model_id           VARCHAR NOT NULL,
-    method             VARCHAR NOT NULL,   -- rsa | regression
+    method             VARCHAR NOT NULL,   -- rsa | cka | regression | pls
     layer_selection    VARCHAR NOT NULL,   -- max (best layer, optimistic) | cv (chosen and scored on disjoint data)
     modality           VARCHAR NOT NULL,   -- calcium | neuropixels: the recording of the site's neurons
     site_kind          VARCHAR NOT NULL,
@@ -98,23 +111,26 @@ CREATE OR REPLACE TABLE model_scores (
     score              DOUBLE  NOT NULL,
     ci_low             DOUBLE  NOT NULL,   -- bootstrap percentile interval, layer selection inside each replicate
     ci_high            DOUBLE  NOT NULL,
-    normalized_score   DOUBLE,             -- score / sqrt(noise_ceiling) (per neuron for regression)
-    noise_ceiling      DOUBLE,             -- RSA: split-half RDM reliability; regression: mean neuron ceiling
+    normalized_score   DOUBLE,             -- score / sqrt(noise_ceiling) (per neuron for regression); NULL if low_ceiling
+    noise_ceiling      DOUBLE,             -- RSA: split-half RDM reliability; CKA: split-half CKA; regression, pls: mean neuron ceiling
     best_layer_index   INTEGER NOT NULL,   -- cv: the layer chosen most often over folds / splits
     best_layer_depth   DOUBLE  NOT NULL,
     layer_stability    DOUBLE  NOT NULL,   -- fraction of folds / splits that chose best_layer_index
     n_neurons          INTEGER NOT NULL,
+    low_ceiling        BOOLEAN NOT NULL,   -- ceiling below scoring.min_ceiling (regression: every neuron's): no normalized_score
+    n_low_ceiling      INTEGER NOT NULL,   -- units left out of normalized_score: neurons (regression), the site (RSA, CKA: 0 or 1)
     source             VARCHAR NOT NULL    -- the neural data: simulated | nwb_dir | allen | table
 );
 
 -- Each selected neuron's score per model, method and layer selection (a view over Parquet).
 CREATE OR REPLACE TABLE neuron_scores (
     model_id          VARCHAR NOT NULL,
-    method            VARCHAR NOT NULL,   -- regression
+    method            VARCHAR NOT NULL,   -- regression | pls
     layer_selection   VARCHAR NOT NULL,
     neuron_id         BIGINT  NOT NULL,
     score             DOUBLE  NOT NULL,   -- max: at the area's best layer; cv: held-out r averaged over folds
-    normalized_score  DOUBLE              -- score / sqrt(ceiling of scoring.ceiling); NULL where the ceiling is <= 0
+    normalized_score  DOUBLE,             -- score / sqrt(ceiling of scoring.ceiling); NULL if low_ceiling or no ceiling
+    low_ceiling       BOOLEAN             -- the neuron's ceiling is below scoring.min_ceiling (or <= 0)
 );
 
 -- Every pair of models per method, selection and site: difference, paired interval, p, q.
@@ -127,7 +143,7 @@ CREATE OR REPLACE TABLE model_comparisons (
     model_a          VARCHAR NOT NULL,
     model_b          VARCHAR NOT NULL,   -- each unordered pair once, model_a < model_b
     difference       DOUBLE  NOT NULL,   -- score(model_a) - score(model_b)
-    ci_low           DOUBLE  NOT NULL,   -- paired bootstrap over neurons (regression) or stimuli (RSA)
+    ci_low           DOUBLE  NOT NULL,   -- paired bootstrap over neurons (regression) or stimuli (RSA, CKA)
     ci_high          DOUBLE  NOT NULL,
     p_value          DOUBLE  NOT NULL,
     q_value          DOUBLE  NOT NULL,   -- Benjamini-Hochberg over the pairs of the site

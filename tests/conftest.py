@@ -115,27 +115,27 @@ def score_tables() -> dict[str, pd.DataFrame]:
         {"model_id": m, "method": method, "layer_selection": rule, "modality": "calcium", "site_kind": "area",
          "site": area, "score": s, "ci_low": s - 0.05, "ci_high": s + 0.05, "normalized_score": s / np.sqrt(0.8),
          "noise_ceiling": 0.8, "best_layer_index": 1, "best_layer_depth": 0.5, "layer_stability": 1.0,
-         "n_neurons": 2, "source": "simulated"}
+         "n_neurons": 2, "low_ceiling": False, "n_low_ceiling": 0, "source": "simulated"}
         for m, base in (("alexnet", 0.4), ("alexnet_random", 0.3))
-        for method in ("rsa", "regression") for rule in ("max", "cv") for area, s in (("VISp", base), ("VISl", base - 0.1))
+        for method in ("rsa", "cka", "regression") for rule in ("max", "cv") for area, s in (("VISp", base), ("VISl", base - 0.1))
     ])
     model_comparisons = pd.DataFrame([
         {"method": method, "layer_selection": rule, "modality": "calcium", "site_kind": "area", "site": area,
          "model_a": "alexnet",
          "model_b": "alexnet_random", "difference": 0.1, "ci_low": 0.02, "ci_high": 0.18, "p_value": 0.01,
          "q_value": 0.01, "distinguishable": area == "VISp"}
-        for method in ("rsa", "regression") for rule in ("max", "cv") for area in ("VISp", "VISl")
+        for method in ("rsa", "cka", "regression") for rule in ("max", "cv") for area in ("VISp", "VISl")
     ])
     selected = neurons.loc[neurons["selected"], ["neuron_id", "area"]]
     neuron_scores = pd.DataFrame([
         {"model_id": m, "method": "regression", "layer_selection": rule, "neuron_id": neuron_id,
-         "score": base, "normalized_score": base / np.sqrt(0.8)}
+         "score": base, "normalized_score": base / np.sqrt(0.8), "low_ceiling": False}
         for m, base in (("alexnet", 0.4), ("alexnet_random", 0.3)) for rule in ("max", "cv")
         for neuron_id in selected["neuron_id"]
     ])
     runs = runs_table([1, 2])
     return {"runs": runs, "models": models, "layers": layers, "neurons": neurons, "rsa_scores": rsa,
-            "regression_scores": regression, "model_scores": model_scores, "neuron_scores": neuron_scores,
+            "cka_scores": rsa.drop(columns="metric").assign(estimator="unbiased"), "regression_scores": regression, "model_scores": model_scores, "neuron_scores": neuron_scores,
             "model_comparisons": model_comparisons}
 
 

@@ -128,9 +128,11 @@ def _score_folder(folder: Path, version: int) -> None:
 
 
 def _comparisons(folder: Path, version: int) -> None:
-    from deepmouse.scoring.run import COMPARISONS_FILE, _write_parquet_atomically
+    from deepmouse.scoring.comparisons import write_comparisons
+    from deepmouse.scoring.run import COMPARISONS_FILE, COMPARISONS_RECORD
 
-    _write_parquet_atomically(_score_tables(version)["model_scores"], folder / "scores" / COMPARISONS_FILE)
+    write_comparisons(_score_tables(version)["model_scores"], folder / "scores" / COMPARISONS_FILE,
+                      folder / "scores" / COMPARISONS_RECORD, {"version": 1}, {"alexnet_random": f"digest {version}"})
 
 
 def _verdict(folder: Path, version: int) -> None:
@@ -219,7 +221,8 @@ class Case:
 
 
 CASES = {
-    "pull source folder": Case(_pull, ("raw/simulated",), ("deepmouse.data.simulated", "write_session_nwb"), nth=2),
+    "pull source folder": Case(_pull, ("raw/simulated",), ("deepmouse.data.simulated_sessions", "write_session_nwb"),
+                               nth=2),
     "nwb file": Case(_nwb_file, ("601.nwb",), ("deepmouse.data.layouts.ophys", "_write_imaging")),
     "events file": Case(_events_file, ("601_events.npz",), ("numpy.lib.format", "write_array")),
     "params.yaml (zoo use)": Case(_params_yaml, ("params.yaml",), ("pathlib", "Path.write_bytes"), how="half",
@@ -235,8 +238,8 @@ CASES = {
                            rewrite=_prefetch_run),
     "per-model score folder": Case(_score_folder, ("scores/models/alexnet_random",),
                                    ("pandas", "DataFrame.to_parquet"), how="truncate", nth=3),
-    "comparisons file": Case(_comparisons, ("scores/model_comparisons.parquet",), ("pandas", "DataFrame.to_parquet"),
-                             how="truncate"),
+    "comparisons file": Case(_comparisons, ("scores/model_comparisons.parquet", "scores/model_comparisons.json"),
+                             ("pandas", "DataFrame.to_parquet"), how="truncate"),
     "check verdict": Case(_verdict, ("checks",), ("pathlib", "Path.write_bytes"), how="half"),
     "store": Case(_store, ("store.duckdb",), ("deepmouse.store.build", "_load_table"), nth=3,
                   read=lambda folder: _read_store(folder / "store.duckdb")),

@@ -56,10 +56,12 @@ DEFAULTS = {
     "features": {"preprocessing": "paper", "init_seed": 0, "device": "auto", "weights_dir": None, "srp": False,
                  "srp_seed": 0},
     "scoring": {
-        "layer_selection": ("max", "cv"), "ceiling": "split_half",
+        "layer_selection": ("max", "cv"), "ceiling": "split_half", "min_ceiling": 0.3,
         "rsa": {"sites": ("area",), "comparison": "pearson"},
         "regression": {"alpha_mode": "loo",
                        "relative_alphas": (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)},
+        "cka": {"estimator": "unbiased"},
+        "pls": {"enabled": False, "components": (5, 10, 25, 50), "inner_folds": 5},
         "cv": {"n_folds": 10, "n_repeats": 1, "n_splits": 10, "seed": 0},
         "bootstrap": {"n": 1000, "seed": 0, "level": 0.95},
         "comparisons": {"fdr": 0.05},
@@ -265,7 +267,7 @@ def test_nwb_dir_must_exist_when_it_is_the_source(tmp_path, monkeypatch):
 
 
 def test_max_nan_fraction_is_what_the_checks_allow(tmp_path, score_tables):
-    """checks.max_nan_fraction bounds the NaN in the score tables' numeric columns (here 2 of 16 rows)."""
+    """checks.max_nan_fraction bounds the NaN in the score tables' numeric columns (here 2 of 24 rows)."""
     import numpy as np
 
     from deepmouse.config import ChecksConfig
@@ -281,8 +283,8 @@ def test_max_nan_fraction_is_what_the_checks_allow(tmp_path, score_tables):
     tolerant = ChecksConfig(min_selected_per_area=1, max_nan_fraction=0.125)
     assert _run(tmp_path / "tolerant", score_tables, cfg=tolerant)["passed"]
     (tmp_path / "too_few").mkdir()
-    with pytest.raises(QualityGateError, match=r"column=normalized_score, mostly=0\.9"):
-        _run(tmp_path / "too_few", score_tables, cfg=ChecksConfig(min_selected_per_area=1, max_nan_fraction=0.1))
+    with pytest.raises(QualityGateError, match=r"column=normalized_score, mostly=0\.95"):
+        _run(tmp_path / "too_few", score_tables, cfg=ChecksConfig(min_selected_per_area=1, max_nan_fraction=0.05))
 
 
 def _number_slots(hint: object, path: tuple = (), default: object = None, want: type = float) -> list[tuple]:
@@ -308,12 +310,15 @@ def _number_slots(hint: object, path: tuple = (), default: object = None, want: 
             # day such an item gains a float key, so that it gets a test of its own.
             assert not any(_number_slots(item) for item in sections), path
             return []
-        if not default:  # null or empty by default: a value is put in a list of the defaults only
+        # null or empty by default, or the default is another arm of a union (one count, not a range):
+        # a value is put in a list of the defaults only
+        if not default or not isinstance(default, (tuple, list)):
             return []
         indices = [len(default) - 1] if args[-1] is Ellipsis else range(len(args))
         return [((*path, i), default) for i in indices if _is_number(items[min(i, len(items) - 1)], want)]
     if isinstance(origin, type) and issubclass(origin, abc.Mapping):
-        return [((*path, next(iter(default))), default)] if default and _is_number(args[-1], want) else []
+        return ([((*path, next(iter(default))), default)]
+                if isinstance(default, abc.Mapping) and default and _is_number(args[-1], want) else [])
     return [(path, None)] if _is_number(hint, want) else []
 
 
@@ -367,7 +372,8 @@ def test_a_nan_alpha_is_named_by_its_index(tmp_path):
         load_params(path)
 
 
-SEED_SLOTS = [(path, default) for path, default in _number_slots(Params, want=int) if path[-1].endswith("seed")]
+SEED_SLOTS = [(path, default) for path, default in _number_slots(Params, want=int)
+              if isinstance(path[-1], str) and path[-1].endswith("seed")]
 
 
 @pytest.mark.parametrize(("path", "default"), SEED_SLOTS, ids=[_dotted_key(path) for path, _ in SEED_SLOTS])
@@ -392,6 +398,11 @@ def test_no_seed_is_negative(path, default):
         ({"data": {"simulated": {"generator_seed": 2**64}}}, r"^data\.simulated\.generator_seed: must be in \[0, "),
         ({"scoring": {"cv": {"seed": -2}}}, r"^scoring\.cv\.seed: must be at least 0 \(numpy takes non-negative "
                                             r"seeds\), got -2$"),
+        ({"scoring": {"pls": {"components": [10, 0]}}},
+         r"^scoring\.pls\.components: need at least one positive number of components, got \[10, 0\]$"),
+        ({"scoring": {"pls": {"components": []}}}, r"^scoring\.pls\.components: need at least one positive"),
+        ({"scoring": {"pls": {"inner_folds": 1}}}, r"^scoring\.pls\.inner_folds: must be in \[2, 20\]"),
+        ({"scoring": {"pls": {"enabled": "yes"}}}, r"^scoring\.pls\.enabled: expected true or false"),
     ],
 )
 def test_counts_sizes_and_seeds_outside_what_the_code_needs_are_named(raw, message):

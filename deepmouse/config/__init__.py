@@ -52,18 +52,17 @@ from deepmouse.config.features import FeaturesConfig
 from deepmouse.config.neurons import NeuronsConfig
 from deepmouse.config.responses import (MAX_RESPONSE_SPAN_S, NeuropixelsResponsesConfig, ResponsesConfig,
                                         UnitFiltersConfig)
-from deepmouse.config.scoring import (BootstrapConfig, ComparisonsConfig, CrossValidationConfig, RegressionConfig,
-                                      RsaConfig, ScoringConfig)
+from deepmouse.config.scoring import (BootstrapConfig, CkaConfig, ComparisonsConfig, CrossValidationConfig, PlsConfig,
+                                      RegressionConfig, RsaConfig, ScoringConfig)
 from deepmouse.config.zoo import CustomModelConfig, ZooConfig
 from deepmouse.errors import ConfigError
 
 __all__ = [
-    "AREAS", "MAX_RESPONSE_SPAN_S", "AllenConfig", "BootstrapConfig", "ChecksConfig", "ComparisonsConfig",
+    "AREAS", "MAX_RESPONSE_SPAN_S", "AllenConfig", "BootstrapConfig", "ChecksConfig", "CkaConfig", "ComparisonsConfig",
     "ComputeConfig", "CrossValidationConfig", "CustomModelConfig", "DataConfig", "FeaturesConfig", "NeuronsConfig",
-    "NeuropixelsPullConfig", "NeuropixelsResponsesConfig", "Params", "RegressionConfig", "ResponsesConfig",
-    "RsaConfig", "ScoringConfig", "SimulatedConfig", "SimulatedNeuropixelsConfig", "MODALITIES", "TableConfig",
-    "UnitFiltersConfig", "ZooConfig", "load_params",
-    "parse_params", "set_zoo_models",
+    "NeuropixelsPullConfig", "NeuropixelsResponsesConfig", "Params", "PlsConfig", "RegressionConfig",
+    "ResponsesConfig", "RsaConfig", "ScoringConfig", "SimulatedConfig", "SimulatedNeuropixelsConfig", "MODALITIES",
+    "TableConfig", "UnitFiltersConfig", "ZooConfig", "load_params", "parse_params", "set_zoo_models",
 ]
 
 

@@ -10,8 +10,23 @@ from typing import Literal, Mapping
 from pydantic import StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
 
 from deepmouse.config.base import (AREAS, NUMPY_SEED, TORCH_SEED_MAX, Section, at_least, invalid, known_areas,
-                                   passed_on, positive, seed_up_to)
+                                   passed_on, positive, seed_up_to, validated)
 from deepmouse.errors import ConfigError
+
+SIMULATED_PRESETS: Mapping[str, Mapping[str, object]] = {
+    # The reference study's scale (docs/paper-scale.md): 37,400 recorded neurons in 187
+    # experiments of 100-300 neurons, areas in about the Brain Observatory's proportions
+    # (30/20/16/14/10/10 % of experiments for VISp/VISl/VISal/VISpm/VISrl/VISam), and a noise
+    # range over which about 6,500 neurons (17.5 %) pass the 0.75 reliability threshold and are not
+    # running-modulated (measured on 4,600 of them: docs/paper-scale.md).
+    "paper": {
+        "experiments_per_area": {"VISp": 56, "VISl": 37, "VISal": 30, "VISpm": 26, "VISrl": 19, "VISam": 19},
+        "neurons_per_experiment": (100, 300),
+        "noise_range": (0.05, 1.75),
+    },
+}
+"""Named sets of ``data.simulated`` values (``data.simulated.preset``); a key written beside the
+preset in params.yaml wins over the preset's value."""
 
 
 MODALITIES = ("calcium", "neuropixels")
@@ -45,6 +60,14 @@ class SimulatedConfig(Section):
     ``tuning: planted`` neurons read out the generator's layer at each area's planted depth;
     ``tuning: random`` neurons have image tuning drawn independently of the images and of
     every model (null data for the scores), and ``planted_depths`` then only names the areas.
+
+    ``experiments_per_area`` is one count for every area or a count per area (every area of
+    ``planted_depths``, no other); ``neurons_per_experiment`` is one size for every
+    experiment or a ``[low, high]`` range, which each area's experiments spread evenly over
+    (shuffled), so an area of ``n`` experiments holds ``n * (low + high) / 2`` neurons
+    (exactly when ``low + high`` is even). ``preset`` (read from params.yaml only, see
+    :data:`SIMULATED_PRESETS`) is resolved when params are read and not kept: the values it
+    sets are.
     """
 
     seed: StrictInt = 0
@@ -56,8 +79,8 @@ class SimulatedConfig(Section):
             "VISp": 0.1, "VISl": 0.25, "VISrl": 0.4, "VISal": 0.55, "VISpm": 0.7, "VISam": 0.85
         }
     )
-    experiments_per_area: StrictInt = 2
-    neurons_per_experiment: StrictInt = 50
+    experiments_per_area: StrictInt | Mapping[StrictStr, StrictInt] = 2
+    neurons_per_experiment: StrictInt | tuple[StrictInt, StrictInt] = 50
     n_repeats: StrictInt = 50
     image_height: StrictInt = 230
     image_width: StrictInt = 294
@@ -65,7 +88,44 @@ class SimulatedConfig(Section):
     noise_range: tuple[StrictFloat, StrictFloat] = (0.05, 1.0)
     neuropixels: SimulatedNeuropixelsConfig = field(default_factory=SimulatedNeuropixelsConfig)
 
-    _check_positive = field_validator("experiments_per_area", "neurons_per_experiment")(positive)
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, raw):
+        if not isinstance(raw, Mapping) or "preset" not in raw:
+            return raw
+        raw = dict(raw)
+        name = raw.pop("preset")
+        if name is None:
+            return raw
+        if name not in SIMULATED_PRESETS:
+            raise invalid(f"unknown preset {name!r}; known: {', '.join(map(repr, SIMULATED_PRESETS))}", key="preset")
+        preset = SIMULATED_PRESETS[name]
+        if all(key in raw for key in preset):
+            # Every value the preset sets is written here: the preset would change nothing.
+            raise invalid(f"{name!r} sets {', '.join(preset)}, and all of them are written here, so it "
+                          "would change nothing; remove the keys you want the preset to set", key="preset")
+        return {**preset, **raw}
+
+    @field_validator("experiments_per_area")
+    @classmethod
+    def _check_experiments(cls, experiments):
+        counts = experiments.values() if isinstance(experiments, Mapping) else [experiments]
+        for area, count in zip(experiments if isinstance(experiments, Mapping) else [""], counts):
+            if count <= 0:
+                raise invalid(f"must be positive, got {count}", key=area)
+        if isinstance(experiments, Mapping):
+            known_areas(list(experiments))
+        return experiments
+
+    @field_validator("neurons_per_experiment")
+    @classmethod
+    def _check_neurons(cls, neurons):
+        low, high = neurons if isinstance(neurons, tuple) else (neurons, neurons)
+        if not 0 < low <= high:
+            raise invalid(f"need 0 < low <= high, got {list(neurons)}" if isinstance(neurons, tuple)
+                          else f"must be positive, got {neurons}")
+        return neurons
+
     # Split-half reliability and CC_max compare two halves of a neuron's trials.
     _check_repeats = field_validator("n_repeats")(at_least(2, "split-half reliability needs two trials"))
     # A one-pixel scene is constant: its 1/f stretch has no range and the models see a blank.
@@ -96,6 +156,30 @@ class SimulatedConfig(Section):
         if not 0 <= low <= high:
             raise invalid(f"need 0 <= low <= high, got {list(noise_range)}")
         return noise_range
+
+    @model_validator(mode="after")
+    def _check_experiment_areas(self) -> SimulatedConfig:
+        if isinstance(self.experiments_per_area, Mapping) and set(self.experiments_per_area) != set(self.planted_depths):
+            raise invalid(f"needs a count for each area of planted_depths ({', '.join(self.planted_depths)}) "
+                          f"and no other, got {', '.join(self.experiments_per_area)}", key="experiments_per_area")
+        return self
+
+    def experiment_counts(self) -> dict[str, int]:
+        """Experiments of each area of ``planted_depths``, in its order."""
+        if isinstance(self.experiments_per_area, Mapping):
+            return {area: int(self.experiments_per_area[area]) for area in self.planted_depths}
+        return {area: int(self.experiments_per_area) for area in self.planted_depths}
+
+
+def simulated_preset(name: str, **overrides) -> SimulatedConfig:
+    """``data.simulated`` as params.yaml with ``preset: name`` and the ``overrides`` written beside it.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``data.simulated.<key>`` of an unknown preset or an invalid value.
+    """
+    return validated(SimulatedConfig, {"preset": name, **overrides}, where="data.simulated")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import StrictFloat, StrictInt, field_validator
+from pydantic import StrictBool, StrictFloat, StrictInt, field_validator
 
 from deepmouse.config.base import NUMPY_SEED, Section, in_unit_interval, invalid, positive
 
@@ -37,6 +37,49 @@ class RegressionConfig(Section):
         if not alphas or min(alphas) <= 0:
             raise invalid("need at least one positive alpha")
         return alphas
+
+
+@dataclass(frozen=True)
+class PlsConfig(Section):
+    """PLS2 regression per site (DESIGN §6): one fit per layer for all of a site's neurons.
+
+    Outer folds and the score as for ridge (``scoring.cv``); in each training part the
+    number of components is chosen from ``components`` (each capped at the inner training
+    size minus one) by ``inner_folds``-fold CV on that part. Off unless ``enabled``: one
+    component costs an eigendecomposition per fit (of size min(stimuli, neurons)), for every
+    layer × area × outer fold × (inner folds + 1), several times ridge's time per layer.
+    """
+
+    enabled: StrictBool = False
+    components: tuple[StrictInt, ...] = (5, 10, 25, 50)
+    inner_folds: StrictInt = 5
+
+    @field_validator("components")
+    @classmethod
+    def _check_components(cls, components: tuple[int, ...]) -> tuple[int, ...]:
+        if not components or min(components) < 1:
+            raise invalid(f"need at least one positive number of components, got {list(components)}")
+        return components
+
+    @field_validator("inner_folds")
+    @classmethod
+    def _check_inner_folds(cls, inner_folds: int) -> int:
+        if not 2 <= inner_folds <= 20:
+            raise invalid(f"must be in [2, 20] so every inner part of a training fold holds at least 3 stimuli, "
+                          f"got {inner_folds}")
+        return inner_folds
+
+
+@dataclass(frozen=True)
+class CkaConfig(Section):
+    """Linear CKA between a layer's features and a site's neurons (DESIGN §6).
+
+    ``estimator``: ``unbiased`` (U-statistic HSIC, Song et al. 2012; the default, since the
+    biased one is inflated with many features at 119 stimuli) or ``biased`` (the V-statistic).
+    CKA uses the RSA sites (``scoring.rsa.sites``).
+    """
+
+    estimator: Literal["unbiased", "biased"] = "unbiased"
 
 
 @dataclass(frozen=True)
@@ -92,12 +135,18 @@ class ScoringConfig(Section):
     ``cv`` (the layer chosen on held-out-free data and scored on held-out data).
     ``ceiling``: which per-neuron ceiling normalises regression scores — ``split_half``
     (Spearman-Brown reliability) or ``cc_max`` (Schoppe et al. 2016, squared).
+    ``min_ceiling``: a neuron's (regression) or site's (RSA, CKA) ceiling below it keeps its
+    raw score but gets no normalised score and is flagged ``low_ceiling``: r / sqrt(ceiling)
+    of a tiny ceiling is mostly noise.
     """
 
     layer_selection: tuple[Literal["max", "cv"], ...] = ("max", "cv")
     ceiling: Literal["split_half", "cc_max"] = "split_half"
+    min_ceiling: StrictFloat = 0.3
     rsa: RsaConfig = field(default_factory=RsaConfig)
     regression: RegressionConfig = field(default_factory=RegressionConfig)
+    cka: CkaConfig = field(default_factory=CkaConfig)
+    pls: PlsConfig = field(default_factory=PlsConfig)
     cv: CrossValidationConfig = field(default_factory=CrossValidationConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     comparisons: ComparisonsConfig = field(default_factory=ComparisonsConfig)
@@ -110,3 +159,10 @@ class ScoringConfig(Section):
         if len(set(layer_selection)) != len(layer_selection):
             raise invalid(f"duplicate entries in {list(layer_selection)}")
         return layer_selection
+
+    @field_validator("min_ceiling")
+    @classmethod
+    def _check_min_ceiling(cls, min_ceiling: float) -> float:
+        if not 0 <= min_ceiling < 1:
+            raise invalid(f"must be in [0, 1), got {min_ceiling}")
+        return min_ceiling

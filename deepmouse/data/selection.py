@@ -50,6 +50,8 @@ neuron (no reliability threshold).
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
 import pandas as pd
 import scipy.stats
@@ -140,9 +142,37 @@ def annotate_neurons(trials: pd.DataFrame, sessions_meta: list[SessionMetadata],
         If an experiment has no metadata, a neuron id occurs in two
         experiments, or a neuron's responses are all equal.
     """
+    return annotate_experiments(trials.groupby("experiment_id", sort=True), sessions_meta, cfg)
+
+
+def annotate_experiments(per_experiment: Iterable[tuple[int, pd.DataFrame]], sessions_meta: list[SessionMetadata],
+                         cfg: NeuronsConfig) -> pd.DataFrame:
+    """:func:`annotate_neurons` of trials given one experiment at a time, in experiment id order.
+
+    Only one experiment's trials need be in memory at once (``experiment_trials`` may be a
+    generator reading them from disk), and the result is that of :func:`annotate_neurons`
+    on their concatenation.
+
+    Parameters
+    ----------
+    per_experiment : iterable of (experiment id, DataFrame)
+        Each experiment's trials, as ``trials.groupby("experiment_id", sort=True)`` yields them.
+    sessions_meta : list of SessionMetadata
+    cfg : NeuronsConfig
+
+    Returns
+    -------
+    DataFrame
+        As :func:`annotate_neurons`.
+
+    Raises
+    ------
+    DataError
+        As :func:`annotate_neurons`.
+    """
     meta_by_experiment = {meta.experiment_id: meta for meta in sessions_meta}
     tables = []
-    for experiment_id, experiment_trials in trials.groupby("experiment_id", sort=True):
+    for experiment_id, experiment_trials in per_experiment:
         meta = meta_by_experiment.get(int(experiment_id))
         if meta is None:
             raise DataError(f"neurons: experiment {experiment_id} has trials but no session metadata")

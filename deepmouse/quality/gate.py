@@ -107,6 +107,7 @@ def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str 
         neurons = con.execute("SELECT * FROM neurons").fetchdf()
         model_scores = con.execute("SELECT * FROM model_scores").fetchdf()
         rsa = con.execute("SELECT * FROM rsa_scores").fetchdf()
+        cka = con.execute("SELECT * FROM cka_scores").fetchdf()
         n_models = con.execute("SELECT count(*) FROM models").fetchone()[0]
         runs = con.execute("SELECT * FROM runs").fetchdf()
         # Means given without trials (data.source: table): no ceilings, so no normalised scores, by construction.
@@ -142,6 +143,8 @@ def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str 
         + validator.validate("rsa_scores", rsa, ex.layer_scores_expectations(
             ["model_id", "layer_index", "modality", "site_kind", "site", "metric"])
                              + nan_fraction(rsa))
+        + validator.validate("cka_scores", cka, ex.layer_scores_expectations(["model_id", "layer_index", "site_kind", "site", "estimator"])
+                             + nan_fraction(cka))
         + per_neuron_findings
         + sql_findings
     )
@@ -149,7 +152,7 @@ def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str 
     report = {
         "passed": not findings,
         "tables": {"neurons": len(neurons), "means": len(means), "model_scores": len(model_scores),
-                   "rsa_scores": len(rsa), **{name: int(rows.get(name, 0)) for name in per_model.PER_NEURON_TABLES}},
+                   "rsa_scores": len(rsa), "cka_scores": len(cka), **{name: int(rows.get(name, 0)) for name in per_model.PER_NEURON_TABLES}},
         "findings": [asdict(f) for f in findings],
     }
     report_path = Path(report_path)

@@ -67,6 +67,7 @@ def render_page(tables: ReportTables, figures: Sequence[ReportFigure], headline:
     parts += [_run_table(tables), "<h2 id=\"headline\">Headline</h2>", _headline_table(tables, headline)]
     if len(tables.modalities) > 1:
         parts.append(_modality_section(tables))
+    parts += ["<h2 id=\"low_ceilings\">Low ceilings</h2>", _low_ceiling_table(tables)]
     parts.append("<nav><h2>Figures</h2><ul>" + "".join(
         f'<li><a href="#{f.name}">{html.escape(f.title)}</a></li>' for f in shown) + "</ul></nav>")
     if omitted:
@@ -118,6 +119,26 @@ def _headline_table(tables: ReportTables, headline: dict[str, dict]) -> str:
     caption = (f"<p class=\"caption\">Per area: the model ranked first by each method ({tables.selection} layer "
                "selection) and its normalised score (r / √noise ceiling; 1 = as good as the data's reliability "
                "allows). The same numbers are in <code>metrics/&lt;area&gt;.json</code>.</p>")
+    return caption + table_html(frame)
+
+
+def _low_ceiling_table(tables: ReportTables) -> str:
+    """The areas whose noise ceiling is below ``scoring.min_ceiling``, apart from the rest: their
+    raw scores stand in the figures, but they have no normalised score and normalised means skip them."""
+    ranking = tables.ranking
+    flagged = ranking[ranking["low_ceiling"] | (ranking["n_low_ceiling"] > 0)]
+    if flagged.empty:
+        return ('<p class="caption">No area\'s ceiling, and no neuron\'s, is below the minimum ceiling '
+                "(scoring.min_ceiling): every normalised score is shown.</p>")
+    frame = (flagged.groupby(["method", "layer_selection", "site"], as_index=False)
+             .agg(noise_ceiling=("noise_ceiling", "first"), flagged=("low_ceiling", "all"),
+                  units_skipped=("n_low_ceiling", "max"), n_neurons=("n_neurons", "max"), models=("model_id", "nunique"))
+             .rename(columns={"site": "area", "flagged": "no normalised score",
+                              "units_skipped": "neurons or sites skipped"}))
+    caption = ("<p class=\"caption\">Scores whose noise ceiling is below the minimum ceiling (scoring.min_ceiling): "
+               "the raw score is kept and ranked, but r / √ceiling of a small ceiling is mostly noise, so there is "
+               "no normalised score, and normalised means skip them. Regression counts the neurons left out of "
+               "the area's normalised mean.</p>")
     return caption + table_html(frame)
 
 

@@ -24,9 +24,9 @@ from deepmouse.report.headline import write_headline
 from deepmouse.report.html import render_page
 from deepmouse.report.tables import TRAINING_CATEGORIES, ReportTables, load_report_tables
 
-METHODS = ("rsa", "regression")
-METHOD_LABELS = {"rsa": "RSA (r of RDMs)", "regression": "ridge regression (mean held-out r)"}
-METHOD_SHORT = {"rsa": "RSA", "regression": "regression"}
+METHODS = ("rsa", "cka", "regression")
+METHOD_LABELS = {"rsa": "RSA (r of RDMs)", "cka": "linear CKA", "regression": "ridge regression (mean held-out r)"}
+METHOD_SHORT = {"rsa": "RSA", "cka": "CKA", "regression": "regression"}
 SELECTION_LABELS = {"cv": "layer chosen and scored on disjoint data (cv)", "max": "best layer per area (max, optimistic)"}
 CATEGORY_COLORS = {"supervised": "tab:blue", "random": "tab:gray", "self-supervised": "tab:green",
                    "taskonomy": "tab:purple"}
@@ -90,10 +90,12 @@ def _rho_text(rho: float, n: int) -> str:
 
 
 def _mean_scores(ranking: pd.DataFrame, rule: str) -> pd.DataFrame:
-    """Per method and model at layer selection ``rule``: the mean over areas of score and normalised score."""
-    rows = ranking[ranking["layer_selection"] == rule]
+    """Per method and model at layer selection ``rule``: the mean over areas of score and normalised
+    score; the latter skips the areas flagged ``low_ceiling``, counted in ``n_low_ceiling``."""
+    rows = ranking[ranking["layer_selection"] == rule].assign(n_low_ceiling=lambda f: f["low_ceiling"].astype(int))
     return (rows.groupby(["method", "model_id", "display_name", "training_category"], as_index=False)
-            [["score", "normalized_score"]].mean())
+            .agg(score=("score", "mean"), normalized_score=("normalized_score", "mean"),
+                 n_low_ceiling=("n_low_ceiling", "sum")))
 
 
 # ------------------------------------------------------------------------------ rankings
@@ -132,7 +134,8 @@ def plot_overview(tables: ReportTables) -> ReportFigure:
     top = (_mean_scores(tables.ranking, rule).sort_values(["method", "score"], ascending=[True, False])
            .groupby("method").head(5))
     table = pd.DataFrame({"method": top["method"], "model": top["display_name"],
-                          "mean score": top["score"], "mean normalised": top["normalized_score"]})
+                          "mean score": top["score"], "mean normalised": top["normalized_score"],
+                          "areas skipped (low ceiling)": top["n_low_ceiling"]})
     return ReportFigure("ranking", title, caption, _png(fig), table)
 
 

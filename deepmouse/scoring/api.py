@@ -6,8 +6,9 @@
 >>> responses = layers[1][:, :40] + rng.normal(size=(119, 40))
 >>> per_neuron = deepmouse.score_regression(layers, responses)      # one row per neuron
 >>> score = deepmouse.score_rsa(layers, responses)                   # one number
+>>> cka = deepmouse.score_cka(layers, responses)                     # one number
 
-Both reduce the features to the same per-layer statistics as the ``features`` stage (the
+All three reduce the features to the same per-layer statistics as the ``features`` stage (the
 same hooks and chunked products) and score them with the same functions as the
 ``scores`` stage, treating all neurons as one site.
 """
@@ -91,14 +92,48 @@ def score_rsa(features, responses, *, trials: np.ndarray | None = None, comparis
     Returns
     -------
     dict with ``score``, ``ci_low``, ``ci_high``, ``normalized_score`` and ``noise_ceiling``
-    (NaN without ``trials``), ``layer_index``.
+    (NaN without ``trials``), ``low_ceiling`` (the ceiling is below ``scoring.min_ceiling``,
+    0.3: no normalised score), ``layer_index``.
     """
     tables, _ = _score(features, responses, trials, layer_selection, n_boot,
                        {"rsa": {"comparison": comparison}, "cv": {"n_splits": n_splits, "seed": seed}})
     row = tables["model_scores"].query("method == 'rsa'").iloc[0]
     return {"score": float(row["score"]), "ci_low": float(row["ci_low"]), "ci_high": float(row["ci_high"]),
             "normalized_score": float(row["normalized_score"]), "noise_ceiling": float(row["noise_ceiling"]),
-            "layer_index": int(row["best_layer_index"])}
+            "low_ceiling": bool(row["low_ceiling"]), "layer_index": int(row["best_layer_index"])}
+
+
+def score_cka(features, responses, *, trials: np.ndarray | None = None, estimator: str = "unbiased",
+              layer_selection: str = "cv", n_splits: int = 10, seed: int = 0, n_boot: int = 1000,
+              min_ceiling: float = 0.3) -> dict:
+    """Linear CKA of a model with your neurons (see :mod:`deepmouse.metrics.cka`).
+
+    Parameters
+    ----------
+    features, responses, trials
+        As :func:`score_regression`; ``trials`` also gives the split-half CKA ceiling.
+    estimator : {"unbiased", "biased"}
+        The HSIC estimator; ``biased`` is inflated when features are many next to stimuli.
+    layer_selection : {"cv", "max"}
+        ``cv``: the layer is chosen on one random half of the stimuli and scored on the
+        other, both ways, over ``n_splits`` halvings.
+    n_boot : int
+        Bootstrap replicates (over stimuli) for the interval.
+    min_ceiling : float
+        A ceiling below it gives no normalised score and ``low_ceiling`` True.
+
+    Returns
+    -------
+    dict with ``score``, ``ci_low``, ``ci_high``, ``normalized_score`` and ``noise_ceiling``
+    (NaN without ``trials``), ``low_ceiling``, ``layer_index``.
+    """
+    tables, _ = _score(features, responses, trials, layer_selection, n_boot,
+                       {"cka": {"estimator": estimator}, "cv": {"n_splits": n_splits, "seed": seed},
+                        "min_ceiling": min_ceiling})
+    row = tables["model_scores"].query("method == 'cka'").iloc[0]
+    return {"score": float(row["score"]), "ci_low": float(row["ci_low"]), "ci_high": float(row["ci_high"]),
+            "normalized_score": float(row["normalized_score"]), "noise_ceiling": float(row["noise_ceiling"]),
+            "low_ceiling": bool(row["low_ceiling"]), "layer_index": int(row["best_layer_index"])}
 
 
 def _score(features, responses, trials, layer_selection, n_boot, scoring):

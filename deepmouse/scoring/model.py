@@ -3,12 +3,20 @@
 Tables (DESIGN §7):
 
 - ``rsa_scores``: layer × site × metric, with the site's noise ceiling;
+- ``cka_scores``: layer × site (the RSA sites) × estimator, with the site's CKA ceiling;
 - ``regression_scores``: layer × neuron, with the neuron's alpha;
-- ``model_scores``: method × layer selection × site, with its bootstrap interval (which
-  includes the layer selection), normalised score and selected layer;
-- ``neuron_scores``: each neuron's regression score under each layer selection (at the
-  area's selected layer, or held out over folds for ``cv``), raw and normalised
+- ``model_scores``: method (``rsa``, ``cka``, ``regression``, ``pls``) × layer selection ×
+  site, with its bootstrap interval (which includes the layer selection), normalised score
+  and selected layer;
+- ``neuron_scores``: each neuron's regression and PLS score under each layer selection (at
+  the area's selected layer, or held out over folds for ``cv``), raw and normalised
   (``r / sqrt(ceiling)``, correction for attenuation);
+
+Low ceilings (``scoring.min_ceiling``, :func:`normalise_scores`): a site's (RSA, CKA) or
+neuron's (regression) ceiling below it keeps the raw score, gets no normalised score and
+``low_ceiling = true``. A regression row's normalised score is the mean over its neurons
+whose ceiling is high enough; ``n_low_ceiling`` counts the units skipped (neurons for
+regression, the site itself for RSA and CKA).
 - ``bootstrap_replicates``: the replicates behind each interval, drawn with the same
   resamples for every model, for paired model comparisons.
 """
@@ -25,12 +33,14 @@ from deepmouse.config import ScoringConfig
 from deepmouse.errors import DataError
 from deepmouse.features.stats import LayerStatistics
 from deepmouse.metrics.bootstrap import percentile_interval, resample_counts
+from deepmouse.metrics.cka import cka_layers, cka_noise_ceiling, response_gram, stimulus_centred_grams
 from deepmouse.metrics.folds import stimulus_folds, stimulus_halves
+from deepmouse.metrics.pls import fit_pls_folds
 from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
 from deepmouse.metrics.rsa import rdm_noise_ceiling, score_entries
 from deepmouse.scoring.neural import NeuralData, split_modality
 from deepmouse.scoring.regression import fit_regression_layers
-from deepmouse.scoring.selection import Selected, select_regression, select_rsa
+from deepmouse.scoring.selection import Selected, select_cka, select_regression, select_rsa
 
 
 def score_model(
@@ -45,8 +55,8 @@ def score_model(
 
     Returns
     -------
-    dict with DataFrames ``rsa_scores``, ``regression_scores``, ``model_scores``,
-    ``neuron_scores`` and ``bootstrap_replicates``.
+    dict with DataFrames ``rsa_scores``, ``cka_scores``, ``regression_scores``,
+    ``model_scores``, ``neuron_scores`` and ``bootstrap_replicates``.
     """
     usable = stats.usable_layers()
     if not usable.any():
@@ -62,7 +72,7 @@ def score_model(
         raise DataError(f"scoring.cv.n_folds: {cfg.cv.n_folds} folds of {n_stimuli} stimuli leave fewer than 3 per fold")
     summary, replicates, neuron_rows = [], [], []
 
-    def add(method, rule, kind, site, selected: Selected, normalised, ceiling, n_neurons):
+    def add(method, rule, kind, site, selected: Selected, normalised, ceiling, n_neurons, low_ceiling, n_low):
         low, high = percentile_interval(selected.values[1:], cfg.bootstrap.level)
         position, stability = selected.modal_choice()
         summary.append({
@@ -71,7 +81,7 @@ def score_model(
             "normalized_score": float(normalised), "noise_ceiling": float(ceiling),
             "best_layer_index": int(layers["layer_index"].iloc[position]),
             "best_layer_depth": float(layers["depth"].iloc[position]), "layer_stability": stability,
-            "n_neurons": int(n_neurons),
+            "n_neurons": int(n_neurons), "low_ceiling": bool(low_ceiling), "n_low_ceiling": int(n_low),
         })
         replicates.append(pd.DataFrame({
             "model_id": model_id, "method": method, "layer_selection": rule, "site_kind": kind, "site": site,
@@ -97,29 +107,59 @@ def score_model(
         pair_weights = np.vstack([np.ones(pairs[0].size), counts[:, pairs[0]] * counts[:, pairs[1]]])
         selections = select_rsa(model_entries, neural_entries, pair_weights, halves, pairs, cfg.rsa.comparison, rules)
         for rule, selected in selections.items():
-            normalised = selected.values[0] / np.sqrt(ceiling) if ceiling > 0 else np.nan
-            add("rsa", rule, kind, site, selected, normalised, ceiling, len(columns))
+            normalised, low = normalise_scores(selected.values[0], ceiling, cfg.min_ceiling)
+            add("rsa", rule, kind, site, selected, normalised, ceiling, len(columns), low, int(low))
+
+    layer_grams = stimulus_centred_grams(stats.centred_gram[usable], stats.row_sums[usable],
+                                         stats.n_features[usable])
+    cka_rows = []
+    for kind, site, columns in neural.sites(cfg.rsa.sites):
+        neural_gram = response_gram(neural.means[:, columns])
+        ceiling = (cka_noise_ceiling(neural.half_a[:, columns], neural.half_b[:, columns], cfg.cka.estimator)
+                   if neural.has_trials else np.nan)
+        cka_rows.append(pd.DataFrame({
+            "model_id": model_id, "layer_index": layers["layer_index"], "site_kind": kind, "site": site,
+            "estimator": cfg.cka.estimator, "noise_ceiling": ceiling, "n_neurons": len(columns),
+            "score": cka_layers(layer_grams, neural_gram, np.ones((1, n_stimuli)), cfg.cka.estimator,
+                                name=f"responses of site {site}")[0],
+        }))
+        counts = resample_counts(n_stimuli, cfg.bootstrap.n, _site_rng(cfg, "cka", kind, site))
+        selections = select_cka(layer_grams, neural_gram, np.vstack([np.ones(n_stimuli), counts]), halves,
+                                cfg.cka.estimator, rules)
+        for rule, selected in selections.items():
+            normalised, low = normalise_scores(selected.values[0], ceiling, cfg.min_ceiling)
+            add("cka", rule, kind, site, selected, normalised, ceiling, len(columns), low, int(low))
 
     folds = stimulus_folds(n_stimuli, cfg.cv.n_folds, cfg.cv.n_repeats, np.random.default_rng([cfg.cv.seed, 0]))
     fits = fit_regression_layers(stats.kernel[usable], neural.means, folds, cfg.regression)
     progress(f"  {model_id}: ridge on {len(layers)} layers x {neural.means.shape[1]} neurons x {len(folds)} folds")
     ceilings = neural.ceilings(cfg.ceiling)
-    for kind, site, columns in neural.sites(["area"]):
-        counts = resample_counts(len(columns), cfg.bootstrap.n, _site_rng(cfg, "regression", kind, site))
+
+    def add_per_neuron(method, kind, site, columns, scores, fold_scores, fold_errors):
+        counts = resample_counts(len(columns), cfg.bootstrap.n, _site_rng(cfg, method, kind, site))
         weights = np.vstack([np.ones(len(columns)), counts]) / len(columns)
-        selections = select_regression(fits.scores[:, columns], fits.fold_scores[:, :, columns],
-                                       fits.fold_errors[:, :, columns], weights, rules)
+        selections = select_regression(scores, fold_scores, fold_errors, weights, rules)
         site_ceilings = ceilings[columns]
         for rule, selected in selections.items():
-            with np.errstate(invalid="ignore", divide="ignore"):
-                normalised = np.where(site_ceilings > 0, selected.unit_scores / np.sqrt(site_ceilings), np.nan)
-            add("regression", rule, kind, site, selected, np.nanmean(normalised) if np.isfinite(normalised).any()
-                else np.nan, np.mean(site_ceilings), len(columns))
+            normalised, low = normalise_scores(selected.unit_scores, site_ceilings, cfg.min_ceiling)
+            add(method, rule, kind, site, selected, np.nanmean(normalised) if np.isfinite(normalised).any()
+                else np.nan, np.mean(site_ceilings), len(columns), low.all(), int(low.sum()))
             neuron_rows.append(pd.DataFrame({
-                "model_id": model_id, "method": "regression", "layer_selection": rule,
+                "model_id": model_id, "method": method, "layer_selection": rule,
                 "neuron_id": neural.neurons["neuron_id"].to_numpy()[columns], "score": selected.unit_scores,
-                "normalized_score": normalised,
+                "normalized_score": normalised, "low_ceiling": low,
             }))
+
+    for kind, site, columns in neural.sites(["area"]):
+        add_per_neuron("regression", kind, site, columns, fits.scores[:, columns], fits.fold_scores[:, :, columns],
+                       fits.fold_errors[:, :, columns])
+    # PLS2 fits all of an area's neurons at once; the inner folds are drawn afresh for every
+    # area and model from the same seed, so they are the same wherever scores are compared.
+    for kind, site, columns in (neural.sites(["area"]) if cfg.pls.enabled else []):
+        pls = fit_pls_folds(stats.kernel[usable], neural.means[:, columns], folds,
+                            np.random.default_rng([cfg.cv.seed, 2]), components=cfg.pls.components,
+                            inner_folds=cfg.pls.inner_folds)
+        add_per_neuron("pls", kind, site, columns, pls.fold_scores.mean(axis=0), pls.fold_scores, pls.fold_errors)
 
     neuron_ids = neural.neurons["neuron_id"].to_numpy()
     regression = pd.DataFrame({
@@ -131,11 +171,42 @@ def score_model(
     # Site keys carry the modality (NeuralData.sites): a column of its own in the tables.
     return {
         "rsa_scores": split_modality(pd.concat(rsa_rows, ignore_index=True)),
+        "cka_scores": split_modality(pd.concat(cka_rows, ignore_index=True)),
         "regression_scores": regression,
         "model_scores": split_modality(pd.DataFrame(summary)),
         "neuron_scores": pd.concat(neuron_rows, ignore_index=True),
         "bootstrap_replicates": split_modality(pd.concat(replicates, ignore_index=True)),
     }
+
+
+def normalise_scores(scores, ceilings, min_ceiling: float):
+    """Correction for attenuation, ``score / sqrt(ceiling)``, where the ceiling allows it.
+
+    Parameters
+    ----------
+    scores, ceilings : float or ndarray of one shape
+        Raw scores and their ceilings (reliabilities); a NaN ceiling means none was
+        measured (no trials).
+    min_ceiling : float
+        ``scoring.min_ceiling``.
+
+    Returns
+    -------
+    normalised : float or ndarray
+        NaN where the ceiling is NaN, not positive or below ``min_ceiling``.
+    low : bool or ndarray of bool
+        True where a measured ceiling is not positive or below ``min_ceiling`` (the
+        ``low_ceiling`` flag); False where it is high enough or was not measured.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    ceilings = np.asarray(ceilings, dtype=np.float64)
+    low = np.isfinite(ceilings) & ((ceilings < min_ceiling) | (ceilings <= 0))
+    usable = np.isfinite(ceilings) & ~low
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalised = np.where(usable, scores / np.sqrt(np.where(usable, ceilings, 1.0)), np.nan)
+    if normalised.ndim == 0:
+        return float(normalised), bool(low)
+    return normalised, low
 
 
 def _site_rng(cfg: ScoringConfig, method: str, kind: str, site: str) -> np.random.Generator:

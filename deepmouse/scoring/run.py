@@ -4,12 +4,14 @@ Layout of the stage's output folder::
 
     models/<model_id>/              one folder per model of ``zoo.models``
         rsa_scores.parquet            the tables of :data:`MODEL_TABLES`
+        cka_scores.parquet
         regression_scores.parquet
         model_scores.parquet
         neuron_scores.parquet
         bootstrap_replicates.parquet
         key.json                      what these scores depend on, and each file's bytes, sha256, rows
     model_comparisons.parquet       every pair of models, from all models' bootstrap replicates
+    model_comparisons.json          what that table was computed from: each model's files, by sha256
 
 Incremental and resumable: each model's folder is a :class:`~deepmouse.keyed.KeyedFolder`.
 A model is scored only when its folder is missing, its key differs from the current one, or a
@@ -30,7 +32,9 @@ The comparisons pair the models' replicates by replicate number: every model dra
 resamples at a site from the same seeded generator (:func:`deepmouse.scoring.model._site_rng`,
 seeded by ``scoring.bootstrap`` and the site alone), and the key holds both the bootstrap
 params and the neurons, so a reused model's replicate ``i`` used the same resample as a newly
-scored model's. They are recomputed from the folders on every run (cheap next to scoring).
+scored model's. They are recomputed from the folders on every run, but for the pairs of two
+models whose files did not change, kept from the last run (``model_comparisons.json`` records
+what the table was computed from; :mod:`deepmouse.scoring.comparisons`).
 """
 
 from __future__ import annotations
@@ -42,22 +46,24 @@ import shutil
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from deepmouse.config import ComputeConfig, FeaturesConfig, ScoringConfig
-from deepmouse.atomic import atomic_file, is_staging, remove_stale_staging_in
+from deepmouse.atomic import is_staging, remove_stale_staging_in
 from deepmouse.errors import CacheError, DataError
 from deepmouse.failures import doing, writing
 
 from deepmouse.keyed import KeyedFolder, input_record, make_key
-from deepmouse.scoring.comparisons import compare_models
+from deepmouse.scoring.comparisons import (KEY_COLUMNS, compare_sites, comparisons_key, reusable_comparisons,
+                                           site_replicates, write_comparisons)
 from deepmouse.scoring.model import score_model
 from deepmouse.scoring.neural import load_neural_data
 
-MODEL_TABLES = ("rsa_scores", "regression_scores", "model_scores", "neuron_scores", "bootstrap_replicates")
+MODEL_TABLES = ("rsa_scores", "cka_scores", "regression_scores", "model_scores", "neuron_scores",
+                "bootstrap_replicates")
 """The Parquet files of each model's folder, ``<name>.parquet``."""
 
 SCORE_TABLES = (*MODEL_TABLES, "model_comparisons")
@@ -66,10 +72,12 @@ SCORE_TABLES = (*MODEL_TABLES, "model_comparisons")
 MODELS_FOLDER = "models"
 KEY_FILE = "key.json"
 COMPARISONS_FILE = "model_comparisons.parquet"
+COMPARISONS_RECORD = "model_comparisons.json"
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Raised whenever the files of a model's folder change layout, so no older folder is reused.
-2: folders kept by :mod:`deepmouse.keyed` (sealed record; inputs by path and sha256)."""
+2: folders kept by :mod:`deepmouse.keyed` (sealed record; inputs by path and sha256).
+3: ``cka_scores.parquet``; ``low_ceiling`` in ``model_scores`` and ``neuron_scores``."""
 
 SCORING_CODE = "deepmouse.scoring.run:_score_one"
 """The scoring of one model (reading its feature entry, scoring, writing its folder): the key's code
@@ -217,15 +225,20 @@ def read_model_tables(out_dir: str | Path, model_ids: Sequence[str], name: str) 
     DataError
         Naming the first file that is missing, truncated or corrupted, and how to get it back.
     """
-    frames = []
+    return pd.concat(list(iter_model_tables(out_dir, model_ids, name)), ignore_index=True)
+
+
+def iter_model_tables(out_dir: str | Path, model_ids: Sequence[str], name: str, *,
+                      categorical: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
+    """:func:`read_model_tables`, one model's table at a time (each checked as it is read); the
+    ``categorical`` string columns read dictionary-encoded (categories, no string per row)."""
     for model_id, path in zip(model_ids, model_table_files(out_dir, model_ids, name)):
         folder = _keyed(model_folder(out_dir, model_id))
         try:
             folder.read(names=[path.name])
         except CacheError as err:
             raise DataError(f"{err}; re-run `dvc repro scores` to score {model_id} again") from None
-        frames.append(pd.read_parquet(path))
-    return pd.concat(frames, ignore_index=True)
+        yield pd.read_parquet(path, read_dictionary=list(categorical) or None)
 
 
 def table_rows(out_dir: str | Path, model_ids: Sequence[str], name: str) -> int:
@@ -306,13 +319,38 @@ def score_models(
         n_layers, seconds = done.value
         progress(f"[{position[done.item]}/{len(model_ids)}] {done.item}: scored ({reasons[done.item]}), "
                  f"{n_layers} layers in {seconds:.1f} s")
-    model_scores = read_model_tables(out_dir, model_ids, "model_scores")
-    comparisons = compare_models(model_scores, read_model_tables(out_dir, model_ids, "bootstrap_replicates"), cfg)
-    with doing(f"comparing the models into {out_dir / COMPARISONS_FILE}",
-               kept=f"every model's scores are kept in {models_dir}; a rerun only compares them"), \
-            writing(out_dir / COMPARISONS_FILE):
-        _write_parquet_atomically(comparisons, out_dir / COMPARISONS_FILE)
+    model_scores, comparisons = compare_scored_models(out_dir, model_ids, cfg, progress=progress)
     return {"model_scores": model_scores, "model_comparisons": comparisons}
+
+
+def compare_scored_models(out_dir: str | Path, model_ids: Sequence[str], cfg: ScoringConfig, *,
+                          progress: Callable[[str], None] = print) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Compare every pair of the scored models into ``model_comparisons.parquet`` (and its record).
+
+    The statistics of a pair of two models whose files are those the last table was computed
+    from are kept from it (:mod:`deepmouse.scoring.comparisons`); the log says how many.
+
+    Returns
+    -------
+    model_scores, model_comparisons : DataFrame
+    """
+    out_dir = Path(out_dir)
+    model_scores = read_model_tables(out_dir, model_ids, "model_scores")
+    files = {m: _read_record(model_folder(out_dir, m))["files"] for m in model_ids}
+    inputs = {m: files[m]["bootstrap_replicates.parquet"]["sha256"] + " " + files[m]["model_scores.parquet"]["sha256"]
+              for m in model_ids}
+    key = comparisons_key(cfg)
+    previous, unchanged, note = reusable_comparisons(out_dir / COMPARISONS_FILE, out_dir / COMPARISONS_RECORD, key,
+                                                     inputs)
+    progress(f"comparisons: {note}")
+    # One model's replicates at a time into each site's matrix: never the whole table (24 k rows per model).
+    sites = site_replicates(iter_model_tables(out_dir, model_ids, "bootstrap_replicates", categorical=KEY_COLUMNS))
+    comparisons = compare_sites(model_scores, sites, cfg, previous=previous, unchanged=unchanged)
+    with doing(f"comparing the models into {out_dir / COMPARISONS_FILE}",
+               kept=f"every model's scores are kept in {out_dir / MODELS_FOLDER}; a rerun only compares them"), \
+            writing(out_dir / COMPARISONS_FILE):
+        write_comparisons(comparisons, out_dir / COMPARISONS_FILE, out_dir / COMPARISONS_RECORD, key, inputs)
+    return model_scores, comparisons
 
 
 def _score_one(model_id: str, *, features_root: str, features: FeaturesConfig, neurons_path: str,
@@ -374,11 +412,6 @@ def _write_model_folder(folder: Path, tables: dict[str, pd.DataFrame], key: dict
         return {f"{name}.parquet": {"rows": len(tables[name])} for name in MODEL_TABLES}
 
     _keyed(folder).write(key, fill)
-
-
-def _write_parquet_atomically(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_file(path) as staging:
-        frame.to_parquet(staging, index=False)
 
 
 def _remove_unlisted(models_dir: Path, model_ids: Sequence[str], progress: Callable[[str], None]) -> None:

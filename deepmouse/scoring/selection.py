@@ -14,6 +14,8 @@ drawn with the same weightings, can be compared pairwise.
   averaged over the site's neurons) is lowest is scored on the held-out stimuli.
   RSA: in each random halving of the stimuli, the layer that best matches the neural
   RDM on the pairs within one half is scored on the pairs within the other, both ways.
+  CKA: the same halvings; the layer with the best CKA on one half's stimuli is scored by
+  its CKA on the other half's, both ways.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deepmouse.metrics.cka import cka_layers
 from deepmouse.metrics.rsa import score_entries, weighted_pearson_entries
 
 
@@ -124,6 +127,48 @@ def select_rsa(model_entries: np.ndarray, neural_entries: np.ndarray, pair_weigh
                 choices.append(chosen[0])
         out["cv"] = Selected(values / len(choices), np.array(choices))
     return out
+
+
+def select_cka(layer_grams: np.ndarray, neural_gram: np.ndarray, counts: np.ndarray, halves: np.ndarray,
+               estimator: str, rules: tuple[str, ...]) -> dict[str, Selected]:
+    """``max`` and ``cv`` selection of a site's CKA scores.
+
+    Parameters
+    ----------
+    layer_grams : ndarray of shape (n_layers, n_stimuli, n_stimuli)
+        Gram matrices of every layer's stimulus-centred features.
+    neural_gram : ndarray of shape (n_stimuli, n_stimuli)
+    counts : ndarray of shape (n_weightings, n_stimuli)
+        How often each stimulus occurs in each weighting; row 0 all ones.
+    halves : ndarray of bool, shape (n_splits, n_stimuli)
+        First-half membership of each random halving (``stimulus_halves``).
+    estimator : {"unbiased", "biased"}
+    rules : subset of ("max", "cv")
+    """
+    rows = np.arange(counts.shape[0])
+    out = {}
+    if "max" in rules:
+        per_layer = cka_layers(layer_grams, neural_gram, counts, estimator)
+        out["max"] = Selected(np.nanmax(per_layer, axis=1), np.array([int(np.nanargmax(per_layer[0]))]))
+    if "cv" in rules:
+        values = np.zeros(counts.shape[0])
+        choices = []
+        for in_half in halves:
+            # Restricting the Grams to a half costs a quarter of the whole; zero counts would not.
+            on_a, on_b = (_cka_within(layer_grams, neural_gram, counts, np.flatnonzero(half), estimator)
+                          for half in (in_half, ~in_half))
+            for choose_on, score_on in ((on_a, on_b), (on_b, on_a)):
+                chosen = np.argmax(np.nan_to_num(choose_on, nan=-np.inf), axis=1)
+                values += score_on[rows, chosen]
+                choices.append(chosen[0])
+        out["cv"] = Selected(values / len(choices), np.array(choices))
+    return out
+
+
+def _cka_within(layer_grams, neural_gram, counts, stimuli, estimator):
+    """Every layer's CKA on the given stimuli under every weighting, ``(n_weightings, n_layers)``."""
+    return cka_layers(layer_grams[:, stimuli][:, :, stimuli], neural_gram[np.ix_(stimuli, stimuli)],
+                      counts[:, stimuli], estimator)
 
 
 def _weighted_scorer(model_entries, neural_entries, pair_weights, method):

@@ -46,8 +46,8 @@ from deepmouse.errors import StoreError
 from deepmouse.store.parquet_views import FILES_TABLE, identifier, name_rows, serve_parquet_table, set_root, view_parquet
 from deepmouse.store.replace import cannot_open, connect, one_line, replacing, restore_hint, wal
 
-TABLES = ("runs", "models", "layers", "neurons", "rsa_scores", "regression_scores", "model_scores", "neuron_scores",
-          "model_comparisons")
+TABLES = ("runs", "models", "layers", "neurons", "rsa_scores", "cka_scores", "regression_scores", "model_scores",
+          "neuron_scores", "model_comparisons")
 """The stable tables of DESIGN §7, in load order."""
 
 TABLE_KEYS = {
@@ -56,6 +56,7 @@ TABLE_KEYS = {
     "layers": ("model_id", "layer_index"),
     "neurons": ("neuron_id",),
     "rsa_scores": ("model_id", "layer_index", "modality", "site_kind", "site", "metric"),
+    "cka_scores": ("model_id", "layer_index", "modality", "site_kind", "site", "estimator"),
     "regression_scores": ("model_id", "layer_index", "neuron_id"),
     "model_scores": ("model_id", "method", "layer_selection", "modality", "site_kind", "site"),
     "neuron_scores": ("model_id", "method", "layer_selection", "neuron_id"),

@@ -1,7 +1,9 @@
 -- One row per model, method, layer selection and site, ranked within each method × site
 -- (rank 1 = best). The per-area rows answer "which model predicts VISp best?"; `standing`
 -- says whether a model is distinguishable from the best one there (paired bootstrap,
--- Benjamini-Hochberg over the site's pairs), so ties read as ties.
+-- Benjamini-Hochberg over the site's pairs), so ties read as ties. Rows whose ceiling is
+-- below scoring.min_ceiling keep their rank by raw score but have no normalized_score and
+-- say low_ceiling; n_low_ceiling counts the units left out of normalized_score.
 CREATE OR REPLACE VIEW model_ranking AS
 WITH ranked AS (
     SELECT rank() OVER (PARTITION BY method, layer_selection, modality, site_kind, site ORDER BY score DESC) AS rank,
@@ -19,6 +21,7 @@ SELECT
     r.model_id, m.display_name, m.family, m.training_category, m.training,
     r.score, r.ci_low, r.ci_high, r.normalized_score, r.noise_ceiling,
     r.best_layer_index, r.best_layer_depth, r.layer_stability, r.n_neurons, r.source,
+    r.low_ceiling, r.n_low_ceiling,
     CASE WHEN r.model_id = b.best_model_id THEN NULL ELSE c.q_value END AS q_vs_best,
     CASE WHEN r.model_id = b.best_model_id THEN 'best'
          WHEN c.distinguishable THEN 'below best'

@@ -227,12 +227,12 @@ def test_silent_or_constant_neuron_is_kept_unreliable_and_others_unchanged(two_e
 @pytest.fixture(scope="module")
 def running_experiments(tmp_path_factory):
     """Two reliable experiments in two areas, half of the neurons with a planted running gain."""
-    from deepmouse.data import simulated
+    from deepmouse.data import simulated_sessions
 
     folder = tmp_path_factory.mktemp("running")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(simulated, "_RUNNING_MODULATED_FRACTION", 0.5)
-        patch.setattr(simulated, "_RUNNING_GAIN_RANGE", (0.6, 0.6))
+        patch.setattr(simulated_sessions, "_RUNNING_MODULATED_FRACTION", 0.5)
+        patch.setattr(simulated_sessions, "_RUNNING_GAIN_RANGE", (0.6, 0.6))
         sessions = [read_session(write_simulated_session(folder / f"{i}.nwb", seed=30 + i, experiment_id=i,
                                                          n_neurons=12, n_repeats=20,
                                                          noise_levels=np.linspace(0.05, 0.6, 12)))

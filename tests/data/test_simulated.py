@@ -16,14 +16,10 @@ from deepmouse.data.layouts.ophys import NEUROPIL_PATH, NEUROPIL_R_PATH
 from deepmouse.data.nwb import read_corrected_fluorescence, read_session
 from deepmouse.data.responses import mean_responses, session_responses
 from deepmouse.data.selection import annotate_neurons
-from deepmouse.data.simulated import (
-    calcium_events,
-    generate_scenes,
-    simulate_dataset,
-    simulate_random_rates,
-    simulate_rates,
-    simulated_scenes,
-)
+from deepmouse.data.scenes import generate_scenes
+from deepmouse.data.simulated import simulate_dataset, simulated_scenes
+from deepmouse.data.simulated_neurons import simulate_random_rates, simulate_rates
+from deepmouse.data.simulated_sessions import calcium_events
 from deepmouse.data.stimuli import stimuli_from_sessions
 from deepmouse.errors import DataError
 from tests.data.conftest import make_metadata, write_simulated_session
@@ -256,10 +252,10 @@ def test_dataset_needs_planted_features_for_every_area(tmp_path):
 
 @pytest.mark.parametrize("modulated_fraction", [0.0, 1.0])
 def test_running_gain_is_detected_where_planted(tmp_path, monkeypatch, modulated_fraction):
-    from deepmouse.data import simulated
+    from deepmouse.data import simulated_sessions
 
-    monkeypatch.setattr(simulated, "_RUNNING_MODULATED_FRACTION", modulated_fraction)
-    monkeypatch.setattr(simulated, "_RUNNING_GAIN_RANGE", (0.6, 0.6))
+    monkeypatch.setattr(simulated_sessions, "_RUNNING_MODULATED_FRACTION", modulated_fraction)
+    monkeypatch.setattr(simulated_sessions, "_RUNNING_GAIN_RANGE", (0.6, 0.6))
     path = write_simulated_session(tmp_path / "1.nwb", seed=21, n_neurons=8, n_repeats=20,
                                    noise_levels=np.full(8, 0.1))
     session = read_session(path)
@@ -303,9 +299,9 @@ def test_calcium_events_match_an_explicit_loop():
 def test_noise_free_events_are_the_deconvolved_dff(tmp_path, monkeypatch):
     # Without frame noise the threshold is 0: the events are exactly the positive jumps
     # c[t] - decay * c[t-1] of the written dF/F, the inverse of the calcium kernel.
-    from deepmouse.data import simulated
+    from deepmouse.data import simulated_sessions
 
-    monkeypatch.setattr(simulated, "_FRAME_NOISE", 0.0)
+    monkeypatch.setattr(simulated_sessions, "_FRAME_NOISE", 0.0)
     path = write_simulated_session(tmp_path / "1.nwb", seed=5, n_repeats=2)
     dff = read_session(path).dff.astype(np.float64)
     decay = np.exp(-1.0 / (30.0 * 0.2))

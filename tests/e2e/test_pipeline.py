@@ -55,9 +55,9 @@ def test_ranking_has_every_model_area_and_method(project, params):
     areas = {e["area"] for e in manifest["experiments"]}
     assert set(ranking["model_id"]) == set(params["zoo"]["models"])
     assert set(ranking["site"]) == areas == set(params["data"]["simulated"]["planted_depths"])
-    assert set(ranking["method"]) == {"rsa", "regression"}
+    assert set(ranking["method"]) == {"rsa", "cka", "regression"}
     assert set(ranking["layer_selection"]) == set(params["scoring"]["layer_selection"]) == {"max", "cv"}
-    assert len(ranking) == len(params["zoo"]["models"]) * len(areas) * 2 * 2
+    assert len(ranking) == len(params["zoo"]["models"]) * len(areas) * 3 * 2
     assert ranking["score"].between(-1, 1).all()
     models = _query(project, "select * from models")
     assert models["n_params"].notna().all() and (models["n_params"] > 0).all()

@@ -15,7 +15,7 @@ import yaml
 
 from deepmouse.store.build import open_query_connection, open_store, parquet_files
 from tests.e2e.test_pipeline import _dvc, _ran
-from tests.runs import copy_run
+from tests.runs import SMALL_MODELS, copy_run
 from tests.e2e.test_store_faults import _deepmouse
 
 pytestmark = pytest.mark.slow
@@ -115,3 +115,30 @@ def test_a_passing_run_publishes_the_new_scores_and_drops_the_old_files(runs):
     # DVC recorded the snapshot as the checks stage's output (fingerprint is always changed, by design).
     assert "checks" not in after["status"].stdout and "data/published" not in after["status"].stdout, \
         after["status"].stdout
+
+
+def test_the_small_run_has_cka_beside_rsa_for_every_model_area_and_selection(small_run):
+    """CKA rows for every model, area and layer selection; per-layer CKA for every layer RSA scored;
+    low ceilings flagged, never divided by."""
+    con = open_store(small_run / PUBLISHED)
+    try:
+        models = {row[0] for row in con.execute("SELECT model_id FROM models").fetchall()}
+        areas = {row[0] for row in con.execute("SELECT DISTINCT area FROM neurons WHERE selected").fetchall()}
+        rules = {row[0] for row in con.execute("SELECT DISTINCT layer_selection FROM model_scores").fetchall()}
+        cka = con.execute("SELECT model_id, site, layer_selection, score, ci_low, ci_high FROM model_scores "
+                          "WHERE method = 'cka' AND site_kind = 'area'").fetchall()
+        layers = {method: set(con.execute(f"SELECT DISTINCT model_id, layer_index, site FROM {table}").fetchall())
+                  for method, table in (("rsa", "rsa_scores"), ("cka", "cka_scores"))}
+        estimators = {row[0] for row in con.execute("SELECT DISTINCT estimator FROM cka_scores").fetchall()}
+        divided = con.execute("SELECT count(*) FROM model_scores WHERE low_ceiling AND normalized_score IS NOT NULL"
+                              ).fetchone()[0]
+        skipped = con.execute("SELECT sum(n_low_ceiling) FROM area_ranking").fetchone()[0]
+        flagged = con.execute("SELECT count(*) FROM model_scores WHERE low_ceiling AND site_kind = 'area'").fetchone()[0]
+    finally:
+        con.close()
+    assert models == set(SMALL_MODELS) and rules == {"max", "cv"} and areas
+    assert sorted((m, a, r) for m, a, r, *_ in cka) == sorted(
+        (m, a, r) for m in models for a in areas for r in rules)
+    assert all(-1 <= score <= 1 and low <= high for *_, score, low, high in cka)
+    assert layers["cka"] == layers["rsa"] and estimators == {"unbiased"}
+    assert divided == 0 and skipped == flagged

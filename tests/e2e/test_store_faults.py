@@ -219,7 +219,7 @@ def test_a_damaged_store_is_named_in_one_line_and_dvc_checkout_restores_it(resto
     query = _deepmouse(project, "query", "select * from model_ranking")
     assert query.returncode == 1 and query.stderr.strip() == (
         f"error: {PUBLISHED}: not a complete results store (no runs, models, layers, neurons, rsa_scores, "
-        f"regression_scores, model_scores, neuron_scores, model_comparisons); {hint}")
+        f"cka_scores, regression_scores, model_scores, neuron_scores, model_comparisons); {hint}")
     report = _dvc(project, "repro", "-s", "report")
     assert report.returncode != 0 and "Traceback" not in report.stdout + report.stderr
     assert _error_line(report, "[report] error:").endswith(hint)

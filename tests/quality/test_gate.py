@@ -1,6 +1,7 @@
 """Data-quality gates: a clean store passes; each kind of violation fails naming the rows."""
 
 import json
+import re
 
 import duckdb
 import numpy as np
@@ -51,6 +52,16 @@ def test_missing_model_score_is_named(tmp_path, score_tables):
     score_tables["model_scores"] = scores[~((scores["model_id"] == "alexnet_random") & (scores["method"] == "rsa")
                                             & (scores["site"] == "VISl"))]
     with pytest.raises(QualityGateError, match=r"expected_model_scores\.sql.*alexnet_random.*rsa.*VISl"):
+        _run(tmp_path, score_tables)
+
+
+def test_a_method_scored_for_some_models_only_is_named(tmp_path, score_tables):
+    """pls rows (scoring.pls.enabled) for one model: every other model must have them too."""
+    scores = score_tables["model_scores"]
+    others = sorted(set(scores["model_id"]) - {"alexnet_random"})
+    pls = scores[(scores["model_id"] == "alexnet_random") & (scores["method"] == "regression")].assign(method="pls")
+    score_tables["model_scores"] = pd.concat([scores, pls], ignore_index=True)
+    with pytest.raises(QualityGateError, match=rf"expected_model_scores\.sql.*{others[0]}.*pls"):
         _run(tmp_path, score_tables)
 
 
@@ -199,3 +210,23 @@ def test_checks_on_a_broken_store_fail_in_one_line(tmp_path, state):
     assert "\n" not in message and message.startswith(f"{db}: ")
     assert f"`dvc checkout --force {db}`" in message and f"nothing was replaced: {published}" in message
     assert not published.exists()
+
+
+def test_low_ceiling_rows_may_lack_a_normalised_score_and_must(tmp_path, score_tables):
+    """A flagged row's missing normalised score is by design (not counted by max_nan_fraction);
+    a flagged row with one, or an unflagged row without one, is a finding."""
+    scores = score_tables["model_scores"]
+    scores.loc[[0, 1], ["low_ceiling", "n_low_ceiling", "normalized_score"]] = [True, 1, np.nan]
+    neurons = score_tables["neuron_scores"]
+    neurons.loc[0, ["low_ceiling", "normalized_score"]] = [True, np.nan]
+    (tmp_path / "flagged").mkdir()
+    assert _run(tmp_path / "flagged", score_tables)["passed"]
+    scores.loc[2, "normalized_score"] = np.nan
+    neurons.loc[1, "low_ceiling"] = True
+    (tmp_path / "wrong").mkdir()
+    with pytest.raises(QualityGateError) as err:
+        _run(tmp_path / "wrong", score_tables)
+    message = str(err.value)
+    assert re.search(r"model_scores: expect_column_values_to_not_be_null \(column=normalized_score, "
+                     r"mostly=0\.91\d*\): 3 violation", message), message
+    assert re.search(r"low_ceiling\.sql.*low_ceiling neuron with a normalised score", message), message

@@ -40,7 +40,7 @@ def tables(score_tables) -> dict[str, pd.DataFrame]:
     ], ignore_index=True)
     neuron_scores = pd.concat([
         pd.DataFrame({"model_id": m, "method": "regression", "layer_selection": rule, "neuron_id": selected,
-                      "score": 0.3, "normalized_score": 0.3 / np.sqrt(0.8)})
+                      "score": 0.3, "normalized_score": 0.3 / np.sqrt(0.8), "low_ceiling": False})
         for m in models for rule in ("max", "cv")
     ], ignore_index=True)
     return {**score_tables, "neurons": neurons, "regression_scores": regression, "neuron_scores": neuron_scores}

@@ -69,7 +69,8 @@ def make_zoo_tables(model_ids=ZOO_MODELS, areas=AREAS, *, n_layers: int = 4, n_n
         {"model_id": m, "method": method, "layer_selection": rule, "modality": "calcium", "site_kind": "area",
          "site": a, "score": s, "ci_low": s - 0.04, "ci_high": s + 0.04, "normalized_score": s / np.sqrt(0.8),
          "noise_ceiling": 0.8, "best_layer_index": k % n_layers, "best_layer_depth": (k % n_layers) / (n_layers - 1),
-         "layer_stability": 1.0, "n_neurons": n_neurons, "source": "simulated"}
+         "layer_stability": 1.0, "n_neurons": n_neurons, "low_ceiling": False, "n_low_ceiling": 0,
+         "source": "simulated"}
         for method_k, method in enumerate(("rsa", "regression")) for k_area, a in enumerate(areas)
         for k, m in enumerate(model_ids)
         for rule, s in (("cv", level[m] - 0.02 * k_area + 0.01 * method_k),
@@ -85,12 +86,12 @@ def make_zoo_tables(model_ids=ZOO_MODELS, areas=AREAS, *, n_layers: int = 4, n_n
     ])
     neuron_scores = pd.DataFrame([
         {"model_id": m, "method": "regression", "layer_selection": rule, "neuron_id": n,
-         "score": level[m], "normalized_score": level[m] / np.sqrt(0.8)}
+         "score": level[m], "normalized_score": level[m] / np.sqrt(0.8), "low_ceiling": False}
         for m in model_ids for rule in ("cv", "max") for n in neurons["neuron_id"]
     ])
     runs = runs_table([1])
     return {"runs": runs, "models": models, "layers": layers, "neurons": neurons, "rsa_scores": rsa,
-            "regression_scores": regression, "model_scores": model_scores, "neuron_scores": neuron_scores,
+            "cka_scores": rsa.drop(columns="metric").assign(estimator="unbiased"), "regression_scores": regression, "model_scores": model_scores, "neuron_scores": neuron_scores,
             "model_comparisons": model_comparisons}
 
 

@@ -25,25 +25,41 @@ def test_report_writes_page_figures_profile_and_headline(tmp_path, score_tables)
     db = tmp_path / "store.duckdb"
     build_store(db, score_tables, REPO / "sql")
     summary = write_report(db, tmp_path / "reports")
-    assert summary == {"regression": {"best_model": "alexnet", "best_mean_score": pytest.approx(0.35)},
-                       "rsa": {"best_model": "alexnet", "best_mean_score": pytest.approx(0.35)}}
+    assert summary == {method: {"best_model": "alexnet", "best_mean_score": pytest.approx(0.35)}
+                       for method in ("regression", "rsa", "cka")}
     for name in FIGURES:
         assert (tmp_path / f"reports/figures/{name}.png").read_bytes()[:4] == b"\x89PNG", name
     profile = (tmp_path / "reports/figures/layer_profile.csv").read_text().splitlines()
     assert profile[0] == "model_id,method,site,depth,score"
-    # rsa: 2 models x 2 areas x 3 layers; regression: the same again
-    assert len(profile) - 1 == 24
+    # rsa: 2 models x 2 areas x 3 layers; cka and regression: the same again
+    assert len(profile) - 1 == 36
     metrics = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "reports/metrics").glob("*.json")}
     selected = score_tables["neurons"].groupby("area")["selected"].sum()
     assert metrics == {area: {"neurons": int(selected[area]), "regression_best": "alexnet",
                               "regression_normalised": pytest.approx(base / 0.8 ** 0.5, abs=1e-4),
                               "rsa_best": "alexnet", "rsa_normalised": pytest.approx(base / 0.8 ** 0.5, abs=1e-4),
+                              "cka_best": "alexnet", "cka_normalised": pytest.approx(base / 0.8 ** 0.5, abs=1e-4),
                               "selection": "cv", "source": "simulated"}
                        for area, base in (("VISp", 0.4), ("VISl", 0.3))}
     page = (tmp_path / "reports/index.html").read_text()
     assert "SIMULATED DATA" in page and "<script" not in page
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing to fetch
     assert all(image[:4] == b"\x89PNG" for image in _images(page)) and _images(page)
+    assert "No area's ceiling, and no neuron's, is below the minimum ceiling" in page
+
+
+def test_report_lists_low_ceiling_areas_apart(tmp_path, score_tables):
+    scores = score_tables["model_scores"].copy()
+    low = (scores["method"] == "cka") & (scores["site"] == "VISl")
+    scores.loc[low, ["low_ceiling", "n_low_ceiling", "noise_ceiling", "normalized_score"]] = [True, 1, 0.127, None]
+    db = tmp_path / "store.duckdb"
+    build_store(db, {**score_tables, "model_scores": scores}, REPO / "sql")
+    write_report(db, tmp_path / "reports")
+    page = (tmp_path / "reports/index.html").read_text()
+    section = page.split('id="low_ceilings"')[1].split("<h2")[0]
+    rows = re.findall(r"<tr><td>(\w+)</td><td>(\w+)</td><td>(\w+)</td>", section)
+    assert sorted(rows) == [("cka", "cv", "VISl"), ("cka", "max", "VISl")]
+    assert "0.127" in section
 
 
 def test_headline_is_flat_and_narrow(zoo_store):

@@ -47,3 +47,26 @@ def test_mismatched_shapes_are_named(data):
     layers, trials = data
     with pytest.raises(DataError, match=r"features\[1\]: expected shape \(119, n_features\)"):
         deepmouse.score_rsa([layers[0], layers[1][:100]], trials.mean(axis=2))
+
+
+def test_score_cka_equals_the_pipeline_and_flags_a_low_ceiling(data):
+    from deepmouse.metrics.cka import cka_noise_ceiling, linear_cka, response_gram
+
+    layers, trials = data
+    means = trials.mean(axis=2)
+    cka = deepmouse.score_cka(layers, means, n_boot=50)
+    reference = score_model("m", statistics_of(layers), neural_from_trials({"all": trials}),
+                            scoring_cfg(bootstrap={"n": 50}), progress=lambda _: None)
+    row = reference["model_scores"].query("method == 'cka' and layer_selection == 'cv'").iloc[0]
+    assert cka["score"] == pytest.approx(row["score"], abs=1e-5) and cka["layer_index"] == 1
+    assert np.isnan(cka["noise_ceiling"]) and not cka["low_ceiling"]
+    best = deepmouse.score_cka(layers, means, trials=trials, layer_selection="max", n_boot=20)
+    assert best["score"] == pytest.approx(linear_cka(response_gram(layers[1]), response_gram(means)), abs=1e-6)
+    ceiling = cka_noise_ceiling(np.nanmean(trials[:, :, 0::2], axis=2), np.nanmean(trials[:, :, 1::2], axis=2))
+    assert best["noise_ceiling"] == pytest.approx(ceiling)
+    assert best["normalized_score"] == pytest.approx(best["score"] / np.sqrt(ceiling))
+    flagged = deepmouse.score_cka(layers, means, trials=trials, layer_selection="max", n_boot=20,
+                                  min_ceiling=0.999)
+    assert flagged["low_ceiling"] and np.isnan(flagged["normalized_score"]) and flagged["score"] == best["score"]
+    biased = deepmouse.score_cka(layers, means, estimator="biased", layer_selection="max", n_boot=20)
+    assert biased["score"] > best["score"]

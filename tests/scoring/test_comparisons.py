@@ -71,6 +71,6 @@ def test_models_unrelated_to_the_neurons_are_rarely_distinguishable():
     replicates = pd.concat([f["bootstrap_replicates"] for f in frames])
     table = compare_models(scores, replicates, cfg)
     cv = table[table["layer_selection"] == "cv"]
-    assert len(cv) == 2 * 2 * 10  # methods x areas x pairs of 5 models
+    assert len(cv) == 3 * 2 * 10  # methods (rsa, regression, cka) x areas x pairs of 5 models
     assert cv["distinguishable"].mean() <= 0.1, cv[cv["distinguishable"]]
     assert cv["p_value"].between(0, 1).all()

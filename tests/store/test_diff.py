@@ -104,7 +104,7 @@ def test_a_swapped_ranking_is_named_with_its_rows(tmp_path, published, score_tab
     assert f"model_ranking      DIFFER: {n_sites} swapped pairs (of {n_sites} rankings)" in output
     assert "DIFFER" in _section(output, "training_ranking")  # supervised vs random, the same two models
     assert "same" in _section(output, "area_ranking")  # each area's mean over the models is unchanged
-    assert ("method=regression, layer_selection=cv, modality=calcium, site_kind=area, site=VISp: alexnet vs "
+    assert ("method=cka, layer_selection=cv, modality=calcium, site_kind=area, site=VISp: alexnet vs "
             "alexnet_random: 0.4 vs 0.3 in A, 0.3 vs 0.4 in B") in output
 
 

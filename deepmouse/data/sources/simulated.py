@@ -37,30 +37,13 @@ class SimulatedSource(Source):
 
     def _simulate(self, params, out_dir: Path, progress: Progress) -> dict:
         from deepmouse.data.simulated import simulated_scenes
-        from deepmouse.data.stimuli import with_blank
-        from deepmouse.features.layers import capture_layer_outputs, list_layers
-        from deepmouse.models.build import build_model
-        from deepmouse.models.preprocess import preprocess_stimuli
-        from deepmouse.models.registry import load_zoo
 
         cfg = params.data.simulated
         if cfg.tuning == "random":
             # Null data: the neurons' tuning is drawn independently of every model, so none is built.
             progress("tuning random: simulated neurons read out no model")
             return _write_modalities(params, out_dir, progress, simulated_scenes(cfg), None, None)
-        entry = load_zoo().get(cfg.generator, key="data.simulated.generator")
-        if not entry.is_random:
-            raise SourceError(f"data.simulated.generator: {cfg.generator!r} is trained; "
-                              "the planted generator must be a *_random model")
-        scenes = simulated_scenes(cfg)
-        model = build_model(entry, init_seed=cfg.generator_seed)
-        inputs = preprocess_stimuli(with_blank(scenes), params.features.preprocessing, entry, model=model)
-        layers = list_layers(model, inputs)
-        planted = {area: nearest_layer(layers, depth) for area, depth in cfg.planted_depths.items()}
-        progress("planted layers: " + ", ".join(f"{a}={p['name']} (depth {p['depth']:.2f})"
-                                                for a, p in planted.items()))
-        outputs = capture_layer_outputs(model, inputs, sorted({p["name"] for p in planted.values()}))
-        features = {area: outputs[p["name"]] for area, p in planted.items()}
+        scenes, features, planted = planted_generator(params, progress)
         return _write_modalities(params, out_dir, progress, scenes, features, planted)
 
 
@@ -80,6 +63,46 @@ def _write_modalities(params, out_dir: Path, progress: Progress, scenes, feature
     if wants_neuropixels(params):
         manifest = add_to_manifest(out_dir, simulate_neuropixels(params, out_dir, progress, features, planted))
     return manifest
+
+
+def planted_generator(params, progress: Progress) -> tuple:
+    """The scenes, and the planted layer's output and description per area, as the pull uses them.
+
+    Returns
+    -------
+    scenes : ndarray of uint8, shape (118, height, width)
+    features : dict of area -> ndarray of shape (119, n_features)
+        The planted layer's output per stimulus, blank last.
+    planted : dict of area -> dict
+        The planted layer as the manifest records it (:func:`nearest_layer`).
+
+    Raises
+    ------
+    SourceError
+        If ``data.simulated.generator`` is a trained model.
+    """
+    from deepmouse.data.simulated import simulated_scenes
+    from deepmouse.data.stimuli import with_blank
+    from deepmouse.features.layers import capture_layer_outputs, list_layers
+    from deepmouse.models.build import build_model
+    from deepmouse.models.preprocess import preprocess_stimuli
+    from deepmouse.models.registry import load_zoo
+
+    cfg = params.data.simulated
+    entry = load_zoo().get(cfg.generator, key="data.simulated.generator")
+    if not entry.is_random:
+        raise SourceError(f"data.simulated.generator: {cfg.generator!r} is trained; "
+                          "the planted generator must be a *_random model")
+    scenes = simulated_scenes(cfg)
+    model = build_model(entry, init_seed=cfg.generator_seed)
+    inputs = preprocess_stimuli(with_blank(scenes), params.features.preprocessing, entry, model=model)
+    layers = list_layers(model, inputs)
+    planted = {area: nearest_layer(layers, depth) for area, depth in cfg.planted_depths.items()}
+    progress("planted layers: " + ", ".join(f"{a}={p['name']} (depth {p['depth']:.2f})"
+                                            for a, p in planted.items()))
+    outputs = capture_layer_outputs(model, inputs, sorted({p["name"] for p in planted.values()}))
+    features = {area: outputs[p["name"]] for area, p in planted.items()}
+    return scenes, features, planted
 
 
 def nearest_layer(layers: list, depth: float) -> dict:

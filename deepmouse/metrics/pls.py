@@ -1,0 +1,466 @@
+"""Partial least squares regression (PLS2) from a layer's kernel, with outer folds and inner CV.
+
+PLS2 fits all of a site's neurons ``Y`` (n × q) at once on a layer's features ``X``
+(n × p), both centred over the training stimuli. Component ``k`` has the weight ``w``
+that maximises the covariance of the score ``t = X_k w`` with the responses,
+``‖Y_kᵀ X_k w‖`` with ``‖w‖ = 1``, i.e. the top left singular vector of ``X_kᵀ Y_k``; then
+``X`` and ``Y`` are deflated by ``t`` (scikit-learn's ``PLSRegression``, NIPALS in
+``regression`` mode). Only kernels are stored (``K = X Xᵀ``; the activations are not),
+so the algorithm runs in the stimulus space (kernel PLS, Rosipal & Trejo 2001; Lindgren,
+Geladi & Wold 1993):
+
+- with ``t`` normalised, deflation is a projection ``P = I - t tᵀ`` on both sides,
+  ``X_{k+1} = P X_k`` and ``Y_{k+1} = P Y_k``; the scores are orthonormal, so after ``k``
+  components ``P = I - T Tᵀ``;
+- ``t ∝ X_k w`` is the top eigenvector of ``K_k M_k = P K P M P`` with ``M = Y Yᵀ``
+  (``X_k Xᵀ_k Y_k Y_kᵀ X_k w = λ X_k w``). Writing ``M = L Lᵀ`` (``L`` of n × r,
+  ``r = min(n, n_targets)``), it is ``K_k L z`` for the top eigenvector ``z`` of the
+  symmetric r × r matrix ``Lᵀ K_k L``: one exact eigendecomposition per component, in
+  place of scikit-learn's NIPALS power iteration (which stops at a tolerance), whatever
+  the number of neurons. A component whose eigenvalue is below ``RANK_TOLERANCE`` of the
+  first one (the layer's or the responses' rank is exhausted) is left out (a zero column);
+- ``w_k ∝ X_kᵀ u_k`` with ``u_k = P M t_k`` (the deflated responses' score), so the
+  weights are ``W = Xᵀ U``, the loadings ``Xᵀ T``, the rotations
+  ``R = W (Pᵀ W)⁻¹ = Xᵀ U (Tᵀ K U)⁻¹`` and the prediction for a new stimulus with
+  kernel row ``k`` (centred with the training feature means)::
+
+      ŷ = ȳ_train + k U (Tᵀ K U)⁻¹ Tᵀ Y
+
+  with ``K`` the undeflated centred training kernel. ``Tᵀ 1 = 0``, so this is
+  ``(11ᵀ / m + C U (Tᵀ K U)⁻¹ Tᵀ) y_train`` for a held-out-by-training kernel block
+  ``C``: a linear operator on the responses, as for ridge.
+
+Everything but the held-out predictions depends on the responses only through ``M``.
+The number of components is chosen per layer and outer fold by inner K-fold CV on the
+training part (total squared error over the site's neurons, the loss PLS2 fits; the
+fewest components on ties), from a grid capped at the smallest inner training size
+minus one. Each inner error is ``Σ_a r_aᵀ M r_a`` over the inner held-out stimuli ``a``,
+with ``r_a = e_a - (prediction operator row a)``, i.e. ``‖R L‖²`` with ``M = L Lᵀ``: no
+product with the neurons.
+
+The score is defined as ridge's (``deepmouse.metrics.ridge.fit_ridge_folds``, DESIGN §6):
+Pearson r between held-out predictions and responses within each outer fold, per neuron;
+and, for ``cv`` layer selection, each neuron's inner-CV mean squared error at the chosen
+number of components over the variance of its training responses. The products with
+the neurons are then: ``M`` once per site, the held-out predictions
+(``folds · b × n`` by ``n × q``), and the inner errors as weights on the neurons'
+pairwise response products (``folds × n(n+1)/2`` by ``n(n+1)/2 × q``), per layer.
+
+Statistic used, and why it matches scikit-learn. The kernel is the stored ``K = Z Zᵀ``
+of the features standardised over all stimuli (as for ridge). Centring it with a
+fold's training means, ``K_c[a, b] = K_ab - mean_j K_aj - mean_j K_jb + mean_jk K_jk``
+(``j, k`` training), is the kernel of ``Z`` centred with the training means, which is
+what ``PLSRegression(scale=False)`` does to its input; the per-feature scaling by the
+all-stimuli standard deviation is a fixed transform of ``Z``'s columns. So predictions
+here equal ``PLSRegression(n_components, scale=False).fit(Z[train], Y[train]).predict(Z[test])``
+(checked to 1e-6 in tests). ``scale=True`` would instead rescale ``Z`` by the training
+fold's standard deviation and every neuron by its own: not the same fit. Brain-Score's
+PLS mapping uses ``scale=False`` on raw features; the standardised kernel keeps a few
+features of large magnitude from deciding every component, as for ridge.
+
+All fits of a group of layers (every outer fold and inner split) run as one batch in
+torch, float64, each embedded in the ``n`` stimuli with zeros outside its training
+stimuli, so fits of different sizes share one shape; on the CPU the fits run on one
+thread (many small batched products and eigendecompositions), the products with the
+neurons on all of them. Speed against the products' floor: ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from deepmouse.metrics.folds import stimulus_folds
+
+# The checks and the two per-neuron products are ridge's, so both scores are defined alike.
+from deepmouse.metrics.ridge import (
+    DEFAULT_CHUNK_SIZE,
+    _check_chunk_size,
+    _check_folds,
+    _check_kernels,
+    _check_targets,
+    _held_out_pearson,
+    _pair_products,
+    _resolve,
+)
+
+DEFAULT_COMPONENTS = (5, 10, 25, 50)
+"""Grid of component counts (Brain-Score fixes 25)."""
+
+DEFAULT_INNER_FOLDS = 5
+"""Inner folds on each outer training part for choosing the number of components."""
+
+RANK_TOLERANCE = 1e-10
+"""A component whose eigenvalue is below this fraction of the fit's first is left out."""
+
+FITS_PER_GROUP = 256
+"""Fits (layers × outer folds × (inner folds + 1)) extracted in one batch; with 119
+stimuli each needs a few n × n float64 arrays, about 0.6 MB in all."""
+
+
+@dataclass(frozen=True)
+class PlsFoldsResult:
+    """Held-out PLS2 fits over outer folds, the number of components chosen inside each fold.
+
+    Attributes
+    ----------
+    fold_scores : ndarray of shape (n_folds, n_layers, n_targets)
+        Pearson r between held-out predictions and responses within each fold
+        (0 where either is constant over the fold).
+    fold_components : ndarray of int, shape (n_folds, n_layers)
+        Components chosen in each fold (lowest total inner-CV squared error).
+    fold_errors : ndarray of shape (n_folds, n_layers, n_targets)
+        Inner-CV mean squared error at that choice over the variance of the
+        training responses, per target (for ``cv`` layer selection).
+    """
+
+    fold_scores: np.ndarray
+    fold_components: np.ndarray
+    fold_errors: np.ndarray
+
+
+def fit_pls_predict(kernel: np.ndarray, targets: np.ndarray, train: np.ndarray, test: np.ndarray,
+                    n_components: int, *, device: str | torch.device | None = None) -> np.ndarray:
+    """Predictions of a PLS2 fit on the training stimuli for the test stimuli.
+
+    Parameters
+    ----------
+    kernel : ndarray of shape (n_stimuli, n_stimuli)
+        Linear kernel ``X Xᵀ`` over all stimuli (centred here with the training means).
+    targets : ndarray of shape (n_stimuli, n_targets)
+        Only the training rows are used.
+    train, test : int ndarrays
+        Stimulus indices; disjoint.
+    n_components : int
+        At most ``len(train) - 1``; components beyond the fit's rank are left out.
+    device : str or torch.device, optional
+
+    Returns
+    -------
+    predictions : ndarray of shape (len(test), n_targets)
+
+    Raises
+    ------
+    DataError
+        If the kernel or targets hold non-finite values or the kernel is not symmetric.
+    ValueError
+        If the indices overlap or are out of range, or ``n_components`` is out of range.
+    """
+    device = _resolve(device)
+    kernel = _check_kernels(kernel, single=True)
+    n = kernel.shape[0]
+    targets = _check_targets(targets, n)
+    train, test = np.asarray(train, dtype=np.intp), np.asarray(test, dtype=np.intp)
+    if np.intersect1d(train, test).size or min(train.min(), test.min()) < 0 or max(train.max(), test.max()) >= n:
+        raise ValueError(f"train and test must be disjoint stimulus indices in [0, {n})")
+    if not 1 <= n_components <= train.size - 1:
+        raise ValueError(f"n_components: need 1..{train.size - 1} for {train.size} training stimuli, got {n_components}")
+    fit_mask = torch.zeros(1, n, dtype=torch.bool)
+    fit_mask[0, train] = True
+    held_mask = torch.zeros(1, n, dtype=torch.bool)
+    held_mask[0, test] = True
+    y = targets - targets.mean(dim=0)
+    fits = _Fits(fit_mask.to(device), held_mask.to(device))
+    extraction = _extract(kernel[None].to(device), fits, _centred_on(y.to(device) @ y.to(device).T, fits.train),
+                          n_components, y.shape[1])
+    operator = _prediction_operator(extraction, fits, n_components)[0, 0]  # (n, n)
+    return (operator[test] @ targets.to(device)).cpu().numpy()
+
+
+def fit_pls_folds(
+    kernels: np.ndarray,
+    targets: np.ndarray,
+    folds: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    *,
+    components: Sequence[int] = DEFAULT_COMPONENTS,
+    inner_folds: int = DEFAULT_INNER_FOLDS,
+    device: str | torch.device | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> PlsFoldsResult:
+    """Outer-fold PLS2 scores of every layer, the number of components chosen by inner CV.
+
+    One PLS2 fit per layer and fold for all targets (a site's neurons) together.
+
+    Parameters
+    ----------
+    kernels : ndarray of shape (n_layers, n_stimuli, n_stimuli)
+        Linear kernel ``X Xᵀ`` of each layer (the stored ``Z Zᵀ``: module docstring).
+    targets : ndarray of shape (n_stimuli, n_targets)
+    folds : sequence of int ndarrays, length n_folds
+        Held-out stimuli of each outer fold (``deepmouse.metrics.folds.stimulus_folds``).
+    rng : numpy.random.Generator
+        Draws the inner folds of each outer training part, in fold order; the same
+        generator state gives the same inner folds for every layer, model and site.
+    components : sequence of int
+        Grid of component counts, each capped at the smallest inner training size minus one.
+    inner_folds : int
+        Inner folds per outer training part (at least 2).
+    device : str or torch.device, optional
+        Where to compute; CUDA when available by default.
+    chunk_size : int
+        Targets per chunk of the products with the targets; results do not depend on it.
+
+    Returns
+    -------
+    PlsFoldsResult
+
+    Raises
+    ------
+    DataError
+        If a kernel or the targets hold non-finite values or a kernel is not symmetric
+        (naming the layer index).
+    ValueError
+        If shapes do not line up, a fold is too small, the grid is empty or not positive,
+        or ``inner_folds`` leaves fewer than 3 stimuli in an inner part.
+    """
+    device = _resolve(device)
+    kernels = _check_kernels(kernels, single=False)
+    n_layers, n = kernels.shape[0], kernels.shape[1]
+    targets = _check_targets(targets, n)
+    test_sets = _check_folds(folds, n)
+    _check_chunk_size(chunk_size)
+    grid = np.unique(np.asarray(components))
+    if grid.ndim != 1 or grid.size == 0 or grid.dtype.kind not in "iu" or grid[0] < 1:
+        raise ValueError(f"components: need positive integers, got {list(components)}")
+    if not isinstance(inner_folds, (int, np.integer)) or inner_folds < 2:
+        raise ValueError(f"inner_folds: need an integer of at least 2, got {inner_folds!r}")
+    smallest_training = min(n - test.size for test in test_sets)
+    if smallest_training // inner_folds < 3 or smallest_training - -(-smallest_training // inner_folds) < 3:
+        raise ValueError(f"inner_folds: {inner_folds} inner folds of {smallest_training} training stimuli "
+                         "leave fewer than 3 in an inner part")
+
+    fits, inner_training_sizes = _fold_fits(test_sets, n, inner_folds, rng)
+    cap = min(inner_training_sizes) - 1
+    grid = np.unique(np.minimum(grid, cap))
+    n_outer = len(test_sets)
+    n_per_fold = inner_folds + 1
+
+    y = targets.to(device)
+    y = y - y.mean(dim=0)
+    gram = torch.zeros(n, n, dtype=y.dtype, device=device)
+    for start in range(0, y.shape[1], chunk_size):
+        gram += y[:, start:start + chunk_size] @ y[:, start:start + chunk_size].T
+    fits = _Fits(fits.train.to(device), fits.held_out.to(device))
+    centred_gram = _centred_on(gram, fits.train)  # (B, n, n): the responses' Gram, centred per fit
+    # Residuals of predictions are unchanged by a constant added to the responses (each row of a
+    # prediction operator sums to 1), so one root of the globally centred Gram serves every fit.
+    values, vectors = _eigh(gram)
+    rank = min(n, y.shape[1])
+    gram_root = vectors[:, -rank:] * values[-rank:].clamp_min(0.0).sqrt()  # (n, r): Y Yᵀ = gram_root gram_rootᵀ
+
+    n_targets = y.shape[1]
+    shape = (n_outer, n_layers, n_targets)
+    scores, errors = np.empty(shape), np.empty(shape)
+    chosen = np.empty((n_outer, n_layers), dtype=np.intp)
+    layers_per_group = max(1, FITS_PER_GROUP // (n_outer * n_per_fold))
+    outer_rows = torch.arange(n_outer, device=device) * n_per_fold  # the outer fit of each fold
+    by_size: dict[int, list[int]] = {}
+    for f, test in enumerate(test_sets):
+        by_size.setdefault(test.size, []).append(f)
+    for first in range(0, n_layers, layers_per_group):
+        layers = range(first, min(first + layers_per_group, n_layers))
+        g = len(layers)
+        with _one_cpu_thread(device):
+            extraction = _extract(kernels[layers.start:layers.stop].to(device), fits, centred_gram, int(grid[-1]),
+                                  n_targets)
+            held_out = torch.diag_embed(fits.held_out.to(y.dtype))  # (B, n, n)
+            # The chosen operator of every fit; the outer fit's rows predict the held-out stimuli and
+            # the inner fits' rows, one stimulus each, give the inner-CV residuals.
+            operator = torch.zeros(g, fits.train.shape[0], n, n, dtype=y.dtype, device=device)
+            best_error = torch.full((g, n_outer), torch.inf, dtype=y.dtype, device=device)
+            best = torch.zeros(g, n_outer, dtype=torch.long, device=device)
+            for position, a in enumerate(grid):
+                candidate = _prediction_operator(extraction, fits, int(a))  # (g, B, n, n)
+                # Total squared error over the targets on each inner fit's held-out stimuli: ‖R Y‖².
+                error = ((held_out - candidate) @ gram_root).square().sum(dim=(-2, -1))
+                error = error.reshape(g, n_outer, n_per_fold)[:, :, 1:].sum(dim=-1)
+                better = error < best_error  # strictly: the fewest components on ties
+                best = torch.where(better, position, best)
+                best_error = torch.where(better, error, best_error)
+                use = better.repeat_interleave(n_per_fold, dim=1)[..., None, None]
+                operator = torch.where(use, candidate, operator)
+            chosen[:, layers.start:layers.stop] = grid[best.cpu().numpy()].T
+            inner = operator.reshape(g, n_outer, n_per_fold, n, n)[:, :, 1:]
+            held = fits.held_out.reshape(n_outer, n_per_fold, n)[None, :, 1:, :, None]
+            residual_maker = (torch.eye(n, dtype=y.dtype, device=device) * held - inner).sum(dim=2)  # (g, F, n, n)
+            training_sizes = fits.train[outer_rows].sum(dim=1).to(y.dtype)  # (F,)
+            quadratic = residual_maker.transpose(-1, -2) @ residual_maker / training_sizes[None, :, None, None]
+            error_weights = _pair_weights(quadratic).reshape(g * n_outer, -1)
+            outer = operator[:, outer_rows]  # (g, F, n, n)
+            groups = []
+            for size, fold_ids in by_size.items():
+                test = torch.as_tensor(np.stack([test_sets[f] for f in fold_ids]), device=device)  # (k, b)
+                rows = outer[:, fold_ids][:, torch.arange(len(fold_ids), device=device)[:, None], test]  # (g, k, b, n)
+                groups.append((fold_ids, test, rows.reshape(-1, n)))
+        train_masks = fits.train[outer_rows].T.to(y.dtype)  # (n, F)
+        for start in range(0, n_targets, chunk_size):
+            chunk = y[:, start:start + chunk_size]
+            columns = slice(start, start + chunk.shape[1])
+            mse = (error_weights @ _pair_products(chunk).T).reshape(g, n_outer, -1)
+            mean = (train_masks.T @ chunk) / training_sizes[:, None]
+            variance = ((train_masks.T @ chunk.square()) / training_sizes[:, None] - mean.square())
+            errors[:, layers.start:layers.stop, columns] = (
+                mse / variance.clamp_min(torch.finfo(y.dtype).tiny)).transpose(0, 1).cpu().numpy()
+            for fold_ids, test, rows in groups:
+                predicted = (rows @ chunk).reshape(g, len(fold_ids), test.shape[1], -1)
+                r = _held_out_pearson(predicted, chunk[test])  # (g, k, chunk)
+                scores[fold_ids, layers.start:layers.stop, columns] = r.transpose(0, 1).cpu().numpy()
+    return PlsFoldsResult(fold_scores=scores, fold_components=chosen, fold_errors=errors)
+
+
+@dataclass(frozen=True)
+class _Fits:
+    """Which stimuli each fit trains on and predicts; one row per fit (B fits)."""
+
+    train: torch.Tensor  # (B, n) bool
+    held_out: torch.Tensor  # (B, n) bool
+
+
+@dataclass(frozen=True)
+class _Extraction:
+    """Components of every fit: g layers × B fits, each embedded in the n stimuli."""
+
+    kernel: torch.Tensor  # (g, B, n, n) centred training kernel, zero outside train × train
+    cross: torch.Tensor  # (g, B, n, n) held-out rows × training columns, centred with training means
+    scores: torch.Tensor  # (g, B, n, A) T, orthonormal columns (zero where left out)
+    y_scores: torch.Tensor  # (g, B, n, A) U = P M T
+
+
+def _fold_fits(test_sets: list[np.ndarray], n: int, inner_folds: int, rng: np.random.Generator):
+    """Per outer fold: the outer fit, then one fit per inner fold of its training part."""
+    train_rows, held_rows, inner_sizes = [], [], []
+    for test in test_sets:
+        training = np.setdiff1d(np.arange(n), test)
+        outer_train = np.zeros(n, dtype=bool)
+        outer_train[training] = True
+        train_rows.append(outer_train)
+        held_rows.append(~outer_train)
+        for inner in stimulus_folds(training.size, inner_folds, 1, rng):
+            held = np.zeros(n, dtype=bool)
+            held[training[inner]] = True
+            train_rows.append(outer_train & ~held)
+            held_rows.append(held)
+            inner_sizes.append(training.size - inner.size)
+    return _Fits(torch.as_tensor(np.stack(train_rows)), torch.as_tensor(np.stack(held_rows))), inner_sizes
+
+
+def _centred_on(kernels: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+    """Kernels centred with each fit's training means: (..., n, n) and (B, n) → (..., B, n, n)."""
+    weights = train.to(kernels.dtype) / train.sum(dim=1, keepdim=True)  # (B, n)
+    row_means = (kernels[..., None, :, :] @ weights[:, :, None])[..., 0]  # (..., B, n): mean_j K_aj
+    grand = (row_means * weights).sum(dim=-1)  # (..., B)
+    return (kernels[..., None, :, :] - row_means[..., :, None] - row_means[..., None, :]
+            + grand[..., None, None])
+
+
+def _extract(kernels: torch.Tensor, fits: _Fits, centred_gram: torch.Tensor, n_components: int,
+             n_targets: int) -> _Extraction:
+    """Kernel PLS components of every layer's fits (module docstring), each from one eigendecomposition.
+
+    ``kernels`` (g, n, n) raw; ``centred_gram`` (B, n, n) the responses' Gram centred per fit.
+    With ``M = L Lᵀ`` (``L`` of shape n × r, ``r = min(n, n_targets)``, from one symmetric
+    eigendecomposition per fit shared by the layers), ``t`` is the top eigenvector of
+    ``K_k M`` exactly when ``z`` is the top eigenvector of the symmetric r × r matrix
+    ``S_k = Lᵀ K_k L``, with the same eigenvalue ``λ``, and ``t ∝ K_k L z``. ``K_k L`` comes
+    from ``K L`` (once) and ``K T`` (a column per component), so a component costs one
+    ``K t``, products of n × r by r × r or k × r, and ``S_k``'s eigendecomposition; nothing
+    iterates.
+    """
+    train = fits.train.to(kernels.dtype)
+    centred = _centred_on(kernels, fits.train)  # (g, B, n, n)
+    on_train = train[:, :, None] * train[:, None, :]
+    kernel = centred * on_train
+    cross = centred * (fits.held_out.to(kernels.dtype)[:, :, None] * train[:, None, :])
+    gram = centred_gram * on_train  # (B, n, n)
+    g, b, n = kernel.shape[0], kernel.shape[1], kernel.shape[-1]
+    dtype, device = kernel.dtype, kernel.device
+    rank = min(n, n_targets)
+    values, vectors = _eigh(gram)
+    root = vectors[..., -rank:] * values[..., -rank:].clamp_min(0.0).sqrt()[..., None, :]  # (B, n, r)
+    scores = torch.zeros(g, b, n, n_components, dtype=dtype, device=device)
+    y_scores = torch.zeros_like(scores)
+    kernel_scores = torch.zeros_like(scores)  # K T, one column per component
+    kernel_root = kernel @ root  # (g, B, n, r)
+    first_eigenvalue = None
+    for k in range(n_components):
+        # P K P L = P (K L - K T (Tᵀ L)) with P = I - T Tᵀ: no n × n product per component.
+        previous, kernel_previous = scores[..., :k], kernel_scores[..., :k]
+        on_previous = _per_fit(root.transpose(-1, -2), previous).transpose(-1, -2)  # Tᵀ L: (g, B, k, r)
+        deflated_root = root - previous @ on_previous  # P L
+        image = kernel_root - kernel_previous @ on_previous  # K P L
+        eigenvalues, eigenvectors = _eigh(deflated_root.transpose(-1, -2) @ image)
+        eigenvalue = eigenvalues[..., -1]
+        if first_eigenvalue is None:
+            first_eigenvalue = eigenvalue
+        t = image @ eigenvectors[..., -1:]  # (g, B, n, 1)
+        t = t - previous @ (previous.transpose(-1, -2) @ t)
+        t = t / t.norm(dim=-2, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+        # Once the layer's or the responses' rank is exhausted, the eigenproblem is rounding noise.
+        t = t * (eigenvalue > RANK_TOLERANCE * first_eigenvalue).to(dtype)[..., None, None]
+        u = _per_fit(gram, t)
+        scores[..., k:k + 1] = t
+        y_scores[..., k:k + 1] = u - previous @ (previous.transpose(-1, -2) @ u)
+        kernel_scores[..., k:k + 1] = kernel @ t
+    return _Extraction(kernel, cross, scores, y_scores)
+
+
+def _per_fit(matrices: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``matrices @ x`` for matrices (B, n, m) shared by the layers of x (g, B, m, c): one batched
+    product over the fits, where broadcasting would copy the matrices once per layer."""
+    g, b, m, c = x.shape
+    stacked = x.permute(1, 2, 0, 3).reshape(b, m, g * c)
+    return torch.bmm(matrices, stacked).reshape(b, matrices.shape[1], g, c).permute(2, 0, 1, 3)
+
+
+def _eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with _one_cpu_thread(matrices.device):
+        return torch.linalg.eigh(matrices)
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """One torch thread on the CPU: the fits are many small batched products and
+    eigendecompositions, which threads slow down (measured on a shared 2-core machine: 1.7 s per
+    layer on one thread, 6.9 s on two, for an area of 20 neurons; as ridge's eigensolver)."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _prediction_operator(extraction: _Extraction, fits: _Fits, n_components: int) -> torch.Tensor:
+    """Rows of the held-out stimuli of each fit: ``ŷ = (11ᵀ/m + C U (Tᵀ K U)⁻¹ Tᵀ) y``; (g, B, n, n)."""
+    t = extraction.scores[..., :n_components]
+    u = extraction.y_scores[..., :n_components]
+    middle = t.transpose(-1, -2) @ extraction.kernel @ u  # (g, B, A, A)
+    # A left-out component is a zero column of T and U: an identity entry keeps the system
+    # solvable and adds nothing (its column of U and row of Tᵀ are zero).
+    left_out = (t.abs().amax(dim=-2) == 0).to(t.dtype)  # (g, B, A)
+    middle = middle + torch.diag_embed(left_out)
+    coefficients = torch.linalg.solve(middle, t.transpose(-1, -2))  # (g, B, A, n)
+    train = fits.train.to(t.dtype)
+    held = fits.held_out.to(t.dtype)
+    mean = held[:, :, None] * train[:, None, :] / train.sum(dim=1)[:, None, None]
+    return mean + (extraction.cross @ u) @ coefficients
+
+
+def _pair_weights(quadratic: torch.Tensor) -> torch.Tensor:
+    """A symmetric quadratic form over the n stimuli as weights on the pairs ``i <= j`` (row-major).
+
+    ``yᵀ A y = Σ_i A_ii y_i² + Σ_{i<j} 2 A_ij y_i y_j``: the order of ``_pair_products``.
+    """
+    n = quadratic.shape[-1]
+    rows, columns = torch.triu_indices(n, n, device=quadratic.device)
+    doubled = torch.where(rows == columns, 1.0, 2.0).to(quadratic.dtype)
+    symmetric = 0.5 * (quadratic + quadratic.transpose(-1, -2))
+    return symmetric[..., rows, columns] * doubled
