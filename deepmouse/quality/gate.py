@@ -143,7 +143,8 @@ def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str 
         + validator.validate("rsa_scores", rsa, ex.layer_scores_expectations(
             ["model_id", "layer_index", "modality", "site_kind", "site", "metric"])
                              + nan_fraction(rsa))
-        + validator.validate("cka_scores", cka, ex.layer_scores_expectations(["model_id", "layer_index", "site_kind", "site", "estimator"])
+        + validator.validate("cka_scores", cka, ex.layer_scores_expectations(
+            ["model_id", "layer_index", "modality", "site_kind", "site", "estimator"])
                              + nan_fraction(cka))
         + per_neuron_findings
         + sql_findings

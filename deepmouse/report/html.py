@@ -124,18 +124,23 @@ def _headline_table(tables: ReportTables, headline: dict[str, dict]) -> str:
 
 def _low_ceiling_table(tables: ReportTables) -> str:
     """The areas whose noise ceiling is below ``scoring.min_ceiling``, apart from the rest: their
-    raw scores stand in the figures, but they have no normalised score and normalised means skip them."""
+    raw scores stand in the figures, but they have no normalised score and normalised means skip them.
+    Like the figures, of the figures' recording (``tables.modality``) when both were scored."""
     ranking = tables.ranking
     flagged = ranking[ranking["low_ceiling"] | (ranking["n_low_ceiling"] > 0)]
+    # The ceilings differ between the recordings (dF/F vs spike counts): say whose these are.
+    of = (f" of the {html.escape(tables.modality)} recording (the other's are in the view "
+          "<code>model_ranking</code>, columns <code>low_ceiling</code> and <code>n_low_ceiling</code>)"
+          if len(tables.modalities) > 1 else "")
     if flagged.empty:
-        return ('<p class="caption">No area\'s ceiling, and no neuron\'s, is below the minimum ceiling '
+        return (f'<p class="caption">No area\'s ceiling, and no neuron\'s{of}, is below the minimum ceiling '
                 "(scoring.min_ceiling): every normalised score is shown.</p>")
     frame = (flagged.groupby(["method", "layer_selection", "site"], as_index=False)
              .agg(noise_ceiling=("noise_ceiling", "first"), flagged=("low_ceiling", "all"),
                   units_skipped=("n_low_ceiling", "max"), n_neurons=("n_neurons", "max"), models=("model_id", "nunique"))
              .rename(columns={"site": "area", "flagged": "no normalised score",
                               "units_skipped": "neurons or sites skipped"}))
-    caption = ("<p class=\"caption\">Scores whose noise ceiling is below the minimum ceiling (scoring.min_ceiling): "
+    caption = (f"<p class=\"caption\">Scores{of} whose noise ceiling is below the minimum ceiling (scoring.min_ceiling): "
                "the raw score is kept and ranked, but r / √ceiling of a small ceiling is mostly noise, so there is "
                "no normalised score, and normalised means skip them. Regression counts the neurons left out of "
                "the area's normalised mean.</p>")

@@ -270,7 +270,7 @@ def _pair_rows(kept: pd.DataFrame, models: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 # ----------------------------------------------------------------------- kept from run to run
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
 """Raised whenever the record's layout or meaning changes, so no older record is trusted."""
 
 COMPARISONS_CODE = "deepmouse.scoring.comparisons:compare_models"
