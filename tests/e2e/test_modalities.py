@@ -40,8 +40,22 @@ def test_both_recordings_are_scored_at_every_area(small_run: Path, store, params
     assert units == (0,)
     scores = store.execute("select modality, count(distinct site), count(*) from model_scores where site_kind = 'area' "
                            "group by modality order by modality").fetchall()
-    n = len(params["zoo"]["models"]) * len(areas) * 2 * 2  # models x areas x methods x rules
+    methods = {"rsa", "cka", "regression"} | ({"pls"} if params["scoring"].get("pls", {}).get("enabled") else set())
+    n = len(params["zoo"]["models"]) * len(areas) * len(methods) * len(params["scoring"]["layer_selection"])
     assert scores == [("calcium", len(areas), n), ("neuropixels", len(areas), n)]
+    per_method = store.execute("select modality, list(distinct method order by method) from model_scores "
+                               "group by modality order by modality").fetchall()
+    assert per_method == [(m, sorted(methods)) for m in ("calcium", "neuropixels")]
+    # Each recording's layer tables and comparisons: CKA's as RSA's, every pair within one modality.
+    for table in ("rsa_scores", "cka_scores"):
+        sites = store.execute(f"select modality, count(distinct site) from {table} where site_kind = 'area' "
+                              "group by modality order by modality").fetchall()
+        assert sites == [("calcium", len(areas)), ("neuropixels", len(areas))], table
+    n_models = len(params["zoo"]["models"])
+    pairs = store.execute("select modality, method, count(*) from model_comparisons where site_kind = 'area' "
+                          "group by modality, method order by modality, method").fetchall()
+    n_pairs = n_models * (n_models - 1) // 2 * len(areas) * len(params["scoring"]["layer_selection"])
+    assert pairs == [(m, method, n_pairs) for m in ("calcium", "neuropixels") for method in sorted(methods)]
     side = store.execute("select count(*), count(distinct area), bool_and(n_models = ?) from modality_agreement",
                          [len(params["zoo"]["models"])]).fetchone()
     assert side == (n, len(areas), True)
