@@ -113,3 +113,4 @@ def test_the_report_shows_one_recording_in_its_figures_and_both_side_by_side(bot
     write_report(path, tmp_path / "report")
     page = (tmp_path / "report" / "index.html").read_text()
     assert "Two recordings side by side" in page and "spearman_r" in page
+    assert "of the calcium recording" in page  # the low ceilings listed are the figures' recording's
