@@ -76,7 +76,7 @@ def test_nwb_dir_pulls_every_file_of_the_nested_folder(null_project, null_store)
     assert all((null_project / "data/raw/nwb_dir/neuropixels" / s["file"]).exists() for s in sessions)
 
 
-def test_every_models_cv_score_is_zero_for_both_methods(null_store):
+def test_every_models_cv_score_is_zero_for_every_method(null_store):
     rows = null_store.execute(
         "select model_id, method, avg(score) as mean, max(abs(score)) as worst, count(*) as n from model_scores "
         "where layer_selection = 'cv' and site_kind = 'area' and modality = 'calcium' "
