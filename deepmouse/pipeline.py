@@ -233,7 +233,12 @@ def run_neurons(params: Params, responses_dir: str | Path, out_path: str | Path,
     from deepmouse.data.sources.readers import reader_of_responses
 
     responses_dir = Path(responses_dir)
-    neurons = reader_of_responses(responses_dir).neurons(params, responses_dir)
+    reader = reader_of_responses(responses_dir)
+    neurons = reader.neurons(params, responses_dir)
+    if "modality" not in neurons.columns:
+        # Rankings, checks and comparisons are per recording: a neuron without one cannot be placed.
+        raise DataError(f"neurons: the reader {type(reader).__name__} gave no 'modality' column "
+                        f"(calcium or neuropixels) for the neurons of {responses_dir}")
     # Only the row count: whether reliability could be measured at all.
     n_trials = pq.ParquetFile(responses_dir / "trials.parquet").metadata.num_rows
     with atomic_file(out_path) as staging:
@@ -246,11 +251,16 @@ def run_neurons(params: Params, responses_dir: str | Path, out_path: str | Path,
         for area, rows in neurons.groupby("area")
     }
     summary = {"recorded": int(len(neurons)), "selected": int(neurons["selected"].sum()), "areas": counts}
+    by_modality = {modality: (int(rows["selected"].sum()), len(rows)) for modality, rows in neurons.groupby("modality")}
+    if len(by_modality) > 1:  # areas above pool both recordings; here each on its own
+        summary["modalities"] = {m: {"recorded": n, "selected": k} for m, (k, n) in by_modality.items()}
     write_text(counts_path, json.dumps(summary, indent=2) + "\n")
     running = ", running-modulated excluded" if params.neurons.exclude_running_modulated else ""
     rule = (f"reliability >= {params.neurons.reliability_threshold}{running}" if n_trials
             else "responsive; no trials, so no reliability threshold")
-    return (f"neurons: {summary['selected']} of {summary['recorded']} neurons selected "
+    split = (" (" + ", ".join(f"{m}: {k} of {n}" for m, (k, n) in by_modality.items()) + ")"
+             if len(by_modality) > 1 else "")
+    return (f"neurons: {summary['selected']} of {summary['recorded']} neurons selected{split} "
             f"({rule}) in {len(counts)} areas")
 
 

@@ -45,13 +45,15 @@ CREATE OR REPLACE TABLE neurons (
     cc_max             DOUBLE,              -- Schoppe et al. 2016; cc_max^2 ~ reliability; NULL without trials
     image_selective    BOOLEAN,             -- NULL without trials
     running_modulated  BOOLEAN,             -- NULL without trials
-    selected           BOOLEAN NOT NULL
+    selected           BOOLEAN NOT NULL,
+    modality           VARCHAR NOT NULL     -- calcium (two-photon) | neuropixels (units: neuron_id = 10^12 + unit_id)
 );
 
 -- RSA score of every model layer at every site (area, area x layer, area x Cre line).
 CREATE OR REPLACE TABLE rsa_scores (
     model_id       VARCHAR NOT NULL,
     layer_index    INTEGER NOT NULL,
+    modality       VARCHAR NOT NULL,    -- calcium | neuropixels: the recording of the site's neurons
     site_kind      VARCHAR NOT NULL,    -- area | area_layer | area_cre
     site           VARCHAR NOT NULL,    -- e.g. VISp, VISp|L4, VISp|Cux2-CreERT2
     metric         VARCHAR NOT NULL,    -- pearson | spearman | kendall_tau_a
@@ -64,6 +66,7 @@ CREATE OR REPLACE TABLE rsa_scores (
 CREATE OR REPLACE TABLE cka_scores (
     model_id       VARCHAR NOT NULL,
     layer_index    INTEGER NOT NULL,
+    modality       VARCHAR NOT NULL,    -- calcium | neuropixels: the recording of the site's neurons
     site_kind      VARCHAR NOT NULL,    -- the RSA sites: area | area_layer | area_cre
     site           VARCHAR NOT NULL,
     estimator      VARCHAR NOT NULL,    -- unbiased (U-statistic HSIC) | biased
@@ -103,6 +106,7 @@ CREATE OR REPLACE TABLE model_scores (
     model_id           VARCHAR NOT NULL,
     method             VARCHAR NOT NULL,   -- rsa | cka | regression | pls
     layer_selection    VARCHAR NOT NULL,   -- max (best layer, optimistic) | cv (chosen and scored on disjoint data)
+    modality           VARCHAR NOT NULL,   -- calcium | neuropixels: the recording of the site's neurons
     site_kind          VARCHAR NOT NULL,
     site               VARCHAR NOT NULL,
     score              DOUBLE  NOT NULL,
@@ -138,6 +142,7 @@ CREATE OR REPLACE TABLE neuron_scores (
 CREATE OR REPLACE TABLE model_comparisons (
     method           VARCHAR NOT NULL,
     layer_selection  VARCHAR NOT NULL,
+    modality         VARCHAR NOT NULL,   -- models are compared within one recording
     site_kind        VARCHAR NOT NULL,
     site             VARCHAR NOT NULL,
     model_a          VARCHAR NOT NULL,
@@ -148,13 +153,14 @@ CREATE OR REPLACE TABLE model_comparisons (
     p_value          DOUBLE  NOT NULL,
     q_value          DOUBLE  NOT NULL,   -- Benjamini-Hochberg over the pairs of the site
     distinguishable  BOOLEAN NOT NULL,   -- q_value < scoring.comparisons.fdr
-    PRIMARY KEY (method, layer_selection, site_kind, site, model_a, model_b)
+    PRIMARY KEY (method, layer_selection, modality, site_kind, site, model_a, model_b)
 );
 
 -- How well each area's neurons are predicted from the other animals' neurons, by the models'
 -- mapping, folds and bootstrap (the inter-animal ceiling). NULL scores: fewer than 2 animals.
 CREATE OR REPLACE TABLE interanimal_consistency (
     area              VARCHAR NOT NULL,
+    modality          VARCHAR NOT NULL,   -- calcium | neuropixels: animals are compared within one recording
     method            VARCHAR NOT NULL,   -- rsa | regression | pls (when scoring.pls.enabled)
     score             DOUBLE,             -- mean over target neurons (regression, PLS) or target animals (RSA)
     ci_low            DOUBLE,             -- bootstrap over neurons (regression) or stimuli (RSA)
@@ -162,5 +168,5 @@ CREATE OR REPLACE TABLE interanimal_consistency (
     normalized_score  DOUBLE,             -- split-half corrected: the target's score / sqrt(its ceiling), none below scoring.min_ceiling
     n_animals         INTEGER NOT NULL,
     n_neurons         INTEGER NOT NULL,
-    PRIMARY KEY (area, method)
+    PRIMARY KEY (area, modality, method)
 );

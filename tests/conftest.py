@@ -119,8 +119,9 @@ def score_tables() -> dict[str, pd.DataFrame]:
     neurons.insert(neurons.columns.get_loc("reliability") + 1, "cc_max", np.sqrt(neurons["reliability"]))
     neurons["selected"] = neurons["reliability"] >= 0.75
     neurons.loc[[0, 4], "selected"] = True
+    neurons["modality"] = "calcium"
     rsa = pd.concat([
-        pd.DataFrame({"model_id": m, "layer_index": range(3), "site_kind": "area", "site": area,
+        pd.DataFrame({"model_id": m, "layer_index": range(3), "modality": "calcium", "site_kind": "area", "site": area,
                       "metric": "pearson", "score": rng.uniform(0, 0.5, 3), "noise_ceiling": 0.8, "n_neurons": 2})
         for m in models["model_id"] for area in ("VISp", "VISl")
     ], ignore_index=True)
@@ -130,15 +131,16 @@ def score_tables() -> dict[str, pd.DataFrame]:
         for m in models["model_id"] for layer in range(3)
     ], ignore_index=True)
     model_scores = pd.DataFrame([
-        {"model_id": m, "method": method, "layer_selection": rule, "site_kind": "area", "site": area,
-         "score": s, "ci_low": s - 0.05, "ci_high": s + 0.05, "normalized_score": s / np.sqrt(0.8),
+        {"model_id": m, "method": method, "layer_selection": rule, "modality": "calcium", "site_kind": "area",
+         "site": area, "score": s, "ci_low": s - 0.05, "ci_high": s + 0.05, "normalized_score": s / np.sqrt(0.8),
          "noise_ceiling": 0.8, "best_layer_index": 1, "best_layer_depth": 0.5, "layer_stability": 1.0,
          "n_neurons": 2, "low_ceiling": False, "n_low_ceiling": 0, "source": "simulated"}
         for m, base in (("alexnet", 0.4), ("alexnet_random", 0.3))
         for method in ("rsa", "cka", "regression") for rule in ("max", "cv") for area, s in (("VISp", base), ("VISl", base - 0.1))
     ])
     model_comparisons = pd.DataFrame([
-        {"method": method, "layer_selection": rule, "site_kind": "area", "site": area, "model_a": "alexnet",
+        {"method": method, "layer_selection": rule, "modality": "calcium", "site_kind": "area", "site": area,
+         "model_a": "alexnet",
          "model_b": "alexnet_random", "difference": 0.1, "ci_low": 0.02, "ci_high": 0.18, "p_value": 0.01,
          "q_value": 0.01, "distinguishable": area == "VISp"}
         for method in ("rsa", "cka", "regression") for rule in ("max", "cv") for area in ("VISp", "VISl")
@@ -167,7 +169,8 @@ def interanimal_table(neurons: pd.DataFrame, scores: dict[str, float]) -> pd.Dat
     for area, score in scores.items():
         n_animals = selected.loc[selected["area"] == area, "animal"].nunique()
         value = score if n_animals >= 2 else np.nan
-        rows += [{"area": area, "method": method, "score": value, "ci_low": value - 0.05, "ci_high": value + 0.05,
+        rows += [{"area": area, "modality": "calcium", "method": method, "score": value, "ci_low": value - 0.05,
+                  "ci_high": value + 0.05,
                   "normalized_score": value / np.sqrt(0.8), "n_animals": n_animals,
                   "n_neurons": int((selected["area"] == area).sum())} for method in ("rsa", "regression")]
     return pd.DataFrame(rows)

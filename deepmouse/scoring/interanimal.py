@@ -287,12 +287,17 @@ def site_animals(neurons: pd.DataFrame, kinds) -> pd.DataFrame:
     """
     check_animals(neurons)
     selected = neurons[neurons["selected"].astype(bool)]
+    # Animals are counted within one recording: a mouse in both is two sites' animal, once each.
+    within = ["modality"] if "modality" in selected.columns else []
     frames = []
     for kind in kinds:
         columns = list(SITE_COLUMNS[kind])
-        counts = selected.groupby(columns, sort=True)["animal"].nunique().reset_index()
+        counts = selected.groupby(within + columns, sort=True)["animal"].nunique().reset_index()
         site = counts[columns].astype(str).agg("|".join, axis=1)
-        frames.append(pd.DataFrame({"site_kind": kind, "site": site, "n_animals": counts["animal"].astype(np.int64)}))
+        frame = pd.DataFrame({"site_kind": kind, "site": site, "n_animals": counts["animal"].astype(np.int64)})
+        if within:
+            frame.insert(1, "modality", counts["modality"].astype(str).to_numpy())
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
@@ -311,17 +316,26 @@ def attach_interanimal(model_scores: pd.DataFrame, consistency: pd.DataFrame, ne
     Raises
     ------
     DataError
-        If the consistency holds more than one row for an area and method (one modality per
-        area is what the model scores' sites name).
+        If the consistency holds more than one row for an area and method (within a
+        recording, when the scores carry ``modality``).
     """
-    scores = model_scores.merge(site_animals(neurons, model_scores["site_kind"].unique()),
-                                on=["site_kind", "site"], how="left", validate="many_to_one")
-    ceiling = consistency.loc[:, ["area", "method", "score", "ci_low"]].rename(
+    animals = site_animals(neurons, model_scores["site_kind"].unique())
+    # Sites are named within a recording: keyed by modality wherever both sides carry one.
+    within = ["modality"] if "modality" in model_scores.columns and "modality" in animals.columns else []
+    scores = model_scores.merge(animals if within else animals.drop(columns="modality", errors="ignore"),
+                                on=["site_kind", *within, "site"], how="left", validate="many_to_one")
+    if within and "modality" not in consistency.columns:
+        raise DataError(f"{CONSISTENCY_FILE}: no 'modality' column beside scores per recording; "
+                        "rerun the scores stage (`dvc repro scores`)")
+    ceiling = consistency.loc[:, ["area", *within, "method", "score", "ci_low"]].rename(
         columns={"area": "site", "score": "interanimal_consistency", "ci_low": "_ci_low"}).assign(site_kind="area")
-    if ceiling.duplicated(["site", "method"]).any():
-        row = ceiling[ceiling.duplicated(["site", "method"], keep=False)].iloc[0]
-        raise DataError(f"{CONSISTENCY_FILE}: more than one consistency for area {row['site']}, method {row['method']}")
-    scores = scores.merge(ceiling, on=["site_kind", "site", "method"], how="left", validate="many_to_one")
+    keys = [*within, "site", "method"]
+    if ceiling.duplicated(keys).any():
+        row = ceiling[ceiling.duplicated(keys, keep=False)].iloc[0]
+        where = f"{row['modality']} " if within else ""
+        raise DataError(f"{CONSISTENCY_FILE}: more than one consistency for {where}area {row['site']}, "
+                        f"method {row['method']}")
+    scores = scores.merge(ceiling, on=["site_kind", *keys], how="left", validate="many_to_one")
     consistency_value = scores["interanimal_consistency"].to_numpy(dtype=np.float64)
     distinguishable = scores.pop("_ci_low").to_numpy(dtype=np.float64) > 0
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -77,10 +77,11 @@ KEY_FILE = "key.json"
 COMPARISONS_FILE = "model_comparisons.parquet"
 COMPARISONS_RECORD = "model_comparisons.json"
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """Raised whenever the files of a model's folder change layout, so no older folder is reused.
 2: folders kept by :mod:`deepmouse.keyed` (sealed record; inputs by path and sha256).
-3: ``cka_scores.parquet``; ``low_ceiling`` in ``model_scores`` and ``neuron_scores``."""
+3: ``cka_scores.parquet``; ``low_ceiling`` in ``model_scores`` and ``neuron_scores``.
+4: ``modality`` in ``rsa_scores``, ``cka_scores``, ``model_scores`` and ``bootstrap_replicates``."""
 
 SCORING_CODE = "deepmouse.scoring.run:_score_one"
 """The scoring of one model (reading its feature entry, scoring, writing its folder): the key's code

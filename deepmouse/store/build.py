@@ -55,13 +55,13 @@ TABLE_KEYS = {
     "models": ("model_id",),
     "layers": ("model_id", "layer_index"),
     "neurons": ("neuron_id",),
-    "rsa_scores": ("model_id", "layer_index", "site_kind", "site", "metric"),
-    "cka_scores": ("model_id", "layer_index", "site_kind", "site", "estimator"),
+    "rsa_scores": ("model_id", "layer_index", "modality", "site_kind", "site", "metric"),
+    "cka_scores": ("model_id", "layer_index", "modality", "site_kind", "site", "estimator"),
     "regression_scores": ("model_id", "layer_index", "neuron_id"),
-    "model_scores": ("model_id", "method", "layer_selection", "site_kind", "site"),
+    "model_scores": ("model_id", "method", "layer_selection", "modality", "site_kind", "site"),
     "neuron_scores": ("model_id", "method", "layer_selection", "neuron_id"),
-    "model_comparisons": ("method", "layer_selection", "site_kind", "site", "model_a", "model_b"),
-    "interanimal_consistency": ("area", "method"),
+    "model_comparisons": ("method", "layer_selection", "modality", "site_kind", "site", "model_a", "model_b"),
+    "interanimal_consistency": ("area", "modality", "method"),
 }
 """The columns that name one row of each table: what an error or a failed check shows of a row."""
 

@@ -1,6 +1,6 @@
 -- Inter-animal consistencies are correlations within [-1, 1] with ordered intervals, and only
 -- areas with at least 2 animals have one.
-SELECT area, method, score, ci_low, ci_high, n_animals,
+SELECT area, modality, method, score, ci_low, ci_high, n_animals,
        CASE WHEN n_animals < 2 THEN 'a consistency with fewer than 2 animals'
             ELSE 'score out of range or CI inverted' END AS problem
 FROM interanimal_consistency

@@ -8,18 +8,18 @@
 -- say low_ceiling; n_low_ceiling counts the units left out of normalized_score.
 CREATE OR REPLACE VIEW model_ranking AS
 WITH ranked AS (
-    SELECT rank() OVER (PARTITION BY method, layer_selection, site_kind, site ORDER BY score DESC) AS rank,
-           row_number() OVER (PARTITION BY method, layer_selection, site_kind, site ORDER BY score DESC, model_id) AS position,
+    SELECT rank() OVER (PARTITION BY method, layer_selection, modality, site_kind, site ORDER BY score DESC) AS rank,
+           row_number() OVER (PARTITION BY method, layer_selection, modality, site_kind, site ORDER BY score DESC, model_id) AS position,
            s.*
     FROM model_scores AS s
 ),
 best AS (
-    SELECT method, layer_selection, site_kind, site, model_id AS best_model_id
+    SELECT method, layer_selection, modality, site_kind, site, model_id AS best_model_id
     FROM ranked
     WHERE position = 1
 )
 SELECT
-    r.rank, r.method, r.layer_selection, r.site_kind, r.site,
+    r.rank, r.method, r.layer_selection, r.modality, r.site_kind, r.site,
     r.model_id, m.display_name, m.family, m.training_category, m.training,
     r.score, r.ci_low, r.ci_high, r.normalized_score, r.noise_ceiling,
     r.normalized_interanimal, r.interanimal_consistency, r.above_interanimal, r.n_animals,
@@ -32,8 +32,9 @@ SELECT
          ELSE 'not distinguishable from best' END AS standing
 FROM ranked AS r
 JOIN models AS m USING (model_id)
-JOIN best AS b USING (method, layer_selection, site_kind, site)
+JOIN best AS b USING (method, layer_selection, modality, site_kind, site)
 LEFT JOIN model_comparisons AS c
-  ON c.method = r.method AND c.layer_selection = r.layer_selection AND c.site_kind = r.site_kind AND c.site = r.site
+  ON c.method = r.method AND c.layer_selection = r.layer_selection AND c.modality = r.modality
+ AND c.site_kind = r.site_kind AND c.site = r.site
  AND ((c.model_a = r.model_id AND c.model_b = b.best_model_id) OR (c.model_b = r.model_id AND c.model_a = b.best_model_id))
-ORDER BY r.method, r.layer_selection, r.site_kind, r.site, r.rank, r.model_id;
+ORDER BY r.method, r.layer_selection, r.modality, r.site_kind, r.site, r.rank, r.model_id;
