@@ -12,8 +12,9 @@ import pytest
 from deepmouse.scoring.interanimal import attach_interanimal
 from tests.runs import REPO, build_in_background, check_unchanged, shared_run  # noqa: F401 (REPO: imported from here by many tests)
 
-# Spread test by test over the xdist workers: every test builds its own model, none shares a fixture.
-SPREAD = {"tests/models/test_whole_zoo.py"}
+# Spread test by test over the xdist workers: every test builds its own model (the whole zoo) or
+# copies the default run for itself (the documentation's blocks); none shares a module fixture.
+SPREAD = {"tests/models/test_whole_zoo.py", "tests/test_docs.py"}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -171,7 +171,8 @@ def build_in_background(tmp_path_factory: pytest.TempPathFactory, label: str, *,
 
     The first call of a session (of any xdist worker: a marker file in the shared folder says
     it was started) starts it; :func:`shared_run` then finds it built, or waits on its lock.
-    The process uses one thread (one core): the tests run beside it. It stops, with the
+    Its stages use every core, with waiting threads sleeping (``OMP_WAIT_POLICY=PASSIVE``): they
+    share the cores with the tests at first, and have them alone at the end. It stops, with the
     `dvc repro` it runs, when the process ``owner_pid`` (the test session: the xdist
     controller, or pytest itself) is gone; a half-built folder is built again by the next
     caller of :func:`build_once`.
@@ -186,7 +187,10 @@ def build_in_background(tmp_path_factory: pytest.TempPathFactory, label: str, *,
     if params is not None:
         params_file = str(root / f"{label}.background.yaml")
         Path(params_file).write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    # Every core: its stages run beside the tests at first, alone at the end, when its readers wait
+    # for it. Waiting threads sleep instead of spinning, so sharing the cores costs little.
+    cores = str(len(os.sched_getaffinity(0)))
+    env = dict(os.environ, OMP_NUM_THREADS=cores, MKL_NUM_THREADS=cores, OMP_WAIT_POLICY="PASSIVE")
     log = open(root / f"{label}.background.log", "w")  # noqa: SIM115 (the child holds it)
     with log:
         return subprocess.Popen([sys.executable, "-m", "tests.runs", str(root), label, params_file, str(owner_pid)],

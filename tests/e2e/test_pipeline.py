@@ -77,7 +77,7 @@ def test_trained_vs_random_pairs_every_architecture_run_both_ways(project, param
     pairs = _query(project, "select * from trained_vs_random where modality = 'calcium'")
     assert set(pairs["architecture"]) == expected
     n_areas = len(params["data"]["simulated"]["planted_depths"])
-    assert len(pairs) == len(expected) * n_areas * 2 * 2  # methods x layer-selection rules
+    assert len(pairs) == len(expected) * n_areas * 3 * 2  # methods (rsa, regression, cka) x layer-selection rules
     assert pairs["difference"].notna().all()
 
     figure = plot_trained_vs_random(load_report_tables(project / "data" / "deepmouse.duckdb"))
