@@ -23,10 +23,10 @@ run: env
 	dvc repro
 	dvc metrics show
 
-# TEST_WORKERS=auto runs the tests on pytest-xdist: a worker per core (at most 4), each test
-# file on one worker, each worker's share of the cores for torch in it and in the stages it
-# starts (tests/conftest.py). One process (0) until a gain is measured on an idle 2-core machine.
-TEST_WORKERS ?= 0
+# The tests run on pytest-xdist: a worker per core (at most 4), each test file on one worker,
+# each worker's share of the cores for torch in it and in the stages it starts; the default run
+# builds beside them from the start (tests/conftest.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= auto
 XDIST = -n $(TEST_WORKERS) --maxprocesses=4 --dist loadfile
 
 test: env
