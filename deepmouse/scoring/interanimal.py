@@ -249,13 +249,24 @@ def _rsa_consistency(neural: NeuralData, columns: np.ndarray, animals: np.ndarra
         target, source = columns[animals == animal], columns[animals != animal]
         if len(target) < 2 or len(source) < 2:  # an RDM needs two neurons to correlate
             continue
-        target_entries = upper_triangle(rdm_from_responses(neural.means[:, target]))
-        source_entries = upper_triangle(rdm_from_responses(neural.means[:, source]))
+        try:
+            target_entries = upper_triangle(rdm_from_responses(neural.means[:, target]))
+            source_entries = upper_triangle(rdm_from_responses(neural.means[:, source]))
+        except DataError:
+            # A stimulus with one response in every unit of a few (two units both silent in
+            # its window) has no correlation with the others: this animal's RDM, or the
+            # others', is undefined, and the animal is left out as a target, as one with a
+            # single neuron is.
+            continue
         values = select_rsa(source_entries[None], target_entries, weights, halves, pairs, cfg.rsa.comparison,
                             ("max",))["max"].values
         per_animal.append(values)
         if neural.has_trials:
-            ceiling = rdm_noise_ceiling(neural.half_a[:, target], neural.half_b[:, target], method=cfg.rsa.comparison)
+            try:
+                ceiling = rdm_noise_ceiling(neural.half_a[:, target], neural.half_b[:, target],
+                                            method=cfg.rsa.comparison)
+            except DataError:  # a half's RDM undefined as above: no ceiling, no corrected score
+                ceiling = np.nan
             corrected.append(normalise_scores(values[0], ceiling, cfg.min_ceiling)[0])
     if not per_animal:
         return np.full(cfg.bootstrap.n + 1, np.nan), np.nan

@@ -279,3 +279,19 @@ def test_site_animals_counts_selected_neurons_only():
                             "cre_line": ["A", "A", "B", "B"], "selected": [True, True, False, True]})
     counts = site_animals(neurons, ["area", "area_cre"]).set_index("site")["n_animals"]
     assert counts.to_dict() == {"VISp": 2, "VISp|A": 2, "VISp|B": 1}
+
+
+def test_an_animal_whose_rdm_is_undefined_is_left_out_of_the_rsa_consistency(small):
+    # m3's three units give stimulus 5 one response each (silent in its window): its RDM is
+    # undefined, so m3 is no RSA target; the others are scored as without it.
+    tied = NeuralData(small.neurons, small.means.copy(), small.half_a.copy(), small.half_b.copy())
+    m3 = (small.neurons["animal"] == "m3").to_numpy()
+    for array in (tied.means, tied.half_a, tied.half_b):
+        array[5, m3] = 0.0
+    areas, _ = score_interanimal(tied, _cfg())
+    rs = []
+    for animal in ("m1", "m2"):
+        target = (small.neurons["animal"] == animal).to_numpy()
+        rs.append(pearsonr(_upper(1 - np.corrcoef(tied.means[:, target])),
+                           _upper(1 - np.corrcoef(tied.means[:, ~target])))[0])
+    assert areas.set_index("method").loc["rsa", "score"] == pytest.approx(np.mean(rs), abs=1e-10)
