@@ -22,7 +22,7 @@ import pandas as pd
 from deepmouse.atomic import atomic_dir, atomic_file, remove_stale_staging_in, write_text
 from deepmouse.config import Params
 from deepmouse.failures import doing
-from deepmouse.errors import DeepmouseError, StoreError
+from deepmouse.errors import DataError, DeepmouseError, StoreError
 
 Progress = Callable[[str], None]
 
@@ -233,7 +233,12 @@ def run_neurons(params: Params, responses_dir: str | Path, out_path: str | Path,
     from deepmouse.data.sources.readers import reader_of_responses
 
     responses_dir = Path(responses_dir)
-    neurons = reader_of_responses(responses_dir).neurons(params, responses_dir)
+    reader = reader_of_responses(responses_dir)
+    neurons = reader.neurons(params, responses_dir)
+    if "modality" not in neurons.columns:
+        # Rankings, checks and comparisons are per recording: a neuron without one cannot be placed.
+        raise DataError(f"neurons: the reader {type(reader).__name__} gave no 'modality' column "
+                        f"(calcium or neuropixels) for the neurons of {responses_dir}")
     # Only the row count: whether reliability could be measured at all.
     n_trials = pq.ParquetFile(responses_dir / "trials.parquet").metadata.num_rows
     with atomic_file(out_path) as staging:
@@ -246,11 +251,16 @@ def run_neurons(params: Params, responses_dir: str | Path, out_path: str | Path,
         for area, rows in neurons.groupby("area")
     }
     summary = {"recorded": int(len(neurons)), "selected": int(neurons["selected"].sum()), "areas": counts}
+    by_modality = {modality: (int(rows["selected"].sum()), len(rows)) for modality, rows in neurons.groupby("modality")}
+    if len(by_modality) > 1:  # areas above pool both recordings; here each on its own
+        summary["modalities"] = {m: {"recorded": n, "selected": k} for m, (k, n) in by_modality.items()}
     write_text(counts_path, json.dumps(summary, indent=2) + "\n")
     running = ", running-modulated excluded" if params.neurons.exclude_running_modulated else ""
     rule = (f"reliability >= {params.neurons.reliability_threshold}{running}" if n_trials
             else "responsive; no trials, so no reliability threshold")
-    return (f"neurons: {summary['selected']} of {summary['recorded']} neurons selected "
+    split = (" (" + ", ".join(f"{m}: {k} of {n}" for m, (k, n) in by_modality.items()) + ")"
+             if len(by_modality) > 1 else "")
+    return (f"neurons: {summary['selected']} of {summary['recorded']} neurons selected{split} "
             f"({rule}) in {len(counts)} areas")
 
 
@@ -284,6 +294,7 @@ def run_scores(params: Params, features_root: str | Path, stimuli_dir: str | Pat
     Only models without current scores are scored (:mod:`deepmouse.scoring.run`); the
     comparisons of every pair are recomputed from all the models' folders.
     """
+    from deepmouse.scoring.interanimal import describe_consistency
     from deepmouse.scoring.run import score_models, table_rows
 
     tables = score_models(params.zoo.models, features_root, params.features, stimuli_dir, neurons_path, responses_dir,
@@ -295,7 +306,8 @@ def run_scores(params: Params, features_root: str | Path, stimuli_dir: str | Pat
     n_distinct = int(tables["model_comparisons"]["distinguishable"].sum())
     n_fits = table_rows(out_dir, params.zoo.models, "regression_scores")
     return (f"scores: {len(params.zoo.models)} models, {n_fits} neuron x layer fits; "
-            f"best ({rule}) {leaders}; {n_distinct} of {len(tables['model_comparisons'])} model pairs distinguishable")
+            f"best ({rule}) {leaders}; {n_distinct} of {len(tables['model_comparisons'])} model pairs distinguishable; "
+            + describe_consistency(tables["interanimal_consistency"]))
 
 
 # -------------------------------------------------------------------------- store
@@ -313,6 +325,7 @@ def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, 
     ``scores_dir``, behind views; every other table is copied into the database.
     """
     from deepmouse.features.cache import load_feature_layers
+    from deepmouse.scoring.interanimal import CONSISTENCY_FILE, attach_interanimal
     from deepmouse.scoring.run import COMPARISONS_FILE, check_feature_key, model_table_files, read_model_tables, \
         stimuli_digest
     from deepmouse.store.build import PARQUET_TABLES, ParquetFiles, build_store
@@ -331,15 +344,19 @@ def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, 
         layers.append(model_layers.assign(model_id=model_id))
     manifest, _ = read_manifest(raw_dir)
     run = run_record(manifest, params_json, sql_dir)
+    neurons = pd.read_parquet(neurons_path)
+    consistency = _read_scores_file(Path(scores_dir) / CONSISTENCY_FILE)
+    model_scores = read_model_tables(scores_dir, model_ids, "model_scores").assign(source=run["source"])
     tables = {
         "runs": pd.DataFrame([run]),
         "models": pd.DataFrame(models),
         "layers": pd.concat(layers, ignore_index=True),
-        "neurons": pd.read_parquet(neurons_path),
+        "neurons": neurons,
         "rsa_scores": read_model_tables(scores_dir, model_ids, "rsa_scores"),
         "cka_scores": read_model_tables(scores_dir, model_ids, "cka_scores"),
-        "model_scores": read_model_tables(scores_dir, model_ids, "model_scores").assign(source=run["source"]),
+        "model_scores": attach_interanimal(model_scores, consistency, neurons),
         "model_comparisons": pd.read_parquet(Path(scores_dir) / COMPARISONS_FILE),
+        "interanimal_consistency": consistency,
         **{name: ParquetFiles(model_table_files(scores_dir, model_ids, name)) for name in PARQUET_TABLES},
     }
     counts = build_store(db_path, tables, sql_dir)
@@ -347,6 +364,13 @@ def run_store(params: Params, scores_dir: str | Path, neurons_path: str | Path, 
     return (f"store: {run['source']} data, run {run['run_id']}: "
             + ", ".join(f"{name} {n}" for name, n in counts.items() if name != "runs")
             + f" rows in {db_path} ({kept} as views over {scores_dir})")
+
+
+def _read_scores_file(path: Path) -> pd.DataFrame:
+    """A table the scores stage writes once per run (not per model), or a DataError saying how to get it."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run the scores stage (`dvc repro scores`)")
+    return pd.read_parquet(path)
 
 
 def training_category(training: str) -> str:

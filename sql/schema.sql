@@ -36,6 +36,7 @@ CREATE OR REPLACE TABLE neurons (
     neuron_id          BIGINT PRIMARY KEY,
     experiment_id      BIGINT  NOT NULL,
     container_id       BIGINT  NOT NULL,
+    animal             VARCHAR NOT NULL,    -- the mouse: the session's specimen (table: the animal column)
     area               VARCHAR NOT NULL,
     cre_line           VARCHAR NOT NULL,
     imaging_depth      INTEGER,
@@ -44,13 +45,15 @@ CREATE OR REPLACE TABLE neurons (
     cc_max             DOUBLE,              -- Schoppe et al. 2016; cc_max^2 ~ reliability; NULL without trials
     image_selective    BOOLEAN,             -- NULL without trials
     running_modulated  BOOLEAN,             -- NULL without trials
-    selected           BOOLEAN NOT NULL
+    selected           BOOLEAN NOT NULL,
+    modality           VARCHAR NOT NULL     -- calcium (two-photon) | neuropixels (units: neuron_id = 10^12 + unit_id)
 );
 
 -- RSA score of every model layer at every site (area, area x layer, area x Cre line).
 CREATE OR REPLACE TABLE rsa_scores (
     model_id       VARCHAR NOT NULL,
     layer_index    INTEGER NOT NULL,
+    modality       VARCHAR NOT NULL,    -- calcium | neuropixels: the recording of the site's neurons
     site_kind      VARCHAR NOT NULL,    -- area | area_layer | area_cre
     site           VARCHAR NOT NULL,    -- e.g. VISp, VISp|L4, VISp|Cux2-CreERT2
     metric         VARCHAR NOT NULL,    -- pearson | spearman | kendall_tau_a
@@ -63,6 +66,7 @@ CREATE OR REPLACE TABLE rsa_scores (
 CREATE OR REPLACE TABLE cka_scores (
     model_id       VARCHAR NOT NULL,
     layer_index    INTEGER NOT NULL,
+    modality       VARCHAR NOT NULL,    -- calcium | neuropixels: the recording of the site's neurons
     site_kind      VARCHAR NOT NULL,    -- the RSA sites: area | area_layer | area_cre
     site           VARCHAR NOT NULL,
     estimator      VARCHAR NOT NULL,    -- unbiased (U-statistic HSIC) | biased
@@ -102,6 +106,7 @@ CREATE OR REPLACE TABLE model_scores (
     model_id           VARCHAR NOT NULL,
     method             VARCHAR NOT NULL,   -- rsa | cka | regression | pls
     layer_selection    VARCHAR NOT NULL,   -- max (best layer, optimistic) | cv (chosen and scored on disjoint data)
+    modality           VARCHAR NOT NULL,   -- calcium | neuropixels: the recording of the site's neurons
     site_kind          VARCHAR NOT NULL,
     site               VARCHAR NOT NULL,
     score              DOUBLE  NOT NULL,
@@ -115,7 +120,11 @@ CREATE OR REPLACE TABLE model_scores (
     n_neurons          INTEGER NOT NULL,
     low_ceiling        BOOLEAN NOT NULL,   -- ceiling below scoring.min_ceiling (regression: every neuron's): no normalized_score
     n_low_ceiling      INTEGER NOT NULL,   -- units left out of normalized_score: neurons (regression), the site (RSA, CKA: 0 or 1)
-    source             VARCHAR NOT NULL    -- the neural data: simulated | nwb_dir | allen | table
+    source             VARCHAR NOT NULL,   -- the neural data: simulated | nwb_dir | allen | table
+    n_animals          INTEGER NOT NULL,   -- animals among the site's selected neurons
+    interanimal_consistency DOUBLE,        -- area sites: the other animals' score (interanimal_consistency)
+    normalized_interanimal  DOUBLE,        -- score / interanimal_consistency; NULL without one, or where its CI reaches 0
+    above_interanimal  BOOLEAN             -- score > interanimal_consistency: better than another mouse
 );
 
 -- Each selected neuron's score per model, method and layer selection (a view over Parquet).
@@ -133,6 +142,7 @@ CREATE OR REPLACE TABLE neuron_scores (
 CREATE OR REPLACE TABLE model_comparisons (
     method           VARCHAR NOT NULL,
     layer_selection  VARCHAR NOT NULL,
+    modality         VARCHAR NOT NULL,   -- models are compared within one recording
     site_kind        VARCHAR NOT NULL,
     site             VARCHAR NOT NULL,
     model_a          VARCHAR NOT NULL,
@@ -143,5 +153,20 @@ CREATE OR REPLACE TABLE model_comparisons (
     p_value          DOUBLE  NOT NULL,
     q_value          DOUBLE  NOT NULL,   -- Benjamini-Hochberg over the pairs of the site
     distinguishable  BOOLEAN NOT NULL,   -- q_value < scoring.comparisons.fdr
-    PRIMARY KEY (method, layer_selection, site_kind, site, model_a, model_b)
+    PRIMARY KEY (method, layer_selection, modality, site_kind, site, model_a, model_b)
+);
+
+-- How well each area's neurons are predicted from the other animals' neurons, by the models'
+-- mapping, folds and bootstrap (the inter-animal ceiling). NULL scores: fewer than 2 animals.
+CREATE OR REPLACE TABLE interanimal_consistency (
+    area              VARCHAR NOT NULL,
+    modality          VARCHAR NOT NULL,   -- calcium | neuropixels: animals are compared within one recording
+    method            VARCHAR NOT NULL,   -- rsa | regression | pls (when scoring.pls.enabled)
+    score             DOUBLE,             -- mean over target neurons (regression, PLS) or target animals (RSA)
+    ci_low            DOUBLE,             -- bootstrap over neurons (regression) or stimuli (RSA)
+    ci_high           DOUBLE,
+    normalized_score  DOUBLE,             -- split-half corrected: the target's score / sqrt(its ceiling), none below scoring.min_ceiling
+    n_animals         INTEGER NOT NULL,
+    n_neurons         INTEGER NOT NULL,
+    PRIMARY KEY (area, modality, method)
 );

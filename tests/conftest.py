@@ -9,10 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from deepmouse.scoring.interanimal import attach_interanimal
 from tests.runs import REPO, build_in_background, check_unchanged, shared_run  # noqa: F401 (REPO: imported from here by many tests)
 
-# Spread test by test over the xdist workers: every test builds its own model, none shares a fixture.
-SPREAD = {"tests/models/test_whole_zoo.py"}
+# Spread test by test over the xdist workers: every test builds its own model (the whole zoo) or
+# copies the default run for itself (the documentation's blocks); none shares a module fixture.
+SPREAD = {"tests/models/test_whole_zoo.py", "tests/test_docs.py"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -110,7 +112,7 @@ def score_tables() -> dict[str, pd.DataFrame]:
     ], ignore_index=True)
     neurons = pd.DataFrame({
         "neuron_id": np.arange(8) + 1000, "experiment_id": [1] * 4 + [2] * 4, "container_id": [11] * 4 + [12] * 4,
-        "area": ["VISp"] * 4 + ["VISl"] * 4, "cre_line": "Cux2-CreERT2", "imaging_depth": 175,
+        "animal": ["m1", "m2"] * 4, "area": ["VISp"] * 4 + ["VISl"] * 4, "cre_line": "Cux2-CreERT2", "imaging_depth": 175,
         "cortical_layer": "L2/3", "reliability": rng.uniform(0.5, 0.95, 8), "image_selective": True,
         "running_modulated": False,
     })
@@ -118,8 +120,9 @@ def score_tables() -> dict[str, pd.DataFrame]:
     neurons.insert(neurons.columns.get_loc("reliability") + 1, "cc_max", np.sqrt(neurons["reliability"]))
     neurons["selected"] = neurons["reliability"] >= 0.75
     neurons.loc[[0, 4], "selected"] = True
+    neurons["modality"] = "calcium"
     rsa = pd.concat([
-        pd.DataFrame({"model_id": m, "layer_index": range(3), "site_kind": "area", "site": area,
+        pd.DataFrame({"model_id": m, "layer_index": range(3), "modality": "calcium", "site_kind": "area", "site": area,
                       "metric": "pearson", "score": rng.uniform(0, 0.5, 3), "noise_ceiling": 0.8, "n_neurons": 2})
         for m in models["model_id"] for area in ("VISp", "VISl")
     ], ignore_index=True)
@@ -129,15 +132,16 @@ def score_tables() -> dict[str, pd.DataFrame]:
         for m in models["model_id"] for layer in range(3)
     ], ignore_index=True)
     model_scores = pd.DataFrame([
-        {"model_id": m, "method": method, "layer_selection": rule, "site_kind": "area", "site": area,
-         "score": s, "ci_low": s - 0.05, "ci_high": s + 0.05, "normalized_score": s / np.sqrt(0.8),
+        {"model_id": m, "method": method, "layer_selection": rule, "modality": "calcium", "site_kind": "area",
+         "site": area, "score": s, "ci_low": s - 0.05, "ci_high": s + 0.05, "normalized_score": s / np.sqrt(0.8),
          "noise_ceiling": 0.8, "best_layer_index": 1, "best_layer_depth": 0.5, "layer_stability": 1.0,
          "n_neurons": 2, "low_ceiling": False, "n_low_ceiling": 0, "source": "simulated"}
         for m, base in (("alexnet", 0.4), ("alexnet_random", 0.3))
         for method in ("rsa", "cka", "regression") for rule in ("max", "cv") for area, s in (("VISp", base), ("VISl", base - 0.1))
     ])
     model_comparisons = pd.DataFrame([
-        {"method": method, "layer_selection": rule, "site_kind": "area", "site": area, "model_a": "alexnet",
+        {"method": method, "layer_selection": rule, "modality": "calcium", "site_kind": "area", "site": area,
+         "model_a": "alexnet",
          "model_b": "alexnet_random", "difference": 0.1, "ci_low": 0.02, "ci_high": 0.18, "p_value": 0.01,
          "q_value": 0.01, "distinguishable": area == "VISp"}
         for method in ("rsa", "cka", "regression") for rule in ("max", "cv") for area in ("VISp", "VISl")
@@ -150,9 +154,27 @@ def score_tables() -> dict[str, pd.DataFrame]:
         for neuron_id in selected["neuron_id"]
     ])
     runs = runs_table([1, 2])
+    consistency = interanimal_table(neurons, {"VISp": 0.5, "VISl": 0.35})
     return {"runs": runs, "models": models, "layers": layers, "neurons": neurons, "rsa_scores": rsa,
-            "cka_scores": rsa.drop(columns="metric").assign(estimator="unbiased"), "regression_scores": regression, "model_scores": model_scores, "neuron_scores": neuron_scores,
-            "model_comparisons": model_comparisons}
+            "cka_scores": rsa.drop(columns="metric").assign(estimator="unbiased"), "regression_scores": regression,
+            "model_scores": attach_interanimal(model_scores, consistency, neurons),
+            "neuron_scores": neuron_scores, "model_comparisons": model_comparisons,
+            "interanimal_consistency": consistency}
+
+
+def interanimal_table(neurons: pd.DataFrame, scores: dict[str, float]) -> pd.DataFrame:
+    """The store's ``interanimal_consistency`` rows of these areas (one score per area for both
+    methods), with the selected neurons' animals and counts; no score where an area has one animal."""
+    selected = neurons[neurons["selected"]]
+    rows = []
+    for area, score in scores.items():
+        n_animals = selected.loc[selected["area"] == area, "animal"].nunique()
+        value = score if n_animals >= 2 else np.nan
+        rows += [{"area": area, "modality": "calcium", "method": method, "score": value, "ci_low": value - 0.05,
+                  "ci_high": value + 0.05,
+                  "normalized_score": value / np.sqrt(0.8), "n_animals": n_animals,
+                  "n_neurons": int((selected["area"] == area).sum())} for method in ("rsa", "regression")]
+    return pd.DataFrame(rows)
 
 
 @pytest.fixture(scope="session")

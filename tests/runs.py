@@ -83,7 +83,8 @@ def small_params(models: list[str]) -> dict:
     """The repository's params cut to a project that runs in about a minute (for fault tests)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["zoo"]["models"] = list(models)
-    params["data"]["simulated"].update(experiments_per_area=1, neurons_per_experiment=20, n_repeats=20,
+    # Two experiments (two animals) per area, so that every area has an inter-animal consistency.
+    params["data"]["simulated"].update(experiments_per_area=2, neurons_per_experiment=10, n_repeats=20,
                                        image_height=92, image_width=118)
     params["neurons"]["reliability_threshold"] = 0.3
     params["scoring"]["bootstrap"]["n"] = 100
@@ -170,7 +171,8 @@ def build_in_background(tmp_path_factory: pytest.TempPathFactory, label: str, *,
 
     The first call of a session (of any xdist worker: a marker file in the shared folder says
     it was started) starts it; :func:`shared_run` then finds it built, or waits on its lock.
-    The process uses one thread (one core): the tests run beside it. It stops, with the
+    Its stages use every core, with waiting threads sleeping (``OMP_WAIT_POLICY=PASSIVE``): they
+    share the cores with the tests at first, and have them alone at the end. It stops, with the
     `dvc repro` it runs, when the process ``owner_pid`` (the test session: the xdist
     controller, or pytest itself) is gone; a half-built folder is built again by the next
     caller of :func:`build_once`.
@@ -185,7 +187,10 @@ def build_in_background(tmp_path_factory: pytest.TempPathFactory, label: str, *,
     if params is not None:
         params_file = str(root / f"{label}.background.yaml")
         Path(params_file).write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    # Every core: its stages run beside the tests at first, alone at the end, when its readers wait
+    # for it. Waiting threads sleep instead of spinning, so sharing the cores costs little.
+    cores = str(len(os.sched_getaffinity(0)))
+    env = dict(os.environ, OMP_NUM_THREADS=cores, MKL_NUM_THREADS=cores, OMP_WAIT_POLICY="PASSIVE")
     log = open(root / f"{label}.background.log", "w")  # noqa: SIM115 (the child holds it)
     with log:
         return subprocess.Popen([sys.executable, "-m", "tests.runs", str(root), label, params_file, str(owner_pid)],

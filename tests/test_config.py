@@ -30,12 +30,14 @@ def test_defaults_equal_an_empty_file():
 
 DEFAULTS = {
     "data": {
-        "source": "simulated", "nwb_dir": None, "neuropixels_dir": None,
+        "source": "simulated", "modalities": ("calcium",), "nwb_dir": None, "neuropixels_dir": None,
         "simulated": {"seed": 0, "tuning": "planted", "generator": "alexnet_random", "generator_seed": 0,
                       "planted_depths": {"VISp": 0.1, "VISl": 0.25, "VISrl": 0.4, "VISal": 0.55, "VISpm": 0.7,
                                          "VISam": 0.85},
                       "experiments_per_area": 2, "neurons_per_experiment": 50, "n_repeats": 50, "image_height": 230,
-                      "image_width": 294, "readout_sparsity": 0.1, "noise_range": (0.05, 1.0)},
+                      "image_width": 294, "readout_sparsity": 0.1, "noise_range": (0.05, 1.0),
+                      "animal_variation": 0.2,
+                      "neuropixels": {"sessions": 3, "units_per_area": 8, "units_outside": 2, "n_repeats": 50}},
         "allen": {"cache_dir": "data/allen_cache", "areas": None, "cre_lines": None, "imaging_depths": None,
                   "max_experiments": None, "retries": 5, "timeout_s": 60.0, "events": False,
                   "neuropixels": {"enabled": False, "cache_dir": "data/neuropixels_cache", "areas": None,
@@ -75,8 +77,9 @@ order would invalidate every cache, so they are compared by repr, which tells th
 
 def test_defaults_and_the_shipped_file_parse_to_the_values_they_always_had():
     assert repr(dataclasses.asdict(parse_params({}))) == repr(DEFAULTS)
-    shipped = yaml.safe_load((REPO / "params.yaml").read_text())  # the defaults written out, and eleven models
-    expected = {**DEFAULTS, "zoo": {"models": tuple(shipped["zoo"]["models"]), "custom": ()}}
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())  # the defaults, 11 models, both recordings
+    expected = {**DEFAULTS, "zoo": {"models": tuple(shipped["zoo"]["models"]), "custom": ()},
+                "data": {**DEFAULTS["data"], "modalities": ("calcium", "neuropixels")}}
     assert repr(dataclasses.asdict(load_params(REPO / "params.yaml"))) == repr(expected)
     # What stages/params.py writes, and the run's scoring key reads back (tuples as lists).
     assert json.dumps(dataclasses.asdict(parse_params({})), indent=2, sort_keys=True) == json.dumps(
@@ -137,6 +140,8 @@ def test_values_are_stored_as_declared():
         ({"neurons": {"n_split": 10}}, r"neurons\.n_split: unknown key; known keys here: .*n_splits"),
         ({"data": {"source": "nwb_dir"}}, r"data\.nwb_dir: required when data\.source is 'nwb_dir'"),
         ({"data": {"simulated": {"planted_depths": {"V1": 0.2}}}}, r"planted_depths: unknown area 'V1'"),
+        ({"data": {"simulated": {"animal_variation": 1.0}}},
+         r"data\.simulated\.animal_variation: must be in \[0, 1\), got 1\.0"),
         ({"zoo": {"models": []}}, r"zoo\.models: list at least one model id"),
         ({"zoo": "alexnet"}, r"zoo: expected a mapping"),
         # Each kind of error pydantic reports, named by its dotted key.
@@ -146,8 +151,9 @@ def test_values_are_stored_as_declared():
         ({"data": {"allen": {"imaging_depths": [175, 275.5]}}},
          r"^data\.allen\.imaging_depths\[1\]: expected an integer, got 275\.5$"),
         ({"data": {"simulated": {"nope": 1}}},
-         r"^data\.simulated\.nope: unknown key; known keys here: experiments_per_area, generator, generator_seed, "
-         r"image_height, image_width, n_repeats, neurons_per_experiment, noise_range, planted_depths, "
+         r"^data\.simulated\.nope: unknown key; known keys here: animal_variation, experiments_per_area, generator, "
+         r"generator_seed, image_height, image_width, n_repeats, neurons_per_experiment, neuropixels, noise_range, "
+         r"planted_depths, "
          r"readout_sparsity, seed, tuning$"),
         ({"neurons": {1: 2}}, r"^neurons\.1: unknown key; known keys here: exclude_running_modulated, "),
         ({"zoo": {"custom": [{"id": "tiny", "bogus": 1}]}},
@@ -189,6 +195,18 @@ def test_values_are_stored_as_declared():
         ({"responses": {"definition": "allen_sweep", "signal": "events"}},
          r"^responses\.signal: 'events' applies to definition 'window' only"),
         ({"compute": {"scheduler": "host:8786"}}, r"^compute\.scheduler: must be a Dask scheduler address"),
+        ({"data": {"modalities": []}}, r"^data\.modalities: list at least one of calcium, neuropixels$"),
+        ({"data": {"modalities": ["calcium", "ephys"]}}, r"^data\.modalities: unknown modality 'ephys'"),
+        ({"data": {"modalities": ["calcium", "calcium"]}}, r"^data\.modalities: a modality is listed twice"),
+        ({"data": {"modalities": "calcium"}}, r"^data\.modalities: "),
+        ({"data": {"source": "table", "modalities": ["neuropixels"], "table": {"responses": "x.csv"}}},
+         r"^data\.modalities: neuropixels is pulled by the simulated, allen and nwb_dir sources"),
+        ({"data": {"source": "allen", "modalities": ["neuropixels"]}},
+         r"^data\.modalities: \[neuropixels\] alone needs data\.source 'simulated'"),
+        ({"data": {"simulated": {"neuropixels": {"units_per_area": 0}}}},
+         r"^data\.simulated\.neuropixels\.units_per_area: must be positive, got 0$"),
+        ({"data": {"simulated": {"neuropixels": {"n_repeats": 1}}}},
+         r"^data\.simulated\.neuropixels\.n_repeats: must be at least 2"),
     ],
 )
 def test_bad_params_name_the_key(raw, message):
@@ -224,6 +242,18 @@ def test_edges_of_the_ranges_are_accepted():
                            "checks": {"min_selected_per_area": 0, "max_nan_fraction": 1}})
     assert params.responses.window == (0.0, 2.0) and params.responses.baseline == (-2.0, 0.0)
     assert params.neurons.reliability_threshold == 0.0 and params.checks.max_nan_fraction == 1.0
+
+
+def test_modalities_alone_and_together_are_valid(tmp_path):
+    for modalities in (["calcium"], ["neuropixels"], ["calcium", "neuropixels"]):
+        assert parse_params({"data": {"modalities": modalities}}).data.modalities == tuple(modalities)
+    with pytest.raises(ConfigError, match=r"^data\.modalities: lists neuropixels with data\.source 'nwb_dir': "
+                                          r"set data\.neuropixels_dir"):
+        parse_params({"data": {"source": "nwb_dir", "nwb_dir": str(tmp_path),
+                               "modalities": ["calcium", "neuropixels"]}})
+    both = parse_params({"data": {"source": "nwb_dir", "nwb_dir": str(tmp_path), "neuropixels_dir": str(tmp_path),
+                                  "modalities": ["calcium", "neuropixels"]}})
+    assert both.data.modalities == ("calcium", "neuropixels")
 
 
 def test_nwb_dir_must_exist_when_it_is_the_source(tmp_path, monkeypatch):

@@ -46,7 +46,8 @@ from deepmouse.atomic import write_bytes
 from deepmouse.config.base import AREAS, Section, validated
 from deepmouse.config.checks import ChecksConfig
 from deepmouse.config.compute import ComputeConfig
-from deepmouse.config.data import AllenConfig, DataConfig, NeuropixelsPullConfig, SimulatedConfig, TableConfig
+from deepmouse.config.data import (MODALITIES, AllenConfig, DataConfig, NeuropixelsPullConfig, SimulatedConfig,
+                                   SimulatedNeuropixelsConfig, TableConfig)
 from deepmouse.config.features import FeaturesConfig
 from deepmouse.config.neurons import NeuronsConfig
 from deepmouse.config.responses import (MAX_RESPONSE_SPAN_S, NeuropixelsResponsesConfig, ResponsesConfig,
@@ -60,8 +61,8 @@ __all__ = [
     "AREAS", "MAX_RESPONSE_SPAN_S", "AllenConfig", "BootstrapConfig", "ChecksConfig", "CkaConfig", "ComparisonsConfig",
     "ComputeConfig", "CrossValidationConfig", "CustomModelConfig", "DataConfig", "FeaturesConfig", "NeuronsConfig",
     "NeuropixelsPullConfig", "NeuropixelsResponsesConfig", "Params", "PlsConfig", "RegressionConfig",
-    "ResponsesConfig", "RsaConfig", "ScoringConfig", "SimulatedConfig", "TableConfig", "UnitFiltersConfig",
-    "ZooConfig", "load_params", "parse_params", "set_zoo_models",
+    "ResponsesConfig", "RsaConfig", "ScoringConfig", "SimulatedConfig", "SimulatedNeuropixelsConfig", "MODALITIES",
+    "TableConfig", "UnitFiltersConfig", "ZooConfig", "load_params", "parse_params", "set_zoo_models",
 ]
 
 

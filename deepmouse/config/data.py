@@ -29,6 +29,30 @@ SIMULATED_PRESETS: Mapping[str, Mapping[str, object]] = {
 preset in params.yaml wins over the preset's value."""
 
 
+MODALITIES = ("calcium", "neuropixels")
+"""Recording modalities a pull can hold: two-photon calcium imaging and Neuropixels spikes."""
+
+
+@dataclass(frozen=True)
+class SimulatedNeuropixelsConfig(Section):
+    """Sizes of the simulated Neuropixels sessions, written when ``data.modalities`` lists ``neuropixels``.
+
+    One session per animal (``sessions``), one probe per area of ``data.simulated.planted_depths``,
+    ``units_per_area`` units in that area plus ``units_outside`` on channels outside the visual
+    areas (hippocampus, outside the brain), which the area filter drops. The units' tuning follows
+    ``data.simulated.tuning`` (:mod:`deepmouse.data.simulated_ecephys`).
+    """
+
+    sessions: StrictInt = 3
+    units_per_area: StrictInt = 8
+    units_outside: StrictInt = 2
+    n_repeats: StrictInt = 50
+
+    _check_positive = field_validator("sessions", "units_per_area")(positive)
+    _check_outside = field_validator("units_outside")(at_least(0))
+    _check_repeats = field_validator("n_repeats")(at_least(2, "split-half reliability needs two trials"))
+
+
 @dataclass(frozen=True)
 class SimulatedConfig(Section):
     """The embedded default source: Allen-layout NWB files with a planted generator.
@@ -36,6 +60,8 @@ class SimulatedConfig(Section):
     ``tuning: planted`` neurons read out the generator's layer at each area's planted depth;
     ``tuning: random`` neurons have image tuning drawn independently of the images and of
     every model (null data for the scores), and ``planted_depths`` then only names the areas.
+    ``animal_variation``: the fraction of each planted neuron's drive private to its animal
+    (each experiment is one animal), which neither a model nor the other animals predict.
 
     ``experiments_per_area`` is one count for every area or a count per area (every area of
     ``planted_depths``, no other); ``neurons_per_experiment`` is one size for every
@@ -62,6 +88,8 @@ class SimulatedConfig(Section):
     image_width: StrictInt = 294
     readout_sparsity: StrictFloat = 0.1
     noise_range: tuple[StrictFloat, StrictFloat] = (0.05, 1.0)
+    animal_variation: StrictFloat = 0.2
+    neuropixels: SimulatedNeuropixelsConfig = field(default_factory=SimulatedNeuropixelsConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -123,6 +151,13 @@ class SimulatedConfig(Section):
             if not 0 <= depth <= 1:
                 raise invalid(f"depth must be in [0, 1], got {depth}", key=area)
         return depths
+
+    @field_validator("animal_variation")
+    @classmethod
+    def _check_animal_variation(cls, variation: float) -> float:
+        if not 0 <= variation < 1:
+            raise invalid(f"must be in [0, 1), got {variation}")
+        return variation
 
     @field_validator("noise_range")
     @classmethod
@@ -284,14 +319,38 @@ class TableConfig(Section):
 @dataclass(frozen=True)
 class DataConfig(Section):
     source: Literal["simulated", "nwb_dir", "allen", "table"] = "simulated"
+    modalities: tuple[StrictStr, ...] = ("calcium",)
     nwb_dir: StrictStr | None = None
     neuropixels_dir: StrictStr | None = None
     simulated: SimulatedConfig = field(default_factory=SimulatedConfig)
     allen: AllenConfig = field(default_factory=AllenConfig)
     table: TableConfig = field(default_factory=TableConfig)
 
+    @field_validator("modalities")
+    @classmethod
+    def _check_modalities(cls, modalities: tuple[str, ...]) -> tuple[str, ...]:
+        if not modalities:
+            raise invalid(f"list at least one of {', '.join(MODALITIES)}")
+        for modality in modalities:
+            if modality not in MODALITIES:
+                raise invalid(f"unknown modality {modality!r}; known: {', '.join(MODALITIES)}")
+        if len(set(modalities)) != len(modalities):
+            raise invalid(f"a modality is listed twice: {list(modalities)}")
+        return modalities
+
     @model_validator(mode="after")
     def _check_source(self) -> DataConfig:
+        if "neuropixels" in self.modalities:
+            if self.source == "table":
+                raise invalid("neuropixels is pulled by the simulated, allen and nwb_dir sources; "
+                              "data.source 'table' holds the recordings of its tables only", key="modalities")
+            if self.source == "nwb_dir" and self.neuropixels_dir is None:
+                raise invalid("lists neuropixels with data.source 'nwb_dir': set data.neuropixels_dir to the "
+                              "folder of Neuropixels session NWB files", key="modalities")
+            if "calcium" not in self.modalities and self.source != "simulated":
+                # The scenes shown come from the two-photon files; a Neuropixels session file holds none.
+                raise invalid("[neuropixels] alone needs data.source 'simulated' (the scenes are read from the "
+                              "two-photon files, which the other sources then do not pull)", key="modalities")
         if self.source == "nwb_dir" and not self.nwb_dir:
             raise invalid("required when data.source is 'nwb_dir'", key="nwb_dir")
         # Checked here, not first at the pull, so `deepmouse check-params` and the params stage

@@ -62,7 +62,7 @@ from deepmouse.data.responses import trials_array
 from deepmouse.errors import ConfigError, DataError
 from deepmouse.metrics.reliability import cc_max, split_half_reliability
 
-NEURON_COLUMNS = ("neuron_id", "experiment_id", "container_id", "area", "cre_line", "imaging_depth",
+NEURON_COLUMNS = ("neuron_id", "experiment_id", "container_id", "animal", "area", "cre_line", "imaging_depth",
                   "cortical_layer", "reliability", "cc_max", "anova_p", "image_selective", "running_r",
                   "running_modulated", "responsive", "selected")
 
@@ -291,7 +291,8 @@ def annotate_listed_neurons(metadata: pd.DataFrame, trials: pd.DataFrame | None,
     ----------
     metadata : DataFrame
         One row per neuron: ``neuron_id``, ``experiment_id``, ``container_id``, ``area``,
-        ``cre_line``, ``imaging_depth``, ``cortical_layer``.
+        ``cre_line``, ``imaging_depth``, ``cortical_layer``, and optionally ``animal``
+        (default: one animal per container, :func:`container_animal`).
     trials : DataFrame or None
         Trial responses of these neurons (columns as for :func:`annotate_neurons`), or
         None (or empty) when only means were given.
@@ -313,6 +314,8 @@ def annotate_listed_neurons(metadata: pd.DataFrame, trials: pd.DataFrame | None,
         Without trials, if ``cfg`` asks for what needs them: ``require_selective`` (an ANOVA
         over trials) or ``max_per_area`` (which keeps the most reliable neurons).
     """
+    if "animal" not in metadata.columns:  # a source that does not say: one animal per container, as session_animal
+        metadata = metadata.assign(animal=[container_animal(c) for c in metadata["container_id"]])
     measured = trials is not None and len(trials) > 0
     if measured:
         stats = pd.concat([_trial_statistics(rows, int(experiment_id), cfg)
@@ -337,12 +340,30 @@ def _annotate_experiment(trials: pd.DataFrame, meta: SessionMetadata, cfg: Neuro
         "neuron_id": stats["neuron_id"],
         "experiment_id": np.full(n, meta.experiment_id, dtype=np.int64),
         "container_id": np.full(n, meta.container_id, dtype=np.int64),
+        "animal": session_animal(meta),
         "area": meta.area,
         "cre_line": meta.cre_line,
         "imaging_depth": np.full(n, meta.imaging_depth, dtype=np.int64),
         "cortical_layer": cortical_layer(meta.cre_line, meta.imaging_depth),
     })
     return pd.concat([described, stats.drop(columns="neuron_id")], axis=1)
+
+
+def session_animal(meta: SessionMetadata) -> str:
+    """The animal a session recorded: its specimen (the Allen donor, e.g. ``Cux2-CreERT2;Camk2a-tTA;Ai93-222426``).
+
+    A file that does not name its specimen stands for one animal per experiment container
+    (``container-<id>``): a container is one field of view in one mouse, so this never
+    merges two mice, though it may count one mouse with two containers twice.
+    """
+    if meta.specimen_name is not None and str(meta.specimen_name).strip():
+        return str(meta.specimen_name).strip()
+    return container_animal(meta.container_id)
+
+
+def container_animal(container_id) -> str:
+    """The animal named after an experiment container, where nothing names the mouse: ``container-<id>``."""
+    return f"container-{int(container_id)}"
 
 
 def _trial_statistics(trials: pd.DataFrame, experiment_id: int, cfg: NeuronsConfig) -> pd.DataFrame:

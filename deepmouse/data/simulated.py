@@ -29,7 +29,7 @@ from deepmouse.config import AREAS, SimulatedConfig
 from deepmouse.data.events import events_path
 from deepmouse.data.session_metadata import SessionMetadata
 from deepmouse.data.scenes import generate_scenes
-from deepmouse.data.simulated_neurons import simulate_random_rates, simulate_rates
+from deepmouse.data.simulated_neurons import animal_drives, simulate_random_rates, simulate_rates
 from deepmouse.data.simulated_sessions import simulate_experiment_nwb
 from deepmouse.data.stimuli import N_IMAGES, N_STIMULI
 from deepmouse.errors import DataError
@@ -144,7 +144,12 @@ def simulate_dataset(
         n_neurons = planned.n_neurons
         noise_levels = rng.permutation(np.linspace(*cfg.noise_range, n_neurons))
         if planted:
-            rates = simulate_rates(planted_features[planned.area], n_neurons, cfg.readout_sparsity, rng)
+            # Each experiment is its own container and mouse; its private drives have their own seed,
+            # so the experiment's other draws do not depend on animal_variation.
+            private = animal_drives(N_STIMULI, n_neurons, np.random.default_rng(
+                np.random.SeedSequence(cfg.seed, spawn_key=(planned.area_index, planned.index, 1))))
+            rates = simulate_rates(planted_features[planned.area], n_neurons, cfg.readout_sparsity, rng,
+                                   animal_drive=private, animal_variation=cfg.animal_variation)
         else:
             rates = simulate_random_rates(N_STIMULI, n_neurons, rng)
         cell_ids = _CELL_ID_BASE + planned.first_cell + np.arange(n_neurons)

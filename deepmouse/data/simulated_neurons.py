@@ -4,7 +4,9 @@ A ``planted`` neuron ``j`` (:func:`simulate_rates`) is a rectified sparse random
 the planted layer's standardised features,
 ``rate[s, j] = peak_j * softplus(beta * (drive[s, j] - theta_j)) / max_s(...)``, with
 ``drive`` the Gaussian-weighted sum of a random ``sparsity`` fraction of the features,
-standardised over stimuli. A ``random`` neuron (:func:`simulate_random_rates`) passes
+standardised over stimuli, mixed with a drive private to the neuron's animal
+(:func:`animal_drives`; each experiment is one container and one mouse, named by its
+``specimen_name``) that carries ``animal_variation`` of its variance. A ``random`` neuron (:func:`simulate_random_rates`) passes
 independent Gaussian drives, one per stimulus and neuron, through the same softplus and
 peak scaling, so it has no relation to the images or to any model but the same rate
 distribution (null data for the scores). Trials, calcium dynamics and noise are
@@ -27,7 +29,8 @@ _THRESHOLD_RANGE = (-1.5, -0.5)
 _PEAK_DFF_RANGE = (0.05, 0.3)
 
 
-def simulate_rates(features: np.ndarray, n_neurons: int, sparsity: float, rng: np.random.Generator) -> np.ndarray:
+def simulate_rates(features: np.ndarray, n_neurons: int, sparsity: float, rng: np.random.Generator, *,
+                   animal_drive: np.ndarray | None = None, animal_variation: float = 0.0) -> np.ndarray:
     """Noiseless mean responses of simulated neurons reading out a layer's features.
 
     Each neuron reads ``max(1, round(sparsity * n_varying))`` features drawn
@@ -45,6 +48,11 @@ def simulate_rates(features: np.ndarray, n_neurons: int, sparsity: float, rng: n
     sparsity : float
         Fraction of the features each neuron reads, in (0, 1].
     rng : numpy.random.Generator
+    animal_drive : ndarray of shape (n_stimuli, n_neurons), optional
+        Each neuron's drive private to its animal (:func:`animal_drives`), mixed in so that
+        a fraction ``animal_variation`` of the standardised drive's variance is the animal's
+        own: what no model and no other animal predicts.
+    animal_variation : float in [0, 1)
 
     Returns
     -------
@@ -74,7 +82,22 @@ def simulate_rates(features: np.ndarray, n_neurons: int, sparsity: float, rng: n
     spread = drive.std(axis=0)
     if np.any(spread <= 1e-12 * np.sqrt(n_read)):
         raise DataError(f"simulate_rates: neuron {np.argmin(spread)} reads features whose weighted sum is constant")
-    return _rectified_rates((drive - drive.mean(axis=0)) / spread, rng)
+    drive = (drive - drive.mean(axis=0)) / spread
+    if animal_drive is not None and animal_variation > 0:
+        private = (animal_drive - animal_drive.mean(axis=0)) / animal_drive.std(axis=0)
+        drive = np.sqrt(1 - animal_variation) * drive + np.sqrt(animal_variation) * private
+        drive = (drive - drive.mean(axis=0)) / drive.std(axis=0)
+    return _rectified_rates(drive, rng)
+
+
+ANIMAL_DIMENSIONS = 10
+"""Stimulus dimensions private to each simulated animal, shared by its neurons."""
+
+
+def animal_drives(n_stimuli: int, n_neurons: int, rng: np.random.Generator) -> np.ndarray:
+    """Drives private to one animal: random readouts of its own ``ANIMAL_DIMENSIONS`` random stimulus
+    dimensions, so its neurons share them with each other but not with other animals, shape (n_stimuli, n_neurons)."""
+    return rng.standard_normal((n_stimuli, ANIMAL_DIMENSIONS)) @ rng.standard_normal((ANIMAL_DIMENSIONS, n_neurons))
 
 
 def simulate_random_rates(n_stimuli: int, n_neurons: int, rng: np.random.Generator) -> np.ndarray:

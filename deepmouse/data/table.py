@@ -19,7 +19,9 @@ Metadata, as columns of the responses table or of ``metadata`` (one row per neur
 on the id; a column may not be in both files): ``area`` (required: one of the six Brain
 Observatory areas or of ``data.table.extra_areas``), ``experiment_id`` (neurons recorded
 together: they must share their trials; default 0, one recording), ``container_id``
-(default: the experiment id), ``cre_line`` (default ``unknown``), ``imaging_depth`` (µm;
+(default: the experiment id), ``animal`` (the mouse, any label; neurons of one animal are
+predicted from the other animals' for the inter-animal consistency; default: one animal per
+container, ``container-<container_id>``), ``cre_line`` (default ``unknown``), ``imaging_depth`` (µm;
 default missing) and ``cortical_layer`` (default: from the Cre line and depth as for the
 Brain Observatory, :func:`~deepmouse.data.selection.cortical_layer`, else ``unknown``).
 Other columns are left out (and listed in the log). In a long table a metadata column

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from deepmouse.config import AREAS
-from deepmouse.data.selection import LAYER_BY_CRE_GENE, cortical_layer
+from deepmouse.data.selection import LAYER_BY_CRE_GENE, container_animal, cortical_layer
 from deepmouse.data.stimuli import N_STIMULI
 from deepmouse.data.table_columns import (
     NAMING_HINT,
@@ -27,7 +27,7 @@ from deepmouse.data.table_columns import (
 )
 from deepmouse.errors import DataError
 
-METADATA_COLUMNS = ("experiment_id", "container_id", "area", "cre_line", "imaging_depth", "cortical_layer")
+METADATA_COLUMNS = ("experiment_id", "container_id", "animal", "area", "cre_line", "imaging_depth", "cortical_layer")
 UNKNOWN = "unknown"
 """``cre_line`` and ``cortical_layer`` where the tables do not say."""
 DEFAULT_EXPERIMENT_ID = 0
@@ -211,10 +211,14 @@ def neuron_metadata(ids: np.ndarray, sources: list[tuple], known_areas: tuple[st
     cre = columns.get("cre_line", pd.Series([None] * n, dtype=object)).fillna(UNKNOWN)
     layer = columns.get("cortical_layer", pd.Series([None] * n, dtype=object))
     derived = [_layer_of(c, d) for c, d in zip(cre, depth)]
+    container = columns.get("container_id", experiment).to_numpy(dtype=np.int64)
+    # Without an animal column each container is one animal, as for NWB files without a specimen.
+    animal = columns.get("animal", pd.Series([container_animal(c) for c in container], dtype=object))
     return pd.DataFrame({
         "neuron_id": ids.astype(np.int64),
         "experiment_id": experiment.to_numpy(dtype=np.int64),
-        "container_id": columns.get("container_id", experiment).to_numpy(dtype=np.int64),
+        "container_id": container,
+        "animal": animal.to_numpy(dtype=object),
         "area": columns["area"].to_numpy(dtype=object),
         "cre_line": cre.to_numpy(dtype=object),
         "imaging_depth": depth.reset_index(drop=True),
@@ -253,6 +257,10 @@ def _checked_metadata(frame: pd.DataFrame, column: str, path, known_areas: tuple
             return numbers.astype(np.int64)
         return numbers.round().astype("Int64")
     text = values.map(lambda v: None if pd.isna(v) or not str(v).strip() else str(v).strip())
+    if column == "animal":
+        blank = np.flatnonzero(text.isna().to_numpy())
+        if blank.size:
+            raise DataError(f"{where(blank[0])}: animal is missing; give it for every neuron or leave the column out")
     if column == "area":
         blank = np.flatnonzero(text.isna().to_numpy())
         if blank.size:

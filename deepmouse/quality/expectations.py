@@ -49,6 +49,12 @@ NOT_MEASURED_WITHOUT_TRIALS = ("normalized_score", "noise_ceiling")
 missing by construction: no ceiling, so nothing to normalise by."""
 
 
+DEFINED_AT_SOME_SITES = ("interanimal_consistency", "normalized_interanimal")
+"""``model_scores`` columns missing by construction at sites that are not areas and in areas
+with fewer than 2 animals (no inter-animal consistency); ``sql/checks/interanimal_in_range.sql``
+checks the consistencies themselves."""
+
+
 def neurons_expectations(extra_areas: Sequence[str] = (), trial_responses: bool = True) -> list:
     """Ids unique, areas known (the six and ``extra_areas``), reliability and CC_max in range.
 
@@ -71,6 +77,7 @@ def neurons_expectations(extra_areas: Sequence[str] = (), trial_responses: bool 
         *reliability,
         gx.expectations.ExpectColumnValuesToNotBeNull(column="cortical_layer"),
         gx.expectations.ExpectColumnValuesToBeInSet(column="selected", value_set=[True, False]),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="modality", value_set=["calcium", "neuropixels"]),
     ]
 
 
@@ -92,7 +99,8 @@ def conditions_per_neuron_expectations() -> list:
 def model_scores_expectations(expected_rows: int) -> list:
     return [
         gx.expectations.ExpectTableRowCountToEqual(value=expected_rows),
-        gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=["model_id", "method", "layer_selection", "site_kind", "site"]),
+        gx.expectations.ExpectCompoundColumnsToBeUnique(
+            column_list=["model_id", "method", "layer_selection", "modality", "site_kind", "site"]),
         gx.expectations.ExpectColumnValuesToNotBeNull(column="score"),
         gx.expectations.ExpectColumnValuesToBeBetween(column="score", min_value=-1.0, max_value=1.0),
         gx.expectations.ExpectColumnValuesToBeInSet(column="method", value_set=["rsa", "cka", "regression", "pls"]),

@@ -128,7 +128,7 @@ def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str 
         con.close()
     means = pd.read_parquet(means_path)
 
-    n_sites = model_scores.groupby(["method", "layer_selection", "site_kind", "site"]).ngroups
+    n_sites = model_scores.groupby(["method", "layer_selection", "modality", "site_kind", "site"]).ngroups
     conditions = means.groupby("neuron_id").size().rename("n_conditions").reset_index()
 
     def nan_fraction(frame: pd.DataFrame, strict=("score",)) -> list:
@@ -139,10 +139,13 @@ def run_checks(db_path: str | Path, means_path: str | Path, sql_checks_dir: str 
         + validator.validate("means", means, ex.means_expectations())
         + validator.validate("conditions_per_neuron", conditions, ex.conditions_per_neuron_expectations())
         + validator.validate("model_scores", model_scores, ex.model_scores_expectations(n_models * n_sites)
-                             + nan_fraction(model_scores))
-        + validator.validate("rsa_scores", rsa, ex.layer_scores_expectations(["model_id", "layer_index", "site_kind", "site", "metric"])
+                             + ex.nan_fraction_expectations(model_scores, cfg.max_nan_fraction,
+                                                            not_measured=(*unmeasured, *ex.DEFINED_AT_SOME_SITES)))
+        + validator.validate("rsa_scores", rsa, ex.layer_scores_expectations(
+            ["model_id", "layer_index", "modality", "site_kind", "site", "metric"])
                              + nan_fraction(rsa))
-        + validator.validate("cka_scores", cka, ex.layer_scores_expectations(["model_id", "layer_index", "site_kind", "site", "estimator"])
+        + validator.validate("cka_scores", cka, ex.layer_scores_expectations(
+            ["model_id", "layer_index", "modality", "site_kind", "site", "estimator"])
                              + nan_fraction(cka))
         + per_neuron_findings
         + sql_findings

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from deepmouse.report.ceilings import CAPTION as CEILINGS_CAPTION, ceilings_table
 from deepmouse.report.figure import ReportFigure
 from deepmouse.report.tables import TRAINING_CATEGORIES, ReportTables
 
@@ -64,8 +65,13 @@ def render_page(tables: ReportTables, figures: Sequence[ReportFigure], headline:
                      "data.table.trials): reliability, CC_max, noise ceilings and normalised scores are not "
                      "computed (shown as —), and neurons were not filtered by reliability. Give trial-level "
                      "responses in data.table.trials to have them.</div>")
-    parts += [_run_table(tables), "<h2 id=\"headline\">Headline</h2>", _headline_table(tables, headline),
-              "<h2 id=\"low_ceilings\">Low ceilings</h2>", _low_ceiling_table(tables)]
+    parts += [_run_table(tables), "<h2 id=\"headline\">Headline</h2>", _headline_table(tables, headline)]
+    parts += ['<h2 id="ceilings">Two ceilings: split-half and inter-animal</h2>',
+              f'<p class="caption">{html.escape(CEILINGS_CAPTION.format(selection=tables.selection))}</p>',
+              table_html(ceilings_table(tables.ceilings, tables.ranking, tables.selection))]
+    if len(tables.modalities) > 1:
+        parts.append(_modality_section(tables))
+    parts += ["<h2 id=\"low_ceilings\">Low ceilings</h2>", _low_ceiling_table(tables)]
     parts.append("<nav><h2>Figures</h2><ul>" + "".join(
         f'<li><a href="#{f.name}">{html.escape(f.title)}</a></li>' for f in shown) + "</ul></nav>")
     if omitted:
@@ -80,6 +86,16 @@ def render_page(tables: ReportTables, figures: Sequence[ReportFigure], headline:
                  "<code>data/deepmouse.duckdb</code> (<code>deepmouse query</code>).</p>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _modality_section(tables: ReportTables) -> str:
+    """Both recordings side by side: per method and area, do they rank the models alike?"""
+    caption = (f"<p class=\"caption\">The figures and headline below show the {html.escape(tables.modality)} "
+               "recording. Both recordings were scored; per method, layer selection and area: the rank "
+               "correlation (Spearman) of the models' scores measured with two-photon calcium imaging and with "
+               "Neuropixels spikes, and the best model in each (view <code>modality_agreement</code>; "
+               "every ranking of the store is per modality).</p>")
+    return "<h2 id=\"modalities\">Two recordings side by side</h2>" + caption + table_html(tables.modality_agreement)
 
 
 def _run_table(tables: ReportTables) -> str:
@@ -112,18 +128,23 @@ def _headline_table(tables: ReportTables, headline: dict[str, dict]) -> str:
 
 def _low_ceiling_table(tables: ReportTables) -> str:
     """The areas whose noise ceiling is below ``scoring.min_ceiling``, apart from the rest: their
-    raw scores stand in the figures, but they have no normalised score and normalised means skip them."""
+    raw scores stand in the figures, but they have no normalised score and normalised means skip them.
+    Like the figures, of the figures' recording (``tables.modality``) when both were scored."""
     ranking = tables.ranking
     flagged = ranking[ranking["low_ceiling"] | (ranking["n_low_ceiling"] > 0)]
+    # The ceilings differ between the recordings (dF/F vs spike counts): say whose these are.
+    of = (f" of the {html.escape(tables.modality)} recording (the other's are in the view "
+          "<code>model_ranking</code>, columns <code>low_ceiling</code> and <code>n_low_ceiling</code>)"
+          if len(tables.modalities) > 1 else "")
     if flagged.empty:
-        return ('<p class="caption">No area\'s ceiling, and no neuron\'s, is below the minimum ceiling '
+        return (f'<p class="caption">No area\'s ceiling, and no neuron\'s{of}, is below the minimum ceiling '
                 "(scoring.min_ceiling): every normalised score is shown.</p>")
     frame = (flagged.groupby(["method", "layer_selection", "site"], as_index=False)
              .agg(noise_ceiling=("noise_ceiling", "first"), flagged=("low_ceiling", "all"),
                   units_skipped=("n_low_ceiling", "max"), n_neurons=("n_neurons", "max"), models=("model_id", "nunique"))
              .rename(columns={"site": "area", "flagged": "no normalised score",
                               "units_skipped": "neurons or sites skipped"}))
-    caption = ("<p class=\"caption\">Scores whose noise ceiling is below the minimum ceiling (scoring.min_ceiling): "
+    caption = (f"<p class=\"caption\">Scores{of} whose noise ceiling is below the minimum ceiling (scoring.min_ceiling): "
                "the raw score is kept and ranked, but r / √ceiling of a small ceiling is mostly noise, so there is "
                "no normalised score, and normalised means skip them. Regression counts the neurons left out of "
                "the area's normalised mean.</p>")

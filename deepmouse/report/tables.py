@@ -6,7 +6,7 @@ Everything the figures, the page and the headline metrics show is loaded here, o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +14,8 @@ import pandas as pd
 from deepmouse.config import AREAS
 from deepmouse.store.build import open_store
 
-VIEWS = ("model_ranking", "layer_profile", "trained_vs_random", "method_agreement", "taskonomy_ranking")
+VIEWS = ("model_ranking", "layer_profile", "trained_vs_random", "method_agreement", "taskonomy_ranking",
+         "modality_agreement", "ceilings")
 """The store's views the report reads (``open_store`` checks they exist)."""
 
 TRAINING_CATEGORIES = {
@@ -59,6 +60,17 @@ class ReportTables:
         One row per scored model: ``model_id, display_name, training_category, family,
         n_params, imagenet_top1, imagenet_top1_source, n_layers`` (the store's ``models`` and
         ``layers`` tables).
+    ceilings : DataFrame
+        The ``ceilings`` view: split-half ceiling and inter-animal consistency per area and method.
+    modality : str
+        The recording every table above holds (``calcium`` when scored, else ``neuropixels``):
+        rankings are never pooled over recordings.
+    modalities : tuple of str
+        Every recording with scores in the store.
+    modality_agreement : DataFrame
+        Per method, layer selection and area, the two recordings side by side: ``n_models``,
+        ``spearman_r`` and each recording's best model (the ``modality_agreement`` view; empty
+        with one recording).
     """
 
     source: str
@@ -72,6 +84,10 @@ class ReportTables:
     agreement: pd.DataFrame
     taskonomy: pd.DataFrame
     zoology: pd.DataFrame
+    ceilings: pd.DataFrame
+    modality: str = "calcium"
+    modalities: tuple[str, ...] = ("calcium",)
+    modality_agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def simulated(self) -> bool:
@@ -99,15 +115,27 @@ def load_report_tables(db_path: str | Path) -> ReportTables:
         runs = con.execute("SELECT * FROM runs").fetchdf()  # trial_responses: only in stores built since tables
         score_sources = {row[0] for row in con.execute("SELECT DISTINCT source FROM model_scores").fetchall()}
         rules = {row[0] for row in con.execute("SELECT DISTINCT layer_selection FROM model_scores").fetchall()}
-        ranking = con.execute("SELECT * FROM model_ranking WHERE site_kind = 'area'").fetchdf()
-        profile = con.execute(
-            "SELECT model_id, method, site, depth, score FROM layer_profile WHERE site_kind = 'area'").fetchdf()
+        modalities = tuple(m for m in ("calcium", "neuropixels") if m in {row[0] for row in con.execute(
+            "SELECT DISTINCT modality FROM model_scores").fetchall()}) or ("calcium",)
+        modality = modalities[0]
+        ranking = con.execute("SELECT * FROM model_ranking WHERE site_kind = 'area' AND modality = ?",
+                              [modality]).fetchdf()
+        profile = con.execute("SELECT model_id, method, site, depth, score FROM layer_profile "
+                              "WHERE site_kind = 'area' AND modality = ?", [modality]).fetchdf()
         neurons = con.execute(
             "SELECT area, count(*) AS recorded, count(*) FILTER (WHERE selected) AS selected "
-            "FROM neurons GROUP BY area").fetchdf()
-        trained_vs_random = con.execute("SELECT * FROM trained_vs_random").fetchdf()
-        agreement = con.execute("SELECT * FROM method_agreement WHERE site_kind = 'area'").fetchdf()
-        taskonomy = con.execute("SELECT * FROM taskonomy_ranking").fetchdf()
+            "FROM neurons WHERE modality = ? GROUP BY area", [modality]).fetchdf()
+        trained_vs_random = con.execute("SELECT * FROM trained_vs_random WHERE modality = ?", [modality]).fetchdf()
+        agreement = con.execute("SELECT * FROM method_agreement WHERE site_kind = 'area' AND modality = ?",
+                                [modality]).fetchdf()
+        taskonomy = con.execute("SELECT * FROM taskonomy_ranking WHERE modality = ?", [modality]).fetchdf()
+        ceilings = con.execute("SELECT * FROM ceilings WHERE modality = ?", [modality]).fetchdf()
+        modality_agreement = con.execute(
+            "SELECT method, layer_selection, area, any_value(n_models) AS n_models, "
+            "any_value(spearman_r) AS spearman_r, "
+            "any_value(model_id) FILTER (WHERE calcium_rank = 1) AS best_calcium, "
+            "any_value(model_id) FILTER (WHERE neuropixels_rank = 1) AS best_neuropixels "
+            "FROM modality_agreement GROUP BY ALL ORDER BY method, layer_selection").fetchdf()
         models = con.execute(
             "SELECT m.model_id, m.display_name, m.training_category, m.family, m.n_params, m.imagenet_top1, "
             "m.imagenet_top1_source, count(l.layer_index) AS n_layers FROM models AS m LEFT JOIN layers AS l USING (model_id) "
@@ -123,7 +151,10 @@ def load_report_tables(db_path: str | Path) -> ReportTables:
         ranking=ranking, profile=profile,
         neurons=neurons.set_index("area").reindex(ordered_areas(neurons["area"])).reset_index(),
         trained_vs_random=trained_vs_random, agreement=agreement, taskonomy=taskonomy,
-        zoology=models,
+        zoology=models, ceilings=ceilings, modality=modality, modalities=modalities,
+        modality_agreement=modality_agreement.assign(
+            area=lambda f: pd.Categorical(f["area"], ordered_areas(f["area"]), ordered=True))
+        .sort_values(["method", "layer_selection", "area"]).assign(area=lambda f: f["area"].astype(str)),
     )
 
 

@@ -47,7 +47,8 @@ from deepmouse.hashing import file_sha256
 from deepmouse.keyed import KeyedFile, make_key
 from deepmouse.metrics.bootstrap import benjamini_hochberg, paired_bootstrap_difference
 
-GROUP = ["method", "layer_selection", "site_kind", "site"]
+GROUP = ["method", "layer_selection", "modality", "site_kind", "site"]
+"""Models are compared within one method, rule and site of one modality (never across recordings)."""
 KEY_COLUMNS = [*GROUP, "model_id"]
 """The columns naming whose replicates a row of ``bootstrap_replicates`` holds, and where."""
 STATISTICS = ["difference", "ci_low", "ci_high", "p_value"]
@@ -269,7 +270,7 @@ def _pair_rows(kept: pd.DataFrame, models: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 # ----------------------------------------------------------------------- kept from run to run
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
 """Raised whenever the record's layout or meaning changes, so no older record is trusted."""
 
 COMPARISONS_CODE = "deepmouse.scoring.comparisons:compare_models"

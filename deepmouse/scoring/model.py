@@ -38,7 +38,7 @@ from deepmouse.metrics.folds import stimulus_folds, stimulus_halves
 from deepmouse.metrics.pls import fit_pls_folds
 from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
 from deepmouse.metrics.rsa import rdm_noise_ceiling, score_entries
-from deepmouse.scoring.neural import NeuralData
+from deepmouse.scoring.neural import NeuralData, split_modality
 from deepmouse.scoring.regression import fit_regression_layers
 from deepmouse.scoring.selection import Selected, select_cka, select_regression, select_rsa
 
@@ -168,13 +168,14 @@ def score_model(
         "neuron_id": np.tile(neuron_ids, len(layers)),
         "alpha": fits.alphas.ravel(), "score": fits.scores.ravel(),
     })
+    # Site keys carry the modality (NeuralData.sites): a column of its own in the tables.
     return {
-        "rsa_scores": pd.concat(rsa_rows, ignore_index=True),
-        "cka_scores": pd.concat(cka_rows, ignore_index=True),
+        "rsa_scores": split_modality(pd.concat(rsa_rows, ignore_index=True)),
+        "cka_scores": split_modality(pd.concat(cka_rows, ignore_index=True)),
         "regression_scores": regression,
-        "model_scores": pd.DataFrame(summary),
+        "model_scores": split_modality(pd.DataFrame(summary)),
         "neuron_scores": pd.concat(neuron_rows, ignore_index=True),
-        "bootstrap_replicates": pd.concat(replicates, ignore_index=True),
+        "bootstrap_replicates": split_modality(pd.concat(replicates, ignore_index=True)),
     }
 
 

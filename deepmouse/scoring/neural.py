@@ -14,6 +14,12 @@ from deepmouse.errors import DataError
 SITE_COLUMNS = {"area": ("area",), "area_layer": ("area", "cortical_layer"), "area_cre": ("area", "cre_line")}
 """How each ``scoring.rsa.sites`` kind groups neurons into sites."""
 
+MODALITIES = ("calcium", "neuropixels")
+"""The recordings a site can belong to, in the order sites are listed (``neurons.parquet``'s ``modality``)."""
+
+MODALITY_SEPARATOR = ":"
+"""Between a modality and its site in the site keys of :meth:`NeuralData.sites` (``neuropixels:VISp``)."""
+
 CEILINGS = {
     "split_half": lambda neurons: neurons["reliability"].to_numpy(dtype=np.float64),
     "cc_max": lambda neurons: neurons["cc_max"].to_numpy(dtype=np.float64) ** 2,
@@ -49,15 +55,27 @@ class NeuralData:
         return self.half_a is not None
 
     def sites(self, kinds: Iterable[str]) -> list[tuple[str, str, np.ndarray]]:
-        """``(site_kind, site, column indices)`` for every site with at least one neuron."""
+        """``(site_kind, site, column indices)`` for every site with at least one neuron.
+
+        Neurons of different modalities never share a site: a site of a modality other than
+        ``calcium`` is keyed ``<modality>:<site>`` (``neuropixels:VISp``), so that every method,
+        its bootstrap resamples and the paired comparisons stay within one modality, while the
+        two-photon sites keep the keys (and so the seeds) they have always had.
+        :func:`split_modality` turns the key into a ``modality`` column and the bare site.
+        """
+        neurons = self.neurons.reset_index(drop=True)
+        modality = neurons["modality"] if "modality" in neurons.columns else pd.Series("calcium", index=neurons.index)
         out = []
         for kind in kinds:
             columns = list(SITE_COLUMNS[kind])
-            groups = self.neurons.reset_index(drop=True).groupby(columns, sort=True).indices
-            for key, index in groups.items():
-                key = key if isinstance(key, tuple) else (key,)
-                out.append((kind, "|".join(str(k) for k in key), np.sort(index)))
-        return sorted(out, key=lambda s: (s[0], _area_order(s[1]), s[1]))
+            for name, rows in neurons.groupby(modality.to_numpy(), sort=True).groups.items():
+                groups = neurons.loc[rows].groupby(columns, sort=True).indices
+                for key, index in groups.items():
+                    key = key if isinstance(key, tuple) else (key,)
+                    site = "|".join(str(k) for k in key)
+                    site = site if name == "calcium" else f"{name}{MODALITY_SEPARATOR}{site}"
+                    out.append((kind, site, np.sort(np.asarray(rows)[index])))
+        return sorted(out, key=lambda s: (s[0], _modality_order(s[1]), _area_order(s[1]), s[1]))
 
     def ceilings(self, kind: str) -> np.ndarray:
         """Per-neuron ceiling (a reliability) of ``kind`` in :data:`CEILINGS`, shape (n_neurons,)."""
@@ -106,8 +124,28 @@ def _pivot(frame: pd.DataFrame, value: str, ids: np.ndarray, name: str) -> np.nd
     return wide.to_numpy(dtype=np.float64)
 
 
+def split_modality(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its ``site`` keys (:meth:`NeuralData.sites`) split into ``modality`` and the bare site.
+
+    ``modality`` is inserted before ``site_kind``; ``neuropixels:VISp`` becomes ``neuropixels``, ``VISp``,
+    and a key without a modality is ``calcium``.
+    """
+    site = table["site"].astype(str)
+    has_modality = site.str.contains(MODALITY_SEPARATOR, regex=False).to_numpy()
+    halves = site.str.split(MODALITY_SEPARATOR, n=1)
+    out = table.copy()
+    out["site"] = np.where(has_modality, halves.str[-1], site)
+    out.insert(out.columns.get_loc("site_kind"), "modality", np.where(has_modality, halves.str[0], "calcium"))
+    return out
+
+
+def _modality_order(site: str) -> int:
+    modality = site.split(MODALITY_SEPARATOR)[0] if MODALITY_SEPARATOR in site else "calcium"
+    return MODALITIES.index(modality) if modality in MODALITIES else len(MODALITIES)
+
+
 def _area_order(site: str) -> int:
-    area = site.split("|")[0]
+    area = site.split(MODALITY_SEPARATOR)[-1].split("|")[0]
     return AREAS.index(area) if area in AREAS else len(AREAS)
 
 

@@ -12,6 +12,8 @@ Layout of the stage's output folder::
         key.json                      what these scores depend on, and each file's bytes, sha256, rows
     model_comparisons.parquet       every pair of models, from all models' bootstrap replicates
     model_comparisons.json          what that table was computed from: each model's files, by sha256
+    interanimal_consistency.parquet per area and method: the other animals scored as a model
+    interanimal_neurons.parquet     per neuron and method (regression, pls): its consistency (deepmouse.scoring.interanimal)
 
 Incremental and resumable: each model's folder is a :class:`~deepmouse.keyed.KeyedFolder`.
 A model is scored only when its folder is missing, its key differs from the current one, or a
@@ -59,6 +61,7 @@ from deepmouse.failures import doing, writing
 from deepmouse.keyed import KeyedFolder, input_record, make_key
 from deepmouse.scoring.comparisons import (KEY_COLUMNS, compare_sites, comparisons_key, reusable_comparisons,
                                            site_replicates, write_comparisons)
+from deepmouse.scoring.interanimal import score_interanimal_files
 from deepmouse.scoring.model import score_model
 from deepmouse.scoring.neural import load_neural_data
 
@@ -74,10 +77,11 @@ KEY_FILE = "key.json"
 COMPARISONS_FILE = "model_comparisons.parquet"
 COMPARISONS_RECORD = "model_comparisons.json"
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """Raised whenever the files of a model's folder change layout, so no older folder is reused.
 2: folders kept by :mod:`deepmouse.keyed` (sealed record; inputs by path and sha256).
-3: ``cka_scores.parquet``; ``low_ceiling`` in ``model_scores`` and ``neuron_scores``."""
+3: ``cka_scores.parquet``; ``low_ceiling`` in ``model_scores`` and ``neuron_scores``.
+4: ``modality`` in ``rsa_scores``, ``cka_scores``, ``model_scores`` and ``bootstrap_replicates``."""
 
 SCORING_CODE = "deepmouse.scoring.run:_score_one"
 """The scoring of one model (reading its feature entry, scoring, writing its folder): the key's code
@@ -280,7 +284,8 @@ def score_models(
     Returns
     -------
     dict
-        ``model_scores`` of every listed model and ``model_comparisons``: the small tables.
+        ``model_scores`` of every listed model, ``model_comparisons`` and ``interanimal_consistency``
+        (recomputed on every run, like the comparisons): the small tables.
         The per-neuron tables stay in the folders (:func:`model_table_files`).
     """
     from deepmouse.compute import run_tasks
@@ -320,7 +325,9 @@ def score_models(
         progress(f"[{position[done.item]}/{len(model_ids)}] {done.item}: scored ({reasons[done.item]}), "
                  f"{n_layers} layers in {seconds:.1f} s")
     model_scores, comparisons = compare_scored_models(out_dir, model_ids, cfg, progress=progress)
-    return {"model_scores": model_scores, "model_comparisons": comparisons}
+    with doing("scoring the inter-animal consistency", kept=f"every model's scores are kept in {models_dir}"):
+        consistency, _ = score_interanimal_files(neurons_path, responses_dir, cfg, out_dir)
+    return {"model_scores": model_scores, "model_comparisons": comparisons, "interanimal_consistency": consistency}
 
 
 def compare_scored_models(out_dir: str | Path, model_ids: Sequence[str], cfg: ScoringConfig, *,

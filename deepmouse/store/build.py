@@ -47,7 +47,7 @@ from deepmouse.store.parquet_views import FILES_TABLE, identifier, name_rows, se
 from deepmouse.store.replace import cannot_open, connect, one_line, replacing, restore_hint, wal
 
 TABLES = ("runs", "models", "layers", "neurons", "rsa_scores", "cka_scores", "regression_scores", "model_scores",
-          "neuron_scores", "model_comparisons")
+          "neuron_scores", "model_comparisons", "interanimal_consistency")
 """The stable tables of DESIGN §7, in load order."""
 
 TABLE_KEYS = {
@@ -55,12 +55,13 @@ TABLE_KEYS = {
     "models": ("model_id",),
     "layers": ("model_id", "layer_index"),
     "neurons": ("neuron_id",),
-    "rsa_scores": ("model_id", "layer_index", "site_kind", "site", "metric"),
-    "cka_scores": ("model_id", "layer_index", "site_kind", "site", "estimator"),
+    "rsa_scores": ("model_id", "layer_index", "modality", "site_kind", "site", "metric"),
+    "cka_scores": ("model_id", "layer_index", "modality", "site_kind", "site", "estimator"),
     "regression_scores": ("model_id", "layer_index", "neuron_id"),
-    "model_scores": ("model_id", "method", "layer_selection", "site_kind", "site"),
+    "model_scores": ("model_id", "method", "layer_selection", "modality", "site_kind", "site"),
     "neuron_scores": ("model_id", "method", "layer_selection", "neuron_id"),
-    "model_comparisons": ("method", "layer_selection", "site_kind", "site", "model_a", "model_b"),
+    "model_comparisons": ("method", "layer_selection", "modality", "site_kind", "site", "model_a", "model_b"),
+    "interanimal_consistency": ("area", "modality", "method"),
 }
 """The columns that name one row of each table: what an error or a failed check shows of a row."""
 

@@ -61,11 +61,11 @@ COMPARED_TABLES = tuple(name for name in TABLES if name != "runs")
 with which code a run was made, and so differs between two runs by design."""
 
 RANKINGS = {
-    "model_ranking": Ranking(("method", "layer_selection", "site_kind", "site"), "model_id", "score"),
-    "area_ranking": Ranking(("method", "layer_selection"), "area", "mean_score"),
-    "family_ranking": Ranking(("method", "layer_selection", "training_category"), "family", "mean_score"),
-    "training_ranking": Ranking(("method", "layer_selection", "area"), "training_category", "mean_score"),
-    "taskonomy_ranking": Ranking(("method", "layer_selection", "area"), "model_id", "score"),
+    "model_ranking": Ranking(("method", "layer_selection", "modality", "site_kind", "site"), "model_id", "score"),
+    "area_ranking": Ranking(("method", "layer_selection", "modality"), "area", "mean_score"),
+    "family_ranking": Ranking(("method", "layer_selection", "modality", "training_category"), "family", "mean_score"),
+    "training_ranking": Ranking(("method", "layer_selection", "modality", "area"), "training_category", "mean_score"),
+    "taskonomy_ranking": Ranking(("method", "layer_selection", "modality", "area"), "model_id", "score"),
 }
 """Every ``*_ranking`` view of ``sql/views`` (checked by the tests against the views' own ranks)."""
 
@@ -227,8 +227,9 @@ def _runs(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str | None, str | N
 _SETS = {
     "models": "SELECT DISTINCT model_id AS name FROM {store}.main.models",
     "neurons": "SELECT DISTINCT CAST(neuron_id AS VARCHAR) AS name FROM {store}.main.neurons",
-    "sites": "SELECT DISTINCT site || ' (' || site_kind || ')' AS name FROM "
-             "(SELECT site_kind, site FROM {store}.main.model_scores UNION SELECT site_kind, site FROM {store}.main.rsa_scores)",
+    "sites": "SELECT DISTINCT modality || ' ' || site || ' (' || site_kind || ')' AS name FROM "
+             "(SELECT modality, site_kind, site FROM {store}.main.model_scores "
+             "UNION SELECT modality, site_kind, site FROM {store}.main.rsa_scores)",
 }
 """The sets compared by name: the query listing each in one store."""
 

@@ -3,13 +3,13 @@
 -- flagged low_ceiling (no normalised score) and n_low_ceiling says how many it skipped.
 CREATE OR REPLACE VIEW area_ranking AS
 WITH ranked AS (
-    SELECT s.*, row_number() OVER (PARTITION BY method, layer_selection, site ORDER BY score DESC, model_id) AS position
+    SELECT s.*, row_number() OVER (PARTITION BY method, layer_selection, modality, site ORDER BY score DESC, model_id) AS position
     FROM model_scores AS s
     WHERE s.site_kind = 'area'
 )
 SELECT
-    rank() OVER (PARTITION BY method, layer_selection ORDER BY avg(score) DESC) AS rank,
-    method, layer_selection, site AS area,
+    rank() OVER (PARTITION BY method, layer_selection, modality ORDER BY avg(score) DESC) AS rank,
+    method, layer_selection, modality, site AS area,
     count(*)                                   AS n_models,
     avg(score)                                 AS mean_score,
     max(score)                                 AS best_score,
@@ -19,5 +19,5 @@ SELECT
     any_value(best_layer_depth) FILTER (WHERE position = 1) AS best_model_layer_depth,
     max(n_neurons)                             AS n_neurons
 FROM ranked
-GROUP BY method, layer_selection, site
-ORDER BY method, layer_selection, rank;
+GROUP BY method, layer_selection, modality, site
+ORDER BY method, layer_selection, modality, rank;

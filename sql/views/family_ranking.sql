@@ -3,8 +3,8 @@
 -- score skips rows flagged low_ceiling; n_low_ceiling says how many it skipped.
 CREATE OR REPLACE VIEW family_ranking AS
 SELECT
-    rank() OVER (PARTITION BY s.method, s.layer_selection, m.training_category ORDER BY avg(s.score) DESC) AS rank,
-    s.method, s.layer_selection, m.training_category, m.family,
+    rank() OVER (PARTITION BY s.method, s.layer_selection, s.modality, m.training_category ORDER BY avg(s.score) DESC) AS rank,
+    s.method, s.layer_selection, s.modality, m.training_category, m.family,
     count(DISTINCT s.model_id) AS n_models,
     avg(s.score)   AS mean_score,
     max(s.score)   AS best_score,
@@ -14,5 +14,5 @@ SELECT
 FROM model_scores AS s
 JOIN models AS m USING (model_id)
 WHERE s.site_kind = 'area'
-GROUP BY s.method, s.layer_selection, m.training_category, m.family
-ORDER BY s.method, s.layer_selection, m.training_category, rank;
+GROUP BY s.method, s.layer_selection, s.modality, m.training_category, m.family
+ORDER BY s.method, s.layer_selection, s.modality, m.training_category, rank;

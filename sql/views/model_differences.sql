@@ -4,11 +4,11 @@
 -- paired bootstrap interval), and a verdict at the Benjamini-Hochberg level of the run.
 CREATE OR REPLACE VIEW model_differences AS
 WITH both_orders AS (
-    SELECT method, layer_selection, site_kind, site, model_a, model_b, difference, ci_low, ci_high,
+    SELECT method, layer_selection, modality, site_kind, site, model_a, model_b, difference, ci_low, ci_high,
            p_value, q_value, distinguishable
     FROM model_comparisons
     UNION ALL
-    SELECT method, layer_selection, site_kind, site, model_b, model_a, -difference, -ci_high, -ci_low,
+    SELECT method, layer_selection, modality, site_kind, site, model_b, model_a, -difference, -ci_high, -ci_low,
            p_value, q_value, distinguishable
     FROM model_comparisons
 )
@@ -17,4 +17,4 @@ SELECT *,
             WHEN difference > 0 THEN 'model_a better'
             ELSE 'model_b better' END AS verdict
 FROM both_orders
-ORDER BY method, layer_selection, site_kind, site, model_a, model_b;
+ORDER BY method, layer_selection, modality, site_kind, site, model_a, model_b;

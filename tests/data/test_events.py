@@ -259,7 +259,7 @@ def test_responses_stage_averages_events_when_asked(tmp_path):
         session = read_session(raw / f"{experiment_id}.nwb")
         events = np.load(raw / f"{experiment_id}_events.npz")["ev"]
         expected.append(mean_responses(session_responses(session, WINDOW, BASELINE, "events", events=events).trials))
-    pd.testing.assert_frame_equal(means, pd.concat(expected, ignore_index=True))
+    pd.testing.assert_frame_equal(means, pd.concat(expected, ignore_index=True).assign(modality="calcium"))
     dff_means = pd.concat([mean_responses(session_responses(read_session(raw / f"{i}.nwb"), WINDOW, BASELINE).trials)
                            for i in (601, 602)], ignore_index=True)
     assert not np.allclose(means["mean_response"], dff_means["mean_response"])

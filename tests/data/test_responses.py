@@ -376,7 +376,8 @@ def test_responses_stage_with_allen_sweep(tmp_path):
     trials = pd.read_parquet(tmp_path / "out" / "trials.parquet")
     first = read_session(tmp_path / "raw" / manifest["experiments"][0]["file"])
     expected = session_responses(first, WINDOW, BASELINE, definition="allen_sweep").trials
-    pd.testing.assert_frame_equal(trials.iloc[:len(expected)].reset_index(drop=True), expected)
+    pd.testing.assert_frame_equal(trials.iloc[:len(expected)].reset_index(drop=True),
+                                  expected.assign(modality="calcium"))
     # A file without fluorescence stops the stage before any session is read.
     with h5py.File(tmp_path / "raw" / manifest["experiments"][1]["file"], "a") as f:
         del f[ophys.NEUROPIL_PATH]

@@ -18,7 +18,9 @@ from deepmouse.data.selection import (
     anova_p_values,
     cortical_layer,
     running_correlation,
+    session_animal,
 )
+from deepmouse.data.session_metadata import SessionMetadata
 from deepmouse.errors import ConfigError, DataError
 from deepmouse.metrics.reliability import cc_max, split_half_reliability
 from tests.data.conftest import make_metadata, write_simulated_session
@@ -282,3 +284,11 @@ def test_neuron_params_are_validated():
         parse_params({"neurons": {"running_alpha": 0}})
     with pytest.raises(ConfigError, match=r"neurons\.exclude_running_modulated: expected true or false, got 'yes'"):
         parse_params({"neurons": {"exclude_running_modulated": "yes"}})
+
+
+def test_a_session_names_its_animal_by_its_specimen_else_by_its_container():
+    meta = SessionMetadata(experiment_id=1, container_id=5, area="VISp", cre_line="Cux2-CreERT2", imaging_depth=175,
+                           specimen_name=" Cux2-CreERT2;Camk2a-tTA;Ai93-222426 ")
+    assert session_animal(meta) == "Cux2-CreERT2;Camk2a-tTA;Ai93-222426"
+    for unnamed in (None, "  "):
+        assert session_animal(dataclasses.replace(meta, specimen_name=unnamed)) == "container-5"

@@ -18,7 +18,7 @@ from deepmouse.data.responses import mean_responses, session_responses
 from deepmouse.data.selection import annotate_neurons
 from deepmouse.data.scenes import generate_scenes
 from deepmouse.data.simulated import simulate_dataset, simulated_scenes
-from deepmouse.data.simulated_neurons import simulate_random_rates, simulate_rates
+from deepmouse.data.simulated_neurons import ANIMAL_DIMENSIONS, animal_drives, simulate_random_rates, simulate_rates
 from deepmouse.data.simulated_sessions import calcium_events
 from deepmouse.data.stimuli import stimuli_from_sessions
 from deepmouse.errors import DataError
@@ -67,6 +67,23 @@ def test_rates_are_rectified_scaled_and_deterministic():
     np.testing.assert_allclose(rates.max(axis=0).clip(0.05, 0.3), rates.max(axis=0))
     assert (rates.std(axis=0) > 0).all()
     np.testing.assert_array_equal(rates, simulate_rates(features, 25, 0.02, np.random.default_rng(5)))
+
+
+def test_animal_variation_mixes_in_a_drive_shared_within_the_animal_only():
+    features = np.random.default_rng(0).standard_normal((119, 300))
+    private = animal_drives(119, 8, np.random.default_rng(9))
+    plain = simulate_rates(features, 8, 0.1, np.random.default_rng(5))
+    # No variation: the animal's drive is ignored, the rates are the plain readout's.
+    np.testing.assert_array_equal(plain, simulate_rates(features, 8, 0.1, np.random.default_rng(5),
+                                                        animal_drive=private, animal_variation=0.0))
+    # Nearly all of it: each rate is a monotone function of its private drive.
+    mostly = simulate_rates(features, 8, 0.1, np.random.default_rng(5), animal_drive=private, animal_variation=0.99)
+    rho = [scipy.stats.spearmanr(mostly[:, j], private[:, j])[0] for j in range(8)]
+    assert min(rho) > 0.9
+    # The animal's neurons share its few private dimensions; another animal's drives are unrelated.
+    assert np.linalg.matrix_rank(animal_drives(119, 30, np.random.default_rng(9))) == ANIMAL_DIMENSIONS
+    other = animal_drives(119, 8, np.random.default_rng(10))
+    assert np.abs(np.corrcoef(private.T, other.T)[:8, 8:]).mean() < 0.15
 
 
 def test_rates_do_not_depend_on_feature_scale():

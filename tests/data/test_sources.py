@@ -67,7 +67,8 @@ class SpikeCountReader(Reader):
 
         return annotate_listed_neurons(pd.read_parquet(responses_dir / self.responses_metadata),
                                        pd.read_parquet(responses_dir / "trials.parquet"),
-                                       pd.read_parquet(responses_dir / "means.parquet"), params.neurons)
+                                       pd.read_parquet(responses_dir / "means.parquet"),
+                                       params.neurons).assign(modality="neuropixels")
 
 
 class SpikeCountSource(Source):
@@ -169,6 +170,18 @@ def test_a_manifest_listing_absent_files_is_named(tmp_path):
     (tmp_path / MANIFEST).write_text(json.dumps({"source": "simulated", "experiments": [{"file": "601.nwb"}]}))
     with pytest.raises(DataError, match=r"manifest\.json: lists file\(s\) that are not there: .*601\.nwb"):
         read_pulled(tmp_path)
+
+
+def test_neurons_without_a_modality_are_named(spike_count_run, tmp_path, monkeypatch):
+    class NoModality(SpikeCountReader):
+        def neurons(self, params, responses_dir):
+            return super().neurons(params, responses_dir).drop(columns="modality")
+
+    monkeypatch.setattr("deepmouse.data.sources.readers.reader_of_responses", lambda folder: NoModality())
+    with pytest.raises(DataError, match=r"^neurons: the reader NoModality gave no 'modality' column"):
+        run_neurons(parse_params({}), spike_count_run["folder"] / "responses", tmp_path / "neurons.parquet",
+                    tmp_path / "counts.json")
+    assert not (tmp_path / "neurons.parquet").exists()
 
 
 def test_a_responses_folder_without_metadata_is_named(tmp_path):

@@ -138,6 +138,19 @@ def test_reference_layout_cell_specimen_id_and_metadata_defaults(tmp_path):
     assert neurons["cortical_layer"].tolist() == ["L5", "L2/3", "unknown", "L5", "L6", "unknown"]
     assert neurons["imaging_depth"].isna().tolist() == [False, False, True, False, False, True]
     assert "p_ns" not in neurons.columns
+    assert neurons["animal"].tolist() == ["container-0"] * 6  # without the column: one animal per container
+
+
+def test_the_animal_column_names_each_neurons_mouse_through_to_the_neurons_table(tmp_path):
+    frames = make_frames()
+    frames["metadata"] = pd.DataFrame({"neuron_id": IDS, "animal": ["m1", "m2", "m3", 4, 4, " m1 "]})
+    table = write_inputs(tmp_path / "inputs", frames)
+    params = params_for(table)
+    run_pull(params, tmp_path / "raw", **QUIET)
+    run_responses(params, tmp_path / "raw", tmp_path / "responses", **QUIET)
+    run_neurons(params, tmp_path / "responses", tmp_path / "neurons.parquet", tmp_path / "counts.json")
+    neurons = pd.read_parquet(tmp_path / "neurons.parquet").set_index("neuron_id")
+    assert neurons.loc[IDS, "animal"].tolist() == ["m1", "m2", "m3", "4", "4", "m1"]
 
 
 def test_pull_writes_normalised_recordings_and_a_manifest(tmp_path):
@@ -267,6 +280,9 @@ BAD_METADATA = {
     "duplicate neuron": (lambda m: pd.concat([m, m.iloc[[1]]]), r"metadata\.csv: neuron 1001 appears in rows 2, 7"),
     "unknown area": (lambda m: m.assign(area=["VISp", "VISp", "VISp", "VISl", "LM", "VISl"]),
                      r"metadata\.csv: row 5 \(neuron 1004\): unknown area 'LM'"),
+    "blank animal": (lambda m: m.assign(animal=["a", "a", " ", "b", "b", "b"]),
+                     r"metadata\.csv: row 3 \(neuron 1002\): animal is missing; give it for every neuron or leave "
+                     r"the column out"),
 }
 
 
@@ -516,7 +532,7 @@ def test_tables_of_a_simulated_dataset_give_the_nwb_routes_numbers(tmp_path, nwb
     table = {
         "responses": write_table(wide.reset_index().rename(columns={"neuron_id": "cell_specimen_id"}),
                                  inputs / "cell_response_average.csv"),
-        "metadata": write_table(neurons[["neuron_id", "experiment_id", "container_id", "area", "cre_line",
+        "metadata": write_table(neurons[["neuron_id", "experiment_id", "container_id", "animal", "area", "cre_line",
                                          "imaging_depth"]], inputs / "metadata.csv"),
         "trials": write_table(trials.assign(condition=np.where(trials["stimulus_index"] == 118, -1,
                                                                trials["stimulus_index"]))

@@ -2,10 +2,14 @@
 
 The file must be the one ``DataFrame.to_parquet`` writes from all trials at once (row groups
 included), and the neurons stage, reading it one experiment at a time, must annotate the
-neurons as :func:`annotate_neurons` does from all trials at once.
+neurons as :func:`annotate_neurons` does from all trials at once; with Neuropixels sessions
+beside the two-photon files, their trials follow the experiments' in the same file, each row
+naming its ``modality``.
 """
 
 from __future__ import annotations
+
+import json
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -18,8 +22,10 @@ from deepmouse.data.responses import session_responses
 from deepmouse.data.selection import annotate_neurons
 from deepmouse.data.simulated import simulate_dataset
 from deepmouse.data.sources import ophys_nwb
+from deepmouse.data.sources.ecephys_reader import (UNITS_FILE, measure_neuropixels, neuropixels_files,
+                                                   neuropixels_neurons)
 from deepmouse.errors import DataError
-from deepmouse.pipeline import run_neurons, run_responses
+from deepmouse.pipeline import run_neurons, run_pull, run_responses
 
 TINY = {"tuning": "random", "planted_depths": {"VISp": 0.1, "VISam": 0.8}, "experiments_per_area": {"VISp": 2, "VISam": 1},
         "neurons_per_experiment": [3, 5], "n_repeats": 2, "image_height": 24, "image_width": 32}
@@ -42,7 +48,7 @@ def test_trials_file_is_that_of_all_trials_at_once(pulled, monkeypatch, tmp_path
     paths = sorted((root / "raw").glob("*.nwb"), key=lambda p: [e["file"] for e in _manifest(root)].index(p.name))
     cfg = params.responses
     whole = pd.concat([session_responses(read_session(path), cfg.window, cfg.baseline, cfg.signal).trials
-                       for path in paths], ignore_index=True)
+                       for path in paths], ignore_index=True).assign(modality="calcium")
     whole.to_parquet(tmp_path / "whole.parquet", index=False, row_group_size=500)
     assert (tmp_path / "responses" / "trials.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
     assert pq.ParquetFile(tmp_path / "whole.parquet").metadata.num_row_groups > len(paths)
@@ -56,7 +62,8 @@ def test_neurons_read_by_experiment_are_those_of_all_trials(pulled, monkeypatch,
     trials = pd.read_parquet(tmp_path / "responses" / "trials.parquet")
     experiments = pd.read_parquet(tmp_path / "responses" / "experiments.parquet")
     metas = [SessionMetadata.from_record(row) for row in experiments.to_dict("records")]
-    expected = annotate_neurons(trials, metas, params.neurons)
+    assert set(trials["modality"]) == {"calcium"}
+    expected = annotate_neurons(trials.drop(columns="modality"), metas, params.neurons).assign(modality="calcium")
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "neurons.parquet"), expected)
     assert len(expected) == sum(3 + 5 if area == "VISp" else 4 for area in ("VISp", "VISam"))
 
@@ -81,6 +88,50 @@ def test_an_experiment_failing_after_others_were_written_keeps_the_previous_resp
         run_responses(strict, root / "raw", tmp_path / "responses", progress=lambda message: None)
     assert {path.name: path.read_bytes() for path in (tmp_path / "responses").iterdir()} == before
     assert sorted(path.name for path in tmp_path.iterdir()) == ["responses"]
+
+
+@pytest.fixture(scope="module")
+def pulled_both(tmp_path_factory):
+    """A pull of both recordings: the two-photon experiments of ``TINY`` and two Neuropixels sessions."""
+    root = tmp_path_factory.mktemp("trials_both")
+    params = parse_params({"data": {"modalities": ["calcium", "neuropixels"], "simulated": {
+        **TINY, "neuropixels": {"sessions": 2, "units_per_area": 4, "units_outside": 1, "n_repeats": 3}}},
+        "neurons": {"n_splits": 2}})
+    run_pull(params, root / "raw", progress=lambda message: None)
+    return root, params
+
+
+def test_neuropixels_trials_follow_the_experiments_in_the_same_file(pulled_both, monkeypatch, tmp_path):
+    root, params = pulled_both
+    manifest = json.loads((root / "raw" / "manifest.json").read_text())
+    # Row groups smaller than a session's trials: the last experiment's group holds units' trials too.
+    monkeypatch.setattr(ophys_nwb._RowGroupWriter, "ROW_GROUP_ROWS", 500)
+    run_responses(params, root / "raw", tmp_path / "responses", progress=lambda message: None)
+    cfg = params.responses
+    calcium = pd.concat([session_responses(read_session(root / "raw" / e["file"]), cfg.window, cfg.baseline,
+                                           cfg.signal).trials for e in manifest["experiments"]], ignore_index=True)
+    pixels = measure_neuropixels(params, neuropixels_files(root / "raw", manifest), lambda message: None)
+    whole = pd.concat([calcium.assign(modality="calcium"), pixels.trials.assign(modality="neuropixels")],
+                      ignore_index=True)
+    whole.to_parquet(tmp_path / "whole.parquet", index=False, row_group_size=500)
+    assert (tmp_path / "responses" / "trials.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+    assert len(pixels.trials) > 500
+
+    # The neurons stage reads the experiments one at a time and the units at once: the neurons of
+    # each recording as they are from all of its trials.
+    run_neurons(params, tmp_path / "responses", tmp_path / "neurons.parquet", tmp_path / "counts.json")
+    neurons = pd.read_parquet(tmp_path / "neurons.parquet")
+    experiments = pd.read_parquet(tmp_path / "responses" / "experiments.parquet")
+    metas = [SessionMetadata.from_record(row) for row in experiments.to_dict("records")]
+    expected_calcium = annotate_neurons(calcium, metas, params.neurons)
+    got_calcium = neurons[neurons["modality"] == "calcium"].drop(columns="modality").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got_calcium, expected_calcium, check_dtype=False)
+    means = pd.read_parquet(tmp_path / "responses" / "means.parquet")
+    expected_units = neuropixels_neurons(params, pixels.trials, means[means["modality"] == "neuropixels"],
+                                         pd.read_parquet(tmp_path / "responses" / UNITS_FILE))
+    got_units = neurons[neurons["modality"] == "neuropixels"].drop(columns="modality").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got_units, expected_units.reset_index(drop=True), check_dtype=False)
+    assert len(got_units) == len(pixels.units)
 
 
 def _manifest(root):

@@ -7,8 +7,10 @@ as good as these properties of the copy.
 import json
 import subprocess
 
+import numpy as np
 import pytest
 
+from deepmouse.store.build import open_query_connection
 from tests.runs import dvc, ran
 
 pytestmark = pytest.mark.slow
@@ -32,3 +34,22 @@ def test_a_copy_names_nothing_in_the_run_it_was_copied_from(small_run, small_pro
               if path.is_file() and not path.is_symlink() and named in path.read_bytes()]
     links = [str(path.relative_to(small_project)) for path in small_project.rglob("*") if path.is_symlink()]
     assert naming == [] and links == []
+
+
+def test_every_area_of_the_small_run_has_an_interanimal_consistency(small_run):
+    con = open_query_connection(small_run / "data" / "deepmouse.duckdb")
+    try:
+        consistency = con.execute("SELECT * FROM interanimal_consistency").fetchdf()
+        areas = {row[0] for row in con.execute("SELECT DISTINCT area FROM neurons WHERE selected").fetchall()}
+        ranking = con.execute("SELECT * FROM model_ranking WHERE site_kind = 'area'").fetchdf()
+    finally:
+        con.close()
+    assert set(consistency["area"]) == areas and len(consistency) == 2 * len(areas)
+    assert (consistency["n_animals"] >= 2).all() and consistency["score"].notna().all()
+    assert ((consistency["ci_low"] <= consistency["score"]) & (consistency["score"] <= consistency["ci_high"])).all()
+    # Each model against the other animals: score / consistency where the consistency is clearly above 0.
+    both = ranking.merge(consistency.rename(columns={"area": "site", "score": "consistency", "ci_low": "low"})
+                         [["site", "method", "consistency", "low"]], on=["site", "method"], validate="many_to_one")
+    expected = (both["score"] / both["consistency"]).where(both["low"] > 0)
+    assert np.allclose(both["normalized_interanimal"], expected, equal_nan=True)
+    assert (both["above_interanimal"] == (both["score"] > both["consistency"])).all()

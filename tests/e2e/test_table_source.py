@@ -63,7 +63,7 @@ def test_dvc_repro_scores_a_custom_model_on_recordings_given_as_tables(tmp_path)
     params = small_params(["small_cnn"])
     params["zoo"]["custom"] = [{"id": "small_cnn", "display_name": "Small CNN", "family": "convolutional",
                                 "function": "my_models:small_cnn"}]
-    params["data"].update(source="table", table=write_recordings(tmp_path / "my_recordings"))
+    params["data"].update(source="table", table=write_recordings(tmp_path / "my_recordings"), modalities=["calcium"])
     params["neurons"].update(n_splits=20)
     project = copy_project(tmp_path / "project", params)
     (project / "my_models.py").write_text(MY_MODELS)

@@ -137,7 +137,8 @@ def test_areas_besides_the_six_pass_only_where_the_run_lists_them(tmp_path, scor
 
 
 # ------------------------------------------------- only a checked store is published (issue 9)
-ROW_1 = "'model_id': 'alexnet', 'method': 'rsa', 'layer_selection': 'max', 'site_kind': 'area', 'site': 'VISl'"
+ROW_1 = ("'model_id': 'alexnet', 'method': 'rsa', 'layer_selection': 'max', 'modality': 'calcium', "
+         "'site_kind': 'area', 'site': 'VISl'")
 """Every key column of ``model_scores`` row 1 of the ``score_tables`` fixture, as a failed check names it."""
 
 

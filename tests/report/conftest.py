@@ -10,8 +10,9 @@ import pytest
 
 from deepmouse.models.registry import load_zoo
 from deepmouse.pipeline import training_category
+from deepmouse.scoring.interanimal import attach_interanimal
 from deepmouse.store.build import build_store
-from tests.conftest import REPO, runs_table
+from tests.conftest import REPO, interanimal_table, runs_table
 
 ZOO_MODELS = (
     "alexnet", "alexnet_random", "resnet18", "resnet18_random", "vit_small_patch16_224_dino",
@@ -50,14 +51,14 @@ def make_zoo_tables(model_ids=ZOO_MODELS, areas=AREAS, *, n_layers: int = 4, n_n
     neuron_area = np.repeat(areas, n_neurons)
     neurons = pd.DataFrame({
         "neuron_id": np.arange(len(neuron_area)) + 1000, "experiment_id": 1, "container_id": 11,
-        "area": neuron_area, "cre_line": "Cux2-CreERT2", "imaging_depth": 175, "cortical_layer": "L2/3",
+        "animal": np.resize(["m1", "m2", "m3"], len(neuron_area)), "area": neuron_area, "cre_line": "Cux2-CreERT2", "imaging_depth": 175, "cortical_layer": "L2/3",
         "reliability": rng.uniform(0.75, 0.95, len(neuron_area)), "image_selective": True,
-        "running_modulated": False, "selected": True,
+        "running_modulated": False, "selected": True, "modality": "calcium",
     })
     neurons.insert(neurons.columns.get_loc("reliability") + 1, "cc_max", np.sqrt(neurons["reliability"]))
     level = dict(zip(model_ids, np.linspace(0.5, 0.1, len(model_ids))))
     rsa = pd.DataFrame([
-        {"model_id": m, "layer_index": i, "site_kind": "area", "site": a, "metric": "pearson",
+        {"model_id": m, "layer_index": i, "modality": "calcium", "site_kind": "area", "site": a, "metric": "pearson",
          "score": level[m] * (0.5 + 0.5 * rng.uniform()), "noise_ceiling": 0.8, "n_neurons": n_neurons}
         for m in model_ids for i in range(n_layers) for a in areas
     ])
@@ -66,8 +67,8 @@ def make_zoo_tables(model_ids=ZOO_MODELS, areas=AREAS, *, n_layers: int = 4, n_n
         for m in model_ids for i in range(n_layers) for n in neurons["neuron_id"]
     ])
     model_scores = pd.DataFrame([
-        {"model_id": m, "method": method, "layer_selection": rule, "site_kind": "area", "site": a,
-         "score": s, "ci_low": s - 0.04, "ci_high": s + 0.04, "normalized_score": s / np.sqrt(0.8),
+        {"model_id": m, "method": method, "layer_selection": rule, "modality": "calcium", "site_kind": "area",
+         "site": a, "score": s, "ci_low": s - 0.04, "ci_high": s + 0.04, "normalized_score": s / np.sqrt(0.8),
          "noise_ceiling": 0.8, "best_layer_index": k % n_layers, "best_layer_depth": (k % n_layers) / (n_layers - 1),
          "layer_stability": 1.0, "n_neurons": n_neurons, "low_ceiling": False, "n_low_ceiling": 0,
          "source": "simulated"}
@@ -77,7 +78,8 @@ def make_zoo_tables(model_ids=ZOO_MODELS, areas=AREAS, *, n_layers: int = 4, n_n
                         ("max", level[m] - 0.02 * k_area + 0.01 * method_k + 0.03))
     ])
     model_comparisons = pd.DataFrame([
-        {"method": method, "layer_selection": rule, "site_kind": "area", "site": a, "model_a": x, "model_b": y,
+        {"method": method, "layer_selection": rule, "modality": "calcium", "site_kind": "area", "site": a,
+         "model_a": x, "model_b": y,
          "difference": level[x] - level[y], "ci_low": level[x] - level[y] - 0.05,
          "ci_high": level[x] - level[y] + 0.05, "p_value": 0.01, "q_value": 0.02, "distinguishable": True}
         for method in ("rsa", "regression") for rule in ("cv", "max") for a in areas
@@ -89,9 +91,12 @@ def make_zoo_tables(model_ids=ZOO_MODELS, areas=AREAS, *, n_layers: int = 4, n_n
         for m in model_ids for rule in ("cv", "max") for n in neurons["neuron_id"]
     ])
     runs = runs_table([1])
+    consistency = interanimal_table(neurons, {a: 0.45 - 0.05 * k for k, a in enumerate(areas)})
     return {"runs": runs, "models": models, "layers": layers, "neurons": neurons, "rsa_scores": rsa,
-            "cka_scores": rsa.drop(columns="metric").assign(estimator="unbiased"), "regression_scores": regression, "model_scores": model_scores, "neuron_scores": neuron_scores,
-            "model_comparisons": model_comparisons}
+            "cka_scores": rsa.drop(columns="metric").assign(estimator="unbiased"), "regression_scores": regression,
+            "model_scores": attach_interanimal(model_scores, consistency, neurons),
+            "neuron_scores": neuron_scores, "model_comparisons": model_comparisons,
+            "interanimal_consistency": consistency}
 
 
 def build_zoo_store(path: Path, **kwargs) -> Path:

@@ -92,9 +92,9 @@ def tiny_project(root, n_stimuli: int = 30, n_trials: int = 4) -> dict:
     trials = tuning[:, :, None] + 0.3 * rng.normal(size=(n_stimuli, 8, n_trials))
     neurons = pd.DataFrame({
         "neuron_id": np.arange(8) + 1000, "experiment_id": [1] * 4 + [2] * 4, "container_id": [11] * 4 + [12] * 4,
-        "area": ["VISp"] * 4 + ["VISl"] * 4, "cre_line": "Cux2-CreERT2", "imaging_depth": 175,
+        "animal": ["m1", "m1", "m2", "m2"] * 2, "area": ["VISp"] * 4 + ["VISl"] * 4, "cre_line": "Cux2-CreERT2", "imaging_depth": 175,
         "cortical_layer": "L2/3", "reliability": 0.9, "cc_max": 0.95, "image_selective": True,
-        "running_modulated": False, "selected": True,
+        "running_modulated": False, "selected": True, "modality": "calcium",
     })
     stimulus, neuron, trial = np.meshgrid(np.arange(n_stimuli), np.arange(8), np.arange(n_trials), indexing="ij")
     rows = pd.DataFrame({"neuron_id": neurons["neuron_id"].to_numpy()[neuron.ravel()],

@@ -16,12 +16,13 @@ def test_comparisons_are_paired_replicate_differences_with_bh_per_site():
     shared = rng.normal(size=n_boot)  # the resample both models see: pairing cancels it
     offsets = {"a": 0.3, "b": 0.1, "c": 0.1}
     replicates = pd.concat([
-        pd.DataFrame({"model_id": m, "method": "regression", "layer_selection": "cv", "site_kind": "area",
-                      "site": site, "replicate": np.arange(n_boot),
+        pd.DataFrame({"model_id": m, "method": "regression", "layer_selection": "cv", "modality": "calcium",
+                      "site_kind": "area", "site": site, "replicate": np.arange(n_boot),
                       "value": offsets[m] + shared + 0.01 * rng.normal(size=n_boot)})
         for m in models for site in ("VISp", "VISl")
     ])
-    observed = replicates.groupby(["model_id", "method", "layer_selection", "site_kind", "site"], as_index=False)["value"].mean()
+    observed = replicates.groupby(["model_id", "method", "layer_selection", "modality", "site_kind", "site"],
+                                  as_index=False)["value"].mean()
     cfg = scoring_cfg()
     table = compare_models(observed.rename(columns={"value": "score"}), replicates, cfg)
     assert len(table) == 2 * 3
@@ -36,6 +37,27 @@ def test_comparisons_are_paired_replicate_differences_with_bh_per_site():
         assert rows.loc[("a", "b"), "p_value"] == pytest.approx(2 / (n_boot + 1))
         # unpaired, the shared resample noise (sd 1) would hide a 0.2 difference entirely
         assert rows.loc[("a", "b"), "ci_high"] - rows.loc[("a", "b"), "ci_low"] < 0.1
+
+
+def test_comparisons_pair_models_within_one_modality_only():
+    # One area recorded both ways: each recording's replicates pair with its own, never the other's.
+    rng = np.random.default_rng(1)
+    n_boot = 200
+    shared = {"calcium": rng.normal(size=n_boot), "neuropixels": rng.normal(size=n_boot)}
+    offsets = {("a", "calcium"): 0.3, ("b", "calcium"): 0.1, ("a", "neuropixels"): 0.1, ("b", "neuropixels"): 0.3}
+    replicates = pd.concat([
+        pd.DataFrame({"model_id": m, "method": "rsa", "layer_selection": "max", "modality": modality,
+                      "site_kind": "area", "site": "VISp", "replicate": np.arange(n_boot),
+                      "value": offsets[m, modality] + shared[modality] + 0.01 * rng.normal(size=n_boot)})
+        for m in ("a", "b") for modality in ("calcium", "neuropixels")
+    ])
+    observed = replicates.groupby(["model_id", "method", "layer_selection", "modality", "site_kind", "site"],
+                                  as_index=False)["value"].mean().rename(columns={"value": "score"})
+    table = compare_models(observed, replicates, scoring_cfg()).set_index("modality")
+    assert sorted(table.index) == ["calcium", "neuropixels"]
+    assert table.loc["calcium", "difference"] == pytest.approx(0.2, abs=0.01)
+    assert table.loc["neuropixels", "difference"] == pytest.approx(-0.2, abs=0.01)
+    assert (table["ci_high"] - table["ci_low"] < 0.1).all()
 
 
 def test_models_unrelated_to_the_neurons_are_rarely_distinguishable():

@@ -12,11 +12,14 @@ from deepmouse.scoring import comparisons
 from deepmouse.scoring.comparisons import COLUMNS, GROUP, compare_models, paired_differences
 from tests.scoring.conftest import scoring_cfg
 
-SITES = [("rsa", "max", "area", "VISp"), ("rsa", "cv", "area", "VISl"), ("regression", "cv", "area", "VISp")]
+SITES = [("rsa", "max", "calcium", "area", "VISp"), ("rsa", "cv", "calcium", "area", "VISl"),
+         ("cka", "cv", "calcium", "area", "VISp"), ("regression", "cv", "calcium", "area", "VISp"),
+         ("regression", "cv", "neuropixels", "area", "VISp")]
+"""Sites as :data:`GROUP` values; one area recorded both ways is two sites."""
 
 
 def seeded_tables(n_models=6, n_boot=150, seed=0):
-    """Replicates of ``n_models`` models at three sites (with a shared resample effect per site), and
+    """Replicates of ``n_models`` models at the :data:`SITES` (with a shared resample effect per site), and
     their observed scores; models listed out of order, so the result's sorting is exercised."""
     rng = np.random.default_rng(seed)
     models = [f"m{i}" for i in rng.permutation(n_models)]
@@ -120,7 +123,7 @@ def test_a_pair_without_any_finite_difference_names_the_site():
     cfg = scoring_cfg(bootstrap={"n": 150})
     model_scores, replicates = seeded_tables(seed=5)
     replicates.loc[(replicates["model_id"] == "m1") & (replicates["method"] == "regression"), "value"] = np.nan
-    with pytest.raises(DataError, match=r"method regression, layer_selection cv, site_kind area, site VISp: "
+    with pytest.raises(DataError, match=r"method regression, layer_selection cv, modality calcium, site_kind area, site VISp: "
                                         r"models at columns \d and \d: paired bootstrap: no finite"):
         compare_models(model_scores, replicates, cfg)
 
@@ -137,7 +140,7 @@ def test_a_replicate_given_twice_names_the_model_and_site():
     model_scores, replicates = seeded_tables(seed=9)
     twice = replicates[(replicates["model_id"] == "m0") & (replicates["site"] == "VISl")].head(1)
     with pytest.raises(DataError, match=r"bootstrap_replicates: m0 has a replicate twice at method rsa, "
-                                        r"layer_selection cv, site_kind area, site VISl"):
+                                        r"layer_selection cv, modality calcium, site_kind area, site VISl"):
         compare_models(model_scores, pd.concat([replicates, twice]), cfg)
 
 

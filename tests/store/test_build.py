@@ -122,7 +122,7 @@ def test_a_nan_stops_the_build_naming_the_row_and_keeps_the_previous_store(tmp_p
     message = str(err.value)
     assert "\n" not in message
     assert ("table model_scores: score is NaN or missing in 1 row(s): (model_id=alexnet, method=rsa, "
-            "layer_selection=max, site_kind=area, site=VISl)") in message
+            "layer_selection=max, modality=calcium, site_kind=area, site=VISl)") in message
     assert f"nothing was replaced: {db} is as it was" in message and f"`dvc checkout --force {db}`" in message
     assert db.read_bytes() == before
     assert _files(tmp_path) == ["store.duckdb"]
@@ -278,8 +278,9 @@ def test_query_on_a_broken_store_says_how_to_restore_it(tmp_path):
 def test_table_keys_cover_every_table_and_the_declared_primary_keys():
     assert set(TABLE_KEYS) == set(TABLES)
     schema = (SQL / "schema.sql").read_text()
-    assert "PRIMARY KEY (method, layer_selection, site_kind, site, model_a, model_b)" in schema
-    assert TABLE_KEYS["model_comparisons"] == ("method", "layer_selection", "site_kind", "site", "model_a", "model_b")
+    assert "PRIMARY KEY (method, layer_selection, modality, site_kind, site, model_a, model_b)" in schema
+    assert TABLE_KEYS["model_comparisons"] == ("method", "layer_selection", "modality", "site_kind", "site", "model_a",
+                                                "model_b")
 
 
 # --------------------------------------------------------- tables left in Parquet, behind views

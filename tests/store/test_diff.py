@@ -104,8 +104,8 @@ def test_a_swapped_ranking_is_named_with_its_rows(tmp_path, published, score_tab
     assert f"model_ranking      DIFFER: {n_sites} swapped pairs (of {n_sites} rankings)" in output
     assert "DIFFER" in _section(output, "training_ranking")  # supervised vs random, the same two models
     assert "same" in _section(output, "area_ranking")  # each area's mean over the models is unchanged
-    assert ("method=cka, layer_selection=cv, site_kind=area, site=VISp: alexnet vs alexnet_random: "
-            "0.4 vs 0.3 in A, 0.3 vs 0.4 in B") in output
+    assert ("method=cka, layer_selection=cv, modality=calcium, site_kind=area, site=VISp: alexnet vs "
+            "alexnet_random: 0.4 vs 0.3 in A, 0.3 vs 0.4 in B") in output
 
 
 def test_scores_within_the_tolerance_are_ties_not_swaps(tmp_path, score_tables):
@@ -280,7 +280,7 @@ def test_a_view_reading_other_files_is_refused(tmp_path, published):
     shutil.copytree(published, hostile)
     con = duckdb.connect(str(hostile / "data" / "deepmouse.duckdb"))
     con.execute(f"CREATE OR REPLACE VIEW area_ranking AS SELECT 1 AS rank, 'rsa' AS method, 'max' AS layer_selection, "
-                f"'VISp' AS area, x AS mean_score FROM read_csv('{secret}')")
+                f"'calcium' AS modality, 'VISp' AS area, x AS mean_score FROM read_csv('{secret}')")
     con.close()
     with pytest.raises(StoreError, match=r"cannot compare \(Permission Error: .*secret\.csv"):
         diff_stores(published, hostile)

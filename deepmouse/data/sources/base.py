@@ -47,21 +47,16 @@ Write its module (a :class:`Source`, and a :class:`Reader` unless an existing on
 what it pulls; a new reader in a module of its own that imports nothing of the pull), add
 one entry to :data:`~deepmouse.data.sources.registry.SOURCES` and one to
 :data:`~deepmouse.data.sources.readers.READERS`, and the name to ``data.source``'s allowed
-values in the config. No other source changes. A source of Allen's Neuropixels
-sessions (allensdk ``EcephysProjectCache``) would implement:
+values in the config. No other source changes.
 
-- ``describe``: its ``data.*`` params and the finished session files of its cache;
-- ``pull``: download the sessions whose ``natural_scenes`` presentations it needs into the
-  staging folder, with a manifest of session ids, files, sha256 and sizes;
-- ``stimuli``: the 118 natural-scene templates of a session (checked identical across
-  sessions);
-- ``responses``: per unit and presentation, the spike count in the response window
-  divided by its length (a rate), in ``trials.parquet``'s columns, with units that fail the
-  quality metrics (isi violations, amplitude cutoff, presence ratio) dropped and counted;
-  ``units.parquet`` (unit id, session, structure acronym as ``area``, probe, depth) as its
-  :attr:`responses_metadata`;
-- ``neurons``: the units annotated as :func:`~deepmouse.data.selection.annotate_listed_neurons`
-  does for listed neurons.
+Neuropixels sessions
+--------------------
+With ``data.modalities`` listing ``neuropixels``, the ``simulated``, ``allen`` and ``nwb_dir``
+sources also pull Neuropixels session files into ``neuropixels/`` of the same staging folder
+(:mod:`~deepmouse.data.sources.neuropixels_pull`), listed under the manifest's
+``"neuropixels"``; :class:`~deepmouse.data.sources.ophys_nwb.OphysNwbReader` measures them
+beside the two-photon experiments (:mod:`~deepmouse.data.sources.ecephys_reader`), with a
+``modality`` column on every row of the trials, means and neurons.
 """
 
 from __future__ import annotations
@@ -145,6 +140,20 @@ class Source(ABC):
         areas = sorted({e["area"] for e in manifest["experiments"]})
         return (f"pull: {len(manifest['experiments'])} experiments ({', '.join(areas)}), "
                 f"{n_bytes / 1e6:.1f} MB in {out_dir}")
+
+
+def pull_summary_with_neuropixels(summary: Callable[[dict, Path], str], manifest: dict, out_dir: Path) -> str:
+    """``summary`` of the two-photon experiments (if any), with the Neuropixels sessions the manifest lists."""
+    entry = manifest.get("neuropixels")
+    if entry is None:
+        return summary(manifest, out_dir)
+    sessions = entry["sessions"]
+    n_bytes = sum(s["bytes"] for s in sessions)
+    ephys = (f"{len(sessions)} Neuropixels sessions ({sum(s.get('n_units', 0) for s in sessions)} units), "
+             f"{n_bytes / 1e6:.1f} MB")
+    if not manifest["experiments"]:
+        return f"pull: {ephys} in {out_dir}"
+    return f"{summary(manifest, out_dir)}; {ephys}"
 
 
 def load_manifest(raw_dir: str | Path) -> dict:

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from deepmouse.atomic import atomic_dir
-from deepmouse.data.sources.base import MANIFEST, Progress, describe_files
+from deepmouse.data.sources.base import MANIFEST, Progress, describe_files, pull_summary_with_neuropixels
 from deepmouse.data.sources.base import Source
 from deepmouse.data.sources.ophys_nwb import OphysNwbReader, describe_experiment
 from deepmouse.errors import DataError, SourceError
@@ -26,11 +26,25 @@ class NwbDirSource(Source):
 
     def describe(self, params) -> dict:
         folder = Path(params.data.nwb_dir)
-        return {"nwb_dir": params.data.nwb_dir, "files": describe_files(nwb_dir_files(folder), folder)}
+        described = {"nwb_dir": params.data.nwb_dir, "files": describe_files(nwb_dir_files(folder), folder),
+                     "modalities": list(params.data.modalities)}
+        if "neuropixels" in params.data.modalities:
+            from deepmouse.data.neuropixels import describe_neuropixels_dir
+
+            described["neuropixels"] = describe_neuropixels_dir(params.data.neuropixels_dir)
+        return described
 
     def pull(self, params, out_dir: Path, progress: Progress) -> dict:
+        from deepmouse.data.sources.neuropixels_pull import add_to_manifest, link_neuropixels_dir, wants_neuropixels
+
         with atomic_dir(out_dir) as staging:
-            return pull_nwb_dir(Path(params.data.nwb_dir), staging, progress)
+            manifest = pull_nwb_dir(Path(params.data.nwb_dir), staging, progress)
+            if wants_neuropixels(params):
+                manifest = add_to_manifest(staging, link_neuropixels_dir(params, staging, progress))
+            return manifest
+
+    def pull_summary(self, manifest: dict, out_dir: Path) -> str:
+        return pull_summary_with_neuropixels(super().pull_summary, manifest, out_dir)
 
 
 def nwb_dir_files(folder: Path) -> list[Path]:

@@ -8,10 +8,11 @@ and writes the dataset into the pull's staging folder.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
-from deepmouse.atomic import atomic_dir
-from deepmouse.data.sources.base import Progress
+from deepmouse.atomic import atomic_dir, write_text
+from deepmouse.data.sources.base import MANIFEST, Progress, pull_summary_with_neuropixels
 from deepmouse.data.sources.base import Source
 from deepmouse.data.sources.ophys_nwb import OphysNwbReader
 from deepmouse.errors import SourceError
@@ -25,22 +26,43 @@ class SimulatedSource(Source):
 
     def describe(self, params) -> dict:
         # Nothing outside the project is read: the params decide every byte.
-        return {"simulated": dataclasses.asdict(params.data.simulated)}
+        return {"simulated": dataclasses.asdict(params.data.simulated), "modalities": list(params.data.modalities)}
 
     def pull(self, params, out_dir: Path, progress: Progress) -> dict:
         with atomic_dir(out_dir) as staging:
             return self._simulate(params, staging, progress)
 
+    def pull_summary(self, manifest: dict, out_dir: Path) -> str:
+        return pull_summary_with_neuropixels(super().pull_summary, manifest, out_dir)
+
     def _simulate(self, params, out_dir: Path, progress: Progress) -> dict:
-        from deepmouse.data.simulated import simulate_dataset, simulated_scenes
+        from deepmouse.data.simulated import simulated_scenes
 
         cfg = params.data.simulated
         if cfg.tuning == "random":
             # Null data: the neurons' tuning is drawn independently of every model, so none is built.
             progress("tuning random: simulated neurons read out no model")
-            return simulate_dataset(out_dir, cfg, scenes=simulated_scenes(cfg))
+            return _write_modalities(params, out_dir, progress, simulated_scenes(cfg), None, None)
         scenes, features, planted = planted_generator(params, progress)
-        return simulate_dataset(out_dir, cfg, features, planted, scenes=scenes)
+        return _write_modalities(params, out_dir, progress, scenes, features, planted)
+
+
+def _write_modalities(params, out_dir: Path, progress: Progress, scenes, features, planted) -> dict:
+    """The two-photon files and manifest, and the Neuropixels sessions beside them, per ``data.modalities``."""
+    from deepmouse.data.simulated import simulate_dataset
+    from deepmouse.data.sources.neuropixels_pull import (add_to_manifest, simulate_neuropixels, wants_calcium,
+                                                         wants_neuropixels)
+
+    cfg = params.data.simulated
+    if not wants_calcium(params):
+        entry = simulate_neuropixels(params, out_dir, progress, features, planted, scenes=scenes)
+        manifest = {"source": "simulated", "tuning": cfg.tuning, "experiments": [], "neuropixels": entry}
+        write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        return manifest
+    manifest = simulate_dataset(out_dir, cfg, features, planted, scenes=scenes)
+    if wants_neuropixels(params):
+        manifest = add_to_manifest(out_dir, simulate_neuropixels(params, out_dir, progress, features, planted))
+    return manifest
 
 
 def planted_generator(params, progress: Progress) -> tuple:

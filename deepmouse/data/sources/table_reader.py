@@ -64,8 +64,8 @@ class TableReader(Reader):
             means = means.loc[:, ["experiment_id", "neuron_id", "stimulus_index", "mean_response", "n_trials"]]
         # A new folder: no file of an earlier run of another source (experiments.parquet) is kept.
         with atomic_dir(out_dir) as staging:
-            trials.to_parquet(staging / "trials.parquet", index=False)
-            means.reset_index(drop=True).to_parquet(staging / "means.parquet", index=False)
+            trials.assign(modality="calcium").to_parquet(staging / "trials.parquet", index=False)
+            means.reset_index(drop=True).assign(modality="calcium").to_parquet(staging / "means.parquet", index=False)
             neurons.to_parquet(staging / NEURON_METADATA, index=False)
         if len(trials):
             return (f"responses: {len(neurons)} neurons x {len(trials) // len(neurons)} trials, from tables "
@@ -78,6 +78,8 @@ class TableReader(Reader):
         from deepmouse.data.selection import annotate_listed_neurons
 
         trials = pd.read_parquet(responses_dir / "trials.parquet")
+        # Recordings given as tables are scored as the two-photon ones are (one modality).
         return annotate_listed_neurons(pd.read_parquet(responses_dir / NEURON_METADATA),
                                        trials if len(trials) else None,
-                                       pd.read_parquet(responses_dir / "means.parquet"), params.neurons)
+                                       pd.read_parquet(responses_dir / "means.parquet"),
+                                       params.neurons).assign(modality="calcium")
