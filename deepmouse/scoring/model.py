@@ -33,14 +33,14 @@ from deepmouse.config import ScoringConfig
 from deepmouse.errors import DataError
 from deepmouse.features.stats import LayerStatistics
 from deepmouse.metrics.bootstrap import percentile_interval, resample_counts
-from deepmouse.metrics.cka import cka_layers, cka_noise_ceiling, response_gram, stimulus_centred_grams
+from deepmouse.metrics.cka import cka_noise_ceiling, cka_sites, response_gram, stimulus_centred_grams
 from deepmouse.metrics.folds import stimulus_folds, stimulus_halves
 from deepmouse.metrics.pls import fit_pls_folds
 from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
 from deepmouse.metrics.rsa import rdm_noise_ceiling, score_entries
 from deepmouse.scoring.neural import NeuralData, split_modality
 from deepmouse.scoring.regression import fit_regression_layers
-from deepmouse.scoring.selection import Selected, select_cka, select_regression, select_rsa
+from deepmouse.scoring.selection import Selected, select_cka_sites, select_regression, select_rsa
 
 
 def score_model(
@@ -112,20 +112,25 @@ def score_model(
 
     layer_grams = stimulus_centred_grams(stats.centred_gram[usable], stats.row_sums[usable],
                                          stats.n_features[usable])
+    # CKA resamples the stimuli once for every site (the layers' own terms are then computed
+    # once), with the same resamples for every model, so replicates still pair across models.
+    site_list = list(neural.sites(cfg.rsa.sites))
+    names = [f"responses of site {site}" for _, site, _ in site_list]
+    neural_grams = np.stack([response_gram(neural.means[:, columns]) for _, _, columns in site_list])
+    counts = resample_counts(n_stimuli, cfg.bootstrap.n, np.random.default_rng([cfg.bootstrap.seed,
+                                                                                _stable_hash("cka")]))
+    per_layer = cka_sites(layer_grams, neural_grams, np.ones((1, n_stimuli)), cfg.cka.estimator,
+                                 names=names)[:, 0]
+    site_selections = select_cka_sites(layer_grams, neural_grams, np.vstack([np.ones(n_stimuli), counts]), halves,
+                                       cfg.cka.estimator, rules, names)
     cka_rows = []
-    for kind, site, columns in neural.sites(cfg.rsa.sites):
-        neural_gram = response_gram(neural.means[:, columns])
+    for (kind, site, columns), scores, selections in zip(site_list, per_layer, site_selections):
         ceiling = (cka_noise_ceiling(neural.half_a[:, columns], neural.half_b[:, columns], cfg.cka.estimator)
                    if neural.has_trials else np.nan)
         cka_rows.append(pd.DataFrame({
             "model_id": model_id, "layer_index": layers["layer_index"], "site_kind": kind, "site": site,
-            "estimator": cfg.cka.estimator, "noise_ceiling": ceiling, "n_neurons": len(columns),
-            "score": cka_layers(layer_grams, neural_gram, np.ones((1, n_stimuli)), cfg.cka.estimator,
-                                name=f"responses of site {site}")[0],
+            "estimator": cfg.cka.estimator, "noise_ceiling": ceiling, "n_neurons": len(columns), "score": scores,
         }))
-        counts = resample_counts(n_stimuli, cfg.bootstrap.n, _site_rng(cfg, "cka", kind, site))
-        selections = select_cka(layer_grams, neural_gram, np.vstack([np.ones(n_stimuli), counts]), halves,
-                                cfg.cka.estimator, rules)
         for rule, selected in selections.items():
             normalised, low = normalise_scores(selected.values[0], ceiling, cfg.min_ceiling)
             add("cka", rule, kind, site, selected, normalised, ceiling, len(columns), low, int(low))

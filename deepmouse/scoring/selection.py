@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deepmouse.metrics.cka import cka_layers
+from deepmouse.metrics.cka import cka_sites
 from deepmouse.metrics.ridge import default_device
 from deepmouse.metrics.rsa import pearson_from_moments, pearson_moment_columns, score_entries, weighted_sums
 
@@ -146,30 +146,42 @@ def select_cka(layer_grams: np.ndarray, neural_gram: np.ndarray, counts: np.ndar
     estimator : {"unbiased", "biased"}
     rules : subset of ("max", "cv")
     """
-    rows = np.arange(counts.shape[0])
-    out = {}
+    return select_cka_sites(layer_grams, np.asarray(neural_gram)[None], counts, halves, estimator, rules)[0]
+
+
+def select_cka_sites(layer_grams: np.ndarray, neural_grams: np.ndarray, counts: np.ndarray, halves: np.ndarray,
+                     estimator: str, rules: tuple[str, ...], names: list[str] | None = None
+                     ) -> list[dict[str, Selected]]:
+    """:func:`select_cka` for several sites under the same weightings, one dict per site.
+
+    The layers' own terms are computed once for every site (``cka_sites``).
+    """
+    out = [{} for _ in range(len(neural_grams))]
     if "max" in rules:
-        per_layer = cka_layers(layer_grams, neural_gram, counts, estimator)
-        out["max"] = Selected(np.nanmax(per_layer, axis=1), np.array([int(np.nanargmax(per_layer[0]))]))
+        per_layer = cka_sites(layer_grams, neural_grams, counts, estimator, names=names)
+        for site, scores in zip(out, per_layer):
+            site["max"] = Selected(np.nanmax(scores, axis=1), np.array([int(np.nanargmax(scores[0]))]))
     if "cv" in rules:
-        values = np.zeros(counts.shape[0])
+        values = np.zeros((len(neural_grams), counts.shape[0]))
         choices = []
         for in_half in halves:
             # Restricting the Grams to a half costs a quarter of the whole; zero counts would not.
-            on_a, on_b = (_cka_within(layer_grams, neural_gram, counts, np.flatnonzero(half), estimator)
+            on_a, on_b = (_cka_within(layer_grams, neural_grams, counts, np.flatnonzero(half), estimator, names)
                           for half in (in_half, ~in_half))
             for choose_on, score_on in ((on_a, on_b), (on_b, on_a)):
-                chosen = np.argmax(np.nan_to_num(choose_on, nan=-np.inf), axis=1)
-                values += score_on[rows, chosen]
-                choices.append(chosen[0])
-        out["cv"] = Selected(values / len(choices), np.array(choices))
+                chosen = np.argmax(np.nan_to_num(choose_on, nan=-np.inf), axis=2)  # (n_sites, n_weightings)
+                values += np.take_along_axis(score_on, chosen[:, :, None], axis=2)[:, :, 0]
+                choices.append(chosen[:, 0])
+        choices = np.stack(choices, axis=1)
+        for site, (value, chosen) in enumerate(zip(values, choices)):
+            out[site]["cv"] = Selected(value / choices.shape[1], chosen)
     return out
 
 
-def _cka_within(layer_grams, neural_gram, counts, stimuli, estimator):
-    """Every layer's CKA on the given stimuli under every weighting, ``(n_weightings, n_layers)``."""
-    return cka_layers(layer_grams[:, stimuli][:, :, stimuli], neural_gram[np.ix_(stimuli, stimuli)],
-                      counts[:, stimuli], estimator)
+def _cka_within(layer_grams, neural_grams, counts, stimuli, estimator, names):
+    """Every layer's CKA on the given stimuli under every weighting, ``(n_sites, n_weightings, n_layers)``."""
+    return cka_sites(layer_grams[:, stimuli][:, :, stimuli], neural_grams[:, stimuli][:, :, stimuli],
+                     counts[:, stimuli], estimator, names=names)
 
 
 def _weighted_scorer(model_entries, neural_entries, pair_weights, method):

@@ -44,12 +44,16 @@ def test_every_area_of_the_small_run_has_an_interanimal_consistency(small_run):
         ranking = con.execute("SELECT * FROM model_ranking WHERE site_kind = 'area'").fetchdf()
     finally:
         con.close()
-    assert set(consistency["area"]) == areas and len(consistency) == 2 * len(areas)
+    modalities = set(ranking["modality"])
+    assert set(consistency["area"]) == areas and set(consistency["modality"]) == modalities == {"calcium", "neuropixels"}
+    assert len(consistency) == len(consistency[["area", "modality", "method"]].drop_duplicates())
+    assert set(consistency["method"]) == {"rsa", "regression"} and len(consistency) == 2 * len(modalities) * len(areas)
     assert (consistency["n_animals"] >= 2).all() and consistency["score"].notna().all()
     assert ((consistency["ci_low"] <= consistency["score"]) & (consistency["score"] <= consistency["ci_high"])).all()
     # Each model against the other animals: score / consistency where the consistency is clearly above 0.
     both = ranking.merge(consistency.rename(columns={"area": "site", "score": "consistency", "ci_low": "low"})
-                         [["site", "method", "consistency", "low"]], on=["site", "method"], validate="many_to_one")
+                         [["site", "modality", "method", "consistency", "low"]], on=["site", "modality", "method"],
+                         validate="many_to_one")
     expected = (both["score"] / both["consistency"]).where(both["low"] > 0)
     assert np.allclose(both["normalized_interanimal"], expected, equal_nan=True)
     assert (both["above_interanimal"] == (both["score"] > both["consistency"])).all()

@@ -125,7 +125,7 @@ def test_the_small_run_has_cka_beside_rsa_for_every_model_area_and_selection(sma
         models = {row[0] for row in con.execute("SELECT model_id FROM models").fetchall()}
         areas = {row[0] for row in con.execute("SELECT DISTINCT area FROM neurons WHERE selected").fetchall()}
         rules = {row[0] for row in con.execute("SELECT DISTINCT layer_selection FROM model_scores").fetchall()}
-        cka = con.execute("SELECT model_id, site, layer_selection, score, ci_low, ci_high FROM model_scores "
+        cka = con.execute("SELECT model_id, modality, site, layer_selection, score, ci_low, ci_high FROM model_scores "
                           "WHERE method = 'cka' AND site_kind = 'area'").fetchall()
         layers = {method: set(con.execute(f"SELECT DISTINCT model_id, layer_index, site FROM {table}").fetchall())
                   for method, table in (("rsa", "rsa_scores"), ("cka", "cka_scores"))}
@@ -137,8 +137,8 @@ def test_the_small_run_has_cka_beside_rsa_for_every_model_area_and_selection(sma
     finally:
         con.close()
     assert models == set(SMALL_MODELS) and rules == {"max", "cv"} and areas
-    assert sorted((m, a, r) for m, a, r, *_ in cka) == sorted(
-        (m, a, r) for m in models for a in areas for r in rules)
+    assert sorted((m, k, a, r) for m, k, a, r, *_ in cka) == sorted(
+        (m, k, a, r) for m in models for k in ("calcium", "neuropixels") for a in areas for r in rules)
     assert all(-1 <= score <= 1 and low <= high for *_, score, low, high in cka)
     assert layers["cka"] == layers["rsa"] and estimators == {"unbiased"}
     assert divided == 0 and skipped == flagged

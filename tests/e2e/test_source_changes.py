@@ -200,7 +200,8 @@ def _set_params(project, change):
 
 @pytest.mark.slow
 def test_dvc_repro_reruns_pull_when_an_nwb_file_is_replaced_and_a_failed_pull_keeps_the_last(tmp_path, nwb_folder, pulled):
-    project = _project(tmp_path, source="nwb_dir", nwb_dir=str(nwb_folder))
+    # Two-photon files only: a Neuropixels folder would be a second source of changes (tests/e2e/test_modalities.py).
+    project = _project(tmp_path, source="nwb_dir", nwb_dir=str(nwb_folder), modalities=["calcium"])
     first = _dvc(project, "repro", "pull")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert _ran(first) == {"params", "fingerprint", "pull"}

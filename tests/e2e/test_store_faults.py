@@ -81,7 +81,7 @@ def _inject(project: Path, value: float) -> dict:
     row = scores.index[(scores["method"] == "regression") & (scores["layer_selection"] == "cv")][0]
     scores.loc[row, "score"] = value
     _write_model_folder(folder, tables, _read_record(folder)["key"])
-    return scores.loc[row, ["model_id", "method", "layer_selection", "site_kind", "site"]].to_dict()
+    return scores.loc[row, ["model_id", "method", "layer_selection", "modality", "site_kind", "site"]].to_dict()
 
 
 def _deepmouse(project: Path, *args: str) -> subprocess.CompletedProcess:
@@ -219,7 +219,7 @@ def test_a_damaged_store_is_named_in_one_line_and_dvc_checkout_restores_it(resto
     query = _deepmouse(project, "query", "select * from model_ranking")
     assert query.returncode == 1 and query.stderr.strip() == (
         f"error: {PUBLISHED}: not a complete results store (no runs, models, layers, neurons, rsa_scores, "
-        f"cka_scores, regression_scores, model_scores, neuron_scores, model_comparisons); {hint}")
+        f"cka_scores, regression_scores, model_scores, neuron_scores, model_comparisons, interanimal_consistency); {hint}")
     report = _dvc(project, "repro", "-s", "report")
     assert report.returncode != 0 and "Traceback" not in report.stdout + report.stderr
     assert _error_line(report, "[report] error:").endswith(hint)
