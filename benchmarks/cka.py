@@ -7,7 +7,7 @@ bootstrap replicates, 10 halvings for ``cv``, 10 outer folds and 11 alphas for r
 
 - CKA: the layers' stimulus-centred Grams from the statistics, then per area the neurons'
   Gram, every layer's CKA, and ``max`` and ``cv`` selection inside every bootstrap replicate
-  (:func:`~deepmouse.scoring.selection.select_cka`);
+  (:func:`~deepmouse.scoring.selection.select_cka_sites`, every area at once);
 - RSA: the layers' correlation RDMs, then per area the neural RDM and ``max`` and ``cv``
   selection (:func:`~deepmouse.scoring.selection.select_rsa`);
 - ridge: :func:`~deepmouse.metrics.ridge.fit_ridge_folds` on every layer's kernel for every
@@ -37,7 +37,7 @@ from deepmouse.metrics.cka import response_gram, stimulus_centred_grams
 from deepmouse.metrics.folds import stimulus_folds, stimulus_halves
 from deepmouse.metrics.rdm import rdm_from_centred_gram, rdm_from_responses, upper_triangle
 from deepmouse.metrics.ridge import fit_ridge_folds
-from deepmouse.scoring.selection import select_cka, select_rsa
+from deepmouse.scoring.selection import select_cka_sites, select_rsa
 
 N_STIMULI = 119
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "cka.json"
@@ -86,10 +86,9 @@ def main() -> None:
 
     def cka() -> None:
         grams = stimulus_centred_grams(centred, sums, n_features)
-        for columns in areas:
-            counts = resample_counts(N_STIMULI, cfg.bootstrap.n, rng)
-            select_cka(grams, response_gram(responses[:, columns]), np.vstack([np.ones(N_STIMULI), counts]),
-                       halves, cfg.cka.estimator, rules)
+        counts = resample_counts(N_STIMULI, cfg.bootstrap.n, rng)  # one set for every area, as score_model
+        select_cka_sites(grams, np.stack([response_gram(responses[:, columns]) for columns in areas]),
+                         np.vstack([np.ones(N_STIMULI), counts]), halves, cfg.cka.estimator, rules)
 
     def rsa() -> None:
         pairs = np.triu_indices(N_STIMULI, k=1)
