@@ -161,7 +161,7 @@ CREATE OR REPLACE TABLE model_comparisons (
 CREATE OR REPLACE TABLE interanimal_consistency (
     area              VARCHAR NOT NULL,
     modality          VARCHAR NOT NULL,   -- calcium | neuropixels: animals are compared within one recording
-    method            VARCHAR NOT NULL,   -- rsa | regression | pls (when scoring.pls.enabled)
+    method            VARCHAR NOT NULL,   -- rsa | cka | regression | pls (when scoring.pls.enabled)
     score             DOUBLE,             -- mean over target neurons (regression, PLS) or target animals (RSA)
     ci_low            DOUBLE,             -- bootstrap over neurons (regression) or stimuli (RSA)
     ci_high           DOUBLE,

@@ -33,6 +33,11 @@ target animal of a replicate). The corrected form divides each animal's r by the
 of its own split-half RDM ceiling (none below ``scoring.min_ceiling``). An animal with fewer than 2 selected neurons in the area
 (or whose other animals hold fewer than 2) has no RDM and is left out of the RSA mean.
 
+CKA. As RSA, with the Grams of the target animal's and the other animals' mean responses
+(``scoring.cka.estimator``) in place of the RDMs; the bootstrap resamples the stimuli; the
+corrected form divides each animal's CKA by the square root of its split-half CKA ceiling.
+An animal whose responses (or the others') do not vary over the stimuli is left out.
+
 The other animals' responses are noisy, unlike a model's features, so consistency is
 attenuated by the noise of both sides; the corrected form removes only the target's. Either
 way a model and the other animals are scored on the same target neurons by the same
@@ -54,6 +59,7 @@ from deepmouse.atomic import atomic_file
 from deepmouse.config import ScoringConfig
 from deepmouse.errors import DataError
 from deepmouse.metrics.bootstrap import percentile_interval, resample_counts
+from deepmouse.metrics.cka import cka_layers, cka_noise_ceiling, response_gram
 from deepmouse.metrics.folds import stimulus_folds, stimulus_halves
 from deepmouse.metrics.pls import fit_pls_folds
 from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
@@ -68,7 +74,7 @@ CONSISTENCY_FILE = "interanimal_consistency.parquet"
 NEURONS_FILE = "interanimal_neurons.parquet"
 """Per target neuron, the regression consistency, in the ``scores`` stage's folder."""
 
-METHODS = ("rsa", "regression", "pls")
+METHODS = ("rsa", "cka", "regression", "pls")
 """Every method a consistency can be scored by; ``pls`` only when ``scoring.pls.enabled``."""
 PER_NEURON_METHODS = ("regression", "pls")
 CONSISTENCY_COLUMNS = ("area", "method", "score", "ci_low", "ci_high", "normalized_score", "n_animals", "n_neurons")
@@ -123,7 +129,7 @@ def response_kernel(responses: np.ndarray) -> np.ndarray:
 
 
 def score_interanimal(neural: NeuralData, cfg: ScoringConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Inter-animal consistency of every area (and modality), by RSA and by regression.
+    """Inter-animal consistency of every area (and modality), by RSA, CKA and regression (and PLS).
 
     Parameters
     ----------
@@ -165,6 +171,9 @@ def score_interanimal(neural: NeuralData, cfg: ScoringConfig) -> tuple[pd.DataFr
         rsa_values, rsa_normalised = _rsa_consistency(neural, columns, animals, cfg, site)
         rows.append({**base, "method": "rsa", "score": rsa_values[0], **_interval(rsa_values, cfg),
                      "normalized_score": rsa_normalised})
+        cka_values, cka_normalised = _cka_consistency(neural, columns, animals, cfg, site)
+        rows.append({**base, "method": "cka", "score": cka_values[0], **_interval(cka_values, cfg),
+                     "normalized_score": cka_normalised})
         for method in (m for m in methods if m in PER_NEURON_METHODS):
             scores = _per_neuron_consistency(method, neural.means, columns, animals, folds, cfg)
             normalised, _ = normalise_scores(scores, ceilings[columns], cfg.min_ceiling)
@@ -266,6 +275,37 @@ def _rsa_consistency(neural: NeuralData, columns: np.ndarray, animals: np.ndarra
                 ceiling = rdm_noise_ceiling(neural.half_a[:, target], neural.half_b[:, target],
                                             method=cfg.rsa.comparison)
             except DataError:  # a half's RDM undefined as above: no ceiling, no corrected score
+                ceiling = np.nan
+            corrected.append(normalise_scores(values[0], ceiling, cfg.min_ceiling)[0])
+    if not per_animal:
+        return np.full(cfg.bootstrap.n + 1, np.nan), np.nan
+    corrected = np.asarray(corrected, dtype=np.float64)
+    return np.mean(per_animal, axis=0), float(np.nanmean(corrected)) if np.isfinite(corrected).any() else np.nan
+
+
+def _cka_consistency(neural: NeuralData, columns: np.ndarray, animals: np.ndarray, cfg: ScoringConfig,
+                     site: str) -> tuple[np.ndarray, float]:
+    """Mean over target animals of Gram-to-Gram CKA: (observed, replicates...) and the corrected mean."""
+    n_stimuli = neural.means.shape[0]
+    counts = resample_counts(n_stimuli, cfg.bootstrap.n, _rng(cfg, "cka", site))
+    weights = np.vstack([np.ones(n_stimuli), counts])
+    per_animal, corrected = [], []
+    for animal in np.unique(animals):
+        target, source = columns[animals == animal], columns[animals != animal]
+        try:
+            values = cka_layers(response_gram(neural.means[:, source])[None], response_gram(neural.means[:, target]),
+                                weights, cfg.cka.estimator, name=f"animal {animal}")[:, 0]
+        except DataError:
+            # Responses that do not vary over the stimuli (silent units) have no CKA with
+            # anything: the animal is left out as a target, as in RSA.
+            continue
+        if np.isnan(values[0]):  # the other animals' responses do not vary
+            continue
+        per_animal.append(values)
+        if neural.has_trials:
+            try:
+                ceiling = cka_noise_ceiling(neural.half_a[:, target], neural.half_b[:, target], cfg.cka.estimator)
+            except DataError:  # a half without variance: no ceiling, no corrected score
                 ceiling = np.nan
             corrected.append(normalise_scores(values[0], ceiling, cfg.min_ceiling)[0])
     if not per_animal:

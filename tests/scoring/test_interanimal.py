@@ -9,6 +9,7 @@ from scipy.stats import pearsonr
 from sklearn.preprocessing import StandardScaler
 
 from deepmouse.errors import DataError
+from deepmouse.metrics.cka import linear_cka, response_gram
 from deepmouse.metrics.folds import stimulus_folds
 from deepmouse.metrics.pls import fit_pls_folds
 from deepmouse.scoring.interanimal import (
@@ -93,6 +94,41 @@ def test_rsa_consistency_equals_mean_over_target_animals_of_rdm_correlations(sma
     assert row["ci_low"] <= row["score"] <= row["ci_high"]
 
 
+def test_cka_consistency_equals_mean_over_target_animals_of_linear_cka(small):
+    """Each animal's Gram against the other animals' pooled Gram (linear_cka, itself checked against
+    explicit HSIC loops in tests/metrics/test_cka.py), corrected by the target's split-half CKA."""
+    areas, _ = score_interanimal(small, _cfg())
+    values, corrected = [], []
+    for animal in ("m1", "m2", "m3"):
+        target = (small.neurons["animal"] == animal).to_numpy()
+        value = linear_cka(response_gram(small.means[:, ~target]), response_gram(small.means[:, target]))
+        split = linear_cka(response_gram(small.half_a[:, target]), response_gram(small.half_b[:, target]))
+        values.append(value)
+        corrected.append(value / np.sqrt(2 * split / (1 + split)))
+    row = areas.set_index("method").loc["cka"]
+    assert row["score"] == pytest.approx(np.mean(values), abs=1e-10)
+    assert row["normalized_score"] == pytest.approx(np.mean(corrected), abs=1e-10)
+    assert row["ci_low"] <= row["score"] <= row["ci_high"]
+
+
+def test_planted_cka_consistency_recovers_a_gram_shared_by_every_animal():
+    """Every animal reads the same 3-dimensional tuning through orthonormal readouts: the same Gram up
+    to scale, so the other animals' Gram matches each animal's (CKA 1 without noise); little noise
+    keeps it near 1, and an animal with tuning of its own (the null) is near 0."""
+    rng = np.random.default_rng(5)
+    animals = np.repeat(["a", "b", "c"], 6)
+    tuning = rng.normal(size=(119, 3))
+    readouts = [np.linalg.qr(rng.normal(size=(6, 3)))[0].T for _ in range(3)]  # (3, 6), orthonormal rows
+    signal = np.hstack([tuning @ readout for readout in readouts])
+    noise_sd = 0.1 * signal.std(axis=0)
+    row = score_interanimal(_neural(signal, noise_sd, animals, rng), scoring_cfg())[0].set_index("method").loc["cka"]
+    assert row["score"] > 0.95 and row["ci_low"] > 0.9
+    assert row["normalized_score"] == pytest.approx(1.0, abs=0.05)
+    own = np.hstack([rng.normal(size=(119, 3)) @ readout for readout in readouts])
+    null = score_interanimal(_neural(own, noise_sd, animals, rng), scoring_cfg())[0].set_index("method").loc["cka"]
+    assert abs(null["score"]) < 0.1 and null["ci_low"] < 0 < null["ci_high"]
+
+
 def test_corrected_forms_leave_out_ceilings_below_min_ceiling(small):
     """As the models' normalised scores: a neuron (regression) or target animal (RSA) whose ceiling is
     below scoring.min_ceiling has no corrected score, and the area's corrected form averages the rest."""
@@ -135,11 +171,11 @@ def test_pls_consistency_only_when_enabled_and_fits_each_target_animal_from_the_
     row = areas.set_index("method").loc["pls"]
     assert row["score"] == pytest.approx(expected.mean(), abs=1e-6)
     assert row["ci_low"] <= row["score"] <= row["ci_high"]
-    assert list(areas["method"]) == ["rsa", "regression", "pls"]
+    assert list(areas["method"]) == ["rsa", "cka", "regression", "pls"]
     # A one-animal area has a NULL PLS row too.
     one = small.neurons.assign(area=np.where(small.neurons["animal"] == "m3", "VISl", "VISp"))
     visl = score_interanimal(NeuralData(one, small.means, small.half_a, small.half_b), cfg)[0].query("area == 'VISl'")
-    assert list(visl["method"]) == ["rsa", "regression", "pls"] and visl["score"].isna().all()
+    assert list(visl["method"]) == ["rsa", "cka", "regression", "pls"] and visl["score"].isna().all()
 
 
 def test_planted_pls_consistency_matches_the_noise_levels():
@@ -173,7 +209,7 @@ def test_null_consistency_is_centred_on_zero():
         rng = np.random.default_rng(seed)
         neural = _neural(rng.normal(size=(119, animals.size)), np.full(animals.size, 0.5), animals, rng)
         areas = score_interanimal(neural, scoring_cfg())[0].set_index("method")
-        scores.append(areas.loc[["rsa", "regression"], "score"].to_numpy())
+        scores.append(areas.loc[["rsa", "cka", "regression"], "score"].to_numpy())
         assert (areas["ci_low"] < 0.03).all() and (areas["ci_high"] > -0.03).all()
     # One data set's neurons share its stimuli, so their scores vary together: centred over data sets.
     assert np.abs(np.mean(scores, axis=0)).max() < 0.015
@@ -204,7 +240,7 @@ def test_areas_with_one_animal_get_no_consistency_and_say_so(small):
     neurons = small.neurons.assign(area=np.where(small.neurons["animal"] == "m3", "VISl", "VISp"))
     areas, per_neuron = score_interanimal(NeuralData(neurons, small.means, small.half_a, small.half_b), _cfg())
     visl = areas[areas["area"] == "VISl"]
-    assert list(visl["method"]) == ["rsa", "regression"]
+    assert list(visl["method"]) == ["rsa", "cka", "regression"]
     assert visl["score"].isna().all() and (visl["n_animals"] == 1).all() and (visl["n_neurons"] == 3).all()
     assert areas.loc[areas["area"] == "VISp", "score"].notna().all()
     assert set(per_neuron["area"]) == {"VISp"}
