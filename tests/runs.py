@@ -136,7 +136,8 @@ def build_once(root: Path, label: str, params: dict | None = None) -> Path:
     """A folder under ``root`` holding a finished `dvc repro` of ``params``; built by the first caller only.
 
     The folder holds the pipeline's files (:func:`copy_project`) and the repository's git rules
-    (:data:`GIT_RULES`). It is named by ``label`` and a digest of the params, so two callers
+    (:data:`GIT_RULES`); the `dvc repro` output is kept beside it (``<folder>.repro.log``). It is
+    named by ``label`` and a digest of the params, so two callers
     asking for different params never share a folder. A marker file beside it says the build finished
     (and records the digests :func:`check_unchanged` compares); a folder without one is a
     build a killed process left half done, and is built again. A failed build raises
@@ -157,6 +158,8 @@ def build_once(root: Path, label: str, params: dict | None = None) -> Path:
             for name in GIT_RULES:
                 shutil.copy2(REPO / name, folder / name)
             result = dvc(folder, "repro")
+            # Each stage's summary line and timing, for reading where a suite's time went.
+            folder.with_name(folder.name + ".repro.log").write_text(result.stdout + result.stderr)
             if result.returncode != 0:
                 failed.write_text(f"dvc repro of the shared run {folder} failed (exit {result.returncode}):\n"
                                   f"{result.stdout[-4000:]}{result.stderr[-4000:]}")
