@@ -72,3 +72,15 @@ def test_a_preset_name_in_the_file_stops_the_params_stage_with_the_command_that_
         f"[params] error: {tmp_path / 'params.yaml'}: zoo.models: 'taskonomy' is a preset; DVC makes one features "
         "stage per entry of zoo.models as written, so write its ids instead: run `deepmouse zoo use taskonomy`"]
     assert not (tmp_path / "params.json").exists()
+
+
+# On a small run, not the default run: its file is not one of the default run's readers, so it
+# runs while the default run is still being built.
+@pytest.mark.slow
+def test_scoring_param_change_reruns_only_scores_onward(small_project):
+    params = yaml.safe_load((small_project / "params.yaml").read_text())
+    params["scoring"]["bootstrap"]["n"] += 100
+    (small_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = _dvc(small_project, "repro")
+    assert result.returncode == 0, result.stderr
+    assert _ran(result) == {"params", "fingerprint", "scores", "store", "checks", "report"}

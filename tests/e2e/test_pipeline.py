@@ -142,12 +142,3 @@ def test_second_repro_reruns_nothing(changed):
     result = _dvc(changed, "repro")
     assert result.returncode == 0, result.stderr
     assert _ran(result) == {"fingerprint"}  # always runs: it fingerprints the source, cheaply
-
-
-def test_scoring_param_change_reruns_only_scores_onward(small_project):
-    params = yaml.safe_load((small_project / "params.yaml").read_text())
-    params["scoring"]["bootstrap"]["n"] += 100
-    (small_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = _dvc(small_project, "repro")
-    assert result.returncode == 0, result.stderr
-    assert _ran(result) == {"params", "fingerprint", "scores", "store", "checks", "report"}
