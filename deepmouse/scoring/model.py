@@ -119,8 +119,7 @@ def score_model(
     neural_grams = np.stack([response_gram(neural.means[:, columns]) for _, _, columns in site_list])
     counts = resample_counts(n_stimuli, cfg.bootstrap.n, np.random.default_rng([cfg.bootstrap.seed,
                                                                                 _stable_hash("cka")]))
-    per_layer = cka_sites(layer_grams, neural_grams, np.ones((1, n_stimuli)), cfg.cka.estimator,
-                                 names=names)[:, 0]
+    per_layer = cka_sites(layer_grams, neural_grams, np.ones((1, n_stimuli)), cfg.cka.estimator, names=names)[:, 0]
     site_selections = select_cka_sites(layer_grams, neural_grams, np.vstack([np.ones(n_stimuli), counts]), halves,
                                        cfg.cka.estimator, rules, names)
     cka_rows = []
