@@ -173,3 +173,24 @@ def flat_outputs(model: nn.Module, inputs: torch.Tensor, layer_names: Sequence[s
 def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> bool:
     scale = max(float(torch.linalg.vector_norm(a)), float(torch.linalg.vector_norm(b)))
     return float(torch.linalg.vector_norm(a - b)) <= rtol * scale
+
+
+def memory_span(output: torch.Tensor, n_stimuli: int) -> tuple | None:
+    """Where an unfolded output's values lie, if they fill one block of memory stimulus by stimulus.
+
+    ``(device, dtype, storage address, offset, numel)`` when the output is dense (its
+    elements fill ``numel`` consecutive places, in any order of its axes) with the stimulus
+    axis outermost, so that each stimulus's values are the same block of memory for any two
+    outputs with the same span; None otherwise (folded stimuli, strided or overlapping views).
+    """
+    if output.shape[0] != n_stimuli or output.numel() == 0:
+        return None
+    expected = 1
+    for stride, size in sorted((stride, size) for stride, size in zip(output.stride(), output.shape) if size != 1):
+        if stride != expected:
+            return None
+        expected *= size
+    if n_stimuli > 1 and output.stride(0) * n_stimuli != output.numel():
+        return None
+    return (str(output.device), output.dtype, output.untyped_storage().data_ptr(), output.storage_offset(),
+            output.numel())

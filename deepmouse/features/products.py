@@ -378,3 +378,30 @@ def chunk_size(n_stimuli: int, chunk_features: int | None, device: torch.device)
         return chunk_features
     elements = DEFAULT_CHUNK_ELEMENTS.get(device.type, DEFAULT_CHUNK_ELEMENTS["cpu"])
     return max(1, elements // max(n_stimuli, 1))
+
+
+def holds_same_values(flat: torch.Tensor, earlier: LayerProducts, row_sums_rtol: float, diagonal_rtol: float) -> bool:
+    """Whether ``flat`` (n, p), covering the memory of an earlier output whose products are
+    ``earlier``, still holds that output's values (in some order).
+
+    The caller makes sure the earlier output is still alive, so that its memory cannot have
+    been given to a new output; it then holds the same values unless an in-place operation
+    wrote to it in between, which would have to leave every stimulus's sum and squared norm
+    as they were: ``|s - s'| <= row_sums_rtol
+    sqrt(p G'_ii)`` and ``|x_i·x_i - G'_ii| <= diagonal_rtol (max |G'| + |G'_ii|)``. One pass
+    over the values, in chunks of :data:`DEFAULT_CHUNK_ELEMENTS` as the products.
+    """
+    rows = flat.to(device=earlier.gram.device)
+    row_sums = torch.zeros(rows.shape[0], dtype=torch.float64, device=rows.device)
+    squares = torch.zeros_like(row_sums)
+    step = max(1, DEFAULT_CHUNK_ELEMENTS.get(rows.device.type, DEFAULT_CHUNK_ELEMENTS["cpu"]) // rows.shape[0])
+    for start in range(0, rows.shape[1], step):
+        chunk = rows[:, start:start + step].to(torch.float32)
+        row_sums += chunk.sum(dim=1, dtype=torch.float64)
+        squares += (chunk * chunk).sum(dim=1, dtype=torch.float64)
+    diagonal = torch.diagonal(earlier.gram)
+    scale = torch.sqrt(rows.shape[1] * diagonal.clamp(min=0))
+    if not bool((torch.abs(row_sums - earlier.row_sums) <= row_sums_rtol * scale).all()):
+        return False
+    tolerance = diagonal_rtol * (torch.abs(earlier.gram).max() + torch.abs(diagonal))
+    return bool((torch.abs(squares - diagonal) <= tolerance).all())

@@ -10,8 +10,13 @@ and their correlation RDMs.
 
 An output whose ``p``, ``s`` and ``G`` repeat an earlier layer's up to float
 rounding (dropout in eval, identity, flatten of the previous output, even with
-its features reordered) is dropped after the forward pass. Relative depth is
-``position / (n_layers - 1)`` among the layers that remain.
+its features reordered) is dropped after the forward pass. Most such outputs are
+the earlier output's own memory (an identity returns its input; a flatten or a
+transpose is a view): one that covers exactly the memory of an earlier output
+still alive, with its row sums ``s`` and squared norms ``diag G`` (one pass over
+the values, which would show an in-place change since), is not reduced at all:
+its products could only be dropped. Relative depth is ``position / (n_layers -
+1)`` among the layers that remain.
 
 The reference study's sparse random projection (SRP) is available through
 ``srp_seed`` for parity with it; it is not needed for exact scores.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterator, NamedTuple
 
@@ -30,8 +36,8 @@ import torch
 from torch import nn
 
 from deepmouse.errors import DataError
-from deepmouse.features.hooks import flatten_per_stimulus, hooked_leaf_outputs, stimulus_major_outputs
-from deepmouse.features.products import LayerProducts, Workspace, chunked_products
+from deepmouse.features.hooks import flatten_per_stimulus, hooked_leaf_outputs, memory_span, stimulus_major_outputs
+from deepmouse.features.products import LayerProducts, Workspace, chunked_products, holds_same_values
 from deepmouse.metrics.rdm import rdm_from_centred_gram
 
 LAYER_COLUMNS = ("layer_index", "layer_name", "module_type", "n_features", "n_kept", "depth")
@@ -336,11 +342,24 @@ class _LayerReducer:
         self.skipped: list[str] = []
         self.folded: list[str] = []
         self.workspace = Workspace()
+        # Memory span (features.hooks.memory_span) -> (index, weak reference) of each reduced output
+        # that covered it. Only a live one counts: the memory of one that is gone may hold a new
+        # output whose sums and norms are the same (layer norms at initialisation: 0 and p).
+        self.by_memory: dict[tuple, list[tuple[int, weakref.ref]]] = {}
 
     def __call__(self, name: str, module: nn.Module, output: torch.Tensor) -> None:
         flat = flatten_per_stimulus(output.detach(), self.n_stimuli)
         if flat is None:
             self.skipped.append(name)
+            return
+        # A projection is not blind to the order of the features: with one, every output is reduced.
+        span = memory_span(output, self.n_stimuli) if self.srp_components is None else None
+        if span is not None and any(
+                alive() is not None
+                and holds_same_values(flat, self.products[earlier], _DUPLICATE_ROW_SUMS_RTOL, _DUPLICATE_GRAM_RTOL)
+                for earlier, alive in self.by_memory.get(span, ())):
+            if self.on_layer is not None:
+                self.on_layer(name)
             return
         if output.shape[0] != self.n_stimuli:  # stimuli folded with windows or tokens
             self.folded.append(name)
@@ -350,6 +369,8 @@ class _LayerReducer:
         products = chunked_products(x, self.chunk_features, workspace=self.workspace)
         self.outputs.append({"layer_name": name, "module_type": type(module).__name__, "n_features": x.shape[1]})
         self.products.append(products)
+        if span is not None:
+            self.by_memory.setdefault(span, []).append((len(self.outputs) - 1, weakref.ref(output)))
         if self.on_layer is not None:
             self.on_layer(name)
 
