@@ -65,7 +65,7 @@ from deepmouse.metrics.pls import fit_pls_folds
 from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
 from deepmouse.metrics.rsa import rdm_noise_ceiling
 from deepmouse.scoring.model import normalise_scores
-from deepmouse.scoring.neural import SITE_COLUMNS, NeuralData, load_neural_data
+from deepmouse.scoring.neural import SITE_COLUMNS, NeuralData, read_neural_data
 from deepmouse.scoring.regression import fit_regression_layers
 from deepmouse.scoring.selection import select_rsa
 
@@ -203,10 +203,7 @@ def score_interanimal_files(neurons_path: str | Path, responses_dir: str | Path,
     -------
     The two tables of :func:`score_interanimal`.
     """
-    responses_dir = Path(responses_dir)
-    neural = load_neural_data(
-        pd.read_parquet(neurons_path), pd.read_parquet(responses_dir / "means.parquet"),
-        pd.read_parquet(responses_dir / "trials.parquet", columns=["neuron_id", "stimulus_index", "trial", "response"]))
+    neural = read_neural_data(neurons_path, responses_dir)
     areas, neurons = score_interanimal(neural, cfg)
     for frame, name in ((areas, CONSISTENCY_FILE), (neurons, NEURONS_FILE)):
         with atomic_file(Path(out_dir) / name) as staging:

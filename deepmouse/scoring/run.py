@@ -63,7 +63,7 @@ from deepmouse.scoring.comparisons import (KEY_COLUMNS, compare_sites, compariso
                                            site_replicates, write_comparisons)
 from deepmouse.scoring.interanimal import score_interanimal_files
 from deepmouse.scoring.model import score_model
-from deepmouse.scoring.neural import load_neural_data
+from deepmouse.scoring.neural import read_neural_data
 
 MODEL_TABLES = ("rsa_scores", "cka_scores", "regression_scores", "model_scores", "neuron_scores",
                 "bootstrap_replicates")
@@ -392,12 +392,7 @@ def _neural_data(neurons_path: str, responses_dir: str, digest: str):
 
 
 def _load_neural(neurons_path, responses_dir):
-    responses_dir = Path(responses_dir)
-    return load_neural_data(
-        pd.read_parquet(neurons_path),
-        pd.read_parquet(responses_dir / "means.parquet"),
-        pd.read_parquet(responses_dir / "trials.parquet", columns=["neuron_id", "stimulus_index", "trial", "response"]),
-    )
+    return read_neural_data(neurons_path, responses_dir)
 
 
 def _keyed(folder: Path) -> KeyedFolder:
