@@ -15,6 +15,7 @@ from torch import nn
 from deepmouse.features import stats as stats_module
 from deepmouse.features.hooks import memory_span
 from deepmouse.features.stats import _LayerReducer, compute_layer_statistics
+from tests.features.test_stats import TransposedIdentity
 
 
 def _inputs(n=6, size=8, seed=0):
@@ -98,17 +99,8 @@ def test_views_and_identities_of_a_live_output_are_not_reduced_and_change_nothin
 def test_a_view_whose_output_is_gone_is_reduced(monkeypatch):
     # timm's patch embedding: the convolution's output object is gone when its transposed
     # view reaches the identity norm; the view is reduced, then dropped as a duplicate.
-    class PatchEmbedding(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.proj = nn.Conv2d(3, 4, 2, stride=2)
-            self.norm = nn.Identity()
-
-        def forward(self, x):
-            return self.norm(self.proj(x).flatten(2).transpose(1, 2))
-
     torch.manual_seed(0)
-    model = PatchEmbedding().eval()
+    model = TransposedIdentity().eval()
     reduced = _reduced_names(monkeypatch)
     stats = compute_layer_statistics(model, _inputs(), "cpu")
     assert reduced == ["proj", "norm"] and stats.layers["layer_name"].tolist() == ["proj"]
