@@ -380,7 +380,8 @@ def chunk_size(n_stimuli: int, chunk_features: int | None, device: torch.device)
     return max(1, elements // max(n_stimuli, 1))
 
 
-def holds_same_values(flat: torch.Tensor, earlier: LayerProducts, row_sums_rtol: float, diagonal_rtol: float) -> bool:
+def holds_same_values(flat: torch.Tensor, earlier: LayerProducts, row_sums_rtol: float, diagonal_rtol: float,
+                      chunk_features: int | None = None) -> bool:
     """Whether ``flat`` (n, p), covering the memory of an earlier output whose products are
     ``earlier``, still holds that output's values (in some order).
 
@@ -389,12 +390,12 @@ def holds_same_values(flat: torch.Tensor, earlier: LayerProducts, row_sums_rtol:
     wrote to it in between, which would have to leave every stimulus's sum and squared norm
     as they were: ``|s - s'| <= row_sums_rtol
     sqrt(p G'_ii)`` and ``|x_i·x_i - G'_ii| <= diagonal_rtol (max |G'| + |G'_ii|)``. One pass
-    over the values, in chunks of :data:`DEFAULT_CHUNK_ELEMENTS` as the products.
+    over the values, in the products' chunks (:func:`chunk_size`).
     """
     rows = flat.to(device=earlier.gram.device)
     row_sums = torch.zeros(rows.shape[0], dtype=torch.float64, device=rows.device)
     squares = torch.zeros_like(row_sums)
-    step = max(1, DEFAULT_CHUNK_ELEMENTS.get(rows.device.type, DEFAULT_CHUNK_ELEMENTS["cpu"]) // rows.shape[0])
+    step = chunk_size(rows.shape[0], chunk_features, rows.device)
     for start in range(0, rows.shape[1], step):
         chunk = rows[:, start:start + step].to(torch.float32)
         row_sums += chunk.sum(dim=1, dtype=torch.float64)

@@ -356,7 +356,8 @@ class _LayerReducer:
         span = memory_span(output, self.n_stimuli) if self.srp_components is None else None
         if span is not None and any(
                 alive() is not None
-                and holds_same_values(flat, self.products[earlier], _DUPLICATE_ROW_SUMS_RTOL, _DUPLICATE_GRAM_RTOL)
+                and holds_same_values(flat, self.products[earlier], _DUPLICATE_ROW_SUMS_RTOL, _DUPLICATE_GRAM_RTOL,
+                                      self.chunk_features)
                 for earlier, alive in self.by_memory.get(span, ())):
             if self.on_layer is not None:
                 self.on_layer(name)

@@ -102,10 +102,9 @@ def read_neural_data(neurons_path: str | Path, responses_dir: str | Path) -> Neu
     """
     responses_dir = Path(responses_dir)
     neurons = pd.read_parquet(neurons_path)
-    ids = [int(i) for i in neurons.loc[neurons["selected"], "neuron_id"]] if "selected" in neurons else []
-    if not ids:  # load_neural_data names the problem
-        return load_neural_data(neurons, pd.read_parquet(responses_dir / "means.parquet"),
-                                pd.DataFrame(columns=TRIAL_COLUMNS))
+    ids = neurons.loc[neurons["selected"], "neuron_id"].astype("int64").tolist()
+    if not ids:  # load_neural_data names the problem before it reads the responses
+        return load_neural_data(neurons, pd.DataFrame(), pd.DataFrame(columns=TRIAL_COLUMNS))
     rows = [("neuron_id", "in", ids)]
     return load_neural_data(neurons, pd.read_parquet(responses_dir / "means.parquet", filters=rows),
                             pd.read_parquet(responses_dir / "trials.parquet", columns=TRIAL_COLUMNS, filters=rows))

@@ -173,3 +173,14 @@ def test_views_of_one_memory_have_one_span_and_different_blocks_different_spans(
     assert memory_span(base[:, :1], 4) is None
     halves = torch.zeros(2, 4, 6)
     assert memory_span(halves[0], 4) != memory_span(halves[1], 4)
+
+
+def test_small_chunks_recognise_the_same_outputs(monkeypatch):
+    # The values check reads an output in the products' chunks; a chunk of 3 features splits every output.
+    torch.manual_seed(0)
+    model = Views().eval()
+    expected = compute_layer_statistics(model, _inputs(), "cpu")
+    reduced = _reduced_names(monkeypatch)
+    stats = compute_layer_statistics(model, _inputs(), "cpu", chunk_features=3)
+    assert reduced == ["conv", "relu"]
+    assert stats.layers.equals(expected.layers)
