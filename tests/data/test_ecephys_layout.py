@@ -103,6 +103,32 @@ def test_allensdk_default_filters_keep_the_units_ours_keep(written):
     assert 0 < len(ours) < len(units)
 
 
+def test_spike_columns_are_written_with_their_own_dtypes(written):
+    path, tables = written
+    with h5py.File(path, "r") as nwb:
+        assert nwb["units/spike_times"].dtype == np.float64
+        assert nwb["units/spike_amplitudes"].dtype == np.float32
+        assert nwb["units/spike_times"].shape == (sum(t.size for t in tables["spike_times"]),)
+
+
+def test_a_write_leaves_pynwb_its_own_type_map(tmp_path):
+    from pynwb.core import NWBMixin
+
+    own = NWBMixin.__dict__["_get_type_map"]
+    write_small_session(tmp_path / "a.nwb")
+    assert NWBMixin.__dict__["_get_type_map"] is own
+    tables = small_session_tables(np.random.default_rng(0))
+    tables["presentations"].loc[0, "stop_time"] = -1.0  # refused before pynwb is reached
+    with pytest.raises(DataError):
+        write_ecephys_session(tmp_path / "b.nwb", **tables)
+    tables = small_session_tables(np.random.default_rng(0))
+    tables["invalid_times"] = pd.DataFrame({"start_time": [0.0], "stop_time": [1.0], "tags": [None]})
+    with pytest.raises(TypeError):  # refused by pynwb, inside the block
+        write_ecephys_session(tmp_path / "c.nwb", **tables)
+    assert NWBMixin.__dict__["_get_type_map"] is own
+    assert not (tmp_path / "c.nwb").exists()
+
+
 def test_write_refuses_a_unit_on_an_unknown_channel(tmp_path):
     tables = small_session_tables(np.random.default_rng(0))
     tables["units"].loc[950_001, "peak_channel_id"] = 1

@@ -196,7 +196,7 @@ def write_ecephys_session(
     """
     path = Path(path)
     _check_writable(path, channels, units, spike_times, presentations)
-    with pynwb_file_compatible():
+    with pynwb_file_compatible(), _one_type_map():
         _write_nwb(path, int(session_id), int(specimen_id), channels, units, spike_times, presentations,
                    invalid_times, running_speed)
     return path
@@ -225,6 +225,27 @@ def pynwb_file_compatible():
         yield
     finally:
         NWBFile.__abstractmethods__ = frozenset(missing)
+
+
+@contextmanager
+def _one_type_map():
+    """pynwb's containers use one copy of its type map for the duration of the block.
+
+    pynwb 2.x deep-copies the whole NWB type map each time a field of a container is set (to
+    look up term-set configurations in it, which it only reads): about 25 ms a time, most of
+    the construction of a session of a few hundred channels and units. The copy is made once
+    here and handed to every field set while the block runs.
+    """
+    from pynwb import get_type_map
+    from pynwb.core import NWBMixin
+
+    shared = get_type_map()
+    original = NWBMixin.__dict__["_get_type_map"]
+    NWBMixin._get_type_map = lambda self: shared
+    try:
+        yield
+    finally:
+        NWBMixin._get_type_map = original
 
 
 def _write_nwb(path: Path, session_id: int, specimen_id: int, channels, units, spike_times, presentations,
@@ -289,6 +310,10 @@ def _write_nwb(path: Path, session_id: int, specimen_id: int, channels, units, s
             local_index=local_index, cluster_id=local_index, quality=str(row["quality"]),
             **{metric: float(row[metric]) for metric in UNIT_METRICS},
         )
+    # add_unit extends a Python list one spike at a time, and hdmf checks a list's type element by
+    # element on writing (most of a session's write time); as arrays, each column is checked once.
+    for name in ("spike_times", "spike_amplitudes"):
+        nwbfile.units[name].target.transform(_as_array)
 
     scenes = pd.DataFrame({
         "start_time": presentations["start_time"].to_numpy(np.float64),
@@ -324,6 +349,11 @@ def _write_nwb(path: Path, session_id: int, specimen_id: int, channels, units, s
         warnings.filterwarnings("ignore", message="EcephysSpecimen 'subject' is missing required value")
         with pynwb.NWBHDF5IO(str(staging), "w") as io:
             io.write(nwbfile)
+
+
+def _as_array(values: list) -> np.ndarray:
+    """A column's values, appended one by one as a list, as one array of their own dtype."""
+    return np.asarray(values)
 
 
 def strip_subregion(acronym: str | None) -> str | None:
