@@ -18,7 +18,8 @@ from deepmouse.data.responses import mean_responses, session_responses
 from deepmouse.data.selection import annotate_neurons
 from deepmouse.data.scenes import generate_scenes
 from deepmouse.data.simulated import simulate_dataset, simulated_scenes
-from deepmouse.data.simulated_neurons import ANIMAL_DIMENSIONS, animal_drives, simulate_random_rates, simulate_rates
+from deepmouse.data.simulated_neurons import (ANIMAL_DIMENSIONS, _rectified_rates, animal_drives, simulate_random_rates,
+                                              simulate_rates)
 from deepmouse.data.simulated_sessions import calcium_events
 from deepmouse.data.stimuli import stimuli_from_sessions
 from deepmouse.errors import DataError
@@ -103,6 +104,25 @@ def test_each_neuron_reads_its_sparse_subset():
         rho = [abs(scipy.stats.spearmanr(rates[:, neuron], features[:, j])[0]) if j != 7 else 0.0
                for j in range(40)]
         assert max(rho) == pytest.approx(1.0)
+
+
+def test_rates_equal_a_neuron_by_neuron_readout_bit_for_bit():
+    # The definition, one neuron at a time on the layer as given: its columns drawn without
+    # replacement among the varying features, standardised by numpy's mean and std, and read
+    # with Gaussian weights; then rectified. The simulated data depend on every bit of it.
+    rng = np.random.default_rng(6)
+    features = rng.standard_normal((119, 3000)).astype(np.float32) * rng.uniform(0.1, 10, 3000).astype(np.float32)
+    features[:, 11] = 2.0
+    draws = np.random.default_rng(8)
+    varying = np.flatnonzero(np.ptp(features, axis=0) > 0)
+    drive = np.empty((119, 12))
+    for neuron in range(12):
+        chosen = features[:, draws.choice(varying, size=300, replace=False)].astype(np.float64)
+        chosen = (chosen - chosen.mean(axis=0)) / chosen.std(axis=0)
+        drive[:, neuron] = chosen @ draws.standard_normal(300)
+    drive = (drive - drive.mean(axis=0)) / drive.std(axis=0)
+    expected = _rectified_rates(drive, draws)
+    np.testing.assert_array_equal(simulate_rates(features, 12, 0.1, np.random.default_rng(8)), expected)
 
 
 def test_rates_need_varying_features():
