@@ -111,6 +111,27 @@ def test_spike_columns_are_written_with_their_own_dtypes(written):
         assert nwb["units/spike_times"].shape == (sum(t.size for t in tables["spike_times"]),)
 
 
+def test_the_same_session_is_written_in_the_same_bytes(tmp_path):
+    import hdmf.container
+
+    first, _ = write_small_session(tmp_path / "a.nwb")
+    second, _ = write_small_session(tmp_path / "b.nwb")
+    assert first.read_bytes() == second.read_bytes()
+    assert hdmf.container.uuid4 is __import__("uuid").uuid4  # hdmf draws random ids again after a write
+
+    def object_ids(path):
+        ids = []
+        with h5py.File(path, "r") as nwb:
+            nwb.visititems(lambda name, item: ids.append(item.attrs["object_id"]) if "object_id" in item.attrs else None)
+        return ids
+
+    ids = object_ids(first)
+    assert len(ids) > 20 and len(set(ids)) == len(ids)  # distinct within the file
+    tables = small_session_tables(np.random.default_rng(0))
+    other = write_ecephys_session(tmp_path / "c.nwb", **dict(tables, session_id=SESSION_ID + 1))
+    assert not set(object_ids(other)) & set(ids)  # and between sessions
+
+
 def test_a_write_leaves_pynwb_its_own_type_map(tmp_path):
     from pynwb.core import NWBMixin
 

@@ -196,7 +196,7 @@ def write_ecephys_session(
     """
     path = Path(path)
     _check_writable(path, channels, units, spike_times, presentations)
-    with pynwb_file_compatible(), _one_type_map():
+    with pynwb_file_compatible(), _one_type_map(), _object_ids_from(session_id):
         _write_nwb(path, int(session_id), int(specimen_id), channels, units, spike_times, presentations,
                    invalid_times, running_speed)
     return path
@@ -248,6 +248,28 @@ def _one_type_map():
         NWBMixin._get_type_map = original
 
 
+@contextmanager
+def _object_ids_from(session_id: int):
+    """hdmf's object ids drawn from the session id for the duration of the block: the same file, byte for byte.
+
+    hdmf gives every container a random UUID (``uuid4``), stored in the file, so two writes of
+    the same session would differ; here they are version-4 UUIDs from a generator seeded with
+    the session id, distinct within the file and between sessions.
+    """
+    import random
+    import uuid
+
+    import hdmf.container
+
+    draws = random.Random(int(session_id))
+    original = hdmf.container.uuid4
+    hdmf.container.uuid4 = lambda: uuid.UUID(int=draws.getrandbits(128), version=4)
+    try:
+        yield
+    finally:
+        hdmf.container.uuid4 = original
+
+
 def _write_nwb(path: Path, session_id: int, specimen_id: int, channels, units, spike_times, presentations,
                invalid_times, running_speed) -> None:
     """The pynwb part of :func:`write_ecephys_session` (arguments checked)."""
@@ -260,6 +282,7 @@ def _write_nwb(path: Path, session_id: int, specimen_id: int, channels, units, s
     nwbfile = pynwb.NWBFile(
         session_description="Visual Coding Neuropixels session", identifier=str(int(session_id)),
         session_start_time=datetime(2019, 1, 1, tzinfo=timezone.utc), session_id=str(int(session_id)),
+        file_create_date=datetime(2019, 1, 1, tzinfo=timezone.utc),
         stimulus_notes=_SESSION_TYPE, institution="Allen Institute for Brain Science",
     )
     nwbfile.subject = EcephysSpecimen(
