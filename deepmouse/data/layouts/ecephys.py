@@ -375,7 +375,10 @@ def _write_nwb(path: Path, session_id: int, specimen_id: int, channels, units, s
 
 
 def _as_array(values: list) -> np.ndarray:
-    """A column's values, appended one by one as a list, as one array of their own dtype."""
+    """A column's values, appended one by one as a list, as one array of their own dtype.
+
+    (hdmf's ``transform`` accepts only a Python function, not ``np.asarray`` itself.)
+    """
     return np.asarray(values)
 
 
