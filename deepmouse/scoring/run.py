@@ -387,12 +387,9 @@ def _neural_digest(inputs: dict[str, dict]) -> str:
 def _neural_data(neurons_path: str, responses_dir: str, digest: str):
     """The selected neurons' data, read once per process and per content (``digest``: the
     files' sha256, so a file rewritten in place is read again)."""
-    neural = _load_neural(neurons_path, responses_dir)
+    neural = read_neural_data(neurons_path, responses_dir)
     return neural, int(neural.neurons["area"].nunique()), len(neural.neurons)
 
-
-def _load_neural(neurons_path, responses_dir):
-    return read_neural_data(neurons_path, responses_dir)
 
 
 def _keyed(folder: Path) -> KeyedFolder:

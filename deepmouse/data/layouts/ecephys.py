@@ -39,6 +39,10 @@ the filters are :mod:`deepmouse.data.units`. :func:`write_ecephys_session` write
 them with pynwb, so that allensdk's ``EcephysSession.from_nwb_path`` reads the
 file (tests/data/test_ecephys_layout.py checks that it gets the same units,
 metrics, areas and presentations).
+
+Size: one layout, read and written in one place; the writer needs three settings of pynwb
+and hdmf while it runs (a class check lifted, one shared type map, seeded object ids), each
+a small context manager beside it.
 """
 
 from __future__ import annotations
