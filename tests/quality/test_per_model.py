@@ -290,6 +290,42 @@ def test_a_file_of_several_models_or_without_statistics_is_validated_per_model(t
            "alexnet_random (shared.parquet): 1 violation(s)" in str(err.value)
 
 
+@pytest.mark.parametrize("stored", ["files", "database"])
+def test_a_models_rows_are_read_with_the_stores_values_text_as_categories(tmp_path, tables, stored):
+    # A quote in a model id, and a file holding two models: the one-value ENUM reads only its model's rows.
+    odd = "it's_a_model"
+    tables = _with_model(tables, odd)
+    if stored == "files":
+        _build(tmp_path, tables)
+        shared = _model_file(tmp_path, "alexnet")
+        pd.concat([tables["regression_scores"][tables["regression_scores"]["model_id"].isin(["alexnet", odd])]]).to_parquet(
+            shared, index=False)
+        files = [shared, _model_file(tmp_path, "alexnet_random")]
+        build_store(tmp_path / "data" / "store.duckdb", {
+            **tables, "regression_scores": ParquetFiles(files),
+            "neuron_scores": ParquetFiles([_model_file(tmp_path, m, "neuron_scores") for m in ("alexnet", "alexnet_random",
+                                                                                               odd)])}, REPO / "sql")
+    else:
+        (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+        build_store(tmp_path / "data" / "store.duckdb", tables, REPO / "sql")
+    db = tmp_path / "data" / "store.duckdb"
+    con = open_store(db)
+    located = per_model.locate_model_rows(con, db)
+    for table in PARQUET_TABLES:
+        for model_id in ("alexnet", odd):
+            part, = per_model._model_rows(located[(located["model_id"] == model_id)
+                                                  & (located["table_name"] == table)], tmp_path)
+            frame = per_model.read_model_rows(con, part)
+            plain = con.execute(f"SELECT * FROM {table} WHERE model_id = ?", [model_id]).fetchdf()
+            text = [name for name in plain.columns if plain[name].dtype == object]
+            assert "model_id" in text and all(isinstance(frame[name].dtype, pd.CategoricalDtype) for name in text)
+            assert frame["model_id"].cat.categories.tolist() == [model_id]
+            key = [c for c in REGRESSION_KEY if c in plain.columns] + (["layer_selection"] if table == "neuron_scores" else [])
+            pd.testing.assert_frame_equal(frame.astype({name: object for name in text}).sort_values(key, ignore_index=True),
+                                          plain.sort_values(key, ignore_index=True))
+    con.close()
+
+
 def test_models_without_per_neuron_rows_and_rows_without_a_model_are_named(tmp_path, tables):
     _build(tmp_path, tables)
     ghost = _model_file(tmp_path, "ghost", "neuron_scores")
