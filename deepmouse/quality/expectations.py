@@ -180,7 +180,7 @@ class Validator:
         if table not in self._batches:
             self._batches[table] = (self._source.add_dataframe_asset(table)
                                     .add_batch_definition_whole_dataframe(f"{table}_all"))
-        batch = self._batches[table].get_batch(batch_parameters={"dataframe": frame})
+        batch = self._batches[table].get_batch(batch_parameters={"dataframe": _widened_for_ranges(frame, expectations)})
         suite = gx.ExpectationSuite(name=table, expectations=expectations)
         try:
             result = batch.validate(suite)
@@ -205,6 +205,25 @@ class Validator:
                 count = 1
             findings.append(Finding(table, config.type, detail, int(count), examples))
         return findings
+
+
+def _widened_for_ranges(frame: pd.DataFrame, expectations: list) -> pd.DataFrame:
+    """``frame`` with the numeric columns of range expectations as int64 or float64, the same values.
+
+    Great Expectations tests a range on whole columns only for those two dtypes; on any other
+    width it calls a Python function per value: 6 s for the 4.45 million int16 stimulus indices
+    of the responses' means at the reference study's scale, 0.02 s as int64.
+    """
+    widen = {}
+    for expectation in expectations:
+        column = getattr(expectation, "column", None)
+        if isinstance(expectation, gx.expectations.ExpectColumnValuesToBeBetween) and column in frame:
+            kind = frame[column].dtype
+            if pd.api.types.is_integer_dtype(kind) and not pd.api.types.is_extension_array_dtype(kind) and kind != "int64":
+                widen[column] = "int64"
+            elif pd.api.types.is_float_dtype(kind) and not pd.api.types.is_extension_array_dtype(kind) and kind != "float64":
+                widen[column] = "float64"
+    return frame.astype(widen) if widen else frame
 
 
 def _examples(frame: pd.DataFrame, observed: dict) -> list:

@@ -4,7 +4,7 @@
 grow with layers × neurons: about 155 M rows for the whole zoo, in per-model Parquet files
 behind the store's views. Loading them whole would take tens of GB, and adding one model
 would validate every model again. So the gate works in three steps, none of which holds more
-than one model's rows:
+than one model's rows in a process:
 
 1. **Where each model's rows are** (:func:`locate_model_rows`): one SQL aggregate over the
    files' Parquet footers (DuckDB's ``parquet_metadata``). A file whose ``model_id``
@@ -20,7 +20,9 @@ than one model's rows:
    of :func:`~deepmouse.quality.expectations.per_neuron_expectations`, one table at a time.
    As each batch holds all of a model's rows and the tables' keys begin with ``model_id``, a
    key unique within every batch is unique in the table. ``checks.max_nan_fraction`` bounds
-   each model's rows (and so the table's).
+   each model's rows (and so the table's). From :data:`PARALLEL_MIN_ROWS` rows to validate
+   (the reference study's scale), the models are shared out among worker processes, one per
+   usable core, each holding one model's rows; the findings, verdicts and log are the same.
 
 A model that passes has its verdict kept in the verdicts folder, ``<model_id>.json`` (a
 :class:`~deepmouse.keyed.KeyedFile`), under a key (:func:`verdict_key`): each of its files as
@@ -38,10 +40,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 from urllib.parse import quote
 
 import duckdb
@@ -68,6 +73,13 @@ VALIDATING_PACKAGES = ("great_expectations", "pandas", "pyarrow", "duckdb")
 LOCATED = "located_model_rows"
 """Name under which the summary of :func:`locate_model_rows` is visible to the SQL across models."""
 
+PARALLEL_MIN_ROWS = 20_000_000
+"""Rows to validate from which the models are shared out among worker processes, one per
+usable core. A worker starts in about 3 s (it imports Great Expectations), and the
+validation takes about 0.5 s per million rows on the project's 2-core machine, so a second
+worker pays off from some 15 million rows: the reference study's scale has 143 million, the
+default run 0.4 million."""
+
 
 # ------------------------------------------------------------------ 1. where the rows are
 def locate_model_rows(con: duckdb.DuckDBPyConnection, db_path: str | Path) -> pd.DataFrame:
@@ -93,14 +105,17 @@ def locate_model_rows(con: duckdb.DuckDBPyConnection, db_path: str | Path) -> pd
                                      f"FROM {table} GROUP BY model_id", [table]).fetchdf())
             continue
         listed = {str(path): _listed_name(path, root) for path in files}
-        footers = con.execute(
-            """
-            SELECT file_name AS file, first(stats_min_value) AS model_id, sum(row_group_num_rows) AS n_rows,
-                   bool_and(coalesce(stats_null_count = 0 AND min_is_exact AND max_is_exact
-                                     AND stats_min_value = stats_max_value, false))
-                   AND count(DISTINCT stats_min_value) = 1 AS one_model
-            FROM parquet_metadata(?) WHERE path_in_schema = 'model_id' GROUP BY file_name
-            """, [list(listed)]).fetchdf()
+        try:
+            footers = con.execute(
+                """
+                SELECT file_name AS file, first(stats_min_value) AS model_id, sum(row_group_num_rows) AS n_rows,
+                       bool_and(coalesce(stats_null_count = 0 AND min_is_exact AND max_is_exact
+                                         AND stats_min_value = stats_max_value, false))
+                       AND count(DISTINCT stats_min_value) = 1 AS one_model
+                FROM parquet_metadata(?) WHERE path_in_schema = 'model_id' GROUP BY file_name
+                """, [list(listed)]).fetchdf()
+        except duckdb.Error as err:
+            raise StoreError(f"table {table}: cannot read the Parquet footers of its files ({_one_line(err)})") from None
         found = footers.loc[footers["one_model"], ["file", "model_id", "n_rows"]]
         unsettled = sorted(set(listed) - set(found["file"]))
         if unsettled:
@@ -165,7 +180,8 @@ class ModelRows:
     n_rows: int
 
 
-def read_model_rows(con: duckdb.DuckDBPyConnection, rows: ModelRows) -> pd.DataFrame:
+def read_model_rows(con: duckdb.DuckDBPyConnection, rows: ModelRows,
+                    columns: Sequence[tuple[str, str]] | None = None) -> pd.DataFrame:
     """One model's rows of one table, with the columns of the store's table or view, each text
     column as a pandas categorical.
 
@@ -173,24 +189,27 @@ def read_model_rows(con: duckdb.DuckDBPyConnection, rows: ModelRows) -> pd.DataF
     the expectations test missing values and duplicate keys column by column, which on Python
     string objects cost more than the rest of a model's validation together (2 million rows:
     1.0 s of 3.4 s). ``model_id`` is read as a one-value ENUM: the rows are those whose
-    ``model_id`` equals it.
+    ``model_id`` equals it. ``columns``, ``(name, type)`` of the table (:func:`table_columns`),
+    read from the store if not given: a worker's connection holds no store.
     """
     if not rows.files:
-        return _text_as_categories(
+        return text_as_categories(
             con.execute(f"SELECT * FROM {rows.table} WHERE model_id = ?", [rows.model_id]).fetchdf())
     model = "'" + rows.model_id.replace("'", "''") + "'"
     columns = ", ".join(f"CAST({name} AS {f'ENUM({model})' if name == 'model_id' else kind}) AS {name}"
-                        for name, kind in table_columns(con, rows.table))
+                        for name, kind in (columns or table_columns(con, rows.table)))
     try:
         frame = con.execute(f"SELECT {columns} FROM read_parquet(?) WHERE model_id = ?",
                             [[str(path) for path in rows.files], rows.model_id]).fetchdf()
     except duckdb.Error as err:
         raise StoreError(f"table {rows.table}: cannot read model {rows.model_id} from "
                          f"{', '.join(rows.listed)} ({_one_line(err)})") from None
-    return _text_as_categories(frame)
+    return text_as_categories(frame)
 
 
-def _text_as_categories(frame: pd.DataFrame) -> pd.DataFrame:
+def text_as_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each text (object) column as a pandas categorical, in place: the same
+    values, which Great Expectations tests for missing values and duplicates far faster."""
     for name in frame.columns[frame.dtypes == object]:
         frame[name] = frame[name].astype("category")
     return frame
@@ -204,7 +223,7 @@ def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str,
 def validate_models(con: duckdb.DuckDBPyConnection, db_path: str | Path, located: pd.DataFrame, cfg: ChecksConfig,
                     validator: ex.Validator, verdicts: Verdicts | None = None,
                     progress: Callable[[str], None] = print, *,
-                    not_measured: Sequence[str] = ()) -> list[ex.Finding]:
+                    not_measured: Sequence[str] = (), workers: int | None = None) -> list[ex.Finding]:
     """Validate each model's rows of the per-neuron tables, reusing the verdicts that still hold.
 
     Logs one line per model, ``checks <i>/<n> <model_id>: <verdict> (<why>)``, the verdict
@@ -215,6 +234,9 @@ def validate_models(con: duckdb.DuckDBPyConnection, db_path: str | Path, located
     located : the summary of :func:`locate_model_rows` for this store.
     verdicts : where passing verdicts are kept across runs; None keeps none and validates all.
     not_measured : columns the run could not compute (no trials), left out of ``max_nan_fraction``.
+    workers : processes that validate models side by side when there are many rows
+        (:data:`PARALLEL_MIN_ROWS`); None: one per usable core. The findings, verdicts and
+        log lines do not depend on it; the models whose verdicts still hold are listed first.
 
     Returns
     -------
@@ -224,10 +246,11 @@ def validate_models(con: duckdb.DuckDBPyConnection, db_path: str | Path, located
     models = sorted(located["model_id"].dropna().unique())
     if verdicts is not None:
         verdicts.keep_only(models, progress)
+    columns = {table: table_columns(con, table) for table in PER_NEURON_TABLES}
     common = {"params": dataclasses.asdict(cfg), "not_measured": sorted(not_measured),
-              "columns": {table: [list(column) for column in table_columns(con, table)] for table in PER_NEURON_TABLES}}
+              "columns": {table: [list(column) for column in columns[table]] for table in PER_NEURON_TABLES}}
     digests: dict[Path, str] = {}
-    findings, n_validated = [], 0
+    pending = []
     for position, model_id in enumerate(models, start=1):
         parts = _model_rows(located[located["model_id"] == model_id], root)
         label = f"checks {position}/{len(models)} {model_id}"
@@ -241,9 +264,11 @@ def validate_models(con: duckdb.DuckDBPyConnection, db_path: str | Path, located
             progress(f"{label}: reused ({verdicts.path(model_id)} holds a passing verdict on the same files, "
                      "expectations and params)")
             continue
-        started = time.perf_counter()
-        model_findings = _validate_model(con, parts, cfg, validator, not_measured)
-        n_validated += 1
+        pending.append((label, model_id, parts, key, reason))
+    findings = []
+    outcomes = _validations(con, [parts for _, _, parts, _, _ in pending], columns, cfg, validator, not_measured,
+                            progress, workers)
+    for (label, model_id, parts, key, reason), (model_findings, seconds) in zip(pending, outcomes):
         n_rows = {part.table: part.n_rows for part in parts}
         if model_findings:
             if verdicts is not None:
@@ -252,11 +277,65 @@ def validate_models(con: duckdb.DuckDBPyConnection, db_path: str | Path, located
         else:
             if key is not None:
                 verdicts.keep(model_id, key, n_rows)
-            progress(f"{label}: validated ({reason}), {sum(n_rows.values())} rows in "
-                     f"{time.perf_counter() - started:.1f} s")
+            progress(f"{label}: validated ({reason}), {sum(n_rows.values())} rows in {seconds:.1f} s")
         findings += model_findings
-    progress(f"per-neuron tables: {n_validated} of {len(models)} models validated, {len(models) - n_validated} reused")
+    progress(f"per-neuron tables: {len(pending)} of {len(models)} models validated, "
+             f"{len(models) - len(pending)} reused")
     return findings
+
+
+def _validations(con: duckdb.DuckDBPyConnection, models: list[list[ModelRows]],
+                 columns: dict[str, list[tuple[str, str]]], cfg: ChecksConfig, validator: ex.Validator,
+                 not_measured: Sequence[str], progress: Callable[[str], None],
+                 workers: int | None) -> Iterator[tuple[list[ex.Finding], float]]:
+    """Each model's findings and seconds, in order: in this process, or shared out among worker
+    processes when there are :data:`PARALLEL_MIN_ROWS` rows or more, all in files.
+
+    Workers run ahead of the caller by at most their number of models: after an error (raised
+    here, in the models' order) or an interrupt, no further model is started.
+    """
+    workers = _usable_cores() if workers is None else workers
+    workers = min(workers, len(models))
+    n_rows = sum(part.n_rows for parts in models for part in parts)
+    if workers < 2 or n_rows < PARALLEL_MIN_ROWS or not all(part.files for parts in models for part in parts):
+        for parts in models:
+            started = time.perf_counter()
+            yield _validate_model(con, parts, cfg, validator, not_measured), time.perf_counter() - started
+        return
+    progress(f"per-neuron tables: {n_rows} rows of {len(models)} models to validate, in {workers} worker processes")
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        running = []
+        for parts in models:
+            running.append(pool.submit(_validate_in_worker, parts, columns, cfg, tuple(not_measured)))
+            if len(running) > workers:
+                yield running.pop(0).result()
+        for future in running:
+            yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+_worker_validator: ex.Validator | None = None
+"""A worker process's Great Expectations context, made for its first model."""
+
+
+def _validate_in_worker(parts: list[ModelRows], columns: dict[str, list[tuple[str, str]]], cfg: ChecksConfig,
+                        not_measured: tuple[str, ...]) -> tuple[list[ex.Finding], float]:
+    """One model's validation in a worker process, with a connection of its own, on one thread."""
+    global _worker_validator
+    if _worker_validator is None:
+        _worker_validator = ex.Validator()
+    started = time.perf_counter()
+    con = duckdb.connect(config={"threads": 1})
+    try:
+        return _validate_model(con, parts, cfg, _worker_validator, not_measured, columns), time.perf_counter() - started
+    finally:
+        con.close()
 
 
 def _model_rows(located: pd.DataFrame, root: Path) -> list[ModelRows]:
@@ -274,10 +353,11 @@ def _model_rows(located: pd.DataFrame, root: Path) -> list[ModelRows]:
 
 
 def _validate_model(con: duckdb.DuckDBPyConnection, parts: Sequence[ModelRows], cfg: ChecksConfig,
-                    validator: ex.Validator, not_measured: Sequence[str] = ()) -> list[ex.Finding]:
+                    validator: ex.Validator, not_measured: Sequence[str] = (),
+                    columns: dict[str, list[tuple[str, str]]] | None = None) -> list[ex.Finding]:
     findings = []
     for part in parts:
-        frame = read_model_rows(con, part)
+        frame = read_model_rows(con, part, None if columns is None else columns[part.table])
         suite = ex.per_neuron_expectations(part.table, frame, cfg.max_nan_fraction, not_measured)
         failed = validator.validate(part.table, frame, suite)
         del frame  # before the next table's rows are read

@@ -4,6 +4,7 @@ import json
 import re
 
 import duckdb
+import great_expectations as gx
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from deepmouse.config import ChecksConfig, parse_params
 from deepmouse.errors import QualityGateError, StoreError
 from deepmouse.pipeline import run_checks_stage
+from deepmouse.quality import expectations as ex
 from deepmouse.quality.gate import run_checks
 from deepmouse.store.build import build_store
 from tests.conftest import REPO
@@ -84,6 +86,31 @@ def test_incomplete_conditions_and_nan_means(tmp_path, score_tables):
     text = str(err.value)
     assert "conditions_per_neuron" in text and "1001" in text
     assert "means: expect_column_values_to_not_be_null" in text
+
+
+@pytest.mark.parametrize("dtype", ["int16", "int32", "int64"])
+def test_a_stimulus_index_out_of_range_is_named_whatever_its_integer_width(tmp_path, score_tables, dtype):
+    # The responses stage writes int16 indices; ranges are tested on them widened to int64.
+    means = _means(score_tables["neurons"]).astype({"stimulus_index": dtype})
+    neuron = int(means.at[7, "neuron_id"])
+    means.loc[7, "stimulus_index"] = 119
+    with pytest.raises(QualityGateError) as err:
+        _run(tmp_path, score_tables, means=means)
+    line = next(line for line in str(err.value).splitlines() if "means: expect_column_values_to_be_between" in line)
+    assert "(column=stimulus_index, min_value=0.0, max_value=118.0): 1 violation(s)" in line, line
+    assert f"{{'neuron_id': {neuron}, 'stimulus_index': 119}}" in line, line
+
+
+def test_range_expectations_see_narrow_columns_widened_with_the_same_values():
+    frame = pd.DataFrame({"a": np.array([1, 2], dtype="int16"), "b": np.array([0.5, 1.5], dtype="float32"),
+                          "c": np.array([3, 4], dtype="int8"), "d": ["x", "y"]})
+    expectations = [gx.expectations.ExpectColumnValuesToBeBetween(column=name, min_value=0, max_value=9)
+                    for name in ("a", "b", "d")]
+    widened = ex._widened_for_ranges(frame, expectations)
+    assert widened.dtypes.astype(str).tolist() == ["int64", "float64", "int8", "object"]
+    pd.testing.assert_frame_equal(widened, frame.astype({"a": "int64", "b": "float64"}))
+    assert frame["a"].dtype == "int16"  # the caller's frame is left as it was
+    assert ex._widened_for_ranges(frame, []) is frame
 
 
 def test_too_few_selected_neurons_uses_the_bound_parameter(tmp_path, score_tables):

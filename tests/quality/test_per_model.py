@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from deepmouse.config import ChecksConfig
-from deepmouse.errors import QualityGateError
+from deepmouse.errors import QualityGateError, StoreError
 from deepmouse.keyed import key_digest
 from deepmouse.quality import expectations as ex
 from deepmouse.quality import gate, per_model
@@ -323,6 +323,61 @@ def test_a_models_rows_are_read_with_the_stores_values_text_as_categories(tmp_pa
             key = [c for c in REGRESSION_KEY if c in plain.columns] + (["layer_selection"] if table == "neuron_scores" else [])
             pd.testing.assert_frame_equal(frame.astype({name: object for name in text}).sort_values(key, ignore_index=True),
                                           plain.sort_values(key, ignore_index=True))
+    con.close()
+
+
+def _validate_all(root, workers: int, verdicts_dir) -> tuple[list, list[str]]:
+    """validate_models on the project at ``root``: the findings and the log, timings left out."""
+    db = root / "data" / "store.duckdb"
+    con = open_store(db)
+    lines = []
+    try:
+        findings = per_model.validate_models(con, db, per_model.locate_model_rows(con, db), CFG, ex.Validator(),
+                                             per_model.Verdicts(verdicts_dir), lines.append, workers=workers)
+    finally:
+        con.close()
+    return findings, [re.sub(r" in [0-9.]+ s$", "", line) for line in lines]
+
+
+def test_models_validated_in_worker_processes_give_the_same_findings_verdicts_and_log(tmp_path, tables, monkeypatch):
+    tables = _with_model(tables, "alexnet_copy")
+    _build(tmp_path, tables)
+    _rewrite(tmp_path, "alexnet_random", _duplicated_key)
+    alone, alone_log = _validate_all(tmp_path, 1, tmp_path / "alone")
+    assert not any("worker processes" in line for line in alone_log)
+    # Below PARALLEL_MIN_ROWS the models are validated in this process whatever the workers.
+    assert _validate_all(tmp_path, 2, tmp_path / "few_rows") == (alone, alone_log)
+    monkeypatch.setattr(per_model, "PARALLEL_MIN_ROWS", 0)
+    shared, shared_log = _validate_all(tmp_path, 2, tmp_path / "shared")
+    n_rows = sum(len(tables[name]) for name in PARQUET_TABLES) + 1  # the duplicated row
+    assert shared_log[0] == f"per-neuron tables: {n_rows} rows of 3 models to validate, in 2 worker processes"
+    assert shared_log[1:] == alone_log and shared == alone
+    assert [finding.model for finding in alone] == ["alexnet_random"]
+    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["alexnet.json", "alexnet_copy.json"]
+    for name in ("alexnet.json", "alexnet_copy.json"):
+        assert (tmp_path / "shared" / name).read_bytes() == (tmp_path / "alone" / name).read_bytes()
+    # Verdicts kept by the workers' run are reused; the model that failed is validated again.
+    assert _verdicts(_validate_all(tmp_path, 2, tmp_path / "shared")[1]) == {
+        "alexnet": "reused", "alexnet_copy": "reused", "alexnet_random": "failed"}
+
+
+def test_a_file_a_worker_cannot_read_is_named_and_stops_the_validation(tmp_path, tables, monkeypatch):
+    _build(tmp_path, tables)
+    _rewrite(tmp_path, "alexnet_random", lambda frame: frame.assign(score="high"))  # not a DOUBLE
+    monkeypatch.setattr(per_model, "PARALLEL_MIN_ROWS", 0)
+    with pytest.raises(StoreError, match=r"table regression_scores: cannot read model alexnet_random from "
+                                         r"data/scores/models/alexnet_random/regression_scores.parquet \(Conversion"):
+        _validate_all(tmp_path, 2, tmp_path / "verdicts")
+
+
+def test_a_file_that_is_not_parquet_is_named_when_its_rows_are_located(tmp_path, tables):
+    _build(tmp_path, tables)
+    _model_file(tmp_path, "alexnet_random").write_bytes(b"not a parquet file")
+    db = tmp_path / "data" / "store.duckdb"
+    con = open_store(db)
+    with pytest.raises(StoreError, match=r"table regression_scores: cannot read the Parquet footers of .*"
+                                         r"data/scores/models/alexnet_random/regression_scores.parquet"):
+        per_model.locate_model_rows(con, db)
     con.close()
 
 
