@@ -182,37 +182,26 @@ class ModelRows:
 
 def read_model_rows(con: duckdb.DuckDBPyConnection, rows: ModelRows,
                     columns: Sequence[tuple[str, str]] | None = None) -> pd.DataFrame:
-    """One model's rows of one table, with the columns of the store's table or view, each text
-    column as a pandas categorical.
+    """One model's rows of one table, with the values and column types of the store's table or
+    view; from files, ``model_id`` comes as a one-value ENUM (a pandas categorical).
 
-    The values and the other columns' types are the store's. Text comes as categoricals because
-    the expectations test missing values and duplicate keys column by column, which on Python
-    string objects cost more than the rest of a model's validation together (2 million rows:
-    1.0 s of 3.4 s). ``model_id`` is read as a one-value ENUM: the rows are those whose
-    ``model_id`` equals it. ``columns``, ``(name, type)`` of the table (:func:`table_columns`),
-    read from the store if not given: a worker's connection holds no store.
+    The rows are those whose ``model_id`` equals it, so the ENUM is exact; it spares building a
+    Python string per row, which the validation would only turn into a categorical
+    (:class:`~deepmouse.quality.expectations.Validator`). ``columns``: ``(name, type)`` of the
+    table (:func:`table_columns`), read from the store if not given (a worker's connection holds
+    no store).
     """
     if not rows.files:
-        return text_as_categories(
-            con.execute(f"SELECT * FROM {rows.table} WHERE model_id = ?", [rows.model_id]).fetchdf())
+        return con.execute(f"SELECT * FROM {rows.table} WHERE model_id = ?", [rows.model_id]).fetchdf()
     model = "'" + rows.model_id.replace("'", "''") + "'"
-    columns = ", ".join(f"CAST({name} AS {f'ENUM({model})' if name == 'model_id' else kind}) AS {name}"
-                        for name, kind in (columns or table_columns(con, rows.table)))
+    select = ", ".join(f"CAST({name} AS {f'ENUM({model})' if name == 'model_id' else kind}) AS {name}"
+                       for name, kind in (columns or table_columns(con, rows.table)))
     try:
-        frame = con.execute(f"SELECT {columns} FROM read_parquet(?) WHERE model_id = ?",
-                            [[str(path) for path in rows.files], rows.model_id]).fetchdf()
+        return con.execute(f"SELECT {select} FROM read_parquet(?) WHERE model_id = ?",
+                           [[str(path) for path in rows.files], rows.model_id]).fetchdf()
     except duckdb.Error as err:
         raise StoreError(f"table {rows.table}: cannot read model {rows.model_id} from "
                          f"{', '.join(rows.listed)} ({_one_line(err)})") from None
-    return text_as_categories(frame)
-
-
-def text_as_categories(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with each text (object) column as a pandas categorical, in place: the same
-    values, which Great Expectations tests for missing values and duplicates far faster."""
-    for name in frame.columns[frame.dtypes == object]:
-        frame[name] = frame[name].astype("category")
-    return frame
 
 
 def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:

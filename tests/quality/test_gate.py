@@ -101,16 +101,19 @@ def test_a_stimulus_index_out_of_range_is_named_whatever_its_integer_width(tmp_p
     assert f"{{'neuron_id': {neuron}, 'stimulus_index': 119}}" in line, line
 
 
-def test_range_expectations_see_narrow_columns_widened_with_the_same_values():
+def test_frames_are_validated_with_text_as_categories_and_ranged_columns_widened_same_values():
     frame = pd.DataFrame({"a": np.array([1, 2], dtype="int16"), "b": np.array([0.5, 1.5], dtype="float32"),
-                          "c": np.array([3, 4], dtype="int8"), "d": ["x", "y"]})
+                          "c": np.array([3, 4], dtype="int8"), "d": ["x", "y"],
+                          "e": np.array([2**63 + 1, 5], dtype="uint64")})
     expectations = [gx.expectations.ExpectColumnValuesToBeBetween(column=name, min_value=0, max_value=9)
-                    for name in ("a", "b", "d")]
-    widened = ex._widened_for_ranges(frame, expectations)
-    assert widened.dtypes.astype(str).tolist() == ["int64", "float64", "int8", "object"]
-    pd.testing.assert_frame_equal(widened, frame.astype({"a": "int64", "b": "float64"}))
-    assert frame["a"].dtype == "int16"  # the caller's frame is left as it was
-    assert ex._widened_for_ranges(frame, []) is frame
+                    for name in ("a", "b", "e")]
+    prepared = ex._prepared(frame, expectations)
+    # c is not ranged; e is 64 bits already, and as int64 would change its first value.
+    assert prepared.dtypes.astype(str).tolist() == ["int64", "float64", "int8", "category", "uint64"]
+    pd.testing.assert_frame_equal(prepared, frame.astype({"a": "int64", "b": "float64", "d": "category"}))
+    assert frame["a"].dtype == "int16" and frame["d"].dtype == object  # the caller's frame is left as it was
+    numbers = frame.drop(columns="d")
+    assert ex._prepared(numbers, []) is numbers
 
 
 def test_too_few_selected_neurons_uses_the_bound_parameter(tmp_path, score_tables):
