@@ -61,6 +61,7 @@ from __future__ import annotations
 import numpy as np
 
 from deepmouse.errors import DataError
+from deepmouse.metrics.products import matmul
 from deepmouse.metrics.reliability import spearman_brown
 
 ESTIMATORS = ("unbiased", "biased")
@@ -220,7 +221,8 @@ def cka_sites(layer_grams: np.ndarray, neural_grams: np.ndarray, weights: np.nda
     each resample) is computed once for every site. The trace terms are products of the
     weightings' pair products (``c_i c_j``, i < j) with the Grams' entries, the row sums
     products of the weightings with the Grams: a few large matrix products per block of
-    layers instead of several small ones per layer and site.
+    layers instead of several small ones per layer and site, in torch's BLAS
+    (:func:`deepmouse.metrics.products.matmul`).
 
     Parameters
     ----------
@@ -273,7 +275,7 @@ def cka_sites(layer_grams: np.ndarray, neural_grams: np.ndarray, weights: np.nda
     neural_rows = _resample_rows(weights, neural, neural_diag)  # (W, S, n)
     neural_sums = np.einsum("wsn,wn->ws", neural_rows, weights)
     neural_self = _hsic_from_terms(
-        pair_weights @ (neural_pairs**2).T + weights @ (neural_diag**2).T, neural_sums, neural_sums,
+        matmul(pair_weights, (neural_pairs**2).T) + matmul(weights, (neural_diag**2).T), neural_sums, neural_sums,
         np.einsum("wsn,wsn,wn->ws", neural_rows, neural_rows, weights), m[:, None], estimator)
     for site, name in enumerate(names):
         if not neural_self[0, site] > 0:
@@ -288,11 +290,12 @@ def cka_sites(layer_grams: np.ndarray, neural_grams: np.ndarray, weights: np.nda
         layer_pairs = layers[:, upper[0], upper[1]]
         rows = _resample_rows(weights, layers, layer_diags)  # (W, B, n)
         sums = np.einsum("wbn,wn->wb", rows, weights)
-        own = _hsic_from_terms(pair_weights @ (layer_pairs**2).T + weights @ (layer_diags**2).T, sums, sums,
+        own = _hsic_from_terms(matmul(pair_weights, (layer_pairs**2).T) + matmul(weights, (layer_diags**2).T),
+                               sums, sums,
                                np.einsum("wbn,wbn,wn->wb", rows, rows, weights), m[:, None], estimator)
         products = (neural_pairs[:, None, :] * layer_pairs[None]).reshape(n_sites * size, -1)
         diagonal_products = (neural_diag[:, None, :] * layer_diags[None]).reshape(n_sites * size, n)
-        trace = (pair_weights @ products.T + weights @ diagonal_products.T).reshape(-1, n_sites, size)
+        trace = (matmul(pair_weights, products.T) + matmul(weights, diagonal_products.T)).reshape(-1, n_sites, size)
         cross = _hsic_from_terms(trace, sums[:, None, :], neural_sums[:, :, None],
                                  np.matmul(rows, weighted_neural_rows).transpose(0, 2, 1), m[:, None, None], estimator)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -310,7 +313,7 @@ weightings of 119 stimuli: 30 MB) without giving up the large products."""
 def _resample_rows(weights: np.ndarray, grams: np.ndarray, diagonals: np.ndarray) -> np.ndarray:
     """Row sums of each resample, ``c G₀ + g`` per weighting and Gram: ``(n_weightings, n_grams, n)``."""
     k, n = grams.shape[0], grams.shape[1]
-    return (weights @ grams.transpose(1, 0, 2).reshape(n, k * n)).reshape(-1, k, n) + diagonals
+    return matmul(weights, grams.transpose(1, 0, 2).reshape(n, k * n)).reshape(-1, k, n) + diagonals
 
 
 def _hsic_from_terms(trace, sum_a, sum_b, cross, m, estimator: str) -> np.ndarray:

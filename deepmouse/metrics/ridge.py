@@ -93,6 +93,7 @@ import numpy as np
 import torch
 
 from deepmouse.errors import DataError
+from deepmouse.metrics.products import default_device
 
 # Relative asymmetry of a kernel beyond which it cannot be a Gram matrix
 # computed in floating point (float32 products accumulated in float64).
@@ -150,11 +151,6 @@ class RidgeFoldsResult:
     fold_scores: np.ndarray
     fold_alphas: np.ndarray
     fold_errors: np.ndarray
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def centre_kernel(kernel: np.ndarray) -> np.ndarray:

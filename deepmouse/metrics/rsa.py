@@ -24,7 +24,7 @@ from scipy.stats import rankdata
 from deepmouse.errors import DataError
 from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
 from deepmouse.metrics.reliability import spearman_brown
-from deepmouse.metrics.ridge import default_device
+from deepmouse.metrics.products import matmul
 
 
 def pearson_entries(a: np.ndarray, b: np.ndarray) -> float:
@@ -75,9 +75,6 @@ def kendall_tau_a_entries(a: np.ndarray, b: np.ndarray) -> float:
     numerator = n_pairs - tied_a - tied_b + tied_both - 2 * discordant
     return float(numerator / n_pairs)
 
-
-TORCH_PRODUCT_MIN = 1 << 22
-"""Multiply-adds from which ``weighted_sums`` hands its product to torch (below it, numpy)."""
 
 COMPARISONS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "pearson": pearson_entries,
@@ -247,14 +244,11 @@ def pearson_moment_columns(model_entries: np.ndarray, neural_entries: np.ndarray
 
 
 def weighted_sums(weights: np.ndarray, columns: np.ndarray, *, device: str | torch.device | None = None) -> np.ndarray:
-    """``weights @ columns`` in float64, in torch on ``device`` (CUDA when available by default).
+    """``weights @ columns`` in float64, in torch on ``device`` (:func:`deepmouse.metrics.products.matmul`).
 
     On a 2-core CPU torch's BLAS ran the bootstrap's products (1,001 weightings) 3 times
-    faster than numpy's (``benchmarks/README.md``) at the same precision. Products below
-    ``TORCH_PRODUCT_MIN`` multiply-adds (a single weighting, tiny data) run in numpy: there
-    torch's call and thread-pool overhead (measured 19 ms CPU for 1 × 1,770 by 1,770 × 57 on a
-    busy 2-core machine) costs more than the product. Everything around the product stays in
-    numpy, where small element-wise steps do not wait on a thread pool either.
+    faster than numpy's (``benchmarks/README.md``) at the same precision; small products
+    (a single weighting, tiny data) stay in numpy.
 
     Parameters
     ----------
@@ -265,12 +259,7 @@ def weighted_sums(weights: np.ndarray, columns: np.ndarray, *, device: str | tor
     -------
     sums : ndarray of shape (n_weightings, n_columns)
     """
-    weights = np.asarray(weights, dtype=np.float64)
-    columns = np.asarray(columns, dtype=np.float64)
-    if weights.shape[0] * weights.shape[1] * columns.shape[1] < TORCH_PRODUCT_MIN:
-        return weights @ columns
-    device = default_device() if device is None else torch.device(device)
-    return (torch.as_tensor(weights, device=device) @ torch.as_tensor(columns, device=device)).cpu().numpy()
+    return matmul(weights, columns, device=device)
 
 
 def pearson_from_moments(moments: np.ndarray, n_layers: int) -> np.ndarray:

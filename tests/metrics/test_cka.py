@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from deepmouse.errors import DataError
-from deepmouse.metrics.cka import (ESTIMATORS, cka_layers, cka_noise_ceiling, hsic, linear_cka, response_gram,
-                                   stimulus_centred_grams)
+from deepmouse.metrics import products
+from deepmouse.metrics.cka import (ESTIMATORS, cka_layers, cka_noise_ceiling, cka_sites, hsic, linear_cka,
+                                   response_gram, stimulus_centred_grams)
 from deepmouse.metrics.folds import stimulus_halves
 from deepmouse.metrics.bootstrap import resample_counts
 from deepmouse.scoring.selection import select_cka
@@ -114,10 +115,13 @@ def test_cka_is_invariant_to_offsets_isotropic_scaling_and_rotation(estimator):
     assert linear_cka(raw_gram(x), raw_gram(x), estimator) == pytest.approx(1.0, abs=1e-12)
 
 
+@pytest.mark.parametrize("torch_from", [0, np.inf], ids=["torch", "numpy"])
 @pytest.mark.parametrize("estimator", ESTIMATORS)
-def test_weighted_stimuli_equal_the_resample_without_pairs_of_copies(estimator):
+def test_weighted_stimuli_equal_the_resample_without_pairs_of_copies(estimator, torch_from, monkeypatch):
     """Bootstrap counts: the resample's Gram with the entries between copies of one stimulus
-    removed (its diagonal kept for the biased estimator); a 0/1 mask: the subset itself."""
+    removed (its diagonal kept for the biased estimator); a 0/1 mask: the subset itself. The
+    weightings' products in numpy (tiny data) and forced into torch (bootstrap size)."""
+    monkeypatch.setattr(products, "TORCH_PRODUCT_MIN", torch_from)
     rng = np.random.default_rng(7)
     x, y = rng.normal(size=(12, 6)), rng.normal(size=(12, 3))
     y[:, 0] += x[:, 0]
@@ -136,6 +140,24 @@ def test_weighted_stimuli_equal_the_resample_without_pairs_of_copies(estimator):
         assert row == pytest.approx(expected, abs=1e-10)
     subset = np.arange(7)
     assert observed[-1] == pytest.approx(cka_loops(x[subset], y[subset], estimator), abs=1e-10)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_the_numpy_and_torch_products_give_the_same_ckas_at_bootstrap_size(estimator, monkeypatch):
+    """Scoring's shapes (1,001 weightings of 60 stimuli, 40 layers, 3 sites) go to torch's
+    BLAS; numpy's products give the same CKAs to rounding."""
+    rng = np.random.default_rng(21)
+    latent = rng.normal(size=(60, 4))
+    layers = np.stack([raw_gram(latent @ rng.normal(size=(4, 20)) + s * rng.normal(size=(60, 20)))
+                       for s in np.linspace(0.2, 5, 40)])
+    sites = np.stack([raw_gram(latent @ rng.normal(size=(4, 8)) + rng.normal(size=(60, 8))) for _ in range(3)])
+    counts = np.vstack([np.ones(60), resample_counts(60, 1000, rng)])
+    assert counts.shape[0] * (60 * 59 // 2) * 3 * 40 >= products.TORCH_PRODUCT_MIN
+    in_torch = cka_sites(layers, sites, counts, estimator)
+    monkeypatch.setattr(products, "TORCH_PRODUCT_MIN", np.inf)
+    in_numpy = cka_sites(layers, sites, counts, estimator)
+    assert np.isfinite(in_numpy).all()
+    np.testing.assert_allclose(in_torch, in_numpy, rtol=0, atol=1e-12)
 
 
 def test_null_unbiased_is_centred_on_zero_and_biased_is_inflated():

@@ -7,7 +7,7 @@ from scipy.stats import pearsonr
 
 from deepmouse.metrics.bootstrap import resample_counts
 from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
-from deepmouse.metrics import rsa
+from deepmouse.metrics import products, rsa
 from deepmouse.metrics.rsa import weighted_pearson_entries
 
 N_STIMULI, N_LAYERS, N_BOOT = 14, 5, 30
@@ -31,7 +31,7 @@ def _previous_numpy(model_entries, neural_entries, weights):
 def product(request, monkeypatch):
     """Every test runs with the product in numpy (tiny data) and forced into torch (bootstrap size)."""
     if request.param == "torch":
-        monkeypatch.setattr(rsa, "TORCH_PRODUCT_MIN", 0)
+        monkeypatch.setattr(products, "TORCH_PRODUCT_MIN", 0)
     return request.param
 
 
@@ -86,7 +86,7 @@ def test_a_weighting_that_leaves_entries_constant_gives_nan(entries_and_weights)
 def test_the_numpy_and_torch_products_agree(entries_and_weights, monkeypatch):
     model, neural, weights = entries_and_weights
     columns = rsa.pearson_moment_columns(model, neural)
-    monkeypatch.setattr(rsa, "TORCH_PRODUCT_MIN", 0)
+    monkeypatch.setattr(products, "TORCH_PRODUCT_MIN", 0)
     in_torch = rsa.weighted_sums(weights, columns, device="cpu")
-    monkeypatch.setattr(rsa, "TORCH_PRODUCT_MIN", np.inf)
+    monkeypatch.setattr(products, "TORCH_PRODUCT_MIN", np.inf)
     np.testing.assert_allclose(in_torch, rsa.weighted_sums(weights, columns, device="cpu"), rtol=1e-14, atol=1e-12)

@@ -4,7 +4,7 @@ per-subset computation (each subset of pairs centred and multiplied on its own).
 import numpy as np
 import pytest
 
-from deepmouse.metrics import rsa
+from deepmouse.metrics import products
 from deepmouse.metrics.bootstrap import resample_counts
 from deepmouse.metrics.folds import stimulus_halves
 from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
@@ -32,7 +32,7 @@ def site():
 @pytest.mark.parametrize("torch_from", [0, np.inf], ids=["torch", "numpy"])
 def test_selection_equals_the_previous_per_subset_products(site, torch_from, monkeypatch):
     model, neural, weights, halves, pairs = site
-    monkeypatch.setattr(rsa, "TORCH_PRODUCT_MIN", torch_from)
+    monkeypatch.setattr(products, "TORCH_PRODUCT_MIN", torch_from)
     selected = select_rsa(model, neural, weights, halves, pairs, "pearson", ("max", "cv"))
 
     def previous_scorer(model_entries, neural_entries, pair_weights, method):
