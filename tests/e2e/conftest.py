@@ -28,10 +28,10 @@ Under pytest-xdist (``make test``: ``--dist loadfile``) a file's tests stay on o
 module fixture is built once; the first worker to ask for a shared run builds it while the
 others wait on a file lock, and all of them read the one folder.
 
-Runs of their own, and why: test_codedeps.py (its stages import the project's own copy of the
-package, which its tests edit), test_null.py (null tuning, read from an `nwb_dir`), test_table_source.py,
+Runs of their own, and why: test_null.py (null tuning, read from an `nwb_dir`), test_table_source.py,
 test_source_changes.py and test_params_stage.py (a source, model or partial run no other file
-uses).
+uses). test_codedeps.py edits the package in a copy of ``small_run`` and runs its stages with that
+copy's package on PYTHONPATH.
 """
 
 from pathlib import Path

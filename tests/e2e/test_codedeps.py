@@ -1,10 +1,11 @@
 """Code edits rerun exactly the stages whose import closure holds the edited file.
 
-One small project, built once by `dvc repro` with the copy's own package on PYTHONPATH (so the
-stages run the code that is edited); the tests run in order on it: an edit to a function of
-`deepmouse/features/cache.py` reruns the features stage, `scores` and `store`, and the scores
-are computed again (their key's code digest changed), not reused; an edit to the report code
-reruns `report` alone; an edit to a module no stage imports reruns nothing.
+One copy of the shared small run, whose every later `dvc` command has the copy's own package on
+PYTHONPATH (so the stages run the code that is edited; the copy's package is the repository's
+until a test edits it); the tests run in order on it: an edit to a function of
+`deepmouse/features/cache.py` reruns both models' features stages, `scores` and `store`, and the
+scores are computed again (their key's code digest changed), not reused; an edit to the report
+code reruns `report` alone; an edit to a module no stage imports reruns nothing.
 """
 
 import ast
@@ -19,11 +20,11 @@ import pytest
 import yaml
 
 from deepmouse.stagedeps import is_code_dep
-from tests.e2e.test_pipeline import copy_project, small_params
+from tests.runs import SMALL_MODELS, copy_run
 
 pytestmark = pytest.mark.slow
 
-MODEL = "alexnet_random"
+MODELS = SMALL_MODELS
 
 
 def _dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
@@ -63,23 +64,25 @@ def _json(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    root = copy_project(tmp_path_factory.mktemp("codedeps"), small_params([MODEL]))
-    _repro(root)
+def project(small_run, tmp_path_factory) -> Path:
+    root = copy_run(small_run, tmp_path_factory.mktemp("codedeps") / "project")
+    assert _changed(root) == set()
     return root
 
 
 def test_editing_the_feature_cache_reruns_features_scores_and_store(project):
-    entry, scores = project / f"data/features/{MODEL}/entry.json", project / f"data/scores/models/{MODEL}/key.json"
-    entry_code, scores_code = _json(entry)["key"]["code"], _json(scores)["key"]["code"]
+    entries = [project / f"data/features/{model}/entry.json" for model in MODELS]
+    scores = [project / f"data/scores/models/{model}/key.json" for model in MODELS]
+    entry_codes, scores_codes = ([_json(path)["key"]["code"] for path in paths] for paths in (entries, scores))
     _edit_function(project / "deepmouse/features/cache.py", "cache_key_digest")
-    assert _changed(project) == {f"features@{MODEL}", "scores", "store"}
+    stale = {f"features@{model}" for model in MODELS} | {"scores", "store"}
+    assert _changed(project) == stale
     ran, log = _repro(project)
-    assert {f"features@{MODEL}", "scores", "store"} <= ran
+    assert stale <= ran
     assert "are current" not in log and "matches the current key" not in log
-    assert f"{MODEL}: scored (" in log
-    assert _json(entry)["key"]["code"] != entry_code
-    assert _json(scores)["key"]["code"] != scores_code
+    assert all(f"{model}: scored (" in log for model in MODELS)
+    assert all(_json(path)["key"]["code"] != code for path, code in zip(entries, entry_codes))
+    assert all(_json(path)["key"]["code"] != code for path, code in zip(scores, scores_codes))
 
 
 def test_editing_the_report_code_reruns_only_report(project):
