@@ -134,7 +134,7 @@ def score_layers_rsa(model_rdms: np.ndarray, neural_rdm: np.ndarray, method: str
         If a layer's or the neural RDM's upper triangle is constant or not
         finite; the message names the layer index.
     """
-    compare = _comparison(method)
+    _comparison(method)  # an unknown method is named before the shapes are checked
     model_rdms = np.asarray(model_rdms, dtype=np.float64)
     neural_rdm = np.asarray(neural_rdm, dtype=np.float64)
     if model_rdms.ndim != 3 or model_rdms.shape[1:] != neural_rdm.shape:
@@ -196,7 +196,7 @@ def weighted_pearson_entries(model_entries: np.ndarray, neural_entries: np.ndarr
     dissimilarities and are dropped). The Pearson r over the resampled pairs is the
     weighted Pearson r over the original pairs with those weights, so every replicate
     and every layer come from one matrix product (``pearson_moment_columns``,
-    ``weighted_sums``) instead of one gather per replicate.
+    ``deepmouse.metrics.products.matmul``) instead of one gather per replicate.
 
     Parameters
     ----------
@@ -214,7 +214,7 @@ def weighted_pearson_entries(model_entries: np.ndarray, neural_entries: np.ndarr
         NaN where a weighting leaves a layer's or the neural entries constant.
     """
     columns = pearson_moment_columns(model_entries, neural_entries)
-    return pearson_from_moments(weighted_sums(weights, columns, device=device), len(model_entries))
+    return pearson_from_moments(matmul(weights, columns, device=device), len(model_entries))
 
 
 def pearson_moment_columns(model_entries: np.ndarray, neural_entries: np.ndarray) -> np.ndarray:
@@ -243,32 +243,13 @@ def pearson_moment_columns(model_entries: np.ndarray, neural_entries: np.ndarray
     return np.ascontiguousarray(np.vstack([x, x * y, x * x, np.ones_like(y), y, y * y]).T)
 
 
-def weighted_sums(weights: np.ndarray, columns: np.ndarray, *, device: str | torch.device | None = None) -> np.ndarray:
-    """``weights @ columns`` in float64, in torch on ``device`` (:func:`deepmouse.metrics.products.matmul`).
-
-    On a 2-core CPU torch's BLAS ran the bootstrap's products (1,001 weightings) 3 times
-    faster than numpy's (``benchmarks/README.md``) at the same precision; small products
-    (a single weighting, tiny data) stay in numpy.
-
-    Parameters
-    ----------
-    weights : ndarray of shape (n_weightings, n_pairs)
-    columns : ndarray of shape (n_pairs, n_columns)
-
-    Returns
-    -------
-    sums : ndarray of shape (n_weightings, n_columns)
-    """
-    return matmul(weights, columns, device=device)
-
-
 def pearson_from_moments(moments: np.ndarray, n_layers: int) -> np.ndarray:
     """Weighted Pearson r from the weighted sums of ``pearson_moment_columns``.
 
     Parameters
     ----------
     moments : ndarray of shape (n_weightings, 3 n_layers + 3)
-        ``weighted_sums(weights, columns)``.
+        ``weights @ columns`` (``matmul(weights, columns)``).
     n_layers : int
 
     Returns

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from deepmouse.metrics.cka import cka_sites
-from deepmouse.metrics.ridge import default_device
-from deepmouse.metrics.rsa import pearson_from_moments, pearson_moment_columns, score_entries, weighted_sums
+from deepmouse.metrics.products import default_device, matmul
+from deepmouse.metrics.rsa import pearson_from_moments, pearson_moment_columns, score_entries
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def _weighted_scorer(model_entries, neural_entries, pair_weights, method):
 
         def score_pearson(mask):
             kept = np.flatnonzero(mask)
-            return pearson_from_moments(weighted_sums(pair_weights[:, kept], columns[kept], device=device),
+            return pearson_from_moments(matmul(pair_weights[:, kept], columns[kept], device=device),
                                         len(model_entries))
 
         return score_pearson

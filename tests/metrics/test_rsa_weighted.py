@@ -87,6 +87,6 @@ def test_the_numpy_and_torch_products_agree(entries_and_weights, monkeypatch):
     model, neural, weights = entries_and_weights
     columns = rsa.pearson_moment_columns(model, neural)
     monkeypatch.setattr(products, "TORCH_PRODUCT_MIN", 0)
-    in_torch = rsa.weighted_sums(weights, columns, device="cpu")
+    in_torch = products.matmul(weights, columns, device="cpu")
     monkeypatch.setattr(products, "TORCH_PRODUCT_MIN", np.inf)
-    np.testing.assert_allclose(in_torch, rsa.weighted_sums(weights, columns, device="cpu"), rtol=1e-14, atol=1e-12)
+    np.testing.assert_allclose(in_torch, products.matmul(weights, columns, device="cpu"), rtol=1e-14, atol=1e-12)
