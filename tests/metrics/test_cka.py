@@ -115,13 +115,19 @@ def test_cka_is_invariant_to_offsets_isotropic_scaling_and_rotation(estimator):
     assert linear_cka(raw_gram(x), raw_gram(x), estimator) == pytest.approx(1.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("torch_from", [0, np.inf], ids=["torch", "numpy"])
+@pytest.fixture(params=["numpy", "torch"])
+def product_path(request, monkeypatch):
+    """The weightings' products in numpy (tiny data stays there) or forced into torch's BLAS,
+    where scoring's bootstrap sizes go."""
+    if request.param == "torch":
+        monkeypatch.setattr(products, "TORCH_PRODUCT_MIN", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("estimator", ESTIMATORS)
-def test_weighted_stimuli_equal_the_resample_without_pairs_of_copies(estimator, torch_from, monkeypatch):
+def test_weighted_stimuli_equal_the_resample_without_pairs_of_copies(estimator, product_path):
     """Bootstrap counts: the resample's Gram with the entries between copies of one stimulus
-    removed (its diagonal kept for the biased estimator); a 0/1 mask: the subset itself. The
-    weightings' products in numpy (tiny data) and forced into torch (bootstrap size)."""
-    monkeypatch.setattr(products, "TORCH_PRODUCT_MIN", torch_from)
+    removed (its diagonal kept for the biased estimator); a 0/1 mask: the subset itself."""
     rng = np.random.default_rng(7)
     x, y = rng.normal(size=(12, 6)), rng.normal(size=(12, 3))
     y[:, 0] += x[:, 0]
@@ -174,7 +180,7 @@ def test_null_unbiased_is_centred_on_zero_and_biased_is_inflated():
     assert biased.min() > 0.5
 
 
-def test_null_cv_selection_is_centred_on_zero():
+def test_null_cv_selection_is_centred_on_zero(product_path):
     """Layer chosen on one half of the stimuli and scored on the other: no selection optimism."""
     values = []
     for seed in range(4):
@@ -194,7 +200,7 @@ def expected_cka(weights: np.ndarray, n_features: int, noise_sd: float) -> float
     return float(np.sum(weights**2) / np.sqrt(n_features * np.sum(sigma_yy**2)))
 
 
-def test_planted_readout_of_one_layer_is_recovered_with_its_expected_cka():
+def test_planted_readout_of_one_layer_is_recovered_with_its_expected_cka(product_path):
     rng = np.random.default_rng(11)
     sizes = (20, 40, 80, 160)
     features = [rng.normal(size=(119, p)) for p in sizes]
