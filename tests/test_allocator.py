@@ -22,7 +22,7 @@ THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 STATISTICS_AND_SCORES = """
 import hashlib, json, os, sys
 import deepmouse
-import numpy as np, torch
+import numpy as np, pandas as pd, torch
 torch.set_num_threads(1)
 from deepmouse.features.stats import compute_layer_statistics
 from deepmouse.models.build import build_model
@@ -38,8 +38,11 @@ for array in (stats.gram, stats.row_sums, stats.kernel, stats.centred_gram):
 features = stats.kernel[3][:, :30]
 rng = np.random.default_rng(1)
 responses = features @ rng.standard_normal((30, 12)) + rng.standard_normal((40, 12))
-for score in (score_regression(features, responses), score_rsa(features, responses), score_cka(features, responses)):
-    digest.update(repr(score).encode())
+# Every value's bytes: the regression frame's hashed, the RSA and CKA dicts' floats written in full
+# (a frame's repr would round them).
+digest.update(pd.util.hash_pandas_object(score_regression(features, responses)).to_numpy().tobytes())
+for scores in (score_rsa(features, responses), score_cka(features, responses)):
+    digest.update(repr(sorted(scores.items())).encode())
 print(json.dumps({"env": os.environ.get("THP_MEM_ALLOC_ENABLE"), "digest": digest.hexdigest()}))
 """
 
