@@ -15,9 +15,11 @@ Geladi & Wold 1993):
 - ``t ∝ X_k w`` is the top eigenvector of ``K_k M_k = P K P M P`` with ``M = Y Yᵀ``
   (``X_k Xᵀ_k Y_k Y_kᵀ X_k w = λ X_k w``). Writing ``M = L Lᵀ`` (``L`` of n × r,
   ``r = min(n, n_targets)``), it is ``K_k L z`` for the top eigenvector ``z`` of the
-  symmetric r × r matrix ``Lᵀ K_k L``: one exact eigendecomposition per component, in
-  place of scikit-learn's NIPALS power iteration (which stops at a tolerance), whatever
-  the number of neurons. A component whose eigenvalue is below ``RANK_TOLERANCE`` of the
+  symmetric r × r matrix ``Lᵀ K_k L``, whatever the number of neurons. That pair comes
+  from repeated squaring of the r × r matrix, kept only where its residual is below
+  ``EIGENPAIR_RESIDUAL`` of the matrix's norm, and otherwise from its exact
+  eigendecomposition: exact to rounding either way, where scikit-learn's NIPALS power
+  iteration stops at a tolerance. A component whose eigenvalue is below ``RANK_TOLERANCE`` of the
   first one (the layer's or the responses' rank is exhausted) is left out (a zero column);
 - ``w_k ∝ X_kᵀ u_k`` with ``u_k = P M t_k`` (the deflated responses' score), so the
   weights are ``W = Xᵀ U``, the loadings ``Xᵀ T``, the rotations
@@ -360,16 +362,17 @@ def _centred_on(kernels: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
 
 def _extract(kernels: torch.Tensor, fits: _Fits, centred_gram: torch.Tensor, n_components: int,
              n_targets: int) -> _Extraction:
-    """Kernel PLS components of every layer's fits (module docstring), each from one eigendecomposition.
+    """Kernel PLS components of every layer's fits (module docstring), each from one top eigenpair.
 
     ``kernels`` (g, n, n) raw; ``centred_gram`` (B, n, n) the responses' Gram centred per fit.
     With ``M = L Lᵀ`` (``L`` of shape n × r, ``r = min(n, n_targets)``, from one symmetric
     eigendecomposition per fit shared by the layers), ``t`` is the top eigenvector of
     ``K_k M`` exactly when ``z`` is the top eigenvector of the symmetric r × r matrix
-    ``S_k = Lᵀ K_k L``, with the same eigenvalue ``λ``, and ``t ∝ K_k L z``. ``K_k L`` comes
-    from ``K L`` (once) and ``K T`` (a column per component), so a component costs one
-    ``K t``, products of n × r by r × r or k × r, and ``S_k``'s eigendecomposition; nothing
-    iterates.
+    ``S_k = Lᵀ K_k L``, with the same eigenvalue ``λ``, and ``t ∝ K_k L z``. ``P L`` and
+    ``K P L`` start from ``L`` and ``K L`` and take one rank-one update per component, so a
+    component costs one ``K t``, one ``M t``, products of n × r by r × 1 or 1 × r, two
+    projections on the k earlier scores, and ``S_k``'s top eigenpair
+    (:func:`_top_eigenpairs`).
     """
     train = fits.train.to(kernels.dtype)
     centred = _centred_on(kernels, fits.train)  # (g, B, n, n)
@@ -382,30 +385,32 @@ def _extract(kernels: torch.Tensor, fits: _Fits, centred_gram: torch.Tensor, n_c
     rank = min(n, n_targets)
     values, vectors = _eigh(gram)
     root = vectors[..., -rank:] * values[..., -rank:].clamp_min(0.0).sqrt()[..., None, :]  # (B, n, r)
-    scores = torch.zeros(g, b, n, n_components, dtype=dtype, device=device)
-    y_scores = torch.zeros_like(scores)
-    kernel_scores = torch.zeros_like(scores)  # K T, one column per component
-    kernel_root = kernel @ root  # (g, B, n, r)
+    # Components are kept as rows, (g, B, A, n): the first k of them are then one strided batch
+    # of k × n matrices that the products read in place (columns would be copied at every step).
+    score_rows = torch.zeros(g, b, n_components, n, dtype=dtype, device=device)
+    y_score_rows = torch.zeros_like(score_rows)
+    deflated_root = root.expand(g, b, n, rank).clone()  # P L, deflated by one component at a time
+    image = kernel @ root  # K P L: (g, B, n, r)
     first_eigenvalue = None
     for k in range(n_components):
-        # P K P L = P (K L - K T (Tᵀ L)) with P = I - T Tᵀ: no n × n product per component.
-        previous, kernel_previous = scores[..., :k], kernel_scores[..., :k]
-        on_previous = _per_fit(root.transpose(-1, -2), previous).transpose(-1, -2)  # Tᵀ L: (g, B, k, r)
-        deflated_root = root - previous @ on_previous  # P L
-        image = kernel_root - kernel_previous @ on_previous  # K P L
-        eigenvalues, eigenvectors = _eigh(deflated_root.transpose(-1, -2) @ image)
-        eigenvalue = eigenvalues[..., -1]
+        previous = score_rows[..., :k, :]  # Tᵀ: (g, B, k, n)
+        eigenvalue, eigenvector = _top_eigenpairs(deflated_root.transpose(-1, -2) @ image)
         if first_eigenvalue is None:
             first_eigenvalue = eigenvalue
-        t = image @ eigenvectors[..., -1:]  # (g, B, n, 1)
-        t = t - previous @ (previous.transpose(-1, -2) @ t)
+        t = image @ eigenvector  # (g, B, n, 1)
+        t = t - previous.transpose(-1, -2) @ (previous @ t)
         t = t / t.norm(dim=-2, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
         # Once the layer's or the responses' rank is exhausted, the eigenproblem is rounding noise.
         t = t * (eigenvalue > RANK_TOLERANCE * first_eigenvalue).to(dtype)[..., None, None]
         u = _per_fit(gram, t)
-        scores[..., k:k + 1] = t
-        y_scores[..., k:k + 1] = u - previous @ (previous.transpose(-1, -2) @ u)
-        kernel_scores[..., k:k + 1] = kernel @ t
+        score_rows[..., k, :] = t[..., 0]
+        y_score_rows[..., k, :] = (u - previous.transpose(-1, -2) @ (previous @ u))[..., 0]
+        # P' = P - t tᵀ (t is orthogonal to the earlier scores): P' L = P L - t (tᵀ P L) and
+        # K P' L = K P L - (K t)(tᵀ P L), rank-one updates in place of products with every earlier score.
+        on_t = t.transpose(-1, -2) @ deflated_root  # (g, B, 1, r)
+        deflated_root = deflated_root - t @ on_t
+        image = image - (kernel @ t) @ on_t
+    scores, y_scores = score_rows.transpose(-1, -2), y_score_rows.transpose(-1, -2)
     return _Extraction(kernel, cross, scores, y_scores)
 
 
@@ -415,6 +420,61 @@ def _per_fit(matrices: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     g, b, m, c = x.shape
     stacked = x.permute(1, 2, 0, 3).reshape(b, m, g * c)
     return torch.bmm(matrices, stacked).reshape(b, matrices.shape[1], g, c).permute(2, 0, 1, 3)
+
+
+SQUARINGS = 10
+"""Squarings of each component's r × r matrix: its 1,024th power, whose columns lie along the top
+eigenvector up to (λ₂/λ₁)^1024 of the rest."""
+
+SQUARING_MAX_ORDER = 48
+"""Largest r for the squaring; larger matrices go straight to ``torch.linalg.eigh``. Measured on one
+thread: at r = 33 the eigenpairs of 16 layers' fits took 1.14 s against 2.75 s by ``eigh``
+(LAPACK's per-matrix overhead dominates small matrices); at r = 119 (an area of 6,619 neurons)
+the squaring's 20 r³ flops made the extraction slower (1.62 s a layer against 1.32 s). 48 lies
+between the two; the crossover was not searched for."""
+
+EIGENPAIR_RESIDUAL = 1e-12
+"""An eigenpair from the powers is kept when ``‖S v - λ v‖ <= EIGENPAIR_RESIDUAL ‖S‖_F``; any other
+matrix (eigenvalues too close for the powers to separate) goes to the exact eigendecomposition."""
+
+
+def _top_eigenpairs(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top eigenvalue ``(...)`` and unit eigenvector ``(..., r, 1)`` of symmetric positive
+    semi-definite matrices ``(..., r, r)``.
+
+    Repeated squaring (each power scaled by its trace) turns ``S`` into ``S^1024 / tr S^1024 ≈
+    v vᵀ``; its largest column, normalised, is ``v``. That is a few batched r × r products in
+    place of a full eigendecomposition per matrix, which was half the time of the components'
+    extraction. Every pair is checked by its residual; the matrices whose top two eigenvalues are
+    too close for the powers go to ``torch.linalg.eigh`` (a tie has no unique top eigenvector
+    either way: any unit vector of the top eigenspace gives a valid component).
+    """
+    if matrices.shape[-1] > SQUARING_MAX_ORDER:
+        values, vectors = _eigh(matrices)
+        return values[..., -1], vectors[..., -1:]
+    dtype = matrices.dtype
+    tiny = torch.finfo(dtype).tiny
+    scale = matrices.square().sum(dim=(-2, -1)).sqrt()  # ‖S‖_F
+    power = matrices / scale.clamp_min(tiny)[..., None, None]
+    with _one_cpu_thread(matrices.device):
+        for _ in range(SQUARINGS):
+            power = power @ power
+            trace = torch.diagonal(power, dim1=-2, dim2=-1).sum(dim=-1)
+            power = power / trace.clamp_min(tiny)[..., None, None]
+        column = torch.diagonal(power, dim1=-2, dim2=-1).argmax(dim=-1)  # the largest column of v vᵀ
+        vector = torch.take_along_dim(power, column[..., None, None], dim=-1)  # (..., r, 1)
+        vector = matrices @ vector  # one more power step, from S itself
+        vector = vector / vector.norm(dim=-2, keepdim=True).clamp_min(tiny)
+        image = matrices @ vector
+        value = (vector * image).sum(dim=(-2, -1))
+        residual = (image - value[..., None, None] * vector).norm(dim=(-2, -1))
+        inexact = residual > EIGENPAIR_RESIDUAL * scale
+        if bool(inexact.any()):
+            values, vectors = torch.linalg.eigh(matrices[inexact])
+            value = value.masked_scatter(inexact, values[..., -1])
+            vector = vector.clone()
+            vector[inexact] = vectors[..., -1:]
+    return value, vector
 
 
 def _eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,7 +4,9 @@ from sklearn.cross_decomposition import PLSRegression
 
 from deepmouse.errors import DataError
 from deepmouse.metrics.folds import stimulus_folds
-from deepmouse.metrics.pls import fit_pls_folds, fit_pls_predict
+import torch
+
+from deepmouse.metrics.pls import SQUARING_MAX_ORDER, _top_eigenpairs, fit_pls_folds, fit_pls_predict
 
 def _sklearn_pls(n_components):
     # scikit-learn's NIPALS stops when the squared change of the weights is below tol: run it to
@@ -43,6 +45,45 @@ def test_single_target_matches_sklearn():
     expected = _sklearn_pls(4).fit(z[train], targets[train]).predict(z[test]).reshape(-1, 1)
     np.testing.assert_allclose(fit_pls_predict(z @ z.T, targets, train, test, 4, device="cpu"),
                                expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("n_targets", [SQUARING_MAX_ORDER - 1, SQUARING_MAX_ORDER + 7], ids=["squaring", "eigh"])
+def test_many_targets_match_sklearn_on_both_eigenpair_paths(n_targets):
+    # r = min(training stimuli, targets): below SQUARING_MAX_ORDER the components' eigenpairs come
+    # from the squaring, above it from torch.linalg.eigh.
+    z, targets = _problem(4, n_stimuli=80, n_features=60, n_targets=n_targets, rank=4)
+    train, test = np.arange(10, 80), np.arange(10)
+    expected = _sklearn_pls(8).fit(z[train], targets[train]).predict(z[test])
+    np.testing.assert_allclose(fit_pls_predict(z @ z.T, targets, train, test, 8, device="cpu"),
+                               expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("order", [1, 2, 7, 33, SQUARING_MAX_ORDER])
+def test_top_eigenpairs_equal_the_full_eigendecomposition(order):
+    rng = np.random.default_rng(order)
+    roots = rng.normal(size=(20, order, order)) * rng.uniform(0.1, 10.0, size=(20, 1, 1))
+    matrices = torch.as_tensor(roots @ roots.transpose(0, 2, 1))  # positive semi-definite
+    value, vector = _top_eigenpairs(matrices)
+    values, vectors = np.linalg.eigh(matrices.numpy())
+    np.testing.assert_allclose(value.numpy(), values[:, -1], rtol=1e-12)
+    alignment = np.abs(np.einsum("bi,bi->b", vector[..., 0].numpy(), vectors[:, :, -1]))
+    np.testing.assert_allclose(alignment, 1.0, atol=1e-9)
+
+
+def test_top_eigenpairs_of_near_ties_ties_and_zeros():
+    # Top eigenvalues 1e-4 apart: their ratio to the 1,024th power is still 0.9, the residual check
+    # sends the matrix to eigh, and the pair is exact. A tie has no unique eigenvector: any unit
+    # vector of the top eigenspace is a valid component. A zero matrix (rank exhausted) gives 0.
+    rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(4, 4)))[0]
+    near, tied = np.diag([2.0, 2.0 - 2e-4, 1.0, 0.5]), np.diag([2.0, 2.0, 1.0, 0.5])
+    matrices = torch.as_tensor(np.stack([rotation @ near @ rotation.T, rotation @ tied @ rotation.T, np.zeros((4, 4))]))
+    value, vector = _top_eigenpairs(matrices)
+    np.testing.assert_allclose(value.numpy(), [2.0, 2.0, 0.0], atol=1e-12)
+    v = vector[..., 0].numpy()
+    assert np.isfinite(v).all()
+    np.testing.assert_allclose(np.abs(v[0] @ rotation[:, 0]), 1.0, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(v[:2], axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(matrices[1].numpy() @ v[1], 2.0 * v[1], atol=1e-12)
 
 
 def test_centring_uses_the_training_means_only():
