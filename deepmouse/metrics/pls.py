@@ -65,6 +65,9 @@ torch, float64, each embedded in the ``n`` stimuli with zeros outside its traini
 stimuli, so fits of different sizes share one shape; on the CPU the fits run on one
 thread (many small batched products and eigendecompositions), the products with the
 neurons on all of them. Speed against the products' floor: ``benchmarks/README.md``.
+
+Size: one estimator; the extraction, the choice of components and the held-out predictions
+share the batched fits and ridge's score definition, and the maths above is a sixth of the file.
 """
 
 from __future__ import annotations
@@ -447,7 +450,8 @@ def _top_eigenpairs(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     place of a full eigendecomposition per matrix, which was half the time of the components'
     extraction. Every pair is checked by its residual; the matrices whose top two eigenvalues are
     too close for the powers go to ``torch.linalg.eigh`` (a tie has no unique top eigenvector
-    either way: any unit vector of the top eigenspace gives a valid component).
+    either way: any unit vector of the top eigenspace gives a valid component). A zero matrix (the
+    rank exhausted) gives 0 and a zero vector, whose component is left out.
     """
     if matrices.shape[-1] > SQUARING_MAX_ORDER:
         values, vectors = _eigh(matrices)
