@@ -472,7 +472,9 @@ def _top_eigenpairs(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
         image = matrices @ vector
         value = (vector * image).sum(dim=(-2, -1))
         residual = (image - value[..., None, None] * vector).norm(dim=(-2, -1))
-        inexact = residual > EIGENPAIR_RESIDUAL * scale
+        # Written so that a NaN counts as inexact: a matrix of rounding noise (the rank exhausted)
+        # is indefinite, and its scaled powers can overflow.
+        inexact = ~(residual <= EIGENPAIR_RESIDUAL * scale)
         if bool(inexact.any()):
             values, vectors = torch.linalg.eigh(matrices[inexact])
             value = value.masked_scatter(inexact, values[..., -1])

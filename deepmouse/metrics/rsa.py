@@ -187,6 +187,11 @@ def score_entries(model_entries: np.ndarray, neural_entries: np.ndarray, method:
     return np.clip(r, -1.0, 1.0)
 
 
+CONSTANT_VARIANCE = 64 * np.finfo(np.float64).eps
+"""A weighted variance at most this fraction of the weighted mean square (about 1.4e-14) is taken
+as 0: ``E[x²] - E[x]²`` carries rounding of a few ulps of ``E[x²]``, so below this it is noise."""
+
+
 def weighted_pearson_entries(model_entries: np.ndarray, neural_entries: np.ndarray, weights: np.ndarray, *,
                              device: str | torch.device | None = None) -> np.ndarray:
     """Pearson r of every layer's entries with the neural entries, under many weightings of the pairs.
@@ -261,11 +266,16 @@ def pearson_from_moments(moments: np.ndarray, n_layers: int) -> np.ndarray:
     mean_x = moments[:, :n_layers] / total
     mean_y = moments[:, -2:-1] / total
     covariance = moments[:, n_layers:2 * n_layers] / total - mean_x * mean_y
-    variance_x = moments[:, 2 * n_layers:3 * n_layers] / total - mean_x**2
-    variance_y = moments[:, -1:] / total - mean_y**2
+    square_x = moments[:, 2 * n_layers:3 * n_layers] / total
+    square_y = moments[:, -1:] / total
+    variance_x = square_x - mean_x**2
+    variance_y = square_y - mean_y**2
+    # Entries equal on a weighting leave a variance of rounding size, not 0, whenever the BLAS
+    # sums with fused multiply-adds (measured: OpenBLAS on an AMD EPYC gave r = 1).
+    constant = (variance_x <= CONSTANT_VARIANCE * square_x) | (variance_y <= CONSTANT_VARIANCE * square_y)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = covariance / np.sqrt(variance_x * variance_y)
-    return np.clip(r, -1.0, 1.0)
+    return np.where(constant, np.nan, np.clip(r, -1.0, 1.0))
 
 
 def rdm_noise_ceiling(half_a: np.ndarray, half_b: np.ndarray, method: str = "pearson") -> float:

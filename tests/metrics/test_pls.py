@@ -86,6 +86,19 @@ def test_top_eigenpairs_of_near_ties_ties_and_zeros():
     np.testing.assert_allclose(matrices[1].numpy() @ v[1], 2.0 * v[1], atol=1e-12)
 
 
+def test_top_eigenpairs_of_rounding_noise_are_finite():
+    # Once the rank is exhausted, S_k = Lᵀ K_k L is rounding noise: neither symmetric nor definite.
+    # The traces of its powers can then be negative or zero and the scaled powers overflow; such a
+    # matrix must go to eigh (a finite eigenpair near 0, left out by the rank tolerance), not
+    # pass the residual check as NaN (measured on an AMD EPYC: PLS predictions all NaN).
+    rng = np.random.default_rng(5)
+    skew = rng.normal(size=(6, 6)) * 1e-14
+    noise = np.stack([skew - skew.T, np.array([[0.0, 1e-14], [-1e-14, 0.0]]).repeat(3, 0).repeat(3, 1)])
+    value, vector = _top_eigenpairs(torch.as_tensor(noise))
+    assert np.isfinite(value.numpy()).all() and np.isfinite(vector.numpy()).all()
+    assert (np.abs(value.numpy()) < 1e-12).all()
+
+
 def test_centring_uses_the_training_means_only():
     """An offset added to the test stimuli's features moves the prediction as sklearn's does."""
     z, targets = _problem(2)
