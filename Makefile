@@ -25,7 +25,7 @@ run: env
 
 # The tests run on pytest-xdist: a worker per core (at most 4), each test file on one worker,
 # each worker's share of the cores for torch in it and in the stages it starts; the default run
-# builds beside them from the start (tests/conftest.py). TEST_WORKERS=0: one process.
+# builds beside them from the start (tests/workers.py). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= auto
 XDIST = -n $(TEST_WORKERS) --maxprocesses=4 --dist loadfile
 

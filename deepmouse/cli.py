@@ -174,12 +174,14 @@ def features(model: str = typer.Option(...), stimuli: Path = typer.Option(...), 
 def prefetch_features(stimuli: Path = typer.Option(Path("data/stimuli"), help="the stimuli stage's output"),
                       store: Optional[Path] = typer.Option(None, help="entries by key digest (default: data/feature_store, "
                                                                       "where the features stages look)"),
+                      features: Path = typer.Option(Path("data/features"), help="the features stages' outputs: "
+                                                    "a model whose output there is current is not computed"),
                       params: Path = PARAMS) -> None:
     """Compute every model's feature statistics as parallel tasks (compute.*) before `dvc repro` copies them."""
     from deepmouse.features.cache import PREFETCH_DIR
     from deepmouse.features.prefetch import prefetch_features as prefetch
 
-    _run(lambda: prefetch(load_params(params), stimuli, store or PREFETCH_DIR))
+    _run(lambda: prefetch(load_params(params), stimuli, store or PREFETCH_DIR, features_dir=features))
 
 
 @app.command()

@@ -14,7 +14,7 @@ configuration under a file lock in the folder the workers share, so that the fir
 ask builds it and the others wait for it and read the same folder.
 
 The default run takes minutes, and few tests read it; :func:`build_in_background` starts it in
-a process of its own as soon as the tests are collected (tests/conftest.py), while the rest of
+a process of its own as soon as the tests are collected (tests/workers.py), while the rest of
 the suite runs on the other core, and the tests that read it are run last.
 """
 

@@ -113,7 +113,7 @@ def test_under_xdist_a_file_stays_on_one_worker_and_each_worker_gets_its_share_o
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
-    pytester.makeconftest("from tests.conftest import pytest_configure, pytest_xdist_make_scheduler  # noqa: F401\n")
+    pytester.makeconftest("from tests.workers import pytest_configure, pytest_xdist_make_scheduler  # noqa: F401\n")
     record = '''
 import os, subprocess, sys
 import pytest
@@ -140,7 +140,7 @@ def test_record(i, tmp_path_factory):
 def test_under_xdist_the_whole_zoo_goes_test_by_test(pytester, monkeypatch):
     pytest.importorskip("xdist")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    pytester.makeconftest("from tests.conftest import pytest_xdist_make_scheduler  # noqa: F401\n")
+    pytester.makeconftest("from tests.workers import pytest_xdist_make_scheduler  # noqa: F401\n")
     pytester.makepyfile(**{"tests/models/test_whole_zoo": '''
 import os
 import pytest

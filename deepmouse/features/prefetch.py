@@ -26,8 +26,12 @@ from deepmouse.features.extract import extract_features, feature_entry_digest
 
 
 def prefetch_features(params: Params, stimuli_dir: str | Path, store_dir: str | Path = PREFETCH_DIR, *,
-                      progress: Callable[[str], None] = print) -> str:
+                      features_dir: str | Path | None = None, progress: Callable[[str], None] = print) -> str:
     """Compute the statistics of every model of ``zoo.models`` missing from ``store_dir``.
+
+    A model whose ``features@<model>`` output (``<features_dir>/<model>``) already holds an
+    intact entry for the same key is not computed either: its stage is up to date, or, if DVC
+    reruns it anyway, computes it itself.
 
     Parameters
     ----------
@@ -37,6 +41,8 @@ def prefetch_features(params: Params, stimuli_dir: str | Path, store_dir: str | 
         The ``stimuli`` stage's output (``stimuli.npy``).
     store_dir : str or Path
         Entries by key digest; the ``features@<model>`` stages read :data:`PREFETCH_DIR`.
+    features_dir : str or Path, optional
+        The features stages' outputs (``data/features`` in a project); None: not looked at.
     progress : callable
         One line per model as it finishes.
 
@@ -57,17 +63,21 @@ def prefetch_features(params: Params, stimuli_dir: str | Path, store_dir: str | 
     # Entries are keyed by digest, so a killed task's staging folder has no later writer of the
     # same name to clear it: clear every one whose writer is gone.
     remove_stale_staging_in(store_dir)
-    missing = []
+    missing, staged = [], 0
     for model_id in params.zoo.models:
         _, digest = feature_entry_digest(zoo.get(model_id, key="zoo.models"), stimuli, params.features)
-        if not entry_is_current(store_dir / digest, digest):
+        if features_dir is not None and entry_is_current(Path(features_dir) / model_id, digest):
+            staged += 1
+        elif not entry_is_current(store_dir / digest, digest):
             missing.append(model_id)
     for result in run_tasks(prefetch_model, missing, params.compute,
                             {"params": params, "stimuli_path": str(stimuli_path), "store_dir": str(store_dir)},
                             progress=progress):
         progress(result.value)
-    return (f"prefetch-features: {len(missing)} models computed, {len(params.zoo.models) - len(missing)} already "
-            f"in {store_dir}; `dvc repro` copies them")
+    stored = len(params.zoo.models) - len(missing) - staged
+    outputs = f", {staged} already the features stages' outputs in {features_dir}" if staged else ""
+    return (f"prefetch-features: {len(missing)} models computed, {stored} already in {store_dir}{outputs}; "
+            "`dvc repro` copies them")
 
 
 def prefetch_model(model_id: str, *, params: Params, stimuli_path: str, store_dir: str) -> str:

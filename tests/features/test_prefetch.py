@@ -99,3 +99,17 @@ def test_two_dask_workers_prefetch_the_same_statistics_as_one(project, tmp_path_
         scale = np.abs(first.kernel).max(axis=(1, 2), keepdims=True)
         worst = float((np.abs(second.kernel - first.kernel) / scale).max())
         assert worst <= 1e-4, f"{entry.name}: kernels differ by {worst:.2e} of their largest value"
+
+
+def test_a_model_whose_stage_output_is_current_is_not_computed_unless_that_output_is_damaged(project):
+    params = _params(models=ONE)
+    run_features(params, "alexnet_random", "data/stimuli", "data/features/alexnet_random", progress=lambda line: None)
+    summary = prefetch_features(params, "data/stimuli", features_dir="data/features", progress=lambda line: None)
+    assert summary.startswith("prefetch-features: 0 models computed, 0 already in data/feature_store, "
+                              "1 already the features stages' outputs in data/features"), summary
+    assert not PREFETCH_DIR.exists() or not any(PREFETCH_DIR.iterdir())
+    # Without the stages' folder it is computed; a damaged output is no reason to skip it either.
+    damaged = project / "data/features/alexnet_random/stats.npz"
+    damaged.write_bytes(damaged.read_bytes()[:-10])
+    assert prefetch_features(params, "data/stimuli", features_dir="data/features", progress=lambda line: None
+                             ).startswith("prefetch-features: 1 models computed, 0 already")
