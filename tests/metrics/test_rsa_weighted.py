@@ -83,6 +83,18 @@ def test_a_weighting_that_leaves_entries_constant_gives_nan(entries_and_weights)
     assert np.isfinite(r[1]).all()
 
 
+def test_entries_that_differ_slightly_on_a_weighting_are_not_taken_for_constant(entries_and_weights):
+    # The rounding bound (rsa.CONSTANT_VARIANCE, ~1e-14 of the mean square) stays far below real
+    # spreads: two pairs 1e-5 apart, beside entries of order 1, give r = ±1, not NaN.
+    model, neural, _ = entries_and_weights
+    only_two_pairs = np.zeros((1, neural.size))
+    only_two_pairs[0, :2] = 1.0
+    model = model.copy()
+    model[1, :2] = [0.5, 0.5 + 1e-5]
+    r = weighted_pearson_entries(model, neural, only_two_pairs, device="cpu")
+    assert abs(r[0, 1]) == pytest.approx(1.0)
+
+
 def test_the_numpy_and_torch_products_agree(entries_and_weights, monkeypatch):
     model, neural, weights = entries_and_weights
     columns = rsa.pearson_moment_columns(model, neural)
