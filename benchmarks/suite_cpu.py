@@ -16,6 +16,10 @@ and as a script it sums them by file and by test, most CPU first::
 
     python benchmarks/suite_cpu.py /tmp/suite-cpu --top 30
 
+Each log starts with a line naming the machine (CPU model and usable cores): the same suite
+took 14 minutes on the Intel machines and 21 on an AMD EPYC of the same 2 cores
+(docs/architecture.md), so runs compare only on the same kind of CPU.
+
 The default run is built by a background process (tests/runs.py) of the worker that collects
 first. Its CPU, all of it, counts when the process is reaped: on whichever test of that worker
 runs then (``subprocess`` reaps finished children when it starts the next one), not on the
@@ -36,11 +40,24 @@ import pytest
 _OUT: dict[str, object] = {}
 
 
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it ("unknown" where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def _log_file():
     if "file" not in _OUT:
         folder = Path(os.environ.get("SUITE_CPU_DIR", "suite-cpu"))
         folder.mkdir(parents=True, exist_ok=True)
-        _OUT["file"] = open(folder / f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.jsonl", "a")  # noqa: SIM115
+        log = open(folder / f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.jsonl", "a")  # noqa: SIM115
+        log.write(json.dumps({"machine": cpu_model(), "cores": len(os.sched_getaffinity(0))}) + "\n")
+        _OUT["file"] = log
     return _OUT["file"]
 
 
@@ -68,9 +85,13 @@ pytest_runtest_teardown = _timed("teardown")
 def summarise(folder: Path, top: int) -> str:
     """The CPU seconds of every file and test in ``folder``'s logs, most first, as text."""
     by_test: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    machines: set[str] = set()
     for path in sorted(folder.glob("*.jsonl")):
         for line in path.read_text().splitlines():
             record = json.loads(line)
+            if "machine" in record:
+                machines.add(f"{record['machine']}, {record['cores']} cores")
+                continue
             by_test[record["test"]][0] += record["own"] + record["children"]
             by_test[record["test"]][1] += record["wall"]
     by_file: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
@@ -79,7 +100,9 @@ def summarise(folder: Path, top: int) -> str:
         totals[0] += cpu
         totals[1] += wall
         totals[2] += 1
-    lines = [f"{len(by_test)} tests, {sum(cpu for cpu, _ in by_test.values()):.0f} CPU s", "", "by file:"]
+    lines = [f"{len(by_test)} tests, {sum(cpu for cpu, _ in by_test.values()):.0f} CPU s",
+             "on " + ("; ".join(sorted(machines)) or "an unrecorded machine"),
+             "", "by file:"]
     lines += [f"{cpu:8.1f} CPU s {wall:8.1f} wall s {n:5d} tests  {name}"
               for name, (cpu, wall, n) in sorted(by_file.items(), key=lambda kv: -kv[1][0])[:top]]
     lines += ["", "by test:"]
