@@ -77,7 +77,7 @@ def prefetch_features(params: Params, stimuli_dir: str | Path, store_dir: str | 
     stored = len(params.zoo.models) - len(missing) - staged
     outputs = f", {staged} already the features stages' outputs in {features_dir}" if staged else ""
     return (f"prefetch-features: {len(missing)} models computed, {stored} already in {store_dir}{outputs}; "
-            "`dvc repro` copies them")
+            f"the features stages that `dvc repro` runs copy their entries from {store_dir}")
 
 
 def prefetch_model(model_id: str, *, params: Params, stimuli_path: str, store_dir: str) -> str:
