@@ -225,57 +225,71 @@ def weighted_pearson_entries(model_entries: np.ndarray, neural_entries: np.ndarr
 def pearson_moment_columns(model_entries: np.ndarray, neural_entries: np.ndarray) -> np.ndarray:
     """The columns whose weighted sums are every moment of the weighted Pearson r.
 
-    ``x`` (each layer's entries), ``x y``, ``x²``, then ``1``, ``y``, ``y²``: weights times
-    these columns give every layer's weighted moments in one product, for any weighting and
-    any subset of the pairs (a subset is a subset of the rows). Both sides are centred over
-    all the pairs first: a shift does not change r, and centred moments keep the differences
-    in ``pearson_from_moments`` free of cancellation (the mean over a subset or a weighting
+    ``x`` (each layer's entries), ``x y`` for each site's ``y``, ``x²``, then ``1``, each
+    site's ``y``, each site's ``y²``: weights times these columns give every layer's
+    weighted moments against every site in one product, for any weighting and any subset
+    of the pairs (a subset is a subset of the rows). The layers' own columns (``x``,
+    ``x²``) serve every site. Both sides are centred over all the pairs first: a shift
+    does not change r, and centred moments keep the differences in
+    ``pearson_from_moments`` free of cancellation (the mean over a subset or a weighting
     stays of the order of the spread).
 
     Parameters
     ----------
     model_entries : ndarray of shape (n_layers, n_pairs)
-    neural_entries : ndarray of shape (n_pairs,)
+    neural_entries : ndarray of shape (n_pairs,) or (n_sites, n_pairs)
+        One site's entries, or several sites' (one row each).
 
     Returns
     -------
-    columns : ndarray of shape (n_pairs, 3 n_layers + 3), float64
+    columns : ndarray of shape (n_pairs, (n_sites + 2) n_layers + 2 n_sites + 1), float64
+        For one site, ``x, x y, x², 1, y, y²`` (``3 n_layers + 3`` columns).
     """
     x = np.asarray(model_entries, dtype=np.float64)
-    y = np.asarray(neural_entries, dtype=np.float64)
+    y = np.atleast_2d(np.asarray(neural_entries, dtype=np.float64))
     x = x - x.mean(axis=1, keepdims=True)
-    y = y - y.mean()
-    return np.ascontiguousarray(np.vstack([x, x * y, x * x, np.ones_like(y), y, y * y]).T)
+    y = y - y.mean(axis=1, keepdims=True)
+    return np.ascontiguousarray(np.vstack([x, *(x * site for site in y), x * x, np.ones((1, y.shape[1])), y,
+                                           y * y]).T)
 
 
-def pearson_from_moments(moments: np.ndarray, n_layers: int) -> np.ndarray:
+def pearson_from_moments(moments: np.ndarray, n_layers: int, n_sites: int | None = None) -> np.ndarray:
     """Weighted Pearson r from the weighted sums of ``pearson_moment_columns``.
 
     Parameters
     ----------
-    moments : ndarray of shape (n_weightings, 3 n_layers + 3)
+    moments : ndarray of shape (n_weightings, (n_sites + 2) n_layers + 2 n_sites + 1)
         ``weights @ columns`` (``matmul(weights, columns)``).
     n_layers : int
+    n_sites : int or None
+        The number of sites the columns were built with; None for the columns of one
+        site's 1-D entries.
 
     Returns
     -------
-    r : ndarray of shape (n_weightings, n_layers)
-        NaN where a weighting leaves a layer's or the neural entries constant.
+    r : ndarray of shape (n_weightings, n_layers), or (n_sites, n_weightings, n_layers)
+        when ``n_sites`` is given. NaN where a weighting leaves a layer's or a site's
+        entries constant.
     """
-    total = moments[:, -3:-2]
+    sites = 1 if n_sites is None else n_sites
+    layers_end = (sites + 2) * n_layers
+    total = moments[:, layers_end:layers_end + 1]
     mean_x = moments[:, :n_layers] / total
-    mean_y = moments[:, -2:-1] / total
-    covariance = moments[:, n_layers:2 * n_layers] / total - mean_x * mean_y
-    square_x = moments[:, 2 * n_layers:3 * n_layers] / total
-    square_y = moments[:, -1:] / total
+    square_x = moments[:, (sites + 1) * n_layers:layers_end] / total
     variance_x = square_x - mean_x**2
-    variance_y = square_y - mean_y**2
     # Entries equal on a weighting leave a variance of rounding size, not 0, whenever the BLAS
     # sums with fused multiply-adds (measured: OpenBLAS on an AMD EPYC gave r = 1).
-    constant = (variance_x <= CONSTANT_VARIANCE * square_x) | (variance_y <= CONSTANT_VARIANCE * square_y)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = covariance / np.sqrt(variance_x * variance_y)
-    return np.where(constant, np.nan, np.clip(r, -1.0, 1.0))
+    constant_x = variance_x <= CONSTANT_VARIANCE * square_x
+    r = np.empty((sites, moments.shape[0], n_layers))
+    for site in range(sites):
+        mean_y = moments[:, layers_end + 1 + site:layers_end + 2 + site] / total
+        square_y = moments[:, layers_end + 1 + sites + site:layers_end + 2 + sites + site] / total
+        covariance = moments[:, (site + 1) * n_layers:(site + 2) * n_layers] / total - mean_x * mean_y
+        variance_y = square_y - mean_y**2
+        constant = constant_x | (variance_y <= CONSTANT_VARIANCE * square_y)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r[site] = np.where(constant, np.nan, np.clip(covariance / np.sqrt(variance_x * variance_y), -1.0, 1.0))
+    return r[0] if n_sites is None else r
 
 
 def rdm_noise_ceiling(half_a: np.ndarray, half_b: np.ndarray, method: str = "pearson") -> float:

@@ -40,7 +40,7 @@ from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
 from deepmouse.metrics.rsa import rdm_noise_ceiling, score_entries
 from deepmouse.scoring.neural import NeuralData, split_modality
 from deepmouse.scoring.regression import fit_regression_layers
-from deepmouse.scoring.selection import Selected, select_cka_sites, select_regression, select_rsa
+from deepmouse.scoring.selection import Selected, select_cka_sites, select_regression, select_rsa_sites
 
 
 def score_model(
@@ -92,20 +92,26 @@ def score_model(
     halves = stimulus_halves(n_stimuli, cfg.cv.n_splits, np.random.default_rng([cfg.cv.seed, 1]))
     pairs = np.triu_indices(n_stimuli, k=1)
     model_entries = upper_triangle(stats.correlation_rdms(usable))
+    # RSA, like CKA below, resamples the stimuli once for every site (the layers' own moments
+    # are then summed once for a group of sites), with the same resamples for every model.
+    counts = resample_counts(n_stimuli, cfg.bootstrap.n, np.random.default_rng([cfg.bootstrap.seed,
+                                                                                _stable_hash("rsa")]))
+    pair_weights = np.vstack([np.ones(pairs[0].size), counts[:, pairs[0]] * counts[:, pairs[1]]])
+    rsa_sites = list(neural.sites(cfg.rsa.sites))
+    neural_entries = np.stack([upper_triangle(rdm_from_responses(neural.means[:, columns]))
+                               for _, _, columns in rsa_sites])
+    site_selections = select_rsa_sites(model_entries, neural_entries, pair_weights, halves, pairs,
+                                       cfg.rsa.comparison, rules)
     rsa_rows = []
-    for kind, site, columns in neural.sites(cfg.rsa.sites):
-        neural_entries = upper_triangle(rdm_from_responses(neural.means[:, columns]))
+    for (kind, site, columns), entries, selections in zip(rsa_sites, neural_entries, site_selections):
         # Without trials (means given as tables) there are no split halves: no ceiling, never a guessed one.
         ceiling = (rdm_noise_ceiling(neural.half_a[:, columns], neural.half_b[:, columns], method=cfg.rsa.comparison)
                    if neural.has_trials else np.nan)
-        per_layer = score_entries(model_entries, neural_entries, cfg.rsa.comparison)
+        per_layer = score_entries(model_entries, entries, cfg.rsa.comparison)
         rsa_rows.append(pd.DataFrame({
             "model_id": model_id, "layer_index": layers["layer_index"], "site_kind": kind, "site": site,
             "metric": cfg.rsa.comparison, "score": per_layer, "noise_ceiling": ceiling, "n_neurons": len(columns),
         }))
-        counts = resample_counts(n_stimuli, cfg.bootstrap.n, _site_rng(cfg, "rsa", kind, site))
-        pair_weights = np.vstack([np.ones(pairs[0].size), counts[:, pairs[0]] * counts[:, pairs[1]]])
-        selections = select_rsa(model_entries, neural_entries, pair_weights, halves, pairs, cfg.rsa.comparison, rules)
         for rule, selected in selections.items():
             normalised, low = normalise_scores(selected.values[0], ceiling, cfg.min_ceiling)
             add("rsa", rule, kind, site, selected, normalised, ceiling, len(columns), low, int(low))
@@ -114,16 +120,15 @@ def score_model(
                                          stats.n_features[usable])
     # CKA resamples the stimuli once for every site (the layers' own terms are then computed
     # once), with the same resamples for every model, so replicates still pair across models.
-    site_list = list(neural.sites(cfg.rsa.sites))
-    names = [f"responses of site {site}" for _, site, _ in site_list]
-    neural_grams = np.stack([response_gram(neural.means[:, columns]) for _, _, columns in site_list])
+    names = [f"responses of site {site}" for _, site, _ in rsa_sites]
+    neural_grams = np.stack([response_gram(neural.means[:, columns]) for _, _, columns in rsa_sites])
     counts = resample_counts(n_stimuli, cfg.bootstrap.n, np.random.default_rng([cfg.bootstrap.seed,
                                                                                 _stable_hash("cka")]))
     per_layer = cka_sites(layer_grams, neural_grams, np.ones((1, n_stimuli)), cfg.cka.estimator, names=names)[:, 0]
     site_selections = select_cka_sites(layer_grams, neural_grams, np.vstack([np.ones(n_stimuli), counts]), halves,
                                        cfg.cka.estimator, rules, names)
     cka_rows = []
-    for (kind, site, columns), scores, selections in zip(site_list, per_layer, site_selections):
+    for (kind, site, columns), scores, selections in zip(rsa_sites, per_layer, site_selections):
         ceiling = (cka_noise_ceiling(neural.half_a[:, columns], neural.half_b[:, columns], cfg.cka.estimator)
                    if neural.has_trials else np.nan)
         cka_rows.append(pd.DataFrame({
@@ -214,7 +219,7 @@ def normalise_scores(scores, ceilings, min_ceiling: float):
 
 
 def _site_rng(cfg: ScoringConfig, method: str, kind: str, site: str) -> np.random.Generator:
-    """The same resamples for every model at one site, so replicates pair across models."""
+    """The same resamples of a site's neurons for every model (regression, PLS), so replicates pair across models."""
     return np.random.default_rng([cfg.bootstrap.seed, _stable_hash(method, kind, site)])
 
 

@@ -31,8 +31,9 @@ model no longer listed. The small tables read back (:func:`read_model_tables`) a
 against ``key.json`` first.
 
 The comparisons pair the models' replicates by replicate number: every model draws its
-resamples at a site from the same seeded generator (:func:`deepmouse.scoring.model._site_rng`,
-seeded by ``scoring.bootstrap`` and the site alone), and the key holds both the bootstrap
+resamples at a site from the same seeded generator (regression's by
+:func:`deepmouse.scoring.model._site_rng`, seeded by ``scoring.bootstrap`` and the site alone;
+RSA's and CKA's by ``scoring.bootstrap`` and the method, for every site), and the key holds both the bootstrap
 params and the neurons, so a reused model's replicate ``i`` used the same resample as a newly
 scored model's. They are recomputed from the folders on every run, but for the pairs of two
 models whose files did not change, kept from the last run (``model_comparisons.json`` records

@@ -109,25 +109,59 @@ def select_rsa(model_entries: np.ndarray, neural_entries: np.ndarray, pair_weigh
     method : {"pearson", "spearman", "kendall_tau_a"}
     rules : subset of ("max", "cv")
     """
-    score = _weighted_scorer(model_entries, neural_entries, pair_weights, method)
-    rows = np.arange(pair_weights.shape[0])
-    out = {}
-    if "max" in rules:
-        per_layer = score(np.ones(neural_entries.size, dtype=bool))
-        out["max"] = Selected(np.nanmax(per_layer, axis=1), np.array([int(np.nanargmax(per_layer[0]))]))
-    if "cv" in rules:
-        first, second = pairs
-        values = np.zeros(pair_weights.shape[0])
-        choices = []
-        for in_half in halves:
-            on_a = score(in_half[first] & in_half[second])
-            on_b = score(~in_half[first] & ~in_half[second])
-            for choose_on, score_on in ((on_a, on_b), (on_b, on_a)):
-                chosen = np.argmax(np.nan_to_num(choose_on, nan=-np.inf), axis=1)
-                values += score_on[rows, chosen]
-                choices.append(chosen[0])
-        out["cv"] = Selected(values / len(choices), np.array(choices))
+    return select_rsa_sites(model_entries, np.asarray(neural_entries)[None], pair_weights, halves, pairs, method,
+                            rules)[0]
+
+
+def select_rsa_sites(model_entries: np.ndarray, neural_entries: np.ndarray, pair_weights: np.ndarray,
+                     halves: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], method: str,
+                     rules: tuple[str, ...]) -> list[dict[str, Selected]]:
+    """:func:`select_rsa` for several sites under the same weightings, one dict per site.
+
+    ``neural_entries`` has one row per site. With ``pearson``, the layers' own moments
+    (their weighted sums of ``x`` and ``x²``) are computed once for a group of sites: the
+    product per subset of pairs has ``(g + 2) n_layers`` columns for ``g`` sites instead of
+    ``3 g n_layers``. Sites are grouped so that the columns stay near
+    :data:`RSA_COLUMN_BYTES`.
+    """
+    neural_entries = np.atleast_2d(neural_entries)
+    out = []
+    for group in _site_groups(len(neural_entries), *np.shape(model_entries)):
+        scores = _weighted_scorer(model_entries, neural_entries[group], pair_weights, method)
+        selected = [{} for _ in group]
+        if "max" in rules:
+            per_layer = scores(np.ones(neural_entries.shape[1], dtype=bool))
+            for site, values in zip(selected, per_layer):
+                site["max"] = Selected(np.nanmax(values, axis=1), np.array([int(np.nanargmax(values[0]))]))
+        if "cv" in rules:
+            first, second = pairs
+            values = np.zeros((len(group), pair_weights.shape[0]))
+            choices = []
+            for in_half in halves:
+                on_a = scores(in_half[first] & in_half[second])
+                on_b = scores(~in_half[first] & ~in_half[second])
+                for choose_on, score_on in ((on_a, on_b), (on_b, on_a)):
+                    chosen = np.argmax(np.nan_to_num(choose_on, nan=-np.inf), axis=2)  # (n_sites, n_weightings)
+                    values += np.take_along_axis(score_on, chosen[:, :, None], axis=2)[:, :, 0]
+                    choices.append(chosen[:, 0])
+            choices = np.stack(choices, axis=1)
+            for site, value, chosen in zip(selected, values, choices):
+                site["cv"] = Selected(value / choices.shape[1], chosen)
+        out.extend(selected)
     return out
+
+
+RSA_COLUMN_BYTES = 256 << 20
+"""Bytes of the Pearson moment columns (float64, one row per stimulus pair) built at once:
+sites are scored in groups of ``RSA_COLUMN_BYTES // (8 n_pairs n_layers) - 2`` (at least one),
+so a run with many sites (``scoring.rsa.sites: [experiment]``) does not hold every site's
+columns. 256 MB holds 24 sites of a 173-layer model at 119 stimuli."""
+
+
+def _site_groups(n_sites: int, n_layers: int, n_pairs: int) -> list[np.ndarray]:
+    """Consecutive groups of site positions, each small enough for :data:`RSA_COLUMN_BYTES`."""
+    size = max(1, RSA_COLUMN_BYTES // (8 * max(n_pairs, 1) * max(n_layers, 1)) - 2)
+    return [np.arange(start, min(start + size, n_sites)) for start in range(0, n_sites, size)]
 
 
 def select_cka(layer_grams: np.ndarray, neural_gram: np.ndarray, counts: np.ndarray, halves: np.ndarray,
@@ -185,16 +219,17 @@ def _cka_within(layer_grams, neural_grams, counts, stimuli, estimator, names):
 
 
 def _weighted_scorer(model_entries, neural_entries, pair_weights, method):
-    """``score(pair_mask) -> (n_weightings, n_layers)``: every layer's comparison on the masked pairs."""
+    """``score(pair_mask) -> (n_sites, n_weightings, n_layers)``: every layer's comparison with every site
+    (``neural_entries``, one row each) on the masked pairs."""
     if method == "pearson":
-        # The moment columns are the same for every subset of pairs: built once per site.
+        # The moment columns are the same for every subset of pairs: built once per group of sites.
         columns = pearson_moment_columns(model_entries, neural_entries)
         device = default_device()
 
         def score_pearson(mask):
             kept = np.flatnonzero(mask)
             return pearson_from_moments(matmul(pair_weights[:, kept], columns[kept], device=device),
-                                        len(model_entries))
+                                        len(model_entries), len(neural_entries))
 
         return score_pearson
 
@@ -206,7 +241,7 @@ def _weighted_scorer(model_entries, neural_entries, pair_weights, method):
         replicates = []
         for row in counts:
             index = np.repeat(kept, row[kept])
-            replicates.append(score_entries(model_entries[:, index], neural_entries[index], method))
-        return np.stack(replicates)
+            replicates.append([score_entries(model_entries[:, index], site[index], method) for site in neural_entries])
+        return np.stack(replicates, axis=1)
 
     return score

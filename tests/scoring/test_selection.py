@@ -7,7 +7,8 @@ from scipy.stats import pearsonr, spearmanr
 from deepmouse.metrics.bootstrap import bootstrap_rsa_ci, resample_counts
 from deepmouse.metrics.folds import stimulus_halves
 from deepmouse.metrics.rdm import rdm_from_responses, upper_triangle
-from deepmouse.scoring.selection import select_regression, select_rsa
+from deepmouse.scoring import selection
+from deepmouse.scoring.selection import select_regression, select_rsa, select_rsa_sites
 
 N_STIMULI, N_LAYERS, N_BOOT = 16, 4, 20
 
@@ -53,6 +54,33 @@ def test_rsa_selection_in_every_resample_equals_an_explicit_loop(rdm_entries, me
         best, held_out = _explicit_rsa(model, neural, list(stimuli), halves, compare)
         assert selected["max"].values[replicate] == pytest.approx(best, abs=1e-10)
         assert selected["cv"].values[replicate] == pytest.approx(held_out, abs=1e-10)
+
+
+@pytest.mark.parametrize("method, compare", [("pearson", lambda a, b: pearsonr(a, b)[0]),
+                                             ("spearman", lambda a, b: spearmanr(a, b)[0])])
+@pytest.mark.parametrize("column_bytes", [selection.RSA_COLUMN_BYTES, 1], ids=["one-group", "a-group-per-site"])
+def test_several_sites_under_one_resampling_equal_an_explicit_loop_per_site(rdm_entries, method, compare,
+                                                                           column_bytes, monkeypatch):
+    # Sites share the layers' moments (in groups of sites, however small): each site's selection
+    # must still be its own, as explicit loops over its resampled pairs give it.
+    monkeypatch.setattr(selection, "RSA_COLUMN_BYTES", column_bytes)
+    model, neural = rdm_entries
+    rng = np.random.default_rng(8)
+    sites = np.stack([neural, upper_triangle(rdm_from_responses(rng.normal(size=(N_STIMULI, 7)))), 2.0 - neural])
+    rows, cols = np.triu_indices(N_STIMULI, k=1)
+    counts = resample_counts(N_STIMULI, 6, np.random.default_rng(5))
+    weights = np.vstack([np.ones(rows.size), counts[:, rows] * counts[:, cols]])
+    halves = stimulus_halves(N_STIMULI, 2, np.random.default_rng(1))
+    selected = select_rsa_sites(model, sites, weights, halves, (rows, cols), method, ("max", "cv"))
+    assert len(selected) == len(sites)
+    draws = np.random.default_rng(5).integers(0, N_STIMULI, size=(6, N_STIMULI))
+    for site, chosen in zip(sites, selected):
+        for replicate, stimuli in enumerate([np.arange(N_STIMULI), *draws]):
+            best, held_out = _explicit_rsa(model, site, list(stimuli), halves, compare)
+            assert chosen["max"].values[replicate] == pytest.approx(best, abs=1e-10)
+            assert chosen["cv"].values[replicate] == pytest.approx(held_out, abs=1e-10)
+    # The third site is the first mirrored: it must prefer other layers, not copy the first's choices.
+    assert selected[2]["max"].values[0] == pytest.approx(-min(compare(layer, neural) for layer in model), abs=1e-10)
 
 
 def test_with_one_layer_the_max_interval_is_the_plain_rsa_bootstrap(rdm_entries):

@@ -36,8 +36,8 @@ def test_selection_equals_the_previous_per_subset_products(site, torch_from, mon
     selected = select_rsa(model, neural, weights, halves, pairs, "pearson", ("max", "cv"))
 
     def previous_scorer(model_entries, neural_entries, pair_weights, method):
-        return lambda mask: _previous_weighted_pearson(model_entries[:, mask], neural_entries[mask],
-                                                       pair_weights[:, mask])
+        return lambda mask: np.stack([_previous_weighted_pearson(model_entries[:, mask], site[mask], pair_weights[:, mask])
+                                      for site in neural_entries])
 
     monkeypatch.setattr(selection, "_weighted_scorer", previous_scorer)
     previous = select_rsa(model, neural, weights, halves, pairs, "pearson", ("max", "cv"))
