@@ -468,8 +468,8 @@ def _fold_operators(kernels: torch.Tensor, test_sets: list[np.ndarray], fold_ids
     train = torch.as_tensor(np.stack([np.setdiff1d(np.arange(n), test_sets[f]) for f in fold_ids]), device=device)
     k, m = train.shape
     b = test.shape[1]
-    train_kernels = _centre(kernels[:, train[:, :, None], train[:, None, :]])  # (g, k, m, m)
-    raw = kernels[:, train[:, :, None], train[:, None, :]]
+    raw = kernels[:, train[:, :, None], train[:, None, :]]  # (g, k, m, m)
+    train_kernels = _centre(raw)
     column_means = raw.mean(dim=-2)  # (g, k, m)
     cross = kernels[:, test[:, :, None], train[:, None, :]]  # (g, k, b, m)
     cross = (cross - cross.mean(dim=-1, keepdim=True) - column_means[:, :, None, :]

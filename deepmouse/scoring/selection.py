@@ -155,7 +155,7 @@ RSA_COLUMN_BYTES = 256 << 20
 """Bytes of the Pearson moment columns (float64, one row per stimulus pair) built at once:
 sites are scored in groups of ``RSA_COLUMN_BYTES // (8 n_pairs n_layers) - 2`` (at least one),
 so a run with many sites (``scoring.rsa.sites: [experiment]``) does not hold every site's
-columns. 256 MB holds 24 sites of a 173-layer model at 119 stimuli."""
+columns. 256 MB holds 25 sites of a 173-layer model at 119 stimuli."""
 
 
 def _site_groups(n_sites: int, n_layers: int, n_pairs: int) -> list[np.ndarray]:
@@ -227,6 +227,9 @@ def _weighted_scorer(model_entries, neural_entries, pair_weights, method):
         device = default_device()
 
         def score_pearson(mask):
+            if mask.all():  # every pair (``max``): no copy of the columns
+                return pearson_from_moments(matmul(pair_weights, columns, device=device), len(model_entries),
+                                            len(neural_entries))
             kept = np.flatnonzero(mask)
             return pearson_from_moments(matmul(pair_weights[:, kept], columns[kept], device=device),
                                         len(model_entries), len(neural_entries))
