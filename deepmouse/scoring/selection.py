@@ -227,12 +227,9 @@ def _weighted_scorer(model_entries, neural_entries, pair_weights, method):
         device = default_device()
 
         def score_pearson(mask):
-            if mask.all():  # every pair (``max``): no copy of the columns
-                return pearson_from_moments(matmul(pair_weights, columns, device=device), len(model_entries),
-                                            len(neural_entries))
-            kept = np.flatnonzero(mask)
-            return pearson_from_moments(matmul(pair_weights[:, kept], columns[kept], device=device),
-                                        len(model_entries), len(neural_entries))
+            # Every pair (``max``) multiplies the columns as they are, without a copy.
+            weights, rows = (pair_weights, columns) if mask.all() else (pair_weights[:, mask], columns[mask])
+            return pearson_from_moments(matmul(weights, rows, device=device), len(model_entries), len(neural_entries))
 
         return score_pearson
 
