@@ -249,8 +249,19 @@ def pearson_moment_columns(model_entries: np.ndarray, neural_entries: np.ndarray
     y = np.atleast_2d(np.asarray(neural_entries, dtype=np.float64))
     x = x - x.mean(axis=1, keepdims=True)
     y = y - y.mean(axis=1, keepdims=True)
-    return np.ascontiguousarray(np.vstack([x, *(x * site for site in y), x * x, np.ones((1, y.shape[1])), y,
-                                           y * y]).T)
+    n_layers, n_sites = x.shape[0], y.shape[0]
+    # Written in place, column block by column block: the columns are the largest array of an
+    # RSA selection, and stacking then transposing would hold them twice more.
+    columns = np.empty((x.shape[1], (n_sites + 2) * n_layers + 2 * n_sites + 1))
+    columns[:, :n_layers] = x.T
+    for site, entries in enumerate(y, start=1):
+        np.multiply(x, entries, out=columns[:, site * n_layers:(site + 1) * n_layers].T)
+    layers_end = (n_sites + 2) * n_layers
+    np.multiply(x, x, out=columns[:, (n_sites + 1) * n_layers:layers_end].T)
+    columns[:, layers_end] = 1.0
+    columns[:, layers_end + 1:layers_end + 1 + n_sites] = y.T
+    np.multiply(y, y, out=columns[:, layers_end + 1 + n_sites:].T)
+    return columns
 
 
 def pearson_from_moments(moments: np.ndarray, n_layers: int, n_sites: int | None = None) -> np.ndarray:
