@@ -25,7 +25,6 @@ import datetime
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,18 +34,18 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from suite_cpu import cpu_model  # noqa: E402 (benchmarks/ is the script's folder)
-from tests.runs import SMALL_MODELS, copy_project, small_params  # noqa: E402
+from tests.runs import SMALL_MODELS, copy_project, dvc, small_params  # noqa: E402
 
 
-def timed(command: list[str], cwd: Path, env: dict[str, str]) -> dict:
-    """Run ``command``; its wall time and the user and system time of it and the children it waited for."""
+def timed(project: Path, *args: str) -> dict:
+    """``dvc *args`` in ``project``; its wall time and the user and system time of it and the stage it waited for."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    result = dvc(project, *args)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed in {cwd}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        raise SystemExit(f"dvc {' '.join(args)} failed in {project}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
     return {"wall_s": round(wall, 2), "user_s": round(after.ru_utime - before.ru_utime, 2),
             "system_s": round(after.ru_stime - before.ru_stime, 2)}
 
@@ -54,17 +53,15 @@ def timed(command: list[str], cwd: Path, env: dict[str, str]) -> dict:
 def measure(root: Path, params: dict | None) -> dict:
     """Every stage of a fresh project at ``root``, one at a time, then a ``dvc repro`` with nothing to run."""
     copy_project(root, params)
-    dvc = str(Path(sys.executable).parent / "dvc")
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", OMP_WAIT_POLICY="PASSIVE",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    listed = subprocess.run([dvc, "stage", "list", "--name-only"], cwd=root, env=env, capture_output=True,
-                            text=True, check=True)
+    listed = dvc(root, "stage", "list", "--name-only")
+    if listed.returncode != 0:
+        raise SystemExit(f"dvc stage list failed in {root}:\n{listed.stderr[-3000:]}")
     stages = []
     for name in listed.stdout.split():
-        stages.append({"stage": name, **timed([dvc, "repro", "--single-item", name], root, env)})
+        stages.append({"stage": name, **timed(root, "repro", "--single-item", name)})
         print(f"{name:42s} {stages[-1]['wall_s']:7.1f} s wall {stages[-1]['user_s']:7.1f} user "
               f"{stages[-1]['system_s']:6.1f} system", flush=True)
-    nothing_to_run = timed([dvc, "repro"], root, env)
+    nothing_to_run = timed(root, "repro")
     return {"stages": stages, "nothing_to_run": nothing_to_run,
             "total": {key: round(sum(stage[key] for stage in stages), 2) for key in ("wall_s", "user_s", "system_s")}}
 
@@ -75,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, default=None, help="an empty folder for the project (a temporary one by default)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the results")
     args = parser.parse_args(argv)
+    # Waiting threads asleep, as the suite builds the default run (tests/runs.py).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     params = small_params(SMALL_MODELS) if args.small else None
     with tempfile.TemporaryDirectory() as scratch:
         root = args.root if args.root is not None else Path(scratch) / "project"
