@@ -3,18 +3,20 @@
 Trained rows share their architecture with an untrained row (checked in
 test_registry.py) and their weights path is tested with self-made checkpoints in
 test_build.py, so building every ``random`` row covers every architecture the
-pipeline can run. Two scenes and the blank: the fewest stimuli whose standardised kernel is
+pipeline can run. Each model gets the input the default run gives it (``features.preprocessing:
+paper``: 224 x 224, whatever the model's own input size), so a model that only ran at its
+native size would fail here; forwarding at native sizes (``native`` mode) is tested on the
+EfficientNet-Lite family at 224, 240 and 260 px (test_efficientnet_lite.py) and in
+test_extract.py. Two scenes and the blank: the fewest stimuli whose standardised kernel is
 not fixed by the feature count alone (with two stimuli every kept feature is +-1), and the
-forward pass and the statistics scale with the stimuli (tf_efficientnet_b7 at 600 px: about
-60 s with four stimuli, 43 s with three). About 5 minutes on 2 CPU cores: deselect with
--m "not slow".
+forward pass and the statistics scale with the stimuli. About 4 minutes on 2 CPU cores:
+deselect with -m "not slow".
 """
 
 import gc
 
 import numpy as np
 import pytest
-from torch.nn import functional as F
 
 from deepmouse.features.stats import compute_layer_statistics
 from deepmouse.models.build import build_model
@@ -35,21 +37,13 @@ def _scenes_and_blank(seed):
     return np.concatenate([scenes, blank])
 
 
-def _paper_input_at_native_size(entry, stimuli):
-    """Paper preprocessing (gray to 3 channels, ImageNet norm), resized to the model's input size."""
-    inputs = preprocess_stimuli(stimuli, "paper", entry)
-    if entry.input_size != PAPER_SIZE:
-        inputs = F.interpolate(inputs, size=(entry.input_size, entry.input_size), mode="bilinear",
-                               align_corners=False, antialias=True)
-    return inputs
-
-
 @pytest.mark.parametrize("model_id", RANDOM_IDS)
 def test_untrained_architecture_builds_and_yields_statistics(model_id):
     entry = load_zoo().get(model_id)
     model = build_model(entry, init_seed=0)
     try:
-        inputs = _paper_input_at_native_size(entry, _scenes_and_blank(seed=len(model_id)))
+        inputs = preprocess_stimuli(_scenes_and_blank(seed=len(model_id)), "paper", entry)
+        assert inputs.shape[1:] == (3, PAPER_SIZE, PAPER_SIZE)
         stats = compute_layer_statistics(model, inputs, "cpu")
     finally:
         del model
