@@ -15,12 +15,13 @@ Geladi & Wold 1993):
 - ``t ∝ X_k w`` is the top eigenvector of ``K_k M_k = P K P M P`` with ``M = Y Yᵀ``
   (``X_k Xᵀ_k Y_k Y_kᵀ X_k w = λ X_k w``). Writing ``M = L Lᵀ`` (``L`` of n × r,
   ``r = min(n, n_targets)``), it is ``K_k L z`` for the top eigenvector ``z`` of the
-  symmetric r × r matrix ``Lᵀ K_k L``, whatever the number of neurons. That pair comes
-  from repeated squaring of the r × r matrix, kept only where its residual is below
-  ``EIGENPAIR_RESIDUAL`` of the matrix's norm, and otherwise from its exact
-  eigendecomposition: exact to rounding either way, where scikit-learn's NIPALS power
-  iteration stops at a tolerance. A component whose eigenvalue is below ``RANK_TOLERANCE`` of the
-  first one (the layer's or the responses' rank is exhausted) is left out (a zero column);
+  symmetric r × r matrix ``Lᵀ K_k L``, whatever the number of neurons. For small r that pair
+  comes from repeated squaring of the r × r matrix, kept only where its residual is below
+  ``EIGENPAIR_RESIDUAL`` of the matrix's norm; for larger r, and where the squaring falls
+  short, from an exact eigensolver asked for the top pair alone (LAPACK's ``dsyevr``): exact to
+  rounding either way, where scikit-learn's NIPALS power iteration stops at a tolerance. A
+  component whose eigenvalue is below ``RANK_TOLERANCE`` of the first one (the layer's or the
+  responses' rank is exhausted) is left out (a zero column);
 - ``w_k ∝ X_kᵀ u_k`` with ``u_k = P M t_k`` (the deflated responses' score), so the
   weights are ``W = Xᵀ U``, the loadings ``Xᵀ T``, the rotations
   ``R = W (Pᵀ W)⁻¹ = Xᵀ U (Tᵀ K U)⁻¹`` and the prediction for a new stimulus with
@@ -78,6 +79,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+from scipy.linalg import lapack
+from threadpoolctl import threadpool_limits
 
 from deepmouse.metrics.folds import stimulus_folds
 
@@ -356,11 +359,33 @@ def _fold_fits(test_sets: list[np.ndarray], n: int, inner_folds: int, rng: np.ra
 
 def _centred_on(kernels: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
     """Kernels centred with each fit's training means: (..., n, n) and (B, n) → (..., B, n, n)."""
-    weights = train.to(kernels.dtype) / train.sum(dim=1, keepdim=True)  # (B, n)
-    row_means = (kernels[..., None, :, :] @ weights[:, :, None])[..., 0]  # (..., B, n): mean_j K_aj
-    grand = (row_means * weights).sum(dim=-1)  # (..., B)
+    return _centred(kernels, *_training_means(kernels, train))
+
+
+def _centred(kernels: torch.Tensor, row_means: torch.Tensor, grand: torch.Tensor) -> torch.Tensor:
+    """``K - r 1ᵀ - 1 rᵀ + mean 11ᵀ`` per fit, from :func:`_training_means`: (..., B, n, n)."""
     return (kernels[..., None, :, :] - row_means[..., :, None] - row_means[..., None, :]
             + grand[..., None, None])
+
+
+def _training_means(kernels: torch.Tensor, train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each fit's row means ``r_a = mean_j K_aj`` (..., B, n) and grand mean ``mean_jk K_jk`` (..., B),
+    over its training stimuli ``j, k``: the centred kernel is ``K - r 1ᵀ - 1 rᵀ + mean 11ᵀ``."""
+    weights = train.to(kernels.dtype) / train.sum(dim=1, keepdim=True)  # (B, n)
+    row_means = (kernels[..., None, :, :] @ weights[:, :, None])[..., 0]
+    return row_means, (row_means * weights).sum(dim=-1)
+
+
+def _kernel_times(kernels: torch.Tensor, row_means: torch.Tensor, grand: torch.Tensor, train: torch.Tensor,
+                  t: torch.Tensor) -> torch.Tensor:
+    """Each fit's centred training kernel times its vector ``t`` (g, B, n, 1), zero outside its
+    training stimuli, from the g layers' raw kernels (g, n, n): ``K t - r (1ᵀ t) - 1 (rᵀ t) +
+    mean 1 (1ᵀ t)`` on the training rows. One (n × n) by (n × B) product per layer, where the
+    centred kernels would be read whole, fit by fit (g × B × n × n values), at every component."""
+    raw = (kernels @ t[..., 0].transpose(-1, -2)).transpose(-1, -2)  # (g, B, n): K t for every fit at once
+    total = t.sum(dim=-2)  # (g, B, 1): 1ᵀ t
+    along = (row_means * t[..., 0]).sum(dim=-1, keepdim=True)  # (g, B, 1): rᵀ t
+    return ((raw - row_means * total - along + grand[..., None] * total) * train)[..., None]
 
 
 def _extract(kernels: torch.Tensor, fits: _Fits, centred_gram: torch.Tensor, n_components: int,
@@ -373,12 +398,13 @@ def _extract(kernels: torch.Tensor, fits: _Fits, centred_gram: torch.Tensor, n_c
     ``K_k M`` exactly when ``z`` is the top eigenvector of the symmetric r × r matrix
     ``S_k = Lᵀ K_k L``, with the same eigenvalue ``λ``, and ``t ∝ K_k L z``. ``P L``, ``K P L``
     and ``S`` start from ``L``, ``K L`` and ``Lᵀ K L`` and take one rank-one update per component
-    (``S``'s from the same two rows), so a component costs one ``K t``, one ``M t``, products of
-    n × r by r × 1 or 1 × r, two projections on the k earlier scores, r × r updates, and ``S_k``'s
-    top eigenpair (:func:`_top_eigenpairs`).
+    (``S``'s from the same two rows), so a component costs one ``K t`` (from the raw kernels,
+    :func:`_kernel_times`), one ``M t``, products of n × r by r × 2 or 2 × r, two projections on
+    the k earlier scores, r × r updates, and ``S_k``'s top eigenpair (:func:`_top_eigenpairs`).
     """
     train = fits.train.to(kernels.dtype)
-    centred = _centred_on(kernels, fits.train)  # (g, B, n, n)
+    row_means, grand = _training_means(kernels, fits.train)
+    centred = _centred(kernels, row_means, grand)  # (g, B, n, n)
     on_train = train[:, :, None] * train[:, None, :]
     kernel = centred * on_train
     cross = centred * (fits.held_out.to(kernels.dtype)[:, :, None] * train[:, None, :])
@@ -411,16 +437,19 @@ def _extract(kernels: torch.Tensor, fits: _Fits, centred_gram: torch.Tensor, n_c
         y_score_rows[..., k, :] = (u - previous.transpose(-1, -2) @ (previous @ u))[..., 0]
         # P' = P - t tᵀ (t is orthogonal to the earlier scores): P' L = P L - t (tᵀ P L) and
         # K P' L = K P L - (K t)(tᵀ P L), rank-one updates in place of products with every earlier score.
-        # With a = tᵀ P L, b = tᵀ K P L and K symmetric, S' = (P' L)ᵀ K P' L = S - bᵀa - aᵀb + (tᵀ K t) aᵀa:
-        # r × r work in place of an n × r by r × n product.
-        on_t = t.transpose(-1, -2) @ deflated_root  # a: (g, B, 1, r)
-        kernel_t = kernel @ t  # K t: (g, B, n, 1)
-        image_t = t.transpose(-1, -2) @ image  # b: (g, B, 1, r)
-        mixed = image_t.transpose(-1, -2) @ on_t  # bᵀa: (g, B, r, r)
-        small = small - mixed - mixed.transpose(-1, -2) + (t * kernel_t).sum(dim=(-2, -1), keepdim=True) * (
-            on_t.transpose(-1, -2) @ on_t)
-        # In place: a fresh (g, B, n, r) result per component is a fresh mapping whose pages fault in,
-        # several times the cost of the update itself.
+        # With a = tᵀ P L, b = tᵀ K P L and K symmetric, S' = (P' L)ᵀ K P' L = S - bᵀa - aᵀb + (tᵀ K t) aᵀa
+        # = S - dᵀa - aᵀd with d = b - (tᵀ K t / 2) a: two rank-one updates of r × r in place of an
+        # n × r by r × n product.
+        kernel_t = _kernel_times(kernels, row_means, grand, train, t)  # K t: (g, B, n, 1)
+        # a = tᵀ P L and b = tᵀ K P L = (K t)ᵀ P L from one read of P L.
+        on_t, image_t = (torch.cat([t, kernel_t], dim=-1).transpose(-1, -2) @ deflated_root).split(1, dim=-2)
+        half = image_t - 0.5 * (t * kernel_t).sum(dim=(-2, -1), keepdim=True) * on_t  # d: (g, B, 1, r)
+        # In place: a fresh (g, B, r, r) or (g, B, n, r) result per component is a fresh mapping whose
+        # pages fault in, several times the cost of the update itself (at r = 119, 26 ms against 3 ms
+        # for S's update on 240 fits).
+        flat = small.view(-1, rank, rank)
+        flat.baddbmm_(half.reshape(-1, rank, 1), on_t.reshape(-1, 1, rank), alpha=-1.0)
+        flat.baddbmm_(on_t.reshape(-1, rank, 1), half.reshape(-1, 1, rank), alpha=-1.0)
         deflated_root.addcmul_(t, on_t, value=-1.0)
         image.addcmul_(kernel_t, on_t, value=-1.0)
     scores, y_scores = score_rows.transpose(-1, -2), y_score_rows.transpose(-1, -2)
@@ -441,12 +470,16 @@ eigenvector up to (λ₂/λ₁)^1024 of the rest. (Checking the pairs after 5 sq
 tried: at the 32nd power none of a layer's 240 pairs passed, the second eigenvalue being above
 0.4 of the first, and the check made the extraction slower.)"""
 
-SQUARING_MAX_ORDER = 48
-"""Largest r for the squaring; larger matrices go straight to ``torch.linalg.eigh``. Measured on one
-thread: at r = 33 the eigenpairs of 16 layers' fits took 1.14 s against 2.75 s by ``eigh``
-(LAPACK's per-matrix overhead dominates small matrices); at r = 119 (an area of 6,619 neurons)
-the squaring's 20 r³ flops made the extraction slower (1.62 s a layer against 1.32 s). 48 lies
-between the two; the crossover was not searched for."""
+SQUARING_MAX_ORDER = 26
+"""Largest r for the squaring on the CPU; larger matrices go to :func:`_top_eigenpairs_exact`. The
+squaring takes 20 r³ flops a matrix, the exact top pair about 4/3 r³ (its reduction to
+tridiagonal form) and a call per matrix, whose overhead small matrices feel: measured on one
+thread of the AMD machine, 240 matrices took 5.5 ms by squaring against 6.3 ms exact at r = 24,
+11.2 against 8.1 at r = 30, 36.3 against 15.6 at r = 48 and 344 against 65 at r = 119."""
+
+CUDA_SQUARING_MAX_ORDER = 48
+"""The same limit on a GPU, where the squaring is a few batched products and the exact pair a
+batched ``torch.linalg.eigh``; kept from before the CPU limit was measured (not measured on a GPU)."""
 
 EIGENPAIR_RESIDUAL = 1e-12
 """An eigenpair from the powers is kept when ``‖S v - λ v‖ <= EIGENPAIR_RESIDUAL ‖S‖_F``; any other
@@ -457,17 +490,19 @@ def _top_eigenpairs(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     """Top eigenvalue ``(...)`` and unit eigenvector ``(..., r, 1)`` of symmetric positive
     semi-definite matrices ``(..., r, r)``.
 
-    Repeated squaring (each power scaled by its trace) turns ``S`` into ``S^1024 / tr S^1024 ≈
-    v vᵀ``; its largest column, normalised, is ``v``. That is a few batched r × r products in
-    place of a full eigendecomposition per matrix, which was half the time of the components'
-    extraction. Every pair is checked by its residual; the matrices whose top two eigenvalues are
-    too close for the powers go to ``torch.linalg.eigh`` (a tie has no unique top eigenvector
-    either way: any unit vector of the top eigenspace gives a valid component). A zero matrix (the
-    rank exhausted) gives 0 and a zero vector, whose component is left out.
+    Above :data:`SQUARING_MAX_ORDER` (:data:`CUDA_SQUARING_MAX_ORDER` on a GPU) each pair comes
+    from an exact eigensolver (:func:`_top_eigenpairs_exact`). Up to it, repeated squaring (each
+    power scaled by its trace) turns ``S`` into ``S^1024 / tr S^1024 ≈ v vᵀ``; its largest column,
+    normalised, is ``v``. That is a few batched r × r products in place of a full
+    eigendecomposition per matrix, which was half the time of the components' extraction. Every
+    pair is checked by its residual; the matrices whose top two eigenvalues are too close for the
+    powers go to the exact eigensolver (a tie has no unique top eigenvector either way: any unit
+    vector of the top eigenspace gives a valid component). A zero matrix (the rank exhausted)
+    gives 0 and a zero vector, whose component is left out.
     """
-    if matrices.shape[-1] > SQUARING_MAX_ORDER:
-        values, vectors = _eigh(matrices)
-        return values[..., -1], vectors[..., -1:]
+    squaring_max_order = SQUARING_MAX_ORDER if matrices.device.type == "cpu" else CUDA_SQUARING_MAX_ORDER
+    if matrices.shape[-1] > squaring_max_order:
+        return _top_eigenpairs_exact(matrices)
     dtype = matrices.dtype
     tiny = torch.finfo(dtype).tiny
     scale = matrices.square().sum(dim=(-2, -1)).sqrt()  # ‖S‖_F
@@ -488,11 +523,40 @@ def _top_eigenpairs(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
         # is indefinite, and its scaled powers can overflow.
         inexact = ~(residual <= EIGENPAIR_RESIDUAL * scale)
         if bool(inexact.any()):
-            values, vectors = torch.linalg.eigh(matrices[inexact])
-            value = value.masked_scatter(inexact, values[..., -1])
+            values, vectors = _top_eigenpairs_exact(matrices[inexact])
+            value = value.masked_scatter(inexact, values)
             vector = vector.clone()
-            vector[inexact] = vectors[..., -1:]
+            vector[inexact] = vectors
     return value, vector
+
+
+def _top_eigenpairs_exact(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_top_eigenpairs` by an exact eigensolver asked for the top pair only.
+
+    On the CPU, LAPACK's ``dsyevr`` (scipy) with ``range="I"``: the reduction to tridiagonal
+    form, then the largest eigenvalue alone by bisection and its vector by the MRRR algorithm,
+    exact to rounding like a full decomposition, which computes all r pairs to keep one: on one
+    thread of the AMD machine, 240 matrices of order 119 took 65 ms against 191 ms by
+    ``torch.linalg.eigh`` (:data:`SQUARING_MAX_ORDER`). One matrix per call, on one BLAS thread,
+    so that the bits never depend on the thread count. On a GPU, ``torch.linalg.eigh`` of the
+    whole batch.
+    """
+    if matrices.device.type != "cpu":
+        values, vectors = _eigh(matrices)
+        return values[..., -1], vectors[..., -1:]
+    order = matrices.shape[-1]
+    flat = np.ascontiguousarray(matrices.reshape(-1, order, order).numpy())
+    values, vectors = np.empty(flat.shape[0]), np.empty((flat.shape[0], order, 1))
+    syevr = lapack.get_lapack_funcs("syevr", (flat,))
+    with threadpool_limits(limits=1, user_api="blas"):
+        for i, matrix in enumerate(flat):
+            value, vector, found, _, info = syevr(matrix, compute_v=1, range="I", il=order, iu=order, lower=1)
+            if info != 0 or found != 1:
+                raise np.linalg.LinAlgError(f"LAPACK dsyevr found no top eigenpair of a {order} x {order} "
+                                            f"component matrix (info {info})")
+            values[i], vectors[i] = value[0], vector
+    shape = matrices.shape[:-2]
+    return torch.from_numpy(values).reshape(shape), torch.from_numpy(vectors).reshape(*shape, order, 1)
 
 
 def _eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -529,7 +593,8 @@ def _prediction_operator(extraction: _Extraction, fits: _Fits, n_components: int
     train = fits.train.to(t.dtype)
     held = fits.held_out.to(t.dtype)
     mean = held[:, :, None] * train[:, None, :] / train.sum(dim=1)[:, None, None]
-    return mean + (extraction.cross @ u) @ coefficients
+    # In place: a fresh (g, B, n, n) sum would be one more mapping whose pages fault in.
+    return ((extraction.cross @ u) @ coefficients).add_(mean)
 
 
 def _pair_weights(quadratic: torch.Tensor) -> torch.Tensor:

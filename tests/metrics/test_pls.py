@@ -47,10 +47,10 @@ def test_single_target_matches_sklearn():
                                expected, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("n_targets", [SQUARING_MAX_ORDER - 1, SQUARING_MAX_ORDER + 7], ids=["squaring", "eigh"])
+@pytest.mark.parametrize("n_targets", [SQUARING_MAX_ORDER - 1, SQUARING_MAX_ORDER + 7], ids=["squaring", "exact"])
 def test_many_targets_match_sklearn_on_both_eigenpair_paths(n_targets):
-    # r = min(training stimuli, targets): below SQUARING_MAX_ORDER the components' eigenpairs come
-    # from the squaring, above it from torch.linalg.eigh.
+    # r = min(training stimuli, targets): up to SQUARING_MAX_ORDER the components' eigenpairs come
+    # from the squaring, above it from LAPACK's top eigenpair.
     z, targets = _problem(4, n_stimuli=80, n_features=60, n_targets=n_targets, rank=4)
     train, test = np.arange(10, 80), np.arange(10)
     expected = _sklearn_pls(8).fit(z[train], targets[train]).predict(z[test])
@@ -58,8 +58,9 @@ def test_many_targets_match_sklearn_on_both_eigenpair_paths(n_targets):
                                expected, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("order", [1, 2, 7, 33, SQUARING_MAX_ORDER])
+@pytest.mark.parametrize("order", [1, 2, 7, SQUARING_MAX_ORDER, SQUARING_MAX_ORDER + 1, 48, 119])
 def test_top_eigenpairs_equal_the_full_eigendecomposition(order):
+    # Up to SQUARING_MAX_ORDER by squaring, above it by LAPACK's top pair: both exact to rounding.
     rng = np.random.default_rng(order)
     roots = rng.normal(size=(20, order, order)) * rng.uniform(0.1, 10.0, size=(20, 1, 1))
     matrices = torch.as_tensor(roots @ roots.transpose(0, 2, 1))  # positive semi-definite
@@ -72,7 +73,7 @@ def test_top_eigenpairs_equal_the_full_eigendecomposition(order):
 
 def test_top_eigenpairs_of_near_ties_ties_and_zeros():
     # Top eigenvalues 1e-4 apart: their ratio to the 1,024th power is still 0.9, the residual check
-    # sends the matrix to eigh, and the pair is exact. A tie has no unique eigenvector: any unit
+    # sends the matrix to the exact eigensolver, and the pair is exact. A tie has no unique eigenvector: any unit
     # vector of the top eigenspace is a valid component. A zero matrix (rank exhausted) gives 0.
     rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(4, 4)))[0]
     near, tied = np.diag([2.0, 2.0 - 2e-4, 1.0, 0.5]), np.diag([2.0, 2.0, 1.0, 0.5])
@@ -86,10 +87,19 @@ def test_top_eigenpairs_of_near_ties_ties_and_zeros():
     np.testing.assert_allclose(matrices[1].numpy() @ v[1], 2.0 * v[1], atol=1e-12)
 
 
+def test_a_matrix_without_a_top_eigenpair_is_an_error_naming_its_order():
+    # Non-finite values (never produced from finite kernels) make LAPACK return no pair: an error,
+    # not a NaN component.
+    matrices = torch.eye(SQUARING_MAX_ORDER + 1, dtype=torch.float64).repeat(2, 1, 1)
+    matrices[1, 3, 2] = float("nan")
+    with pytest.raises(np.linalg.LinAlgError, match=rf"no top eigenpair of a {SQUARING_MAX_ORDER + 1} x "):
+        _top_eigenpairs(matrices)
+
+
 def test_top_eigenpairs_of_rounding_noise_are_finite():
     # Once the rank is exhausted, S_k = Lᵀ K_k L is rounding noise: neither symmetric nor definite.
     # The traces of its powers can then be negative or zero and the scaled powers overflow; such a
-    # matrix must go to eigh (a finite eigenpair near 0, left out by the rank tolerance), not
+    # matrix must go to the exact eigensolver (a finite eigenpair near 0, left out by the rank tolerance), not
     # pass the residual check as NaN (measured on an AMD EPYC: PLS predictions all NaN).
     rng = np.random.default_rng(5)
     skew = rng.normal(size=(6, 6)) * 1e-14
