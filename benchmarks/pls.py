@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     score_s = median_seconds(score, device, args.repeats) / chosen.size
     fits, _ = pls._fold_fits(pls._check_folds(folds, n_stimuli), n_stimuli, cfg.inner_folds,
                              np.random.default_rng([cv.seed, 2]))
-    fits = pls._Fits(fits.train.to(device), fits.held_out.to(device))
+    fits = fits.to(device)
     y = torch.as_tensor(targets - targets.mean(axis=0), device=device)
     centred_gram = pls._centred_on(y @ y.T, fits.train)
     layer_kernels = torch.as_tensor(kernels[chosen], device=device)

@@ -63,7 +63,8 @@ features of large magnitude from deciding every component, as for ridge.
 
 All fits of a group of layers (every outer fold and inner split) run as one batch in
 torch, float64, each embedded in the ``n`` stimuli with zeros outside its training
-stimuli, so fits of different sizes share one shape; on the CPU the fits run on one
+stimuli (its prediction operator as its held-out rows only, padded to the largest held-out
+set), so fits of different sizes share one shape; on the CPU the fits run on one
 thread (many small batched products and eigendecompositions), the products with the
 neurons on all of them. Speed against the products' floor: ``benchmarks/README.md``.
 
@@ -167,16 +168,12 @@ def fit_pls_predict(kernel: np.ndarray, targets: np.ndarray, train: np.ndarray, 
         raise ValueError(f"train and test must be disjoint stimulus indices in [0, {n})")
     if not 1 <= n_components <= train.size - 1:
         raise ValueError(f"n_components: need 1..{train.size - 1} for {train.size} training stimuli, got {n_components}")
-    fit_mask = torch.zeros(1, n, dtype=torch.bool)
-    fit_mask[0, train] = True
-    held_mask = torch.zeros(1, n, dtype=torch.bool)
-    held_mask[0, test] = True
     y = targets - targets.mean(dim=0)
-    fits = _Fits(fit_mask.to(device), held_mask.to(device))
+    fits = _Fits.from_indices(n, [train], [test]).to(device)
     extraction = _extract(kernel[None].to(device), fits, _centred_on(y.to(device) @ y.to(device).T, fits.train),
                           n_components, y.shape[1])
-    operator = _prediction_operator(extraction, fits, n_components)[0, 0]  # (n, n)
-    return (operator[test] @ targets.to(device)).cpu().numpy()
+    rows = _prediction_operator(extraction, fits, n_components)[0, 0]  # (len(test), n), in test's order
+    return (rows @ targets.to(device)).cpu().numpy()
 
 
 def fit_pls_folds(
@@ -253,7 +250,7 @@ def fit_pls_folds(
     gram = torch.zeros(n, n, dtype=y.dtype, device=device)
     for start in range(0, y.shape[1], chunk_size):
         gram += y[:, start:start + chunk_size] @ y[:, start:start + chunk_size].T
-    fits = _Fits(fits.train.to(device), fits.held_out.to(device))
+    fits = fits.to(device)
     centred_gram = _centred_on(gram, fits.train)  # (B, n, n): the responses' Gram, centred per fit
     # Residuals of predictions are unchanged by a constant added to the responses (each row of a
     # prediction operator sums to 1), so one root of the globally centred Gram serves every fit.
@@ -276,14 +273,16 @@ def fit_pls_folds(
         with _one_cpu_thread(device):
             extraction = _extract(kernels[layers.start:layers.stop].to(device), fits, centred_gram, int(grid[-1]),
                                   n_targets)
-            held_out = torch.diag_embed(fits.held_out.to(y.dtype))  # (B, n, n)
-            # The chosen operator of every fit; the outer fit's rows predict the held-out stimuli and
-            # the inner fits' rows, one stimulus each, give the inner-CV residuals.
-            operator = torch.zeros(g, fits.train.shape[0], n, n, dtype=y.dtype, device=device)
+            # Each fit's held-out rows of the identity (B, h, n): a held-out stimulus predicts itself there.
+            held_out = (torch.nn.functional.one_hot(fits.held_index, n).to(y.dtype)
+                        * fits.held_valid.to(y.dtype)[..., None])
+            # The chosen operator's held-out rows of every fit; the outer fit's rows predict the held-out
+            # stimuli and the inner fits' rows, one stimulus each, give the inner-CV residuals.
+            operator = torch.zeros(g, *held_out.shape, dtype=y.dtype, device=device)
             best_error = torch.full((g, n_outer), torch.inf, dtype=y.dtype, device=device)
             best = torch.zeros(g, n_outer, dtype=torch.long, device=device)
             for position, a in enumerate(grid):
-                candidate = _prediction_operator(extraction, fits, int(a))  # (g, B, n, n)
+                candidate = _prediction_operator(extraction, fits, int(a))  # (g, B, h, n)
                 # Total squared error over the targets on each inner fit's held-out stimuli: ‖R Y‖².
                 error = ((held_out - candidate) @ gram_root).square().sum(dim=(-2, -1))
                 error = error.reshape(g, n_outer, n_per_fold)[:, :, 1:].sum(dim=-1)
@@ -293,17 +292,21 @@ def fit_pls_folds(
                 use = better.repeat_interleave(n_per_fold, dim=1)[..., None, None]
                 operator = torch.where(use, candidate, operator)
             chosen[:, layers.start:layers.stop] = grid[best.cpu().numpy()].T
-            inner = operator.reshape(g, n_outer, n_per_fold, n, n)[:, :, 1:]
-            held = fits.held_out.reshape(n_outer, n_per_fold, n)[None, :, 1:, :, None]
-            residual_maker = (torch.eye(n, dtype=y.dtype, device=device) * held - inner).sum(dim=2)  # (g, F, n, n)
+            # The inner folds' held-out rows partition each outer training part: put together, their
+            # residual rows are the part's inner-CV residual maker (zero on the outer held-out rows).
+            width = held_out.shape[1]
+            inner = (held_out - operator).reshape(g, n_outer, n_per_fold, width, n)[:, :, 1:]
+            inner_rows = fits.held_index.reshape(n_outer, n_per_fold, width)[:, 1:].reshape(1, n_outer, -1, 1)
+            residual_maker = torch.zeros(g, n_outer, n, n, dtype=y.dtype, device=device).scatter_add_(
+                2, inner_rows.expand(g, -1, -1, n), inner.reshape(g, n_outer, -1, n))  # (g, F, n, n)
             training_sizes = fits.train[outer_rows].sum(dim=1).to(y.dtype)  # (F,)
             quadratic = residual_maker.transpose(-1, -2) @ residual_maker / training_sizes[None, :, None, None]
             error_weights = _pair_weights(quadratic).reshape(g * n_outer, -1)
-            outer = operator[:, outer_rows]  # (g, F, n, n)
+            outer = operator[:, outer_rows]  # (g, F, h, n): each outer fit's rows in its test set's order
             groups = []
             for size, fold_ids in by_size.items():
                 test = torch.as_tensor(np.stack([test_sets[f] for f in fold_ids]), device=device)  # (k, b)
-                rows = outer[:, fold_ids][:, torch.arange(len(fold_ids), device=device)[:, None], test]  # (g, k, b, n)
+                rows = outer[:, fold_ids, :size]  # (g, k, b, n)
                 groups.append((fold_ids, test, rows.reshape(-1, n)))
         train_masks = fits.train[outer_rows].T.to(y.dtype)  # (n, F)
         for start in range(0, n_targets, chunk_size):
@@ -326,7 +329,24 @@ class _Fits:
     """Which stimuli each fit trains on and predicts; one row per fit (B fits)."""
 
     train: torch.Tensor  # (B, n) bool
-    held_out: torch.Tensor  # (B, n) bool
+    held_index: torch.Tensor  # (B, h) long: the held-out stimuli in their fold's order, then 0 (padding)
+    held_valid: torch.Tensor  # (B, h) bool: which entries of held_index are stimuli, not padding
+
+    def to(self, device: torch.device) -> _Fits:
+        return _Fits(self.train.to(device), self.held_index.to(device), self.held_valid.to(device))
+
+    @staticmethod
+    def from_indices(n: int, train_sets: list[np.ndarray], held_sets: list[np.ndarray]) -> _Fits:
+        """One fit per pair of index arrays: its training and its held-out stimuli."""
+        train = np.zeros((len(train_sets), n), dtype=bool)
+        width = max(len(stimuli) for stimuli in held_sets)
+        index = np.zeros((len(held_sets), width), dtype=np.int64)
+        valid = np.zeros((len(held_sets), width), dtype=bool)
+        for row, (training, held_out) in enumerate(zip(train_sets, held_sets)):
+            train[row, training] = True
+            index[row, :len(held_out)] = held_out
+            valid[row, :len(held_out)] = True
+        return _Fits(*(torch.as_tensor(a) for a in (train, index, valid)))
 
 
 @dataclass(frozen=True)
@@ -334,27 +354,23 @@ class _Extraction:
     """Components of every fit: g layers × B fits, each embedded in the n stimuli."""
 
     kernel: torch.Tensor  # (g, B, n, n) centred training kernel, zero outside train × train
-    cross: torch.Tensor  # (g, B, n, n) held-out rows × training columns, centred with training means
+    cross: torch.Tensor  # (g, B, h, n) held-out rows (``held_index``; padding rows zero) × training columns
     scores: torch.Tensor  # (g, B, n, A) T, orthonormal columns (zero where left out)
     y_scores: torch.Tensor  # (g, B, n, A) U = P M T
 
 
 def _fold_fits(test_sets: list[np.ndarray], n: int, inner_folds: int, rng: np.random.Generator):
     """Per outer fold: the outer fit, then one fit per inner fold of its training part."""
-    train_rows, held_rows, inner_sizes = [], [], []
+    train_sets, held_sets, inner_sizes = [], [], []
     for test in test_sets:
         training = np.setdiff1d(np.arange(n), test)
-        outer_train = np.zeros(n, dtype=bool)
-        outer_train[training] = True
-        train_rows.append(outer_train)
-        held_rows.append(~outer_train)
+        train_sets.append(training)
+        held_sets.append(test)
         for inner in stimulus_folds(training.size, inner_folds, 1, rng):
-            held = np.zeros(n, dtype=bool)
-            held[training[inner]] = True
-            train_rows.append(outer_train & ~held)
-            held_rows.append(held)
+            train_sets.append(np.setdiff1d(training, training[inner]))
+            held_sets.append(training[inner])
             inner_sizes.append(training.size - inner.size)
-    return _Fits(torch.as_tensor(np.stack(train_rows)), torch.as_tensor(np.stack(held_rows))), inner_sizes
+    return _Fits.from_indices(n, train_sets, held_sets), inner_sizes
 
 
 def _centred_on(kernels: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
@@ -407,7 +423,9 @@ def _extract(kernels: torch.Tensor, fits: _Fits, centred_gram: torch.Tensor, n_c
     centred = _centred(kernels, row_means, grand)  # (g, B, n, n)
     on_train = train[:, :, None] * train[:, None, :]
     kernel = centred * on_train
-    cross = centred * (fits.held_out.to(kernels.dtype)[:, :, None] * train[:, None, :])
+    fit_rows = torch.arange(fits.held_index.shape[0], device=kernels.device)[:, None]
+    cross = centred[:, fit_rows, fits.held_index] * (fits.held_valid.to(kernels.dtype)[:, :, None]
+                                                      * train[:, None, :])  # (g, B, h, n)
     gram = centred_gram * on_train  # (B, n, n)
     g, b, n = kernel.shape[0], kernel.shape[1], kernel.shape[-1]
     dtype, device = kernel.dtype, kernel.device
@@ -581,7 +599,8 @@ def _one_cpu_thread(device: torch.device) -> Iterator[None]:
 
 
 def _prediction_operator(extraction: _Extraction, fits: _Fits, n_components: int) -> torch.Tensor:
-    """Rows of the held-out stimuli of each fit: ``ŷ = (11ᵀ/m + C U (Tᵀ K U)⁻¹ Tᵀ) y``; (g, B, n, n)."""
+    """Rows of the held-out stimuli of each fit: ``ŷ = (11ᵀ/m + C U (Tᵀ K U)⁻¹ Tᵀ) y``; (g, B, h, n),
+    in ``held_index``'s order (padding rows zero)."""
     t = extraction.scores[..., :n_components]
     u = extraction.y_scores[..., :n_components]
     middle = t.transpose(-1, -2) @ extraction.kernel @ u  # (g, B, A, A)
@@ -591,9 +610,8 @@ def _prediction_operator(extraction: _Extraction, fits: _Fits, n_components: int
     middle = middle + torch.diag_embed(left_out)
     coefficients = torch.linalg.solve(middle, t.transpose(-1, -2))  # (g, B, A, n)
     train = fits.train.to(t.dtype)
-    held = fits.held_out.to(t.dtype)
-    mean = held[:, :, None] * train[:, None, :] / train.sum(dim=1)[:, None, None]
-    # In place: a fresh (g, B, n, n) sum would be one more mapping whose pages fault in.
+    mean = fits.held_valid.to(t.dtype)[:, :, None] * train[:, None, :] / train.sum(dim=1)[:, None, None]
+    # In place: a fresh (g, B, h, n) sum would be one more mapping whose pages fault in.
     return ((extraction.cross @ u) @ coefficients).add_(mean)
 
 
