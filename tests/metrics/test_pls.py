@@ -73,8 +73,9 @@ def test_top_eigenpairs_equal_the_full_eigendecomposition(order):
 
 def test_top_eigenpairs_of_near_ties_ties_and_zeros():
     # Top eigenvalues 1e-4 apart: their ratio to the 1,024th power is still 0.9, the residual check
-    # sends the matrix to the exact eigensolver, and the pair is exact. A tie has no unique eigenvector: any unit
-    # vector of the top eigenspace is a valid component. A zero matrix (rank exhausted) gives 0.
+    # sends the matrix to the exact eigensolver, and the pair is exact. A tie has no unique
+    # eigenvector: any unit vector of the top eigenspace is a valid component. A zero matrix (rank
+    # exhausted) gives 0.
     rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(4, 4)))[0]
     near, tied = np.diag([2.0, 2.0 - 2e-4, 1.0, 0.5]), np.diag([2.0, 2.0, 1.0, 0.5])
     matrices = torch.as_tensor(np.stack([rotation @ near @ rotation.T, rotation @ tied @ rotation.T, np.zeros((4, 4))]))
@@ -99,8 +100,8 @@ def test_a_matrix_without_a_top_eigenpair_is_an_error_naming_its_order():
 def test_top_eigenpairs_of_rounding_noise_are_finite():
     # Once the rank is exhausted, S_k = Lᵀ K_k L is rounding noise: neither symmetric nor definite.
     # The traces of its powers can then be negative or zero and the scaled powers overflow; such a
-    # matrix must go to the exact eigensolver (a finite eigenpair near 0, left out by the rank tolerance), not
-    # pass the residual check as NaN (measured on an AMD EPYC: PLS predictions all NaN).
+    # matrix must go to the exact eigensolver (a finite eigenpair near 0, left out by the rank
+    # tolerance), not pass the residual check as NaN (measured on an AMD EPYC: PLS predictions all NaN).
     rng = np.random.default_rng(5)
     skew = rng.normal(size=(6, 6)) * 1e-14
     noise = np.stack([skew - skew.T, np.array([[0.0, 1e-14], [-1e-14, 0.0]]).repeat(3, 0).repeat(3, 1)])

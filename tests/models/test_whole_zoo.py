@@ -9,8 +9,8 @@ native size would fail here; forwarding at native sizes (``native`` mode) is tes
 EfficientNet-Lite family at 224, 240 and 260 px (test_efficientnet_lite.py) and in
 test_extract.py. Two scenes and the blank: the fewest stimuli whose standardised kernel is
 not fixed by the feature count alone (with two stimuli every kept feature is +-1), and the
-forward pass and the statistics scale with the stimuli. About 4 minutes on 2 CPU cores:
-deselect with -m "not slow".
+forward pass and the statistics scale with the stimuli. About 2 minutes (220 CPU s) on 2 CPU
+cores: deselect with -m "not slow".
 """
 
 import gc
