@@ -117,11 +117,11 @@ def main(argv: list[str] | None = None) -> int:
                              np.random.default_rng([cv.seed, 2]))
     fits = fits.to(device)
     y = torch.as_tensor(targets - targets.mean(axis=0), device=device)
-    centred_gram = pls._centred_on(y @ y.T, fits.train)
+    root = pls._fit_roots(y if args.neurons < n_stimuli else pls._gram_root(y @ y.T, n_stimuli - 1), fits.train)
     layer_kernels = torch.as_tensor(kernels[chosen], device=device)
 
     def extract() -> None:
-        pls._extract(layer_kernels, fits, centred_gram, max(cfg.components), args.neurons)
+        pls._extract(layer_kernels, fits, root, max(cfg.components))
 
     extract_s = median_seconds(extract, device, args.repeats) / chosen.size
     per_layer, gram = floor_products(n_stimuli, folds, args.neurons, args.chunk_size, device)

@@ -47,10 +47,12 @@ def test_single_target_matches_sklearn():
                                expected, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("n_targets", [SQUARING_MAX_ORDER - 1, SQUARING_MAX_ORDER + 7], ids=["squaring", "exact"])
+@pytest.mark.parametrize("n_targets", [SQUARING_MAX_ORDER - 1, SQUARING_MAX_ORDER + 7, 95],
+                         ids=["squaring", "exact", "more than stimuli"])
 def test_many_targets_match_sklearn_on_both_eigenpair_paths(n_targets):
-    # r = min(training stimuli, targets): up to SQUARING_MAX_ORDER the components' eigenpairs come
-    # from the squaring, above it from LAPACK's top eigenpair.
+    # r = min(training stimuli - 1, targets): up to SQUARING_MAX_ORDER the components' eigenpairs come
+    # from the squaring, above it from LAPACK's top eigenpair. With more targets than stimuli the
+    # fit's own Gram is factored at its rank (69 here).
     z, targets = _problem(4, n_stimuli=80, n_features=60, n_targets=n_targets, rank=4)
     train, test = np.arange(10, 80), np.arange(10)
     expected = _sklearn_pls(8).fit(z[train], targets[train]).predict(z[test])
@@ -146,10 +148,11 @@ def _brute_force_folds(z, targets, folds, rng, components, inner_folds):
 
 
 # 36 stimuli: every fold and inner fold holds out 9. 37: folds of 10 and 9 and inner folds of 9 and 8,
-# so the shorter held-out sets are padded in the fits' held-out rows.
-@pytest.mark.parametrize("n_stimuli", [36, 37])
-def test_folds_match_a_brute_force_sklearn_loop(n_stimuli):
-    z, targets = _problem(3, n_stimuli=n_stimuli, n_features=50, n_targets=5, rank=2)
+# so the shorter held-out sets are padded in the fits' held-out rows. 45 targets: more than stimuli,
+# so each fit's Gram of the responses is factored at its own rank.
+@pytest.mark.parametrize("n_stimuli, n_targets", [(36, 5), (37, 5), (37, 45)])
+def test_folds_match_a_brute_force_sklearn_loop(n_stimuli, n_targets):
+    z, targets = _problem(3, n_stimuli=n_stimuli, n_features=50, n_targets=n_targets, rank=2)
     folds = stimulus_folds(n_stimuli, 4, 1, np.random.default_rng(0))
     components = [1, 2, 4, 8]
     scores, chosen, errors = _brute_force_folds(z, targets, folds, np.random.default_rng(7), components, 3)
