@@ -117,11 +117,12 @@ def main(argv: list[str] | None = None) -> int:
                              np.random.default_rng([cv.seed, 2]))
     fits = fits.to(device)
     y = torch.as_tensor(targets - targets.mean(axis=0), device=device)
-    root = pls._fit_roots(y if args.neurons < n_stimuli else pls._gram_root(y @ y.T, n_stimuli - 1), fits.train)
+    root = y if args.neurons < n_stimuli else pls._gram_root(y @ y.T, n_stimuli - 1)
+    parts = pls._FitParts.of(fits, root, cfg.inner_folds + 1)
     layer_kernels = torch.as_tensor(kernels[chosen], device=device)
 
     def extract() -> None:
-        pls._extract(layer_kernels, fits, root, max(cfg.components))
+        parts.extract(layer_kernels, max(cfg.components))
 
     extract_s = median_seconds(extract, device, args.repeats) / chosen.size
     per_layer, gram = floor_products(n_stimuli, folds, args.neurons, args.chunk_size, device)

@@ -262,7 +262,7 @@ def fit_pls_folds(
         for start in range(0, y.shape[1], chunk_size):
             gram += y[:, start:start + chunk_size] @ y[:, start:start + chunk_size].T
         gram_root = _gram_root(gram, n - 1)
-    fit_roots = _fit_roots(gram_root, fits.train)
+    parts = _FitParts.of(fits, gram_root, n_per_fold)
 
     n_targets = y.shape[1]
     shape = (n_outer, n_layers, n_targets)
@@ -277,7 +277,7 @@ def fit_pls_folds(
         layers = range(first, min(first + layers_per_group, n_layers))
         g = len(layers)
         with _one_cpu_thread(device):
-            extraction = _extract(kernels[layers.start:layers.stop].to(device), fits, fit_roots, int(grid[-1]))
+            extraction = parts.extract(kernels[layers.start:layers.stop].to(device), int(grid[-1]))
             # Each fit's held-out rows of the identity (B, h, n): a held-out stimulus predicts itself there.
             held_out = (torch.nn.functional.one_hot(fits.held_index, n).to(y.dtype)
                         * fits.held_valid.to(y.dtype)[..., None])
@@ -340,6 +340,9 @@ class _Fits:
     def to(self, device: torch.device) -> _Fits:
         return _Fits(self.train.to(device), self.held_index.to(device), self.held_valid.to(device))
 
+    def subset(self, rows: torch.Tensor) -> _Fits:
+        return _Fits(self.train[rows], self.held_index[rows], self.held_valid[rows])
+
     @staticmethod
     def from_indices(n: int, train_sets: list[np.ndarray], held_sets: list[np.ndarray]) -> _Fits:
         """One fit per pair of index arrays: its training and its held-out stimuli."""
@@ -363,6 +366,41 @@ class _Extraction:
     score_rows: torch.Tensor  # (g, B, A, n) Tᵀ, orthonormal rows (zero where left out)
     y_score_rows: torch.Tensor  # (g, B, A, n) Uᵀ, U = P M T
     kernel_score_rows: torch.Tensor  # (g, B, A, n) (K T)ᵀ, with K the fit's centred training kernel
+
+
+@dataclass(frozen=True)
+class _FitParts:
+    """The fits split by the rank of their centred Gram of the responses, each part with its roots.
+
+    An inner fit's Gram has lower rank than an outer fit's (fewer training stimuli). Where the
+    responses' rank exceeds it, the inner fits are extracted apart from the outer ones, at their own
+    rank: the eigenproblems cost r³, and at 6,619 neurons r is 86 for them in place of 107.
+    Otherwise all fits are one part.
+    """
+
+    fits: list[_Fits]
+    roots: list[torch.Tensor]  # per part (B_part, n, r_part): :func:`_fit_roots`
+    order: torch.Tensor | None  # the parts' fits back in the fits' order (None: one part)
+
+    @staticmethod
+    def of(fits: _Fits, gram_root: torch.Tensor, n_per_fold: int) -> _FitParts:
+        """``fits`` from :func:`_fold_fits` (each outer fit, then its inner fits), ``gram_root`` (n, r₀)."""
+        rows = torch.arange(fits.train.shape[0], device=fits.train.device)
+        outer = rows % n_per_fold == 0
+        smallest_inner = int(fits.train[~outer].sum(dim=1).min())
+        if gram_root.shape[1] <= smallest_inner - 1:
+            return _FitParts([fits], [_fit_roots(gram_root, fits.train)], None)
+        parts = [rows[outer], rows[~outer]]
+        return _FitParts([fits.subset(part) for part in parts],
+                         [_fit_roots(gram_root, fits.train[part]) for part in parts], torch.argsort(torch.cat(parts)))
+
+    def extract(self, kernels: torch.Tensor, n_components: int) -> _Extraction:
+        """:func:`_extract` of every part, as one extraction in the fits' order."""
+        extractions = [_extract(kernels, fits, roots, n_components) for fits, roots in zip(self.fits, self.roots)]
+        if self.order is None:
+            return extractions[0]
+        return _Extraction(*(torch.cat([getattr(part, name) for part in extractions], dim=1)[:, self.order]
+                             for name in ("cross", "score_rows", "y_score_rows", "kernel_score_rows")))
 
 
 def _fold_fits(test_sets: list[np.ndarray], n: int, inner_folds: int, rng: np.random.Generator):
