@@ -362,7 +362,8 @@ class _Extraction:
     """Components of every fit as rows: g layers × B fits × A components, each embedded in the n
     stimuli (zero outside its training stimuli)."""
 
-    cross: torch.Tensor  # (g, B, h, n) centred kernel: held-out rows (``held_index``; padding rows zero) × training columns
+    # (g, B, h, n) centred kernel: held-out rows (``held_index``; padding rows zero) × training columns
+    cross: torch.Tensor
     score_rows: torch.Tensor  # (g, B, A, n) Tᵀ, orthonormal rows (zero where left out)
     y_score_rows: torch.Tensor  # (g, B, A, n) Uᵀ, U = P M T
     kernel_score_rows: torch.Tensor  # (g, B, A, n) (K T)ᵀ, with K the fit's centred training kernel
@@ -490,7 +491,8 @@ def _extract(kernels: torch.Tensor, fits: _Fits, fit_root: torch.Tensor, n_compo
     score_rows = torch.zeros(g, b, n_components, n, dtype=dtype, device=device)  # T as rows
     y_score_rows = torch.zeros_like(score_rows)  # U
     kernel_score_rows = torch.zeros_like(score_rows)  # K T
-    deflated_rows = fit_root.transpose(-1, -2).expand(g, b, rank, n).clone()  # (P L)ᵀ, deflated one component at a time
+    # (P L)ᵀ, deflated one component at a time
+    deflated_rows = fit_root.transpose(-1, -2).expand(g, b, rank, n).clone()
     small = _kernel_times(kernels, row_means, grand, train, deflated_rows) @ fit_root  # S = Lᵀ K L: (g, B, r, r)
     first_eigenvalue = None
     for k in range(n_components):
