@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                              np.random.default_rng([cv.seed, 2]))
     fits = fits.to(device)
     y = torch.as_tensor(targets - targets.mean(axis=0), device=device)
-    root = y if args.neurons < n_stimuli else pls._gram_root(y @ y.T, n_stimuli - 1)
-    parts = pls._FitParts.of(fits, root, cfg.inner_folds + 1)
+    parts = pls._FitParts.of(fits, pls._responses_root(y), cfg.inner_folds + 1)
     layer_kernels = torch.as_tensor(kernels[chosen], device=device)
 
     def extract() -> None:

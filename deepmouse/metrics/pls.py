@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -173,8 +174,7 @@ def fit_pls_predict(kernel: np.ndarray, targets: np.ndarray, train: np.ndarray, 
         raise ValueError(f"n_components: need 1..{train.size - 1} for {train.size} training stimuli, got {n_components}")
     y = (targets - targets.mean(dim=0)).to(device)
     fits = _Fits.from_indices(n, [train], [test]).to(device)
-    root = y if y.shape[1] < n else _gram_root(y @ y.T, n - 1)
-    extraction = _extract(kernel[None].to(device), fits, _fit_roots(root, fits.train), n_components)
+    extraction = _extract(kernel[None].to(device), fits, _fit_roots(_responses_root(y), fits.train), n_components)
     rows = _prediction_operator(extraction, fits, n_components)[0, 0]  # (len(test), n), in test's order
     return (rows @ targets.to(device)).cpu().numpy()
 
@@ -251,17 +251,10 @@ def fit_pls_folds(
     y = targets.to(device)
     y = y - y.mean(dim=0)
     fits = fits.to(device)
-    # Y Yᵀ = L Lᵀ with L of n × r, r = min(n - 1, n_targets) (the responses are centred): the
-    # responses themselves when there are fewer of them than stimuli, else the root of their Gram.
     # Residuals of predictions are unchanged by a constant added to the responses (each row of a
-    # prediction operator sums to 1), so this one L serves every fit's errors.
-    if y.shape[1] < n:
-        gram_root = y
-    else:
-        gram = torch.zeros(n, n, dtype=y.dtype, device=device)
-        for start in range(0, y.shape[1], chunk_size):
-            gram += y[:, start:start + chunk_size] @ y[:, start:start + chunk_size].T
-        gram_root = _gram_root(gram, n - 1)
+    # prediction operator sums to 1), so this one root of the globally centred responses' Gram
+    # serves every fit's errors.
+    gram_root = _responses_root(y, chunk_size)
     parts = _FitParts.of(fits, gram_root, n_per_fold)
 
     n_targets = y.shape[1]
@@ -400,8 +393,8 @@ class _FitParts:
         extractions = [_extract(kernels, fits, roots, n_components) for fits, roots in zip(self.fits, self.roots)]
         if self.order is None:
             return extractions[0]
-        return _Extraction(*(torch.cat([getattr(part, name) for part in extractions], dim=1)[:, self.order]
-                             for name in ("cross", "score_rows", "y_score_rows", "kernel_score_rows")))
+        return _Extraction(*(torch.cat([getattr(part, field.name) for part in extractions], dim=1)[:, self.order]
+                             for field in dataclasses.fields(_Extraction)))
 
 
 def _fold_fits(test_sets: list[np.ndarray], n: int, inner_folds: int, rng: np.random.Generator):
@@ -423,6 +416,19 @@ def _gram_root(gram: torch.Tensor, rank: int) -> torch.Tensor:
     ``gram`` (..., n, n) of rank at most ``rank``."""
     values, vectors = _eigh(gram)
     return vectors[..., -rank:] * values[..., -rank:].clamp_min(0.0).sqrt()[..., None, :]
+
+
+def _responses_root(y: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+    """``L`` (n, r) with ``L Lᵀ = Y Yᵀ`` for centred responses ``Y`` (n, q), ``r = min(n - 1, q)``: the
+    responses themselves when there are fewer of them than stimuli, else the root of their Gram
+    (summed ``chunk_size`` responses at a time)."""
+    n, q = y.shape
+    if q < n:
+        return y
+    gram = torch.zeros(n, n, dtype=y.dtype, device=y.device)
+    for start in range(0, q, chunk_size):
+        gram += y[:, start:start + chunk_size] @ y[:, start:start + chunk_size].T
+    return _gram_root(gram, n - 1)
 
 
 def _fit_roots(root: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
