@@ -62,7 +62,7 @@ DEFAULTS = {
         "regression": {"alpha_mode": "loo",
                        "relative_alphas": (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)},
         "cka": {"estimator": "unbiased"},
-        "pls": {"enabled": False, "components": (5, 10, 25, 50), "inner_folds": 5},
+        "pls": {"enabled": False, "components": (5, 10, 25, 50), "inner_folds": 3},
         "cv": {"n_folds": 10, "n_repeats": 1, "n_splits": 10, "seed": 0},
         "bootstrap": {"n": 1000, "seed": 0, "level": 0.95},
         "comparisons": {"fdr": 0.05},
@@ -77,9 +77,10 @@ order would invalidate every cache, so they are compared by repr, which tells th
 
 def test_defaults_and_the_shipped_file_parse_to_the_values_they_always_had():
     assert repr(dataclasses.asdict(parse_params({}))) == repr(DEFAULTS)
-    shipped = yaml.safe_load((REPO / "params.yaml").read_text())  # the defaults, 11 models, both recordings
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())  # the defaults, 11 models, both recordings, PLS
     expected = {**DEFAULTS, "zoo": {"models": tuple(shipped["zoo"]["models"]), "custom": ()},
-                "data": {**DEFAULTS["data"], "modalities": ("calcium", "neuropixels")}}
+                "data": {**DEFAULTS["data"], "modalities": ("calcium", "neuropixels")},
+                "scoring": {**DEFAULTS["scoring"], "pls": {**DEFAULTS["scoring"]["pls"], "enabled": True}}}
     assert repr(dataclasses.asdict(load_params(REPO / "params.yaml"))) == repr(expected)
     # What stages/params.py writes, and the run's scoring key reads back (tuples as lists).
     assert json.dumps(dataclasses.asdict(parse_params({})), indent=2, sort_keys=True) == json.dumps(

@@ -45,14 +45,15 @@ class PlsConfig(Section):
 
     Outer folds and the score as for ridge (``scoring.cv``); in each training part the
     number of components is chosen from ``components`` (each capped at the inner training
-    size minus one) by ``inner_folds``-fold CV on that part. Off unless ``enabled``: one
-    component costs an eigendecomposition per fit (of size min(stimuli, neurons)), for every
-    layer × area × outer fold × (inner folds + 1), several times ridge's time per layer.
+    size minus one) by ``inner_folds``-fold CV on that part. Every component of every layer ×
+    area × outer fold × (inner folds + 1) costs the top eigenpair of an r × r matrix (r at
+    most the area's neurons and the training stimuli minus one), several times ridge's time
+    per layer. Off unless ``enabled`` (the repository's ``params.yaml`` turns it on).
     """
 
     enabled: StrictBool = False
     components: tuple[StrictInt, ...] = (5, 10, 25, 50)
-    inner_folds: StrictInt = 5
+    inner_folds: StrictInt = 3
 
     @field_validator("components")
     @classmethod

@@ -101,9 +101,9 @@ from deepmouse.metrics.ridge import (
 )
 
 DEFAULT_COMPONENTS = (5, 10, 25, 50)
-"""Grid of component counts (Brain-Score fixes 25)."""
+"""Grid of component counts (Brain-Score and mouse-vision fix 25)."""
 
-DEFAULT_INNER_FOLDS = 5
+DEFAULT_INNER_FOLDS = 3
 """Inner folds on each outer training part for choosing the number of components."""
 
 RANK_TOLERANCE = 1e-10

@@ -47,7 +47,8 @@ def test_every_area_of_the_small_run_has_an_interanimal_consistency(small_run):
     modalities = set(ranking["modality"])
     assert set(consistency["area"]) == areas and set(consistency["modality"]) == modalities == {"calcium", "neuropixels"}
     assert len(consistency) == len(consistency[["area", "modality", "method"]].drop_duplicates())
-    assert set(consistency["method"]) == {"rsa", "cka", "regression"} and len(consistency) == 3 * len(modalities) * len(areas)
+    methods = {"rsa", "cka", "regression", "pls"}
+    assert set(consistency["method"]) == methods and len(consistency) == len(methods) * len(modalities) * len(areas)
     assert (consistency["n_animals"] >= 2).all() and consistency["score"].notna().all()
     assert ((consistency["ci_low"] <= consistency["score"]) & (consistency["score"] <= consistency["ci_high"])).all()
     # Each model against the other animals: score / consistency where the consistency is clearly above 0.

@@ -55,9 +55,9 @@ def test_ranking_has_every_model_area_and_method(project, params):
     areas = {e["area"] for e in manifest["experiments"]}
     assert set(ranking["model_id"]) == set(params["zoo"]["models"])
     assert set(ranking["site"]) == areas == set(params["data"]["simulated"]["planted_depths"])
-    assert set(ranking["method"]) == {"rsa", "cka", "regression"}
+    assert set(ranking["method"]) == {"rsa", "cka", "regression", "pls"}
     assert set(ranking["layer_selection"]) == set(params["scoring"]["layer_selection"]) == {"max", "cv"}
-    assert len(ranking) == len(params["zoo"]["models"]) * len(areas) * 3 * 2
+    assert len(ranking) == len(params["zoo"]["models"]) * len(areas) * 4 * 2
     assert ranking["score"].between(-1, 1).all()
     models = _query(project, "select * from models")
     assert models["n_params"].notna().all() and (models["n_params"] > 0).all()
@@ -77,7 +77,7 @@ def test_trained_vs_random_pairs_every_architecture_run_both_ways(project, param
     pairs = _query(project, "select * from trained_vs_random where modality = 'calcium'")
     assert set(pairs["architecture"]) == expected
     n_areas = len(params["data"]["simulated"]["planted_depths"])
-    assert len(pairs) == len(expected) * n_areas * 3 * 2  # methods (rsa, regression, cka) x layer-selection rules
+    assert len(pairs) == len(expected) * n_areas * 4 * 2  # methods (rsa, cka, regression, pls) x layer-selection rules
     assert pairs["difference"].notna().all()
 
     figure = plot_trained_vs_random(load_report_tables(project / "data" / "deepmouse.duckdb"))
@@ -102,6 +102,28 @@ def test_planted_generator_is_recovered(project, params, rule):
     # the best layer lands on or next to the planted one
     for area in order:
         assert abs(best[area] - planted[area]["depth"]) < 0.1, (area, best[area], planted[area])
+
+
+def test_the_default_run_scores_pls_for_every_model_area_and_selection(project, params):
+    scores = _query(project, "select model_id, modality, site, layer_selection, score, normalized_score, "
+                             "n_neurons from model_scores where method = 'pls' and site_kind = 'area'")
+    regression = _query(project, "select model_id, modality, site, layer_selection, n_neurons from model_scores "
+                                 "where method = 'regression' and site_kind = 'area'")
+    keys = ["model_id", "modality", "site", "layer_selection"]
+    assert set(scores["model_id"]) == set(params["zoo"]["models"]) and set(scores["modality"]) == {"calcium", "neuropixels"}
+    assert len(scores) == len(scores[keys].drop_duplicates()) == len(regression)
+    both = scores.merge(regression, on=keys, suffixes=("", "_regression"), validate="one_to_one")
+    assert len(both) == len(regression) and (both["n_neurons"] == both["n_neurons_regression"]).all()
+    assert scores["score"].between(-1, 1).all() and scores["score"].notna().all()
+    # Each area's consistency by PLS, and both normalisations in the ranking.
+    consistency = _query(project, "select * from interanimal_consistency where method = 'pls'")
+    assert set(zip(consistency["modality"], consistency["area"])) == set(zip(scores["modality"], scores["site"]))
+    ranking = _query(project, "select model_id, rank, normalized_score, normalized_interanimal from model_ranking "
+                              "where method = 'pls' and site_kind = 'area'")
+    assert len(ranking) == len(scores) and ranking["normalized_interanimal"].notna().any()
+    # The planted generator is first by PLS too, in every area of both recordings and by both rules (its
+    # best layers are less sharply placed than ridge's: one fit shares its components among an area's neurons).
+    assert set(ranking.loc[ranking["rank"] == 1, "model_id"]) == {params["data"]["simulated"]["generator"]}
 
 
 def test_generator_has_the_best_normalised_scores(project, params):

@@ -86,7 +86,7 @@ def test_dvc_repro_scores_a_custom_model_on_recordings_given_as_tables(tmp_path)
         con.close()
     assert run == ("table", True, '["RSPagl"]')
     assert model == [("small_cnn", "Small CNN", "custom", "random")] and models_ranked == {"small_cnn"}
-    assert set(ranking["site"]) == set(AREAS) and set(ranking["method"]) == {"rsa", "cka", "regression"}
+    assert set(ranking["site"]) == set(AREAS) and set(ranking["method"]) == {"rsa", "cka", "regression", "pls"}
     assert ranking["score"].between(-1, 1).all() and ranking["normalized_score"].notna().all()
     assert (neurons["selected"] == N_PER_AREA).all() and (neurons["least"] > 0.9).all()
     assert json.loads((project / "reports/checks.json").read_text())["passed"]
