@@ -14,7 +14,9 @@ the depth (every layer costs the same: the kernels are all 119 × 119):
    per layer, and the neurons' Gram ``Y Yᵀ`` once per site (shared by the layers; reported
    apart);
 3. extraction alone: the components of every fit (no product with the neurons), the part
-   that does not shrink with the neurons.
+   that does not shrink with the neurons;
+4. ridge beside it: :func:`~deepmouse.metrics.ridge.fit_ridge_folds` of the same neurons on the
+   same layers, folds and machine state (the default alphas), per layer.
 
 Medians of ``--repeats`` runs. Run::
 
@@ -32,12 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepmouse.config import CrossValidationConfig, PlsConfig
+from deepmouse.config import CrossValidationConfig, PlsConfig, RegressionConfig
 from deepmouse.features.extract import resolve_device
 from deepmouse.features.stats import compute_layer_statistics
 from deepmouse.metrics import pls
 from deepmouse.metrics.folds import stimulus_folds
-from deepmouse.metrics.ridge import DEFAULT_CHUNK_SIZE
+from deepmouse.metrics.ridge import DEFAULT_CHUNK_SIZE, fit_ridge_folds
 from feature_statistics import DEFAULT_STIMULI, load_stimuli, prepare
 from ridge import N_NEURONS, median_seconds
 
@@ -124,15 +126,21 @@ def main(argv: list[str] | None = None) -> int:
         parts.extract(layer_kernels, max(cfg.components))
 
     extract_s = median_seconds(extract, device, args.repeats) / chosen.size
+
+    def ridge() -> None:
+        fit_ridge_folds(kernels[chosen], targets, folds, relative_alphas=RegressionConfig().relative_alphas,
+                        device=device, chunk_size=args.chunk_size)
+
+    ridge_s = median_seconds(ridge, device, args.repeats) / chosen.size
     per_layer, gram = floor_products(n_stimuli, folds, args.neurons, args.chunk_size, device)
     floor_s = median_seconds(per_layer, device, args.repeats)
     gram_s = median_seconds(gram, device, args.repeats)
     print(f"{args.model}: layers {chosen.tolist()} of {n_layers}, {args.neurons} neurons in one site, "
           f"{len(folds)} folds x ({cfg.inner_folds} inner + 1), components {list(cfg.components)}, device {device}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")
-    print("| per layer | scoring s | extraction alone s | floor s | scoring / floor (target <= 2) |")
-    print("|---|---|---|---|---|")
-    print(f"| float64 | {score_s:.3f} | {extract_s:.3f} | {floor_s:.3f} | {score_s / floor_s:.1f} |")
+    print("| per layer | scoring s | extraction alone s | floor s | scoring / floor (target <= 2) | ridge s, same run |")
+    print("|---|---|---|---|---|---|")
+    print(f"| float64 | {score_s:.3f} | {extract_s:.3f} | {floor_s:.3f} | {score_s / floor_s:.1f} | {ridge_s:.3f} |")
     print(f"neurons' Gram once per site: {gram_s:.3f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
@@ -143,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.processor() or platform.machine(), "stimuli": stimuli_source, "repeats": args.repeats,
         "scoring_s_per_layer": score_s, "extraction_s_per_layer": extract_s, "floor_s_per_layer": floor_s,
         "gram_s_per_site": gram_s, "scoring_over_floor": score_s / floor_s, "target": FLOOR_TARGET,
+        "ridge_scoring_s_per_layer": ridge_s,
     }, indent=2))
     return 0
 

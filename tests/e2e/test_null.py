@@ -28,8 +28,8 @@ pytestmark = pytest.mark.slow
 NULL = {"tuning": "random", "experiments_per_area": 2, "neurons_per_experiment": 60, "n_repeats": 20,
         "image_height": 92, "image_width": 118, "neuropixels": {"sessions": 3, "units_per_area": 16}}
 MODELS = ["alexnet_random", "squeezenet1_1_random", "resnet18_random"]
-METHODS = ("cka", "regression", "rsa")
-"""The methods the repository's params score (PLS is off by default), in the order SQL sorts them."""
+METHODS = ("cka", "pls", "regression", "rsa")
+"""The methods the repository's params score, in the order SQL sorts them."""
 
 
 @pytest.fixture(scope="module")
