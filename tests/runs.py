@@ -88,9 +88,8 @@ def small_params(models: list[str]) -> dict:
                                        image_height=92, image_width=118)
     params["neurons"]["reliability_threshold"] = 0.3
     params["scoring"]["bootstrap"]["n"] = 100
-    # PLS stays on, so every stage sees method 'pls'; 40 fits of up to 5 components per layer and area
-    # in place of the default's 40 of up to 50.
-    params["scoring"]["pls"].update(components=[2, 5], inner_folds=3)
+    # PLS stays on, so every stage sees method 'pls', with up to 5 components a fit in place of 50.
+    params["scoring"]["pls"]["components"] = [2, 5]
     params["checks"]["min_selected_per_area"] = 1
     return params
 

@@ -105,8 +105,8 @@ def test_planted_generator_is_recovered(project, params, rule):
 
 
 def test_the_default_run_scores_pls_for_every_model_area_and_selection(project, params):
-    scores = _query(project, "select model_id, modality, site, layer_selection, score, normalized_score, "
-                             "n_neurons from model_scores where method = 'pls' and site_kind = 'area'")
+    scores = _query(project, "select model_id, modality, site, layer_selection, score, n_neurons from model_scores "
+                             "where method = 'pls' and site_kind = 'area'")
     regression = _query(project, "select model_id, modality, site, layer_selection, n_neurons from model_scores "
                                  "where method = 'regression' and site_kind = 'area'")
     keys = ["model_id", "modality", "site", "layer_selection"]
@@ -118,7 +118,7 @@ def test_the_default_run_scores_pls_for_every_model_area_and_selection(project, 
     # Each area's consistency by PLS, and both normalisations in the ranking.
     consistency = _query(project, "select * from interanimal_consistency where method = 'pls'")
     assert set(zip(consistency["modality"], consistency["area"])) == set(zip(scores["modality"], scores["site"]))
-    ranking = _query(project, "select model_id, rank, normalized_score, normalized_interanimal from model_ranking "
+    ranking = _query(project, "select model_id, rank, normalized_interanimal from model_ranking "
                               "where method = 'pls' and site_kind = 'area'")
     assert len(ranking) == len(scores) and ranking["normalized_interanimal"].notna().any()
     # The planted generator is first by PLS too, in every area of both recordings and by both rules (its
